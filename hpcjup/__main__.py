@@ -1,0 +1,5 @@
+"""`python -m hpcjup`."""
+
+from hpcjup.cli import main
+
+main()

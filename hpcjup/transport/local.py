@@ -1,0 +1,69 @@
+"""The local "transport": this machine, no SSH (for `hpcjup start --local`)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+from hpcjup.errors import WaitTimeout
+from hpcjup.transport.base import FileInfo, Stream, Transport
+
+
+class LocalTransport(Transport):
+    """Runs commands with `sh -c` and touches files directly on this machine."""
+
+    name = "local"
+
+    def _exec(self, command: str, input: bytes | None, timeout: float) -> tuple[int, str, str]:
+        try:
+            proc = subprocess.run(["sh", "-c", command], input=input, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise WaitTimeout(f"Local command timed out after {timeout:.0f} s: {command}") from exc
+        return proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+
+    def home(self) -> str:
+        return str(Path.home())
+
+    def read_file(self, path: str) -> bytes:
+        return Path(path).read_bytes()
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
+        directory = os.path.dirname(path) or "."
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+        try:
+            os.fchmod(fd, mode)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def scan(self, directory: str) -> dict[str, FileInfo]:
+        try:
+            entries = list(os.scandir(directory))
+        except FileNotFoundError:
+            return {}
+        result = {}
+        for entry in entries:
+            try:
+                st = entry.stat()
+            except FileNotFoundError:  # removed between listing and stat
+                continue
+            result[entry.name] = FileInfo(entry.name, st.st_size, st.st_mtime)
+        return result
+
+    def mkdir(self, path: str, mode: int = 0o700) -> None:
+        os.mkdir(path, mode)
+        os.chmod(path, mode)  # mkdir's mode is filtered by the umask
+
+    def remove(self, path: str) -> None:
+        Path(path).unlink(missing_ok=True)
+
+    def open_stream(self, host: str, port: int) -> Stream:
+        sock = socket.create_connection((host, port), timeout=10)
+        sock.settimeout(None)  # the timeout above is for connecting only; a forward may idle for hours
+        return sock

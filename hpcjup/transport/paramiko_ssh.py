@@ -1,0 +1,260 @@
+"""The paramiko backend: one Transport, one authentication, everything multiplexed over it.
+
+Commands are exec channels, files go through one SFTP channel, and port forwards
+are `direct-tcpip` channels on the same Transport, so a 2FA code is asked once and
+the centre sees a single connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import stat
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hpcjup.errors import AuthError, ConnectError, WaitTimeout
+from hpcjup.transport.base import FileInfo, Prompter, Stream, Transport
+from hpcjup.transport.destination import Destination
+from hpcjup.transport.hostkeys import known_key_types, verify_host_key
+
+if TYPE_CHECKING:
+    import paramiko
+
+log = logging.getLogger("hpcjup.ssh")
+
+# Bigger than paramiko's 2 MiB default so one bulk download is not throttled by window updates.
+_WINDOW = 16 * 1024 * 1024
+_MAX_PACKET = 32768
+
+
+def _no_prompt(question: str, echo: bool) -> str:
+    raise AuthError(
+        f"The server asks {question.strip()!r}, but there is no terminal to answer it.",
+        hint="Run hpcjup in a terminal, or load the key into ssh-agent first.",
+    )
+
+
+class ParamikoTransport(Transport):
+    """A paramiko Transport to the login node."""
+
+    def __init__(self, dest: Destination, prompt: Prompter = _no_prompt) -> None:
+        self.dest = dest
+        self.name = dest.alias
+        self._prompt = prompt
+        self._sftp: paramiko.SFTPClient | None = None
+        self._sftp_lock = threading.Lock()
+        self._home: str | None = None
+        self._t = self._connect()
+
+    # -- connection and authentication -------------------------------------------------
+
+    def _connect(self) -> paramiko.Transport:
+        import paramiko
+
+        dest = self.dest
+        if dest.proxy_jump:
+            raise ConnectError(
+                f"{dest.alias} uses ProxyJump ({dest.proxy_jump}), which the paramiko backend does not support yet.",
+                hint="Connect to the login node directly, or use a host without ProxyJump.",
+            )
+        try:
+            sock = socket.create_connection((dest.hostname, dest.port), timeout=dest.connect_timeout)
+        except socket.gaierror as exc:
+            raise ConnectError(f"Cannot resolve {dest.hostname}: {exc.strerror}", hint="Check the host name (and your VPN).") from exc
+        except OSError as exc:
+            raise ConnectError(
+                f"Cannot reach {dest.hostname}:{dest.port}: {exc.strerror or exc}",
+                hint="Check the host and port, your network or VPN, and whether `ssh` reaches it.",
+            ) from exc
+        t = paramiko.Transport(sock, default_window_size=_WINDOW, default_max_packet_size=_MAX_PACKET)
+        try:
+            preferred = known_key_types(dest)
+            if preferred:
+                opts = t.get_security_options()
+                opts.key_types = preferred + [k for k in opts.key_types if k not in preferred]
+            t.start_client(timeout=dest.connect_timeout)
+            verify_host_key(dest, t.get_remote_server_key())
+            self._authenticate(t)
+        except paramiko.SSHException as exc:
+            t.close()
+            raise ConnectError(f"SSH handshake with {dest.hostname}:{dest.port} failed: {exc}") from exc
+        except BaseException:
+            t.close()
+            raise
+        t.set_keepalive(dest.server_alive_interval)
+        return t
+
+    def _authenticate(self, t: paramiko.Transport) -> None:
+        """Try agent keys, then key files, then keyboard-interactive; one pass, as OpenSSH does."""
+        import paramiko
+
+        user = self.dest.user
+        allowed: list[str] = []
+        for key in self._candidate_keys():
+            try:
+                allowed = t.auth_publickey(user, key)
+            except paramiko.AuthenticationException:
+                continue
+            except paramiko.SSHException as exc:
+                log.debug("public key rejected: %s", exc)
+                continue
+            if t.is_authenticated():
+                return
+            break  # partial success: the server wants a second factor
+        if not t.is_authenticated():
+            try:
+                t.auth_interactive(user, self._interactive_handler)
+            except paramiko.BadAuthenticationType as exc:
+                allowed = list(exc.allowed_types)
+            except paramiko.AuthenticationException:
+                pass
+        if not t.is_authenticated():
+            raise AuthError(
+                f"Authentication as {user}@{self.dest.hostname} failed" + (f" (server allows: {', '.join(allowed)})" if allowed else "") + ".",
+                hint="Check that `ssh` logs in with the same key (IdentityFile in ~/.ssh/config, or ssh-add).",
+            )
+
+    def _candidate_keys(self):  # -> Iterator[paramiko.PKey]
+        import paramiko
+
+        files = [p for p in self.dest.identity_files if p.is_file()]
+        if not self.dest.identities_only or not files:
+            try:
+                yield from paramiko.Agent().get_keys()
+            except paramiko.SSHException:
+                pass
+        for path in files:
+            key = self._load_key(path)
+            if key is not None:
+                yield key
+
+    def _load_key(self, path: Path) -> paramiko.PKey | None:
+        import paramiko
+
+        try:
+            return paramiko.PKey.from_path(path)
+        except paramiko.PasswordRequiredException:
+            passphrase = self._prompt(f"Passphrase for {path}: ", False)
+            try:
+                return paramiko.PKey.from_path(path, passphrase=passphrase)
+            except paramiko.SSHException as exc:
+                raise AuthError(f"Cannot decrypt {path}: wrong passphrase?") from exc
+        except (paramiko.SSHException, OSError, ValueError) as exc:
+            log.debug("skipping key %s: %s", path, exc)
+            return None
+
+    def _interactive_handler(self, title: str, instructions: str, prompts: list[tuple[str, bool]]) -> list[str]:
+        return [self._prompt(text, echo) for text, echo in prompts]
+
+    # -- commands -----------------------------------------------------------------------
+
+    def _exec(self, command: str, input: bytes | None, timeout: float) -> tuple[int, str, str]:
+        chan = self._t.open_session()
+        try:
+            chan.exec_command(command)
+            if input is not None:
+                chan.sendall(input)
+            chan.shutdown_write()
+            out, err = bytearray(), bytearray()
+            deadline = time.monotonic() + timeout
+            while not (chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise WaitTimeout(f"Remote command timed out after {timeout:.0f} s: {command}")
+                # The channel's fileno wakes on stdout/stderr data and on close; cap the wait so
+                # an exit status arriving alone is seen promptly.
+                select.select([chan], [], [], min(remaining, 0.2))
+                while chan.recv_ready():
+                    out += chan.recv(65536)
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+            return chan.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace")
+        finally:
+            chan.close()
+
+    # -- files --------------------------------------------------------------------------
+
+    @property
+    def sftp(self) -> paramiko.SFTPClient:
+        with self._sftp_lock:
+            if self._sftp is None:
+                import paramiko
+
+                self._sftp = paramiko.SFTPClient.from_transport(self._t)
+            return self._sftp
+
+    def home(self) -> str:
+        if self._home is None:
+            self._home = self.sftp.normalize(".")
+        return self._home
+
+    def read_file(self, path: str) -> bytes:
+        with self.sftp.open(path, "rb") as fh:
+            return fh.read()
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        sftp = self.sftp
+        # Create with restrictive permissions before any byte is written.
+        with sftp.open(tmp, "wb") as fh:
+            fh.chmod(mode)
+            fh.write(data)
+        try:
+            sftp.posix_rename(tmp, path)
+        except OSError:
+            sftp.remove(tmp)
+            raise
+
+    def scan(self, directory: str) -> dict[str, FileInfo]:
+        try:
+            attrs = self.sftp.listdir_attr(directory)
+        except FileNotFoundError:
+            return {}
+        return {a.filename: FileInfo(a.filename, a.st_size or 0, float(a.st_mtime or 0)) for a in attrs}
+
+    def mkdir(self, path: str, mode: int = 0o700) -> None:
+        sftp = self.sftp
+        try:
+            sftp.mkdir(path, mode)
+        except OSError:
+            try:
+                if stat.S_ISDIR(sftp.stat(path).st_mode or 0):
+                    raise FileExistsError(path) from None
+            except FileNotFoundError:
+                pass
+            raise
+        sftp.chmod(path, mode)  # the server's umask may have filtered the mode
+
+    def remove(self, path: str) -> None:
+        try:
+            self.sftp.remove(path)
+        except FileNotFoundError:
+            pass
+
+    # -- forwarding ---------------------------------------------------------------------
+
+    def open_stream(self, host: str, port: int) -> Stream:
+        import paramiko
+
+        try:
+            return self._t.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=15)
+        except paramiko.ChannelException as exc:
+            raise ConnectError(
+                f"The login node could not connect to {host}:{port} ({exc.text}).",
+                hint="Is the job still running? `hpcjup ls` shows its state.",
+            ) from exc
+
+    @property
+    def alive(self) -> bool:
+        """Whether the SSH connection is still up."""
+        return self._t.is_active()
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            self._sftp.close()
+        self._t.close()
