@@ -111,3 +111,9 @@ class RemoteCommandError(HpcjupError):
         self.stderr = stderr
         first = (stderr.strip() or stdout.strip() or "no output").splitlines()[0]
         super().__init__(f"`{shlex.join(argv)}` failed with exit code {returncode}: {first}", hint=hint)
+
+
+class Interrupted(HpcjupError):
+    """The user interrupted a command (Ctrl-C, SIGTERM) before it finished."""
+
+    exit_code = ExitCode.INTERRUPTED

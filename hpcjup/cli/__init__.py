@@ -1,0 +1,72 @@
+"""The `hpcjup` command line: a click group whose commands load only when they run.
+
+Each command lives in its own module here and exposes `command`. `main` is the only
+place that turns an `HpcjupError` into output and an exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import import_module
+
+import click
+
+from hpcjup import __version__
+from hpcjup.cli.app import App
+from hpcjup.errors import ExitCode, HpcjupError, Interrupted
+
+# name -> (module, one-line help); the help is here so `hpcjup --help` imports no command module.
+COMMANDS = {
+    "start": ("start", "Submit a job running JupyterLab and open it through a tunnel."),
+    "stop": ("stop", "Stop a session: Jupyter shuts down cleanly, the job ends."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a command's module only when that command is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        return import_module(f"hpcjup.cli.{COMMANDS[name][0]}").command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, help_) for name, (_, help_) in COMMANDS.items()])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "-V", "--version", prog_name="hpcjup")
+@click.option("-v", "--verbose", count=True, help="Show every remote command and its timing (-vv: SSH details).")
+@click.option("-q", "--quiet", is_flag=True, help="Print only results.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
+    """Jupyter and Dask on an HPC cluster, from your laptop.
+
+    \b
+    Try it here first:      hpcjup start --local
+    On a Slurm cluster:     hpcjup start --host juwels --partition booster --time 2:00:00
+    """
+    ctx.obj = App.create(verbose=verbose, quiet=quiet)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    try:
+        cli.main(args=argv, prog_name="hpcjup", standalone_mode=False)
+        code = 0
+    except HpcjupError as exc:
+        App.current().ui.error(exc)
+        code = int(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:  # bad flags: click's message, exit code 2
+        exc.show()
+        code = int(ExitCode.USAGE) if exc.exit_code == 2 else exc.exit_code
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        App.current().ui.error(Interrupted("Interrupted."))
+        code = int(ExitCode.INTERRUPTED)
+    sys.exit(code)

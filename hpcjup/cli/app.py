@@ -1,0 +1,116 @@
+"""The application object every command receives: output, local state, connections."""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from hpcjup.errors import AuthError, UsageError
+from hpcjup.ui import UI
+
+if TYPE_CHECKING:
+    from hpcjup.schedulers.base import Scheduler
+    from hpcjup.session.store import LocalStore
+    from hpcjup.transport.base import Transport
+
+F = TypeVar("F", bound=Callable[..., Any])
+LOCAL = "local"
+
+
+class App:
+    """Shared state of one hpcjup invocation."""
+
+    _current: App | None = None
+
+    def __init__(self, ui: UI) -> None:
+        self.ui = ui
+        self._store: LocalStore | None = None
+
+    @classmethod
+    def create(cls, *, verbose: int = 0, quiet: bool = False) -> App:
+        app = cls(UI(quiet=quiet, verbose=verbose))
+        if verbose:
+            logging.basicConfig(format="%(name)s: %(message)s", stream=sys.stderr)
+            logging.getLogger("hpcjup").setLevel(logging.DEBUG)
+            if verbose > 1:
+                logging.getLogger("paramiko").setLevel(logging.DEBUG)
+        cls._current = app
+        return app
+
+    @classmethod
+    def current(cls) -> App:
+        """The running invocation's app (a default one before the group callback ran)."""
+        return cls._current or cls(UI())
+
+    @property
+    def store(self) -> LocalStore:
+        if self._store is None:
+            from hpcjup.session.store import LocalStore
+
+            self._store = LocalStore()
+        return self._store
+
+    def resolve_host(self, host: str | None, local: bool) -> str:
+        """Which host a command talks to: --local, --host, $HPCJUP_HOST, or the only one with sessions."""
+        if local:
+            if host:
+                raise UsageError("--local and --host exclude each other.")
+            return LOCAL
+        host = host or os.environ.get("HPCJUP_HOST")
+        if host:
+            return host
+        hosts = self.store.hosts()
+        if len(hosts) == 1:
+            return (self.store.load_any(hosts[0]) or {}).get("host", hosts[0])
+        raise UsageError(
+            "Which cluster? No --host given.",
+            hint="Pass --host (an alias from ~/.ssh/config, or user@host), set HPCJUP_HOST, or use --local.",
+        )
+
+    def connect(self, host: str) -> Transport:
+        """The command's one connection to `host`."""
+        from hpcjup.transport import connect
+
+        return connect(host, prompt=terminal_prompt)
+
+    @staticmethod
+    def scheduler(host: str) -> Scheduler:
+        """The scheduler adapter for `host`."""
+        from hpcjup.schedulers import get_scheduler
+
+        return get_scheduler("local" if host == LOCAL else "slurm")
+
+
+def terminal_prompt(question: str, echo: bool) -> str:
+    """Ask on the terminal (a passphrase or a 2FA code); refuse when there is none."""
+    if not sys.stdin.isatty():
+        raise AuthError(
+            f"The server asks {question.strip()!r}, but there is no terminal to answer it.",
+            hint="Run hpcjup in a terminal, or load your key into ssh-agent first.",
+        )
+    return input(question) if echo else getpass.getpass(question)
+
+
+def json_option(func: F) -> F:
+    """Add --json to a command: its result becomes one JSON object on stdout."""
+
+    @click.option("--json", "json_mode", is_flag=True, help="Print the result as one JSON object.")
+    @functools.wraps(func)
+    def wrapper(*args: Any, json_mode: bool, **kwargs: Any) -> Any:
+        App.current().ui.json_mode = json_mode
+        return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def host_options(func: F) -> F:
+    """Add --host and --local: where the session lives."""
+    func = click.option("--local", is_flag=True, help="This machine, without SSH or a scheduler.")(func)
+    return click.option("--host", metavar="DEST", help="SSH destination: an alias from ~/.ssh/config or user@host[:port].")(func)

@@ -1,0 +1,108 @@
+"""`hpcjup start`: submit, wait for Jupyter, forward a port, hold it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from hpcjup.cli.app import App, host_options, json_option
+from hpcjup.config.resources import Resources, parse_duration
+from hpcjup.errors import Interrupted, JobFailedError
+from hpcjup.session.submit import StartRequest
+
+if TYPE_CHECKING:
+    from hpcjup.schedulers.base import Scheduler
+    from hpcjup.session.layout import SessionPaths
+    from hpcjup.session.record import Connection, SessionRecord
+    from hpcjup.session.wait import Progress
+    from hpcjup.transport.base import Transport
+
+
+@click.command(context_settings={"show_default": True})
+@host_options
+@click.option("-p", "--partition", help="Slurm partition (default: the cluster's default).")
+@click.option("-A", "--account", help="Account (project) to charge.")
+@click.option("-t", "--time", "time_limit", metavar="TIME", help="Time limit: minutes, HH:MM:SS or D-HH:MM:SS.")
+@click.option("-N", "--nodes", type=click.IntRange(min=1), default=1, help="Nodes to allocate.")
+@click.option("-c", "--cpus", type=click.IntRange(min=1), help="CPUs for Jupyter's task.")
+@click.option("--mem", help="Memory per node, e.g. 16G.")
+@click.option("--gpus", help="GPUs, e.g. 4 or a100:4.")
+@click.option("-n", "--name", help="Session name, unique on the host (default: lab-XXXX).")
+@click.option("--workdir", help="Jupyter's root directory on the cluster (default: your home).")
+@click.option("--python", "python", default="python3", help="The cluster-side Python that has JupyterLab.")
+@click.option("--local-port", type=click.IntRange(1, 65535), help="Local port of the tunnel (default: a free one).")
+@click.option("--no-browser", is_flag=True, help="Print the URL, do not open a browser.")
+@click.option("--timeout", "pending_timeout", metavar="DURATION", help="Give up (and cancel the job) if it still pends after this long, e.g. 30m.")
+@click.option("--idle-timeout", metavar="DURATION", default="0", help="End the session after this long without use (0: never), e.g. 1h.")
+@json_option
+@click.pass_obj
+def command(app: App, host: str | None, local: bool, partition: str | None, account: str | None, time_limit: str | None,
+            nodes: int, cpus: int | None, mem: str | None, gpus: str | None, name: str | None, workdir: str | None,
+            python: str, local_port: int | None, no_browser: bool, pending_timeout: str | None, idle_timeout: str) -> None:  # fmt: skip
+    """Submit a job that runs JupyterLab on a compute node, and open it through a tunnel.
+
+    The URL (with its token) is printed as soon as Jupyter answers. Ctrl-C detaches:
+    the job keeps running until `hpcjup stop`, its time limit, or the idle timeout.
+    """
+    request = StartRequest(
+        resources=Resources(partition=partition, account=account, time=time_limit, nodes=nodes, cpus=cpus, mem=mem, gpus=gpus),
+        name=name,
+        workdir=workdir,
+        python=python,
+        idle_timeout=parse_duration(idle_timeout, "--idle-timeout"),
+    )
+    pending = parse_duration(pending_timeout, "--timeout") if pending_timeout else None
+    host = app.resolve_host(host, local)
+    if local_port is not None:
+        from hpcjup.tunnel import bind_loopback
+
+        bind_loopback(local_port).close()  # a busy port fails now, before anything is submitted
+    ui = app.ui
+    with ui.status() as line:
+        line.update(f"Connecting to {host}…")
+        transport = app.connect(host)
+    with transport:
+        scheduler = app.scheduler(host)
+        record, paths, conn = _submit_and_wait(app, transport, scheduler, request, pending)
+        from hpcjup.cli.serve import serve
+
+        serve(app, transport, record, paths, conn, local_port=local_port, open_browser=not no_browser)
+
+
+def _submit_and_wait(
+    app: App, transport: Transport, scheduler: Scheduler, request: StartRequest, pending: int | None
+) -> tuple[SessionRecord, SessionPaths, Connection]:
+    """Submit and wait for Jupyter; interrupted before it answers, the job is cancelled (nothing to lose yet)."""
+    from hpcjup.cli.serve import terminate_as_interrupt
+    from hpcjup.session.submit import submit
+    from hpcjup.session.wait import ReadyWaiter
+
+    with app.ui.status() as line, terminate_as_interrupt():
+        line.update("Submitting…")
+        record, paths = submit(transport, scheduler, request)
+        app.ui.info(f"Submitted job {record.job_id} as session {record.name} on {record.host}.")
+        waiter = ReadyWaiter(transport, scheduler, record, paths, lambda p: line.update(*progress_text(p)), pending_timeout=pending)
+        try:
+            return record, paths, waiter.wait()
+        except JobFailedError:
+            raise  # the job ended by itself; its log stays in the session directory for `hpcjup logs`
+        except BaseException as exc:
+            scheduler.cancel(transport, record.job_id, graceful=False)
+            transport.rmtree(paths.dir)
+            if isinstance(exc, KeyboardInterrupt):
+                raise Interrupted(f"Cancelled job {record.job_id} before Jupyter started; nothing was lost.") from None
+            raise
+
+
+def progress_text(p: Progress) -> tuple[str, str]:
+    """(status line, change key): the key leaves out the clock, so plain output prints changes only."""
+    parts = [p.state.lower()]
+    if p.reason:
+        parts.append(f"reason: {p.reason}")
+    if p.expected_start:
+        parts.append(f"expected start: {p.expected_start}")
+    if p.node:
+        parts.append(f"node: {p.node}")
+    key = ", ".join(parts)
+    return f"Job {key} ({p.elapsed:.0f} s)", key

@@ -1,0 +1,1 @@
+"""Configuration: what the user asked for, validated and resolved in one place."""

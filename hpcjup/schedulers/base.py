@@ -1,0 +1,120 @@
+"""What every scheduler adapter provides: render a job, submit it, ask its state, cancel it.
+
+An adapter is a small class; the session layer drives it through this interface and
+never runs a scheduler command itself.
+"""
+
+from __future__ import annotations
+
+import shlex
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+
+from hpcjup.config.resources import Resources
+from hpcjup.transport.base import Transport
+
+JOB_SCRIPT = "job.sh"
+JOB_LOG = "job.out"
+
+
+class JobState(str, Enum):
+    """A job's state, with Slurm's names as the common vocabulary."""
+
+    PENDING = "PENDING"
+    CONFIGURING = "CONFIGURING"
+    RUNNING = "RUNNING"
+    COMPLETING = "COMPLETING"
+    SUSPENDED = "SUSPENDED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMEOUT = "TIMEOUT"
+    NODE_FAIL = "NODE_FAIL"
+    OUT_OF_MEMORY = "OUT_OF_MEMORY"
+    PREEMPTED = "PREEMPTED"
+    BOOT_FAIL = "BOOT_FAIL"
+    DEADLINE = "DEADLINE"
+    GONE = "GONE"  # the scheduler no longer knows the job (finished, and forgotten)
+
+    @property
+    def active(self) -> bool:
+        """Whether the job still holds (or waits for) its allocation."""
+        return self in _ACTIVE
+
+    @classmethod
+    def parse(cls, text: str) -> JobState:
+        """A scheduler's state word (e.g. "CANCELLED by 1000", "CA") as a JobState."""
+        word = text.strip().split(" ")[0].rstrip("+").upper()
+        word = _SHORT.get(word, word)
+        try:
+            return cls(word)
+        except ValueError:
+            return cls.FAILED if word else cls.GONE
+
+
+_ACTIVE = {JobState.PENDING, JobState.CONFIGURING, JobState.RUNNING, JobState.COMPLETING, JobState.SUSPENDED}
+_SHORT = {
+    "PD": "PENDING", "CF": "CONFIGURING", "R": "RUNNING", "CG": "COMPLETING", "S": "SUSPENDED",
+    "CD": "COMPLETED", "F": "FAILED", "CA": "CANCELLED", "TO": "TIMEOUT", "NF": "NODE_FAIL",
+    "OOM": "OUT_OF_MEMORY", "PR": "PREEMPTED", "BF": "BOOT_FAIL", "DL": "DEADLINE",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """What the scheduler says about one job."""
+
+    job_id: str
+    state: JobState
+    reason: str | None = None  # why it pends (Priority, Resources, ...)
+    expected_start: str | None = None  # the scheduler's estimate while pending
+    nodes: str | None = None
+    exit_code: str | None = None
+    time_left: int | None = None  # seconds until the time limit, while running
+    time_limit: int | None = None  # seconds
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON form."""
+        return {k: (v.value if isinstance(v, JobState) else v) for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything needed to render one session's job."""
+
+    name: str  # the session name; the job is called hpcjup-<name>
+    session_dir: str  # absolute path on the cluster
+    command: Sequence[str]  # what the job runs (the launcher)
+    resources: Resources = field(default_factory=Resources)
+    warn_seconds: int | None = None  # ask for SIGUSR1 this long before the time limit
+
+
+class Scheduler(ABC):
+    """One batch system."""
+
+    name: str
+    #: Address Jupyter binds to, when the adapter knows better than the node's name (local: loopback).
+    bind_address: str | None = None
+
+    @abstractmethod
+    def render(self, spec: JobSpec) -> str:
+        """The job script for `spec`."""
+
+    @abstractmethod
+    def submit(self, transport: Transport, session_dir: str) -> str:
+        """Submit the session's job script; return the job id. Raises SubmitError."""
+
+    @abstractmethod
+    def status(self, transport: Transport, job_id: str) -> JobStatus:
+        """The job's current state (GONE when the scheduler forgot it)."""
+
+    @abstractmethod
+    def cancel(self, transport: Transport, job_id: str, *, graceful: bool = True) -> None:
+        """Ask the job to end: gracefully (SIGTERM to the launcher) or at once."""
+
+    @staticmethod
+    def exec_line(command: Sequence[str]) -> str:
+        """The script's last line: replace the shell with the launcher, so signals reach it."""
+        return "exec " + shlex.join(command)

@@ -1,0 +1,120 @@
+"""Slurm: `sbatch --parsable`, `squeue` (then `sacct`) for state, `scancel` to stop."""
+
+from __future__ import annotations
+
+import re
+
+from hpcjup.config.resources import time_to_seconds
+from hpcjup.errors import RemoteCommandError, SubmitError
+from hpcjup.schedulers.base import JOB_LOG, JOB_SCRIPT, JobSpec, JobState, JobStatus, Scheduler
+from hpcjup.transport.base import Transport
+
+# squeue fields: state, reason, expected start, node list, time left, time limit.
+_SQUEUE_FORMAT = "%T|%r|%S|%N|%L|%l"
+_SACCT_FIELDS = "State,ExitCode,NodeList,Timelimit"
+_JOB_ID = re.compile(r"^(\d+)(?:;\S+)?$")  # --parsable prints "id" or "id;cluster"
+
+
+class Slurm(Scheduler):
+    """The Slurm adapter."""
+
+    name = "slurm"
+    directive = "#SBATCH"
+
+    def render(self, spec: JobSpec) -> str:
+        res = spec.resources
+        options = [
+            ("job-name", f"hpcjup-{spec.name}"),
+            ("output", JOB_LOG),  # relative to the submit directory: the session directory
+            ("partition", res.partition),
+            ("account", res.account),
+            ("time", res.time),
+            ("nodes", str(res.nodes)),
+            ("ntasks-per-node", "1"),
+            ("cpus-per-task", str(res.cpus) if res.cpus else None),
+            ("mem", res.mem),
+            ("gpus", res.gpus),
+            # B: signal only the batch shell, which is the launcher (the script execs it).
+            ("signal", f"B:USR1@{spec.warn_seconds}" if spec.warn_seconds else None),
+        ]
+        lines = ["#!/bin/bash -l", f"# hpcjup session {spec.name}: JupyterLab on a compute node."]
+        lines += [f"{self.directive} --{key}={value}" for key, value in options if value is not None]
+        lines += ["", "umask 077", self.exec_line(spec.command), ""]
+        return "\n".join(lines)
+
+    def submit(self, transport: Transport, session_dir: str) -> str:
+        # cd first: the job's working directory and its relative --output are the session directory.
+        script = 'cd "$1" && exec sbatch --parsable "$2"'
+        try:
+            result = transport.run(["sh", "-c", script, "sh", session_dir, JOB_SCRIPT], timeout=60)
+        except RemoteCommandError as exc:
+            raise _submit_error(exc) from exc
+        m = _JOB_ID.match(result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "")
+        if not m:
+            raise SubmitError(f"sbatch printed no job id: {result.stdout.strip()!r} {result.stderr.strip()!r}")
+        return m.group(1)
+
+    def status(self, transport: Transport, job_id: str) -> JobStatus:
+        result = transport.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", _SQUEUE_FORMAT], check=False)
+        line = result.stdout.strip().splitlines()[0] if result.stdout.strip() else ""
+        if result.returncode == 0 and line:
+            return _parse_squeue(job_id, line)
+        return self._from_sacct(transport, job_id)
+
+    def _from_sacct(self, transport: Transport, job_id: str) -> JobStatus:
+        """Finished jobs leave squeue after MinJobAge; accounting remembers them (where it is enabled)."""
+        result = transport.run(["sacct", "-n", "-P", "-X", "-j", job_id, "-o", _SACCT_FIELDS], check=False)
+        line = result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else ""
+        if not line:
+            return JobStatus(job_id, JobState.GONE)
+        state, exit_code, nodes, limit = (line.split("|") + ["", "", "", ""])[:4]
+        return JobStatus(job_id, JobState.parse(state), nodes=nodes or None, exit_code=exit_code or None, time_limit=_seconds(limit))
+
+    def cancel(self, transport: Transport, job_id: str, *, graceful: bool = True) -> None:
+        if graceful:
+            # Only the batch shell (the launcher) gets SIGTERM; it shuts Jupyter down and exits,
+            # which ends the job. A pending job has no shell: cancel it outright.
+            status = self.status(transport, job_id)
+            if status.state is JobState.RUNNING:
+                transport.run(["scancel", "--batch", "--signal=TERM", job_id], check=False)
+                return
+        transport.run(["scancel", job_id], check=False)
+
+
+def _parse_squeue(job_id: str, line: str) -> JobStatus:
+    state, reason, start, nodes, left, limit = (line.split("|") + [""] * 6)[:6]
+    return JobStatus(
+        job_id,
+        JobState.parse(state),
+        reason=None if reason in ("", "None", "(null)") else reason,
+        expected_start=None if start in ("", "N/A", "Unknown") else start,
+        nodes=nodes or None,
+        time_left=_seconds(left),
+        time_limit=_seconds(limit),
+    )
+
+
+def _seconds(text: str) -> int | None:
+    """Seconds in a Slurm duration as squeue/sacct print it; None for UNLIMITED, NOT_SET, ..."""
+    try:
+        return time_to_seconds(text.strip())
+    except ValueError:
+        return None
+
+
+def _submit_error(exc: RemoteCommandError) -> SubmitError:
+    """The scheduler's own words, plus what to run to find valid values."""
+    lines = [ln.removeprefix("sbatch: error: ").strip() for ln in (exc.stderr or exc.stdout).splitlines() if ln.strip()]
+    message = "; ".join(dict.fromkeys(lines)) or f"sbatch exited with {exc.returncode}"
+    text = message.lower()
+    if "account" in text or "association" in text:
+        hint = "Run `sacctmgr show associations user=$USER format=account,partition` to list your accounts, then pass --account."
+    elif "partition" in text:
+        hint = "Run `sinfo -s` on the login node to list the partitions you may use, then pass --partition."
+    elif "time limit" in text:
+        hint = "Ask for less --time; `sinfo -o '%P %l'` shows each partition's limit."
+    elif "command not found" in text or exc.returncode == 127:
+        hint = "This host has no Slurm commands on PATH: is it the cluster's login node?"
+    else:
+        hint = "Check the resource flags (--partition, --account, --time, --nodes, --cpus, --mem, --gpus)."
+    return SubmitError(f"The scheduler refused the job: {message}", hint=hint)

@@ -1,0 +1,99 @@
+"""The laptop's cache of sessions: 0600 JSON files in a 0700 state directory.
+
+The cluster is the source of truth; this cache only saves a round trip, remembers
+which host a session lives on, and records the local tunnel holding it (pid, port).
+It holds tokens, so every file is private to the user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+
+def state_dir() -> Path:
+    """hpcjup's per-user state directory (XDG_STATE_HOME on Linux)."""
+    from platformdirs import user_state_path
+
+    return user_state_path("hpcjup", appauthor=False)
+
+
+def _safe(part: str) -> str:
+    """A host alias or session name as a file name (user@host:port has characters to avoid)."""
+    return re.sub(r"[^A-Za-z0-9_.@-]", "_", part)
+
+
+class LocalStore:
+    """Session entries keyed by host and session name."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or state_dir()
+
+    def _dir(self, host: str) -> Path:
+        return self.root / "sessions" / _safe(host)
+
+    def _path(self, host: str, name: str) -> Path:
+        return self._dir(host) / f"{_safe(name)}.json"
+
+    def load(self, host: str, name: str) -> dict[str, Any] | None:
+        """The cached entry, or None."""
+        try:
+            return json.loads(self._path(host, name).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def save(self, host: str, name: str, entry: dict[str, Any]) -> None:
+        """Write an entry atomically, readable by the user only."""
+        path = self._path(host, name)
+        _private_dirs(path.parent, stop=self.root.parent)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(entry, fh, indent=2)
+        os.replace(tmp, path)
+
+    def update(self, host: str, name: str, **changes: Any) -> dict[str, Any]:
+        """Merge `changes` into an entry (None removes a key); returns the new entry."""
+        entry = self.load(host, name) or {}
+        for key, value in changes.items():
+            if value is None:
+                entry.pop(key, None)
+            else:
+                entry[key] = value
+        self.save(host, name, entry)
+        return entry
+
+    def load_any(self, host: str) -> dict[str, Any] | None:
+        """Some entry of `host` (to learn the host's spelling from its directory name)."""
+        for name in self.names(host):
+            entry = self.load(host, name)
+            if entry:
+                return entry
+        return None
+
+    def remove(self, host: str, name: str) -> None:
+        self._path(host, name).unlink(missing_ok=True)
+
+    def names(self, host: str) -> list[str]:
+        """Cached session names on a host."""
+        directory = self._dir(host)
+        return sorted(p.stem for p in directory.glob("*.json")) if directory.is_dir() else []
+
+    def hosts(self) -> list[str]:
+        """Hosts with at least one cached session (as their directory names)."""
+        base = self.root / "sessions"
+        return sorted(d.name for d in base.iterdir() if d.is_dir() and any(d.glob("*.json"))) if base.is_dir() else []
+
+
+def _private_dirs(path: Path, stop: Path) -> None:
+    """mkdir -p with 0700 for every directory created below `stop`."""
+    missing = []
+    while not path.exists() and path != stop and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)

@@ -1,0 +1,120 @@
+"""Create a session on the cluster: its private directory, the launcher, the job script, the job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hpcjup import __version__
+from hpcjup.config.resources import Resources, time_to_seconds
+from hpcjup.errors import HpcjupError, UsageError
+from hpcjup.job import launcher_source
+from hpcjup.schedulers.base import JobSpec, Scheduler
+from hpcjup.session.layout import SessionPaths, check_name, new_name
+from hpcjup.session.record import SessionRecord, now_iso, read_report
+from hpcjup.transport.base import Transport
+
+# Ask for the walltime warning this long before the limit (short jobs: a quarter of their time).
+_WARN_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """What `hpcjup start` asks for, after validation."""
+
+    resources: Resources = field(default_factory=Resources)
+    name: str | None = None
+    workdir: str | None = None
+    python: str = "python3"
+    idle_timeout: int = 0  # seconds; 0 = never
+    ready_timeout: int = 300  # seconds Jupyter may take to answer once the job runs
+
+
+def submit(transport: Transport, scheduler: Scheduler, request: StartRequest) -> tuple[SessionRecord, SessionPaths]:
+    """Make the session directory, upload, submit; on any failure leave nothing behind."""
+    paths = _claim_directory(transport, scheduler, request.name)
+    try:
+        transport.write_file(paths.launcher, launcher_source(), 0o600)
+        spec = JobSpec(
+            name=paths.name,
+            session_dir=paths.dir,
+            command=_launcher_command(request, paths, scheduler),
+            resources=request.resources,
+            warn_seconds=_warn_seconds(request.resources.time),
+        )
+        transport.write_file(paths.script, scheduler.render(spec).encode(), 0o700)
+        job_id = scheduler.submit(transport, paths.dir)
+    except BaseException:
+        transport.rmtree(paths.dir)  # nothing was submitted: no trace left (Ctrl-C included)
+        raise
+    record = SessionRecord(
+        name=paths.name,
+        host=transport.name,
+        scheduler=scheduler.name,
+        job_id=job_id,
+        created_at=now_iso(),
+        resources=request.resources.to_dict(),
+        workdir=request.workdir,
+        idle_timeout=request.idle_timeout or None,
+        hpcjup_version=__version__,
+    )
+    try:
+        transport.write_file(paths.record, record.to_json(), 0o600)
+    except BaseException:
+        scheduler.cancel(transport, job_id, graceful=False)
+        transport.rmtree(paths.dir)
+        raise
+    return record, paths
+
+
+def _claim_directory(transport: Transport, scheduler: Scheduler, name: str | None) -> SessionPaths:
+    """Create the session directory exclusively (0700); a finished session's name may be reused."""
+    home = transport.home()
+    root = SessionPaths(home, "x").root
+    transport.makedirs(root, 0o700)
+    for _ in range(5 if name is None else 1):
+        paths = SessionPaths(home, check_name(name) if name else new_name())
+        try:
+            transport.mkdir(paths.dir, 0o700)
+            return paths
+        except FileExistsError:
+            if name is None:
+                continue  # a random name collided: draw another
+            if _is_finished(transport, scheduler, paths):
+                transport.rmtree(paths.dir)
+                transport.mkdir(paths.dir, 0o700)
+                return paths
+            raise UsageError(
+                f"A session named {name!r} already exists on {transport.name}.",
+                hint=f"Attach to it with `hpcjup attach {name}`, stop it with `hpcjup stop {name}`, or choose another --name.",
+            ) from None
+    raise HpcjupError("Could not find a free session name.", hint="Pass --name.")
+
+
+def _is_finished(transport: Transport, scheduler: Scheduler, paths: SessionPaths) -> bool:
+    """Whether the session's job is over (its directory then only holds logs)."""
+    report = read_report(transport, paths.state)
+    if report is not None and report.ended:
+        return True
+    try:
+        record = SessionRecord.from_json(transport.read_file(paths.record))
+    except FileNotFoundError:
+        return True  # a directory left half-made by an interrupted start
+    return not scheduler.status(transport, record.job_id).state.active
+
+
+def _launcher_command(request: StartRequest, paths: SessionPaths, scheduler: Scheduler) -> list[str]:
+    command = [request.python, paths.launcher, "--session-dir", paths.dir, "--ready-timeout", str(request.ready_timeout)]
+    if request.workdir:
+        command += ["--workdir", request.workdir]
+    if scheduler.bind_address:
+        command += ["--bind", scheduler.bind_address]
+    if request.idle_timeout:
+        command += ["--idle-timeout", str(request.idle_timeout)]
+    return command
+
+
+def _warn_seconds(time_limit: str | None) -> int | None:
+    """How long before the limit the job wants SIGUSR1 to shut down cleanly."""
+    if time_limit is None:
+        return _WARN_SECONDS
+    return max(30, min(_WARN_SECONDS, time_to_seconds(time_limit) // 4))

@@ -1,0 +1,179 @@
+"""A local port forward: 127.0.0.1:<port> -> a stream opened through the session's connection.
+
+Every accepted connection gets its own stream from `opener` (an SSH channel on the one
+Transport, or a plain socket for `--local`) and one pump thread. The tunnel is a context
+manager: leaving it closes the listener and every stream, and re-raises a failure of the
+accept thread, so errors are never swallowed. `opener` may be swapped while it runs
+(reconnecting after a dropped connection keeps the same local port).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import select
+import socket
+import threading
+from collections.abc import Callable
+
+from hpcjup.errors import PortBusyError
+from hpcjup.transport.base import Stream
+
+log = logging.getLogger("hpcjup.tunnel")
+_CHUNK = 256 * 1024
+
+
+class Tunnel:
+    """Listens on loopback and forwards each connection through `opener()`."""
+
+    def __init__(self, opener: Callable[[], Stream], local_port: int | None = None) -> None:
+        self.opener = opener
+        self.requested_port = local_port
+        self.local_port = 0
+        self.failures = 0  # connections whose stream could not be opened
+        self._listener: socket.socket | None = None
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._open: set[tuple[socket.socket, Stream]] = set()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._wake_r, self._wake_w = socket.socketpair()  # wakes the accept loop at close()
+
+    def start(self) -> int:
+        """Bind and start accepting; returns the local port."""
+        self._listener = bind_loopback(self.requested_port)
+        self.local_port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._accept_loop, name=f"tunnel-{self.local_port}", daemon=True)
+        self._thread.start()
+        return self.local_port
+
+    @property
+    def connections(self) -> int:
+        """Connections being forwarded now."""
+        with self._lock:
+            return len(self._open)
+
+    def close(self) -> None:
+        """Stop listening and close every forwarded connection."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._wake_w.send(b"x")
+        with self._lock:
+            pairs = list(self._open)
+        for client, stream in pairs:
+            _close(client, stream)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        for sock in (self._listener, self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+
+    def __enter__(self) -> Tunnel:
+        if self._listener is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+        if self._error is not None:
+            raise self._error
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        try:
+            while not self._closed.is_set():
+                ready, _, _ = select.select([self._listener, self._wake_r], [], [])
+                if self._closed.is_set():
+                    return
+                try:
+                    client, _ = self._listener.accept()
+                except OSError:
+                    if self._closed.is_set():
+                        return
+                    raise
+                threading.Thread(target=self._forward, args=(client,), daemon=True).start()
+        except BaseException as exc:  # re-raised in __exit__
+            if not self._closed.is_set():
+                self._error = exc
+
+    def _forward(self, client: socket.socket) -> None:
+        # Opening the stream is a round trip to the server: do it here, not in the accept loop,
+        # so dozens of browser connections open in parallel.
+        try:
+            stream = self.opener()
+        except Exception as exc:
+            self.failures += 1
+            log.warning("forward failed: %s", exc)
+            client.close()
+            return
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pair = (client, stream)
+        with self._lock:
+            self._open.add(pair)
+        try:
+            _pump(client, stream, self._closed)
+        except OSError as exc:  # a reset by either side ends this connection only
+            log.debug("connection ended: %s", exc)
+        finally:
+            with self._lock:
+                self._open.discard(pair)
+            _close(client, stream)
+
+
+def bind_loopback(port: int | None) -> socket.socket:
+    """A listening socket on 127.0.0.1 (a free port when `port` is None)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind(("127.0.0.1", port or 0))
+    except OSError as exc:
+        sock.close()
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            raise PortBusyError(
+                f"Local port {port} is already in use" + (" (or reserved)." if exc.errno == errno.EACCES else "."),
+                hint="Pass another --local-port, or leave it out to get a free port.",
+            ) from exc
+        raise
+    sock.listen(128)
+    return sock
+
+
+def _pump(client: socket.socket, stream: Stream, closed: threading.Event) -> None:
+    """Copy bytes both ways until both sides have finished sending (half-closes are passed on)."""
+    # poll, not select: a long session may hold file descriptors above select's limit of 1024.
+    peers = {client.fileno(): (client, stream), stream.fileno(): (stream, client)}
+    poller = select.poll()
+    for fd in peers:
+        poller.register(fd, select.POLLIN)
+    while peers and not closed.is_set():
+        for fd, _ in poller.poll(1000):
+            src, dst = peers[fd]
+            data = src.recv(_CHUNK)
+            if data:
+                dst.sendall(data)
+                continue
+            poller.unregister(fd)
+            del peers[fd]
+            _shutdown_write(dst)
+
+
+def _shutdown_write(end: object) -> None:
+    """Tell `end` no more data comes (EOF), keeping its other direction open."""
+    if isinstance(end, socket.socket):
+        end.shutdown(socket.SHUT_WR)
+    else:
+        end.shutdown_write()  # type: ignore[attr-defined]  # a paramiko Channel
+
+
+def _close(client: socket.socket, stream: Stream) -> None:
+    # shutdown first: a plain close() waits for a pump thread's poll() to let go of the socket.
+    for end in (client, stream):
+        try:
+            if isinstance(end, socket.socket):
+                end.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
+            end.close()
+        except OSError:
+            pass

@@ -1,0 +1,5 @@
+"""Output: rich text on a terminal, one JSON object for scripts. The only package that imports rich."""
+
+from hpcjup.ui.console import UI
+
+__all__ = ["UI"]
