@@ -15,10 +15,16 @@ from hpcjup import __version__
 from hpcjup.cli.app import App
 from hpcjup.errors import ExitCode, HpcjupError, Interrupted
 
-# name -> (module, one-line help); the help is here so `hpcjup --help` imports no command module.
+# name -> (module, attribute, one-line help); the help is here so `hpcjup --help` imports no command module.
 COMMANDS = {
-    "start": ("start", "Submit a job running JupyterLab and open it through a tunnel."),
-    "stop": ("stop", "Stop a session: Jupyter shuts down cleanly, the job ends."),
+    "start": ("start", "command", "Submit a job running JupyterLab and open it through a tunnel."),
+    "attach": ("attach", "command", "Reopen the tunnel to a running session (from any laptop)."),
+    "ls": ("ls", "command", "List the sessions on a host: state, time left, URL, why it ended."),
+    "logs": ("logs", "command", "Print a session's job log (-f follows it)."),
+    "url": ("tunnels", "url_command", "Print the local URL of an attached session."),
+    "open": ("tunnels", "open_command", "Open an attached session in the browser."),
+    "disconnect": ("tunnels", "disconnect_command", "Close a session's tunnel; the job keeps running."),
+    "stop": ("stop", "command", "Stop a session: Jupyter shuts down cleanly, the job ends."),
 }
 
 
@@ -31,11 +37,12 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return None
-        return import_module(f"hpcjup.cli.{COMMANDS[name][0]}").command
+        module, attribute, _ = COMMANDS[name]
+        return getattr(import_module(f"hpcjup.cli.{module}"), attribute)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):
-            formatter.write_dl([(name, help_) for name, (_, help_) in COMMANDS.items()])
+            formatter.write_dl([(name, help_) for name, (_, _, help_) in COMMANDS.items()])
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -80,6 +80,12 @@ class App:
 
         return connect(host, prompt=terminal_prompt)
 
+    def connect_with_status(self, host: str) -> Transport:
+        """connect(), with a status line while the handshake runs."""
+        with self.ui.status() as line:
+            line.update(f"Connecting to {host}…")
+            return self.connect(host)
+
     @staticmethod
     def scheduler(host: str) -> Scheduler:
         """The scheduler adapter for `host`."""
@@ -96,6 +102,14 @@ def terminal_prompt(question: str, echo: bool) -> str:
             hint="Run hpcjup in a terminal, or load your key into ssh-agent first.",
         )
     return input(question) if echo else getpass.getpass(question)
+
+
+def check_local_port(port: int | None) -> None:
+    """Fail now, before anything is submitted, if the requested local port is taken."""
+    if port is not None:
+        from hpcjup.tunnel import bind_loopback
+
+        bind_loopback(port).close()
 
 
 def json_option(func: F) -> F:

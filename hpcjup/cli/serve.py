@@ -1,80 +1,135 @@
-"""Hold a session's tunnel in the foreground (shared by `start` and `attach`).
+"""Hold a session's tunnel (shared by `start` and `attach`, in the foreground or detached).
 
-Ctrl-C or SIGTERM detaches: the tunnel closes, the job keeps running, and the
-message says how to come back and how to stop. While holding, the launcher's
-state.json is checked now and then, so a job that ends is reported, not hidden.
+SIGINT, SIGTERM or SIGHUP detaches: the tunnel closes, the job keeps running, and the
+message says how to come back and how to stop. While holding, a dropped SSH connection
+is re-opened with backoff on the same local port, the launcher's state.json is checked
+now and then (a job that ends is reported, not hidden), and a warning comes 10 minutes
+before the time limit.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict
-import os
 import signal
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from typing import Any
 
 from hpcjup.cli.app import LOCAL, App
-from hpcjup.errors import ConnectError, JobFailedError
+from hpcjup.errors import HpcjupError, JobFailedError
 from hpcjup.session.jupyter import api_status, lab_url
 from hpcjup.session.layout import SessionPaths
 from hpcjup.session.record import Connection, SessionRecord, read_report
-from hpcjup.transport.base import Transport
+from hpcjup.transport.base import Stream, Transport
 from hpcjup.tunnel import Tunnel
 
-_CHECK_EVERY = 15.0  # seconds between looks at the job's state while holding
+_ALIVE_EVERY = 1.0  # seconds between (local, free) checks that the SSH connection is up
+_STATE_EVERY = 15.0  # seconds between looks at the job's state.json
+_RECONNECT_BACKOFF = (1, 2, 4, 8, 15, 30)
+_WARN_BEFORE_END = 600
 _NORMAL_ENDS = {"stopped", "idle", "walltime"}
 
 
-def serve(
-    app: App,
-    transport: Transport,
-    record: SessionRecord,
-    paths: SessionPaths,
-    conn: Connection,
-    *,
-    local_port: int | None,
-    open_browser: bool,
-) -> None:
-    """Forward a local port to the session's Jupyter, report the URL, hold until detached."""
-    tunnel = Tunnel(lambda: transport.open_stream(conn.address, conn.port), local_port)
-    tunnel.start()
-    with tunnel:
-        api_status(tunnel.local_port, conn)
-        url = lab_url(tunnel.local_port, conn)
-        app.store.save(
-            record.host,
-            record.name,
-            {"host": record.host, "record": asdict(record), "connection": conn.to_dict(),
-             "tunnel": {"pid": os.getpid(), "local_port": tunnel.local_port, "url": url}},
-        )  # fmt: skip
-        try:
-            app.ui.result(_result(record, conn, tunnel.local_port, url), text=url)
-            app.ui.info(f"Session [bold]{record.name}[/bold]: JupyterLab on {conn.node} (job {record.job_id}). Ctrl-C detaches; the job keeps running.")
-            if open_browser:
-                from hpcjup.ui.browser import open_url
+class Holder:
+    """Keeps one session's tunnel up for as long as the process runs."""
 
-                if not open_url(url):
-                    app.ui.info("No browser here: open the URL above yourself.")
-            ended = _hold(transport, paths)
-        finally:
-            app.store.update(record.host, record.name, tunnel=None)
-    if ended is None:
-        where = "--local" if record.host == LOCAL else f"--host {record.host}"
-        app.ui.info(
-            f"Detached. Job {record.job_id} keeps running.\n"
-            f"  come back:  hpcjup attach {record.name} {where}\n"
-            f"  stop it:    hpcjup stop {record.name} {where}"
-        )
-        return
-    if ended in _NORMAL_ENDS:
-        app.ui.info(f"Session {record.name} ended ({ended}).")
-        return
-    raise JobFailedError(f"Session {record.name} ended: {ended}.", hint=f"The job's log is {paths.log} on the cluster.")
+    def __init__(self, app: App, transport: Transport, record: SessionRecord, paths: SessionPaths, conn: Connection) -> None:
+        self.app, self.transport, self.record, self.paths, self.conn = app, transport, record, paths, conn
+        self.tunnel: Tunnel | None = None
+
+    def open_stream(self) -> Stream:
+        """A stream to Jupyter over the current connection (replaced after a reconnect)."""
+        return self.transport.open_stream(self.conn.address, self.conn.port)
+
+    def serve(self, *, local_port: int | None, open_browser: bool, on_ready: Callable[[], None] = lambda: None, time_left: int | None = None) -> None:
+        """Forward, verify, report the URL, then hold until detached or the job ends."""
+        self.tunnel = Tunnel(self.open_stream, local_port)
+        self.tunnel.start()
+        ui, record = self.app.ui, self.record
+        with self.tunnel:
+            api_status(self.tunnel.local_port, self.conn)
+            url = lab_url(self.tunnel.local_port, self.conn)
+            self._cache(url)
+            try:
+                ui.result(session_result(record, self.conn, self.tunnel.local_port, url), text=url)
+                ui.info(f"Session [bold]{record.name}[/bold]: JupyterLab on {self.conn.node} (job {record.job_id}). Ctrl-C detaches; the job keeps running.")
+                if open_browser:
+                    from hpcjup.ui.browser import open_url
+
+                    if not open_url(url):
+                        ui.info("No browser here: open the URL above yourself.")
+                on_ready()
+                ended = self._hold(time_left)
+            finally:
+                self.app.store.update(record.host, record.name, tunnel=None, last_local_port=self.tunnel.local_port)
+        self._report_end(ended)
+
+    def _cache(self, url: str) -> None:
+        import os
+
+        assert self.tunnel is not None
+        entry = {"host": self.record.host, "record": asdict(self.record), "connection": self.conn.to_dict(),
+                 "tunnel": {"pid": os.getpid(), "local_port": self.tunnel.local_port, "url": url}}  # fmt: skip
+        self.app.store.save(self.record.host, self.record.name, entry)
+
+    def _hold(self, time_left: int | None) -> str | None:
+        """Until a signal (returns None) or the job's end (returns the launcher's reason)."""
+        ends_at = time.monotonic() + time_left if time_left else None
+        next_state = time.monotonic() + _STATE_EVERY
+        with detach_signals() as detached:
+            while not detached.wait(_ALIVE_EVERY):
+                if not self.transport.alive and not self._reconnect(detached):
+                    return None
+                if ends_at is not None and ends_at - time.monotonic() < _WARN_BEFORE_END:
+                    self.app.ui.warn(f"Session {self.record.name} reaches its time limit in about 10 minutes: save your work.")
+                    ends_at = None
+                if time.monotonic() >= next_state:
+                    next_state = time.monotonic() + _STATE_EVERY
+                    report = read_report(self.transport, self.paths.state)
+                    if report is not None and report.ended:
+                        return report.reason or "ended"
+        return None
+
+    def _reconnect(self, detached: threading.Event) -> bool:
+        """Open a new connection with backoff; False if detached meanwhile. The local port stays."""
+        self.app.ui.warn(f"The connection to {self.record.host} dropped; reconnecting (the job keeps running)…")
+        attempt = 0
+        while not detached.is_set():
+            try:
+                transport = self.app.connect(self.record.host)
+            except HpcjupError as exc:
+                delay = _RECONNECT_BACKOFF[min(attempt, len(_RECONNECT_BACKOFF) - 1)]
+                self.app.ui.info(f"  reconnect failed ({exc.message}); next try in {delay} s")
+                attempt += 1
+                if detached.wait(delay):
+                    return False
+                continue
+            old, self.transport = self.transport, transport
+            with contextlib.suppress(Exception):
+                old.close()
+            self.app.ui.info(f"Reconnected to {self.record.host}; the tunnel on port {self.tunnel.local_port if self.tunnel else '?'} works again.")
+            return True
+        return False
+
+    def _report_end(self, ended: str | None) -> None:
+        record = self.record
+        if ended is None:
+            where = "--local" if record.host == LOCAL else f"--host {record.host}"
+            self.app.ui.info(
+                f"Detached. Job {record.job_id} keeps running.\n"
+                f"  come back:  hpcjup attach {record.name} {where}\n"
+                f"  stop it:    hpcjup stop {record.name} {where}"
+            )
+        elif ended in _NORMAL_ENDS:
+            self.app.ui.info(f"Session {record.name} ended ({ended}).")
+        else:
+            raise JobFailedError(f"Session {record.name} ended: {ended}.", hint=f"`hpcjup logs {record.name}` shows the job's log.")
 
 
-def _result(record: SessionRecord, conn: Connection, local_port: int, url: str) -> dict[str, Any]:
+def session_result(record: SessionRecord, conn: Connection, local_port: int, url: str) -> dict[str, Any]:
+    """The JSON `start` and `attach` print once the URL answers."""
     return {
         "session": record.name,
         "job_id": record.job_id,
@@ -88,31 +143,11 @@ def _result(record: SessionRecord, conn: Connection, local_port: int, url: str) 
     }
 
 
-def _hold(transport: Transport, paths: SessionPaths) -> str | None:
-    """Wait for Ctrl-C/SIGTERM (returns None) or the job's end (returns the launcher's reason)."""
-    with detach_signals() as detached:
-        while not detached.wait(_CHECK_EVERY):
-            if getattr(transport, "alive", True) is False:
-                raise ConnectError(
-                    f"The connection to {transport.name} dropped; the job keeps running.",
-                    hint=f"Reconnect with `hpcjup attach {paths.name} --host {transport.name}`.",
-                )
-            report = read_report(transport, paths.state)
-            if report is not None and report.ended:
-                return report.reason or "ended"
-    return None
-
-
 @contextlib.contextmanager
 def detach_signals() -> Iterator[threading.Event]:
     """An event set by SIGINT, SIGTERM or SIGHUP, instead of their default actions."""
     event = threading.Event()
-    names = ("SIGINT", "SIGTERM", "SIGHUP")
-    previous = {}
-    for name in names:
-        if hasattr(signal, name):
-            sig = getattr(signal, name)
-            previous[sig] = signal.signal(sig, lambda *_: event.set())
+    previous = {sig: signal.signal(sig, lambda *_: event.set()) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield event
     finally:

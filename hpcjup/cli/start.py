@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING
 
 import click
 
-from hpcjup.cli.app import App, host_options, json_option
+from hpcjup.cli.app import App, check_local_port, host_options, json_option
+from hpcjup.cli.detach import Detacher
+from hpcjup.cli.serve import Holder, terminate_as_interrupt
 from hpcjup.config.resources import Resources, parse_duration
 from hpcjup.errors import Interrupted, JobFailedError
 from hpcjup.session.submit import StartRequest
@@ -35,11 +37,13 @@ if TYPE_CHECKING:
 @click.option("--no-browser", is_flag=True, help="Print the URL, do not open a browser.")
 @click.option("--timeout", "pending_timeout", metavar="DURATION", help="Give up (and cancel the job) if it still pends after this long, e.g. 30m.")
 @click.option("--idle-timeout", metavar="DURATION", default="0", help="End the session after this long without use (0: never), e.g. 1h.")
+@click.option("-d", "--detach", is_flag=True, help="Return once the URL answers; a background process keeps the tunnel.")
 @json_option
 @click.pass_obj
 def command(app: App, host: str | None, local: bool, partition: str | None, account: str | None, time_limit: str | None,
             nodes: int, cpus: int | None, mem: str | None, gpus: str | None, name: str | None, workdir: str | None,
-            python: str, local_port: int | None, no_browser: bool, pending_timeout: str | None, idle_timeout: str) -> None:  # fmt: skip
+            python: str, local_port: int | None, no_browser: bool, pending_timeout: str | None, idle_timeout: str,
+            detach: bool) -> None:  # fmt: skip
     """Submit a job that runs JupyterLab on a compute node, and open it through a tunnel.
 
     The URL (with its token) is printed as soon as Jupyter answers. Ctrl-C detaches:
@@ -54,27 +58,26 @@ def command(app: App, host: str | None, local: bool, partition: str | None, acco
     )
     pending = parse_duration(pending_timeout, "--timeout") if pending_timeout else None
     host = app.resolve_host(host, local)
-    if local_port is not None:
-        from hpcjup.tunnel import bind_loopback
-
-        bind_loopback(local_port).close()  # a busy port fails now, before anything is submitted
-    ui = app.ui
-    with ui.status() as line:
-        line.update(f"Connecting to {host}…")
-        transport = app.connect(host)
-    with transport:
+    check_local_port(local_port)
+    detacher = Detacher()
+    if detach:
+        detacher.fork()
+    with app.connect_with_status(host) as transport:
         scheduler = app.scheduler(host)
-        record, paths, conn = _submit_and_wait(app, transport, scheduler, request, pending)
-        from hpcjup.cli.serve import serve
-
-        serve(app, transport, record, paths, conn, local_port=local_port, open_browser=not no_browser)
+        record, paths, conn, time_left = _submit_and_wait(app, transport, scheduler, request, pending)
+        holder = Holder(app, transport, record, paths, conn)
+        holder.serve(
+            local_port=local_port,
+            open_browser=not (no_browser or detach),
+            on_ready=lambda: detacher.ready(app.store.log_path(host, record.name)),
+            time_left=time_left,
+        )
 
 
 def _submit_and_wait(
     app: App, transport: Transport, scheduler: Scheduler, request: StartRequest, pending: int | None
-) -> tuple[SessionRecord, SessionPaths, Connection]:
+) -> tuple[SessionRecord, SessionPaths, Connection, int | None]:
     """Submit and wait for Jupyter; interrupted before it answers, the job is cancelled (nothing to lose yet)."""
-    from hpcjup.cli.serve import terminate_as_interrupt
     from hpcjup.session.submit import submit
     from hpcjup.session.wait import ReadyWaiter
 
@@ -84,7 +87,8 @@ def _submit_and_wait(
         app.ui.info(f"Submitted job {record.job_id} as session {record.name} on {record.host}.")
         waiter = ReadyWaiter(transport, scheduler, record, paths, lambda p: line.update(*progress_text(p)), pending_timeout=pending)
         try:
-            return record, paths, waiter.wait()
+            conn = waiter.wait()
+            return record, paths, conn, waiter.status.time_left
         except JobFailedError:
             raise  # the job ended by itself; its log stays in the session directory for `hpcjup logs`
         except BaseException as exc:

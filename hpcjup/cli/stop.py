@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from hpcjup.cli.app import App, host_options, json_option
-from hpcjup.errors import SessionNotFound, UsageError
+from hpcjup.errors import UsageError
 
 
 @click.command()
@@ -17,8 +17,8 @@ from hpcjup.errors import SessionNotFound, UsageError
 @click.pass_obj
 def command(app: App, session: str | None, host: str | None, local: bool, stop_all: bool, grace: int) -> None:
     """Stop SESSION (or the only running one): Jupyter saves nothing new but shuts kernels down cleanly, then the job ends."""
-    from hpcjup.session.catalog import find_session, list_sessions
     from hpcjup.session.holder import end_holder
+    from hpcjup.session.overview import overview, pick_session
     from hpcjup.session.stop import stop_session
 
     if session and stop_all:
@@ -26,19 +26,14 @@ def command(app: App, session: str | None, host: str | None, local: bool, stop_a
     host = app.resolve_host(host, local)
     with app.connect(host) as transport:
         scheduler = app.scheduler(host)
-        if session:
-            targets = [find_session(transport, session)]
+        if stop_all:
+            targets = [view for view in overview(transport, scheduler, app.store) if view.active]
         else:
-            running = [(p, r) for p, r in list_sessions(transport) if scheduler.status(transport, r.job_id).state.active]
-            if not running and not stop_all:
-                raise SessionNotFound(f"No running session on {host}.", hint="`hpcjup ls` lists the sessions there.")
-            if len(running) > 1 and not stop_all:
-                names = ", ".join(r.name for _, r in running)
-                raise UsageError(f"Several sessions run on {host}: {names}.", hint="Name one, or pass --all.")
-            targets = running
+            targets = [pick_session(transport, scheduler, app.store, session)]
         stopped = []
         with app.ui.status() as line:
-            for paths, record in targets:
+            for view in targets:
+                paths, record = view.paths, view.record
                 line.update(f"Stopping {record.name} (job {record.job_id})…")
                 outcome = stop_session(transport, scheduler, paths, record, grace=grace)
                 end_holder(app.store.load(host, record.name))

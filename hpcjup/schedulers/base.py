@@ -110,6 +110,10 @@ class Scheduler(ABC):
     def status(self, transport: Transport, job_id: str) -> JobStatus:
         """The job's current state (GONE when the scheduler forgot it)."""
 
+    def statuses(self, transport: Transport, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """Several jobs' states (adapters override this with one query)."""
+        return {job_id: self.status(transport, job_id) for job_id in job_ids}
+
     @abstractmethod
     def cancel(self, transport: Transport, job_id: str, *, graceful: bool = True) -> None:
         """Ask the job to end: gracefully (SIGTERM to the launcher) or at once."""

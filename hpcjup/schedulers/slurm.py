@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 
+from collections.abc import Sequence
+
 from hpcjup.config.resources import time_to_seconds
 from hpcjup.errors import RemoteCommandError, SubmitError
 from hpcjup.schedulers.base import JOB_LOG, JOB_SCRIPT, JobSpec, JobState, JobStatus, Scheduler
 from hpcjup.transport.base import Transport
 
 # squeue fields: state, reason, expected start, node list, time left, time limit.
-_SQUEUE_FORMAT = "%T|%r|%S|%N|%L|%l"
+_SQUEUE_FORMAT = "%T|%r|%S|%N|%L|%l|%i"
 _SACCT_FIELDS = "State,ExitCode,NodeList,Timelimit"
 _JOB_ID = re.compile(r"^(\d+)(?:;\S+)?$")  # --parsable prints "id" or "id;cluster"
 
@@ -44,7 +46,8 @@ class Slurm(Scheduler):
 
     def submit(self, transport: Transport, session_dir: str) -> str:
         # cd first: the job's working directory and its relative --output are the session directory.
-        script = 'cd "$1" && exec sbatch --parsable "$2"'
+        # umask: Slurm creates the job's log with the submitter's umask; the log is private.
+        script = 'cd "$1" && umask 077 && exec sbatch --parsable "$2"'
         try:
             result = transport.run(["sh", "-c", script, "sh", session_dir, JOB_SCRIPT], timeout=60)
         except RemoteCommandError as exc:
@@ -60,6 +63,23 @@ class Slurm(Scheduler):
         if result.returncode == 0 and line:
             return _parse_squeue(job_id, line)
         return self._from_sacct(transport, job_id)
+
+    def statuses(self, transport: Transport, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """One squeue call for all jobs; sacct only for those squeue no longer shows."""
+        if not job_ids:
+            return {}
+        result = transport.run(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", _SQUEUE_FORMAT], check=False)
+        if result.returncode != 0 and len(job_ids) > 1:  # an id Slurm has forgotten fails the whole list
+            return super().statuses(transport, job_ids)
+        found = {}
+        for line in result.stdout.splitlines() if result.returncode == 0 else []:
+            job_id = line.rsplit("|", 1)[-1].strip()
+            if job_id in job_ids:
+                found[job_id] = _parse_squeue(job_id, line)
+        for job_id in job_ids:
+            if job_id not in found:
+                found[job_id] = self._from_sacct(transport, job_id)
+        return found
 
     def _from_sacct(self, transport: Transport, job_id: str) -> JobStatus:
         """Finished jobs leave squeue after MinJobAge; accounting remembers them (where it is enabled)."""

@@ -7,6 +7,8 @@ import signal
 import time
 from typing import Any
 
+from hpcjup.session.store import LocalStore
+
 
 def holder_pid(entry: dict[str, Any] | None) -> int | None:
     """The pid of a live hpcjup process holding this entry's tunnel, else None."""
@@ -41,3 +43,15 @@ def end_holder(entry: dict[str, Any] | None, timeout: float = 5.0) -> bool:
         time.sleep(0.05)
     os.kill(pid, signal.SIGKILL)
     return True
+
+
+def held_sessions(store: LocalStore, host: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
+    """Cache entries whose tunnel a live process on this laptop holds, optionally filtered."""
+    hosts = store.hosts() if host is None else [host]
+    entries = []
+    for h in hosts:
+        for n in store.names(h):
+            entry = store.load(h, n)
+            if entry and holder_pid(entry) is not None and (name is None or entry["record"]["name"] == name):
+                entries.append(entry)
+    return entries

@@ -66,6 +66,12 @@ class LocalStore:
         self.save(host, name, entry)
         return entry
 
+    def log_path(self, host: str, name: str) -> Path:
+        """Where a detached tunnel holder writes its output (its directory is made 0700)."""
+        path = self.root / "logs" / _safe(host) / f"{_safe(name)}.log"
+        _private_dirs(path.parent, stop=self.root.parent)
+        return path
+
     def load_any(self, host: str) -> dict[str, Any] | None:
         """Some entry of `host` (to learn the host's spelling from its directory name)."""
         for name in self.names(host):

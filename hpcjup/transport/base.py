@@ -122,6 +122,11 @@ class Transport(ABC):
         """Remove a remote directory tree."""
         self.run(["rm", "-rf", "--", path])
 
+    @property
+    def alive(self) -> bool:
+        """Whether the connection is still up (a local transport always is)."""
+        return True
+
     def close(self) -> None:
         """Close the connection."""
 

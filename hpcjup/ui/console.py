@@ -73,6 +73,12 @@ class UI:
         if exc.hint:
             self.err.print(f"hint: {escape(exc.hint)}")
 
+    def table(self, rows: list[dict[str, Any]], host: str) -> str:
+        """The text form of `ls`."""
+        from hpcjup.ui.tables import sessions_table
+
+        return sessions_table(rows, host, color=self.interactive)
+
     def status(self) -> StatusLine:
         """A live status line on stderr (a spinner on a terminal, plain lines otherwise)."""
         return StatusLine(self)

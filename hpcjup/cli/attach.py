@@ -1,0 +1,71 @@
+"""`hpcjup attach`: reopen the tunnel to a running session, from this or any other laptop."""
+
+from __future__ import annotations
+
+import click
+
+from hpcjup.cli.app import App, check_local_port, host_options, json_option
+from hpcjup.cli.detach import Detacher
+from hpcjup.cli.serve import Holder, session_result
+
+
+@click.command()
+@click.argument("session", required=False)
+@host_options
+@click.option("--local-port", type=click.IntRange(1, 65535), help="Local port (default: the one used before, if free).")
+@click.option("--no-browser", is_flag=True, help="Print the URL, do not open a browser.")
+@click.option("-d", "--detach", is_flag=True, help="Return once the URL answers; a background process keeps the tunnel.")
+@json_option
+@click.pass_obj
+def command(app: App, session: str | None, host: str | None, local: bool, local_port: int | None, no_browser: bool, detach: bool) -> None:
+    """Reconnect to SESSION (or the only running one). A pending job is waited for; an ended one is explained."""
+    from hpcjup.session.holder import holder_pid
+    from hpcjup.session.overview import ended_error, pick_session
+    from hpcjup.session.record import Connection
+    from hpcjup.session.wait import ReadyWaiter
+
+    host = app.resolve_host(host, local)
+    check_local_port(local_port)
+    detacher = Detacher()
+    if detach:
+        detacher.fork()
+    with app.connect_with_status(host) as transport:
+        scheduler = app.scheduler(host)
+        view = pick_session(transport, scheduler, app.store, session)
+        record = view.record
+        if not view.active:
+            raise ended_error(view, transport)
+        cached = view.cached or {}
+        if holder_pid(cached) is not None and local_port in (None, cached["tunnel"]["local_port"]):
+            # Already held by a live process on this laptop: hand out its URL rather than a second tunnel.
+            conn = Connection.from_dict(cached["connection"])
+            app.ui.result(session_result(record, conn, cached["tunnel"]["local_port"], cached["tunnel"]["url"]), text=cached["tunnel"]["url"])
+            app.ui.info(f"Session {record.name} is already attached here (pid {holder_pid(cached)}).")
+            detacher.ready(app.store.log_path(host, record.name))
+            return
+        with app.ui.status() as line:
+            from hpcjup.cli.start import progress_text
+
+            waiter = ReadyWaiter(transport, scheduler, record, view.paths, lambda p: line.update(*progress_text(p)))
+            conn = waiter.wait()  # returns at once for a running session; waits like start for a pending one
+        Holder(app, transport, record, view.paths, conn).serve(
+            local_port=local_port or _previous_port(cached),
+            open_browser=not (no_browser or detach),
+            on_ready=lambda: detacher.ready(app.store.log_path(host, record.name)),
+            time_left=waiter.status.time_left or view.status.time_left,
+        )
+
+
+def _previous_port(cached: dict) -> int | None:
+    """The local port this laptop used for the session before, if it is free now (open tabs keep working)."""
+    from hpcjup.errors import PortBusyError
+    from hpcjup.tunnel import bind_loopback
+
+    port = (cached.get("tunnel") or {}).get("local_port") or cached.get("last_local_port")
+    if not isinstance(port, int):
+        return None
+    try:
+        bind_loopback(port).close()
+        return port
+    except PortBusyError:
+        return None

@@ -1,0 +1,73 @@
+"""`hpcjup url`, `open` and `disconnect`: the tunnels this laptop holds, without touching the network."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from hpcjup.cli.app import App, json_option
+from hpcjup.errors import SessionNotFound, UsageError
+
+
+def _one_held(app: App, session: str | None, host: str | None) -> dict[str, Any]:
+    from hpcjup.session.holder import held_sessions
+
+    entries = held_sessions(app.store, host, session)
+    if not entries:
+        what = f"Session {session}" if session else "No session"
+        raise SessionNotFound(f"{what} is not attached on this laptop.", hint="Attach with `hpcjup attach -d SESSION`; `hpcjup ls` lists sessions.")
+    if len(entries) > 1:
+        names = ", ".join(f"{e['record']['name']} ({e['host']})" for e in entries)
+        raise UsageError(f"Several sessions are attached: {names}.", hint="Name the one you mean.")
+    return entries[0]
+
+
+def _result(entry: dict[str, Any]) -> dict[str, Any]:
+    tunnel = entry["tunnel"]
+    return {"session": entry["record"]["name"], "host": entry["host"], "job_id": entry["record"]["job_id"],
+            "local_port": tunnel["local_port"], "url": tunnel["url"], "pid": tunnel["pid"]}  # fmt: skip
+
+
+@click.command("url")
+@click.argument("session", required=False)
+@click.option("--host", metavar="DEST", help="Only sessions on this host.")
+@json_option
+@click.pass_obj
+def url_command(app: App, session: str | None, host: str | None) -> None:
+    """Print the local URL (with token) of an attached session."""
+    entry = _one_held(app, session, host)
+    app.ui.result(_result(entry), text=entry["tunnel"]["url"])
+
+
+@click.command("open")
+@click.argument("session", required=False)
+@click.option("--host", metavar="DEST", help="Only sessions on this host.")
+@json_option
+@click.pass_obj
+def open_command(app: App, session: str | None, host: str | None) -> None:
+    """Open an attached session in the browser."""
+    from hpcjup.ui.browser import open_url
+
+    entry = _one_held(app, session, host)
+    opened = open_url(entry["tunnel"]["url"])
+    app.ui.result({**_result(entry), "opened": opened}, text=None if opened else entry["tunnel"]["url"])
+    if not opened:
+        app.ui.info("No browser here: open the URL above yourself.")
+
+
+@click.command("disconnect")
+@click.argument("session", required=False)
+@click.option("--host", metavar="DEST", help="Only sessions on this host.")
+@click.option("--all", "all_", is_flag=True, help="Every attached session.")
+@json_option
+@click.pass_obj
+def disconnect_command(app: App, session: str | None, host: str | None, all_: bool) -> None:
+    """Close the tunnel only; the job keeps running (`hpcjup attach` reopens it)."""
+    from hpcjup.session.holder import end_holder, held_sessions
+
+    entries = held_sessions(app.store, host, session) if all_ else [_one_held(app, session, host)]
+    for entry in entries:
+        end_holder(entry)
+    names = [e["record"]["name"] for e in entries]
+    app.ui.result({"disconnected": names}, text="\n".join(f"Disconnected {n}; its job keeps running." for n in names) or "Nothing was attached.")

@@ -1,0 +1,31 @@
+"""What runs on the cluster: the launcher, shipped with each job, and the names of the files it writes.
+
+The launcher (`launcher.py` beside this file) is standard-library only and runs on the
+cluster's Python (>= 3.9); hpcjup copies it into the session directory with every job.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+LAUNCHER_PATH = Path(__file__).with_name("launcher.py")
+
+SCHEMA = 1
+CONNECTION_FILE = "connection.json"
+STATE_FILE = "state.json"
+TOKEN_FILE = "token"
+RUNTIME_DIR = "runtime"
+
+# Why a session ended, as the launcher records it in state.json.
+REASON_STOPPED = "stopped"
+REASON_WALLTIME = "walltime"
+REASON_IDLE = "idle"
+REASON_JUPYTER_EXITED = "jupyter-exited"
+REASON_NO_JUPYTER = "no-jupyter"
+REASON_JUPYTER_TOO_OLD = "jupyter-too-old"
+REASON_READY_TIMEOUT = "ready-timeout"
+
+
+def launcher_source() -> bytes:
+    """The launcher's code, as uploaded with each job."""
+    return LAUNCHER_PATH.read_bytes()

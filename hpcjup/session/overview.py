@@ -1,0 +1,119 @@
+"""What `ls`, `attach` and `logs` show about a session: scheduler state, launcher state, local tunnel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hpcjup.errors import HpcjupError, JobFailedError, SessionNotFound, UsageError
+from hpcjup.schedulers.base import JobState, JobStatus, Scheduler
+from hpcjup.session.catalog import find_session, list_sessions
+from hpcjup.session.holder import holder_pid
+from hpcjup.session.layout import SessionPaths
+from hpcjup.session.record import JobReport, SessionRecord, read_report
+from hpcjup.session.store import LocalStore
+from hpcjup.session.wait import log_tail
+from hpcjup.transport.base import Transport
+
+_NORMAL_ENDS = {"stopped", "idle", "walltime"}
+
+
+@dataclass(frozen=True)
+class SessionView:
+    """One session as the scheduler, the launcher and the laptop's cache see it."""
+
+    record: SessionRecord
+    paths: SessionPaths
+    status: JobStatus
+    report: JobReport | None
+    cached: dict[str, Any] | None
+
+    @property
+    def active(self) -> bool:
+        return self.status.state.active
+
+    @property
+    def state(self) -> str:
+        """The scheduler's word while it knows the job; ENDED once it forgot it."""
+        if self.status.state is JobState.GONE:
+            return "ENDED" if self.report is None or self.report.ended else "GONE"
+        return self.status.state.value
+
+    @property
+    def ended_normally(self) -> bool:
+        return (self.report is not None and self.report.reason in _NORMAL_ENDS) or self.status.state is JobState.COMPLETED
+
+    @property
+    def why(self) -> str | None:
+        """Why it ended (the launcher's reason, else the scheduler's state), or None while active."""
+        if self.active:
+            return None
+        return (self.report.reason if self.report and self.report.reason else None) or self.state.lower()
+
+    @property
+    def local_url(self) -> str | None:
+        """The URL of a tunnel held by a live process on this laptop."""
+        if holder_pid(self.cached) is None:
+            return None
+        return ((self.cached or {}).get("tunnel") or {}).get("url")
+
+    def to_dict(self) -> dict[str, Any]:
+        res = self.record.resources
+        exit_code = self.status.exit_code if self.status.exit_code is not None else (self.report.exit_code if self.report else None)
+        return {
+            "session": self.record.name,
+            "job_id": self.record.job_id,
+            "host": self.record.host,
+            "state": self.state,
+            "pending_reason": self.status.reason if self.status.state is JobState.PENDING else None,
+            "expected_start": self.status.expected_start if self.status.state is JobState.PENDING else None,
+            "ended_because": self.why,
+            "message": self.report.message if self.report and not self.active else None,
+            "exit_code": exit_code,
+            "partition": res.get("partition"),
+            "nodes": res.get("nodes", 1),
+            "node_list": self.status.nodes or (self.report.node if self.report else None),
+            "time_left": self.status.time_left if self.active else None,
+            "time_limit": self.status.time_limit,
+            "created_at": self.record.created_at,
+            "local_url": self.local_url,
+        }
+
+
+def overview(transport: Transport, scheduler: Scheduler, store: LocalStore) -> list[SessionView]:
+    """Every session on the host, with one scheduler query for all of them."""
+    sessions = list_sessions(transport)
+    statuses = scheduler.statuses(transport, [record.job_id for _, record in sessions])
+    return [
+        SessionView(record, paths, statuses[record.job_id], read_report(transport, paths.state), store.load(record.host, record.name))
+        for paths, record in sessions
+    ]
+
+
+def view_of(transport: Transport, scheduler: Scheduler, store: LocalStore, name: str) -> SessionView:
+    """One session by name."""
+    paths, record = find_session(transport, name)
+    return SessionView(record, paths, scheduler.status(transport, record.job_id), read_report(transport, paths.state), store.load(record.host, record.name))
+
+
+def pick_session(transport: Transport, scheduler: Scheduler, store: LocalStore, name: str | None) -> SessionView:
+    """The named session, or the only running one; a clear choice when there are several."""
+    if name:
+        return view_of(transport, scheduler, store, name)
+    running = [view for view in overview(transport, scheduler, store) if view.active]
+    if not running:
+        raise SessionNotFound(f"No running session on {transport.name}.", hint="Start one with `hpcjup start`; `hpcjup ls` lists ended ones.")
+    if len(running) > 1:
+        names = ", ".join(view.record.name for view in running)
+        raise UsageError(f"Several sessions run on {transport.name}: {names}.", hint="Name the one you mean.")
+    return running[0]
+
+
+def ended_error(view: SessionView, transport: Transport) -> HpcjupError:
+    """The error for attaching to a session that is over: how it ended, with its log's tail."""
+    what = f"Session {view.record.name} (job {view.record.job_id}) has ended: {view.why}"
+    if view.to_dict()["exit_code"] not in (None, "0:0", 0):
+        what += f", exit code {view.to_dict()['exit_code']}"
+    if view.report and view.report.message:
+        what += f" ({view.report.message})"
+    return JobFailedError(what + ".", hint="Start a new one with `hpcjup start`.", details=None if view.ended_normally else log_tail(transport, view.paths))

@@ -1,0 +1,39 @@
+"""Tables for the terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def duration(seconds: int | None) -> str:
+    """1:05:00-style time for a number of seconds."""
+    if seconds is None:
+        return "-"
+    days, rest = divmod(int(seconds), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = f"{hours}:{minutes:02d}:{secs:02d}"
+    return f"{days}-{text}" if days else text
+
+
+def sessions_table(rows: list[dict[str, Any]], host: str, *, color: bool) -> str:
+    """`ls` output: one line per session."""
+    if not rows:
+        return f"No sessions on {host}."
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold" if color else "")
+    for column in ("SESSION", "JOB", "STATE", "PARTITION", "NODES", "TIME LEFT", "URL / WHY"):
+        table.add_column(column)
+    for row in rows:
+        detail = row["local_url"] or ""
+        if row["pending_reason"]:
+            detail = f"pending: {row['pending_reason']}" + (f", start {row['expected_start']}" if row["expected_start"] else "")
+        elif row["ended_because"]:
+            detail = row["ended_because"] + (f" (exit {row['exit_code']})" if row["exit_code"] not in (None, 0, "0:0") else "")
+        table.add_row(row["session"], row["job_id"], row["state"], row["partition"] or "-", row["node_list"] or str(row["nodes"]), duration(row["time_left"]), detail)
+    console = Console(width=200, no_color=not color, force_terminal=color, highlight=False)
+    with console.capture() as capture:
+        console.print(table)
+    return capture.get().rstrip()

@@ -1,0 +1,1 @@
+"""The test mini-cluster: `python -m tests.cluster up|down|status`."""
