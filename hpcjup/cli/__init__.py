@@ -76,4 +76,12 @@ def main(argv: list[str] | None = None) -> None:
     except (KeyboardInterrupt, click.exceptions.Abort):
         App.current().ui.error(Interrupted("Interrupted."))
         code = int(ExitCode.INTERRUPTED)
+    except Exception as exc:  # a bug: say so plainly; the traceback with -v
+        app = App.current()
+        if app.ui.verbose:
+            import traceback
+
+            traceback.print_exc()
+        app.ui.error(HpcjupError(f"Unexpected error: {type(exc).__name__}: {exc}", hint="Run again with -v and report the output. A submitted job keeps running: `hpcjup ls` shows it."))
+        code = int(ExitCode.ERROR)
     sys.exit(code)

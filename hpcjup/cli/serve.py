@@ -52,18 +52,20 @@ class Holder:
             api_status(self.tunnel.local_port, self.conn)
             url = lab_url(self.tunnel.local_port, self.conn)
             self._cache(url)
-            try:
-                ui.result(session_result(record, self.conn, self.tunnel.local_port, url), text=url)
-                ui.info(f"Session [bold]{record.name}[/bold]: JupyterLab on {self.conn.node} (job {record.job_id}). Ctrl-C detaches; the job keeps running.")
-                if open_browser:
-                    from hpcjup.ui.browser import open_url
+            # Signals detach from here on: one arriving while the result is printed must not kill us.
+            with detach_signals() as detached:
+                try:
+                    ui.result(session_result(record, self.conn, self.tunnel.local_port, url), text=url)
+                    ui.info(f"Session [bold]{record.name}[/bold]: JupyterLab on {self.conn.node} (job {record.job_id}). Ctrl-C detaches; the job keeps running.")
+                    if open_browser:
+                        from hpcjup.ui.browser import open_url
 
-                    if not open_url(url):
-                        ui.info("No browser here: open the URL above yourself.")
-                on_ready()
-                ended = self._hold(time_left)
-            finally:
-                self.app.store.update(record.host, record.name, tunnel=None, last_local_port=self.tunnel.local_port)
+                        if not open_url(url):
+                            ui.info("No browser here: open the URL above yourself.")
+                    on_ready()
+                    ended = self._hold(time_left, detached)
+                finally:
+                    self.app.store.update(record.host, record.name, tunnel=None, last_local_port=self.tunnel.local_port)
         self._report_end(ended)
 
     def _cache(self, url: str) -> None:
@@ -74,22 +76,24 @@ class Holder:
                  "tunnel": {"pid": os.getpid(), "local_port": self.tunnel.local_port, "url": url}}  # fmt: skip
         self.app.store.save(self.record.host, self.record.name, entry)
 
-    def _hold(self, time_left: int | None) -> str | None:
+    def _hold(self, time_left: int | None, detached: threading.Event) -> str | None:
         """Until a signal (returns None) or the job's end (returns the launcher's reason)."""
         ends_at = time.monotonic() + time_left if time_left else None
         next_state = time.monotonic() + _STATE_EVERY
-        with detach_signals() as detached:
-            while not detached.wait(_ALIVE_EVERY):
-                if not self.transport.alive and not self._reconnect(detached):
-                    return None
-                if ends_at is not None and ends_at - time.monotonic() < _WARN_BEFORE_END:
-                    self.app.ui.warn(f"Session {self.record.name} reaches its time limit in about 10 minutes: save your work.")
-                    ends_at = None
-                if time.monotonic() >= next_state:
-                    next_state = time.monotonic() + _STATE_EVERY
+        while not detached.wait(_ALIVE_EVERY):
+            if not self.transport.alive and not self._reconnect(detached):
+                return None
+            if ends_at is not None and ends_at - time.monotonic() < _WARN_BEFORE_END:
+                self.app.ui.warn(f"Session {self.record.name} reaches its time limit in about 10 minutes: save your work.")
+                ends_at = None
+            if time.monotonic() >= next_state:
+                next_state = time.monotonic() + _STATE_EVERY
+                try:
                     report = read_report(self.transport, self.paths.state)
-                    if report is not None and report.ended:
-                        return report.reason or "ended"
+                except (OSError, EOFError):  # the connection died under us: the next round reconnects
+                    continue
+                if report is not None and report.ended:
+                    return report.reason or "ended"
         return None
 
     def _reconnect(self, detached: threading.Event) -> bool:

@@ -40,6 +40,6 @@ class LocalProcess(Scheduler):
     def cancel(self, transport: Transport, job_id: str, *, graceful: bool = True) -> None:
         if self.status(transport, job_id).state is not JobState.RUNNING:
             return
-        # The launcher leads its process group: -pid reaches Jupyter and the kernels too.
-        target = job_id if graceful else f"-{job_id}"
-        transport.run(["kill", "-TERM" if graceful else "-KILL", "--", target], check=False)
+        # SIGTERM: the launcher shuts Jupyter down and escalates to SIGKILL itself after its grace
+        # period, so the hard path (a hung launcher) is rare. `kill -s` works in every sh.
+        transport.run(["kill", "-s", "TERM" if graceful else "KILL", job_id], check=False)

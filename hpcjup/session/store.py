@@ -48,7 +48,7 @@ class LocalStore:
     def save(self, host: str, name: str, entry: dict[str, Any]) -> None:
         """Write an entry atomically, readable by the user only."""
         path = self._path(host, name)
-        _private_dirs(path.parent, stop=self.root.parent)
+        _private_dirs(path.parent)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -69,7 +69,7 @@ class LocalStore:
     def log_path(self, host: str, name: str) -> Path:
         """Where a detached tunnel holder writes its output (its directory is made 0700)."""
         path = self.root / "logs" / _safe(host) / f"{_safe(name)}.log"
-        _private_dirs(path.parent, stop=self.root.parent)
+        _private_dirs(path.parent)
         return path
 
     def load_any(self, host: str) -> dict[str, Any] | None:
@@ -94,10 +94,10 @@ class LocalStore:
         return sorted(d.name for d in base.iterdir() if d.is_dir() and any(d.glob("*.json"))) if base.is_dir() else []
 
 
-def _private_dirs(path: Path, stop: Path) -> None:
-    """mkdir -p with 0700 for every directory created below `stop`."""
+def _private_dirs(path: Path) -> None:
+    """mkdir -p, each directory it creates 0700."""
     missing = []
-    while not path.exists() and path != stop and path != path.parent:
+    while not path.exists() and path != path.parent:
         missing.append(path)
         path = path.parent
     for directory in reversed(missing):

@@ -35,7 +35,8 @@ class UI:
             from rich.console import Console
 
             plain = bool(os.environ.get("NO_COLOR")) or not sys.stderr.isatty()
-            self._err = Console(stderr=True, highlight=False, no_color=plain, force_terminal=None if not plain else False)
+            # soft_wrap off a terminal: a log or a script's grep wants whole lines, not rich's 80 columns.
+            self._err = Console(stderr=True, highlight=False, no_color=plain, force_terminal=None if not plain else False, soft_wrap=plain)
         return self._err
 
     @property

@@ -19,7 +19,7 @@ SESSIONS = Path("/home/hpcuser/.hpcjup/sessions")
 
 def _no_trace(minicluster: Any, name: str) -> None:
     assert not (SESSIONS / name).exists(), f"session directory {name} left behind"
-    assert not [job for job in minicluster.jobs() if job["name"] == f"hpcjup-{name}"], "job left behind"
+    assert not [job for job in minicluster.active_jobs() if job["name"] == f"hpcjup-{name}"], "job left behind"
 
 
 def test_unknown_partition(minicluster: Any, laptop_env: dict[str, str]) -> None:
@@ -50,7 +50,7 @@ def test_unknown_host_key_is_refused_with_how_to_accept(minicluster: Any, laptop
     result = run(["start", *HOST, "--no-browser"], laptop_env)
     assert result.returncode == ExitCode.AUTH
     assert "SHA256:" in result.stderr
-    assert "known_hosts" in result.stderr
+    assert "accept" in result.stderr and f"ssh -p {minicluster.ssh_port}" in result.stderr
 
 
 def test_refused_key(minicluster: Any, laptop_env: dict[str, str], tmp_path: Path) -> None:
@@ -59,7 +59,8 @@ def test_refused_key(minicluster: Any, laptop_env: dict[str, str], tmp_path: Pat
     stranger = tmp_path / "stranger"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
     config = Path(laptop_env["HOME"]) / ".ssh/config"
-    config.write_text(config.read_text().replace(str(minicluster.key_path), str(stranger)))
+    config.write_text(config.read_text().replace(str(Path(laptop_env["HOME"]) / ".ssh/id_minicluster"), str(stranger)))
+    assert str(stranger) in config.read_text()
     result = run(["start", *HOST, "--no-browser"], laptop_env)
     assert result.returncode == ExitCode.AUTH, result.stderr
     assert "Authentication as hpcuser" in result.stderr

@@ -40,7 +40,7 @@ def test_kernel_runs_on_the_compute_node(lab: dict[str, Any]) -> None:
 
 
 def test_job_runs_on_the_requested_partition(lab: dict[str, Any], minicluster: Any) -> None:
-    jobs = {job["id"]: job for job in minicluster.jobs()}
+    jobs = {job["id"]: job for job in minicluster.active_jobs()}
     assert jobs[lab["job_id"]]["state"] == "RUNNING"
     out = minicluster.slurm("squeue", "-h", "-j", lab["job_id"], "-o", "%P").stdout.strip()
     assert out == "booster"
@@ -73,7 +73,7 @@ def test_stop_ends_job_tunnel_and_secrets(minicluster: Any, laptop_env: dict[str
         result = run(["stop", "tostop", *HOST, "--json"], laptop_env)
         assert result.returncode == 0, result.stderr
         assert '"graceful": true' in result.stdout
-        assert fg.info["job_id"] not in {job["id"] for job in minicluster.jobs()}
+        assert fg.info["job_id"] not in {job["id"] for job in minicluster.active_jobs()}
         code, _, err = fg.finish(timeout=15)  # stop ends the tunnel holder
         assert not port_listening(port)
         directory = session_dir("tostop")
@@ -89,7 +89,7 @@ def test_ctrl_c_detaches_and_the_job_keeps_running(minicluster: Any, laptop_env:
     assert code == 0, err
     assert "hpcjup attach detach" in err and "hpcjup stop detach" in err
     assert not port_listening(fg.info["local_port"])
-    assert fg.info["job_id"] in {job["id"] for job in minicluster.jobs() if job["state"] == "RUNNING"}
+    assert fg.info["job_id"] in {job["id"] for job in minicluster.active_jobs() if job["state"] == "RUNNING"}
     assert run(["stop", "detach", *HOST], laptop_env).returncode == 0
 
 
@@ -99,7 +99,7 @@ def test_stop_without_a_name_picks_the_only_running_session(minicluster: Any, la
     result = run(["stop"], laptop_env)  # the host comes from the laptop's cache
     assert result.returncode == 0, result.stderr
     assert fg.info["session"] in result.stdout
-    wait_for(lambda: fg.info["job_id"] not in {job["id"] for job in minicluster.jobs()}, 30, "the job to leave squeue")
+    wait_for(lambda: fg.info["job_id"] not in {job["id"] for job in minicluster.active_jobs()}, 30, "the job to leave squeue")
 
 
 def test_local_mode_works_the_same_way(laptop_env: dict[str, str], tmp_path: Path) -> None:
