@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hpcjup.cli.app import App, check_local_port, host_options, json_option
+from hpcjup.cli.app import App, host_options, json_option
 from hpcjup.cli.detach import Detacher
 from hpcjup.cli.serve import Holder, session_result
 
@@ -25,10 +25,7 @@ def command(app: App, session: str | None, host: str | None, local: bool, local_
     from hpcjup.session.wait import ReadyWaiter
 
     host = app.resolve_host(host, local)
-    check_local_port(local_port)
-    detacher = Detacher()
-    if detach:
-        detacher.fork()
+    detacher = Detacher.prepare(local_port, detach)
     with app.connect_with_status(host) as transport:
         scheduler = app.scheduler(host)
         view = pick_session(transport, scheduler, app.store, session)

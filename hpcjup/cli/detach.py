@@ -24,6 +24,17 @@ class Detacher:
     def __init__(self) -> None:
         self._ready_fd: int | None = None
 
+    @classmethod
+    def prepare(cls, local_port: int | None, detach: bool) -> Detacher:
+        """Check the requested local port, then fork if detaching: the steps before connecting."""
+        from hpcjup.cli.app import check_local_port
+
+        check_local_port(local_port)
+        detacher = cls()
+        if detach:
+            detacher.fork()
+        return detacher
+
     def fork(self) -> None:
         """Fork; only the child returns. The parent waits for ready() or the child's exit."""
         if not hasattr(os, "fork"):

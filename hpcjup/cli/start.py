@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from hpcjup.cli.app import App, check_local_port, host_options, json_option
+from hpcjup.cli.app import App, host_options, json_option
 from hpcjup.cli.detach import Detacher
 from hpcjup.cli.serve import Holder, terminate_as_interrupt
 from hpcjup.config.resources import Resources, parse_duration
@@ -58,10 +58,7 @@ def command(app: App, host: str | None, local: bool, partition: str | None, acco
     )
     pending = parse_duration(pending_timeout, "--timeout") if pending_timeout else None
     host = app.resolve_host(host, local)
-    check_local_port(local_port)
-    detacher = Detacher()
-    if detach:
-        detacher.fork()
+    detacher = Detacher.prepare(local_port, detach)
     with app.connect_with_status(host) as transport:
         scheduler = app.scheduler(host)
         record, paths, conn, time_left = _submit_and_wait(app, transport, scheduler, request, pending)

@@ -8,11 +8,12 @@ import select
 import shutil
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from tests.cluster.minicluster import wait_until as wait_for  # noqa: F401  (re-exported for the tests)
 
 CLUSTER_PYTHON = "/opt/hpcjup-cluster-env/bin/python"
 
@@ -69,6 +70,8 @@ def http_get(url: str, token: str | None = None, timeout: float = 10) -> tuple[i
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+    except OSError:  # refused, reset, timed out: nothing answered
+        return 0, b""
 
 
 def port_listening(port: int) -> bool:
@@ -80,17 +83,6 @@ def port_listening(port: int) -> bool:
         return True
     except OSError:
         return False
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):  # noqa: ANN001, ANN201
-    """Poll `predicate` until it returns something truthy; fail naming `what` at the deadline."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def local_env(laptop_env: dict[str, str]) -> dict[str, str]:
