@@ -19,6 +19,7 @@ from typing import Any
 
 from hpcjup.cli.app import LOCAL, App
 from hpcjup.errors import HpcjupError, JobFailedError
+from hpcjup.job import NORMAL_ENDS
 from hpcjup.session.jupyter import api_status, lab_url
 from hpcjup.session.layout import SessionPaths
 from hpcjup.session.record import Connection, SessionRecord, read_report
@@ -29,7 +30,6 @@ _ALIVE_EVERY = 1.0  # seconds between (local, free) checks that the SSH connecti
 _STATE_EVERY = 15.0  # seconds between looks at the job's state.json
 _RECONNECT_BACKOFF = (1, 2, 4, 8, 15, 30)
 _WARN_BEFORE_END = 600
-_NORMAL_ENDS = {"stopped", "idle", "walltime"}
 
 
 class Holder:
@@ -126,7 +126,7 @@ class Holder:
                 f"  come back:  hpcjup attach {record.name} {where}\n"
                 f"  stop it:    hpcjup stop {record.name} {where}"
             )
-        elif ended in _NORMAL_ENDS:
+        elif ended in NORMAL_ENDS:
             self.app.ui.info(f"Session {record.name} ended ({ended}).")
         else:
             raise JobFailedError(f"Session {record.name} ended: {ended}.", hint=f"`hpcjup logs {record.name}` shows the job's log.")

@@ -20,6 +20,7 @@ RUNTIME_DIR = "runtime"
 REASON_STOPPED = "stopped"
 REASON_WALLTIME = "walltime"
 REASON_IDLE = "idle"
+REASON_SHUTDOWN = "shutdown"  # File > Shut Down in JupyterLab
 REASON_JUPYTER_EXITED = "jupyter-exited"
 REASON_NO_JUPYTER = "no-jupyter"
 REASON_JUPYTER_TOO_OLD = "jupyter-too-old"
@@ -29,3 +30,6 @@ REASON_READY_TIMEOUT = "ready-timeout"
 def launcher_source() -> bytes:
     """The launcher's code, as uploaded with each job."""
     return LAUNCHER_PATH.read_bytes()
+
+#: Reasons for a session that ended the way it should (not a failure).
+NORMAL_ENDS = frozenset({REASON_STOPPED, REASON_WALLTIME, REASON_IDLE, REASON_SHUTDOWN})

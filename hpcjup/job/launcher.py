@@ -8,8 +8,8 @@ with every job; nothing is installed on the cluster. Usage:
 
 Contract with the laptop (all files 0600 in the 0700 session directory, written atomically):
 - state.json: {schema, state: starting|running|stopping|ended, reason, message, exit_code,
-  job_id, node, pid, updated_at}; reason is one of stopped, walltime, idle, jupyter-exited,
-  no-jupyter, jupyter-too-old, ready-timeout.
+  job_id, node, pid, updated_at}; reason is one of stopped, walltime, idle, shutdown (Jupyter's
+  own menu), jupyter-exited, no-jupyter, jupyter-too-old, ready-timeout.
 - token: 64 hex characters, no newline; Jupyter reads it through JUPYTER_TOKEN_FILE only.
 - connection.json: {schema, job_id, node, address, port, token, base_url, url, pid,
   launcher_pid, python, jupyter_server_version, jupyterlab_version, root_dir, started_at,
@@ -17,7 +17,7 @@ Contract with the laptop (all files 0600 in the 0700 session directory, written 
 Signals: SIGTERM, SIGINT, SIGHUP stop (reason "stopped"); SIGUSR1 is the scheduler's walltime
 warning (reason "walltime"). Either shuts Jupyter down cleanly (SIGTERM, then SIGKILL after
 --stop-grace). At the end connection.json and token are removed.
-Exit codes: 0 stopped/walltime/idle, 2 environment unusable, 3 ready timeout, else Jupyter's.
+Exit codes: 0 stopped/walltime/idle/shutdown, 2 environment unusable, 3 ready timeout, else Jupyter's.
 """
 
 from __future__ import annotations
@@ -148,7 +148,8 @@ class Launcher:
             line = raw.decode(errors="replace")
             if self.token:
                 line = line.replace(self.token, "<token>")
-            if "no activity" in line and "shutting down" in line:
+            lowered = line.lower()  # jupyter_server: "No kernels for N seconds; shutting down." (or "... no activity; ...")
+            if "shutting down" in lowered and ("no kernels" in lowered or "no activity" in lowered):
                 self.saw_idle_shutdown = True
             sys.stdout.write(line)
             sys.stdout.flush()
@@ -252,14 +253,16 @@ class Launcher:
     def finish(self, code: int) -> int:
         self.remove_secrets()
         reason = self.stop_reason
-        if reason is None:
-            reason = "idle" if (code == 0 and self.saw_idle_shutdown) else "jupyter-exited"
+        if reason is None and code == 0:
+            reason = "idle" if self.saw_idle_shutdown else "shutdown"  # idle culling, or File > Shut Down
+        reason = reason or "jupyter-exited"
         messages = {
             "stopped": "stopped on request", "walltime": "stopped before the time limit", "idle": "nobody used it for the idle timeout",
+            "shutdown": "Jupyter was shut down from its own menu",
             "ready-timeout": "Jupyter did not answer within %d s" % self.args.ready_timeout,
             "jupyter-exited": "Jupyter exited with code %s" % code,
         }  # fmt: skip
-        exit_code = {"stopped": 0, "walltime": 0, "idle": 0, "ready-timeout": 3}.get(reason, code if code else 1)
+        exit_code = {"stopped": 0, "walltime": 0, "idle": 0, "shutdown": 0, "ready-timeout": 3}.get(reason, code or 1)
         self.state("ended", reason, messages[reason], exit_code)
         log("ended: %s" % messages[reason])
         return exit_code

@@ -7,7 +7,14 @@ the command that started it, like a batch job outlives `sbatch`.
 from __future__ import annotations
 
 from hpcjup.errors import SubmitError
-from hpcjup.schedulers.base import JOB_LOG, JOB_SCRIPT, JobSpec, JobState, JobStatus, Scheduler
+from hpcjup.schedulers.base import (
+    JOB_LOG,
+    JOB_SCRIPT,
+    JobSpec,
+    JobState,
+    JobStatus,
+    Scheduler,
+)
 from hpcjup.transport.base import Transport
 
 

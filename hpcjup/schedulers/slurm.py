@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import re
-
 from collections.abc import Sequence
 
 from hpcjup.config.resources import time_to_seconds
 from hpcjup.errors import RemoteCommandError, SubmitError
-from hpcjup.schedulers.base import JOB_LOG, JOB_SCRIPT, JobSpec, JobState, JobStatus, Scheduler
+from hpcjup.schedulers.base import (
+    JOB_LOG,
+    JOB_SCRIPT,
+    JobSpec,
+    JobState,
+    JobStatus,
+    Scheduler,
+)
 from hpcjup.transport.base import Transport
 
 # squeue fields: state, reason, expected start, node list, time left, time limit.

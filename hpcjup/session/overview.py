@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hpcjup.errors import HpcjupError, JobFailedError, SessionNotFound, UsageError
+from hpcjup.job import NORMAL_ENDS
 from hpcjup.schedulers.base import JobState, JobStatus, Scheduler
 from hpcjup.session.catalog import find_session, list_sessions
 from hpcjup.session.holder import holder_pid
@@ -14,8 +15,6 @@ from hpcjup.session.record import JobReport, SessionRecord, read_report
 from hpcjup.session.store import LocalStore
 from hpcjup.session.wait import log_tail
 from hpcjup.transport.base import Transport
-
-_NORMAL_ENDS = {"stopped", "idle", "walltime"}
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class SessionView:
 
     @property
     def ended_normally(self) -> bool:
-        return (self.report is not None and self.report.reason in _NORMAL_ENDS) or self.status.state is JobState.COMPLETED
+        return (self.report is not None and self.report.reason in NORMAL_ENDS) or self.status.state is JobState.COMPLETED
 
     @property
     def why(self) -> str | None:

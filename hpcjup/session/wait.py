@@ -16,7 +16,13 @@ from hpcjup.errors import JobFailedError, WaitTimeout
 from hpcjup.job import CONNECTION_FILE, STATE_FILE
 from hpcjup.schedulers.base import JOB_LOG, JobState, JobStatus, Scheduler
 from hpcjup.session.layout import SessionPaths
-from hpcjup.session.record import Connection, JobReport, SessionRecord, parse_json, read_report
+from hpcjup.session.record import (
+    Connection,
+    JobReport,
+    SessionRecord,
+    parse_json,
+    read_report,
+)
 from hpcjup.transport.base import Transport
 
 _SCAN_INTERVAL = 0.2

@@ -138,3 +138,5 @@ def test_walltime_and_idle_end_sessions_by_themselves(minicluster: Any, laptop_e
     assert (state["reason"], state["exit_code"]) == ("walltime", 0)
     assert not minicluster.active_jobs()
     assert subprocess.run(["pgrep", "-u", "hpcuser", "-f", "jupyter"], capture_output=True).returncode == 1
+    # The detached holders notice the end and let go of their ports.
+    wait_for(lambda: not port_listening(idle["local_port"]) and not port_listening(walltime["local_port"]), 30, "the holders to exit")
