@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 @click.option("--local-port", type=click.IntRange(1, 65535), help="Local port of the tunnel (default: a free one).")
 @click.option("--no-browser", is_flag=True, help="Print the URL, do not open a browser.")
 @click.option("--timeout", "pending_timeout", metavar="DURATION", help="Give up (and cancel the job) if it still pends after this long, e.g. 30m.")
-@click.option("--idle-timeout", metavar="DURATION", default="0", help="End the session after this long without use (0: never), e.g. 1h.")
+@click.option("--idle-timeout", metavar="DURATION", default="1h", help="End the session after this long without kernels or browser activity (0: never).")
 @click.option("-d", "--detach", is_flag=True, help="Return once the URL answers; a background process keeps the tunnel.")
 @json_option
 @click.pass_obj

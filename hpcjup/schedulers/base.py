@@ -89,6 +89,7 @@ class JobSpec:
     command: Sequence[str]  # what the job runs (the launcher)
     resources: Resources = field(default_factory=Resources)
     warn_seconds: int | None = None  # ask for SIGUSR1 this long before the time limit
+    setup: Sequence[str] = ()  # shell lines that prepare the environment (modules, conda, ...) before the launcher
 
 
 class Scheduler(ABC):

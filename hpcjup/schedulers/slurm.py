@@ -47,7 +47,7 @@ class Slurm(Scheduler):
         ]
         lines = ["#!/bin/bash -l", f"# hpcjup session {spec.name}: JupyterLab on a compute node."]
         lines += [f"{self.directive} --{key}={value}" for key, value in options if value is not None]
-        lines += ["", "umask 077", self.exec_line(spec.command), ""]
+        lines += ["", "umask 077", *spec.setup, self.exec_line(spec.command), ""]
         return "\n".join(lines)
 
     def submit(self, transport: Transport, session_dir: str) -> str:

@@ -1,0 +1,194 @@
+"""The mini-cluster's configuration files and one-time system setup (user, /etc/hosts, keys)."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+
+CLUSTER_ENV = Path("/opt/hpcjup-cluster-env")
+BLOCK_BEGIN = "# >>> hpcjup-minicluster >>>"
+BLOCK_END = "# <<< hpcjup-minicluster <<<"
+LEGACY_LINE = f'export PATH="{CLUSTER_ENV}/bin:$PATH"\n'  # what earlier harness versions prepended
+
+
+def slurm_conf(root: Path, host: str, ctld_port: int, nodes: dict[str, tuple[str, int]]) -> str:
+    """slurm.conf for one controller and the given {name: (address, port)} nodes on this machine."""
+    node_lines = "".join(
+        f"NodeName={name} NodeHostname={host} NodeAddr={addr} Port={port} CPUs=2 RealMemory=4000 State=UNKNOWN\n"
+        for name, (addr, port) in nodes.items()
+    )
+    names = ",".join(nodes)
+    return f"""# Written by tests/cluster; rewritten on every cold `up`.
+ClusterName=mini
+SlurmctldHost={host}(127.0.0.1)
+SlurmctldPort={ctld_port}
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket={root}/munge/munge.socket
+CredType=cred/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/filetxt
+JobCompLoc={root}/log/jobcomp.txt
+MpiDefault=none
+ReturnToService=2
+KillWait=15
+MinJobAge=300
+InactiveLimit=0
+MailProg=/bin/true
+StateSaveLocation={root}/state
+SlurmdSpoolDir={root}/spool/%n
+SlurmctldPidFile={root}/slurmctld.pid
+SlurmdPidFile={root}/slurmd-%n.pid
+SlurmctldLogFile={root}/log/slurmctld.log
+SlurmdLogFile={root}/log/slurmd-%n.log
+SlurmctldDebug=info
+SlurmdDebug=info
+{node_lines}PartitionName=batch Nodes={names} Default=YES MaxTime=INFINITE State=UP
+PartitionName=booster Nodes={names} MaxTime=INFINITE State=UP
+"""
+
+
+def sshd_config(root: Path, port: int) -> str:
+    """sshd_config for key-only logins on 127.0.0.1:port, with forwarding and sftp."""
+    return f"""# Written by tests/cluster.
+Port {port}
+ListenAddress 127.0.0.1
+HostKey {root}/ssh_host_ed25519_key
+PidFile {root}/sshd.pid
+UsePAM no
+PermitRootLogin no
+PubkeyAuthentication yes
+AuthorizedKeysFile .ssh/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AllowTcpForwarding yes
+AllowStreamLocalForwarding yes
+X11Forwarding no
+PrintMotd no
+Subsystem sftp internal-sftp
+SetEnv SLURM_CONF={root}/slurm.conf
+LogLevel VERBOSE
+MaxSessions 100
+MaxStartups 100
+"""
+
+
+def profile_block(conf: Path) -> str:
+    """Shell lines that put the cluster env first on PATH and default SLURM_CONF."""
+    return (
+        f"{BLOCK_BEGIN}\n"
+        f'case ":$PATH:" in *":{CLUSTER_ENV}/bin:"*) ;; *) export PATH="{CLUSTER_ENV}/bin:$PATH" ;; esac\n'
+        f'export SLURM_CONF="${{SLURM_CONF:-{conf}}}"\n'
+        f"{BLOCK_END}\n"
+    )
+
+
+def _with_block(text: str, block: str) -> str:
+    """`text` with our block (re)placed at the top and any older version of it removed."""
+    if BLOCK_BEGIN in text and BLOCK_END in text:
+        head, rest = text.split(BLOCK_BEGIN, 1)
+        text = head + rest.split(BLOCK_END, 1)[1].lstrip("\n")
+    return block + text.replace(LEGACY_LINE, "")
+
+
+def ensure_user(user: str, conf: Path) -> Path:
+    """The cluster user, unlocked for key logins, its shells set up for the cluster; its home."""
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        subprocess.run(["useradd", "-m", "-s", "/bin/bash", user], check=True)
+    # useradd leaves the account locked ("!"), and sshd refuses locked accounts even for keys.
+    subprocess.run(["usermod", "-p", "*", user], check=True)
+    entry = pwd.getpwnam(user)
+    home = Path(entry.pw_dir)
+    os.chmod(home, home.stat().st_mode & 0o755)  # StrictModes: no group/other write
+    # .bashrc too: bash reads it for sshd's non-interactive `bash -c CMD`; the block goes above
+    # Debian's "not interactive: return" line.
+    for name in (".profile", ".bashrc"):
+        path = home / name
+        skeleton = Path("/etc/skel", name)
+        text = path.read_text() if path.exists() else (skeleton.read_text() if skeleton.exists() else "")
+        path.write_text(_with_block(text, profile_block(conf)))
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    return home
+
+
+def authorize_key(user: str, public_key: str) -> None:
+    """Add `public_key` to the user's authorized_keys (0600 in a 0700 ~/.ssh), keeping others."""
+    entry = pwd.getpwnam(user)
+    ssh = Path(entry.pw_dir, ".ssh")
+    ssh.mkdir(exist_ok=True)
+    keys = ssh / "authorized_keys"
+    lines = keys.read_text().splitlines() if keys.exists() else []
+    if public_key.strip() not in lines:
+        lines.append(public_key.strip())
+    keys.write_text("\n".join(lines) + "\n")
+    for path, mode in ((ssh, 0o700), (keys, 0o600)):
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+        os.chmod(path, mode)
+
+
+def ensure_hosts(nodes: dict[str, tuple[str, int]]) -> None:
+    """Make the node names resolve to their loopback addresses via /etc/hosts."""
+    hosts = Path("/etc/hosts")
+    lines = hosts.read_text().splitlines()
+    known = {name for line in lines for name in line.split("#")[0].split()[1:]}
+    missing = [f"{addr} {name}" for name, (addr, _) in nodes.items() if name not in known]
+    if missing:
+        hosts.write_text("\n".join(lines + missing) + "\n")
+
+
+def ensure_keys(root: Path) -> None:
+    """The sshd host key and the client key (no passphrase), generated once per root."""
+    for name in ("ssh_host_ed25519_key", "client_ed25519"):
+        if not (root / name).exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"minicluster-{name}", "-f", str(root / name)], check=True)
+
+
+def prepare_munge(root: Path) -> Path:
+    """This cluster's own munge directory (key, socket, pid, log), owned by munge; its path."""
+    munge = root / "munge"
+    munge.mkdir(exist_ok=True)
+    key = munge / "munge.key"
+    if not key.exists() or key.stat().st_size != 1024:
+        key.write_bytes(os.urandom(1024))
+    entry = pwd.getpwnam("munge")
+    for path in [munge, *munge.iterdir()]:
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    os.chmod(munge, 0o755)  # clients (root and the user) reach the socket through it
+    os.chmod(key, 0o400)
+    return munge
+
+
+def make_dirs(root: Path) -> None:
+    """The root and its state, spool and log directories."""
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o755)  # the user's commands read slurm.conf; the secrets inside are 0600
+    for sub in ("state", "spool", "log"):
+        (root / sub).mkdir(exist_ok=True)
+
+
+def write_laptop_ssh(home: Path, alias: str, port: int, user: str, key: Path, host_key_line: str) -> None:
+    """A laptop's ~/.ssh: a config entry `alias`, a copy of the key, known_hosts with the host key."""
+    ssh = home / ".ssh"
+    ssh.mkdir(parents=True, exist_ok=True)
+    os.chmod(ssh, 0o700)
+    identity = ssh / "id_minicluster"
+    shutil.copyfile(key, identity)
+    os.chmod(identity, 0o600)
+    config = ssh / "config"
+    config.write_text(
+        f"Host {alias}\n    HostName 127.0.0.1\n    Port {port}\n    User {user}\n"
+        f"    IdentityFile {identity}\n    IdentitiesOnly yes\n"
+    )
+    os.chmod(config, 0o600)
+    (ssh / "known_hosts").write_text(host_key_line + "\n")
