@@ -1,1 +1,1 @@
-"""The test mini-cluster: `python -m tests.cluster up|down|status`."""
+"""The test mini-cluster harness: `python -m tests.cluster up|down|status`."""

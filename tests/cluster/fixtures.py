@@ -1,4 +1,4 @@
-"""pytest fixtures for the mini-cluster and a fresh "laptop" per test."""
+"""pytest plugin: the mini-cluster (session), job cleanup, and a fresh "laptop" per test."""
 
 from __future__ import annotations
 
@@ -10,51 +10,79 @@ import pytest
 
 from tests.cluster.minicluster import MiniCluster, missing_requirements
 
+# Variables a developer's shell may hold that would make the CLI under test behave unlike a fresh laptop.
+DROPPED_ENV = ("SSH_AUTH_SOCK", "SSH_AGENT_PID", "SSH_ASKPASS", "SSH_ASKPASS_REQUIRE", "DISPLAY", "WAYLAND_DISPLAY", "BROWSER", "SLURM_CONF")
+HARNESS_ENV = ("HPCJUP_MINICLUSTER_DIR", "HPCJUP_MINICLUSTER_SLURM_PORT", "HPCJUP_KEEP_CLUSTER")
+XDG_DIRS = {"XDG_CONFIG_HOME": ".config", "XDG_STATE_HOME": ".local/state", "XDG_CACHE_HOME": ".cache", "XDG_RUNTIME_DIR": "run"}
+
+
+def _truthy(name: str) -> bool:
+    """Whether the environment variable is set to a yes-like value."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
 
 @pytest.fixture(scope="session")
 def minicluster() -> Iterator[MiniCluster]:
-    """The running mini-cluster; skipped where it cannot run (a failure when CI=true)."""
+    """The running mini-cluster; skipped where it cannot run, a failure there when CI=true."""
     reason = missing_requirements()
     if reason:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"mini-cluster required in CI: {reason}")
+            pytest.fail(f"the mini-cluster is required when CI=true: {reason}", pytrace=False)
         pytest.skip(f"mini-cluster unavailable: {reason}")
     cluster = MiniCluster()
-    started = cluster.up()
+    try:
+        started = cluster.up()
+    except RuntimeError as exc:
+        pytest.fail(f"could not bring the mini-cluster up: {exc}", pytrace=False)
     yield cluster
-    cluster.cancel_all()
-    if started and not os.environ.get("HPCJUP_KEEP_CLUSTER"):
+    # A cluster that was already up stays up, so developers can iterate quickly.
+    if started and not _truthy("HPCJUP_KEEP_CLUSTER"):
         cluster.down()
 
 
 @pytest.fixture
 def clean_jobs(minicluster: MiniCluster) -> Iterator[None]:
-    """Cancel whatever the test left in the queue."""
+    """After the test, scancel the cluster user's jobs and wait until none is active."""
     yield
     minicluster.cancel_all()
 
 
-def make_laptop_env(cluster: MiniCluster | None, home: Path) -> dict[str, str]:
-    """Environment for running the real CLI as a fresh laptop whose home is `home`."""
+def make_laptop_home(home: Path, cluster: MiniCluster | None = None) -> Path:
+    """Create a fresh laptop HOME with its XDG dirs and, given a cluster, an ~/.ssh for it."""
     home.mkdir(parents=True, exist_ok=True)
+    for sub in XDG_DIRS.values():
+        (home / sub).mkdir(parents=True, exist_ok=True)
+    os.chmod(home / XDG_DIRS["XDG_RUNTIME_DIR"], 0o700)
     if cluster is not None:
         cluster.write_laptop_ssh(home)
-    env = {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "HPCJUP_HOST", "DISPLAY", "WAYLAND_DISPLAY", "BROWSER")}
-    xdg = {"XDG_CONFIG_HOME": home / ".config", "XDG_STATE_HOME": home / ".local/state", "XDG_CACHE_HOME": home / ".cache", "XDG_RUNTIME_DIR": home / "run"}
-    for path in xdg.values():
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    env.update({k: str(v) for k, v in xdg.items()})
+    return home
+
+
+def laptop_environ(home: Path) -> dict[str, str]:
+    """os.environ as a fresh laptop whose HOME is `home` would have it, for running the real CLI."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in DROPPED_ENV and not (key.startswith("HPCJUP_") and key not in HARNESS_ENV)
+    }
+    env.update({key: str(home / sub) for key, sub in XDG_DIRS.items()})
     env.update(HOME=str(home), NO_COLOR="1")
     return env
 
 
-@pytest.fixture
-def laptop_home(tmp_path: Path) -> Path:
-    return tmp_path / "laptop"
+def make_laptop_env(cluster: MiniCluster | None, home: Path) -> dict[str, str]:
+    """A fresh laptop HOME (with ~/.ssh for `cluster` if given) and its environment."""
+    return laptop_environ(make_laptop_home(home, cluster))
 
 
 @pytest.fixture
-def laptop_env(request: pytest.FixtureRequest, laptop_home: Path) -> dict[str, str]:
-    """A fresh laptop: its own HOME, XDG dirs and (when the test uses the cluster) ~/.ssh for it."""
+def laptop_home(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """A fresh laptop HOME; its ~/.ssh points at the mini-cluster when the test uses `minicluster`."""
     cluster = request.getfixturevalue("minicluster") if "minicluster" in request.fixturenames else None
-    return make_laptop_env(cluster, laptop_home)
+    return make_laptop_home(tmp_path / "laptop", cluster)
+
+
+@pytest.fixture
+def laptop_env(laptop_home: Path) -> dict[str, str]:
+    """The environment for running the real `hpcjup` CLI as a subprocess on that laptop."""
+    return laptop_environ(laptop_home)

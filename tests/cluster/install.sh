@@ -1,22 +1,55 @@
 #!/usr/bin/env bash
-# Install what the mini-cluster and browser tests need, on Debian 12 as root. Idempotent:
-# skips apt when every binary is there, and the venv when it already has JupyterLab.
+# Install what the mini-cluster and browser tests need, as root on Debian 12. Idempotent: apt runs
+# only when a binary is missing, pip only when the cluster env lacks a working JupyterLab.
 set -euo pipefail
+umask 022  # the cluster user's jobs must be able to read the env
+
+if [ "$(id -u)" != 0 ]; then
+    echo "install.sh: must run as root" >&2
+    exit 1
+fi
+
+ENV_DIR=/opt/hpcjup-cluster-env
+PACKAGES=(slurm-wlm munge openssh-server chromium chromium-driver oathtool libpam-google-authenticator
+          python3 python3-venv)  # Debian's python3 has no ensurepip (so no venv) without python3-venv
+export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
+
+env_works() {
+    [ -x "$ENV_DIR/bin/jupyter-lab" ] && "$ENV_DIR/bin/python" - <<'EOF' >/dev/null 2>&1
+import dask_jobqueue, distributed, jupyter_server, jupyterlab
+assert tuple(int(x) for x in jupyter_server.__version__.split(".")[:2]) >= (2, 20)
+EOF
+}
 
 need_apt=0
-for bin in sbatch slurmctld slurmd munged /usr/sbin/sshd chromium chromedriver oathtool ssh-keygen; do
-    command -v "$bin" >/dev/null 2>&1 || need_apt=1
+for bin in sbatch slurmctld slurmd munged sshd chromium chromedriver oathtool ssh-keygen; do
+    command -v "$bin" >/dev/null 2>&1 || { echo "install.sh: $bin is missing" >&2; need_apt=1; }
 done
-if [ "$need_apt" = 1 ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends slurm-wlm munge openssh-server openssh-client \
-        chromium chromium-driver oathtool libpam-google-authenticator python3-venv procps
+if ! env_works && ! { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1; }; then
+    need_apt=1
 fi
 
-env=/opt/hpcjup-cluster-env
-if ! "$env/bin/python" -c 'import jupyterlab, jupyter_server, distributed' >/dev/null 2>&1; then
-    /usr/bin/python3 -m venv "$env"
-    "$env/bin/pip" install -q --disable-pip-version-check jupyterlab 'jupyter_server>=2.20' distributed dask-jobqueue
+if [ "$need_apt" = 1 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    # Keep the packages' init scripts from starting system munge/ssh/slurm daemons.
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    apt-get update
+    apt-get install -y "${PACKAGES[@]}"
+else
+    echo "install.sh: Debian packages already installed"
 fi
-chmod -R a+rX "$env"  # the cluster user's jobs run this Python
+
+if env_works; then
+    echo "install.sh: $ENV_DIR already has JupyterLab"
+else
+    /usr/bin/python3 -m venv "$ENV_DIR"  # the system Python: a root-only interpreter (pyenv) fails in jobs
+    "$ENV_DIR/bin/python" -m pip install --disable-pip-version-check -q \
+        jupyterlab 'jupyter_server>=2.20' distributed dask-jobqueue \
+        jupyter-server-proxy dask-labextension cryptography
+    chmod -R a+rX "$ENV_DIR"
+    env_works || { echo "install.sh: $ENV_DIR still cannot import JupyterLab" >&2; exit 1; }
+fi

@@ -59,6 +59,7 @@ def pid_from_file(pid_file: Path, expect: str) -> int | None:
 
 
 def all_pids() -> list[int]:
+    """Every pid in /proc."""
     return [int(name) for name in os.listdir("/proc") if name.isdigit()]
 
 
@@ -87,20 +88,23 @@ def ancestors() -> set[int]:
     return pids
 
 
-def processes_with_env(entry: str, exes: Iterable[str], uid: int) -> list[int]:
-    """Processes whose environment holds `entry` and that run one of `exes` or belong to `uid`."""
-    needle, names, spared = entry.encode() + b"\0", tuple(exes), ancestors()
+def leftovers(env_entry: str, root: Path, daemons: Iterable[str], uid: int) -> list[int]:
+    """Processes of one cluster: daemons (by program name) whose environment holds `env_entry` or
+    whose command line names a path under `root`, and any process of `uid` whose environment holds it."""
+    needle, names, spared, under = b"\0" + env_entry.encode() + b"\0", tuple(daemons), ancestors(), f"{root}/"
     found = []
     for pid in all_pids():
         if pid in spared or not alive(pid):
             continue
         try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes() + b"\0"
+            environ = b"\0" + Path(f"/proc/{pid}/environ").read_bytes() + b"\0"
             owner = Path(f"/proc/{pid}").stat().st_uid
             exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
         except OSError:
             continue
-        if (b"\0" + needle) in (b"\0" + environ) and (owner == uid or exe in names):
+        marked = needle in environ
+        # Debian runs slurmctld-wlm etc. through alternatives; sshd overwrites its environment with its title.
+        if (owner == uid and marked) or (exe.startswith(names) and (marked or under in cmdline(pid))):
             found.append(pid)
     return found
 
@@ -119,6 +123,7 @@ def stop(pids: Iterable[int], timeout: float = 20) -> None:
 
 
 def _signal(pid: int, sig: int) -> None:
+    """Send `sig`, ignoring a process that is already gone."""
     try:
         os.kill(pid, sig)
     except ProcessLookupError:
