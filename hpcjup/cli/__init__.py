@@ -6,6 +6,7 @@ place that turns an `HpcjupError` into output and an exit code.
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib import import_module
 
@@ -62,6 +63,10 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
+    if "_HPCJUP_COMPLETE" in os.environ:  # the shell asks for completions: a rarely needed import
+        from hpcjup.cli.complete import register
+
+        register()
     try:
         cli.main(args=argv, prog_name="hpcjup", standalone_mode=False)
         code = 0

@@ -5,12 +5,13 @@ from __future__ import annotations
 import click
 
 from hpcjup.cli.app import App, host_options, json_option
+from hpcjup.cli.complete import complete_session
 from hpcjup.cli.detach import Detacher
 from hpcjup.cli.serve import Holder, session_result
 
 
 @click.command()
-@click.argument("session", required=False)
+@click.argument("session", required=False, shell_complete=complete_session)
 @host_options
 @click.option("--local-port", type=click.IntRange(1, 65535), help="Local port (default: the one used before, if free).")
 @click.option("--no-browser", is_flag=True, help="Print the URL, do not open a browser.")

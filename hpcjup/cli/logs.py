@@ -8,12 +8,13 @@ import time
 import click
 
 from hpcjup.cli.app import App, host_options, json_option
+from hpcjup.cli.complete import complete_session
 
 _FOLLOW_EVERY = 1.0
 
 
 @click.command()
-@click.argument("session", required=False)
+@click.argument("session", required=False, shell_complete=complete_session)
 @host_options
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the job ends (Ctrl-C stops).")
 @click.option("-n", "--lines", type=click.IntRange(min=0), help="Only the last N lines.")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import click
 
 from hpcjup.cli.app import App, host_options, json_option
+from hpcjup.cli.complete import complete_session
 from hpcjup.errors import UsageError
 
 
 @click.command()
-@click.argument("session", required=False)
+@click.argument("session", required=False, shell_complete=complete_session)
 @host_options
 @click.option("--all", "stop_all", is_flag=True, help="Stop every running session on the host.")
 @click.option("--grace", type=click.IntRange(min=1), default=60, show_default=True, help="Seconds Jupyter gets to shut down before the job is cancelled outright.")

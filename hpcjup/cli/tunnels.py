@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from hpcjup.cli.app import App, json_option
+from hpcjup.cli.complete import complete_session
 from hpcjup.errors import SessionNotFound, UsageError
 
 
@@ -30,7 +31,7 @@ def _result(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 @click.command("url")
-@click.argument("session", required=False)
+@click.argument("session", required=False, shell_complete=complete_session)
 @click.option("--host", metavar="DEST", help="Only sessions on this host.")
 @json_option
 @click.pass_obj
@@ -41,7 +42,7 @@ def url_command(app: App, session: str | None, host: str | None) -> None:
 
 
 @click.command("open")
-@click.argument("session", required=False)
+@click.argument("session", required=False, shell_complete=complete_session)
 @click.option("--host", metavar="DEST", help="Only sessions on this host.")
 @json_option
 @click.pass_obj
@@ -57,7 +58,7 @@ def open_command(app: App, session: str | None, host: str | None) -> None:
 
 
 @click.command("disconnect")
-@click.argument("session", required=False)
+@click.argument("session", required=False, shell_complete=complete_session)
 @click.option("--host", metavar="DEST", help="Only sessions on this host.")
 @click.option("--all", "all_", is_flag=True, help="Every attached session.")
 @json_option

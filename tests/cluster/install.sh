@@ -10,19 +10,19 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 ENV_DIR=/opt/hpcjup-cluster-env
-PACKAGES=(slurm-wlm munge openssh-server chromium chromium-driver oathtool libpam-google-authenticator
+PACKAGES=(slurm-wlm munge openssh-server chromium chromium-driver oathtool libpam-google-authenticator zsh fish
           python3 python3-venv)  # Debian's python3 has no ensurepip (so no venv) without python3-venv
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 
 env_works() {
     [ -x "$ENV_DIR/bin/jupyter-lab" ] && "$ENV_DIR/bin/python" - <<'EOF' >/dev/null 2>&1
-import dask_jobqueue, distributed, jupyter_server, jupyterlab
+import cryptography, dask_jobqueue, distributed, jupyter_server, jupyter_server_proxy, jupyterlab
 assert tuple(int(x) for x in jupyter_server.__version__.split(".")[:2]) >= (2, 20)
 EOF
 }
 
 need_apt=0
-for bin in sbatch slurmctld slurmd munged sshd chromium chromedriver oathtool ssh-keygen; do
+for bin in sbatch slurmctld slurmd munged sshd chromium chromedriver oathtool ssh-keygen zsh fish; do
     command -v "$bin" >/dev/null 2>&1 || { echo "install.sh: $bin is missing" >&2; need_apt=1; }
 done
 if ! env_works && ! { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1; }; then
