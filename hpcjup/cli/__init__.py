@@ -25,6 +25,7 @@ COMMANDS = {
     "url": ("tunnels", "url_command", "Print the local URL of an attached session."),
     "open": ("tunnels", "open_command", "Open an attached session in the browser."),
     "disconnect": ("tunnels", "disconnect_command", "Close a session's tunnel; the job keeps running."),
+    "scale": ("scale", "command", "Change a Dask worker group of a running session."),
     "stop": ("stop", "command", "Stop a session: Jupyter shuts down cleanly, the job ends."),
 }
 

@@ -55,7 +55,10 @@ class Holder:
             # Signals detach from here on: one arriving while the result is printed must not kill us.
             with detach_signals() as detached:
                 try:
-                    ui.result(session_result(record, self.conn, self.tunnel.local_port, url), text=url)
+                    result = session_result(record, self.conn, self.tunnel.local_port, url)
+                    ui.result(result, text=url)
+                    if result["dashboard_url"]:
+                        ui.info(f"Dask: scheduler {result['dask_scheduler']} (TLS); dashboard {result['dashboard_url']}")
                     ui.info(f"Session [bold]{record.name}[/bold]: JupyterLab on {self.conn.node} (job {record.job_id}). Ctrl-C detaches; the job keeps running.")
                     if open_browser:
                         from hpcjup.ui.browser import open_url
@@ -134,6 +137,8 @@ class Holder:
 
 def session_result(record: SessionRecord, conn: Connection, local_port: int, url: str) -> dict[str, Any]:
     """The JSON `start` and `attach` print once the URL answers."""
+    dask = conn.dask or {}
+    dashboard = dask.get("dashboard_port")
     return {
         "session": record.name,
         "job_id": record.job_id,
@@ -144,6 +149,9 @@ def session_result(record: SessionRecord, conn: Connection, local_port: int, url
         "local_port": local_port,
         "url": url,
         "token": conn.token,
+        "dask_scheduler": dask.get("scheduler"),
+        # Through Jupyter's authenticated proxy (jupyter-server-proxy): the dashboard itself listens on the node's loopback.
+        "dashboard_url": f"http://127.0.0.1:{local_port}/proxy/{dashboard}/status?token={conn.token}" if dashboard else None,
     }
 
 

@@ -10,8 +10,9 @@ from hpcjup.cli.app import App, host_options, json_option
 from hpcjup.cli.detach import Detacher
 from hpcjup.cli.serve import Holder, terminate_as_interrupt
 from hpcjup.config.resources import Resources, parse_duration
-from hpcjup.errors import Interrupted, JobFailedError
-from hpcjup.session.submit import StartRequest
+from hpcjup.errors import Interrupted, JobFailedError, UsageError
+from hpcjup.session.groups import WorkerGroup
+from hpcjup.session.submit import DaskRequest, StartRequest
 
 if TYPE_CHECKING:
     from hpcjup.schedulers.base import Scheduler
@@ -37,20 +38,33 @@ if TYPE_CHECKING:
 @click.option("--no-browser", is_flag=True, help="Print the URL, do not open a browser.")
 @click.option("--timeout", "pending_timeout", metavar="DURATION", help="Give up (and cancel the job) if it still pends after this long, e.g. 30m.")
 @click.option("--idle-timeout", metavar="DURATION", default="1h", help="End the session after this long without kernels or browser activity (0: never).")
+@click.option("--workers", type=click.IntRange(min=0), help="Dask worker processes in all (default: one per node).")
+@click.option("--worker-cores", type=click.IntRange(min=1), help="Threads per Dask worker (default: --cpus, or the node's).")
+@click.option("--worker-memory", help="Memory limit per Dask worker, e.g. 8GB (default: Dask's auto).")
+@click.option("--no-dask", is_flag=True, help="JupyterLab only, no Dask scheduler and workers.")
+@click.option("--worker-group", "worker_groups", multiple=True, metavar="PARTITION:JOBS[xCORES]", help="Extra Dask worker jobs on another partition (repeatable).")
 @click.option("-d", "--detach", is_flag=True, help="Return once the URL answers; a background process keeps the tunnel.")
 @json_option
 @click.pass_obj
 def command(app: App, host: str | None, local: bool, partition: str | None, account: str | None, time_limit: str | None,
             nodes: int, cpus: int | None, mem: str | None, gpus: str | None, name: str | None, workdir: str | None,
             python: str, local_port: int | None, no_browser: bool, pending_timeout: str | None, idle_timeout: str,
-            detach: bool) -> None:  # fmt: skip
+            workers: int | None, worker_cores: int | None, worker_memory: str | None, no_dask: bool, worker_groups: tuple[str, ...], detach: bool) -> None:  # fmt: skip
     """Submit a job that runs JupyterLab on a compute node, and open it through a tunnel.
 
     The URL (with its token) is printed as soon as Jupyter answers. Ctrl-C detaches:
     the job keeps running until `hpcjup stop`, its time limit, or the idle timeout.
     """
+    resources = Resources(partition=partition, account=account, time=time_limit, nodes=nodes, cpus=cpus, mem=mem, gpus=gpus)
+    dask = None if no_dask else DaskRequest(workers, worker_cores or cpus, worker_memory)
+    groups = [WorkerGroup.parse(text) for text in worker_groups]
+    if groups and (no_dask or local):
+        raise UsageError("--worker-group needs Dask on a batch system (not --no-dask or --local).")
+    if dask is not None:
+        dask.check_fits(resources)
     request = StartRequest(
-        resources=Resources(partition=partition, account=account, time=time_limit, nodes=nodes, cpus=cpus, mem=mem, gpus=gpus),
+        resources=resources,
+        dask=dask,
         name=name,
         workdir=workdir,
         python=python,
@@ -62,6 +76,7 @@ def command(app: App, host: str | None, local: bool, partition: str | None, acco
     with app.connect_with_status(host) as transport:
         scheduler = app.scheduler(host)
         record, paths, conn, time_left = _submit_and_wait(app, transport, scheduler, request, pending)
+        _start_groups(app, transport, record, paths, conn, groups)
         holder = Holder(app, transport, record, paths, conn)
         holder.serve(
             local_port=local_port,
@@ -94,6 +109,19 @@ def _submit_and_wait(
             if isinstance(exc, KeyboardInterrupt):
                 raise Interrupted(f"Cancelled job {record.job_id} before Jupyter started; nothing was lost.") from None
             raise
+
+
+def _start_groups(app: App, transport: Transport, record: SessionRecord, paths: SessionPaths, conn: Connection, groups: list[WorkerGroup]) -> None:
+    """Submit the worker groups; one that the scheduler refuses is reported and the session goes on."""
+    from hpcjup.errors import SubmitError
+    from hpcjup.session.groups import scale_group
+
+    for group in groups:
+        try:
+            ids = scale_group(transport, paths, record, record.python, (conn.dask or {})["scheduler"], group, group.jobs)
+            app.ui.info(f"Worker group {group.name}: job(s) {' '.join(ids)} on partition {group.partition}.")
+        except SubmitError as exc:
+            app.ui.warn(f"Worker group {group.name} was not submitted: {exc.message} ({exc.hint}) The session keeps running.")
 
 
 def progress_text(p: Progress) -> tuple[str, str]:

@@ -37,6 +37,10 @@ def command(app: App, session: str | None, host: str | None, local: bool, stop_a
                 paths, record = view.paths, view.record
                 line.update(f"Stopping {record.name} (job {record.job_id})…")
                 outcome = stop_session(transport, scheduler, paths, record, grace=grace)
+                if scheduler.name == "slurm":  # worker groups and notebook scale-out jobs end with the session
+                    from hpcjup.session.groups import cancel_worker_jobs
+
+                    cancel_worker_jobs(transport, record.name)
                 end_holder(app.store.load(host, record.name))
                 app.store.remove(host, record.name)
                 stopped.append(outcome.__dict__)

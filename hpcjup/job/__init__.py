@@ -9,6 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 LAUNCHER_PATH = Path(__file__).with_name("launcher.py")
+#: The files that travel with every job (the launcher imports dasklaunch from beside itself).
+JOB_FILES = ("launcher.py", "dasklaunch.py")
+DASK_DIR = "dask"
 
 SCHEMA = 1
 CONNECTION_FILE = "connection.json"
@@ -27,9 +30,9 @@ REASON_JUPYTER_TOO_OLD = "jupyter-too-old"
 REASON_READY_TIMEOUT = "ready-timeout"
 
 
-def launcher_source() -> bytes:
-    """The launcher's code, as uploaded with each job."""
-    return LAUNCHER_PATH.read_bytes()
+def job_files() -> dict[str, bytes]:
+    """Name -> code of the files uploaded with each job."""
+    return {name: LAUNCHER_PATH.with_name(name).read_bytes() for name in JOB_FILES}
 
 #: Reasons for a session that ended the way it should (not a failure).
 NORMAL_ENDS = frozenset({REASON_STOPPED, REASON_WALLTIME, REASON_IDLE, REASON_SHUTDOWN})

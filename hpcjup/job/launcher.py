@@ -1,52 +1,92 @@
 """hpcjup's job-side launcher: start JupyterLab on this node and tell the laptop where it is.
 
-Standard library only, Python >= 3.9. hpcjup copies this file into the session directory
-with every job; nothing is installed on the cluster. Usage:
+Standard library only, Python >= 3.9. hpcjup copies this file into the session directory with
+every job; nothing is installed on the cluster. The batch script `exec`s it, so it gets the
+scheduler's signals:
 
-    python3 launcher.py --session-dir DIR [--workdir W] [--bind ADDR] [--ready-timeout 300]
-                        [--stop-grace 20] [--idle-timeout SECONDS] [-- extra Jupyter arguments]
+    python3 DIR/launcher.py --session-dir DIR [--workdir W] [--bind ADDR] [--ready-timeout 300]
+                            [--stop-grace 20] [--idle-timeout SECONDS] [-- extra Jupyter arguments]
 
-Contract with the laptop (all files 0600 in the 0700 session directory, written atomically):
-- state.json: {schema, state: starting|running|stopping|ended, reason, message, exit_code,
-  job_id, node, pid, updated_at}; reason is one of stopped, walltime, idle, shutdown (Jupyter's
-  own menu), jupyter-exited, no-jupyter, jupyter-too-old, ready-timeout.
-- token: 64 hex characters, no newline; Jupyter reads it through JUPYTER_TOKEN_FILE only.
-- connection.json: {schema, job_id, node, address, port, token, base_url, url, pid,
-  launcher_pid, python, jupyter_server_version, jupyterlab_version, root_dir, started_at,
-  ready_at}, written once GET /api/status answers 200 with the token.
-Signals: SIGTERM, SIGINT, SIGHUP stop (reason "stopped"); SIGUSR1 is the scheduler's walltime
-warning (reason "walltime"). Either shuts Jupyter down cleanly (SIGTERM, then SIGKILL after
---stop-grace). At the end connection.json and token are removed.
-Exit codes: 0 stopped/walltime/idle/shutdown, 2 environment unusable, 3 ready timeout, else Jupyter's.
+Files in DIR (0700, made by the laptop); each 0600, written atomically (temp file, fsync, rename):
+- state.json, at every transition: {schema, state: starting|running|stopping|ended, reason,
+  message, exit_code, job_id, node, pid (this launcher), updated_at (ISO 8601, UTC)}.
+  reason: null while all is well, then stopped | walltime | idle | shutdown | jupyter-exited |
+  no-jupyter | jupyter-too-old | auth-config | ready-timeout.
+- token: 64 hex digits, no newline. Jupyter gets it only as JUPYTER_TOKEN_FILE in its own
+  environment: never in argv, never in this process's environment, never in the job log.
+- connection.json, once GET /api/status answers 200 with the token and 403 without: {schema,
+  job_id, node, address, port, token, base_url, url (no token), pid (Jupyter), launcher_pid,
+  python, jupyter_server_version, jupyterlab_version, root_dir, started_at, ready_at}.
+- runtime/ (0700): Jupyter's JUPYTER_RUNTIME_DIR; it reports its port=0 choice in jpserver-PID.json.
+At the end connection.json, token and runtime/ are removed and state.json says why it ended.
+
+Signals: SIGTERM, SIGINT, SIGHUP -> "stopped"; SIGUSR1 (Slurm's --signal=B:USR1@N) -> "walltime".
+Either way: state "stopping", SIGTERM to Jupyter's process group (it shuts its kernels down),
+SIGKILL to it and its kernels after --stop-grace seconds.
+Idle (--idle-timeout N): Jupyter culls kernels (even those with an open tab) and terminals idle
+for N s; this launcher ends the session once there are no kernels, no terminals and no API
+activity for N s. (jupyter_server's own shutdown_no_activity_timeout checks only once a minute.)
+With --dask, dasklaunch.py (shipped beside this file) runs a TLS Dask scheduler and workers;
+connection.json then has "dask": {scheduler, dashboard_port, workers, worker_cores, config}.
+Exit codes: 4 dask-failed, 0 stopped, walltime, idle, shutdown (File > Shut Down); 2 unusable environment
+(no-jupyter, jupyter-too-old, auth-config); 3 ready-timeout; jupyter-exited: Jupyter's exit
+code (128 + signal if it was killed, 1 if it exited 0 before it was ready).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
-import glob
+import importlib.metadata
+import importlib.util
 import json
 import os
+import re
 import secrets
+import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
+import urllib.error
 import urllib.request
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # dasklaunch.py travels beside this file
+from dasklaunch import DaskCluster  # noqa: E402
 
 SCHEMA = 1
 MIN_SERVER = (2, 20)
+UPGRADE = "pip install -U 'jupyter_server>=2.20' jupyterlab"
+STOP_SIGNALS = {signal.SIGTERM: "stopped", signal.SIGINT: "stopped", signal.SIGHUP: "stopped", signal.SIGUSR1: "walltime"}
+EXIT_CODES = {"stopped": 0, "walltime": 0, "idle": 0, "shutdown": 0, "no-jupyter": 2, "jupyter-too-old": 2, "auth-config": 2, "no-dask": 2, "ready-timeout": 3, "dask-failed": 4}
+# Compute nodes often have http_proxy set; the token must never travel to a proxy.
+HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class Ended(Exception):
+    """The session ends, for `reason` (a state.json reason) explained by `message`."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def log(message: str) -> None:
+    sys.stderr.write(f"[hpcjup launcher] {message}\n")
+    sys.stderr.flush()
 
 
 def write_atomic(path: str, data: bytes) -> None:
     """Write 0600 under a temporary name, fsync, rename: readers never see half a file."""
-    tmp = "%s.tmp%d" % (path, os.getpid())
+    tmp = f"{path}.tmp{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, data)
@@ -56,227 +96,312 @@ def write_atomic(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def log(message: str) -> None:
-    sys.stderr.write("[hpcjup launcher] %s\n" % message)
-    sys.stderr.flush()
+def check_environment() -> tuple[str, str]:
+    """(jupyter_server version, jupyterlab version) of this Python, or Ended if it cannot serve."""
+    python = sys.executable
+    fix = f"Install it there ({python} -m pip install jupyterlab 'jupyter_server>=2.20') or choose a Python that has it (hpcjup start --python)."
+    try:
+        import jupyter_server
+    except ImportError as exc:
+        raise Ended("no-jupyter", f"No JupyterLab in {python} ({exc}). {fix}") from None
+    version = jupyter_server.__version__
+    found = re.match(r"(\d+)\.(\d+)", version)
+    if found and (int(found.group(1)), int(found.group(2))) < MIN_SERVER:
+        raise Ended("jupyter-too-old", f"jupyter_server {version} in {python} is too old: hpcjup needs >= 2.20 "
+                    f"(which fixed a token-stealing XSS). Upgrade: {python} -m {UPGRADE}")  # fmt: skip
+    # find_spec, not import: importing jupyterlab costs ~1.5 s and 65 MB that this process never needs.
+    if importlib.util.find_spec("jupyterlab") is None:
+        raise Ended("no-jupyter", f"{python} has jupyter_server {version} but no JupyterLab. {fix}")
+    try:
+        return version, importlib.metadata.version("jupyterlab")
+    except importlib.metadata.PackageNotFoundError:  # an unusual install without metadata still runs
+        return version, "unknown"
+
+
+def node_address() -> str:
+    """This node's address on the cluster network: never the wildcard, loopback as a last resort."""
+    for name in (os.environ.get("SLURMD_NODENAME"), socket.gethostname()):
+        if name:
+            try:
+                address = socket.gethostbyname(name)
+            except OSError:
+                continue
+            if not address.startswith("0."):
+                return address
+    return "127.0.0.1"
+
+
+def url_host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address  # IPv6
+
+
+def descendants(pid: int) -> list[int]:
+    """Processes below `pid` (Linux /proc; empty elsewhere). Kernels lead their own sessions."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
 
 
 class Launcher:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.dir = os.path.abspath(args.session_dir)
+        self.runtime = self.path("runtime")
         self.job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("HPCJUP_JOB_ID") or str(os.getpid())
         self.node = os.environ.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]
         self.token = ""
-        self.proc = None  # type: subprocess.Popen | None
-        self.stop_reason = None  # type: str | None
-        self.saw_idle_shutdown = False
-        self.wake = threading.Event()
+        self.base_url = "/"  # from Jupyter's jpserver-PID.json (an extra --ServerApp.base_url changes it)
+        self.proc: subprocess.Popen | None = None
+        self.wakeup = -1
+        self.dask: DaskCluster | None = None
 
-    # -- files -------------------------------------------------------------------------
     def path(self, name: str) -> str:
         return os.path.join(self.dir, name)
 
-    def state(self, state: str, reason=None, message=None, exit_code=None) -> None:
-        doc = {"schema": SCHEMA, "state": state, "reason": reason, "message": message, "exit_code": exit_code,
-               "job_id": self.job_id, "node": self.node, "pid": os.getpid(), "updated_at": now()}
+    def write_state(self, state: str, reason: str | None = None, message: str | None = None, exit_code: int | None = None) -> None:
+        doc = {"schema": SCHEMA, "state": state, "job_id": self.job_id, "node": self.node, "reason": reason,
+               "message": message, "exit_code": exit_code, "pid": os.getpid(), "updated_at": now()}
         write_atomic(self.path("state.json"), json.dumps(doc, indent=2).encode())
 
-    def remove_secrets(self) -> None:
-        for name in ("connection.json", "token"):
-            try:
-                os.unlink(self.path(name))
-            except FileNotFoundError:
-                pass
+    # -- signals: handlers only wake the main loop (a self-pipe), all decisions happen there ----
+    def install_signals(self) -> None:
+        read, write = os.pipe()
+        os.set_blocking(read, False)
+        os.set_blocking(write, False)
+        signal.set_wakeup_fd(write)
+        self.wakeup = read
+        for sig in list(STOP_SIGNALS) + [signal.SIGCHLD]:  # SIGCHLD: Jupyter exited
+            signal.signal(sig, lambda signum, frame: None)
 
-    # -- steps -------------------------------------------------------------------------
-    def check_environment(self):
-        """(jupyter_server version, jupyterlab version), or end with a reason and exit code 2."""
-        try:
-            import jupyter_server
-            import jupyterlab
-        except ImportError as exc:
-            self.fail("no-jupyter", "%s has no JupyterLab (%s). Install it in the cluster environment "
-                      "(pip install jupyterlab 'jupyter_server>=2.20') or point --python at a Python that has it."
-                      % (sys.executable, exc), 2)
-        version = tuple(int(p) for p in jupyter_server.__version__.split(".")[:2] if p.isdigit())
-        if version < MIN_SERVER:
-            self.fail("jupyter-too-old", "jupyter_server %s at %s is older than 2.20 (which fixed a token-stealing XSS). "
-                      "Upgrade: pip install -U 'jupyter_server>=2.20' jupyterlab" % (jupyter_server.__version__, sys.executable), 2)
-        return jupyter_server.__version__, jupyterlab.__version__
+    def sleep(self, seconds: float) -> None:
+        """Wait up to `seconds` or until a signal arrives; a stop signal raises Ended."""
+        if select.select([self.wakeup], [], [], max(0.0, seconds))[0]:
+            for signum in os.read(self.wakeup, 512):
+                if signum in STOP_SIGNALS:
+                    what = "the job's time limit is near" if signum == signal.SIGUSR1 else "stopped on request"
+                    raise Ended(STOP_SIGNALS[signum], f"{what} ({signal.Signals(signum).name})")
 
-    def bind_address(self) -> str:
-        if self.args.bind:
-            return self.args.bind
-        for name in (os.environ.get("SLURMD_NODENAME"), socket.gethostname()):
-            if name:
-                try:
-                    return socket.gethostbyname(name)
-                except OSError:
-                    continue
-        return "127.0.0.1"
-
+    # -- Jupyter -------------------------------------------------------------------------------
     def start_jupyter(self, address: str, root: str) -> None:
-        runtime = self.path("runtime")
-        os.makedirs(runtime, mode=0o700, exist_ok=True)
-        os.chmod(runtime, 0o700)
+        os.makedirs(self.runtime, mode=0o700, exist_ok=True)
+        os.chmod(self.runtime, 0o700)
         self.token = secrets.token_hex(32)
-        write_atomic(self.path("token"), self.token.encode())  # no newline: it would become part of the token
-        env = dict(os.environ, JUPYTER_RUNTIME_DIR=runtime, JUPYTER_TOKEN_FILE=self.path("token"))
-        env.pop("JUPYTER_TOKEN", None)
-        argv = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=" + address,
-                "--ServerApp.port=0", "--ServerApp.port_retries=0", "--ServerApp.root_dir=" + root]
+        write_atomic(self.path("token"), self.token.encode())  # no newline: Jupyter would make it part of the token
+        base = self.dask.env if self.dask else os.environ  # kernels find the session's Dask through DASK_CONFIG
+        env = dict(base, JUPYTER_RUNTIME_DIR=self.runtime, JUPYTER_TOKEN_FILE=self.path("token"))
+        env.pop("JUPYTER_TOKEN", None)  # it would win over the file
+        argv = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=" + address, "--ServerApp.port=0",
+                "--ServerApp.port_retries=0", "--ServerApp.root_dir=" + root]
         idle = self.args.idle_timeout
-        if idle:
-            argv += ["--ServerApp.shutdown_no_activity_timeout=%d" % idle,
-                     "--MappingKernelManager.cull_idle_timeout=%d" % idle,
-                     "--MappingKernelManager.cull_interval=%d" % max(10, min(60, idle // 2)),
+        if idle > 0:
+            every = self.idle_interval()
+            argv += [f"--MappingKernelManager.cull_idle_timeout={idle}", f"--MappingKernelManager.cull_interval={every}",
+                     # An open notebook tab holds a websocket to its kernel; without this it is never culled.
                      "--MappingKernelManager.cull_connected=True",
-                     "--TerminalManager.cull_inactive_timeout=%d" % idle,
-                     "--TerminalManager.cull_interval=%d" % max(10, min(60, idle // 2))]
-        if os.geteuid() == 0:  # containers and test machines run as root; Jupyter refuses that otherwise
+                     f"--TerminalManager.cull_inactive_timeout={idle}", f"--TerminalManager.cull_interval={every}"]  # fmt: skip
+        if os.geteuid() == 0:  # containers and test machines; Jupyter refuses root otherwise
             argv.append("--allow-root")
         argv += self.args.jupyter_args
-        # Own session: a signal for the launcher is not also delivered to Jupyter by the terminal or srun.
-        self.proc = subprocess.Popen(argv, env=env, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-        threading.Thread(target=self.relay_output, daemon=True).start()
+        # Own session: the terminal's Ctrl-C or a signal for the launcher reaches Jupyter only through us.
+        # Output goes straight to the job log: jupyter_server prints a token from a file as "token=...".
+        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
 
-    def relay_output(self) -> None:
-        """Copy Jupyter's output to the job log, with the token masked and idle shutdowns noticed."""
-        assert self.proc is not None and self.proc.stdout is not None
-        for raw in iter(self.proc.stdout.readline, b""):
-            line = raw.decode(errors="replace")
-            if self.token:
-                line = line.replace(self.token, "<token>")
-            lowered = line.lower()  # jupyter_server: "No kernels for N seconds; shutting down." (or "... no activity; ...")
-            if "shutting down" in lowered and ("no kernels" in lowered or "no activity" in lowered):
-                self.saw_idle_shutdown = True
-            sys.stdout.write(line)
-            sys.stdout.flush()
+    def idle_interval(self) -> int:
+        return max(1, min(60, self.args.idle_timeout // 10))
 
-    def wait_ready(self, address: str):
-        """The port Jupyter listens on, once /api/status answers 200 with the token; None if it exited."""
-        assert self.proc is not None
-        deadline = time.monotonic() + self.args.ready_timeout
-        info_file = os.path.join(self.path("runtime"), "jpserver-%d.json" % self.proc.pid)
-        while time.monotonic() < deadline and self.stop_reason is None:
-            if self.proc.poll() is not None:
-                return None
-            port = self._port_from(info_file) or self._port_from_any()
-            if port and self._answers(address, port):
-                return port
-            self.wake.wait(0.1)
-        return 0 if self.stop_reason is None else None
-
-    def _port_from(self, path: str):
+    def api(self, address: str, port: int, path: str, token: bool = True) -> tuple[int | None, Any]:
+        """(HTTP status, decoded JSON or None) of GET base_url+path; (None, None) if nothing answers."""
+        headers = {"Authorization": "token " + self.token} if token else {}
+        request = urllib.request.Request(f"http://{url_host(address)}:{port}{self.base_url}{path}", headers=headers)
         try:
-            with open(path) as fh:
-                return int(json.load(fh).get("port") or 0) or None
+            with HTTP.open(request, timeout=5) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            return exc.code, None
         except (OSError, ValueError):
-            return None
+            return None, None
 
-    def _port_from_any(self):
-        for path in glob.glob(os.path.join(self.path("runtime"), "jpserver-*.json")):
-            port = self._port_from(path)
-            if port:
-                return port
-        return None
-
-    def _answers(self, address: str, port: int) -> bool:
-        request = urllib.request.Request("http://%s:%d/api/status" % (address, port), headers={"Authorization": "token " + self.token})
-        try:
-            with urllib.request.urlopen(request, timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    def stop_jupyter(self) -> int:
-        """SIGTERM Jupyter's process group (it shuts its kernels down), SIGKILL after the grace period."""
+    def wait_ready(self, address: str) -> int:
+        """Jupyter's port once /api/status answers 200 with the token (and 403 without it)."""
         assert self.proc is not None
+        info_file = os.path.join(self.runtime, f"jpserver-{self.proc.pid}.json")
+        deadline = time.monotonic() + self.args.ready_timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise self.exited(ready=False)
+            if time.monotonic() > deadline:
+                raise Ended("ready-timeout", f"Jupyter did not answer within {self.args.ready_timeout} s (--ready-timeout); see the job log")
+            try:
+                with open(info_file) as fh:  # jupyter_server >= 2.20 writes the port it got for port=0
+                    info = json.load(fh)
+                port, self.base_url = int(info["port"]), info.get("base_url") or "/"
+            except (OSError, ValueError, KeyError, TypeError):
+                port = 0
+            status = self.api(address, port, "api/status")[0] if port else None
+            if status == 200:
+                if self.api(address, port, "api/status", token=False)[0] == 200:
+                    raise Ended("auth-config", "Jupyter answers without the token: a Jupyter config file disables authentication "
+                                "(c.IdentityProvider.token = '' or c.ServerApp.token = ''); remove that setting")
+                return port
+            if status in (401, 403):
+                raise Ended("auth-config", "Jupyter rejects hpcjup's token: a Jupyter config file sets its own "
+                            "(c.IdentityProvider.token or c.ServerApp.token); remove that setting")
+            self.sleep(0.1)
+
+    def exited(self, ready: bool) -> Ended:
+        """Why Jupyter ended by itself."""
+        code = self.proc.returncode
+        if ready and code == 0:
+            return Ended("shutdown", "Jupyter shut itself down (File > Shut Down, or its own configuration)")
+        how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        return Ended("jupyter-exited", f"Jupyter {how}{'' if ready else ' before it answered'}; see the job log")
+
+    def is_idle(self, address: str, port: int) -> bool:
+        """No kernels, no terminals, and nothing for --idle-timeout s (these requests count as no activity)."""
+        status, doc = self.api(address, port, "api/status")
+        terminals_status, terminals = self.api(address, port, "api/terminals?no_track_activity=1")
+        if status != 200 or doc.get("kernels") or terminals_status not in (200, 404) or terminals:
+            return False
+        last = datetime.datetime.fromisoformat(doc["last_activity"].replace("Z", "+00:00"))
+        return (datetime.datetime.now(datetime.timezone.utc) - last).total_seconds() >= self.args.idle_timeout
+
+    def stop_jupyter(self) -> None:
+        """SIGTERM Jupyter's process group (it shuts its kernels down), SIGKILL after --stop-grace; sweep the group."""
+        if self.proc is None:
+            return
         if self.proc.poll() is None:
-            self._signal_group(signal.SIGTERM)
+            self.signal_group(signal.SIGTERM)
             try:
                 self.proc.wait(self.args.stop_grace)
             except subprocess.TimeoutExpired:
-                log("Jupyter did not stop within %d s; killing it" % self.args.stop_grace)
-                self._signal_group(signal.SIGKILL)
+                log(f"Jupyter did not stop within {self.args.stop_grace} s (--stop-grace); killing it and its kernels")
+                for pid in descendants(self.proc.pid):  # kernels lead their own sessions, outside Jupyter's group
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+                self.signal_group(signal.SIGKILL)
                 self.proc.wait()
-        return self.proc.returncode
+        self.signal_group(signal.SIGKILL)  # whatever is left in its group, e.g. jupyter-lsp's short-lived `npm prefix`
 
-    def _signal_group(self, sig: int) -> None:
-        try:
+    def signal_group(self, sig: int) -> None:
+        with contextlib.suppress(OSError):  # nobody left
             os.killpg(self.proc.pid, sig)
-        except ProcessLookupError:
-            pass
 
-    def fail(self, reason: str, message: str, code: int) -> None:
-        log(message)
-        self.remove_secrets()
-        self.state("ended", reason, message, code)
-        sys.exit(code)
+    # -- the session -----------------------------------------------------------------------------
+    def serve(self) -> None:
+        """Start Jupyter, publish connection.json, and watch until something ends the session (Ended)."""
+        server_version, lab_version = check_environment()
+        self.write_state("starting", message="starting JupyterLab")
+        address = self.args.bind or node_address()
+        root = os.path.abspath(os.path.expanduser(self.args.workdir or "~"))
+        self.sleep(0)  # a stop that came before Jupyter started
+        started, clock = now(), time.monotonic()
+        log(f"starting JupyterLab {lab_version} (jupyter_server {server_version}, {sys.executable}) on {address} in {root}")
+        if self.args.dask:
+            self.start_dask(address)
+        self.start_jupyter(address, root)
+        port = self.wait_ready(address)
+        if self.dask is not None:
+            self.wait_dask()
+        conn = {"schema": SCHEMA, "job_id": self.job_id, "node": self.node, "address": address, "port": port, "token": self.token,
+                "base_url": self.base_url, "url": f"http://{url_host(address)}:{port}{self.base_url}lab", "pid": self.proc.pid,
+                "launcher_pid": os.getpid(), "python": sys.executable, "jupyter_server_version": server_version,
+                "jupyterlab_version": lab_version, "root_dir": root, "started_at": started, "ready_at": now(),
+                "dask": self.dask.info() if self.dask else None}
+        write_atomic(self.path("connection.json"), json.dumps(conn, indent=2).encode())
+        self.write_state("running", message=f"JupyterLab on {address}:{port}")
+        log(f"JupyterLab answers on {address}:{port} (node {self.node}) after {time.monotonic() - clock:.1f} s")
+        every = self.idle_interval() if self.args.idle_timeout > 0 else 3600
+        while True:  # SIGCHLD or a stop signal wakes the sleep early
+            self.sleep(every)
+            if self.proc.poll() is not None:
+                raise self.exited(ready=True)
+            if self.args.idle_timeout > 0 and self.is_idle(address, port):
+                raise Ended("idle", f"no kernels, terminals or activity for {self.args.idle_timeout} s (--idle-timeout)")
 
-    # -- main --------------------------------------------------------------------------
-    def on_signal(self, signum, frame) -> None:
-        if self.stop_reason is None:
-            self.stop_reason = "walltime" if signum == signal.SIGUSR1 else "stopped"
-        self.wake.set()
+    # -- Dask (dasklaunch.py) ---------------------------------------------------------------------
+    def start_dask(self, address: str) -> None:
+        if importlib.util.find_spec("distributed") is None:
+            raise Ended("no-dask", f"{sys.executable} has no Dask (`distributed`). Install it there "
+                        f"({sys.executable} -m pip install distributed) or start with --no-dask.")  # fmt: skip
+        self.dask = DaskCluster.from_args(self.dir, address, self.args)
+        self.dask.start_scheduler()
+
+    def wait_dask(self) -> None:
+        """Until the scheduler has written its address (it started beside Jupyter, so this is short)."""
+        assert self.dask is not None
+        deadline = time.monotonic() + self.args.ready_timeout
+        while not self.dask.poll_scheduler():
+            failure = self.dask.failed()
+            if failure or time.monotonic() > deadline:
+                raise Ended("dask-failed", (failure or "the Dask scheduler did not start") + "; see the job log, or start with --no-dask")
+            self.sleep(0.1)
 
     def run(self) -> int:
         os.umask(0o077)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
-            signal.signal(sig, self.on_signal)
-        self.state("starting")
-        server_version, lab_version = self.check_environment()
-        address = self.bind_address()
-        root = os.path.abspath(os.path.expanduser(self.args.workdir or "~"))
-        started = now()
-        self.start_jupyter(address, root)
-        port = self.wait_ready(address)
-        if port:
-            conn = {"schema": SCHEMA, "job_id": self.job_id, "node": self.node, "address": address, "port": port,
-                    "token": self.token, "base_url": "/", "url": "http://%s:%d/lab" % (address, port), "pid": self.proc.pid,
-                    "launcher_pid": os.getpid(), "python": sys.executable, "jupyter_server_version": server_version,
-                    "jupyterlab_version": lab_version, "root_dir": root, "started_at": started, "ready_at": now()}
-            write_atomic(self.path("connection.json"), json.dumps(conn, indent=2).encode())
-            self.state("running")
-            log("JupyterLab answers on %s:%d (node %s)" % (address, port, self.node))
-            while self.stop_reason is None and self.proc.poll() is None:
-                self.wake.wait(1.0)
-        elif port == 0:
-            self.stop_reason = "ready-timeout"
-        if self.stop_reason is not None:
-            self.state("stopping", self.stop_reason)
-            log("stopping Jupyter (%s)" % self.stop_reason)
-        code = self.stop_jupyter()
-        return self.finish(code)
+        self.install_signals()
+        try:
+            self.serve()  # ends only by raising Ended
+        except Ended as end:
+            return self.end(end.reason, end.message)
+        finally:  # also after an unexpected error (a full disk): never leave Jupyter or a secret behind
+            self.stop_jupyter()
+            if self.dask is not None:  # after Jupyter: its kernels may have been using the cluster
+                self.dask.stop(self.args.stop_grace)
+            self.remove_secrets()
+        raise AssertionError("unreachable")
 
-    def finish(self, code: int) -> int:
+    def end(self, reason: str, message: str) -> int:
+        """Stop Jupyter if it still runs, clean up, record why the session ended; the exit code."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.write_state("stopping", reason, message)
+            log(f"stopping Jupyter: {message}")
+            self.stop_jupyter()
+        if self.dask is not None:
+            self.dask.stop(self.args.stop_grace)
         self.remove_secrets()
-        reason = self.stop_reason
-        if reason is None and code == 0:
-            reason = "idle" if self.saw_idle_shutdown else "shutdown"  # idle culling, or File > Shut Down
-        reason = reason or "jupyter-exited"
-        messages = {
-            "stopped": "stopped on request", "walltime": "stopped before the time limit", "idle": "nobody used it for the idle timeout",
-            "shutdown": "Jupyter was shut down from its own menu",
-            "ready-timeout": "Jupyter did not answer within %d s" % self.args.ready_timeout,
-            "jupyter-exited": "Jupyter exited with code %s" % code,
-        }  # fmt: skip
-        exit_code = {"stopped": 0, "walltime": 0, "idle": 0, "shutdown": 0, "ready-timeout": 3}.get(reason, code or 1)
-        self.state("ended", reason, messages[reason], exit_code)
-        log("ended: %s" % messages[reason])
-        return exit_code
+        code = EXIT_CODES.get(reason)
+        if code is None:  # jupyter-exited: its own code
+            returncode = self.proc.returncode if self.proc else 1
+            code = 128 - returncode if returncode < 0 else returncode or 1
+        self.write_state("ended", reason, message, code)
+        log(f"ended ({reason}): {message}")
+        return code
+
+    def remove_secrets(self) -> None:
+        """No stale rendezvous, no secret left: connection.json, token, runtime/ (jpserver-*.json has the token)."""
+        for name in ("connection.json", "token"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path(name))
+        shutil.rmtree(self.runtime, ignore_errors=True)
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description="Start JupyterLab for an hpcjup session.")
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Start JupyterLab for an hpcjup session (see the module docstring).")
     parser.add_argument("--session-dir", required=True)
-    parser.add_argument("--workdir")
-    parser.add_argument("--bind")
+    parser.add_argument("--workdir", help="Jupyter's root directory (default: $HOME)")
+    parser.add_argument("--bind", help="address to listen on (default: this node's address)")
     parser.add_argument("--ready-timeout", type=int, default=300)
     parser.add_argument("--stop-grace", type=int, default=20)
     parser.add_argument("--idle-timeout", type=int, default=0)
-    parser.add_argument("jupyter_args", nargs="*")
+    parser.add_argument("--dask", action="store_true", help="also run a TLS Dask scheduler and workers (dasklaunch.py)")
+    parser.add_argument("--workers", type=int, default=-1, help="Dask worker processes (default: one per node)")
+    parser.add_argument("--worker-cores", type=int, default=0, help="threads per worker (default: the task's CPUs)")
+    parser.add_argument("--worker-memory", default="auto")
+    parser.add_argument("--lifetime", type=int, default=0, help="workers retire after this many seconds")
+    parser.add_argument("jupyter_args", nargs="*", help="after --: passed to Jupyter")
     return parser.parse_args(argv)
 
 

@@ -57,7 +57,7 @@ class Slurm(Scheduler):
         try:
             result = transport.run(["sh", "-c", script, "sh", session_dir, JOB_SCRIPT], timeout=60)
         except RemoteCommandError as exc:
-            raise _submit_error(exc) from exc
+            raise submit_error(exc) from exc
         m = _JOB_ID.match(result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "")
         if not m:
             raise SubmitError(f"sbatch printed no job id: {result.stdout.strip()!r} {result.stderr.strip()!r}")
@@ -128,7 +128,7 @@ def _seconds(text: str) -> int | None:
         return None
 
 
-def _submit_error(exc: RemoteCommandError) -> SubmitError:
+def submit_error(exc: RemoteCommandError) -> SubmitError:
     """The scheduler's own words, plus what to run to find valid values."""
     lines = [ln.removeprefix("sbatch: error: ").strip() for ln in (exc.stderr or exc.stdout).splitlines() if ln.strip()]
     message = "; ".join(dict.fromkeys(lines)) or f"sbatch exited with {exc.returncode}"

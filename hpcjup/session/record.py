@@ -47,6 +47,7 @@ class SessionRecord:
     resources: dict[str, Any] = field(default_factory=dict)
     workdir: str | None = None
     idle_timeout: int | None = None
+    python: str = "python3"  # the cluster-side Python the job runs (worker groups use it too)
     hpcjup_version: str = ""
     schema: int = SCHEMA
 
@@ -76,6 +77,7 @@ class Connection:
     started_at: str | None = None
     ready_at: str | None = None
     jupyter_server_version: str | None = None
+    dask: dict[str, Any] | None = None  # scheduler address, dashboard port on the node, workers
     schema: int = SCHEMA
 
     def to_dict(self) -> dict[str, Any]:

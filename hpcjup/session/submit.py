@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from hpcjup import __version__
 from hpcjup.config.resources import Resources, time_to_seconds
 from hpcjup.errors import HpcjupError, UsageError
-from hpcjup.job import launcher_source
+from hpcjup.job import DASK_DIR, job_files
 from hpcjup.schedulers.base import JobSpec, Scheduler
 from hpcjup.session.layout import SessionPaths, check_name, new_name
 from hpcjup.session.record import SessionRecord, now_iso, read_report
@@ -27,13 +27,39 @@ class StartRequest:
     python: str = "python3"
     idle_timeout: int = 0  # seconds; 0 = never
     ready_timeout: int = 300  # seconds Jupyter may take to answer once the job runs
+    dask: DaskRequest | None = None  # None: no Dask cluster
+
+
+@dataclass(frozen=True)
+class DaskRequest:
+    """The Dask cluster in the allocation; None fields mean "fill the allocation"."""
+
+    workers: int | None = None  # worker processes in all (default: one per node)
+    worker_cores: int | None = None  # threads per worker (default: the job's CPUs per task)
+    worker_memory: str | None = None  # memory limit per worker (default: Dask's "auto")
+
+    def check_fits(self, resources: Resources) -> None:
+        """Refuse, before submitting, more worker cores than the allocation has (when --cpus says)."""
+        if resources.cpus is None or self.workers is None:
+            return
+        wanted = self.workers * (self.worker_cores or 1)
+        have = resources.nodes * resources.cpus
+        if wanted > have:
+            raise UsageError(
+                f"{self.workers} workers x {self.worker_cores or 1} cores = {wanted} cores, but the allocation has "
+                f"{resources.nodes} node(s) x {resources.cpus} CPUs = {have}.",
+                hint="Ask for fewer --workers or --worker-cores, or more --nodes or --cpus.",
+            )
 
 
 def submit(transport: Transport, scheduler: Scheduler, request: StartRequest) -> tuple[SessionRecord, SessionPaths]:
     """Make the session directory, upload, submit; on any failure leave nothing behind."""
     paths = _claim_directory(transport, scheduler, request.name)
     try:
-        transport.write_file(paths.launcher, launcher_source(), 0o600)
+        for name, code in job_files().items():
+            transport.write_file(paths.file(name), code, 0o600)
+        if request.dask is not None:
+            _upload_credentials(transport, paths)
         spec = JobSpec(
             name=paths.name,
             session_dir=paths.dir,
@@ -55,6 +81,7 @@ def submit(transport: Transport, scheduler: Scheduler, request: StartRequest) ->
         resources=request.resources.to_dict(),
         workdir=request.workdir,
         idle_timeout=request.idle_timeout or None,
+        python=request.python,
         hpcjup_version=__version__,
     )
     try:
@@ -110,7 +137,25 @@ def _launcher_command(request: StartRequest, paths: SessionPaths, scheduler: Sch
         command += ["--bind", scheduler.bind_address]
     if request.idle_timeout:
         command += ["--idle-timeout", str(request.idle_timeout)]
+    dask = request.dask
+    if dask is not None:
+        command += ["--dask"]
+        command += ["--workers", str(dask.workers)] if dask.workers is not None else []
+        command += ["--worker-cores", str(dask.worker_cores)] if dask.worker_cores else []
+        command += ["--worker-memory", dask.worker_memory] if dask.worker_memory else []
+        if request.resources.time:  # workers retire cleanly a minute before the walltime warning
+            lifetime = time_to_seconds(request.resources.time) - (_warn_seconds(request.resources.time) or 0) - 60
+            command += ["--lifetime", str(max(60, lifetime))]
     return command
+
+
+def _upload_credentials(transport: Transport, paths: SessionPaths) -> None:
+    from hpcjup.session.dasktls import make_credentials
+
+    cert, key = make_credentials(paths.name)
+    transport.mkdir(paths.file(DASK_DIR), 0o700)
+    transport.write_file(paths.file(f"{DASK_DIR}/cert.pem"), cert, 0o600)
+    transport.write_file(paths.file(f"{DASK_DIR}/key.pem"), key, 0o600)
 
 
 def _warn_seconds(time_limit: str | None) -> int | None:

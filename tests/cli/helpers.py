@@ -94,3 +94,8 @@ def local_env(laptop_env: dict[str, str]) -> dict[str, str]:
 
 def have_chromium() -> bool:
     return bool(shutil.which("chromium") and shutil.which("chromedriver"))
+
+
+def session_jobs(cluster, names: tuple[str, ...]) -> list[dict]:  # noqa: ANN001
+    """Active jobs belonging to the named sessions (their own job and their worker jobs)."""
+    return [j for j in cluster.active_jobs() if any(j["name"] == f"hpcjup-{n}" or j["name"].startswith(f"hpcjup-{n}-") for n in names)]

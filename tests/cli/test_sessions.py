@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from hpcjup.errors import ExitCode
-from tests.cli.helpers import http_get, port_listening, run, wait_for
+from tests.cli.helpers import http_get, port_listening, run, session_jobs, wait_for
 from tests.cli.kernel import run_in_kernel
 
 pytestmark = pytest.mark.cluster
@@ -99,7 +99,7 @@ def test_two_sessions_and_stop_all(minicluster: Any, laptop_env: dict[str, str],
     result = run(["stop", *HOST, "--all", "--json"], laptop_env)
     assert result.returncode == 0, result.stderr
     assert sorted(s["name"] for s in json.loads(result.stdout)["stopped"]) == ["one", "two"]
-    assert not minicluster.active_jobs()
+    assert not session_jobs(minicluster, ('one', 'two', 'one'))
     assert not port_listening(one["local_port"]) and not port_listening(two["local_port"])
 
 
@@ -136,7 +136,7 @@ def test_walltime_and_idle_end_sessions_by_themselves(minicluster: Any, laptop_e
     assert rows["idler"]["ended_because"] == "idle", rows["idler"]
     state = json.loads((HOME / ".hpcjup/sessions/shortlived/state.json").read_text())
     assert (state["reason"], state["exit_code"]) == ("walltime", 0)
-    assert not minicluster.active_jobs()
+    assert not session_jobs(minicluster, ('shortlived', 'idler'))
     assert subprocess.run(["pgrep", "-u", "hpcuser", "-f", "jupyter"], capture_output=True).returncode == 1
     # The detached holders notice the end and let go of their ports.
     wait_for(lambda: not port_listening(idle["local_port"]) and not port_listening(walltime["local_port"]), 30, "the holders to exit")

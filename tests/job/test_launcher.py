@@ -1,4 +1,8 @@
-"""The launcher run for real on this machine with the cluster-side JupyterLab (no scheduler)."""
+"""The launcher, run for real on this machine with the cluster-side JupyterLab (no scheduler, no mocks).
+
+The laptop's Python runs pytest; the launcher runs under the cluster environment's Python, as in
+a job. Kernels are driven over Jupyter's REST API and the kernel websocket, as a browser tab would.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +15,21 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from hpcjup.job import LAUNCHER_PATH
 
 CLUSTER_PYTHON = Path("/opt/hpcjup-cluster-env/bin/python")
+CONNECTION_KEYS = {
+    "schema", "job_id", "node", "address", "port", "token", "base_url", "url", "pid", "launcher_pid", "python",
+    "jupyter_server_version", "jupyterlab_version", "root_dir", "started_at", "ready_at", "dask",
+}  # fmt: skip
+STATE_KEYS = {"schema", "state", "job_id", "node", "reason", "message", "exit_code", "pid", "updated_at"}
 
 
 @pytest.fixture(scope="module")
@@ -31,97 +42,288 @@ def python() -> str:
 
 
 class Run:
-    def __init__(self, python: str, directory: Path, *extra: str) -> None:
+    """One launcher process with its session directory and job log."""
+
+    def __init__(self, python: str, directory: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         directory.mkdir(mode=0o700)
         self.dir = directory
-        self.log = open(directory / "job.out", "wb")  # noqa: SIM115
+        self.log_path = directory.parent / f"{directory.name}.out"  # beside it: the launcher's cleanup must not touch it
+        self.log = open(self.log_path, "wb")  # noqa: SIM115
         argv = [python, str(LAUNCHER_PATH), "--session-dir", str(directory), "--bind", "127.0.0.1", "--workdir", str(directory.parent), *extra]
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "HPCJUP_JOB_ID": "4242"})
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "HPCJUP_JOB_ID": "4242", **(env or {})})
 
-    def json(self, name: str) -> dict:
+    def json(self, name: str) -> dict[str, Any]:
         return json.loads((self.dir / name).read_text())
 
-    def wait_file(self, name: str, timeout: float = 60) -> dict:
+    def wait_file(self, name: str, timeout: float = 60) -> dict[str, Any]:
         end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if (self.dir / name).exists():
-                return self.json(name)
-            assert self.proc.poll() is None, (self.dir / "job.out").read_text()
-            time.sleep(0.1)
-        raise AssertionError(f"{name} did not appear")
+        while not (self.dir / name).exists():
+            assert self.proc.poll() is None, self.output()
+            assert time.monotonic() < end, f"{name} did not appear within {timeout} s"
+            time.sleep(0.05)
+        return self.json(name) if name.endswith(".json") else {}
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int:
-        self.proc.send_signal(sig)
+    def wait(self, timeout: float = 60) -> int:
         code = self.proc.wait(timeout)
         self.log.close()
         return code
 
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int:
+        self.proc.send_signal(sig)
+        return self.wait(timeout)
 
-def _status(conn: dict, token: str | None) -> int:
-    headers = {"Authorization": f"token {token}"} if token else {}
-    try:
-        with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{conn['port']}/api/status", headers=headers), timeout=5) as r:
-            return r.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def ended(self) -> dict[str, Any]:
+        """The final state.json, checked for the things every ending shares."""
+        state = self.json("state.json")
+        assert set(state) == STATE_KEYS and state["state"] == "ended" and state["pid"] == self.proc.pid
+        assert state["exit_code"] == self.proc.returncode
+        assert sorted(p.name for p in self.dir.iterdir()) == ["state.json"], "connection.json, token and runtime/ are removed"
+        assert not leftovers(self.dir), "no Jupyter or kernel process outlives the launcher"
+        return state
 
 
 @pytest.fixture
-def running(python: str, tmp_path: Path) -> Iterator[Run]:
-    run = Run(python, tmp_path / "session")
-    yield run
-    if run.proc.poll() is None:
-        run.proc.kill()
+def run(python: str, tmp_path: Path) -> Iterator[Any]:
+    """Start launchers in tmp_path; any still running at the end are killed with their Jupyter."""
+    runs: list[Run] = []
+
+    def start(*extra: str, env: dict[str, str] | None = None, python: str = python) -> Run:
+        runs.append(Run(python, tmp_path / f"session{len(runs)}", *extra, env=env))
+        return runs[-1]
+
+    yield start
+    for r in runs:
+        if r.proc.poll() is None:
+            r.proc.kill()
+            r.proc.wait()
+        for pid in leftovers(r.dir):
+            os.kill(pid, signal.SIGKILL)
 
 
-def test_rendezvous_files_and_token(running: Run) -> None:
-    conn = running.wait_file("connection.json")
-    assert conn["schema"] == 1 and conn["job_id"] == "4242" and conn["address"] == "127.0.0.1"
-    assert conn["url"] == f"http://127.0.0.1:{conn['port']}/lab" and conn["token"] not in conn["url"]
-    token = (running.dir / "token").read_bytes()
-    assert token == conn["token"].encode() and len(token) == 64 and not token.endswith(b"\n")
+def leftovers(session_dir: Path) -> list[int]:
+    """Live processes started for this session (Jupyter and kernels inherit JUPYTER_RUNTIME_DIR)."""
+    marker = f"JUPYTER_RUNTIME_DIR={session_dir}/runtime".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "environ").read_bytes().split(b"\0") and alive(int(proc.name)):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def api(conn: dict[str, Any], path: str, token: str | None = "", method: str = "GET", body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    """(status, JSON) of a request to the session's Jupyter; token "" means the session's own."""
+    token = conn["token"] if token == "" else token
+    headers = {"Authorization": f"token {token}"} if token else {}
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{conn['port']}{path}", headers=headers, method=method, data=data)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+
+
+class Kernel:
+    """A kernel started over REST with one websocket connection: what an open notebook tab holds."""
+
+    def __init__(self, conn: dict[str, Any]) -> None:
+        websocket = pytest.importorskip("websocket")
+        status, model = api(conn, "/api/kernels", method="POST", body={"name": "python3"})
+        assert status == 201, status
+        self.id = model["id"]
+        self.ws = websocket.create_connection(
+            f"ws://127.0.0.1:{conn['port']}/api/kernels/{self.id}/channels?session_id={uuid.uuid4().hex}",
+            header=[f"Authorization: token {conn['token']}"], timeout=30,
+        )  # fmt: skip
+        self.send("kernel_info_request", {})  # what JupyterLab sends when a tab connects; not activity
+        self.pid = int(self.execute("import os; print(os.getpid())"))
+
+    def send(self, msg_type: str, content: dict[str, Any]) -> str:
+        msg_id = uuid.uuid4().hex
+        header = {"msg_id": msg_id, "msg_type": msg_type, "username": "test", "session": "test", "date": "", "version": "5.3"}
+        self.ws.send(json.dumps({"header": header, "parent_header": {}, "metadata": {}, "content": content, "channel": "shell", "buffers": []}))
+        return msg_id
+
+    def execute(self, code: str) -> str:
+        """Run code in the kernel; what it printed."""
+        msg_id = self.send("execute_request", {"code": code, "silent": False, "store_history": True, "user_expressions": {}, "allow_stdin": False})
+        out = []
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "stream":
+                out.append(msg["content"]["text"])
+            elif msg["msg_type"] == "error":
+                raise AssertionError("\n".join(msg["content"]["traceback"]))
+            elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                return "".join(out)
+
+
+def secret_places(pid: int) -> bytes:
+    """A process's command line and environment: the token must be in neither."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes() + Path(f"/proc/{pid}/environ").read_bytes()
+
+
+def test_rendezvous_files_token_auth_and_shutdown_from_the_menu(run: Any, tmp_path: Path) -> None:
+    r = run()
+    conn = r.wait_file("connection.json")
+    assert set(conn) == CONNECTION_KEYS
+    assert (conn["schema"], conn["job_id"], conn["address"], conn["base_url"]) == (1, "4242", "127.0.0.1", "/")
+    assert conn["url"] == f"http://127.0.0.1:{conn['port']}/lab"
+    assert (conn["launcher_pid"], conn["python"], conn["root_dir"]) == (r.proc.pid, str(CLUSTER_PYTHON), str(tmp_path))
+    assert tuple(map(int, conn["jupyter_server_version"].split(".")[:2])) >= (2, 20) and conn["jupyterlab_version"].startswith("4.")
+    token = (r.dir / "token").read_bytes()
+    assert token == conn["token"].encode() and len(token) == 64 and int(token, 16) >= 0 and not token.endswith(b"\n")
     for name in ("connection.json", "token", "state.json"):
-        assert stat.S_IMODE((running.dir / name).stat().st_mode) == 0o600, name
-    assert stat.S_IMODE((running.dir / "runtime").stat().st_mode) == 0o700
-    assert running.json("state.json")["state"] == "running"
-    assert _status(conn, conn["token"]) == 200
-    assert _status(conn, None) == 403
-    assert _status(conn, "0" * 64) == 403
+        assert stat.S_IMODE((r.dir / name).stat().st_mode) == 0o600, name
+    assert stat.S_IMODE((r.dir / "runtime").stat().st_mode) == 0o700
+    state = r.json("state.json")
+    assert (state["state"], state["reason"], state["exit_code"], state["pid"]) == ("running", None, None, r.proc.pid)
+    assert api(conn, "/api/status")[0] == 200
+    assert api(conn, "/api/status", token=None)[0] == 403
+    assert api(conn, "/api/status", token="0" * 64)[0] == 403
+    # The token reaches Jupyter through the file only: not in argv or environment of either process.
+    assert token not in secret_places(r.proc.pid) and token not in secret_places(conn["pid"])
+    assert os.getsid(conn["pid"]) == conn["pid"], "Jupyter leads its own session"
+    # File > Shut Down in JupyterLab: Jupyter exits 0 by itself, a normal end.
+    assert api(conn, "/api/shutdown", method="POST")[0] == 200
+    assert r.wait() == 0
+    state = r.ended()
+    assert (state["reason"], state["exit_code"]) == ("shutdown", 0)
+    assert token.decode() not in r.output()
 
 
-def test_sigterm_stops_cleanly_and_removes_secrets(running: Run) -> None:
-    conn = running.wait_file("connection.json")
-    assert running.stop(signal.SIGTERM) == 0
-    state = running.json("state.json")
-    assert (state["state"], state["reason"], state["exit_code"]) == ("ended", "stopped", 0)
-    assert not (running.dir / "connection.json").exists() and not (running.dir / "token").exists()
-    with pytest.raises(ProcessLookupError):
-        os.kill(conn["pid"], 0)
-    log = (running.dir / "job.out").read_text()
-    assert conn["token"] not in log
-    assert "received signal 15" in log  # Jupyter's own clean-shutdown path ran
+def test_sigterm_shuts_kernels_down_cleanly_and_removes_secrets(run: Any, tmp_path: Path) -> None:
+    r = run()
+    conn = r.wait_file("connection.json")
+    kernel = Kernel(conn)
+    kept, at_exit = tmp_path / "kept.txt", tmp_path / "atexit.txt"
+    # atexit handlers run only if the kernel exits by itself (a shutdown_request), not when it is killed.
+    kernel.execute(f"import atexit, pathlib; pathlib.Path({str(kept)!r}).write_text('data'); atexit.register(pathlib.Path({str(at_exit)!r}).write_text, 'clean')")
+    started = time.monotonic()
+    assert r.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - started < 10
+    state = r.ended()
+    assert (state["reason"], state["exit_code"]) == ("stopped", 0) and "SIGTERM" in state["message"]
+    assert not alive(conn["pid"]) and not alive(kernel.pid)
+    assert kept.read_text() == "data" and at_exit.read_text() == "clean"
+    log = r.output()
+    assert "received signal 15, stopping" in log  # Jupyter's own clean-shutdown path ran
+    assert conn["token"] not in log and "token=..." in log  # Jupyter masks a token that comes from a file
 
 
-def test_walltime_signal_is_recorded(running: Run) -> None:
-    running.wait_file("connection.json")
-    assert running.stop(signal.SIGUSR1) == 0
-    assert running.json("state.json")["reason"] == "walltime"
+def test_stop_while_jupyter_starts(run: Any) -> None:
+    r = run()
+    r.wait_file("token")  # written just before Jupyter is started
+    assert r.stop(signal.SIGTERM) == 0
+    assert r.ended()["reason"] == "stopped"
+    assert "JupyterLab answers" not in r.output()
 
 
-def test_no_jupyter_is_a_clear_failure(tmp_path: Path) -> None:
-    bare = tmp_path / "bare"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
-    run = Run(str(bare / "bin" / "python"), tmp_path / "session")
-    assert run.proc.wait(30) == 2
-    state = run.json("state.json")
-    assert (state["state"], state["reason"]) == ("ended", "no-jupyter")
-    assert "pip install jupyterlab" in state["message"] and str(bare) in state["message"]
-    assert not (run.dir / "token").exists()
+def test_walltime_signal_is_a_normal_end(run: Any) -> None:
+    r = run()
+    r.wait_file("connection.json")
+    assert r.stop(signal.SIGUSR1) == 0
+    state = r.ended()
+    assert (state["reason"], state["exit_code"]) == ("walltime", 0) and "time limit" in state["message"]
 
 
-def test_jupyter_exiting_by_itself_is_recorded(python: str, tmp_path: Path) -> None:
-    run = Run(python, tmp_path / "session", "--", "--ServerApp.no_such_option_value=1", "--ServerApp.port_retries=not-a-number")
-    code = run.proc.wait(60)
-    assert code != 0
-    state = run.json("state.json")
-    assert (state["state"], state["reason"]) == ("ended", "jupyter-exited")
+def test_stop_grace_over_kills_jupyter_and_its_kernels(run: Any) -> None:
+    r = run("--stop-grace", "0")
+    conn = r.wait_file("connection.json")
+    kernel = Kernel(conn)
+    assert r.stop(signal.SIGTERM) == 0
+    assert (r.ended()["reason"], alive(conn["pid"]), alive(kernel.pid)) == ("stopped", False, False)
+    assert "did not stop within 0 s" in r.output()
+
+
+def test_jupyter_dying_after_ready_is_reported(run: Any) -> None:
+    r = run()
+    conn = r.wait_file("connection.json")
+    os.kill(conn["pid"], signal.SIGKILL)  # as the kernel's OOM killer might
+    assert r.wait(10) == 128 + signal.SIGKILL
+    state = r.ended()
+    assert state["reason"] == "jupyter-exited" and "killed by SIGKILL" in state["message"]
+
+
+def test_idle_session_ends_itself_even_with_an_open_tab(run: Any) -> None:
+    r = run("--idle-timeout", "3")
+    conn = r.wait_file("connection.json")
+    kernel = Kernel(conn)  # connected and never used again, like a forgotten notebook tab
+    ready = time.monotonic()
+    assert r.wait(30) == 0
+    # Kernel culled after 3 s idle (checked every 1 s), then the server after 3 s without kernels or requests.
+    assert time.monotonic() - ready < 12
+    state = r.ended()
+    assert (state["reason"], state["exit_code"]) == ("idle", 0) and "--idle-timeout" in state["message"]
+    log = r.output()
+    assert f"({kernel.id}) with 1 connections due to" in log  # culled although a tab is connected
+    assert not alive(kernel.pid)
+
+
+def test_jupyter_failing_to_start_is_reported_with_its_exit_code(run: Any) -> None:
+    r = run("--", "--ServerApp.port_retries=not-a-number")
+    code = r.wait(60)
+    state = r.ended()
+    assert (state["reason"], code) == ("jupyter-exited", state["exit_code"]) and code != 0
+    assert "before it answered" in state["message"]
+
+
+def test_ready_timeout_stops_jupyter(run: Any) -> None:
+    r = run("--ready-timeout", "1")  # JupyterLab needs about 2 s here
+    assert r.wait(60) == 3
+    state = r.ended()
+    assert state["reason"] == "ready-timeout" and "--ready-timeout" in state["message"]
+
+
+def test_config_that_disables_authentication_is_refused(run: Any, tmp_path: Path) -> None:
+    config = tmp_path / "jupyter-config"
+    config.mkdir()
+    (config / "jupyter_server_config.py").write_text('c.IdentityProvider.token = ""\n')  # a common "convenience" snippet
+    r = run(env={"JUPYTER_CONFIG_DIR": str(config)})
+    assert r.wait(60) == 2
+    state = r.ended()
+    assert state["reason"] == "auth-config" and "c.IdentityProvider.token" in state["message"]
+
+
+def bare_python(tmp_path: Path) -> Path:
+    """A Python without Jupyter: a venv with nothing installed."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "bare")], check=True)
+    return tmp_path / "bare" / "bin" / "python"
+
+
+def test_no_jupyter_is_a_clear_failure(run: Any, tmp_path: Path) -> None:
+    python = bare_python(tmp_path)
+    r = run(python=str(python))
+    assert r.wait(30) == 2
+    state = r.ended()
+    assert state["reason"] == "no-jupyter"
+    assert str(python) in state["message"] and "pip install jupyterlab" in state["message"]
+    assert state["message"] in r.output()  # the job log says it too
+
+
+def test_old_jupyter_server_is_a_clear_failure(run: Any, tmp_path: Path) -> None:
+    python = bare_python(tmp_path)
+    old = tmp_path / "old" / "jupyter_server"  # stands in for an installed jupyter_server 2.19
+    old.mkdir(parents=True)
+    (old / "__init__.py").write_text('__version__ = "2.19.1"\n')
+    r = run(python=str(python), env={"PYTHONPATH": str(old.parent)})
+    assert r.wait(30) == 2
+    state = r.ended()
+    assert state["reason"] == "jupyter-too-old"
+    assert "2.19.1" in state["message"] and "pip install -U 'jupyter_server>=2.20' jupyterlab" in state["message"]

@@ -5,7 +5,7 @@ import pytest
 from hpcjup.config.resources import Resources
 from hpcjup.errors import RemoteCommandError, SubmitError
 from hpcjup.schedulers.base import JobSpec, JobState
-from hpcjup.schedulers.slurm import Slurm, _parse_squeue, _submit_error
+from hpcjup.schedulers.slurm import Slurm, _parse_squeue, submit_error
 
 SPEC = JobSpec(
     name="lab-1a2b",
@@ -74,7 +74,7 @@ def test_active_states() -> None:
 
 def test_submit_error_keeps_the_schedulers_words_and_hints_sinfo() -> None:
     stderr = "sbatch: error: invalid partition specified: nosuch\nsbatch: error: Batch job submission failed: Invalid partition name specified\n"
-    error = _submit_error(RemoteCommandError(["sbatch"], 1, "", stderr))
+    error = submit_error(RemoteCommandError(["sbatch"], 1, "", stderr))
     assert isinstance(error, SubmitError)
     assert "invalid partition specified: nosuch" in error.message
     assert "sinfo" in (error.hint or "")
@@ -82,4 +82,4 @@ def test_submit_error_keeps_the_schedulers_words_and_hints_sinfo() -> None:
 
 def test_submit_error_for_accounts_hints_sacctmgr() -> None:
     stderr = "sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified\n"
-    assert "sacctmgr" in (_submit_error(RemoteCommandError(["sbatch"], 1, "", stderr)).hint or "")
+    assert "sacctmgr" in (submit_error(RemoteCommandError(["sbatch"], 1, "", stderr)).hint or "")

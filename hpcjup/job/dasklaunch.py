@@ -1,0 +1,162 @@
+"""The Dask half of a session, run by the launcher: a TLS scheduler beside Jupyter, workers on every node.
+
+Standard library only (it starts `distributed` in subprocesses, from the job's Python).
+The session's TLS credentials (dask/cert.pem, dask/key.pem, made by the laptop, 0600) are
+used by scheduler, workers and clients; plain connections are refused. The dashboard
+listens on the node's loopback only: it is reached through Jupyter's authenticated
+proxy (jupyter-server-proxy), never open on the cluster network. A dask config file
+(dask/config/distributed.yaml, JSON is valid YAML) makes `Client()` in a notebook
+connect with no arguments: DASK_CONFIG points at it for Jupyter, its kernels and workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+
+def _write(path: str, data: bytes) -> None:
+    tmp = "%s.tmp%d" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class DaskCluster:
+    """Scheduler and workers of one session."""
+
+    def __init__(self, session_dir: str, address: str, workers: int, worker_cores: int, worker_memory: str, lifetime: int) -> None:
+        self.dir = os.path.join(session_dir, "dask")
+        self.config_dir = os.path.join(self.dir, "config")
+        self.address = address
+        self.workers, self.worker_cores, self.worker_memory, self.lifetime = workers, worker_cores, worker_memory, lifetime
+        self.scheduler = None  # type: subprocess.Popen | None
+        self.worker_proc = None  # type: subprocess.Popen | None
+        self.scheduler_address = ""
+        self.dashboard_port = 0
+
+    @classmethod
+    def from_args(cls, session_dir: str, address: str, args) -> DaskCluster:  # noqa: ANN001
+        """From the launcher's options; defaults fill the allocation: one worker per node, the task's CPUs each."""
+        nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", "1"))
+        workers = args.workers if args.workers >= 0 else nodes
+        # What the allocation gives per node (SLURM_CPUS_ON_NODE), not what the machine has: asking srun for
+        # more fails with "More processors requested than permitted".
+        per_node = int(os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE") or os.cpu_count() or 1)
+        cores = args.worker_cores or max(1, per_node * nodes // max(1, workers))
+        return cls(session_dir, address, workers, cores, args.worker_memory, args.lifetime)
+
+    @property
+    def env(self) -> dict:
+        """The environment for every Dask process and for Jupyter's kernels (the sbatch wrapper first on PATH)."""
+        bindir = os.path.join(self.dir, "bin")
+        return dict(os.environ, DASK_CONFIG=self.config_dir, PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
+
+    def write_sbatch_wrapper(self) -> None:
+        """`sbatch` for kernels: jobs submitted from inside a job inherit SLURM_* variables that break
+        sbatch (the allocation's node list, CPU counts, ...); the wrapper drops them, keeping SLURM_CONF."""
+        real = shutil.which("sbatch")
+        if real is None:
+            return
+        bindir = os.path.join(self.dir, "bin")
+        os.makedirs(bindir, mode=0o700, exist_ok=True)
+        script = ("#!/bin/sh\n# hpcjup: scrub the surrounding job's SLURM_* variables before submitting.\n"
+                  "for v in $(env | sed -n 's/^\\(SLURM_[A-Za-z0-9_]*\\)=.*/\\1/p'); do\n"
+                  "    [ \"$v\" = SLURM_CONF ] || unset \"$v\"\ndone\nexec %s \"$@\"\n" % real)
+        path = os.path.join(bindir, "sbatch")
+        _write(path, script.encode())
+        os.chmod(path, 0o700)
+
+    def jobqueue_config(self) -> dict:
+        """Defaults for dask_jobqueue.SLURMCluster() in a notebook: this session's partition, account,
+        environment and TLS, so `SLURMCluster().scale(n)` needs no arguments."""
+        prologue = ["export DASK_CONFIG=%s" % self.config_dir, "export PATH=%s:$PATH" % os.path.dirname(sys.executable)]
+        slurm = {"cores": self.worker_cores, "processes": 1, "memory": "%dGB" % max(1, self.worker_cores),
+                 "python": sys.executable, "queue": os.environ.get("SLURM_JOB_PARTITION"),
+                 "account": os.environ.get("SLURM_JOB_ACCOUNT"), "walltime": "01:00:00",
+                 "name": "hpcjup-%s-scale" % os.path.basename(os.path.dirname(self.dir)),
+                 "job-script-prologue": prologue, "worker-extra-args": ["--death-timeout", "60"],
+                 "log-directory": os.path.join(self.dir, "logs"),
+                 "scheduler-options": {"protocol": "tls", "host": self.address}}  # fmt: skip
+        return {"jobqueue": {"slurm": slurm}}
+
+    def write_config(self) -> None:
+        cert, key = os.path.join(self.dir, "cert.pem"), os.path.join(self.dir, "key.pem")
+        pair = {"cert": cert, "key": key}
+        config = {"distributed": {"comm": {"require-encryption": True, "tls": {"ca-file": cert, "scheduler": pair, "worker": pair, "client": pair}},
+                                  "dashboard": {"link": "{JUPYTER_SERVER_ROOT}proxy/{port}/status"}}}  # fmt: skip
+        if self.scheduler_address:
+            config["scheduler-address"] = self.scheduler_address
+        os.makedirs(self.config_dir, mode=0o700, exist_ok=True)
+        _write(os.path.join(self.config_dir, "distributed.yaml"), json.dumps(config, indent=2).encode())
+        _write(os.path.join(self.config_dir, "jobqueue.yaml"), json.dumps(self.jobqueue_config(), indent=2).encode())
+
+    def start_scheduler(self) -> None:
+        self.write_config()
+        self.write_sbatch_wrapper()
+        argv = [sys.executable, "-m", "distributed.cli.dask_scheduler", "--protocol", "tls", "--host", self.address, "--port", "0",
+                "--dashboard-address", "127.0.0.1:0", "--scheduler-file", os.path.join(self.dir, "scheduler.json")]  # fmt: skip
+        self.scheduler = subprocess.Popen(argv, env=self.env, start_new_session=True)
+
+    def poll_scheduler(self) -> bool:
+        """True once the scheduler file names the address (then the config gets it, and workers start)."""
+        try:
+            with open(os.path.join(self.dir, "scheduler.json")) as fh:
+                info = json.load(fh)
+        except (OSError, ValueError):
+            return False
+        self.scheduler_address = info["address"]
+        self.dashboard_port = int((info.get("services") or {}).get("dashboard") or 0)
+        self.write_config()
+        self.start_workers()
+        return True
+
+    def start_workers(self) -> None:
+        if self.workers <= 0:
+            return
+        worker = [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", os.path.join(self.dir, "scheduler.json"),
+                  "--nthreads", str(self.worker_cores), "--memory-limit", self.worker_memory, "--no-dashboard"]  # fmt: skip
+        if self.lifetime:
+            worker += ["--lifetime", "%ds" % self.lifetime, "--lifetime-stagger", "30s"]
+        if os.environ.get("SLURM_JOB_ID"):
+            # One step over the allocation, explicit CPUs per task; --overlap: the batch step holds the first node too.
+            nodes = os.environ.get("SLURM_JOB_NUM_NODES", "1")
+            argv = ["srun", "--overlap", "--nodes", nodes, "--ntasks", str(self.workers), "--cpus-per-task", str(self.worker_cores),
+                    "--kill-on-bad-exit=0", "--job-name", "dask-workers"] + worker  # fmt: skip
+        else:
+            argv = worker + ["--nworkers", str(self.workers)]
+        self.worker_proc = subprocess.Popen(argv, env=self.env, start_new_session=True)
+
+    def failed(self) -> str | None:
+        """Why the scheduler is gone, if it is."""
+        if self.scheduler is not None and self.scheduler.poll() is not None:
+            return "the Dask scheduler exited with code %s" % self.scheduler.returncode
+        return None
+
+    def info(self) -> dict:
+        return {"scheduler": self.scheduler_address, "dashboard_port": self.dashboard_port, "workers": self.workers,
+                "worker_cores": self.worker_cores, "config": self.config_dir}  # fmt: skip
+
+    def stop(self, grace: float) -> None:
+        """Workers first (they retire their tasks), then the scheduler."""
+        for proc in (self.worker_proc, self.scheduler):
+            if proc is None or proc.poll() is not None:
+                continue
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+            end = time.monotonic() + grace
+            while proc.poll() is None and time.monotonic() < end:
+                time.sleep(0.1)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
