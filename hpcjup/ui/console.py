@@ -34,15 +34,15 @@ class UI:
         if self._err is None:
             from rich.console import Console
 
-            plain = bool(os.environ.get("NO_COLOR")) or not sys.stderr.isatty()
+            plain = bool(os.environ.get("NO_COLOR")) or not (sys.stderr.isatty() and sys.stdout.isatty())
             # soft_wrap off a terminal: a log or a script's grep wants whole lines, not rich's 80 columns.
             self._err = Console(stderr=True, highlight=False, no_color=plain, force_terminal=None if not plain else False, soft_wrap=plain)
         return self._err
 
     @property
     def interactive(self) -> bool:
-        """Whether a person is watching stderr (spinners and prompts make sense)."""
-        return sys.stderr.isatty() and not os.environ.get("NO_COLOR") and not self.quiet
+        """Whether a person watches (spinners and colour make sense): both streams on a terminal, no NO_COLOR."""
+        return sys.stdout.isatty() and sys.stderr.isatty() and not os.environ.get("NO_COLOR") and not self.quiet
 
     def info(self, text: str) -> None:
         """A note for the person at the terminal (suppressed by -q)."""
