@@ -27,6 +27,7 @@ REASON_SHUTDOWN = "shutdown"  # File > Shut Down in JupyterLab
 REASON_JUPYTER_EXITED = "jupyter-exited"
 REASON_NO_JUPYTER = "no-jupyter"
 REASON_JUPYTER_TOO_OLD = "jupyter-too-old"
+REASON_AUTH_CONFIG = "auth-config"  # a Jupyter config file disables or replaces the token
 REASON_READY_TIMEOUT = "ready-timeout"
 
 

@@ -55,8 +55,6 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # dasklaunch.py travels beside this file
-from dasklaunch import DaskCluster  # noqa: E402
 
 SCHEMA = 1
 MIN_SERVER = (2, 20)
@@ -107,8 +105,9 @@ def check_environment() -> tuple[str, str]:
     version = jupyter_server.__version__
     found = re.match(r"(\d+)\.(\d+)", version)
     if found and (int(found.group(1)), int(found.group(2))) < MIN_SERVER:
+        old_python = f" Recent jupyter_server releases need Python >= 3.10; this is {sys.version.split()[0]}." if sys.version_info < (3, 10) else ""
         raise Ended("jupyter-too-old", f"jupyter_server {version} in {python} is too old: hpcjup needs >= 2.20 "
-                    f"(which fixed a token-stealing XSS). Upgrade: {python} -m {UPGRADE}")  # fmt: skip
+                    f"(which fixed a token-stealing XSS). Upgrade: {python} -m {UPGRADE}.{old_python}")  # fmt: skip
     # find_spec, not import: importing jupyterlab costs ~1.5 s and 65 MB that this process never needs.
     if importlib.util.find_spec("jupyterlab") is None:
         raise Ended("no-jupyter", f"{python} has jupyter_server {version} but no JupyterLab. {fix}")
@@ -166,7 +165,7 @@ class Launcher:
         self.base_url = "/"  # from Jupyter's jpserver-PID.json (an extra --ServerApp.base_url changes it)
         self.proc: subprocess.Popen | None = None
         self.wakeup = -1
-        self.dask: DaskCluster | None = None
+        self.dask: Any = None  # a dasklaunch.DaskCluster with --dask
 
     def path(self, name: str) -> str:
         return os.path.join(self.dir, name)
@@ -239,6 +238,7 @@ class Launcher:
         assert self.proc is not None
         info_file = os.path.join(self.runtime, f"jpserver-{self.proc.pid}.json")
         deadline = time.monotonic() + self.args.ready_timeout
+        rejected = 0
         while True:
             if self.proc.poll() is not None:
                 raise self.exited(ready=False)
@@ -256,8 +256,9 @@ class Launcher:
                     raise Ended("auth-config", "Jupyter answers without the token: a Jupyter config file disables authentication "
                                 "(c.IdentityProvider.token = '' or c.ServerApp.token = ''); remove that setting")
                 return port
-            if status in (401, 403):
-                raise Ended("auth-config", "Jupyter rejects hpcjup's token: a Jupyter config file sets its own "
+            rejected = rejected + 1 if status in (401, 403) else 0
+            if rejected >= 20:  # persistently, not a moment during startup (seen once under heavy load)
+                raise Ended("auth-config", f"Jupyter rejects hpcjup's token (HTTP {status}): a Jupyter config file sets its own "
                             "(c.IdentityProvider.token or c.ServerApp.token); remove that setting")
             self.sleep(0.1)
 
@@ -336,6 +337,9 @@ class Launcher:
         if importlib.util.find_spec("distributed") is None:
             raise Ended("no-dask", f"{sys.executable} has no Dask (`distributed`). Install it there "
                         f"({sys.executable} -m pip install distributed) or start with --no-dask.")  # fmt: skip
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # dasklaunch.py travels beside this file
+        from dasklaunch import DaskCluster
+
         self.dask = DaskCluster.from_args(self.dir, address, self.args)
         self.dask.start_scheduler()
 

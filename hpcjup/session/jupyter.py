@@ -12,6 +12,10 @@ from hpcjup.errors import HpcjupError, WaitTimeout
 from hpcjup.session.record import Connection
 
 
+# No proxy: with http_proxy set, urllib would send even 127.0.0.1 requests, token included, to the proxy.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def lab_url(local_port: int, conn: Connection, *, token: bool = True) -> str:
     """The JupyterLab URL on the laptop's end of the tunnel."""
     url = f"http://127.0.0.1:{local_port}{conn.base_url.rstrip('/')}/lab"
@@ -26,7 +30,7 @@ def api_status(local_port: int, conn: Connection, deadline: float = 15.0) -> dic
     last: Exception | None = None
     while time.monotonic() < end:
         try:
-            with urllib.request.urlopen(request, timeout=max(1.0, end - time.monotonic())) as response:
+            with _DIRECT.open(request, timeout=max(1.0, end - time.monotonic())) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:  # Jupyter answered, but not with 200: retrying will not help
             raise HpcjupError(f"Jupyter answered {exc.code} {exc.reason} to the session's token.", hint="Stop the session and start a new one.") from exc

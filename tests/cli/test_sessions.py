@@ -137,6 +137,8 @@ def test_walltime_and_idle_end_sessions_by_themselves(minicluster: Any, laptop_e
     state = json.loads((HOME / ".hpcjup/sessions/shortlived/state.json").read_text())
     assert (state["reason"], state["exit_code"]) == ("walltime", 0)
     assert not session_jobs(minicluster, ('shortlived', 'idler'))
-    assert subprocess.run(["pgrep", "-u", "hpcuser", "-f", "jupyter"], capture_output=True).returncode == 1
+    for name in ("shortlived", "idler"):  # the launchers (and so their Jupyters) are gone
+        launcher = json.loads((HOME / f".hpcjup/sessions/{name}/state.json").read_text())["pid"]
+        assert subprocess.run(["ps", "-p", str(launcher)], capture_output=True).returncode == 1
     # The detached holders notice the end and let go of their ports.
     wait_for(lambda: not port_listening(idle["local_port"]) and not port_listening(walltime["local_port"]), 30, "the holders to exit")
