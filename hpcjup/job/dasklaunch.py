@@ -30,6 +30,16 @@ def _write(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def missing() -> str | None:
+    """Why this Python cannot run Dask, or None."""
+    import importlib.util
+
+    if importlib.util.find_spec("distributed") is None:
+        return "%s has no Dask (`distributed`). Install it there (%s -m pip install distributed) or start with --no-dask." % (
+            sys.executable, sys.executable)
+    return None
+
+
 class DaskCluster:
     """Scheduler and workers of one session."""
 
@@ -118,6 +128,15 @@ class DaskCluster:
         self.write_config()
         self.start_workers()
         return True
+
+    def wait(self, timeout: float, sleep) -> str | None:  # noqa: ANN001
+        """None once the scheduler's address is known (it starts beside Jupyter, so this is short); else why not."""
+        deadline = time.monotonic() + timeout
+        while not self.poll_scheduler():
+            if self.failed() or time.monotonic() > deadline:
+                return self.failed() or "the Dask scheduler did not start within %d s" % timeout
+            sleep(0.1)
+        return None
 
     def start_workers(self) -> None:
         if self.workers <= 0:

@@ -1,9 +1,7 @@
 """hpcjup's job-side launcher: start JupyterLab on this node and tell the laptop where it is.
 
-Standard library only, Python >= 3.9. hpcjup copies this file into the session directory with
-every job; nothing is installed on the cluster. The batch script `exec`s it, so it gets the
-scheduler's signals:
-
+Standard library only, Python >= 3.9, copied into the session directory with every job (nothing
+is installed on the cluster). The batch script `exec`s it, so it gets the scheduler's signals:
     python3 DIR/launcher.py --session-dir DIR [--workdir W] [--bind ADDR] [--ready-timeout 300]
                             [--stop-grace 20] [--idle-timeout SECONDS] [-- extra Jupyter arguments]
 
@@ -28,9 +26,9 @@ for N s; this launcher ends the session once there are no kernels, no terminals 
 activity for N s. (jupyter_server's own shutdown_no_activity_timeout checks only once a minute.)
 With --dask, dasklaunch.py (shipped beside this file) runs a TLS Dask scheduler and workers;
 connection.json then has "dask": {scheduler, dashboard_port, workers, worker_cores, config}.
-Exit codes: 4 dask-failed, 0 stopped, walltime, idle, shutdown (File > Shut Down); 2 unusable environment
-(no-jupyter, jupyter-too-old, auth-config); 3 ready-timeout; jupyter-exited: Jupyter's exit
-code (128 + signal if it was killed, 1 if it exited 0 before it was ready).
+Exit codes: 0 stopped, walltime, idle, shutdown (File > Shut Down); 2 no-jupyter, jupyter-too-old,
+auth-config, no-dask; 3 ready-timeout; 4 dask-failed; jupyter-exited: Jupyter's exit code
+(128 + signal if it was killed, 1 if it exited 0 before it was ready).
 """
 
 from __future__ import annotations
@@ -67,7 +65,6 @@ HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 class Ended(Exception):
     """The session ends, for `reason` (a state.json reason) explained by `message`."""
-
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason, self.message = reason, message
@@ -137,9 +134,7 @@ def url_host(address: str) -> str:
 def descendants(pid: int) -> list[int]:
     """Processes below `pid` (Linux /proc; empty elsewhere). Kernels lead their own sessions."""
     children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        if not entry.isdigit():
-            continue
+    for entry in [e for e in os.listdir("/proc") if e.isdigit()] if os.path.isdir("/proc") else []:
         try:
             with open(f"/proc/{entry}/stat") as fh:
                 ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
@@ -334,24 +329,18 @@ class Launcher:
 
     # -- Dask (dasklaunch.py) ---------------------------------------------------------------------
     def start_dask(self, address: str) -> None:
-        if importlib.util.find_spec("distributed") is None:
-            raise Ended("no-dask", f"{sys.executable} has no Dask (`distributed`). Install it there "
-                        f"({sys.executable} -m pip install distributed) or start with --no-dask.")  # fmt: skip
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # dasklaunch.py travels beside this file
-        from dasklaunch import DaskCluster
+        from dasklaunch import DaskCluster, missing
 
+        if missing():
+            raise Ended("no-dask", missing())
         self.dask = DaskCluster.from_args(self.dir, address, self.args)
         self.dask.start_scheduler()
 
     def wait_dask(self) -> None:
-        """Until the scheduler has written its address (it started beside Jupyter, so this is short)."""
-        assert self.dask is not None
-        deadline = time.monotonic() + self.args.ready_timeout
-        while not self.dask.poll_scheduler():
-            failure = self.dask.failed()
-            if failure or time.monotonic() > deadline:
-                raise Ended("dask-failed", (failure or "the Dask scheduler did not start") + "; see the job log, or start with --no-dask")
-            self.sleep(0.1)
+        failure = self.dask.wait(self.args.ready_timeout, self.sleep)
+        if failure:
+            raise Ended("dask-failed", failure + "; see the job log, or start with --no-dask")
 
     def run(self) -> int:
         os.umask(0o077)
@@ -373,8 +362,6 @@ class Launcher:
             self.write_state("stopping", reason, message)
             log(f"stopping Jupyter: {message}")
             self.stop_jupyter()
-        if self.dask is not None:
-            self.dask.stop(self.args.stop_grace)
         self.remove_secrets()
         code = EXIT_CODES.get(reason)
         if code is None:  # jupyter-exited: its own code
