@@ -124,6 +124,9 @@ class Tunnel:
 def bind_loopback(port: int | None) -> socket.socket:
     """A listening socket on 127.0.0.1 (a free port when `port` is None)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # REUSEADDR: connections of an earlier tunnel on this port linger in TIME_WAIT and would block
+    # re-binding it (reattaching on the same port); on Linux it never lets two listeners share a port.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(("127.0.0.1", port or 0))
     except OSError as exc:

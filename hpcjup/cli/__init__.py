@@ -25,6 +25,9 @@ COMMANDS = {
     "url": ("tunnels", "url_command", "Print the local URL of an attached session."),
     "open": ("tunnels", "open_command", "Open an attached session in the browser."),
     "disconnect": ("tunnels", "disconnect_command", "Close a session's tunnel; the job keeps running."),
+    "profile": ("profile", "command", "Named settings in config.toml: list, show, create."),
+    "sites": ("sites", "command", "List the site presets (juwels, jureca, your own)."),
+    "doctor": ("doctor", "command", "Check SSH, Slurm, partition, account, environment and Jupyter."),
     "scale": ("scale", "command", "Change a Dask worker group of a running session."),
     "stop": ("stop", "command", "Stop a session: Jupyter shuts down cleanly, the job ends."),
 }
@@ -69,8 +72,8 @@ def main(argv: list[str] | None = None) -> None:
 
         register()
     try:
-        cli.main(args=argv, prog_name="hpcjup", standalone_mode=False)
-        code = 0
+        result = cli.main(args=argv, prog_name="hpcjup", standalone_mode=False)
+        code = result if isinstance(result, int) else 0  # ctx.exit(n) ends up here without standalone mode
     except HpcjupError as exc:
         App.current().ui.error(exc)
         code = int(exc.exit_code)

@@ -32,6 +32,8 @@ class App:
     def __init__(self, ui: UI) -> None:
         self.ui = ui
         self._store: LocalStore | None = None
+        self.ssh_backend = "auto"  # --ssh, or a profile's `ssh`
+        self.accept_new = False
 
     @classmethod
     def create(cls, *, verbose: int = 0, quiet: bool = False) -> App:
@@ -78,7 +80,7 @@ class App:
         """The command's one connection to `host`."""
         from hpcjup.transport import connect
 
-        return connect(host, prompt=terminal_prompt)
+        return connect(host, prompt=terminal_prompt, backend=self.ssh_backend, accept_new=self.accept_new)
 
     def connect_with_status(self, host: str) -> Transport:
         """connect(), with a status line while the handshake runs."""
@@ -125,6 +127,17 @@ def json_option(func: F) -> F:
 
 
 def host_options(func: F) -> F:
-    """Add --host and --local: where the session lives."""
-    func = click.option("--local", is_flag=True, help="This machine, without SSH or a scheduler.")(func)
-    return click.option("--host", metavar="DEST", help="SSH destination: an alias from ~/.ssh/config or user@host[:port].")(func)
+    """Add --host and --local (where the session lives), --ssh and --accept-new-host-key (how to get there)."""
+
+    @click.option("--host", metavar="DEST", help="SSH destination: an alias from ~/.ssh/config or user@host[:port].")
+    @click.option("--local", is_flag=True, help="This machine, without SSH or a scheduler.")
+    @click.option("--ssh", "ssh_backend", type=click.Choice(["auto", "openssh", "paramiko"]), help="SSH backend (default: auto, or $HPCJUP_SSH).")
+    @click.option("--accept-new-host-key", is_flag=True, help="Add an unknown host key to ~/.ssh/known_hosts (a changed one is still refused).")
+    @functools.wraps(func)
+    def wrapper(*args: Any, ssh_backend: str | None, accept_new_host_key: bool, **kwargs: Any) -> Any:
+        app = App.current()
+        app.ssh_backend = ssh_backend or app.ssh_backend
+        app.accept_new = accept_new_host_key
+        return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

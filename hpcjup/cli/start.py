@@ -8,8 +8,10 @@ import click
 
 from hpcjup.cli.app import App, host_options, json_option
 from hpcjup.cli.detach import Detacher
+from hpcjup.cli.profile import RENAMED, profile_option, typed_options
 from hpcjup.cli.serve import Holder, terminate_as_interrupt
-from hpcjup.config.resources import Resources, parse_duration
+from hpcjup.config.profiles import resolve
+from hpcjup.config.resources import parse_duration
 from hpcjup.errors import Interrupted, JobFailedError, UsageError
 from hpcjup.session.groups import WorkerGroup
 from hpcjup.session.submit import DaskRequest, StartRequest
@@ -44,19 +46,29 @@ if TYPE_CHECKING:
 @click.option("--no-dask", is_flag=True, help="JupyterLab only, no Dask scheduler and workers.")
 @click.option("--worker-group", "worker_groups", multiple=True, metavar="PARTITION:JOBS[xCORES]", help="Extra Dask worker jobs on another partition (repeatable).")
 @click.option("-d", "--detach", is_flag=True, help="Return once the URL answers; a background process keeps the tunnel.")
+@profile_option
+@click.option("--site", help="Site preset (see `hpcjup sites`), e.g. juwels.")
 @json_option
-@click.pass_obj
-def command(app: App, host: str | None, local: bool, partition: str | None, account: str | None, time_limit: str | None,
+@click.pass_context
+def command(ctx: click.Context, host: str | None, local: bool, partition: str | None, account: str | None, time_limit: str | None,
             nodes: int, cpus: int | None, mem: str | None, gpus: str | None, name: str | None, workdir: str | None,
             python: str, local_port: int | None, no_browser: bool, pending_timeout: str | None, idle_timeout: str,
-            workers: int | None, worker_cores: int | None, worker_memory: str | None, no_dask: bool, worker_groups: tuple[str, ...], detach: bool) -> None:  # fmt: skip
+            workers: int | None, worker_cores: int | None, worker_memory: str | None, no_dask: bool, worker_groups: tuple[str, ...], detach: bool,
+            profile: str | None, site: str | None) -> None:  # fmt: skip
     """Submit a job that runs JupyterLab on a compute node, and open it through a tunnel.
 
     The URL (with its token) is printed as soon as Jupyter answers. Ctrl-C detaches:
     the job keeps running until `hpcjup stop`, its time limit, or the idle timeout.
     """
-    resources = Resources(partition=partition, account=account, time=time_limit, nodes=nodes, cpus=cpus, mem=mem, gpus=gpus)
-    dask = None if no_dask else DaskRequest(workers, worker_cores or cpus, worker_memory)
+    # Every setting below comes from the one resolver: command line > environment > profile > site > built-in.
+    app: App = ctx.obj
+    settings = resolve(typed_options(ctx, {**RENAMED, "ssh_backend": "ssh"}), profile=profile)
+    settings.check_site()
+    if app.ssh_backend == "auto":
+        app.ssh_backend = settings.value("ssh") or "auto"
+    resources = settings.resources()
+    cpus, local_port = settings.value("cpus"), settings.value("local_port")
+    dask = None if no_dask else DaskRequest(settings.value("workers"), settings.value("worker_cores") or cpus, settings.value("worker_memory"))
     groups = [WorkerGroup.parse(text) for text in worker_groups]
     if groups and (no_dask or local):
         raise UsageError("--worker-group needs Dask on a batch system (not --no-dask or --local).")
@@ -66,12 +78,13 @@ def command(app: App, host: str | None, local: bool, partition: str | None, acco
         resources=resources,
         dask=dask,
         name=name,
-        workdir=workdir,
-        python=python,
-        idle_timeout=parse_duration(idle_timeout, "--idle-timeout"),
+        workdir=settings.value("workdir"),
+        python=settings.value("python"),
+        idle_timeout=parse_duration(settings.value("idle_timeout"), "--idle-timeout"),
+        settings=settings,
     )
     pending = parse_duration(pending_timeout, "--timeout") if pending_timeout else None
-    host = app.resolve_host(host, local)
+    host = app.resolve_host(None if local else settings.value("host"), local)
     detacher = Detacher.prepare(local_port, detach)
     with app.connect_with_status(host) as transport:
         scheduler = app.scheduler(host)

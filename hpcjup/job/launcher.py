@@ -211,7 +211,7 @@ class Launcher:
         argv += self.args.jupyter_args
         # Own session: the terminal's Ctrl-C or a signal for the launcher reaches Jupyter only through us.
         # Output goes straight to the job log: jupyter_server prints a token from a file as "token=...".
-        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(argv, env=env, cwd=root, stdin=subprocess.DEVNULL, start_new_session=True)  # cwd: kernels start here
 
     def idle_interval(self) -> int:
         return max(1, min(60, self.args.idle_timeout // 10))

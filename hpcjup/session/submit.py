@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from hpcjup import __version__
+from hpcjup.config.environment import launcher_python, setup_lines
 from hpcjup.config.resources import Resources, time_to_seconds
 from hpcjup.errors import HpcjupError, UsageError
 from hpcjup.job import DASK_DIR, job_files
@@ -12,6 +14,9 @@ from hpcjup.schedulers.base import JobSpec, Scheduler
 from hpcjup.session.layout import SessionPaths, check_name, new_name
 from hpcjup.session.record import SessionRecord, now_iso, read_report
 from hpcjup.transport.base import Transport
+
+if TYPE_CHECKING:
+    from hpcjup.config.profiles import Resolved
 
 # Ask for the walltime warning this long before the limit (short jobs: a quarter of their time).
 _WARN_SECONDS = 300
@@ -28,6 +33,7 @@ class StartRequest:
     idle_timeout: int = 0  # seconds; 0 = never
     ready_timeout: int = 300  # seconds Jupyter may take to answer once the job runs
     dask: DaskRequest | None = None  # None: no Dask cluster
+    settings: Resolved | None = None  # the resolved profile: environment activation, containers
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,7 @@ def submit(transport: Transport, scheduler: Scheduler, request: StartRequest) ->
             command=_launcher_command(request, paths, scheduler),
             resources=request.resources,
             warn_seconds=_warn_seconds(request.resources.time),
+            setup=tuple(setup_lines(request.settings)) if request.settings else (),
         )
         transport.write_file(paths.script, scheduler.render(spec).encode(), 0o700)
         job_id = scheduler.submit(transport, paths.dir)
@@ -130,7 +137,8 @@ def _is_finished(transport: Transport, scheduler: Scheduler, paths: SessionPaths
 
 
 def _launcher_command(request: StartRequest, paths: SessionPaths, scheduler: Scheduler) -> list[str]:
-    command = [request.python, paths.launcher, "--session-dir", paths.dir, "--ready-timeout", str(request.ready_timeout)]
+    python = launcher_python(request.settings, paths.home) if request.settings else [request.python]
+    command = [*python, paths.launcher, "--session-dir", paths.dir, "--ready-timeout", str(request.ready_timeout)]
     if request.workdir:
         command += ["--workdir", request.workdir]
     if scheduler.bind_address:

@@ -51,7 +51,9 @@ class UI:
 
     def warn(self, text: str) -> None:
         """A warning; shown even with -q."""
-        self.err.print(f"[yellow]warning:[/yellow] {text}" if self.interactive else f"warning: {text}")
+        from rich.markup import escape
+
+        self.err.print(f"[yellow]warning:[/yellow] {escape(text)}" if self.interactive else f"warning: {escape(text)}")
 
     def result(self, data: dict[str, Any], text: str | Callable[[], str] | None = None) -> None:
         """A command's result: JSON with --json, else the text form (or nothing)."""
@@ -68,7 +70,7 @@ class UI:
             sys.stdout.flush()
         from rich.markup import escape
 
-        self.err.print(f"[bold red]error:[/bold red] {escape(exc.message)}" if self.interactive else f"error: {exc.message}")
+        self.err.print(f"[bold red]error:[/bold red] {escape(exc.message)}" if self.interactive else f"error: {escape(exc.message)}")
         if exc.details:
             self.err.print(escape(exc.details), style="dim")
         if exc.hint:

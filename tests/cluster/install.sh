@@ -11,6 +11,7 @@ fi
 
 ENV_DIR=/opt/hpcjup-cluster-env
 PACKAGES=(slurm-wlm munge openssh-server chromium chromium-driver oathtool libpam-google-authenticator zsh fish
+          environment-modules charliecloud-runtime
           python3 python3-venv)  # Debian's python3 has no ensurepip (so no venv) without python3-venv
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 
@@ -22,9 +23,10 @@ EOF
 }
 
 need_apt=0
-for bin in sbatch slurmctld slurmd munged sshd chromium chromedriver oathtool ssh-keygen zsh fish; do
+for bin in sbatch slurmctld slurmd munged sshd chromium chromedriver oathtool ssh-keygen zsh fish ch-run; do
     command -v "$bin" >/dev/null 2>&1 || { echo "install.sh: $bin is missing" >&2; need_apt=1; }
 done
+[ -r /usr/share/modules/init/sh ] || need_apt=1
 if ! env_works && ! { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1; }; then
     need_apt=1
 fi

@@ -1,0 +1,63 @@
+"""`hpcjup doctor`: check a profile against the cluster, each check with its fix."""
+
+from __future__ import annotations
+
+import click
+
+from hpcjup.cli.app import App, host_options, json_option, terminal_prompt
+from hpcjup.cli.profile import profile_option, typed_options
+
+_MARKS = {"pass": "ok  ", "fail": "FAIL", "warn": "warn", "skip": "skip"}
+
+
+@click.command("doctor")
+@profile_option
+@host_options
+@click.option("-p", "--partition", help="Slurm partition to check.")
+@click.option("-A", "--account", help="Account (project) to check.")
+@click.option("-t", "--time", "time_limit", metavar="TIME", help="Time limit to check against the partition's.")
+@click.option("--python", help="The cluster-side Python to check.")
+@click.option("--site", metavar="NAME", help="Site preset (`hpcjup sites`).")
+@click.option("--no-dask", is_flag=True, help="Do not require Dask (`distributed`).")
+@json_option
+@click.pass_context
+def command(ctx: click.Context, profile: str | None, host: str | None, local: bool, partition: str | None, account: str | None,
+            time_limit: str | None, python: str | None, site: str | None, no_dask: bool) -> None:  # fmt: skip
+    """Check that `hpcjup start` can work: SSH, Slurm, partition, account, environment, Jupyter, Dask.
+
+    Uses the same settings as `start` (options, HPCJUP_* variables, --profile, [defaults], site).
+    Nothing is submitted. Exit code 0 when nothing failed, 3 or 4 when the host cannot be reached
+    or refuses the login, 10 when a check failed.
+    """
+    from hpcjup.config.profiles import resolve
+    from hpcjup.session.doctor import run_checks
+    from hpcjup.transport import connect
+
+    app: App = ctx.obj
+    resolved = resolve(typed_options(ctx), profile=profile)
+    host = app.resolve_host(None if local else resolved.value("host"), local)
+    backend = resolved.value("ssh") or "auto"
+    with app.ui.status() as line:
+        report = run_checks(resolved, host, lambda h: connect(h, prompt=terminal_prompt, backend=backend),
+                            slurm=not local, dask=not no_dask, progress=line.update)  # fmt: skip
+    data = {**report.to_dict(), "profile": resolved.profile, "site": resolved.site.name if resolved.site else None}
+    app.ui.result(data, text=lambda: render(report.to_dict()))
+    failed = [c for c in report.checks if c.status.value == "fail"]
+    if failed:
+        app.ui.info(f"{len(failed)} of {len(report.checks)} checks failed.")
+    if report.exit_code:
+        # Not ctx.exit(): click's non-standalone main() returns that code, and hpcjup.cli.main ignores return values.
+        raise SystemExit(int(report.exit_code))
+
+
+def render(report: dict) -> str:
+    """The text form: one line per check; the fix (and details) under a failure or warning."""
+    width = max(len(check["name"]) for check in report["checks"])
+    lines = []
+    for check in report["checks"]:
+        lines.append(f"{_MARKS[check['status']]}  {check['name'].ljust(width)}  {check['summary']}")
+        if check["fix"] and check["status"] in ("fail", "warn"):
+            lines.append(f"{' ' * (width + 8)}fix: {check['fix']}")
+        if check["details"] and check["status"] == "fail":
+            lines += [f"{' ' * (width + 8)}| {text}" for text in check["details"].splitlines()]
+    return "\n".join(lines)

@@ -1,0 +1,242 @@
+"""`hpcjup profile list|show|create`: named sets of `hpcjup start` options in config.toml.
+
+Also the two helpers every command with settings uses: `profile_option` (--profile) and
+`typed_options` (the options the user actually typed, for `hpcjup.config.profiles.resolve`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from click.core import ParameterSource
+
+from hpcjup.cli.app import App, json_option
+from hpcjup.config.profiles import (
+    HEADER,
+    KEYS,
+    PROFILE_ENV,
+    check_table,
+    config_path,
+    find_line,
+    load_config,
+    parse_config,
+    parse_toml,
+    resolve,
+)
+from hpcjup.errors import UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+_PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a bare TOML key: no quoting in [profiles.NAME]
+# click parameter name -> setting, where the two differ.
+RENAMED = {"time_limit": "time"}
+
+
+def profile_option(func: F) -> F:
+    """Add --profile NAME."""
+    return click.option("--profile", metavar="NAME", help=f"Use [profiles.NAME] from config.toml (also ${PROFILE_ENV}).")(func)
+
+
+def typed_options(ctx: click.Context, rename: Mapping[str, str] = RENAMED) -> dict[str, Any]:
+    """The settings the user typed on this command line (click's defaults are not typed), by setting name."""
+    typed = {}
+    for param, value in ctx.params.items():
+        key = rename.get(param, param)
+        if key in KEYS and ctx.get_parameter_source(param) is ParameterSource.COMMANDLINE:
+            typed[key] = value
+    return typed
+
+
+@click.group("profile")
+def command() -> None:
+    """Profiles: named sets of `hpcjup start` options in config.toml.
+
+    \b
+    hpcjup profile create booster --host juwels -p booster -A myproj modules=Stages/2025,GCC,Python
+    hpcjup start --profile booster        (or: export HPCJUP_PROFILE=booster)
+    """
+
+
+@command.command("list")
+@json_option
+@click.pass_obj
+def list_command(app: App) -> None:
+    """List the profiles in config.toml."""
+    config = load_config()
+    chosen = os.environ.get(PROFILE_ENV, "").strip() or None
+    rows = [{"name": name, "default": name == chosen, **{k: _plain(v) for k, v in values.items()}} for name, values in config.profiles.items()]
+    data = {"path": str(config.path), "profiles": rows, "defaults": {k: _plain(v) for k, v in config.defaults.items()}}
+
+    def text() -> str:
+        if not rows:
+            return f"No profiles in {config.path}.\nCreate one: hpcjup profile create NAME --host HOST --partition PARTITION"
+        table = [("NAME", "HOST", "PARTITION", "ACCOUNT", "SITE")]
+        table += [(r["name"] + (" *" if r["default"] else ""), *(str(r.get(k) or "-") for k in ("host", "partition", "account", "site"))) for r in rows]
+        note = f"\n* = ${PROFILE_ENV}" if chosen else ""
+        return f"Profiles in {config.path}:\n" + _columns(table) + note
+
+    app.ui.result(data, text=text)
+
+
+@command.command("show")
+@click.argument("name", required=False)
+@json_option
+@click.pass_obj
+def show_command(app: App, name: str | None) -> None:
+    """Show the settings a command would use with profile NAME, and where each comes from.
+
+    Without NAME: $HPCJUP_PROFILE, or only [defaults]. Command-line options are not part of this.
+    """
+    resolved = resolve({}, profile=name)
+    data = {"profile": resolved.profile, "path": str(resolved.path), "site": resolved.site.name if resolved.site else None, "settings": resolved.describe()}
+
+    def text() -> str:
+        title = f"Profile {resolved.profile}" if resolved.profile else "No profile (only [defaults], the environment and built-ins)"
+        table = [("SETTING", "VALUE", "FROM")]
+        table += [(key, _show(s.value), s.describe()) for key, s in resolved.settings.items()]
+        return f"{title}, from {resolved.path}:\n" + _columns(table)
+
+    app.ui.result(data, text=text)
+
+
+@command.command("create")
+@click.argument("name")
+@click.argument("settings", nargs=-1, metavar="[KEY=VALUE]...")
+@click.option("--host", metavar="DEST", help="SSH destination: an alias from ~/.ssh/config or user@host[:port].")
+@click.option("-p", "--partition", help="Slurm partition.")
+@click.option("-A", "--account", help="Account (project) to charge.")
+@click.option("-t", "--time", "time_limit", metavar="TIME", help="Time limit: minutes, HH:MM:SS or D-HH:MM:SS.")
+@click.option("--site", metavar="NAME", help="Site preset (`hpcjup sites` lists them).")
+@click.option("--force", is_flag=True, help="Replace the profile if it exists.")
+@json_option
+@click.pass_obj
+def create_command(app: App, name: str, settings: tuple[str, ...], host: str | None, partition: str | None,
+                   account: str | None, time_limit: str | None, site: str | None, force: bool) -> None:  # fmt: skip
+    """Write profile NAME to config.toml: the options given, plus any KEY=VALUE (e.g. modules=GCC,Python python=~/env/bin/python).
+
+    List values are comma-separated or TOML (binds='["/p/scratch", "/p/project"]'). The rest of
+    the file, comments included, is kept.
+    """
+    values: dict[str, Any] = {}
+    for item in settings:
+        key, value = parse_assignment(item)
+        values[key] = value
+    options = {"host": host, "partition": partition, "account": account, "time": time_limit, "site": site}
+    values.update({k: v for k, v in options.items() if v is not None})
+    if not values:
+        raise UsageError("Nothing to write.", hint="Give at least --host, --partition or a KEY=VALUE setting.")
+    if "site" in values:
+        from hpcjup.config.sites import load_site
+
+        load_site(values["site"], config_path().parent)  # refuse an unknown site now, not at the next start
+    path = save_profile(name, values, replace=force)
+    resolved = resolve({}, profile=name, env={})  # what the profile gives, without this shell's variables
+    app.ui.result(
+        {"profile": name, "path": str(path), "settings": resolved.describe()},
+        text=f"Wrote [profiles.{name}] to {path}.\nUse it: hpcjup start --profile {name}   (check it: hpcjup doctor --profile {name})",
+    )
+
+
+def parse_assignment(item: str) -> tuple[str, Any]:
+    """KEY=VALUE from the command line, VALUE converted to the setting's type."""
+    key, sep, raw = item.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not key:
+        raise UsageError(f"{item!r} is not KEY=VALUE.", hint="e.g. modules=GCC,Python or mem=16G.")
+    if key not in KEYS:
+        import difflib
+
+        close = difflib.get_close_matches(key, list(KEYS), n=1)
+        raise UsageError(f"Unknown setting {key!r} in {item!r}.", hint=(f"Did you mean {close[0]!r}? " if close else "") + f"Settings: {', '.join(KEYS)}.")
+    kind = KEYS[key].type
+    if kind is list:
+        if raw.strip().startswith("["):
+            return key, parse_toml(Path(f"the value of {key}"), f"v = {raw}")["v"]
+        return key, [part.strip() for part in raw.split(",") if part.strip()]
+    if kind is int:
+        try:
+            return key, int(raw)
+        except ValueError:
+            raise UsageError(f"{key} must be an integer, not {raw!r}.") from None
+    if kind is bool:
+        if raw.strip().lower() not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+            raise UsageError(f"{key} must be true or false, not {raw!r}.")
+        return key, raw.strip().lower() in ("true", "yes", "1", "on")
+    return key, raw
+
+
+def save_profile(name: str, values: Mapping[str, Any], *, path: Path | None = None, replace: bool = False) -> Path:
+    """Add (or with `replace`, rewrite) `[profiles.NAME]` in config.toml, keeping everything else as it was."""
+    if not _PROFILE_NAME.match(name):
+        raise UsageError(f"Profile name {name!r} is not valid.", hint="Use letters, digits, '-' and '_' (e.g. juwels-booster).")
+    path = path or config_path()
+    config = load_config(path)
+    checked = check_table(values, path="the command line", text="", table=f"profiles.{name}")
+    text = config.text
+    if name in config.profiles:
+        if not replace:
+            raise UsageError(f"Profile {name!r} already exists in {path}.", hint="Add --force to replace it, or choose another name.")
+        text = _drop_table(text, f"profiles.{name}", path)
+    block = f"[profiles.{name}]\n" + "".join(f"{key} = {toml_value(checked[key])}\n" for key in KEYS if key in checked)
+    text = text.rstrip("\n") + ("\n\n" if text.strip() else "") + block
+    parse_config(path, text)  # never write a file that would not load
+    _write_private(path, text)
+    return path
+
+
+def toml_value(value: Any) -> str:
+    """A TOML literal for a str, int, bool or list of str (the value types of settings)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return '"' + "".join(_ESCAPES.get(c, c if ord(c) >= 0x20 and c != "\x7f" else f"\\u{ord(c):04x}") for c in value) + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {type(value).__name__}")
+
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _drop_table(text: str, table: str, path: Path) -> str:
+    """`text` without the `[table]` section (its header up to the next header)."""
+    start = find_line(text, table, None)
+    if start is None:  # defined some other way (an inline table): leave the file to its author
+        raise UsageError(f"Profile {table.split('.', 1)[1]!r} in {path} is not a [{table}] section; edit it by hand.")
+    lines = text.splitlines(keepends=True)
+    end = start
+    while end < len(lines) and not HEADER.match(lines[end]):
+        end += 1
+    return "".join(lines[: start - 1] + lines[end:])
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write atomically; a new file is 0600 in a 0700 directory, an existing one keeps its mode."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def _columns(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(value) or "(none)"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value

@@ -1,0 +1,140 @@
+"""The job's software environment: the shell lines that prepare it and the argv that runs Python.
+
+`setup_lines` renders modules, conda/micromamba, a venv and the user's own `setup` lines into
+POSIX shell lines that go before the launcher in the batch script. They must work in a
+NON-interactive shell (a batch job: nothing from ~/.bashrc, often no `module` function, no
+`conda init`), so each tool is initialised explicitly, and a step that fails ends the job with a
+line in its log that says which step it was. `launcher_python` gives the argv prefix that runs
+the Python with Jupyter: plain, or inside an Apptainer/Singularity/Charliecloud container.
+
+Every value is quoted with shlex.quote; a leading `~`, `$VAR` or `${VAR}` in a path is left
+for the shell to expand (`venv = "$PROJECT/jupyter-env"` is how people write paths on HPC systems).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Any, Protocol
+
+# Where `module` comes from when the batch shell has no such function: the init scripts of
+# Lmod and Environment Modules, for sh (which bash runs too). $MODULESHOME and $LMOD_PKG are set
+# by both when they were initialised on the login node (Slurm passes the environment on).
+_MODULE_INITS = (
+    '"${MODULESHOME:-/nonexistent}/init/sh"',
+    '"${LMOD_PKG:-/nonexistent}/init/sh"',
+    "/usr/share/lmod/lmod/init/sh",
+    "/usr/share/modules/init/sh",
+    "/usr/share/Modules/init/sh",
+    "/etc/profile.d/modules.sh",
+)
+# Where conda lives when it is not on PATH in a batch shell (installers' default prefixes).
+_CONDA_GUESSES = ("miniforge3", "miniconda3", "mambaforge", "anaconda3")
+_LEADING_VAR = re.compile(r"^(~|\$[A-Za-z_][A-Za-z0-9_]*|\$\{[A-Za-z_][A-Za-z0-9_]*\})(/.*)?$")
+RUNTIMES = ("apptainer", "singularity", "charliecloud")
+
+
+class Settings(Protocol):
+    """What these functions read: hpcjup.config.profiles.Resolved, or anything with .value(key)."""
+
+    def value(self, key: str) -> Any: ...
+
+
+def setup_lines(settings: Settings) -> list[str]:
+    """Shell lines that prepare the job's environment, in order: modules, conda, venv, the user's `setup`."""
+    lines: list[str] = []
+    lines += module_lines(settings.value("modules") or (), settings.value("module_use") or (), bool(settings.value("module_purge")))
+    if settings.value("conda"):
+        lines += conda_lines(settings.value("conda"))
+    if settings.value("venv"):
+        venv = shell_path(settings.value("venv").rstrip("/") or "/")
+        lines.append(f". {venv}/bin/activate || {_fail('cannot activate the venv', venv)}")
+    lines += list(settings.value("setup") or ())  # the user's own shell: verbatim
+    return lines
+
+
+def module_lines(modules: tuple[str, ...] | list[str], use: tuple[str, ...] | list[str] = (), purge: bool = False) -> list[str]:
+    """`module purge`, `module use DIR`, `module load A B`, with `module` defined first if the shell lacks it."""
+    if not (modules or use or purge):
+        return []
+    inits = " ".join(_MODULE_INITS)
+    lines = [f'command -v module >/dev/null 2>&1 || for f in {inits}; do if [ -r "$f" ]; then . "$f"; break; fi; done']
+    lines.append(f"command -v module >/dev/null 2>&1 || {_fail('no module command (Lmod or Environment Modules) in this shell')}")
+    if purge:
+        lines.append("module purge")
+    for directory in use:
+        lines.append(f"module use {shell_path(directory)} || {_fail('module use failed:', shell_path(directory))}")
+    if modules:
+        lines.append(f"module load {' '.join(shlex.quote(m) for m in modules)} || {_fail('module load failed (see above)')}")
+    return lines
+
+
+def conda_lines(env: str) -> list[str]:
+    """Activate a conda environment (name or prefix) in a non-interactive shell: conda's or micromamba's hook, then activate."""
+    target = shell_path(env)
+    guesses = " ".join(f'"$HOME/{prefix}/bin/conda"' for prefix in _CONDA_GUESSES)
+    return [
+        "hpcjup_conda=",
+        (
+            f'for c in "${{CONDA_EXE:-}}" conda "${{MAMBA_EXE:-}}" micromamba {guesses}; do '
+            'if [ -n "$c" ] && command -v "$c" >/dev/null 2>&1; then hpcjup_conda=$c; break; fi; done'
+        ),
+        'case "$hpcjup_conda" in',
+        f"  '') {_fail('no conda or micromamba found (load its module first) to activate', target)} ;;",
+        f'  *micromamba) eval "$("$hpcjup_conda" shell hook --shell posix)" && micromamba activate {target} ;;',
+        f'  *) eval "$("$hpcjup_conda" shell.posix hook)" && conda activate {target} ;;',
+        f"esac || {_fail('cannot activate the conda environment', target)}",
+        "unset hpcjup_conda",
+    ]
+
+
+def launcher_python(settings: Settings, home: str | None = None) -> list[str]:
+    """The argv prefix that runs the cluster-side Python: `python3`, an explicit one, or one inside a container.
+
+    `home` is the remote home directory: a leading `~` in the Python or image path becomes it
+    (argv is not expanded by a shell), and Charliecloud binds it so the session directory is
+    visible inside the container.
+    """
+    python = _expand_home(settings.value("python") or "python3", home)
+    image = settings.value("image")
+    if not image:
+        return [python]
+    image = _expand_home(image, home)
+    runtime = settings.value("container_runtime") or guess_runtime(image)
+    binds = [_expand_home(b, home) for b in settings.value("binds") or ()]
+    if runtime == "charliecloud":
+        # ch-run binds nothing by default: the session directory (under home) must be visible at the same path.
+        mounts = [arg for path in ([home] if home else []) + binds for arg in ("-b", path)]
+        return ["ch-run", *mounts, image, "--", python]
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown container runtime {runtime!r}")
+    gpu = bool(settings.value("gpu") or settings.value("gpus"))
+    return [runtime, "exec", *(["--nv"] if gpu else []), *(["-B", ",".join(binds)] if binds else []), image, python]
+
+
+def guess_runtime(image: str) -> str:
+    """Apptainer for .sif files and docker:// (and other URI) images; Charliecloud for image directories and SquashFS."""
+    if image.endswith(".sif") or "://" in image:
+        return "apptainer"
+    return "charliecloud"
+
+
+def shell_path(path: str) -> str:
+    """`path` quoted for a shell line, a leading ~, $VAR or ${VAR} left for the shell to expand."""
+    m = _LEADING_VAR.match(path)
+    if not m:
+        return shlex.quote(path)
+    head = '"$HOME"' if m.group(1) == "~" else f'"{m.group(1)}"'
+    rest = m.group(2) or ""
+    return head + ("/" + shlex.quote(rest[1:]) if len(rest) > 1 else rest)
+
+
+def _expand_home(path: str, home: str | None) -> str:
+    if home and (path == "~" or path.startswith("~/")):
+        return home.rstrip("/") + path[1:]
+    return path
+
+
+def _fail(message: str, word: str | None = None) -> str:
+    """A shell command that says on stderr (the job log) what failed, then ends the job; `word` is already shell-quoted."""
+    return f"{{ echo {shlex.quote('hpcjup: ' + message)}{' ' + word if word else ''} >&2; exit 1; }}"

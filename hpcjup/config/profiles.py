@@ -1,0 +1,396 @@
+"""Profiles: the settings kept in config.toml, and the one place where precedence is resolved.
+
+config.toml lives in the platform's user config directory (~/.config/hpcjup/ on Linux,
+honouring $XDG_CONFIG_HOME) and holds a `[defaults]` table and `[profiles.NAME]` tables whose
+keys are named like the options of `hpcjup start`. `resolve()` merges the command line, the
+environment, the profile, `[defaults]`, a site preset and the built-in defaults into a frozen
+`Resolved` that remembers where every value came from (for `hpcjup profile show`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from hpcjup.errors import UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+if TYPE_CHECKING:
+    from hpcjup.config.resources import Resources
+    from hpcjup.config.sites import Site
+
+CONFIG_FILE = "config.toml"
+PROFILE_ENV = "HPCJUP_PROFILE"
+ENV_PREFIX = "HPCJUP_"
+
+
+@dataclass(frozen=True)
+class Key:
+    """One setting: its name (as in `hpcjup start --NAME`), its type, and a line of help."""
+
+    name: str
+    type: type
+    help: str
+    choices: tuple[str, ...] = ()
+    default: Any = None
+    low: int = 0  # int keys: the smallest value
+    high: int | None = None
+
+
+KEYS: dict[str, Key] = {k.name: k for k in (
+    Key("host", str, "SSH destination: an alias from ~/.ssh/config or user@host[:port]"),
+    Key("partition", str, "Slurm partition"),
+    Key("account", str, "account (project) to charge"),
+    Key("time", str, "time limit: minutes, HH:MM:SS or D-HH:MM:SS"),
+    Key("nodes", int, "nodes to allocate", default=1, low=1),
+    Key("cpus", int, "CPUs for Jupyter's task", low=1),
+    Key("mem", str, "memory per node, e.g. 16G"),
+    Key("gpus", str, "GPUs, e.g. 4 or a100:4"),
+    Key("workdir", str, "Jupyter's root directory on the cluster"),
+    Key("python", str, "the cluster-side Python with JupyterLab", default="python3"),
+    Key("idle_timeout", str, "end the session after this long unused (0: never)", default="1h"),
+    Key("local_port", int, "local end of the tunnel", low=1, high=65535),
+    Key("ssh", str, "SSH backend", choices=("auto", "openssh", "paramiko"), default="auto"),
+    Key("site", str, "site preset (see `hpcjup sites`)"),
+    Key("modules", list, "modules to load before Jupyter starts"),
+    Key("module_use", list, "directories to `module use` first"),
+    Key("module_purge", bool, "`module purge` before loading", default=False),
+    Key("conda", str, "conda/mamba environment: a name or a prefix path"),
+    Key("venv", str, "virtual environment directory to activate"),
+    Key("setup", list, "shell lines run before Jupyter starts"),
+    Key("image", str, "container image: a .sif file, docker://..., or a Charliecloud image directory"),
+    Key("container_runtime", str, "container runtime", choices=("apptainer", "singularity", "charliecloud")),
+    Key("binds", list, "paths bound into the container (SRC[:DST])"),
+    Key("gpu", bool, "make the node's GPUs visible in the container", default=False),
+    Key("workers", int, "Dask worker processes in all"),
+    Key("worker_cores", int, "threads per Dask worker", low=1),
+    Key("worker_memory", str, "memory limit per Dask worker, e.g. 8GB"),
+)}  # fmt: skip
+SCALAR_KEYS = tuple(name for name, key in KEYS.items() if key.type is not list)
+_TYPE_WORDS = {str: "a string", int: "an integer", bool: "true or false", list: "a list of strings"}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A resolved value and where it came from."""
+
+    value: Any
+    source: str  # "command line", "environment ($HPCJUP_HOST)", "profile work", "[defaults]", "site juwels", "built-in"
+    location: str | None = None  # "path:line" for values read from a file
+
+    def describe(self) -> str:
+        """The source, with the file and line if there is one."""
+        return f"{self.source} ({self.location})" if self.location else self.source
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Every setting of one invocation after precedence was applied; read-only."""
+
+    settings: Mapping[str, Setting]
+    profile: str | None
+    path: Path
+    site: Site | None = None
+
+    def value(self, key: str) -> Any:
+        """The value of `key` (None when nothing set it)."""
+        _known(key)
+        setting = self.settings.get(key)
+        return setting.value if setting else None
+
+    def source(self, key: str) -> str | None:
+        """Where the value of `key` came from, e.g. "profile work (/home/me/.config/hpcjup/config.toml:7)"."""
+        _known(key)
+        setting = self.settings.get(key)
+        return setting.describe() if setting else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The set values (lists as lists), in the order of KEYS."""
+        return {key: _plain(s.value) for key, s in self.settings.items()}
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """key -> {value, source, location}, for `profile show --json`."""
+        return {key: {"value": _plain(s.value), "source": s.source, "location": s.location} for key, s in self.settings.items()}
+
+    def resources(self) -> Resources:
+        """The job's resources from these settings (validated by Resources)."""
+        from hpcjup.config.resources import Resources
+
+        return Resources(partition=self.value("partition"), account=self.value("account"), time=self.value("time"),
+                         nodes=self.value("nodes") or 1, cpus=self.value("cpus"), mem=self.value("mem"), gpus=self.value("gpus"))  # fmt: skip
+
+    def check_site(self) -> None:
+        """Refuse what the site preset says cannot work (today: a site that needs an account, and none is set)."""
+        if self.site is not None and self.site.account_required and not self.value("account"):
+            raise UsageError(
+                f"{self.site.title} needs an account (project) for every job, and none is set.",
+                hint="Pass --account (-A), set HPCJUP_ACCOUNT, or put `account = \"...\"` in your profile.",
+            )
+
+
+def config_dir() -> Path:
+    """The user config directory: ~/.config/hpcjup on Linux ($XDG_CONFIG_HOME honoured)."""
+    from platformdirs import user_config_path
+
+    return user_config_path("hpcjup", appauthor=False)
+
+
+def config_path() -> Path:
+    """Where config.toml is."""
+    return config_dir() / CONFIG_FILE
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """config.toml, parsed and validated; an absent file is an empty one."""
+
+    path: Path
+    text: str
+    defaults: Mapping[str, Any]
+    profiles: Mapping[str, Mapping[str, Any]]
+
+    def locate(self, table: str, key: str | None = None) -> str:
+        """"path:line" of `key` in `[table]` (or of the table's header), "path" if not found."""
+        line = find_line(self.text, table, key)
+        return f"{self.path}:{line}" if line else str(self.path)
+
+
+def load_config(path: Path | None = None) -> ConfigFile:
+    """Read and validate config.toml; UsageError (file, line, key) when it is malformed."""
+    path = path or config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ConfigFile(path, "", MappingProxyType({}), MappingProxyType({}))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"Cannot read {path}: {exc}") from None
+    return parse_config(path, text)
+
+
+def parse_config(path: Path, text: str) -> ConfigFile:
+    """Validate config.toml's text (read from `path`)."""
+    data = parse_toml(path, text)
+    for key in data:
+        if key not in ("defaults", "profiles"):
+            where = _where(path, text, None, key)
+            hint = "Settings go under [defaults] or [profiles.NAME]." if key in KEYS else "config.toml has [defaults] and [profiles.NAME] tables only."
+            raise UsageError(f"{where}: unknown key {key!r} at the top level.", hint=hint)
+    defaults = check_table(_table(data, "defaults", path, text), path=path, text=text, table="defaults")
+    profiles = {}
+    for name, table in _table(data, "profiles", path, text).items():
+        if not isinstance(table, dict):
+            raise UsageError(f"{_where(path, text, 'profiles', name)}: profiles.{name} must be a table ([profiles.{name}]).")
+        profiles[name] = check_table(table, path=path, text=text, table=f"profiles.{name}")
+    return ConfigFile(path, text, MappingProxyType(defaults), MappingProxyType(profiles))
+
+
+def parse_toml(path: Path, text: str) -> dict[str, Any]:
+    """tomllib.loads, with a malformed file reported as a UsageError that names it (tomllib gives the line)."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path} is not valid TOML: {exc}.", hint="Fix the file by hand; `hpcjup profile create` writes valid entries.") from None
+
+
+def check_table(values: Mapping[str, Any], *, path: Path | str, text: str, table: str, allowed: Mapping[str, Key] = KEYS) -> dict[str, Any]:
+    """A validated copy of one table (lists become tuples); unknown keys and wrong types name file, line and key."""
+    out: dict[str, Any] = {}
+    for key, raw in values.items():
+        where = _where(path, text, table, key)
+        if key not in allowed:
+            raise UsageError(f"{where}: unknown key {key!r} in [{table}].", hint=_suggest(key, allowed))
+        out[key] = coerce(allowed[key], raw, f"{where}: {key!r} in [{table}]")
+    return out
+
+
+def coerce(key: Key, raw: Any, label: str) -> Any:
+    """`raw` (from TOML or click) as `key`'s type; a UsageError starting with `label` otherwise."""
+    value: Any = raw
+    if key.type is str and isinstance(raw, int) and not isinstance(raw, bool):
+        value = str(raw)  # time = 90, gpus = 4, idle_timeout = 3600: numbers are natural there
+    elif key.type is list and isinstance(raw, (list, tuple)) and all(isinstance(v, str) for v in raw):
+        value = tuple(raw)
+    ok = isinstance(value, key.type) and not (key.type is int and isinstance(value, bool))
+    if key.type is list:
+        ok = isinstance(value, tuple)
+    if not ok:
+        example = ' e.g. ["a", "b"]' if key.type is list else ""
+        raise UsageError(f"{label} must be {_TYPE_WORDS[key.type]}{example}, not {_show(raw)}.", hint=f"{key.name}: {key.help}.")
+    if key.type is str and not value.strip():
+        raise UsageError(f"{label} is empty.", hint=f"{key.name}: {key.help}; remove the line to leave it unset.")
+    if key.choices and value not in key.choices:
+        raise UsageError(f"{label} is {value!r}, not one of {', '.join(key.choices)}.")
+    if key.type is int and not key.low <= value <= (key.high if key.high is not None else value):
+        raise UsageError(f"{label} is {value}: it must be at least {key.low}" + (f" and at most {key.high}." if key.high else "."))
+    return value
+
+
+def parse_env(key: Key, text: str, var: str) -> Any:
+    """The value of environment variable `var` as `key`'s type."""
+    if key.type is int:
+        try:
+            return coerce(key, int(text.strip()), f"${var}")
+        except ValueError:
+            raise UsageError(f"${var}={text!r} must be an integer.") from None
+    if key.type is bool:
+        word = text.strip().lower()
+        if word in ("1", "true", "yes", "on"):
+            return True
+        if word in ("0", "false", "no", "off"):
+            return False
+        raise UsageError(f"${var}={text!r} must be true or false (1/0, yes/no).")
+    return coerce(key, text.strip(), f"${var}")
+
+
+def resolve(cli: Mapping[str, Any], *, profile: str | None, env: Mapping[str, str] = os.environ, path: Path | None = None) -> Resolved:
+    """Resolve every setting once, into a frozen Resolved that records each value's source.
+
+    Precedence, highest first:
+      1. the command line: `cli` holds only the options the user typed (None values are ignored);
+      2. the environment: $HPCJUP_<KEY> for scalar keys (e.g. $HPCJUP_PARTITION), empty ones ignored;
+      3. the profile `[profiles.NAME]`, NAME from `profile` (--profile), else $HPCJUP_PROFILE;
+      4. `[defaults]` of config.toml (`path`, default: the user config directory's config.toml);
+      5. the site preset named by the `site` that 1-4 resolve to (built in, or <config dir>/sites/NAME.toml);
+      6. the built-in defaults (KEYS[...].default).
+    Values are checked here (types, choices, and the Slurm resource formats), so an error names
+    the file and line, the variable, or the flag it came from.
+    """
+    config = load_config(path)
+    name = profile or env.get(PROFILE_ENV, "").strip() or None
+    env_values, env_names = _env_values(env)
+    layers = [_Layer("command line", _cli_values(cli)), _Layer("environment", env_values, env_names.get)]
+    if name is not None:
+        if name not in config.profiles:
+            raise _no_profile(name, config, from_env=profile is None)
+        layers.append(_Layer(f"profile {name}", config.profiles[name], lambda key: config.locate(f"profiles.{name}", key)))
+    layers.append(_Layer("[defaults]", config.defaults, lambda key: config.locate("defaults", key)))
+    site = None
+    site_name = next((layer.values["site"] for layer in layers if "site" in layer.values), None)
+    if site_name is not None:
+        from hpcjup.config.sites import load_site
+
+        site = load_site(site_name, config.path.parent)
+        layers.append(_Layer(f"site {site.name}", site.defaults, site.locate))
+    layers.append(_Layer("built-in", {k: key.default for k, key in KEYS.items() if key.default is not None}))
+    settings = {}
+    for key in KEYS:
+        layer = next((layer for layer in layers if key in layer.values), None)
+        if layer is not None:
+            settings[key] = Setting(layer.values[key], layer.source, layer.locate(key))
+    resolved = Resolved(MappingProxyType(settings), name, config.path, site)
+    _check_formats(resolved)
+    return resolved
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """One level of the precedence: where values come from, the values, and how to point at one."""
+
+    source: str
+    values: Mapping[str, Any]
+    locate: Callable[[str], str | None] = lambda key: None
+
+
+def _cli_values(cli: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for name, raw in cli.items():
+        if name not in KEYS:
+            raise ValueError(f"resolve(): {name!r} is not a setting (known: {', '.join(KEYS)})")
+        if raw is not None:
+            out[name] = coerce(KEYS[name], raw, f"--{name.replace('_', '-')}")
+    return out
+
+
+def _env_values(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Values from $HPCJUP_<KEY> (scalar keys; empty variables count as unset), and each one's variable."""
+    values, names = {}, {}
+    for key in SCALAR_KEYS:
+        var = ENV_PREFIX + key.upper()
+        if env.get(var, "").strip():
+            values[key] = parse_env(KEYS[key], env[var], var)
+            names[key] = f"${var}"
+    return values, names
+
+
+def _check_formats(resolved: Resolved) -> None:
+    """Check values that end up in the batch script, naming where a bad one came from."""
+    from hpcjup.config.resources import Resources, parse_duration
+
+    for key in ("partition", "account", "time", "mem", "gpus"):
+        if (value := resolved.value(key)) is None:
+            continue
+        try:
+            Resources(**{key: value})
+        except UsageError as exc:
+            if resolved.settings[key].source == "command line":
+                raise
+            raise UsageError(f"{key} {value!r} from {resolved.source(key)} is not valid: {exc.message.split(': ', 1)[-1]}") from None
+    if (idle := resolved.value("idle_timeout")) is not None:
+        parse_duration(idle, f"idle_timeout (from {resolved.source('idle_timeout')})")
+
+
+def _no_profile(name: str, config: ConfigFile, *, from_env: bool) -> UsageError:
+    how, known = (f"${PROFILE_ENV}" if from_env else "--profile"), (", ".join(config.profiles) or "none")
+    return UsageError(f"No profile {name!r} (from {how}) in {config.path}; profiles there: {known}.",
+                      hint=f"Create it with `hpcjup profile create {name} --host HOST ...`; `hpcjup profile list` shows what there is.")  # fmt: skip
+
+
+HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(?:#.*)?$")
+
+
+def find_line(text: str, table: str | None, key: str | None) -> int | None:
+    """1-based line of `key` in `[table]` (None: the top level), or of the header when `key` is None."""
+    current: str | None = None
+    key_re = re.compile(rf"""^\s*(?:{re.escape(key)}|"{re.escape(key)}"|'{re.escape(key)}')\s*=""") if key else None
+    for number, line in enumerate(text.splitlines(), 1):
+        header = HEADER.match(line)
+        if header:
+            current = ".".join(part.strip().strip("\"'") for part in header.group(1).split("."))
+            if key is None and current == table:
+                return number
+        elif key_re is not None and current == table and key_re.match(line):
+            return number
+    return None
+
+
+def _where(path: Path | str, text: str, table: str | None, key: str | None) -> str:
+    line = find_line(text, table, key) if text else None
+    return f"{path}:{line}" if line else str(path)
+
+
+def _table(data: Mapping[str, Any], name: str, path: Path, text: str) -> dict[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise UsageError(f"{_where(path, text, None, name)}: {name!r} must be a table ([{name}]).")
+    return value
+
+
+def _suggest(key: str, allowed: Mapping[str, Key]) -> str:
+    close = difflib.get_close_matches(key, list(allowed), n=1)
+    known = f"Known keys: {', '.join(allowed)}."
+    return f"Did you mean {close[0]!r}? {known}" if close else known
+
+
+def _show(raw: Any) -> str:
+    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table"}.get(type(raw), type(raw).__name__)
+    return f"{kind} ({raw!r})"
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _known(key: str) -> None:
+    if key not in KEYS:
+        raise KeyError(f"{key!r} is not a setting")

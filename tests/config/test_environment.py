@@ -1,0 +1,331 @@
+"""The job's environment lines and Python argv: rendered as expected, and working in a real non-interactive shell.
+
+Real here: Environment Modules (Debian's environment-modules), Lmod when installed, a real venv,
+and Charliecloud (`ch-run`) with an image directory built from this machine's own Python. conda
+and micromamba are not packaged for Debian: their activation is run against small stand-ins that
+implement the `shell ... hook` / `activate` protocol, which checks our dispatch, not conda itself.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpcjup.config.environment import (
+    conda_lines,
+    guess_runtime,
+    launcher_python,
+    module_lines,
+    setup_lines,
+    shell_path,
+)
+
+ENV_MODULES_INIT = Path("/usr/share/modules/init/sh")
+LMOD_INIT = Path("/usr/share/lmod/lmod/init/sh")
+CLUSTER_ENV = Path("/opt/hpcjup-cluster-env")  # the cluster-side JupyterLab (tests/cluster/install.sh)
+SHELLS = ("bash", "sh")  # Slurm runs job.sh with bash -l, the local scheduler with sh (dash on Debian)
+
+
+class Settings:
+    """A stand-in for Resolved: just .value(key)."""
+
+    def __init__(self, **values: Any) -> None:
+        self.values = values
+
+    def value(self, key: str) -> Any:
+        return self.values.get(key)
+
+
+def need(path: str | Path, package: str) -> None:
+    """Skip without `path` (installed by tests/cluster/install.sh); under CI=true that is a failure."""
+    if Path(path).exists() or shutil.which(str(path)):
+        return
+    message = f"{path} missing: apt-get install {package}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def run_batch(lines: list[str], tail: str, shell: str, home: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    """Run the lines as a batch job's shell would: non-interactive, no rc files, a minimal environment."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "USER": "root", **extra}
+    script = "\n".join([*lines, tail])
+    return subprocess.run(["env", "-i", *(f"{k}={v}" for k, v in env.items()), shell, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+
+
+# -- rendering ------------------------------------------------------------------------------------
+
+
+def test_nothing_configured_means_no_lines() -> None:
+    assert setup_lines(Settings()) == []
+    assert launcher_python(Settings()) == ["python3"]
+    assert launcher_python(Settings(python="/opt/env/bin/python")) == ["/opt/env/bin/python"]
+
+
+def test_order_and_quoting() -> None:
+    lines = setup_lines(Settings(modules=("Stages/2025", "a b;rm -rf /"), module_use=("~/mods",), module_purge=True,
+                                 conda="myenv", venv="$PROJECT/jupyter env", setup=("export OMP_NUM_THREADS=1",)))  # fmt: skip
+    text = "\n".join(lines)
+    assert text.index("module purge") < text.index("module use") < text.index("module load") < text.index("conda activate") < text.index("/bin/activate")
+    assert "module load Stages/2025 'a b;rm -rf /' ||" in text
+    assert 'module use "$HOME"/mods ||' in text
+    assert '. "$PROJECT"/\'jupyter env\'/bin/activate ||' in text
+    assert lines[-1] == "export OMP_NUM_THREADS=1"  # the user's own lines, verbatim and last
+    for shell in SHELLS:  # every line parses in both shells
+        assert subprocess.run([shell, "-n", "-c", text], capture_output=True, check=False).returncode == 0, shell
+
+
+@pytest.mark.parametrize(("path", "expected"), [
+    ("/p/env", "/p/env"), ("~", '"$HOME"'), ("~/a b", '"$HOME"/\'a b\''), ("$PROJECT/x", '"$PROJECT"/x'),
+    ("${SCRATCH}/y", '"${SCRATCH}"/y'), ("$(reboot)/x", "'$(reboot)/x'"), ("~user/x", "'~user/x'"), ("$HOME", '"$HOME"'),
+])  # fmt: skip
+def test_shell_path(path: str, expected: str) -> None:
+    assert shell_path(path) == expected
+
+
+def test_containers() -> None:
+    sif = Settings(image="~/images/lab.sif", binds=("/p/project", "/p/scratch:/scratch"), gpu=True)
+    assert launcher_python(sif, home="/home/u") == ["apptainer", "exec", "--nv", "-B", "/p/project,/p/scratch:/scratch", "/home/u/images/lab.sif", "python3"]
+    docker = Settings(image="docker://jupyter/base-notebook", container_runtime="singularity", python="/opt/conda/bin/python")
+    assert launcher_python(docker) == ["singularity", "exec", "docker://jupyter/base-notebook", "/opt/conda/bin/python"]
+    assert launcher_python(Settings(image="/p/img.sif", gpus="4"))[:3] == ["apptainer", "exec", "--nv"]
+    ch = Settings(image="/p/images/lab", binds=("/p/project",))
+    assert launcher_python(ch, home="/home/u") == ["ch-run", "-b", "/home/u", "-b", "/p/project", "/p/images/lab", "--", "python3"]
+    assert guess_runtime("x.sif") == guess_runtime("oras://r/x") == "apptainer"
+    assert guess_runtime("/p/images/lab.sqfs") == "charliecloud"
+
+
+# -- Environment Modules and Lmod, for real -------------------------------------------------------------
+
+
+@pytest.fixture
+def modulefiles(tmp_path: Path) -> Path:
+    """A modulefile directory with hello/1.0, which puts a `hello-tool` on PATH."""
+    bin_dir = tmp_path / "tools" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "hello-tool").write_text("#!/bin/sh\necho hello from the module\n")
+    (bin_dir / "hello-tool").chmod(0o755)
+    mods = tmp_path / "modulefiles"
+    (mods / "hello").mkdir(parents=True)
+    (mods / "hello" / "1.0").write_text(f"#%Module1.0\nprepend-path PATH {bin_dir}\nsetenv HELLO_LOADED yes\n")
+    return mods
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_environment_modules_load_in_a_non_interactive_shell(shell: str, modulefiles: Path, tmp_path: Path) -> None:
+    need(ENV_MODULES_INIT, "environment-modules")
+    lines = module_lines(["hello"], [str(modulefiles)], purge=True)
+    result = run_batch(lines, 'hello-tool && echo "loaded=$HELLO_LOADED"', shell, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["hello from the module", "loaded=yes"]
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_missing_module_ends_the_job_with_a_reason(shell: str, modulefiles: Path, tmp_path: Path) -> None:
+    need(ENV_MODULES_INIT, "environment-modules")
+    result = run_batch(module_lines(["nosuchmodule"], [str(modulefiles)]), "echo launcher-started", shell, tmp_path)
+    assert result.returncode == 1
+    assert "launcher-started" not in result.stdout
+    assert "nosuchmodule" in result.stderr and "hpcjup: module load failed" in result.stderr
+
+
+def test_no_module_system_is_said_plainly(tmp_path: Path) -> None:
+    fake_root = tmp_path / "none"
+    lines = [line.replace("/usr/share", str(fake_root)).replace("/etc/profile.d", str(fake_root)) for line in module_lines(["x"])]
+    result = run_batch(lines, "echo launcher-started", "sh", tmp_path)
+    assert result.returncode == 1 and "hpcjup: no module command" in result.stderr
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_lmod_loads_in_a_non_interactive_shell(shell: str, modulefiles: Path, tmp_path: Path) -> None:
+    # Debian's lmod conflicts with environment-modules (which install.sh installs). An unpacked copy works
+    # too: `apt-get download lmod; dpkg -x lmod_*.deb DIR`, its /usr/share/lmod paths rewritten to DIR's,
+    # and HPCJUP_TEST_LMOD_HOME=DIR/usr/share/lmod/lmod: found through $MODULESHOME, as on a cluster.
+    home = os.environ.get("HPCJUP_TEST_LMOD_HOME") or (str(LMOD_INIT.parent.parent) if LMOD_INIT.exists() else None)
+    if not home:
+        pytest.skip("Lmod is not installed (apt-get install lmod, or see HPCJUP_TEST_LMOD_HOME above)")
+    result = run_batch(module_lines(["hello"], [str(modulefiles)], purge=True), "hello-tool", shell, tmp_path, MODULESHOME=home)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "hello from the module"
+
+
+# -- venv, for real ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_venv_activation(shell: str, tmp_path: Path) -> None:
+    venv = tmp_path / "jupyter env"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    lines = setup_lines(Settings(venv="~/jupyter env/"))
+    result = run_batch(lines, 'python -c "import sys; print(sys.prefix)"; echo "$VIRTUAL_ENV"', shell, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [str(venv), str(venv)]
+
+
+def test_missing_venv_ends_the_job(tmp_path: Path) -> None:
+    result = run_batch(setup_lines(Settings(venv="/nonexistent/env")), "echo launcher-started", "bash", tmp_path)
+    assert result.returncode == 1 and "launcher-started" not in result.stdout
+    assert "hpcjup: cannot activate the venv /nonexistent/env" in result.stderr
+
+
+# -- conda and micromamba, against stand-ins -----------------------------------------------------------
+
+# Stand-ins for `conda shell.posix hook` and `micromamba shell hook --shell posix`: they print a shell
+# function that, like the real one, activates an environment (name under envs/, or a prefix).
+FAKE_TOOL = """#!/bin/sh
+root=$(cd "$(dirname "$0")/.." && pwd)
+echo "$(basename "$0")() {
+  if [ \\"\\$1\\" = activate ]; then
+    case \\"\\$2\\" in /*) p=\\"\\$2\\" ;; *) p=$root/envs/\\"\\$2\\" ;; esac
+    [ -d \\"\\$p\\" ] || { echo \\"EnvironmentNameNotFound: \\$2\\" >&2; return 1; }
+    export CONDA_PREFIX=\\"\\$p\\" PATH=\\"\\$p/bin:\\$PATH\\" ACTIVATED_BY=$(basename "$0")
+  fi
+}"
+"""
+
+
+def fake_install(root: Path, tool: str) -> Path:
+    (root / "bin").mkdir(parents=True)
+    (root / "envs" / "lab" / "bin").mkdir(parents=True)
+    exe = root / "bin" / tool
+    exe.write_text(FAKE_TOOL)
+    exe.chmod(0o755)
+    return exe
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_conda_found_in_the_usual_place_without_being_on_path(shell: str, tmp_path: Path) -> None:
+    fake_install(tmp_path / "miniforge3", "conda")  # ~/miniforge3, as the installer leaves it; no `conda init`
+    result = run_batch(conda_lines("lab"), 'echo "$CONDA_PREFIX $ACTIVATED_BY"', shell, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{tmp_path}/miniforge3/envs/lab conda"
+
+
+def test_micromamba_on_path_and_a_prefix(tmp_path: Path) -> None:
+    exe = fake_install(tmp_path / "mm", "micromamba")
+    result = run_batch(conda_lines(str(tmp_path / "mm" / "envs" / "lab")), 'echo "$CONDA_PREFIX $ACTIVATED_BY"', "sh", tmp_path,
+                       PATH=f"{exe.parent}:/usr/bin:/bin")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{tmp_path}/mm/envs/lab micromamba"
+
+
+def test_conda_errors_end_the_job_with_a_reason(tmp_path: Path) -> None:
+    missing = run_batch(conda_lines("lab"), "echo launcher-started", "sh", tmp_path)
+    assert missing.returncode == 1 and "hpcjup: no conda or micromamba found" in missing.stderr
+    fake_install(tmp_path / "miniconda3", "conda")
+    wrong = run_batch(conda_lines("nosuchenv"), "echo launcher-started", "bash", tmp_path)
+    assert wrong.returncode == 1 and "launcher-started" not in wrong.stdout
+    assert "EnvironmentNameNotFound" in wrong.stderr and "hpcjup: cannot activate the conda environment nosuchenv" in wrong.stderr
+
+
+# -- Charliecloud, for real ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ch_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Charliecloud image directory holding this machine's /usr/bin/python3 and its standard library."""
+    need("ch-run", "charliecloud-runtime")
+    image = tmp_path_factory.mktemp("ch") / "img"
+    python = Path(os.path.realpath("/usr/bin/python3"))
+    for sub in ("dev", "proc", "sys", "tmp", "home", "etc", "root", "run", "mnt", "usr/bin", "usr/lib", "usr/lib64", "var/tmp"):
+        (image / sub).mkdir(parents=True, exist_ok=True)
+    for link in ("bin", "lib", "lib64"):
+        (image / link).symlink_to(f"usr/{link}")
+    for name in ("passwd", "group", "hosts", "resolv.conf"):
+        (image / "etc" / name).touch()
+    shutil.copy2(python, image / "usr/bin")
+    (image / "usr/bin/python3").symlink_to(python.name)
+    libs = subprocess.run(["ldd", str(python)], capture_output=True, text=True, check=True).stdout
+    for lib in {word for word in libs.split() if word.startswith("/")}:
+        (image / lib.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(lib, image / lib.lstrip("/"))
+    stdlib = Path(f"/usr/lib/{python.name}")
+    shutil.copytree(stdlib, image / "usr/lib" / python.name, symlinks=True,
+                    ignore=shutil.ignore_patterns("test", "tests", "site-packages", "dist-packages", "__pycache__", "idlelib", "tkinter"))  # fmt: skip
+    # The shared libraries that the standard library's and the cluster env's extension modules load (ssl, sqlite3, zmq, ...).
+    modules = [*stdlib.glob("lib-dynload/*.so"), *(CLUSTER_ENV.rglob("*.so*") if CLUSTER_ENV.exists() else [])]
+    copy_libraries(image, [str(m) for m in modules])
+    return image
+
+
+def copy_libraries(image: Path, binaries: list[str]) -> None:
+    """Copy the system libraries `binaries` link to into the image (ldd, many at a time)."""
+    for start in range(0, len(binaries), 200):
+        out = subprocess.run(["ldd", *binaries[start : start + 200]], capture_output=True, text=True, check=False).stdout
+        for lib in {w for w in out.split() if w.startswith("/") and not w.startswith(str(CLUSTER_ENV)) and not w.endswith(":")}:
+            target = image / lib.lstrip("/")
+            if not target.exists() and Path(lib).is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(lib, target)
+
+
+def test_charliecloud_runs_python_with_the_session_directory_visible(ch_image: Path, tmp_path: Path) -> None:
+    home = Path("/home/hpcjup-ch-test")  # the image needs the home's directory: ch-run binds onto it, read-only image
+    (ch_image / home.relative_to("/")).mkdir(parents=True, exist_ok=True)
+    host_home = tmp_path / "home"
+    (host_home / ".hpcjup/sessions/lab").mkdir(parents=True)
+    (host_home / ".hpcjup/sessions/lab/launcher.py").write_text("import sys; print('launcher in', sys.version.split()[0], sys.argv[1])\n")
+    # Bind the tmp home where the image expects `home`: the argv hpcjup builds, with the bind source swapped.
+    argv = launcher_python(Settings(image=str(ch_image), container_runtime="charliecloud"), home=str(home))
+    assert argv == ["ch-run", "-b", str(home), str(ch_image), "--", "python3"]
+    argv[2] = f"{host_home}:{home}"
+    result = subprocess.run([*argv, f"{home}/.hpcjup/sessions/lab/launcher.py", "--session-dir"], capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "USER": os.environ.get("USER", "root")}, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("launcher in 3.") and "--session-dir" in result.stdout
+
+
+def test_charliecloud_reports_a_missing_mount_point(ch_image: Path) -> None:
+    argv = launcher_python(Settings(image=str(ch_image)), home="/nonexistent-home-dir")
+    result = subprocess.run([*argv, "-c", "print(1)"], capture_output=True, text=True, timeout=60, env={**os.environ, "USER": "root"}, check=False)
+    assert result.returncode != 0 and "nonexistent-home-dir" in result.stderr
+    assert shlex.join(argv).startswith("ch-run -b /nonexistent-home-dir ")
+
+
+def test_jupyter_runs_in_a_charliecloud_container(ch_image: Path, tmp_path: Path) -> None:
+    """The real launcher, started as a job would start it with `image` set: Jupyter answers, SIGTERM ends it cleanly."""
+    import json
+    import time
+    import urllib.request
+
+    from hpcjup.job import job_files
+
+    if not (CLUSTER_ENV / "bin" / "jupyter-lab").exists():
+        pytest.skip(f"{CLUSTER_ENV} has no JupyterLab (tests/cluster/install.sh)")
+    (ch_image / CLUSTER_ENV.relative_to("/")).mkdir(parents=True, exist_ok=True)  # mount point for the bound env
+    home = tmp_path / "home"
+    session = home / ".hpcjup" / "sessions" / "lab"
+    session.mkdir(parents=True, mode=0o700)
+    for name, code in job_files().items():  # what `start` uploads into the session directory
+        (session / name).write_bytes(code)
+    settings = Settings(image=str(ch_image), binds=(str(CLUSTER_ENV),), python=str(CLUSTER_ENV / "bin" / "python"))
+    argv = launcher_python(settings, home=str(home)) + [str(session / "launcher.py"), "--session-dir", str(session),
+                                                        "--bind", "127.0.0.1", "--ready-timeout", "90"]  # fmt: skip
+    assert argv[:5] == ["ch-run", "-b", str(home), "-b", str(CLUSTER_ENV)]
+    with open(tmp_path / "job.out", "wb") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "USER": "root", "HPCJUP_JOB_ID": "77"})
+    try:
+        deadline = time.monotonic() + 90
+        while not (session / "connection.json").exists():
+            assert proc.poll() is None, (tmp_path / "job.out").read_text()
+            assert time.monotonic() < deadline, "Jupyter did not start in the container"
+            time.sleep(0.1)
+        conn = json.loads((session / "connection.json").read_text())
+        request = urllib.request.Request(f"http://127.0.0.1:{conn['port']}/api/status", headers={"Authorization": f"token {conn['token']}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+        assert conn["python"].startswith(str(CLUSTER_ENV))
+        proc.terminate()
+        assert proc.wait(60) == 0, (tmp_path / "job.out").read_text()
+        assert json.loads((session / "state.json").read_text())["reason"] == "stopped"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
