@@ -12,7 +12,7 @@ from tests.cli.helpers import Foreground, run
 HOST = ["--host", "minicluster"]
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="module")  # per module: `stop --all` in another module must not end it
 def lab(minicluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """One running session shared by the read-only checks (and the browser test)."""
     from tests.cluster.fixtures import make_laptop_env
