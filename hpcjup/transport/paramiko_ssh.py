@@ -2,7 +2,8 @@
 
 Commands are exec channels, files go through one SFTP channel, and port forwards
 are `direct-tcpip` channels on the same Transport, so a 2FA code is asked once and
-the centre sees a single connection.
+the centre sees a single connection. ProxyJump hops are Transports of their own, each
+tunnelled through a direct-tcpip channel of the hop before it, host keys checked at every hop.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import stat
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hpcjup.errors import AuthError, ConnectError, WaitTimeout
+from hpcjup.transport.askpass import effective_prompter
 from hpcjup.transport.base import FileInfo, Prompter, Stream, Transport
-from hpcjup.transport.destination import Destination
+from hpcjup.transport.destination import Destination, jump_chain
 from hpcjup.transport.hostkeys import known_key_types, verify_host_key
 
 if TYPE_CHECKING:
@@ -29,39 +32,56 @@ log = logging.getLogger("hpcjup.ssh")
 
 # Bigger than paramiko's 2 MiB default so one bulk download is not throttled by window updates.
 _WINDOW = 16 * 1024 * 1024
-_MAX_PACKET = 32768
+# Large packets and AES-GCM (one pass, no separate HMAC) roughly double paramiko's download rate:
+# its per-packet cost in Python, not the cipher, is what limits it. Servers fall back as they must.
+_MAX_PACKET = 256 * 1024 - 1024
+_PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 
 def _no_prompt(question: str, echo: bool) -> str:
     raise AuthError(
         f"The server asks {question.strip()!r}, but there is no terminal to answer it.",
-        hint="Run hpcjup in a terminal, or load the key into ssh-agent first.",
+        hint="Run hpcjup in a terminal, load the key into ssh-agent first, or set HPCJUP_ASKPASS to a program that answers.",
     )
 
 
 class ParamikoTransport(Transport):
-    """A paramiko Transport to the login node."""
+    """A paramiko Transport to the login node, through ProxyJump hops if ~/.ssh/config says so."""
 
-    def __init__(self, dest: Destination, prompt: Prompter = _no_prompt) -> None:
+    def __init__(self, dest: Destination, prompt: Prompter | None = _no_prompt, *, accept_new: bool = False) -> None:
         self.dest = dest
         self.name = dest.alias
-        self._prompt = prompt
+        self._prompt: Prompter = effective_prompter(prompt) or _no_prompt
+        self._accept_new = accept_new
         self._sftp: paramiko.SFTPClient | None = None
         self._sftp_lock = threading.Lock()
         self._home: str | None = None
+        self._hops: list[paramiko.Transport] = []  # jump hosts, first hop first; closed after the target
         self._t = self._connect()
 
     # -- connection and authentication -------------------------------------------------
 
     def _connect(self) -> paramiko.Transport:
+        """Connect hop by hop: each later host is reached through a direct-tcpip channel of the one before."""
+        chain = [*jump_chain(self.dest), self.dest]
+        sock: Any = self._first_socket(chain[0])
+        try:
+            for hop, nxt in zip(chain, chain[1:]):
+                self._hops.append(self._handshake(hop, sock))
+                sock = self._through(self._hops[-1], hop, nxt)
+            return self._handshake(chain[-1], sock)
+        except BaseException:
+            for hop_t in reversed(self._hops):
+                hop_t.close()
+            raise
+
+    @staticmethod
+    def _first_socket(dest: Destination) -> Any:
+        """A TCP socket to the first host, or its ProxyCommand's pipe."""
         import paramiko
 
-        dest = self.dest
-        if dest.proxy_jump:
-            raise ConnectError(
-                f"{dest.alias} uses ProxyJump ({dest.proxy_jump}), which the paramiko backend does not support yet.",
-                hint="Connect to the login node directly, or use a host without ProxyJump.",
-            )
+        if dest.proxy_command:
+            return paramiko.ProxyCommand(dest.proxy_command)
         try:
             sock = socket.create_connection((dest.hostname, dest.port), timeout=dest.connect_timeout)
         except socket.gaierror as exc:
@@ -71,31 +91,59 @@ class ParamikoTransport(Transport):
                 f"Cannot reach {dest.hostname}:{dest.port}: {exc.strerror or exc}",
                 hint="Check the host and port, your network or VPN, and whether `ssh` reaches it.",
             ) from exc
+        # As OpenSSH does: small packets (keystrokes, a notebook's websocket messages) go out at once.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    @staticmethod
+    def _through(t: paramiko.Transport, hop: Destination, nxt: Destination) -> paramiko.Channel:
+        """A direct-tcpip channel from jump host `hop` to the next host, used as the next Transport's socket."""
+        import paramiko
+
+        try:
+            return t.open_channel("direct-tcpip", (nxt.hostname, nxt.port), ("127.0.0.1", 0),
+                                  window_size=_WINDOW, max_packet_size=_MAX_PACKET, timeout=nxt.connect_timeout)  # fmt: skip
+        except (paramiko.ChannelException, paramiko.SSHException) as exc:
+            raise ConnectError(
+                f"The jump host {hop.alias} could not connect to {nxt.hostname}:{nxt.port} ({exc}).",
+                hint="Check the ProxyJump and HostName lines in ~/.ssh/config; `ssh -J` should reach it the same way.",
+            ) from exc
+
+    def _handshake(self, dest: Destination, sock: Any) -> paramiko.Transport:
+        """Key exchange, host key check and authentication with one host over `sock`."""
+        import paramiko
+
         t = paramiko.Transport(sock, default_window_size=_WINDOW, default_max_packet_size=_MAX_PACKET)
         try:
+            opts = t.get_security_options()
+            fast = [c for c in _PREFERRED_CIPHERS if c in opts.ciphers]  # older paramiko lacks GCM
+            opts.ciphers = [*fast, *(c for c in opts.ciphers if c not in fast)]
             preferred = known_key_types(dest)
             if preferred:
-                opts = t.get_security_options()
                 opts.key_types = preferred + [k for k in opts.key_types if k not in preferred]
             t.start_client(timeout=dest.connect_timeout)
-            verify_host_key(dest, t.get_remote_server_key())
-            self._authenticate(t)
-        except paramiko.SSHException as exc:
+            if t.local_cipher.startswith("aes") and t.remote_cipher.startswith("aes"):
+                # paramiko rekeys every 512 MiB, and a rekey it starts can deadlock with a channel close
+                # (paramiko issue #822), killing the connection. Rekey where OpenSSH does for 128-bit blocks.
+                t.packetizer.REKEY_BYTES = t.packetizer.REKEY_PACKETS = 2**36
+            verify_host_key(dest, t.get_remote_server_key(), self._accept_new)
+            self._authenticate(t, dest)
+        except (paramiko.SSHException, EOFError) as exc:
             t.close()
-            raise ConnectError(f"SSH handshake with {dest.hostname}:{dest.port} failed: {exc}") from exc
+            raise ConnectError(f"SSH handshake with {dest.hostname}:{dest.port} failed: {exc or type(exc).__name__}") from exc
         except BaseException:
             t.close()
             raise
         t.set_keepalive(dest.server_alive_interval)
         return t
 
-    def _authenticate(self, t: paramiko.Transport) -> None:
+    def _authenticate(self, t: paramiko.Transport, dest: Destination) -> None:
         """Try agent keys, then key files, then keyboard-interactive; one pass, as OpenSSH does."""
         import paramiko
 
-        user = self.dest.user
+        user = dest.user
         allowed: list[str] = []
-        for key in self._candidate_keys():
+        for key in self._candidate_keys(dest):
             try:
                 allowed = t.auth_publickey(user, key)
             except paramiko.AuthenticationException:
@@ -115,15 +163,15 @@ class ParamikoTransport(Transport):
                 pass
         if not t.is_authenticated():
             raise AuthError(
-                f"Authentication as {user}@{self.dest.hostname} failed" + (f" (server allows: {', '.join(allowed)})" if allowed else "") + ".",
+                f"Authentication as {user}@{dest.hostname} failed" + (f" (server allows: {', '.join(allowed)})" if allowed else "") + ".",
                 hint="Check that `ssh` logs in with the same key (IdentityFile in ~/.ssh/config, or ssh-add).",
             )
 
-    def _candidate_keys(self):  # -> Iterator[paramiko.PKey]
+    def _candidate_keys(self, dest: Destination) -> Iterator[paramiko.PKey]:
         import paramiko
 
-        files = [p for p in self.dest.identity_files if p.is_file()]
-        if not self.dest.identities_only or not files:
+        files = [p for p in dest.identity_files if p.is_file()]
+        if not dest.identities_only or not files:
             try:
                 yield from paramiko.Agent().get_keys()
             except paramiko.SSHException:
@@ -138,11 +186,13 @@ class ParamikoTransport(Transport):
 
         try:
             return paramiko.PKey.from_path(path)
-        except paramiko.PasswordRequiredException:
-            passphrase = self._prompt(f"Passphrase for {path}: ", False)
+        except (paramiko.PasswordRequiredException, TypeError) as exc:  # cryptography >= 42 raises TypeError here
+            if isinstance(exc, TypeError) and "password" not in str(exc).lower():
+                raise
+            passphrase = self._prompt(f"Enter passphrase for key '{path}': ", False)
             try:
-                return paramiko.PKey.from_path(path, passphrase=passphrase)
-            except paramiko.SSHException as exc:
+                return paramiko.PKey.from_path(path, password=passphrase.encode())  # type: ignore[arg-type]  # bytes, whatever the hint says
+            except (paramiko.SSHException, ValueError) as exc:
                 raise AuthError(f"Cannot decrypt {path}: wrong passphrase?") from exc
         except (paramiko.SSHException, OSError, ValueError) as exc:
             log.debug("skipping key %s: %s", path, exc)
@@ -258,3 +308,5 @@ class ParamikoTransport(Transport):
         if self._sftp is not None:
             self._sftp.close()
         self._t.close()
+        for hop in reversed(self._hops):
+            hop.close()

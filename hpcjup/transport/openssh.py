@@ -1,0 +1,389 @@
+"""The OpenSSH backend: the system `ssh` with a ControlMaster socket, so all of ~/.ssh/config applies.
+
+One master connection per laptop HOME and user@host:port (and route) authenticates once; every
+command is a mux client (`ssh -S SOCK HOST -- CMD`) on it, and ControlPersist keeps it for the
+next hpcjup command (`start -d` then `ls` authenticates once). Port forwards speak the mux
+protocol (OpenSSH's PROTOCOL.mux) directly: a stdio-forward request hands the master the two ends
+of our socketpairs, so forwarded bytes go from the master's C code straight into the tunnel, with
+no ssh process per connection. This process holds one idle mux connection (the "lease") while it
+uses the master: it keeps ControlPersist from expiring under a long-lived tunnel holder and tells
+`alive` at once when the master is gone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shlex
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import uuid
+from contextlib import nullcontext
+from pathlib import Path
+
+from hpcjup.errors import ConnectError, HpcjupError, UsageError, WaitTimeout
+from hpcjup.transport.askpass import AskpassBridge, askpass_program, ssh_askpass_env, without_askpass
+from hpcjup.transport.base import FileInfo, Prompter, Stream, Transport
+from hpcjup.transport.destination import control_dir, home_overridden, locked, split_destination, wrapper_config
+from hpcjup.transport.hostkeys import ssh_error
+
+log = logging.getLogger("hpcjup.ssh")
+
+PERSIST_SECONDS = 600  # ControlPersist: how long an unused master waits for the next hpcjup command
+_HELLO, _ALIVE, _TERMINATE, _STDIO_FWD = 0x1, 0x10000004, 0x10000005, 0x10000008
+_S_ALIVE, _S_SESSION_OPENED = 0x80000005, 0x80000006
+_MUX_VERSION = 4
+_DOWNLOAD_BUFFER = 4 * 1024 * 1024  # measured: 0.8x of `ssh -L` with the default socketpair buffers, 1.0x with this
+_LOST = ("control socket connect", "mux_client", "kex_exchange_identification", "connection closed by unknown", "proxycommand")
+
+
+class MuxUnavailable(ConnectError):
+    """ControlMaster cannot work here (no usable ssh or socket directory); the paramiko backend can."""
+
+
+class ConnectionLost(ConnectError, EOFError):
+    """The master connection went away (an EOFError too, as a dead paramiko Transport raises)."""
+
+
+def _string(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+class _Mux:
+    """One connection to a master's control socket, speaking PROTOCOL.mux (version 4)."""
+
+    def __init__(self, path: Path, timeout: float = 10.0) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(timeout)
+        self._rid = 0
+        try:
+            self.sock.connect(str(path))
+            self.sock.sendall(_string(struct.pack(">II", _HELLO, _MUX_VERSION)))
+            kind, body = self._read()
+            if kind != _HELLO or body[:4] != struct.pack(">I", _MUX_VERSION):
+                raise ConnectionError(f"{path} does not speak mux protocol {_MUX_VERSION}")
+        except OSError:
+            self.sock.close()
+            raise
+
+    def _recv(self, n: int) -> bytes:
+        data = bytearray()
+        while len(data) < n:
+            chunk = self.sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("the ssh master closed its control connection")
+            data += chunk
+        return bytes(data)
+
+    def _read(self) -> tuple[int, bytes]:
+        body = self._recv(struct.unpack(">I", self._recv(4))[0])
+        return struct.unpack(">I", body[:4])[0], body[4:]
+
+    def request(self, kind: int, payload: bytes = b"", fds: tuple[int, ...] = ()) -> tuple[int, bytes]:
+        """Send one request (and file descriptors, one message each as ssh does); (reply type, body after the id)."""
+        self._rid += 1
+        self.sock.sendall(_string(struct.pack(">II", kind, self._rid) + payload))
+        for fd in fds:
+            socket.send_fds(self.sock, [b"\0"], [fd])
+        reply, body = self._read()
+        return reply, body[4:]
+
+
+class MuxStream:
+    """A forwarded connection: the master reads `tx`'s peer and writes `rx`'s peer; two pairs keep half-closes."""
+
+    def __init__(self, control: socket.socket, rx: socket.socket, tx: socket.socket) -> None:
+        self._control, self._rx, self._tx = control, rx, tx
+
+    def recv(self, n: int) -> bytes:
+        return self._rx.recv(n)
+
+    def sendall(self, data: bytes) -> None:
+        self._tx.sendall(data)
+
+    def fileno(self) -> int:
+        return self._rx.fileno()
+
+    def shutdown_write(self) -> None:
+        self._tx.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        # shutdown first wakes a pump thread polling the socket; closing the control connection
+        # makes the master close the channel even if the far side never does.
+        for sock in (self._rx, self._tx, self._control):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+
+class OpenSSHTransport(Transport):
+    """The system ssh, one ControlMaster connection per host, reused across hpcjup commands."""
+
+    def __init__(self, destination: str, prompt: Prompter | None = None, *, accept_new: bool = False,
+                 persist: bool = True, ssh: str | None = None) -> None:  # fmt: skip
+        found = ssh or shutil.which("ssh")
+        if not found:
+            raise MuxUnavailable("No `ssh` program found on PATH.", hint="Install OpenSSH, or use --ssh paramiko.")
+        self._ssh = found
+        user, host, port = split_destination(destination)
+        self.name = host
+        self._target = [*(["-l", user] if user else []), *(["-p", str(port)] if port else []), host]
+        self.persist = persist
+        directory = control_dir()
+        if directory is None:
+            raise MuxUnavailable("No private directory for ssh control sockets ($XDG_RUNTIME_DIR or the temporary directory).")
+        self._dir = directory
+        self._config = wrapper_config(self._dir, accept_new)
+        self._identities: list[str] = []
+        opts = self._resolve()
+        self.user, self.hostname, self.port = opts.get("user", ""), opts.get("hostname", host), int(opts.get("port", "22"))
+        self.proxy_jump = opts.get("proxyjump") if opts.get("proxyjump", "none") != "none" else None
+        route = f"{Path.home()}\0{self.user}@{self.hostname}:{self.port}\0{self.proxy_jump}\0{opts.get('proxycommand')}"
+        self.control_path = self._dir / hashlib.sha256(route.encode()).hexdigest()[:16]
+        self.started_master = False
+        self._home: str | None = None
+        self._lease_lock = threading.Lock()
+        with locked(self._dir / f"{self.control_path.name}.lock"):
+            self._lease: _Mux | None = self._reuse()
+            if self._lease is None:
+                self._start_master(opts, prompt)
+                self.started_master = True
+                try:
+                    self._lease = _Mux(self.control_path)
+                except OSError as exc:
+                    raise MuxUnavailable(f"ssh connected to {host} but its control socket does not answer: {exc}") from exc
+
+    # -- the master connection ------------------------------------------------------------
+
+    def _resolve(self) -> dict[str, str]:
+        """`ssh -G`: the options ssh will use for this destination (first value of each)."""
+        proc = subprocess.run([self._ssh, "-G", "-F", str(self._config), *self._target], stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=30)  # fmt: skip
+        if proc.returncode != 0:
+            err = proc.stderr.strip()
+            if "illegal option" in err or "unknown option" in err:
+                raise MuxUnavailable(f"{self._ssh} is too old for hpcjup (it lacks -G): {err}")
+            raise UsageError(f"ssh cannot use its configuration for {self.name}: {err.splitlines()[-1] if err else 'no output'}",
+                             hint=f"Run `ssh -G {self.name}` to see the problem in ~/.ssh/config.")  # fmt: skip
+        opts: dict[str, str] = {}
+        for line in proc.stdout.splitlines():
+            key, _, value = line.partition(" ")
+            opts.setdefault(key.lower(), value.strip())
+            if key.lower() == "identityfile" and value.startswith("~/") and home_overridden():
+                self._identities.append(str(Path.home() / value[2:]))  # ssh would take ~ from the password database
+        return opts
+
+    def _reuse(self) -> _Mux | None:
+        """A lease on a live master for this route, or None (a stale socket is removed)."""
+        if not self.control_path.exists():
+            return None
+        try:
+            mux = _Mux(self.control_path, timeout=5)
+            if mux.request(_ALIVE)[0] == _S_ALIVE:
+                log.debug("reusing the ssh master at %s", self.control_path)
+                return mux
+            mux.sock.close()
+        except OSError as exc:
+            log.debug("stale control socket %s: %s", self.control_path, exc)
+        self.control_path.unlink(missing_ok=True)
+        return None
+
+    def _start_master(self, opts: dict[str, str], prompt: Prompter | None) -> None:
+        """Authenticate once: `ssh -N -f` returns when the master is logged in and listening."""
+        argv = [self._ssh, "-F", str(self._config), "-o", "ControlMaster=yes", "-o", f"ControlPath={self.control_path}",
+                "-o", f"ControlPersist={PERSIST_SECONDS}"]  # fmt: skip
+        if opts.get("serveraliveinterval", "0") == "0":
+            argv += ["-o", "ServerAliveInterval=30"]  # notice a dead network like the paramiko backend's keepalive
+        argv += [arg for key in self._identities for arg in ("-o", f"IdentityFile={key}")]
+        argv += ["-N", "-f", *self._target]
+        env = dict(os.environ)
+        program = askpass_program()
+        bridge = AskpassBridge(self._dir, prompt) if prompt is not None and not program else None
+        if program:
+            env.update(ssh_askpass_env(program))
+        log_path = self._dir / f"{self.control_path.name}.log"
+        log.debug("starting the ssh master: %s", shlex.join(argv))
+        with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as err, bridge or nullcontext():
+            env.update(bridge.env() if bridge else {})
+            try:  # stdout/stderr must not be the caller's pipes: the daemonized master keeps them open for minutes;
+                # umask 077: a known_hosts that accept-new creates is private, like everything else of ours.
+                rc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env, timeout=600,
+                                    umask=0o077).returncode  # fmt: skip
+            except subprocess.TimeoutExpired as exc:
+                raise ConnectError(f"ssh to {self.name} did not finish logging in within {exc.timeout:.0f} s.") from exc
+        if rc != 0 and bridge is not None and bridge.error is not None:
+            raise bridge.error  # e.g. "no terminal to answer": clearer than ssh's "Permission denied"
+        if rc != 0:
+            text = log_path.read_text(errors="replace")
+            log_path.unlink(missing_ok=True)
+            raise self._failure(text)
+
+    def _failure(self, text: str) -> HpcjupError:
+        """The hpcjup error for what a failed master printed."""
+        if self.proxy_jump and "UNKNOWN port 65535" in text:
+            text = self._probe() or text  # ssh sends a ControlPersist master's jump-host errors to /dev/null
+        accept = f"ssh {f'-J {self.proxy_jump} ' if self.proxy_jump else ''}-p {self.port} {self.user}@{self.hostname}"
+        error = ssh_error(text, self.user, f"{self.hostname}:{self.port}", self.name, accept, lambda: self._probe() or "")
+        return error or MuxUnavailable(f"ssh cannot create its control socket: {text.strip()[-300:]}")
+
+    def _probe(self) -> str | None:
+        """What a verbose, non-interactive ssh without ControlPersist says (host keys offered, a jump host's errors)."""
+        argv = [self._ssh, "-v", "-F", str(self._config), "-o", "BatchMode=yes", "-o", "ControlPath=none", *self._target, "true"]
+        try:  # a new session: no terminal, so no hop can prompt for anything
+            return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20,
+                                  env=without_askpass(dict(os.environ)), start_new_session=True).stderr  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def _client(self, command: str, input: bytes | None, timeout: float) -> tuple[int, bytes, bytes]:
+        """Run one command as a mux client; (exit code, stdout, stderr) as bytes."""
+        # -F none: the master already applied the configuration. ProxyCommand=false: if the master
+        # is gone, fail at once instead of silently opening (and authenticating) a second connection.
+        argv = [self._ssh, "-F", "none", "-S", str(self.control_path), "-o", "ControlMaster=no", "-o", "ProxyCommand=false",
+                "-o", "BatchMode=yes", "-T", self.name, "--", command]  # fmt: skip
+        try:
+            proc = subprocess.run(argv, input=input, stdin=None if input is not None else subprocess.DEVNULL,
+                                  capture_output=True, timeout=timeout)  # fmt: skip
+        except subprocess.TimeoutExpired as exc:
+            raise WaitTimeout(f"Remote command timed out after {timeout:.0f} s: {command}") from exc
+        if proc.returncode == 255 and any(s in proc.stderr.decode(errors="replace").lower() for s in _LOST):
+            raise ConnectionLost(f"The SSH connection to {self.name} is gone.", hint="Run the command again to reconnect.")
+        return proc.returncode, proc.stdout, proc.stderr
+
+    def _exec(self, command: str, input: bytes | None, timeout: float) -> tuple[int, str, str]:
+        rc, out, err = self._client(command, input, timeout)
+        return rc, out.decode(errors="replace"), err.decode(errors="replace")
+
+    def _script(self, script: str, path: str, *args: str, input: bytes | None = None, timeout: float = 120.0) -> bytes:
+        """Run a one-line sh script on `path` (C-locale messages); its stdout, or the OSError a local call would raise."""
+        command = shlex.join(["sh", "-c", f"export LC_ALL=C; {script}", "sh", path, *args])
+        rc, out, err = self._client(command, input, timeout)
+        log.debug("%s -> %d on %s", command if len(command) < 300 else command[:300] + "…", rc, self.name)
+        if rc == 0:
+            return out
+        msg = err.decode(errors="replace")
+        if rc == 66 or "No such file" in msg:
+            raise FileNotFoundError(2, "No such file or directory", path)
+        if rc == 17 or "File exists" in msg:
+            raise FileExistsError(17, "File exists", path)
+        if rc == 67 or "Is a directory" in msg:
+            raise IsADirectoryError(21, "Is a directory", path)
+        if "Permission denied" in msg:
+            raise PermissionError(13, "Permission denied", path)
+        raise OSError(5, msg.strip() or f"remote command failed with exit code {rc}", path)
+
+    # -- files ------------------------------------------------------------------------------
+
+    def home(self) -> str:
+        if self._home is None:
+            self._home = self._script("cd && pwd -P", "~").decode().strip()
+        return self._home
+
+    def read_file(self, path: str) -> bytes:
+        return self._script('[ -e "$1" ] || exit 66; [ -d "$1" ] && exit 67; exec cat -- "$1"', path, timeout=600)
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
+        # Created under umask 077 (private before any byte lands), then chmod, then an atomic rename.
+        script = 'umask 077; t="$1.tmp-$2"; cat > "$t" && chmod "$3" "$t" && mv -f -- "$t" "$1" || { rm -f -- "$t"; exit 1; }'
+        self._script(script, path, uuid.uuid4().hex[:8], f"{mode:o}", input=data, timeout=600)
+
+    def scan(self, directory: str) -> dict[str, FileInfo]:
+        # One exec per call: waiting polls this every 0.2 s. GNU find prints NUL-separated fields.
+        out = self._script('[ -d "$1" ] || exit 0; cd -- "$1" && exec find . -mindepth 1 -maxdepth 1 -printf "%f\\0%s\\0%T@\\0"', directory)
+        fields = out.split(b"\0")
+        names = [fields[i].decode(errors="surrogateescape") for i in range(0, len(fields) - 2, 3)]
+        return {name: FileInfo(name, int(fields[3 * i + 1]), float(fields[3 * i + 2])) for i, name in enumerate(names)}
+
+    def mkdir(self, path: str, mode: int = 0o700) -> None:
+        self._script('[ -e "$1" ] && exit 17; exec mkdir -m "$2" -- "$1"', path, f"{mode:o}")
+
+    def makedirs(self, path: str, mode: int = 0o700) -> None:
+        self._script('umask "$2" && mkdir -p -- "$1"', path, f"{0o777 & ~mode:03o}")
+
+    def remove(self, path: str) -> None:
+        self._script('rm -f -- "$1"', path)
+
+    # -- forwarding and the connection's life ---------------------------------------------------
+
+    def open_stream(self, host: str, port: int) -> Stream:
+        rx, rx_far = socket.socketpair()
+        tx, tx_far = socket.socketpair()
+        for end in (rx, rx_far):  # downloads: a deep buffer lets the master write ahead of the tunnel's pump
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _DOWNLOAD_BUFFER)
+            end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _DOWNLOAD_BUFFER)
+        try:
+            control = self._stdio_forward(host, port, tx_far.fileno(), rx_far.fileno())
+        except BaseException:
+            rx.close()
+            tx.close()
+            raise
+        finally:
+            rx_far.close()  # the master holds its own copies now
+            tx_far.close()
+        return MuxStream(control, rx, tx)
+
+    def forward_socket(self, client: socket.socket, host: str, port: int) -> socket.socket:
+        """Hand a connected socket to the master itself (no copying in Python); the returned control
+        socket reads EOF when the forward ends, and closing it ends the forward. Close `client` after."""
+        return self._stdio_forward(host, port, client.fileno(), client.fileno())
+
+    def _stdio_forward(self, host: str, port: int, read_fd: int, write_fd: int) -> socket.socket:
+        """A mux stdio-forward to host:port whose data the master reads from/writes to the given descriptors."""
+        try:
+            mux = _Mux(self.control_path, timeout=20)
+        except OSError as exc:
+            raise ConnectionLost(f"The SSH connection to {self.name} is gone ({exc}).", hint="hpcjup reconnects; try again.") from exc
+        try:
+            payload = _string(b"") + _string(host.encode()) + struct.pack(">I", port)
+            reply, body = mux.request(_STDIO_FWD, payload, fds=(read_fd, write_fd))
+        except (OSError, struct.error) as exc:
+            mux.sock.close()
+            raise ConnectionLost(f"The SSH connection to {self.name} is gone ({exc}).", hint="hpcjup reconnects; try again.") from exc
+        if reply != _S_SESSION_OPENED:
+            mux.sock.close()
+            reason = body[4 : 4 + struct.unpack(">I", body[:4])[0]].decode(errors="replace") if len(body) >= 4 else "refused"
+            raise ConnectError(f"The login node could not connect to {host}:{port} ({reason}).",
+                               hint="Is the job still running? `hpcjup ls` shows its state.")  # fmt: skip
+        mux.sock.settimeout(None)
+        return mux.sock
+
+    @property
+    def alive(self) -> bool:
+        """Whether the master still answers on our lease connection."""
+        with self._lease_lock:
+            if self._lease is None:
+                return False
+            try:
+                return self._lease.request(_ALIVE)[0] == _S_ALIVE
+            except (OSError, struct.error):
+                return False
+
+    def terminate(self) -> None:
+        """Ask the master this transport uses to exit now, whoever started it (ends every command and forward on it)."""
+        with self._lease_lock:
+            _terminate(self._lease, self.control_path)
+
+    def close(self) -> None:
+        """Let go of the master: it lives on for ControlPersist, unless we started it with persist=False."""
+        with self._lease_lock:
+            lease, self._lease = self._lease, None
+        if lease is not None:
+            if self.started_master and not self.persist:
+                _terminate(lease)  # on our own lease: never a newer master that someone else started
+            lease.sock.close()
+
+
+def _terminate(lease: _Mux | None, path: Path | None = None) -> None:
+    """Send MUX_C_TERMINATE on `lease`, or on a new connection to `path`."""
+    try:
+        (lease or _Mux(path or Path("/nonexistent"), timeout=5)).request(_TERMINATE)
+    except (OSError, struct.error):  # gone already, or it exits before its answer arrives
+        pass
