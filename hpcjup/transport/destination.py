@@ -156,7 +156,11 @@ def control_dir() -> Path | None:
     """A private (0700) directory for ssh control sockets, short enough for Unix socket paths; None if there is none."""
     import platformdirs
 
-    candidates = [Path(os.environ.get("XDG_RUNTIME_DIR") or platformdirs.user_runtime_dir()) / "hpcjup"]
+    import warnings
+
+    with warnings.catch_warnings():  # without XDG_RUNTIME_DIR platformdirs warns; the temp dir below serves
+        warnings.simplefilter("ignore")
+        candidates = [Path(os.environ.get("XDG_RUNTIME_DIR") or platformdirs.user_runtime_dir()) / "hpcjup"]
     candidates.append(Path(tempfile.gettempdir()) / f"hpcjup-{os.getuid()}")
     for path in candidates:
         if len(str(path)) > _MAX_CONTROL_DIR:
