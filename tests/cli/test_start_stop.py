@@ -122,3 +122,25 @@ def test_local_mode_works_the_same_way(laptop_env: dict[str, str], tmp_path: Pat
         assert '"stopped"' in state.read_text()
     finally:
         fg.kill()
+
+
+@pytest.mark.parametrize("backend", ["openssh", "paramiko"])
+def test_start_attach_stop_on_each_ssh_backend(backend: str, minicluster: Any, laptop_env: dict[str, str], clean_jobs: None) -> None:
+    import json
+
+    name = f"via-{backend}"
+    auths = minicluster.auth_count()
+    started = run(["start", *HOST, "--ssh", backend, "--name", name, "--no-dask", "-d", "--json"], laptop_env)
+    assert started.returncode == 0, started.stderr
+    assert minicluster.auth_count() - auths == 1  # one authentication for the whole start
+    info = json.loads(started.stdout)
+    assert http_get(f"http://127.0.0.1:{info['local_port']}/api/status", info["token"])[0] == 200
+    assert run(["disconnect", name], laptop_env).returncode == 0
+    attached = run(["attach", name, *HOST, "--ssh", backend, "-d", "--json"], laptop_env)
+    assert attached.returncode == 0, attached.stderr
+    again = json.loads(attached.stdout)
+    assert http_get(f"http://127.0.0.1:{again['local_port']}/api/status", again["token"])[0] == 200
+    stopped = run(["stop", name, *HOST, "--ssh", backend, "--json"], laptop_env)
+    assert stopped.returncode == 0, stopped.stderr
+    assert info["job_id"] not in {job["id"] for job in minicluster.active_jobs()}
+    assert not port_listening(again["local_port"])
