@@ -26,4 +26,3 @@ _hpcjup_completion_setup() {
 }
 
 _hpcjup_completion_setup;
-

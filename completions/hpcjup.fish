@@ -13,4 +13,3 @@ function _hpcjup_completion;
 end;
 
 complete --no-files --command hpcjup --arguments "(_hpcjup_completion)";
-

@@ -27,7 +27,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
 @pytest.mark.parametrize("shell", SHELLS)
 def test_committed_script_is_current(shell: str) -> None:
     generated = subprocess.run(hpcjup_argv(), env={**os.environ, "_HPCJUP_COMPLETE": f"{shell}_source"}, capture_output=True, text=True, check=True).stdout
-    assert (ROOT / "completions" / f"hpcjup.{shell}").read_text() == generated, "regenerate: _HPCJUP_COMPLETE=<shell>_source hpcjup > completions/hpcjup.<shell>"
+    assert (ROOT / "completions" / f"hpcjup.{shell}").read_text().rstrip() == generated.rstrip(), "regenerate: _HPCJUP_COMPLETE=<shell>_source hpcjup > completions/hpcjup.<shell>"
 
 
 def _require(shell: str) -> None:
