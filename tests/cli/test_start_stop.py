@@ -122,6 +122,7 @@ def test_local_mode_works_the_same_way(laptop_env: dict[str, str], tmp_path: Pat
         assert '"stopped"' in state.read_text()
     finally:
         fg.kill()
+        run(["stop", "here", "--local"], env)  # after a failure above: no Jupyter left running on this machine
 
 
 @pytest.mark.parametrize("backend", ["openssh", "paramiko"])
