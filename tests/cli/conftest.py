@@ -20,6 +20,7 @@ def lab(minicluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     env = make_laptop_env(minicluster, tmp_path_factory.mktemp("laptop"))
     auths_before = minicluster.auth_count()
     fg = Foreground(["start", *HOST, "--partition", "booster", "--time", "30", "--no-browser", "--json"], env)
+    assert "session" in fg.info, f"start failed: {fg.info}"
     try:
         yield {**fg.info, "env": env, "fg": fg, "auths": minicluster.auth_count() - auths_before}
     finally:
