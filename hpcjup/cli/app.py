@@ -83,10 +83,9 @@ class App:
         return connect(host, prompt=terminal_prompt, backend=self.ssh_backend, accept_new=self.accept_new)
 
     def connect_with_status(self, host: str) -> Transport:
-        """connect(), with a status line while the handshake runs."""
-        with self.ui.status() as line:
-            line.update(f"Connecting to {host}…")
-            return self.connect(host)
+        """connect(), saying so first (a plain line, not a spinner: a passphrase or 2FA prompt may follow)."""
+        self.ui.info(f"Connecting to {host}…")
+        return self.connect(host)
 
     @staticmethod
     def scheduler(host: str) -> Scheduler:

@@ -66,7 +66,7 @@ class ParamikoTransport(Transport):
         chain = [*jump_chain(self.dest), self.dest]
         sock: Any = self._first_socket(chain[0])
         try:
-            for hop, nxt in zip(chain, chain[1:]):
+            for hop, nxt in zip(chain, chain[1:], strict=False):  # pairs of consecutive hosts
                 self._hops.append(self._handshake(hop, sock))
                 sock = self._through(self._hops[-1], hop, nxt)
             return self._handshake(chain[-1], sock)
