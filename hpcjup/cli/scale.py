@@ -22,7 +22,7 @@ def command(app: App, session: str, group: str, jobs: int, host: str | None, loc
     """Set worker GROUP of SESSION to JOBS worker jobs (0 removes them); a new group is created."""
     from hpcjup.session.groups import WorkerGroup, scale_group
     from hpcjup.session.overview import ended_error, view_of
-    from hpcjup.session.record import Connection, parse_json
+    from hpcjup.session.record import Connection
 
     host = app.resolve_host(host, local)
     if host == "local":
@@ -32,7 +32,7 @@ def command(app: App, session: str, group: str, jobs: int, host: str | None, loc
         if not view.active:
             raise ended_error(view, transport)
         try:
-            conn = Connection.from_dict(parse_json(transport.read_file(view.paths.connection), "connection.json"))
+            conn = Connection.from_json(transport.read_file(view.paths.connection))
         except FileNotFoundError:
             raise UsageError(f"Session {session} is not ready yet.", hint="Wait for `hpcjup attach` to print its URL.") from None
         if not (conn.dask or {}).get("scheduler"):

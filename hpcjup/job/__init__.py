@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-LAUNCHER_PATH = Path(__file__).with_name("launcher.py")
+LAUNCHER_FILE = "launcher.py"
+LAUNCHER_PATH = Path(__file__).with_name(LAUNCHER_FILE)
 #: The files that travel with every job (the launcher imports dasklaunch from beside itself).
-JOB_FILES = ("launcher.py", "dasklaunch.py")
+JOB_FILES = (LAUNCHER_FILE, "dasklaunch.py")
 DASK_DIR = "dask"
 
 SCHEMA = 1

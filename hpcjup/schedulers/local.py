@@ -7,6 +7,7 @@ the command that started it, like a batch job outlives `sbatch`.
 from __future__ import annotations
 
 from hpcjup.errors import SubmitError
+from hpcjup.job import LAUNCHER_FILE
 from hpcjup.schedulers.base import (
     JOB_LOG,
     JOB_SCRIPT,
@@ -41,7 +42,7 @@ class LocalProcess(Scheduler):
     def status(self, transport: Transport, job_id: str) -> JobStatus:
         # `ps` rather than `kill -0`: a recycled pid must also still run our job script.
         result = transport.run(["ps", "-o", "args=", "-p", job_id], check=False)
-        alive = result.returncode == 0 and "launcher.py" in result.stdout
+        alive = result.returncode == 0 and LAUNCHER_FILE in result.stdout
         return JobStatus(job_id, JobState.RUNNING if alive else JobState.GONE)
 
     def cancel(self, transport: Transport, job_id: str, *, graceful: bool = True) -> None:

@@ -7,12 +7,17 @@ import secrets
 from dataclasses import dataclass
 
 from hpcjup.errors import UsageError
-from hpcjup.job import CONNECTION_FILE, RUNTIME_DIR, STATE_FILE, TOKEN_FILE
+from hpcjup.job import (
+    CONNECTION_FILE,
+    LAUNCHER_FILE,
+    RUNTIME_DIR,
+    STATE_FILE,
+    TOKEN_FILE,
+)
 from hpcjup.schedulers.base import JOB_LOG, JOB_SCRIPT
 
 SESSIONS_DIR = ".hpcjup/sessions"  # relative to the remote home
 RECORD_FILE = "session.json"
-LAUNCHER_FILE = "launcher.py"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 

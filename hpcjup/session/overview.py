@@ -56,9 +56,15 @@ class SessionView:
             return None
         return ((self.cached or {}).get("tunnel") or {}).get("url")
 
+    @property
+    def exit_code(self) -> str | int | None:
+        """The scheduler's exit code where it has one, else the launcher's."""
+        if self.status.exit_code is not None:
+            return self.status.exit_code
+        return self.report.exit_code if self.report else None
+
     def to_dict(self) -> dict[str, Any]:
         res = self.record.resources
-        exit_code = self.status.exit_code if self.status.exit_code is not None else (self.report.exit_code if self.report else None)
         return {
             "session": self.record.name,
             "job_id": self.record.job_id,
@@ -68,7 +74,7 @@ class SessionView:
             "expected_start": self.status.expected_start if self.status.state is JobState.PENDING else None,
             "ended_because": self.why,
             "message": self.report.message if self.report and not self.active else None,
-            "exit_code": exit_code,
+            "exit_code": self.exit_code,
             "partition": res.get("partition"),
             "nodes": res.get("nodes", 1),
             "node_list": self.status.nodes or (self.report.node if self.report else None),
@@ -111,8 +117,8 @@ def pick_session(transport: Transport, scheduler: Scheduler, store: LocalStore, 
 def ended_error(view: SessionView, transport: Transport) -> HpcjupError:
     """The error for attaching to a session that is over: how it ended, with its log's tail."""
     what = f"Session {view.record.name} (job {view.record.job_id}) has ended: {view.why}"
-    if view.to_dict()["exit_code"] not in (None, "0:0", 0):
-        what += f", exit code {view.to_dict()['exit_code']}"
+    if view.exit_code not in (None, "0:0", 0):
+        what += f", exit code {view.exit_code}"
     if view.report and view.report.message:
         what += f" ({view.report.message})"
     return JobFailedError(what + ".", hint="Start a new one with `hpcjup start`.", details=None if view.ended_normally else log_tail(transport, view.paths))

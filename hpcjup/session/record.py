@@ -87,6 +87,10 @@ class Connection:
     def from_dict(cls, data: dict[str, Any]) -> Connection:
         return cls(**_pick(cls, data))
 
+    @classmethod
+    def from_json(cls, raw: bytes) -> Connection:
+        return cls.from_dict(parse_json(raw, "connection.json"))
+
 
 @dataclass(frozen=True)
 class JobReport:

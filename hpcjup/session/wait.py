@@ -20,7 +20,6 @@ from hpcjup.session.record import (
     Connection,
     JobReport,
     SessionRecord,
-    parse_json,
     read_report,
 )
 from hpcjup.transport.base import Transport
@@ -107,7 +106,7 @@ class ReadyWaiter:
         if info is None or info.size == 0:
             return None
         try:
-            return Connection.from_dict(parse_json(self.t.read_file(self.paths.connection), CONNECTION_FILE))
+            return Connection.from_json(self.t.read_file(self.paths.connection))
         except FileNotFoundError:  # removed between listing and reading: the job is ending
             return None
 
