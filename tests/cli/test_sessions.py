@@ -64,7 +64,9 @@ def test_reconnects_after_the_connection_drops(minicluster: Any, laptop_env: dic
     assert answers(info)
     minicluster.restart_sshd()  # kills the server side of every connection, then listens again
     wait_for(lambda: answers(info), 60, "a request through the same local port after the reconnect", interval=1)
-    log = (Path(laptop_env["XDG_STATE_HOME"]) / "hpcjup/logs/minicluster/flaky.log").read_text()
+    log_path = Path(laptop_env["XDG_STATE_HOME"]) / "hpcjup/logs/minicluster/flaky.log"
+    # The holder swaps in the new connection, then says so: a request can get through in between.
+    log = wait_for(lambda: "Reconnected" in log_path.read_text() and log_path.read_text(), 10, "the holder to report the reconnect")
     assert "reconnecting" in log and "Reconnected" in log
 
 
