@@ -109,6 +109,18 @@ class Transport(ABC):
     def open_stream(self, host: str, port: int) -> Stream:
         """A byte stream to host:port as reached from the login node (a port forward)."""
 
+    @abstractmethod
+    def open_unix_stream(self, path: str) -> Stream:
+        """A byte stream to a Unix socket on the remote host (an OpenSSH streamlocal forward)."""
+
+    @abstractmethod
+    def hop(self, node: str) -> Transport:
+        """A connection to compute node `node` made through this one (this host is its last jump).
+
+        It logs in as the same user with the same keys (a cluster has one account on all its
+        nodes); the node's own ~/.ssh/config block applies for the rest. Closing it leaves this one open.
+        """
+
     def makedirs(self, path: str, mode: int = 0o700) -> None:
         """Create `path` and missing parents, each with `mode`."""
         parts = path.rstrip("/").split("/")

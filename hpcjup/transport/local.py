@@ -67,3 +67,15 @@ class LocalTransport(Transport):
         sock = socket.create_connection((host, port), timeout=10)
         sock.settimeout(None)  # the timeout above is for connecting only; a forward may idle for hours
         return sock
+
+    def open_unix_stream(self, path: str) -> Stream:
+        sock = socket.socket(socket.AF_UNIX)
+        try:
+            sock.connect(path)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def hop(self, node: str) -> Transport:
+        return self  # --local: the "node" is this machine

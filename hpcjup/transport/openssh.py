@@ -22,7 +22,8 @@ import struct
 import subprocess
 import threading
 import uuid
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from hpcjup.errors import ConnectError, HpcjupError, UsageError, WaitTimeout
@@ -30,13 +31,11 @@ from hpcjup.transport.askpass import AskpassBridge, askpass_program, ssh_askpass
 from hpcjup.transport.base import FileInfo, Prompter, Stream, Transport
 from hpcjup.transport.destination import control_dir, home_overridden, locked, split_destination, wrapper_config
 from hpcjup.transport.hostkeys import ssh_error
+from hpcjup.transport.mux import Mux, MuxRefused, MuxStream
 
 log = logging.getLogger("hpcjup.ssh")
 
 PERSIST_SECONDS = 600  # ControlPersist: how long an unused master waits for the next hpcjup command
-_HELLO, _ALIVE, _TERMINATE, _STDIO_FWD = 0x1, 0x10000004, 0x10000005, 0x10000008
-_S_ALIVE, _S_SESSION_OPENED = 0x80000005, 0x80000006
-_MUX_VERSION = 4
 _DOWNLOAD_BUFFER = 4 * 1024 * 1024  # measured: 0.8x of `ssh -L` with the default socketpair buffers, 1.0x with this
 _LOST = ("control socket connect", "mux_client", "kex_exchange_identification", "connection closed by unknown", "proxycommand")
 
@@ -49,91 +48,21 @@ class ConnectionLost(ConnectError, EOFError):
     """The master connection went away (an EOFError too, as a dead paramiko Transport raises)."""
 
 
-def _string(data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + data
-
-
-class _Mux:
-    """One connection to a master's control socket, speaking PROTOCOL.mux (version 4)."""
-
-    def __init__(self, path: Path, timeout: float = 10.0) -> None:
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.settimeout(timeout)
-        self._rid = 0
-        try:
-            self.sock.connect(str(path))
-            self.sock.sendall(_string(struct.pack(">II", _HELLO, _MUX_VERSION)))
-            kind, body = self._read()
-            if kind != _HELLO or body[:4] != struct.pack(">I", _MUX_VERSION):
-                raise ConnectionError(f"{path} does not speak mux protocol {_MUX_VERSION}")
-        except OSError:
-            self.sock.close()
-            raise
-
-    def _recv(self, n: int) -> bytes:
-        data = bytearray()
-        while len(data) < n:
-            chunk = self.sock.recv(n - len(data))
-            if not chunk:
-                raise ConnectionError("the ssh master closed its control connection")
-            data += chunk
-        return bytes(data)
-
-    def _read(self) -> tuple[int, bytes]:
-        body = self._recv(struct.unpack(">I", self._recv(4))[0])
-        return struct.unpack(">I", body[:4])[0], body[4:]
-
-    def request(self, kind: int, payload: bytes = b"", fds: tuple[int, ...] = ()) -> tuple[int, bytes]:
-        """Send one request (and file descriptors, one message each as ssh does); (reply type, body after the id)."""
-        self._rid += 1
-        self.sock.sendall(_string(struct.pack(">II", kind, self._rid) + payload))
-        for fd in fds:
-            socket.send_fds(self.sock, [b"\0"], [fd])
-        reply, body = self._read()
-        return reply, body[4:]
-
-
-class MuxStream:
-    """A forwarded connection: the master reads `tx`'s peer and writes `rx`'s peer; two pairs keep half-closes."""
-
-    def __init__(self, control: socket.socket, rx: socket.socket, tx: socket.socket) -> None:
-        self._control, self._rx, self._tx = control, rx, tx
-
-    def recv(self, n: int) -> bytes:
-        return self._rx.recv(n)
-
-    def sendall(self, data: bytes) -> None:
-        self._tx.sendall(data)
-
-    def fileno(self) -> int:
-        return self._rx.fileno()
-
-    def shutdown_write(self) -> None:
-        self._tx.shutdown(socket.SHUT_WR)
-
-    def close(self) -> None:
-        # shutdown first wakes a pump thread polling the socket; closing the control connection
-        # makes the master close the channel even if the far side never does.
-        for sock in (self._rx, self._tx, self._control):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-
-
 class OpenSSHTransport(Transport):
     """The system ssh, one ControlMaster connection per host, reused across hpcjup commands."""
 
     def __init__(self, destination: str, prompt: Prompter | None = None, *, accept_new: bool = False,
-                 persist: bool = True, ssh: str | None = None) -> None:  # fmt: skip
+                 persist: bool = True, ssh: str | None = None, via: OpenSSHTransport | None = None) -> None:  # fmt: skip
         found = ssh or shutil.which("ssh")
         if not found:
             raise MuxUnavailable("No `ssh` program found on PATH.", hint="Install OpenSSH, or use --ssh paramiko.")
         self._ssh = found
+        self._prompt, self._accept_new = prompt, accept_new  # for hops to compute nodes
         user, host, port = split_destination(destination)
         self.name = host
         self._target = [*(["-l", user] if user else []), *(["-p", str(port)] if port else []), host]
+        if via is not None:  # a compute node: through the login node's master, as its user, with its keys
+            self._target = [*via.hop_options(), *self._target]
         self.persist = persist
         directory = control_dir()
         if directory is None:
@@ -141,6 +70,8 @@ class OpenSSHTransport(Transport):
         self._dir = directory
         self._config = wrapper_config(self._dir, accept_new)
         self._identities: list[str] = []
+        self.identity_files: list[str] = []  # every IdentityFile ssh uses for this host, ~ expanded
+        self._unix_forwards: dict[str, Path] = {}
         opts = self._resolve()
         self.user, self.hostname, self.port = opts.get("user", ""), opts.get("hostname", host), int(opts.get("port", "22"))
         self.proxy_jump = opts.get("proxyjump") if opts.get("proxyjump", "none") != "none" else None
@@ -150,12 +81,12 @@ class OpenSSHTransport(Transport):
         self._home: str | None = None
         self._lease_lock = threading.Lock()
         with locked(self._dir / f"{self.control_path.name}.lock"):
-            self._lease: _Mux | None = self._reuse()
+            self._lease: Mux | None = self._reuse()
             if self._lease is None:
                 self._start_master(opts, prompt)
                 self.started_master = True
                 try:
-                    self._lease = _Mux(self.control_path)
+                    self._lease = Mux(self.control_path)
                 except OSError as exc:
                     raise MuxUnavailable(f"ssh connected to {host} but its control socket does not answer: {exc}") from exc
 
@@ -175,17 +106,19 @@ class OpenSSHTransport(Transport):
         for line in proc.stdout.splitlines():
             key, _, value = line.partition(" ")
             opts.setdefault(key.lower(), value.strip())
-            if key.lower() == "identityfile" and value.startswith("~/") and home_overridden():
-                self._identities.append(str(Path.home() / value[2:]))  # ssh would take ~ from the password database
+            if key.lower() == "identityfile":
+                self.identity_files.append(str(Path.home() / value[2:]) if value.startswith("~/") else value)
+                if value.startswith("~/") and home_overridden():
+                    self._identities.append(self.identity_files[-1])  # ssh would take ~ from the password database
         return opts
 
-    def _reuse(self) -> _Mux | None:
+    def _reuse(self) -> Mux | None:
         """A lease on a live master for this route, or None (a stale socket is removed)."""
         if not self.control_path.exists():
             return None
         try:
-            mux = _Mux(self.control_path, timeout=5)
-            if mux.request(_ALIVE)[0] == _S_ALIVE:
+            mux = Mux(self.control_path, timeout=5)
+            if mux.alive():
                 log.debug("reusing the ssh master at %s", self.control_path)
                 return mux
             mux.sock.close()
@@ -335,25 +268,73 @@ class OpenSSHTransport(Transport):
         socket reads EOF when the forward ends, and closing it ends the forward. Close `client` after."""
         return self._stdio_forward(host, port, client.fileno(), client.fileno())
 
+    def open_unix_stream(self, path: str) -> Stream:
+        sock = socket.socket(socket.AF_UNIX)
+        try:
+            sock.connect(str(self._unix_forward(path)))
+        except OSError as exc:
+            sock.close()
+            raise ConnectionLost(f"The SSH connection to {self.name} is gone ({exc}).", hint="hpcjup reconnects; try again.") from exc
+        return sock
+
+    def _unix_forward(self, path: str) -> Path:
+        """A local Unix socket (0600, in our 0700 directory) that the master forwards to `path` on the server."""
+        local = self._unix_forwards.get(path)
+        if local is not None:
+            return local
+        local = self._dir / f"{self.control_path.name}-{hashlib.sha256(path.encode()).hexdigest()[:8]}.sock"
+        for attempt in (1, 2):
+            try:
+                with self._mux() as mux:
+                    mux.forward_unix(local, path)
+            except MuxRefused as exc:
+                if attempt == 2:
+                    raise ConnectError(f"ssh could not forward a local socket to {path} on {self.name} ({exc}).") from exc
+                local.unlink(missing_ok=True)  # left by an earlier master: ssh does not bind over it
+                continue
+            self._unix_forwards[path] = local
+            return local
+        raise AssertionError("unreachable")
+
+    def hop_options(self) -> list[str]:
+        """ssh options that reach another host through this master, as this user with these keys."""
+        proxy = shlex.join([self._ssh, "-F", "none", "-S", str(self.control_path), "-o", "ControlMaster=no", "-o", "ProxyCommand=false",
+                            "-o", "BatchMode=yes", "-W", "%h:%p", self.name])  # fmt: skip
+        keys = [arg for key in self.identity_files for arg in ("-o", f"IdentityFile={key}")]
+        return ["-o", f"ProxyCommand={proxy}", *keys, "-l", self.user]
+
+    def hop(self, node: str) -> Transport:
+        split_destination(node)  # a node name, never an option
+        return OpenSSHTransport(node, self._prompt, accept_new=self._accept_new, persist=False, ssh=self._ssh, via=self)
+
     def _stdio_forward(self, host: str, port: int, read_fd: int, write_fd: int) -> socket.socket:
         """A mux stdio-forward to host:port whose data the master reads from/writes to the given descriptors."""
+        with self._mux(timeout=20, keep=True) as mux:
+            try:
+                mux.stdio_forward(host, port, read_fd, write_fd)
+            except MuxRefused as exc:
+                mux.sock.close()
+                raise ConnectError(f"The login node could not connect to {host}:{port} ({exc}).",
+                                   hint="Is the job still running? `hpcjup ls` shows its state.") from exc  # fmt: skip
+        return mux.sock
+
+    @contextmanager
+    def _mux(self, timeout: float = 10.0, keep: bool = False) -> Iterator[Mux]:
+        """A new control connection to the master (closed afterwards unless `keep`); ConnectionLost if it is gone."""
         try:
-            mux = _Mux(self.control_path, timeout=20)
+            mux = Mux(self.control_path, timeout=timeout)
         except OSError as exc:
             raise ConnectionLost(f"The SSH connection to {self.name} is gone ({exc}).", hint="hpcjup reconnects; try again.") from exc
         try:
-            payload = _string(b"") + _string(host.encode()) + struct.pack(">I", port)
-            reply, body = mux.request(_STDIO_FWD, payload, fds=(read_fd, write_fd))
+            yield mux
         except (OSError, struct.error) as exc:
             mux.sock.close()
             raise ConnectionLost(f"The SSH connection to {self.name} is gone ({exc}).", hint="hpcjup reconnects; try again.") from exc
-        if reply != _S_SESSION_OPENED:
+        except BaseException:
             mux.sock.close()
-            reason = body[4 : 4 + struct.unpack(">I", body[:4])[0]].decode(errors="replace") if len(body) >= 4 else "refused"
-            raise ConnectError(f"The login node could not connect to {host}:{port} ({reason}).",
-                               hint="Is the job still running? `hpcjup ls` shows its state.")  # fmt: skip
-        mux.sock.settimeout(None)
-        return mux.sock
+            raise
+        if not keep:
+            mux.sock.close()
 
     @property
     def alive(self) -> bool:
@@ -362,7 +343,7 @@ class OpenSSHTransport(Transport):
             if self._lease is None:
                 return False
             try:
-                return self._lease.request(_ALIVE)[0] == _S_ALIVE
+                return self._lease.alive()
             except (OSError, struct.error):
                 return False
 
@@ -381,9 +362,9 @@ class OpenSSHTransport(Transport):
             lease.sock.close()
 
 
-def _terminate(lease: _Mux | None, path: Path | None = None) -> None:
+def _terminate(lease: Mux | None, path: Path | None = None) -> None:
     """Send MUX_C_TERMINATE on `lease`, or on a new connection to `path`."""
     try:
-        (lease or _Mux(path or Path("/nonexistent"), timeout=5)).request(_TERMINATE)
+        (lease or Mux(path or Path("/nonexistent"), timeout=5)).terminate()
     except (OSError, struct.error):  # gone already, or it exits before its answer arrives
         pass

@@ -4,10 +4,12 @@ Commands are exec channels, files go through one SFTP channel, and port forwards
 are `direct-tcpip` channels on the same Transport, so a 2FA code is asked once and
 the centre sees a single connection. ProxyJump hops are Transports of their own, each
 tunnelled through a direct-tcpip channel of the hop before it, host keys checked at every hop.
+A compute node (`hop`) is reached the same way, with the login node as its last jump.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import select
 import socket
@@ -22,11 +24,13 @@ from typing import TYPE_CHECKING, Any
 from hpcjup.errors import AuthError, ConnectError, WaitTimeout
 from hpcjup.transport.askpass import effective_prompter
 from hpcjup.transport.base import FileInfo, Prompter, Stream, Transport
-from hpcjup.transport.destination import Destination, jump_chain
+from hpcjup.transport.destination import Destination, jump_chain, parse_destination
 from hpcjup.transport.hostkeys import known_key_types, verify_host_key
 
 if TYPE_CHECKING:
     import paramiko
+
+    from hpcjup.transport.streamlocal import StreamLocalTransport
 
 log = logging.getLogger("hpcjup.ssh")
 
@@ -48,21 +52,26 @@ def _no_prompt(question: str, echo: bool) -> str:
 class ParamikoTransport(Transport):
     """A paramiko Transport to the login node, through ProxyJump hops if ~/.ssh/config says so."""
 
-    def __init__(self, dest: Destination, prompt: Prompter | None = _no_prompt, *, accept_new: bool = False) -> None:
+    def __init__(self, dest: Destination, prompt: Prompter | None = _no_prompt, *, accept_new: bool = False,
+                 via: ParamikoTransport | None = None) -> None:  # fmt: skip
         self.dest = dest
         self.name = dest.alias
         self._prompt: Prompter = effective_prompter(prompt) or _no_prompt
         self._accept_new = accept_new
+        self._via = via  # the login node, when this is a compute node reached through it
+        self._keys: dict[Path, paramiko.PKey | None] = via._keys if via else {}  # a passphrase is asked once
         self._sftp: paramiko.SFTPClient | None = None
         self._sftp_lock = threading.Lock()
         self._home: str | None = None
         self._hops: list[paramiko.Transport] = []  # jump hosts, first hop first; closed after the target
-        self._t = self._connect()
+        self._t: StreamLocalTransport = self._connect()
 
     # -- connection and authentication -------------------------------------------------
 
-    def _connect(self) -> paramiko.Transport:
+    def _connect(self) -> StreamLocalTransport:
         """Connect hop by hop: each later host is reached through a direct-tcpip channel of the one before."""
+        if self._via is not None:
+            return self._handshake(self.dest, self._through(self._via._t, self._via.dest, self.dest))
         chain = [*jump_chain(self.dest), self.dest]
         sock: Any = self._first_socket(chain[0])
         try:
@@ -109,11 +118,13 @@ class ParamikoTransport(Transport):
                 hint="Check the ProxyJump and HostName lines in ~/.ssh/config; `ssh -J` should reach it the same way.",
             ) from exc
 
-    def _handshake(self, dest: Destination, sock: Any) -> paramiko.Transport:
+    def _handshake(self, dest: Destination, sock: Any) -> StreamLocalTransport:
         """Key exchange, host key check and authentication with one host over `sock`."""
         import paramiko
 
-        t = paramiko.Transport(sock, default_window_size=_WINDOW, default_max_packet_size=_MAX_PACKET)
+        from hpcjup.transport.streamlocal import StreamLocalTransport
+
+        t = StreamLocalTransport(sock, default_window_size=_WINDOW, default_max_packet_size=_MAX_PACKET)
         try:
             opts = t.get_security_options()
             fast = [c for c in _PREFERRED_CIPHERS if c in opts.ciphers]  # older paramiko lacks GCM
@@ -182,6 +193,11 @@ class ParamikoTransport(Transport):
                 yield key
 
     def _load_key(self, path: Path) -> paramiko.PKey | None:
+        if path not in self._keys:
+            self._keys[path] = self._read_key(path)
+        return self._keys[path]
+
+    def _read_key(self, path: Path) -> paramiko.PKey | None:
         import paramiko
 
         try:
@@ -299,6 +315,21 @@ class ParamikoTransport(Transport):
                 hint="Is the job still running? `hpcjup ls` shows its state.",
             ) from exc
 
+    def open_unix_stream(self, path: str) -> Stream:
+        import paramiko
+
+        try:
+            return self._t.open_streamlocal(path, timeout=15)
+        except paramiko.ChannelException as exc:
+            raise ConnectError(f"{self.name} could not connect to the socket {path} ({exc.text}).",
+                               hint="Is the job still running? `hpcjup ls` shows its state.") from exc  # fmt: skip
+
+    def hop(self, node: str) -> Transport:
+        own = parse_destination(node)  # the node's Host block: port, timeouts, known_hosts files
+        dest = dataclasses.replace(own, user=self.dest.user, identity_files=(*self.dest.identity_files, *own.identity_files),
+                                   identities_only=self.dest.identities_only, proxy_jump=None, proxy_command=None)  # fmt: skip
+        return ParamikoTransport(dest, self._prompt, accept_new=self._accept_new, via=self)
+
     @property
     def alive(self) -> bool:
         """Whether the SSH connection is still up."""
@@ -310,3 +341,4 @@ class ParamikoTransport(Transport):
         self._t.close()
         for hop in reversed(self._hops):
             hop.close()
+

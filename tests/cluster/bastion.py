@@ -1,8 +1,9 @@
-"""Extra sshds next to the mini-cluster's: a bastion (ProxyJump host) here, a 2FA login node in twofactor.py.
+"""Extra sshds next to the mini-cluster's: a bastion (ProxyJump host) and the compute nodes' sshd here,
+a 2FA login node in twofactor.py.
 
 Each extra sshd has its own directory under the cluster root (host key, config, pid, log), listens
-on a free loopback port, and lets the cluster user in with the cluster's client key. Needs root,
-like the mini-cluster itself.
+on a free port of its loopback addresses, and lets the cluster user in with the cluster's client
+key. Needs root, like the mini-cluster itself.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class ExtraSshd:
     name = "extra"
     program = "/usr/sbin/sshd"
     log_level = "VERBOSE"
+    addresses: tuple[str, ...] = ("127.0.0.1",)
 
     def __init__(self, cluster: MiniCluster) -> None:
         self.cluster = cluster
@@ -34,12 +36,15 @@ class ExtraSshd:
     def sshd_config(self) -> str:
         """The whole sshd_config: key logins, forwarding and sftp, like the cluster's sshd."""
         return (
-            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.root}/ssh_host_ed25519_key\nPidFile {self.root}/sshd.pid\n"
+            f"Port {self.port}\n{self._listen_lines()}HostKey {self.root}/ssh_host_ed25519_key\nPidFile {self.root}/sshd.pid\n"
             "PermitRootLogin no\nPubkeyAuthentication yes\nAuthorizedKeysFile .ssh/authorized_keys\nPasswordAuthentication no\n"
             "AllowTcpForwarding yes\nX11Forwarding no\nPrintMotd no\nSubsystem sftp internal-sftp\n"
             f"SetEnv SLURM_CONF={self.cluster.conf}\nLogLevel {self.log_level}\nMaxSessions 100\nMaxStartups 100\n"
             + self.extra_config()
         )
+
+    def _listen_lines(self) -> str:
+        return "".join(f"ListenAddress {address}\n" for address in self.addresses)
 
     @property
     def log_path(self) -> Path:
@@ -70,7 +75,8 @@ class ExtraSshd:
         result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=30)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} exited {result.returncode}: {result.stderr.strip()}")
-        procs.wait_until(lambda: procs.ssh_banner(self.port), 15, f"{self.name} sshd on 127.0.0.1:{self.port}")
+        for address in self.addresses:
+            procs.wait_until(lambda a=address: procs.ssh_banner(self.port, a), 15, f"{self.name} sshd on {address}:{self.port}")
         return self
 
     def stop(self) -> None:
@@ -115,3 +121,36 @@ class Bastion(ExtraSshd):
     def logins(self) -> int:
         """How many logins the bastion accepted."""
         return self.log().count("Accepted publickey")
+
+
+class NodeSshd(ExtraSshd):
+    """An sshd on the compute nodes' addresses (node1 127.0.0.2, node2 127.0.0.3), as centres that allow
+    SSH to a node running your job have; the laptop reaches it through the login node (socket mode)."""
+
+    name = "nodes"
+    log_level = "DEBUG1"  # "server_request_direct_streamlocal: originator ..., path PATH"
+
+    def __init__(self, cluster: MiniCluster) -> None:
+        super().__init__(cluster)
+        self.addresses = tuple(addr for addr, _ in cluster.nodes.values())
+
+    def extra_config(self) -> str:
+        return super().extra_config() + "AllowStreamLocalForwarding yes\n"
+
+    def add_to_laptop(self, home: Path, alias: str = "", extra: str = "", port: int | None = None) -> None:
+        """A `Host node1 node2` block with only the port (user and key come from the login node) and the host key."""
+        names = " ".join(self.cluster.nodes)
+        ssh = Path(home) / ".ssh"
+        with (ssh / "config").open("a") as fh:
+            fh.write(f"\nHost {names}\n    Port {self.port}\n{extra}")
+        kind, key = (self.root / "ssh_host_ed25519_key.pub").read_text().split()[:2]
+        with (ssh / "known_hosts").open("a") as fh:
+            fh.write(",".join(f"[{name}]:{self.port}" for name in self.cluster.nodes) + f" {kind} {key}\n")
+
+    def logins(self) -> int:
+        """How many logins the nodes' sshd accepted."""
+        return self.log().count("Accepted publickey")
+
+    def socket_forwards(self, path: str) -> int:
+        """How many streamlocal forwards to `path` it opened."""
+        return self.log().count(f"server_request_direct_streamlocal: originator  port 0, target {path}\n")

@@ -148,10 +148,10 @@ def port_in_use(port: int) -> bool:
     return False
 
 
-def ssh_banner(port: int) -> bool:
-    """Whether an SSH server answers with its banner on 127.0.0.1:port."""
+def ssh_banner(port: int, address: str = "127.0.0.1") -> bool:
+    """Whether an SSH server answers with its banner on address:port."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        with socket.create_connection((address, port), timeout=2) as sock:
             return sock.recv(8).startswith(b"SSH-")
     except OSError:
         return False

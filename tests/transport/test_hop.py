@@ -1,0 +1,123 @@
+"""Hops to a compute node through the login node, and streams to a Unix socket there, both backends."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import socket
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpcjup.errors import ConnectError
+from hpcjup.transport import Transport
+from tests.cluster.bastion import NodeSshd
+from tests.cluster.procs import free_port
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture(scope="module")
+def node_sshd(minicluster: Any) -> Iterator[NodeSshd]:
+    server = NodeSshd(minicluster).start()
+    yield server
+    server.stop()
+
+
+class UnixEcho:
+    """An echo server on a 0600 Unix socket in a 0700 directory, both owned by the cluster user."""
+
+    def __init__(self, user: str) -> None:
+        account = pwd.getpwnam(user)
+        self.dir = tempfile.mkdtemp(prefix="hpcjup-hop-")
+        self.path = f"{self.dir}/echo.sock"
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.bind(self.path)
+        self.sock.listen(64)
+        for path, mode in ((self.path, 0o600), (self.dir, 0o700)):
+            os.chown(path, account.pw_uid, account.pw_gid)
+            os.chmod(path, mode)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _echo(conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+            conn.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.sock.close()
+        Path(self.path).unlink(missing_ok=True)
+        os.rmdir(self.dir)
+
+
+@pytest.fixture
+def unix_echo(minicluster: Any) -> Iterator[UnixEcho]:
+    server = UnixEcho(minicluster.user)
+    yield server
+    server.close()
+
+
+def _echo_through(stream: Any, payload: bytes) -> bytes:
+    stream.sendall(payload)
+    _shutdown_write(stream)
+    data = bytearray()
+    while chunk := stream.recv(65536):
+        data += chunk
+    stream.close()
+    return bytes(data)
+
+
+def _shutdown_write(stream: Any) -> None:
+    if isinstance(stream, socket.socket):
+        stream.shutdown(socket.SHUT_WR)
+    else:
+        stream.shutdown_write()
+
+
+def test_hop_to_the_node_and_its_unix_socket(minicluster: Any, node_sshd: NodeSshd, laptop: Path, unix_echo: UnixEcho,
+                                             connect_to: Callable[..., Transport], backend: str) -> None:  # fmt: skip
+    node_sshd.add_to_laptop(laptop)
+    login_auths, node_logins, forwards = minicluster.auth_count(), node_sshd.logins(), node_sshd.socket_forwards(unix_echo.path)
+    login = connect_to("minicluster", backend)
+    node = login.hop("node1")
+    try:
+        assert node.run(["whoami"]).stdout.strip() == minicluster.user  # the login node's user, though the block names none
+        payload = os.urandom(3 * 1024 * 1024)
+        assert _echo_through(node.open_unix_stream(unix_echo.path), payload) == payload  # half-close passed on
+        streams = [node.open_unix_stream(unix_echo.path) for _ in range(16)]
+        for i, stream in enumerate(streams):
+            stream.sendall(b"%d" % i)
+        assert [s.recv(10) for s in streams] == [b"%d" % i for i in range(16)]
+        for stream in streams:
+            stream.close()
+    finally:
+        node.close()
+    assert login.run(["true"]).returncode == 0  # closing the hop leaves the login connection up
+    assert minicluster.auth_count() - login_auths == 1
+    assert node_sshd.logins() - node_logins == 1
+    assert node_sshd.socket_forwards(unix_echo.path) - forwards == 17
+
+
+def test_a_node_that_refuses_ssh_is_a_connect_error(laptop: Path, connect_to: Callable[..., Transport], backend: str) -> None:
+    with (laptop / ".ssh/config").open("a") as fh:
+        fh.write(f"\nHost node2\n    Port {free_port()}\n")  # nothing listens there, as where centres forbid SSH to nodes
+    login = connect_to("minicluster", backend)
+    with pytest.raises(ConnectError) as caught:
+        login.hop("node2")
+    print(caught.value.message)
+    assert "node2" in caught.value.message
+    assert login.run(["true"]).returncode == 0
