@@ -23,7 +23,8 @@ from hpcjup.job import NORMAL_ENDS
 from hpcjup.session.jupyter import api_status, lab_url
 from hpcjup.session.layout import SessionPaths
 from hpcjup.session.record import Connection, SessionRecord, read_report
-from hpcjup.transport.base import Stream, Transport
+from hpcjup.session.route import Route
+from hpcjup.transport.base import Transport
 from hpcjup.tunnel import Tunnel
 
 _ALIVE_EVERY = 1.0  # seconds between (local, free) checks that the SSH connection is up
@@ -37,18 +38,16 @@ class Holder:
 
     def __init__(self, app: App, transport: Transport, record: SessionRecord, paths: SessionPaths, conn: Connection) -> None:
         self.app, self.transport, self.record, self.paths, self.conn = app, transport, record, paths, conn
+        self.route = Route(transport, conn)
         self.tunnel: Tunnel | None = None
-
-    def open_stream(self) -> Stream:
-        """A stream to Jupyter over the current connection (replaced after a reconnect)."""
-        return self.transport.open_stream(self.conn.address, self.conn.port)
 
     def serve(self, *, local_port: int | None, open_browser: bool, on_ready: Callable[[], None] = lambda: None, time_left: int | None = None) -> None:
         """Forward, verify, report the URL, then hold until detached or the job ends."""
-        self.tunnel = Tunnel(self.open_stream, local_port)
+        self.route.connect()
+        self.tunnel = Tunnel(self.route.open, local_port)
         self.tunnel.start()
         ui, record = self.app.ui, self.record
-        with self.tunnel:
+        with self.tunnel, contextlib.closing(self.route):
             api_status(self.tunnel.local_port, self.conn)
             url = lab_url(self.tunnel.local_port, self.conn)
             self._cache(url)
@@ -114,6 +113,7 @@ class Holder:
                     return False
                 continue
             old, self.transport = self.transport, transport
+            self.route.use(transport)
             with contextlib.suppress(Exception):
                 old.close()
             self.app.ui.info(f"Reconnected to {self.record.host}; the tunnel on port {self.tunnel.local_port if self.tunnel else '?'} works again.")
@@ -146,6 +146,7 @@ def session_result(record: SessionRecord, conn: Connection, local_port: int, url
         "node": conn.node,
         "remote_address": conn.address,
         "remote_port": conn.port,
+        "remote_socket": conn.socket,
         "local_port": local_port,
         "url": url,
         "token": conn.token,

@@ -12,7 +12,7 @@ from hpcjup.cli.profile import RENAMED, profile_option, typed_options
 from hpcjup.cli.serve import Holder, terminate_as_interrupt
 from hpcjup.config.profiles import resolve
 from hpcjup.config.resources import parse_duration
-from hpcjup.errors import Interrupted, JobFailedError, UsageError
+from hpcjup.errors import HpcjupError, Interrupted, JobFailedError, UsageError
 from hpcjup.session.groups import WorkerGroup
 from hpcjup.session.submit import DaskRequest, StartRequest
 
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 @click.option("--workdir", help="Jupyter's root directory on the cluster (default: your home).")
 @click.option("--python", "python", default="python3", help="The cluster-side Python that has JupyterLab.")
 @click.option("--local-port", type=click.IntRange(1, 65535), help="Local port of the tunnel (default: a free one).")
+@click.option("--socket/--tcp", "use_socket", default=None, show_default=False,
+              help="Jupyter on a private Unix socket on the node, reached by SSH to the node (--tcp: on a port, the default).")
 @click.option("--no-browser", is_flag=True, help="Print the URL, do not open a browser.")
 @click.option("--timeout", "pending_timeout", metavar="DURATION", help="Give up (and cancel the job) if it still pends after this long, e.g. 30m.")
 @click.option("--idle-timeout", metavar="DURATION", default="1h", help="End the session after this long without kernels or browser activity (0: never).")
@@ -52,7 +54,7 @@ if TYPE_CHECKING:
 @click.pass_context
 def command(ctx: click.Context, host: str | None, local: bool, partition: str | None, account: str | None, time_limit: str | None,
             nodes: int, cpus: int | None, mem: str | None, gpus: str | None, name: str | None, workdir: str | None,
-            python: str, local_port: int | None, no_browser: bool, pending_timeout: str | None, idle_timeout: str,
+            python: str, local_port: int | None, use_socket: bool | None, no_browser: bool, pending_timeout: str | None, idle_timeout: str,
             workers: int | None, worker_cores: int | None, worker_memory: str | None, no_dask: bool, worker_groups: tuple[str, ...], detach: bool,
             profile: str | None, site: str | None) -> None:  # fmt: skip
     """Submit a job that runs JupyterLab on a compute node, and open it through a tunnel.
@@ -62,7 +64,7 @@ def command(ctx: click.Context, host: str | None, local: bool, partition: str | 
     """
     # Every setting below comes from the one resolver: command line > environment > profile > site > built-in.
     app: App = ctx.obj
-    settings = resolve(typed_options(ctx, {**RENAMED, "ssh_backend": "ssh"}), profile=profile)
+    settings = resolve(typed_options(ctx, {**RENAMED, "ssh_backend": "ssh", "use_socket": "socket"}), profile=profile)
     settings.check_site()
     if app.ssh_backend == "auto":
         app.ssh_backend = settings.value("ssh") or "auto"
@@ -81,6 +83,7 @@ def command(ctx: click.Context, host: str | None, local: bool, partition: str | 
         workdir=settings.value("workdir"),
         python=settings.value("python"),
         idle_timeout=parse_duration(settings.value("idle_timeout"), "--idle-timeout"),
+        socket=bool(settings.value("socket")),
         settings=settings,
     )
     pending = parse_duration(pending_timeout, "--timeout") if pending_timeout else None
@@ -89,8 +92,14 @@ def command(ctx: click.Context, host: str | None, local: bool, partition: str | 
     with app.connect_with_status(host) as transport:
         scheduler = app.scheduler(host)
         record, paths, conn, time_left = _submit_and_wait(app, transport, scheduler, request, pending)
-        _start_groups(app, transport, record, paths, conn, groups)
         holder = Holder(app, transport, record, paths, conn)
+        try:
+            holder.route.connect()  # socket mode: SSH to the node now; if that is refused, the job is of no use
+        except HpcjupError:
+            _abandon(transport, scheduler, record, paths)
+            app.ui.info(f"Cancelled job {record.job_id}: Jupyter's socket on {conn.node} cannot be reached.")
+            raise
+        _start_groups(app, transport, record, paths, conn, groups)
         holder.serve(
             local_port=local_port,
             open_browser=not (no_browser or detach),
@@ -117,11 +126,16 @@ def _submit_and_wait(
         except JobFailedError:
             raise  # the job ended by itself; its log stays in the session directory for `hpcjup logs`
         except BaseException as exc:
-            scheduler.cancel(transport, record.job_id, graceful=False)
-            transport.rmtree(paths.dir)
+            _abandon(transport, scheduler, record, paths)
             if isinstance(exc, KeyboardInterrupt):
                 raise Interrupted(f"Cancelled job {record.job_id} before Jupyter started; nothing was lost.") from None
             raise
+
+
+def _abandon(transport: Transport, scheduler: Scheduler, record: SessionRecord, paths: SessionPaths) -> None:
+    """Cancel a job that never served anyone and remove its session directory (no notebook can be lost yet)."""
+    scheduler.cancel(transport, record.job_id, graceful=False)
+    transport.rmtree(paths.dir)
 
 
 def _start_groups(app: App, transport: Transport, record: SessionRecord, paths: SessionPaths, conn: Connection, groups: list[WorkerGroup]) -> None:

@@ -61,6 +61,7 @@ KEYS: dict[str, Key] = {k.name: k for k in (
     Key("python", str, "the cluster-side Python with JupyterLab", default="python3"),
     Key("idle_timeout", str, "end the session after this long unused (0: never)", default="1h"),
     Key("local_port", int, "local end of the tunnel", low=1, high=65535),
+    Key("socket", bool, "Jupyter on a Unix socket on the node, reached by SSH to the node", default=False),
     Key("ssh", str, "SSH backend", choices=("auto", "openssh", "paramiko"), default="auto"),
     Key("site", str, "site preset (see `hpcjup sites`)"),
     Key("modules", list, "modules to load before Jupyter starts"),

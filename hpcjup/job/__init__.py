@@ -10,8 +10,8 @@ from pathlib import Path
 
 LAUNCHER_FILE = "launcher.py"
 LAUNCHER_PATH = Path(__file__).with_name(LAUNCHER_FILE)
-#: The files that travel with every job (the launcher imports dasklaunch from beside itself).
-JOB_FILES = (LAUNCHER_FILE, "dasklaunch.py")
+#: The files that travel with every job (the launcher imports the others from beside itself).
+JOB_FILES = (LAUNCHER_FILE, "jupyterapi.py", "dasklaunch.py")
 DASK_DIR = "dask"
 
 SCHEMA = 1

@@ -2,7 +2,7 @@
 
 Standard library only, Python >= 3.9, copied into the session directory with every job (nothing
 is installed on the cluster). The batch script `exec`s it, so it gets the scheduler's signals:
-    python3 DIR/launcher.py --session-dir DIR [--workdir W] [--bind ADDR] [--ready-timeout 300]
+    python3 DIR/launcher.py --session-dir DIR [--workdir W] [--bind ADDR | --socket] [--ready-timeout 300]
                             [--stop-grace 20] [--idle-timeout SECONDS] [-- extra Jupyter arguments]
 
 Files in DIR (0700, made by the laptop); each 0600, written atomically (temp file, fsync, rename):
@@ -13,8 +13,9 @@ Files in DIR (0700, made by the laptop); each 0600, written atomically (temp fil
 - token: 64 hex digits, no newline. Jupyter gets it only as JUPYTER_TOKEN_FILE in its own
   environment: never in argv, never in this process's environment, never in the job log.
 - connection.json, once GET /api/status answers 200 with the token and 403 without: {schema,
-  job_id, node, address, port, token, base_url, url (no token), pid (Jupyter), launcher_pid,
-  python, jupyter_server_version, jupyterlab_version, root_dir, started_at, ready_at}.
+  job_id, node, address, port, socket, token, base_url, url (no token), pid (Jupyter), launcher_pid,
+  python, jupyter_server_version, jupyterlab_version, root_dir, started_at, ready_at}. With
+  --socket, Jupyter listens only on `socket` (0600, in a 0700 directory on node-local /tmp) and port is 0.
 - runtime/ (0700): Jupyter's JUPYTER_RUNTIME_DIR; it reports its port=0 choice in jpserver-PID.json.
 At the end connection.json, token and runtime/ are removed and state.json says why it ended.
 
@@ -49,9 +50,10 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # jupyterapi.py and dasklaunch.py travel beside this file
+from jupyterapi import Endpoint, node_address  # noqa: E402
 
 
 SCHEMA = 1
@@ -59,8 +61,6 @@ MIN_SERVER = (2, 20)
 UPGRADE = "pip install -U 'jupyter_server>=2.20' jupyterlab"
 STOP_SIGNALS = {signal.SIGTERM: "stopped", signal.SIGINT: "stopped", signal.SIGHUP: "stopped", signal.SIGUSR1: "walltime"}
 EXIT_CODES = {"stopped": 0, "walltime": 0, "idle": 0, "shutdown": 0, "no-jupyter": 2, "jupyter-too-old": 2, "auth-config": 2, "no-dask": 2, "ready-timeout": 3, "dask-failed": 4}
-# Compute nodes often have http_proxy set; the token must never travel to a proxy.
-HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class Ended(Exception):
@@ -114,23 +114,6 @@ def check_environment() -> tuple[str, str]:
         return version, "unknown"
 
 
-def node_address() -> str:
-    """This node's address on the cluster network: never the wildcard, loopback as a last resort."""
-    for name in (os.environ.get("SLURMD_NODENAME"), socket.gethostname()):
-        if name:
-            try:
-                address = socket.gethostbyname(name)
-            except OSError:
-                continue
-            if not address.startswith("0."):
-                return address
-    return "127.0.0.1"
-
-
-def url_host(address: str) -> str:
-    return f"[{address}]" if ":" in address else address  # IPv6
-
-
 def descendants(pid: int) -> list[int]:
     """Processes below `pid` (Linux /proc; empty elsewhere). Kernels lead their own sessions."""
     children: dict[int, list[int]] = {}
@@ -157,7 +140,7 @@ class Launcher:
         self.job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("HPCJUP_JOB_ID") or str(os.getpid())
         self.node = os.environ.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]
         self.token = ""
-        self.base_url = "/"  # from Jupyter's jpserver-PID.json (an extra --ServerApp.base_url changes it)
+        self.endpoint: Endpoint | None = None  # where Jupyter listens (made in serve)
         self.proc: subprocess.Popen | None = None
         self.wakeup = -1
         self.dask: Any = None  # a dasklaunch.DaskCluster with --dask
@@ -189,7 +172,7 @@ class Launcher:
                     raise Ended(STOP_SIGNALS[signum], f"{what} ({signal.Signals(signum).name})")
 
     # -- Jupyter -------------------------------------------------------------------------------
-    def start_jupyter(self, address: str, root: str) -> None:
+    def start_jupyter(self, root: str) -> None:
         os.makedirs(self.runtime, mode=0o700, exist_ok=True)
         os.chmod(self.runtime, 0o700)
         self.token = secrets.token_hex(32)
@@ -197,8 +180,7 @@ class Launcher:
         base = self.dask.env if self.dask else os.environ  # kernels find the session's Dask through DASK_CONFIG
         env = dict(base, JUPYTER_RUNTIME_DIR=self.runtime, JUPYTER_TOKEN_FILE=self.path("token"))
         env.pop("JUPYTER_TOKEN", None)  # it would win over the file
-        argv = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=" + address, "--ServerApp.port=0",
-                "--ServerApp.port_retries=0", "--ServerApp.root_dir=" + root]
+        argv = [sys.executable, "-m", "jupyterlab", "--no-browser", *self.endpoint.jupyter_args(), "--ServerApp.root_dir=" + root]
         idle = self.args.idle_timeout
         if idle > 0:
             every = self.idle_interval()
@@ -216,20 +198,12 @@ class Launcher:
     def idle_interval(self) -> int:
         return max(1, min(60, self.args.idle_timeout // 10))
 
-    def api(self, address: str, port: int, path: str, token: bool = True) -> tuple[int | None, Any]:
-        """(HTTP status, decoded JSON or None) of GET base_url+path; (None, None) if nothing answers."""
-        headers = {"Authorization": "token " + self.token} if token else {}
-        request = urllib.request.Request(f"http://{url_host(address)}:{port}{self.base_url}{path}", headers=headers)
-        try:
-            with HTTP.open(request, timeout=5) as response:
-                return response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            return exc.code, None
-        except (OSError, ValueError):
-            return None, None
+    def api(self, path: str, token: bool = True) -> tuple[int | None, Any]:
+        """(HTTP status, decoded JSON or None) of GET base_url+path on Jupyter; (None, None) if nothing answers."""
+        return self.endpoint.get(path, self.token if token else None)
 
-    def wait_ready(self, address: str) -> int:
-        """Jupyter's port once /api/status answers 200 with the token (and 403 without it)."""
+    def wait_ready(self) -> None:
+        """Return once Jupyter's /api/status answers 200 with the token (and 403 without it)."""
         assert self.proc is not None
         info_file = os.path.join(self.runtime, f"jpserver-{self.proc.pid}.json")
         deadline = time.monotonic() + self.args.ready_timeout
@@ -241,16 +215,15 @@ class Launcher:
                 raise Ended("ready-timeout", f"Jupyter did not answer within {self.args.ready_timeout} s (--ready-timeout); see the job log")
             try:
                 with open(info_file) as fh:  # jupyter_server >= 2.20 writes the port it got for port=0
-                    info = json.load(fh)
-                port, self.base_url = int(info["port"]), info.get("base_url") or "/"
-            except (OSError, ValueError, KeyError, TypeError):
-                port = 0
-            status = self.api(address, port, "api/status")[0] if port else None
+                    listening = self.endpoint.learn(json.load(fh))
+            except (OSError, ValueError, TypeError, AttributeError):
+                listening = False
+            status = self.api("api/status")[0] if listening else None
             if status == 200:
-                if self.api(address, port, "api/status", token=False)[0] == 200:
+                if self.api("api/status", token=False)[0] == 200:
                     raise Ended("auth-config", "Jupyter answers without the token: a Jupyter config file disables authentication "
                                 "(c.IdentityProvider.token = '' or c.ServerApp.token = ''); remove that setting")
-                return port
+                return
             rejected = rejected + 1 if status in (401, 403) else 0
             if rejected >= 20:  # persistently, not a moment during startup (seen once under heavy load)
                 raise Ended("auth-config", f"Jupyter rejects hpcjup's token (HTTP {status}): a Jupyter config file sets its own "
@@ -265,10 +238,10 @@ class Launcher:
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
         return Ended("jupyter-exited", f"Jupyter {how}{'' if ready else ' before it answered'}; see the job log")
 
-    def is_idle(self, address: str, port: int) -> bool:
+    def is_idle(self) -> bool:
         """No kernels, no terminals, and nothing for --idle-timeout s (these requests count as no activity)."""
-        status, doc = self.api(address, port, "api/status")
-        terminals_status, terminals = self.api(address, port, "api/terminals?no_track_activity=1")
+        status, doc = self.api("api/status")
+        terminals_status, terminals = self.api("api/terminals?no_track_activity=1")
         if status != 200 or doc.get("kernels") or terminals_status not in (200, 404) or terminals:
             return False
         last = datetime.datetime.fromisoformat(doc["last_activity"].replace("Z", "+00:00"))
@@ -301,35 +274,34 @@ class Launcher:
         server_version, lab_version = check_environment()
         self.write_state("starting", message="starting JupyterLab")
         address = self.args.bind or node_address()
+        self.endpoint = Endpoint(address, use_socket=self.args.socket)
         root = os.path.abspath(os.path.expanduser(self.args.workdir or "~"))
         self.sleep(0)  # a stop that came before Jupyter started
         started, clock = now(), time.monotonic()
         log(f"starting JupyterLab {lab_version} (jupyter_server {server_version}, {sys.executable}) on {address} in {root}")
         if self.args.dask:
             self.start_dask(address)
-        self.start_jupyter(address, root)
-        port = self.wait_ready(address)
+        self.start_jupyter(root)
+        self.wait_ready()
         if self.dask is not None:
             self.wait_dask()
-        conn = {"schema": SCHEMA, "job_id": self.job_id, "node": self.node, "address": address, "port": port, "token": self.token,
-                "base_url": self.base_url, "url": f"http://{url_host(address)}:{port}{self.base_url}lab", "pid": self.proc.pid,
-                "launcher_pid": os.getpid(), "python": sys.executable, "jupyter_server_version": server_version,
+        conn = {"schema": SCHEMA, "job_id": self.job_id, "node": self.node, **self.endpoint.fields(), "token": self.token,
+                "pid": self.proc.pid, "launcher_pid": os.getpid(), "python": sys.executable, "jupyter_server_version": server_version,
                 "jupyterlab_version": lab_version, "root_dir": root, "started_at": started, "ready_at": now(),
                 "dask": self.dask.info() if self.dask else None}
         write_atomic(self.path("connection.json"), json.dumps(conn, indent=2).encode())
-        self.write_state("running", message=f"JupyterLab on {address}:{port}")
-        log(f"JupyterLab answers on {address}:{port} (node {self.node}) after {time.monotonic() - clock:.1f} s")
+        self.write_state("running", message=f"JupyterLab on {self.endpoint.describe()}")
+        log(f"JupyterLab answers on {self.endpoint.describe()} (node {self.node}) after {time.monotonic() - clock:.1f} s")
         every = self.idle_interval() if self.args.idle_timeout > 0 else 3600
         while True:  # SIGCHLD or a stop signal wakes the sleep early
             self.sleep(every)
             if self.proc.poll() is not None:
                 raise self.exited(ready=True)
-            if self.args.idle_timeout > 0 and self.is_idle(address, port):
+            if self.args.idle_timeout > 0 and self.is_idle():
                 raise Ended("idle", f"no kernels, terminals or activity for {self.args.idle_timeout} s (--idle-timeout)")
 
     # -- Dask (dasklaunch.py) ---------------------------------------------------------------------
     def start_dask(self, address: str) -> None:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # dasklaunch.py travels beside this file
         from dasklaunch import DaskCluster, missing
 
         if missing():
@@ -377,6 +349,8 @@ class Launcher:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path(name))
         shutil.rmtree(self.runtime, ignore_errors=True)
+        if self.endpoint is not None:
+            self.endpoint.remove()
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -384,6 +358,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--session-dir", required=True)
     parser.add_argument("--workdir", help="Jupyter's root directory (default: $HOME)")
     parser.add_argument("--bind", help="address to listen on (default: this node's address)")
+    parser.add_argument("--socket", action="store_true", help="listen on a Unix socket in node-local /tmp instead of TCP")
     parser.add_argument("--ready-timeout", type=int, default=300)
     parser.add_argument("--stop-grace", type=int, default=20)
     parser.add_argument("--idle-timeout", type=int, default=0)

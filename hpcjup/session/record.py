@@ -73,6 +73,7 @@ class Connection:
     port: int
     token: str
     base_url: str = "/"
+    socket: str | None = None  # socket mode: Jupyter's Unix socket on the node (port is 0)
     pid: int | None = None
     started_at: str | None = None
     ready_at: str | None = None

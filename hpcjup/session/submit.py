@@ -33,6 +33,7 @@ class StartRequest:
     idle_timeout: int = 0  # seconds; 0 = never
     ready_timeout: int = 300  # seconds Jupyter may take to answer once the job runs
     dask: DaskRequest | None = None  # None: no Dask cluster
+    socket: bool = False  # Jupyter on a Unix socket on the node instead of TCP
     settings: Resolved | None = None  # the resolved profile: environment activation, containers
 
 
@@ -143,6 +144,8 @@ def _launcher_command(request: StartRequest, paths: SessionPaths, scheduler: Sch
         command += ["--workdir", request.workdir]
     if scheduler.bind_address:
         command += ["--bind", scheduler.bind_address]
+    if request.socket:
+        command += ["--socket"]
     if request.idle_timeout:
         command += ["--idle-timeout", str(request.idle_timeout)]
     dask = request.dask

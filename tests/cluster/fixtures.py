@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster.bastion import NodeSshd
 from tests.cluster.minicluster import MiniCluster, missing_requirements
 
 # Variables a developer's shell may hold that would make the CLI under test behave unlike a fresh laptop.
@@ -38,6 +39,14 @@ def minicluster() -> Iterator[MiniCluster]:
     # A cluster that was already up stays up, so developers can iterate quickly.
     if started and not _truthy("HPCJUP_KEEP_CLUSTER"):
         cluster.down()
+
+
+@pytest.fixture(scope="session")
+def node_sshd(minicluster: MiniCluster) -> Iterator[NodeSshd]:
+    """An sshd on the compute nodes' addresses (socket mode); each laptop opts in with node_sshd.add_to_laptop(HOME)."""
+    server = NodeSshd(minicluster).start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from hpcjup.job import LAUNCHER_PATH
 
 CLUSTER_PYTHON = Path("/opt/hpcjup-cluster-env/bin/python")
 CONNECTION_KEYS = {
-    "schema", "job_id", "node", "address", "port", "token", "base_url", "url", "pid", "launcher_pid", "python",
+    "schema", "job_id", "node", "address", "port", "socket", "token", "base_url", "url", "pid", "launcher_pid", "python",
     "jupyter_server_version", "jupyterlab_version", "root_dir", "started_at", "ready_at", "dask",
 }  # fmt: skip
 STATE_KEYS = {"schema", "state", "job_id", "node", "reason", "message", "exit_code", "pid", "updated_at"}
@@ -184,7 +185,7 @@ def test_rendezvous_files_token_auth_and_shutdown_from_the_menu(run: Any, tmp_pa
     conn = r.wait_file("connection.json")
     assert set(conn) == CONNECTION_KEYS
     assert (conn["schema"], conn["job_id"], conn["address"], conn["base_url"]) == (1, "4242", "127.0.0.1", "/")
-    assert conn["url"] == f"http://127.0.0.1:{conn['port']}/lab"
+    assert conn["url"] == f"http://127.0.0.1:{conn['port']}/lab" and conn["socket"] is None
     assert (conn["launcher_pid"], conn["python"], conn["root_dir"]) == (r.proc.pid, str(CLUSTER_PYTHON), str(tmp_path))
     assert tuple(map(int, conn["jupyter_server_version"].split(".")[:2])) >= (2, 20) and conn["jupyterlab_version"].startswith("4.")
     token = (r.dir / "token").read_bytes()
@@ -206,6 +207,37 @@ def test_rendezvous_files_token_auth_and_shutdown_from_the_menu(run: Any, tmp_pa
     state = r.ended()
     assert (state["reason"], state["exit_code"]) == ("shutdown", 0)
     assert token.decode() not in r.output()
+
+
+def unix_get(path: str, target: str, token: str | None) -> int:
+    """The HTTP status of GET target on the Unix socket `path`."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(path)
+        auth = f"Authorization: token {token}\r\n" if token else ""
+        sock.sendall(f"GET {target} HTTP/1.0\r\nHost: localhost\r\n{auth}\r\n".encode())
+        return int(sock.makefile("rb").readline().split()[1])
+
+
+def tcp_listeners(pid: int) -> list[str]:
+    """The TCP ports process `pid` listens on (ss -ltnp)."""
+    out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
+    return [line.split()[3] for line in out.splitlines() if f"pid={pid}," in line]
+
+
+def test_socket_mode_listens_on_a_private_unix_socket_only(run: Any) -> None:
+    r = run("--socket")
+    conn = r.wait_file("connection.json")
+    sock = Path(conn["socket"])
+    assert conn["port"] == 0 and conn["url"] == f"http+unix://{sock}/lab"
+    assert stat.S_ISSOCK(sock.stat().st_mode) and stat.S_IMODE(sock.stat().st_mode) == 0o600
+    assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700 and sock.parent.parent == Path("/tmp")
+    assert unix_get(str(sock), "/api/status", conn["token"]) == 200
+    assert unix_get(str(sock), "/api/status", None) == 403
+    assert tcp_listeners(conn["pid"]) == [], "nothing on TCP"
+    assert r.stop(signal.SIGTERM) == 0
+    assert r.ended()["reason"] == "stopped"
+    assert not sock.parent.exists(), "the socket's directory is removed at the end"
 
 
 def test_sigterm_shuts_kernels_down_cleanly_and_removes_secrets(run: Any, tmp_path: Path) -> None:

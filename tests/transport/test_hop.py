@@ -21,13 +21,6 @@ from tests.cluster.procs import free_port
 pytestmark = pytest.mark.cluster
 
 
-@pytest.fixture(scope="module")
-def node_sshd(minicluster: Any) -> Iterator[NodeSshd]:
-    server = NodeSshd(minicluster).start()
-    yield server
-    server.stop()
-
-
 class UnixEcho:
     """An echo server on a 0600 Unix socket in a 0700 directory, both owned by the cluster user."""
 

@@ -1,0 +1,66 @@
+"""How the laptop reaches a session's Jupyter over the one connection to the login node.
+
+TCP mode: a forward to the node's address and Jupyter's port, opened by the login node.
+Socket mode: Jupyter listens only on a 0600 Unix socket on its node, so the laptop logs in to
+that node through the login node (as a last ProxyJump hop, same user and keys) and opens
+streams to the socket there. The hop is made once and again after it drops.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from hpcjup.errors import AuthError, ConnectError
+from hpcjup.session.record import Connection
+from hpcjup.transport.base import Stream, Transport
+
+TCP_HINT = ("Socket mode needs SSH from the login node to the node running your job, which this centre may not allow. "
+            "Start without --socket (TCP mode: Jupyter listens on the node's port, protected by its token).")  # fmt: skip
+
+
+class Route:
+    """Opens streams to one session's Jupyter through `transport` (replace it after a reconnect)."""
+
+    def __init__(self, transport: Transport, conn: Connection) -> None:
+        self.transport, self.conn = transport, conn
+        self._node: Transport | None = None
+        self._lock = threading.Lock()
+
+    def connect(self) -> None:
+        """Make the hop to the node now (socket mode), so a refusal is reported before anything else."""
+        if self.conn.socket:
+            self._node_transport()
+
+    def open(self) -> Stream:
+        """A new byte stream to Jupyter."""
+        if not self.conn.socket:
+            return self.transport.open_stream(self.conn.address, self.conn.port)
+        return self._node_transport().open_unix_stream(self.conn.socket)
+
+    def use(self, transport: Transport) -> None:
+        """Go through a new connection to the login node from now on (the hop is made again)."""
+        with self._lock:
+            old, self._node, self.transport = self._node, None, transport
+        if old is not None and old is not transport:
+            old.close()
+
+    def close(self) -> None:
+        """Close the hop (not the login connection)."""
+        with self._lock:
+            node, self._node = self._node, None
+        if node is not None and node is not self.transport:
+            node.close()
+
+    def _node_transport(self) -> Transport:
+        with self._lock:
+            if self._node is not None and self._node.alive:
+                return self._node
+            if self._node is not None:
+                self._node.close()
+            node = self.conn.node
+            try:
+                self._node = self.transport.hop(node)
+            except (ConnectError, AuthError) as exc:
+                self._node = None
+                raise ConnectError(f"Cannot SSH to compute node {node} through {self.transport.name}: {exc.message}", hint=TCP_HINT) from exc
+            return self._node
