@@ -15,10 +15,22 @@ venv="${HPCJUP_TEST_VENV:-.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
 
+pytest() {
+    local rc=0
+    "$venv/bin/python" -m pytest "$@" || rc=$?
+    if [ "$rc" -eq 5 ]; then
+        echo "run.sh: pytest collected no tests; that is a failure" >&2
+        rc=1
+    fi
+    return "$rc"
+}
+
 status=0
-"$venv/bin/python" -m pytest "$@" || status=$?
-if [ "$status" -eq 5 ]; then
-    echo "run.sh: pytest collected no tests; that is a failure" >&2
-    status=1
+pytest "$@" || status=$?
+if [ "$#" -eq 0 ] && [ "$status" -eq 0 ]; then
+    # The first pass takes the `auto` SSH backend (OpenSSH here); every CLI test (start, attach,
+    # stop, sessions, failures, Dask, socket mode) runs once more on paramiko.
+    echo "run.sh: the CLI tests again with HPCJUP_SSH=paramiko" >&2
+    HPCJUP_SSH=paramiko pytest tests/cli || status=$?
 fi
 exit "$status"
