@@ -1,6 +1,6 @@
 """Tunnel throughput and round trip: `ssh -L` vs hpcjup's Tunnel over the OpenSSH and paramiko backends.
 
-    python benchmarks/tunnel.py [--size MIB] [--rounds N] [--pings N]
+    python benchmarks/tunnel.py [--size MIB] [--rounds N] [--pings N] [--streams] [--only WORDS]
 
 Needs the mini-cluster (root on Debian; see tests/cluster). A server on the "compute node"
 (127.0.0.2) sends or swallows bulk data and echoes small messages; each path forwards a local
@@ -141,43 +141,20 @@ def ssh_l(home: Path, port: int) -> Iterator[int]:
 
 
 @contextmanager
-def hpcjup_tunnel(backend: str, port: int) -> Iterator[int]:
-    """hpcjup's Tunnel over one backend's transport, in this process."""
+def hpcjup_tunnel(backend: str, port: int, handoff: bool = True) -> Iterator[int]:
+    """hpcjup's Tunnel over one backend's transport, in this process, built as hpcjup builds it:
+    the browser's socket handed to the OpenSSH master, streams with paramiko (or with handoff=False)."""
     from hpcjup.transport import connect
     from hpcjup.tunnel import Tunnel
 
     transport = connect("minicluster", backend=backend)
     try:
-        with Tunnel(lambda: transport.open_stream(NODE, port)) as tunnel:
+        with Tunnel(lambda: transport.open_stream(NODE, port),
+                    handoff=(lambda c: transport.forward_socket(c, NODE, port)) if handoff else None) as tunnel:  # fmt: skip
             yield tunnel.local_port
     finally:
         if backend == "openssh":
             transport.terminate()  # type: ignore[attr-defined]
-        transport.close()
-
-
-@contextmanager
-def fd_passing_tunnel(port: int) -> Iterator[int]:
-    """A prototype: hpcjup's Tunnel accepting, then handing each socket to the ssh master (forward_socket)."""
-    from hpcjup.transport.openssh import OpenSSHTransport
-    from hpcjup.tunnel import Tunnel
-
-    transport = OpenSSHTransport("minicluster")
-
-    class PassingTunnel(Tunnel):
-        def _forward(self, client: socket.socket) -> None:
-            control = transport.forward_socket(client, NODE, port)
-            client.close()  # the master holds the connection now; our copy would keep it from closing
-            try:
-                control.recv(1)  # EOF when the forward ends
-            finally:
-                control.close()
-
-    try:
-        with PassingTunnel(lambda: transport.open_stream(NODE, port)) as tunnel:
-            yield tunnel.local_port
-    finally:
-        transport.terminate()
         transport.close()
 
 
@@ -192,7 +169,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="MiB per bulk transfer (default 512)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per path, interleaved; medians are shown (default 3)")
     parser.add_argument("--pings", type=int, default=2000, help="small-message round trips per round (default 2000)")
-    parser.add_argument("--fd-passing", action="store_true", help="also measure the prototype that hands sockets to the ssh master")
+    parser.add_argument("--streams", action="store_true", help="also measure the OpenSSH backend with streams copied in Python (no handoff)")
     parser.add_argument("--only", help="comma-separated words: measure only the paths whose names contain one (ssh -L always runs)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--client", type=int, help=argparse.SUPPRESS)
@@ -219,8 +196,8 @@ def main() -> None:
             "hpcjup/openssh": lambda: hpcjup_tunnel("openssh", port),
             "hpcjup/paramiko": lambda: hpcjup_tunnel("paramiko", port),
         }
-        if args.fd_passing:
-            paths["openssh fd-pass"] = lambda: fd_passing_tunnel(port)
+        if args.streams:
+            paths["hpcjup/openssh streams"] = lambda: hpcjup_tunnel("openssh", port, handoff=False)
         if args.only:
             paths = {name: path for name, path in paths.items() if name == "ssh -L" or any(word in name for word in args.only.split(","))}
         results: dict[str, list[dict[str, float]]] = {name: [] for name in paths}

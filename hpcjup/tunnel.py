@@ -1,10 +1,12 @@
 """A local port forward: 127.0.0.1:<port> -> a stream opened through the session's connection.
 
-Every accepted connection gets its own stream from `opener` (an SSH channel on the one
-Transport, or a plain socket for `--local`) and one pump thread. The tunnel is a context
+Every accepted connection is either handed over whole (`handoff`: the OpenSSH master takes the
+socket itself and copies its bytes in C, which is as fast as `ssh -L`), or gets its own stream
+from `opener` (an SSH channel on the one Transport, or a plain socket for `--local`) and a
+thread per direction that copies between the two. The tunnel is a context
 manager: leaving it closes the listener and every stream, and re-raises a failure of the
-accept thread, so errors are never swallowed. `opener` may be swapped while it runs
-(reconnecting after a dropped connection keeps the same local port).
+accept thread, so errors are never swallowed. What `opener` and `handoff` reach may change while
+it runs (reconnecting after a dropped connection keeps the same local port).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import select
 import socket
 import threading
 from collections.abc import Callable
+from typing import Optional
 
 from hpcjup.errors import PortBusyError
 from hpcjup.transport.base import Stream
@@ -22,12 +25,17 @@ from hpcjup.transport.base import Stream
 log = logging.getLogger("hpcjup.tunnel")
 _CHUNK = 256 * 1024
 
+#: Takes an accepted connection over (returning a control socket that reads EOF when the forward
+#: ends and ends it when closed), or returns None where it cannot: then `opener` serves.
+Handoff = Callable[[socket.socket], Optional[socket.socket]]
+
 
 class Tunnel:
     """Listens on loopback and forwards each connection through `opener()`."""
 
-    def __init__(self, opener: Callable[[], Stream], local_port: int | None = None) -> None:
+    def __init__(self, opener: Callable[[], Stream], local_port: int | None = None, handoff: Handoff | None = None) -> None:
         self.opener = opener
+        self.handoff = handoff
         self.requested_port = local_port
         self.local_port = 0
         self.failures = 0  # connections whose stream could not be opened
@@ -100,19 +108,26 @@ class Tunnel:
     def _forward(self, client: socket.socket) -> None:
         # Opening the stream is a round trip to the server: do it here, not in the accept loop,
         # so dozens of browser connections open in parallel.
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            stream = self.opener()
+            control = self.handoff(client) if self.handoff else None
+            stream: Stream = control if control is not None else self.opener()
         except Exception as exc:
             self.failures += 1
             log.warning("forward failed: %s", exc)
             client.close()
             return
-        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # With a handoff our copy of `client` stays open but unused until the forward ends: shutting it
+        # down (close()) is what makes the master end both sides; closing it afterwards lets the browser see the end.
         pair = (client, stream)
         with self._lock:
             self._open.add(pair)
         try:
-            _pump(client, stream)
+            if control is not None:
+                while control.recv(64):  # nothing comes until the forward ends (EOF)
+                    pass
+            else:
+                _pump(client, stream)
         except OSError as exc:  # a reset by either side ends this connection only
             log.debug("connection ended: %s", exc)
         finally:

@@ -44,7 +44,7 @@ class Holder:
     def serve(self, *, local_port: int | None, open_browser: bool, on_ready: Callable[[], None] = lambda: None, time_left: int | None = None) -> None:
         """Forward, verify, report the URL, then hold until detached or the job ends."""
         self.route.connect()
-        self.tunnel = Tunnel(self.route.open, local_port)
+        self.tunnel = Tunnel(self.route.open, local_port, handoff=self.route.handoff)
         self.tunnel.start()
         ui, record = self.app.ui, self.record
         with self.tunnel, contextlib.closing(self.route):

@@ -8,6 +8,7 @@ streams to the socket there. The hop is made once and again after it drops.
 
 from __future__ import annotations
 
+import socket
 import threading
 
 from hpcjup.errors import AuthError, ConnectError
@@ -30,6 +31,12 @@ class Route:
         """Make the hop to the node now (socket mode), so a refusal is reported before anything else."""
         if self.conn.socket:
             self._node_transport()
+
+    def handoff(self, client: socket.socket) -> socket.socket | None:
+        """Give a browser's connection to the SSH side itself where the backend can (OpenSSH, TCP mode)."""
+        if self.conn.socket:
+            return None
+        return self.transport.forward_socket(client, self.conn.address, self.conn.port)
 
     def open(self) -> Stream:
         """A new byte stream to Jupyter."""

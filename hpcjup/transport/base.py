@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import socket
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -108,6 +109,14 @@ class Transport(ABC):
     @abstractmethod
     def open_stream(self, host: str, port: int) -> Stream:
         """A byte stream to host:port as reached from the login node (a port forward)."""
+
+    def forward_socket(self, client: socket.socket, host: str, port: int) -> socket.socket | None:
+        """Take a connected local socket over and forward it to host:port from the login node.
+
+        Returns a control socket that reads EOF when the forward ends (closing it ends the
+        forward); the caller closes its own `client`. None: this backend cannot (use open_stream).
+        """
+        return None
 
     @abstractmethod
     def open_unix_stream(self, path: str) -> Stream:

@@ -264,8 +264,7 @@ class OpenSSHTransport(Transport):
         return MuxStream(control, rx, tx)
 
     def forward_socket(self, client: socket.socket, host: str, port: int) -> socket.socket:
-        """Hand a connected socket to the master itself (no copying in Python); the returned control
-        socket reads EOF when the forward ends, and closing it ends the forward. Close `client` after."""
+        # The master copies the socket's bytes itself, in C: as fast as `ssh -L`.
         return self._stdio_forward(host, port, client.fileno(), client.fileno())
 
     def open_unix_stream(self, path: str) -> Stream:

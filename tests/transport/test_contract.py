@@ -7,6 +7,7 @@ import os
 import socket
 import stat
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -112,7 +113,13 @@ def test_open_stream_to_a_closed_port(transport: Transport) -> None:
     assert transport.alive  # a refused forward does not hurt the connection
 
 
-def test_64_concurrent_connections_through_a_tunnel(transport: Transport, echo_server: EchoServer) -> None:
+def tunnel_to(transport: Transport, port: int, handoff: bool) -> Tunnel:
+    """A Tunnel to the echo server as hpcjup builds one: the socket handed over where the backend can, or streams."""
+    return Tunnel(lambda: transport.open_stream(NODE, port), handoff=(lambda c: transport.forward_socket(c, NODE, port)) if handoff else None)
+
+
+@pytest.mark.parametrize("handoff", [True, False], ids=["handoff", "streams"])
+def test_64_concurrent_connections_through_a_tunnel(transport: Transport, echo_server: EchoServer, handoff: bool) -> None:
     results: dict[int, bytes] = {}
 
     def one(i: int, port: int) -> None:
@@ -122,7 +129,7 @@ def test_64_concurrent_connections_through_a_tunnel(transport: Transport, echo_s
             s.shutdown(socket.SHUT_WR)
             results[i] = _recv_all(s, len(payload) + 1)
 
-    with Tunnel(lambda: transport.open_stream(NODE, echo_server.port)) as tunnel:
+    with tunnel_to(transport, echo_server.port, handoff) as tunnel:
         threads = [threading.Thread(target=one, args=(i, tunnel.local_port)) for i in range(64)]
         for t in threads:
             t.start()
@@ -133,10 +140,34 @@ def test_64_concurrent_connections_through_a_tunnel(transport: Transport, echo_s
     assert all(results[i] == f"connection {i} ".encode() * 2000 for i in range(64))
 
 
-def test_64_mib_through_a_tunnel(transport: Transport, echo_server: EchoServer) -> None:
+@pytest.mark.parametrize("handoff", [True, False], ids=["handoff", "streams"])
+def test_closing_the_tunnel_ends_its_connections_and_leaks_nothing(transport: Transport, echo_server: EchoServer, handoff: bool) -> None:
+    fds = len(os.listdir("/proc/self/fd"))
+    tunnel = tunnel_to(transport, echo_server.port, handoff)
+    with tunnel:
+        for _ in range(20):  # connections that end by themselves
+            with socket.create_connection(("127.0.0.1", tunnel.local_port), timeout=10) as s:
+                s.sendall(b"x")
+                assert s.recv(1) == b"x"
+        held = socket.create_connection(("127.0.0.1", tunnel.local_port), timeout=10)
+        held.sendall(b"y")
+        assert held.recv(1) == b"y"
+        assert tunnel.connections >= 1
+    assert held.recv(1) == b"", "the forward ended with the tunnel"
+    held.close()
+    # Each connection's thread and the echo server (in this process too) finish a moment later.
+    deadline = time.monotonic() + 10
+    while (tunnel.connections or len(os.listdir("/proc/self/fd")) > fds) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert tunnel.connections == 0
+    assert len(os.listdir("/proc/self/fd")) <= fds
+
+
+@pytest.mark.parametrize("handoff", [True, False], ids=["handoff", "streams"])
+def test_64_mib_through_a_tunnel(transport: Transport, echo_server: EchoServer, handoff: bool) -> None:
     size, block = 64 << 20, hashlib.sha256(b"seed").digest() * (1 << 15)  # 1 MiB of varied bytes
     sent, received = hashlib.sha256(), hashlib.sha256()
-    with Tunnel(lambda: transport.open_stream(NODE, echo_server.port)) as tunnel:
+    with tunnel_to(transport, echo_server.port, handoff) as tunnel:
         with socket.create_connection(("127.0.0.1", tunnel.local_port), timeout=120) as s:
 
             def send() -> None:
