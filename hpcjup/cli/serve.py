@@ -43,11 +43,9 @@ class Holder:
 
     def serve(self, *, local_port: int | None, open_browser: bool, on_ready: Callable[[], None] = lambda: None, time_left: int | None = None) -> None:
         """Forward, verify, report the URL, then hold until detached or the job ends."""
-        self.route.connect()
-        self.tunnel = Tunnel(self.route.open, local_port, handoff=self.route.handoff)
-        self.tunnel.start()
         ui, record = self.app.ui, self.record
-        with self.tunnel, contextlib.closing(self.route):
+        with contextlib.closing(self.route), self._tunnel(local_port) as tunnel:
+            self.tunnel = tunnel
             api_status(self.tunnel.local_port, self.conn)
             url = lab_url(self.tunnel.local_port, self.conn)
             self._cache(url)
@@ -69,6 +67,11 @@ class Holder:
                 finally:
                     self.app.store.update(record.host, record.name, tunnel=None, last_local_port=self.tunnel.local_port)
         self._report_end(ended)
+
+    def _tunnel(self, local_port: int | None) -> Tunnel:
+        """The local end (started by `with`), after the hop to the node in socket mode."""
+        self.route.connect()
+        return Tunnel(self.route.open, local_port, handoff=self.route.handoff)
 
     def _cache(self, url: str) -> None:
         import os

@@ -93,12 +93,7 @@ def command(ctx: click.Context, host: str | None, local: bool, partition: str | 
         scheduler = app.scheduler(host)
         record, paths, conn, time_left = _submit_and_wait(app, transport, scheduler, request, pending)
         holder = Holder(app, transport, record, paths, conn)
-        try:
-            holder.route.connect()  # socket mode: SSH to the node now; if that is refused, the job is of no use
-        except HpcjupError:
-            _abandon(transport, scheduler, record, paths)
-            app.ui.info(f"Cancelled job {record.job_id}: Jupyter's socket on {conn.node} cannot be reached.")
-            raise
+        _reach_node(app, transport, scheduler, record, paths, holder)
         _start_groups(app, transport, record, paths, conn, groups)
         holder.serve(
             local_port=local_port,
@@ -130,6 +125,27 @@ def _submit_and_wait(
             if isinstance(exc, KeyboardInterrupt):
                 raise Interrupted(f"Cancelled job {record.job_id} before Jupyter started; nothing was lost.") from None
             raise
+
+
+def _reach_node(app: App, transport: Transport, scheduler: Scheduler, record: SessionRecord, paths: SessionPaths, holder: Holder) -> None:
+    """Socket mode: SSH to the node now. If that fails (or is interrupted), the job is of no use: cancel it."""
+    if not holder.conn.socket:
+        return
+    try:
+        with terminate_as_interrupt():
+            holder.route.connect()
+    except BaseException as exc:
+        holder.route.close()
+        try:
+            _abandon(transport, scheduler, record, paths)
+        except HpcjupError as cleanup:  # the login connection may be gone too: say so, but report the cause
+            app.ui.warn(f"Could not cancel job {record.job_id} ({cleanup.message}); run `hpcjup stop {record.name}`.")
+        else:
+            if not isinstance(exc, KeyboardInterrupt):
+                app.ui.info(f"Cancelled job {record.job_id}: Jupyter's socket on {holder.conn.node} was not reached; nothing was lost.")
+        if isinstance(exc, KeyboardInterrupt):
+            raise Interrupted(f"Cancelled job {record.job_id} before Jupyter was reached; nothing was lost.") from None
+        raise
 
 
 def _abandon(transport: Transport, scheduler: Scheduler, record: SessionRecord, paths: SessionPaths) -> None:

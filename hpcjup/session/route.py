@@ -26,6 +26,7 @@ class Route:
         self.transport, self.conn = transport, conn
         self._node: Transport | None = None
         self._lock = threading.Lock()
+        self._closed = False
 
     def connect(self) -> None:
         """Make the hop to the node now (socket mode), so a refusal is reported before anything else."""
@@ -42,7 +43,13 @@ class Route:
         """A new byte stream to Jupyter."""
         if not self.conn.socket:
             return self.transport.open_stream(self.conn.address, self.conn.port)
-        return self._node_transport().open_unix_stream(self.conn.socket)
+        node = self._node_transport()
+        try:
+            return node.open_unix_stream(self.conn.socket)
+        except (ConnectError, EOFError, OSError):
+            if node.alive:  # the node is there; the socket is not (the job ended): say so
+                raise
+        return self._node_transport(replacing=node).open_unix_stream(self.conn.socket)
 
     def use(self, transport: Transport) -> None:
         """Go through a new connection to the login node from now on (the hop is made again)."""
@@ -52,22 +59,28 @@ class Route:
             old.close()
 
     def close(self) -> None:
-        """Close the hop (not the login connection)."""
+        """Close the hop (not the login connection); no new one is made after this."""
         with self._lock:
+            self._closed = True
             node, self._node = self._node, None
         if node is not None and node is not self.transport:
             node.close()
 
-    def _node_transport(self) -> Transport:
+    def _node_transport(self, replacing: Transport | None = None) -> Transport:
+        """The hop to the node: the current one, or a new one if there is none or `replacing` is it."""
         with self._lock:
-            if self._node is not None and self._node.alive:
+            if self._closed:
+                raise ConnectError("The tunnel is closing.")
+            if self._node is not None and self._node is not replacing:
                 return self._node
             if self._node is not None:
                 self._node.close()
+                self._node = None
             node = self.conn.node
             try:
                 self._node = self.transport.hop(node)
-            except (ConnectError, AuthError) as exc:
-                self._node = None
+            except AuthError as exc:  # e.g. the node's host key is unknown: its own hint says what to do
+                raise AuthError(f"SSH to compute node {node}: {exc.message}", hint=exc.hint) from exc
+            except ConnectError as exc:
                 raise ConnectError(f"Cannot SSH to compute node {node} through {self.transport.name}: {exc.message}", hint=TCP_HINT) from exc
             return self._node

@@ -19,6 +19,7 @@ from hpcjup.errors import UsageError
 
 _DEST = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9a-fA-F:.]+\]|[^@:\s\[\]]+)(?::(?P<port>\d{1,5}))?$")
 _DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
+_NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
 SYSTEM_CONFIG = Path("/etc/ssh/ssh_config")
 _MAX_HOPS = 8
 _MAX_CONTROL_DIR = 70  # sun_path holds 104-108 bytes; ssh adds "/" + 16 hex + a 17-byte temporary suffix
@@ -64,6 +65,13 @@ def split_destination(text: str) -> tuple[str | None, str, int | None]:
     if port is not None and not 0 < port < 65536:
         raise UsageError(f"Port out of range in {text!r}")
     return m["user"], m["host"].strip("[]"), port
+
+
+def check_node_name(name: str) -> str:
+    """A compute node's name as the job reported it: a plain host name, never a user, port, option or shell word."""
+    if not _NODE.fullmatch(name):
+        raise UsageError(f"Not a compute node name: {name!r}", hint="The job's connection.json is damaged; `hpcjup stop` the session.")
+    return name
 
 
 def _lookup(host: str, config_path: Path) -> dict[str, object]:

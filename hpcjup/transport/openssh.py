@@ -29,7 +29,7 @@ from pathlib import Path
 from hpcjup.errors import ConnectError, HpcjupError, UsageError, WaitTimeout
 from hpcjup.transport.askpass import AskpassBridge, askpass_program, ssh_askpass_env, without_askpass
 from hpcjup.transport.base import FileInfo, Prompter, Stream, Transport
-from hpcjup.transport.destination import control_dir, home_overridden, locked, split_destination, wrapper_config
+from hpcjup.transport.destination import check_node_name, control_dir, home_overridden, locked, split_destination, wrapper_config
 from hpcjup.transport.hostkeys import ssh_error
 from hpcjup.transport.mux import Mux, MuxRefused, MuxStream
 
@@ -72,10 +72,13 @@ class OpenSSHTransport(Transport):
         self._identities: list[str] = []
         self.identity_files: list[str] = []  # every IdentityFile ssh uses for this host, ~ expanded
         self._unix_forwards: dict[str, Path] = {}
+        self._forward_lock = threading.Lock()
         opts = self._resolve()
         self.user, self.hostname, self.port = opts.get("user", ""), opts.get("hostname", host), int(opts.get("port", "22"))
         self.proxy_jump = opts.get("proxyjump") if opts.get("proxyjump", "none") != "none" else None
         route = f"{Path.home()}\0{self.user}@{self.hostname}:{self.port}\0{self.proxy_jump}\0{opts.get('proxycommand')}"
+        if via is not None:  # a hop master is this process's own: another's closing it must not cut our forwards
+            route += f"\0{os.getpid()}"
         self.control_path = self._dir / hashlib.sha256(route.encode()).hexdigest()[:16]
         self.started_master = False
         self._home: str | None = None
@@ -176,12 +179,18 @@ class OpenSSHTransport(Transport):
 
     # -- commands ---------------------------------------------------------------------------
 
+    def _mux_client(self) -> list[str]:
+        """The start of an ssh command line that only ever uses this master.
+
+        -F none: the master already applied the configuration. ProxyCommand=false: if the master
+        is gone, fail at once instead of silently opening (and authenticating) a second connection.
+        """
+        return [self._ssh, "-F", "none", "-S", str(self.control_path), "-o", "ControlMaster=no", "-o", "ProxyCommand=false",
+                "-o", "BatchMode=yes"]  # fmt: skip
+
     def _client(self, command: str, input: bytes | None, timeout: float) -> tuple[int, bytes, bytes]:
         """Run one command as a mux client; (exit code, stdout, stderr) as bytes."""
-        # -F none: the master already applied the configuration. ProxyCommand=false: if the master
-        # is gone, fail at once instead of silently opening (and authenticating) a second connection.
-        argv = [self._ssh, "-F", "none", "-S", str(self.control_path), "-o", "ControlMaster=no", "-o", "ProxyCommand=false",
-                "-o", "BatchMode=yes", "-T", self.name, "--", command]  # fmt: skip
+        argv = [*self._mux_client(), "-T", self.name, "--", command]
         try:
             proc = subprocess.run(argv, input=input, stdin=None if input is not None else subprocess.DEVNULL,
                                   capture_output=True, timeout=timeout)  # fmt: skip
@@ -278,32 +287,26 @@ class OpenSSHTransport(Transport):
 
     def _unix_forward(self, path: str) -> Path:
         """A local Unix socket (0600, in our 0700 directory) that the master forwards to `path` on the server."""
-        local = self._unix_forwards.get(path)
-        if local is not None:
-            return local
-        local = self._dir / f"{self.control_path.name}-{hashlib.sha256(path.encode()).hexdigest()[:8]}.sock"
-        for attempt in (1, 2):
-            try:
-                with self._mux() as mux:
-                    mux.forward_unix(local, path)
-            except MuxRefused as exc:
-                if attempt == 2:
+        with self._forward_lock:  # browsers open connections in parallel: ask the master once
+            local = self._unix_forwards.get(path)
+            if local is None:
+                local = self._dir / f"{self.control_path.name}-{hashlib.sha256(path.encode()).hexdigest()[:8]}.sock"
+                try:
+                    with self._mux() as mux:
+                        mux.forward_unix(local, path)  # the hop master binds with StreamLocalBindUnlink (an old file goes)
+                except MuxRefused as exc:
                     raise ConnectError(f"ssh could not forward a local socket to {path} on {self.name} ({exc}).") from exc
-                local.unlink(missing_ok=True)  # left by an earlier master: ssh does not bind over it
-                continue
-            self._unix_forwards[path] = local
+                self._unix_forwards[path] = local
             return local
-        raise AssertionError("unreachable")
 
     def hop_options(self) -> list[str]:
         """ssh options that reach another host through this master, as this user with these keys."""
-        proxy = shlex.join([self._ssh, "-F", "none", "-S", str(self.control_path), "-o", "ControlMaster=no", "-o", "ProxyCommand=false",
-                            "-o", "BatchMode=yes", "-W", "%h:%p", self.name])  # fmt: skip
+        proxy = shlex.join([*self._mux_client(), "-W", "%h:%p", self.name])
         keys = [arg for key in self.identity_files for arg in ("-o", f"IdentityFile={key}")]
-        return ["-o", f"ProxyCommand={proxy}", *keys, "-l", self.user]
+        return ["-o", f"ProxyCommand={proxy}", "-o", "StreamLocalBindUnlink=yes", *keys, "-l", self.user]
 
     def hop(self, node: str) -> Transport:
-        split_destination(node)  # a node name, never an option
+        check_node_name(node)  # a plain name: it lands in a ProxyCommand that a shell runs
         return OpenSSHTransport(node, self._prompt, accept_new=self._accept_new, persist=False, ssh=self._ssh, via=self)
 
     def _stdio_forward(self, host: str, port: int, read_fd: int, write_fd: int) -> socket.socket:

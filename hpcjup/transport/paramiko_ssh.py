@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from hpcjup.errors import AuthError, ConnectError, WaitTimeout
 from hpcjup.transport.askpass import effective_prompter
 from hpcjup.transport.base import FileInfo, Prompter, Stream, Transport
-from hpcjup.transport.destination import Destination, jump_chain, parse_destination
+from hpcjup.transport.destination import Destination, check_node_name, jump_chain, parse_destination
 from hpcjup.transport.hostkeys import known_key_types, verify_host_key
 
 if TYPE_CHECKING:
@@ -325,7 +325,7 @@ class ParamikoTransport(Transport):
                                hint="Is the job still running? `hpcjup ls` shows its state.") from exc  # fmt: skip
 
     def hop(self, node: str) -> Transport:
-        own = parse_destination(node)  # the node's Host block: port, timeouts, known_hosts files
+        own = parse_destination(check_node_name(node))  # the node's Host block: port, timeouts, known_hosts files
         dest = dataclasses.replace(own, user=self.dest.user, identity_files=(*self.dest.identity_files, *own.identity_files),
                                    identities_only=self.dest.identities_only, proxy_jump=None, proxy_command=None)  # fmt: skip
         return ParamikoTransport(dest, self._prompt, accept_new=self._accept_new, via=self)

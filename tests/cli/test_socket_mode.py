@@ -71,3 +71,16 @@ def test_socket_mode_where_nodes_refuse_ssh(minicluster: Any, laptop_env: dict[s
     job = next(job["id"] for job in minicluster.jobs() if job["name"] == "hpcjup-refused")
     wait_for(lambda: [j["state"] for j in minicluster.jobs() if j["id"] == job] == ["CANCELLED"], 30, f"job {job} cancelled")
     assert not (SESSIONS / "refused").exists()
+
+
+def test_socket_mode_with_an_unknown_node_host_key(minicluster: Any, node_sshd: Any, laptop_env: dict[str, str], clean_jobs: None) -> None:
+    home = Path(laptop_env["HOME"])
+    node_sshd.add_to_laptop(home)
+    known = home / ".ssh/known_hosts"
+    known.write_text("".join(line + "\n" for line in known.read_text().splitlines() if "node1" not in line))
+    started = run(["start", *HOST, "--socket", "--name", "nodekey", "--no-dask", "-d"], laptop_env)
+    assert started.returncode == ExitCode.AUTH, started.stderr
+    assert "SSH to compute node" in started.stderr and "--accept-new-host-key" in started.stderr
+    job = next(job["id"] for job in minicluster.jobs() if job["name"] == "hpcjup-nodekey")
+    wait_for(lambda: [j["state"] for j in minicluster.jobs() if j["id"] == job] == ["CANCELLED"], 30, f"job {job} cancelled")
+    assert not (SESSIONS / "nodekey").exists()

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from hpcjup.errors import ConnectError
+from hpcjup.errors import ConnectError, UsageError
 from hpcjup.transport import Transport
 from tests.cluster.bastion import NodeSshd
 from tests.cluster.procs import free_port
@@ -114,3 +114,36 @@ def test_a_node_that_refuses_ssh_is_a_connect_error(laptop: Path, connect_to: Ca
     print(caught.value.message)
     assert "node2" in caught.value.message
     assert login.run(["true"]).returncode == 0
+
+
+def test_a_new_hop_after_the_old_one_closed_and_parallel_first_streams(node_sshd: NodeSshd, laptop: Path, unix_echo: UnixEcho,
+                                                                       connect_to: Callable[..., Transport], backend: str) -> None:  # fmt: skip
+    node_sshd.add_to_laptop(laptop)
+    login = connect_to("minicluster", backend)
+    for _ in range(2):  # the second hop finds what the first one left behind (OpenSSH: its local socket file)
+        node = login.hop("node1")
+        try:
+            results: dict[int, bytes] = {}
+
+            def one(i: int) -> None:
+                stream = node.open_unix_stream(unix_echo.path)
+                stream.sendall(b"%d" % i)
+                results[i] = stream.recv(10)
+                stream.close()
+
+            threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            assert results == {i: b"%d" % i for i in range(16)}
+        finally:
+            node.close()
+
+
+def test_node_names_are_checked_before_any_ssh(laptop: Path, connect_to: Callable[..., Transport], backend: str) -> None:
+    login = connect_to("minicluster", backend)
+    for name in ("node1;touch /tmp/hpcjup-pwned", "evil.example:2222", "-oProxyCommand=true"):
+        with pytest.raises(UsageError):
+            login.hop(name)
+    assert not Path("/tmp/hpcjup-pwned").exists()

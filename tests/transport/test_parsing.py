@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hpcjup.errors import AuthError, ConnectError, UsageError
-from hpcjup.transport.destination import jump_chain, parse_destination, split_destination
+from hpcjup.transport.destination import check_node_name, jump_chain, parse_destination, split_destination
 from hpcjup.transport.hostkeys import ssh_error
 
 KEY = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnWLnxX+/b8d3dCoLq5J5Nd2UMbPz4AYNkEGjVtV"
@@ -31,6 +31,17 @@ def test_split_destination(text: str, expected: tuple[str | None, str, int | Non
 def test_bad_destinations(text: str) -> None:
     with pytest.raises(UsageError):
         split_destination(text)
+
+
+@pytest.mark.parametrize("name", ["node1", "jwb0123", "jwb0123.juwels.fzj.de", "n-01"])
+def test_node_names(name: str) -> None:
+    assert check_node_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "-oProxyCommand=x", "evil.example:2222", "u@node1", "a;touch x", "$(id)", "n`id`", "node 1", "a" * 300])
+def test_node_names_that_are_not(name: str) -> None:
+    with pytest.raises(UsageError, match="Not a compute node name"):
+        check_node_name(name)
 
 
 def test_jump_chain_follows_ssh_config(tmp_path: Path) -> None:
