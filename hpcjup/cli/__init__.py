@@ -30,6 +30,7 @@ COMMANDS = {
     "doctor": ("doctor", "command", "Check SSH, Slurm, partition, account, environment and Jupyter."),
     "scale": ("scale", "command", "Change a Dask worker group of a running session."),
     "stop": ("stop", "command", "Stop a session: Jupyter shuts down cleanly, the job ends."),
+    "prune": ("prune", "command", "Remove ended sessions (directories, logs, cache entries)."),
 }
 
 

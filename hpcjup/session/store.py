@@ -83,6 +83,11 @@ class LocalStore:
     def remove(self, host: str, name: str) -> None:
         self._path(host, name).unlink(missing_ok=True)
 
+    def forget(self, host: str, name: str) -> None:
+        """Remove everything this laptop keeps about a session: its entry and its holder's log."""
+        self.remove(host, name)
+        (self.root / "logs" / _safe(host) / f"{_safe(name)}.log").unlink(missing_ok=True)
+
     def names(self, host: str) -> list[str]:
         """Cached session names on a host."""
         directory = self._dir(host)
