@@ -219,11 +219,11 @@ def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace)
     ref = results["ssh -L"]
     ratio = {name: {k: statistics.median(r[k] / ref[i][k] for i, r in enumerate(rs)) for k in keys} for name, rs in results.items()}
     print(f"\nTunnel benchmark: {args.size} MiB each way, {args.pings} round trips of 64 bytes, median of {args.rounds} rounds")
-    print(f"{'path':<17} {'download MB/s':>14} {'upload MB/s':>12} {'round trip µs':>14}   {'ratios vs ssh -L (down, up, rtt)':>30}")
+    print(f"{'path':<23} {'download MB/s':>14} {'upload MB/s':>12} {'round trip µs':>14}   {'ratios vs ssh -L (down, up, rtt)':>30}")
     for name, m in med.items():
         r = ratio[name]
         ratios = f"{r['down']:.2f}x, {r['up']:.2f}x, {r['rtt_us']:.2f}x"
-        print(f"{name:<17} {m['down']:>14.0f} {m['up']:>12.0f} {m['rtt_us']:>14.0f}   {ratios:>30}")
+        print(f"{name:<23} {m['down']:>14.0f} {m['up']:>12.0f} {m['rtt_us']:>14.0f}   {ratios:>30}")
     print("targets: throughput OpenSSH >= 0.9x, paramiko >= 0.5x; round trip median <= 1.5x")
 
 
