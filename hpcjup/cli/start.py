@@ -137,7 +137,7 @@ def _reach_node(app: App, transport: Transport, scheduler: Scheduler, record: Se
     except BaseException as exc:
         holder.route.close()
         try:
-            _abandon(transport, scheduler, record, paths)
+            _abandon(transport, scheduler, record, paths, running=True)
         except HpcjupError as cleanup:  # the login connection may be gone too: say so, but report the cause
             app.ui.warn(f"Could not cancel job {record.job_id} ({cleanup.message}); run `hpcjup stop {record.name}`.")
         else:
@@ -148,9 +148,13 @@ def _reach_node(app: App, transport: Transport, scheduler: Scheduler, record: Se
         raise
 
 
-def _abandon(transport: Transport, scheduler: Scheduler, record: SessionRecord, paths: SessionPaths) -> None:
+def _abandon(transport: Transport, scheduler: Scheduler, record: SessionRecord, paths: SessionPaths, running: bool = False) -> None:
     """Cancel a job that never served anyone and remove its session directory (no notebook can be lost yet)."""
     scheduler.cancel(transport, record.job_id, graceful=False)
+    if running:  # its launcher writes state.json as it goes: remove the directory after, not during
+        from hpcjup.session.stop import wait_until_gone
+
+        wait_until_gone(transport, scheduler, paths, record, 30.0)
     transport.rmtree(paths.dir)
 
 

@@ -33,10 +33,10 @@ def stop_session(transport: Transport, scheduler: Scheduler, paths: SessionPaths
     graceful = True
     if was_active:
         scheduler.cancel(transport, record.job_id, graceful=True)
-        graceful = _wait_until_gone(transport, scheduler, paths, record, grace)
+        graceful = wait_until_gone(transport, scheduler, paths, record, grace)
         if not graceful:
             scheduler.cancel(transport, record.job_id, graceful=False)
-            _wait_until_gone(transport, scheduler, paths, record, 30.0)
+            wait_until_gone(transport, scheduler, paths, record, 30.0)
         status = scheduler.status(transport, record.job_id)
     # The launcher removes these itself; a killed job cannot, so make sure.
     for secret in (paths.connection, paths.token):
@@ -45,8 +45,8 @@ def stop_session(transport: Transport, scheduler: Scheduler, paths: SessionPaths
     return StopOutcome(record.name, record.job_id, was_active, graceful, status.state.value, report.reason if report else None)
 
 
-def _wait_until_gone(transport: Transport, scheduler: Scheduler, paths: SessionPaths, record: SessionRecord, deadline: float) -> bool:
-    """Watch state.json often and the scheduler now and then, until the job is no longer active."""
+def wait_until_gone(transport: Transport, scheduler: Scheduler, paths: SessionPaths, record: SessionRecord, deadline: float) -> bool:
+    """Watch state.json often and the scheduler now and then, until the job is no longer active; whether it left in time."""
     end = time.monotonic() + deadline
     next_query = time.monotonic() + _QUERY_EVERY
     while time.monotonic() < end:
