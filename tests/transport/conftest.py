@@ -56,11 +56,11 @@ def connect_to(laptop: Path) -> Iterator[Callable[..., Transport]]:
 
 
 class EchoServer:
-    """Echoes every connection back, half-close included, on the node's address."""
+    """Echoes every connection back, half-close included: on the node's address, or on a listening socket given."""
 
-    def __init__(self) -> None:
-        self.sock = socket.create_server((NODE, 0), backlog=256)
-        self.port = self.sock.getsockname()[1]
+    def __init__(self, sock: socket.socket | None = None) -> None:
+        self.sock = sock or socket.create_server((NODE, 0), backlog=256)
+        self.port = self.sock.getsockname()[1] if self.sock.family != socket.AF_UNIX else 0
         self.connections = 0
         threading.Thread(target=self._accept, daemon=True).start()
 

@@ -17,39 +17,25 @@ from hpcjup.errors import ConnectError, UsageError
 from hpcjup.transport import Transport
 from tests.cluster.bastion import NodeSshd
 from tests.cluster.procs import free_port
+from tests.transport.conftest import EchoServer
 
 pytestmark = pytest.mark.cluster
 
 
-class UnixEcho:
+class UnixEcho(EchoServer):
     """An echo server on a 0600 Unix socket in a 0700 directory, both owned by the cluster user."""
 
     def __init__(self, user: str) -> None:
         account = pwd.getpwnam(user)
         self.dir = tempfile.mkdtemp(prefix="hpcjup-hop-")
         self.path = f"{self.dir}/echo.sock"
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.bind(self.path)
-        self.sock.listen(64)
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(self.path)
+        sock.listen(64)
         for path, mode in ((self.path, 0o600), (self.dir, 0o700)):
             os.chown(path, account.pw_uid, account.pw_gid)
             os.chmod(path, mode)
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _echo(conn: socket.socket) -> None:
-        with conn:
-            while data := conn.recv(65536):
-                conn.sendall(data)
-            conn.shutdown(socket.SHUT_WR)
+        super().__init__(sock)
 
     def close(self) -> None:
         self.sock.close()
