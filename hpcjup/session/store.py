@@ -66,9 +66,12 @@ class LocalStore:
         self.save(host, name, entry)
         return entry
 
+    def _log_file(self, host: str, name: str) -> Path:
+        return self.root / "logs" / _safe(host) / f"{_safe(name)}.log"
+
     def log_path(self, host: str, name: str) -> Path:
         """Where a detached tunnel holder writes its output (its directory is made 0700)."""
-        path = self.root / "logs" / _safe(host) / f"{_safe(name)}.log"
+        path = self._log_file(host, name)
         _private_dirs(path.parent)
         return path
 
@@ -86,7 +89,7 @@ class LocalStore:
     def forget(self, host: str, name: str) -> None:
         """Remove everything this laptop keeps about a session: its entry and its holder's log."""
         self.remove(host, name)
-        (self.root / "logs" / _safe(host) / f"{_safe(name)}.log").unlink(missing_ok=True)
+        self._log_file(host, name).unlink(missing_ok=True)
 
     def names(self, host: str) -> list[str]:
         """Cached session names on a host."""

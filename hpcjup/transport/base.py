@@ -113,8 +113,9 @@ class Transport(ABC):
     def forward_socket(self, client: socket.socket, host: str, port: int) -> socket.socket | None:
         """Take a connected local socket over and forward it to host:port from the login node.
 
-        Returns a control socket that reads EOF when the forward ends (closing it ends the
-        forward); the caller closes its own `client`. None: this backend cannot (use open_stream).
+        Returns a control socket that reads EOF when the forward ends. The caller keeps its copy
+        of `client` open until then: shutting that copy down ends the forward on both sides, and
+        closing it after the EOF lets the browser see the end. None: this backend cannot (use open_stream).
         """
         return None
 
