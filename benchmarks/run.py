@@ -43,8 +43,13 @@ def time_to_url(env: dict[str, str], cluster: MiniCluster, name: str) -> dict[st
     """One `start -d --json`, its phases from the CLI's stderr lines and the launcher's timestamps."""
     auths = cluster.auth_count()
     t0 = time.time()
-    proc = subprocess.Popen([*HPCJUP, "start", "--host", "minicluster", "--name", name, "--no-dask", "-d", "--json"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [*HPCJUP, "start", "--host", "minicluster", "--name", name, "--no-dask", "-d", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     submitted = None
     assert proc.stderr is not None and proc.stdout is not None
     for line in proc.stderr:
@@ -69,10 +74,30 @@ def time_to_url(env: dict[str, str], cluster: MiniCluster, name: str) -> dict[st
 
 def pending_queries(env: dict[str, str], cluster: MiniCluster, seconds: int) -> tuple[int, int]:
     """(queries in the first minute, queries per minute after it) while the partition is full."""
-    blocker = cluster.run_as_user(["sbatch", "--parsable", "-N", "2", "--exclusive", "-p", "batch", "--wrap", "sleep 3600"]).stdout.strip()
+    blocker = cluster.run_as_user(
+        ["sbatch", "--parsable", "-N", "2", "--exclusive", "-p", "batch", "--wrap", "sleep 3600"]
+    ).stdout.strip()
     try:
-        proc = subprocess.Popen([*HPCJUP, "-v", "start", "--host", "minicluster", "--name", "benchpend", "--no-dask", "-p", "batch",
-                                 "--timeout", f"{seconds}s", "--no-browser"], env=env, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [
+                *HPCJUP,
+                "-v",
+                "start",
+                "--host",
+                "minicluster",
+                "--name",
+                "benchpend",
+                "--no-dask",
+                "-p",
+                "batch",
+                "--timeout",
+                f"{seconds}s",
+                "--no-browser",
+            ],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         t0, times = time.time(), []
         assert proc.stderr is not None
         for line in proc.stderr:
@@ -127,26 +152,55 @@ def main() -> None:
     rows: list[tuple[str, str, str]] = []
 
     runs = [time_to_url(env, cluster, f"bench{i}") for i in range(args.starts)]
-    for key, label, target in (("submission", "submission: invoked -> job accepted", "<= 1 s"), ("queue", "queue (idle mini-cluster)", "-"),
-                               ("jupyter_start", "Jupyter start on the node", "-"), ("detection_and_tunnel", "detection: Jupyter ready -> URL answers", "<= 0.5 s"),
-                               ("total", "time to URL", "-")):  # fmt: skip
+    for key, label, target in (
+        ("submission", "submission: invoked -> job accepted", "<= 1 s"),
+        ("queue", "queue (idle mini-cluster)", "-"),
+        ("jupyter_start", "Jupyter start on the node", "-"),
+        ("detection_and_tunnel", "detection: Jupyter ready -> URL answers", "<= 0.5 s"),
+        ("total", "time to URL", "-"),
+    ):
         values = [r[key] for r in runs]
-        rows.append((label, f"median {statistics.median(values):.2f} s (min {min(values):.2f}, max {max(values):.2f}, n={len(values)})", target))
+        rows.append(
+            (
+                label,
+                f"median {statistics.median(values):.2f} s (min {min(values):.2f}, max {max(values):.2f}, n={len(values)})",
+                target,
+            )
+        )
     rows.append(("SSH authentications per start", ", ".join(str(r["auths"]) for r in runs), "exactly 1"))
 
     env2 = dict(env)
-    info = json.loads(subprocess.run([*HPCJUP, "start", "--host", "minicluster", "--name", "benchconc", "--no-dask", "-d", "--json"],
-                                     env=env2, capture_output=True, text=True, check=True).stdout)  # fmt: skip
+    info = json.loads(
+        subprocess.run(
+            [*HPCJUP, "start", "--host", "minicluster", "--name", "benchconc", "--no-dask", "-d", "--json"],
+            env=env2,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     ok, secs = concurrent(info["local_port"], info["token"])
     subprocess.run([*HPCJUP, "stop", "benchconc", "--host", "minicluster"], env=env2, capture_output=True)
     rows.append(("64 concurrent GET /api/status, one tunnel", f"{ok}/64 ok in {secs:.2f} s", "64, none lost"))
 
     first, later = pending_queries(env, cluster, args.pending)
-    rows.append(("scheduler queries while pending", f"{first} in the first minute, {later}/min after", "<= 6/min after the first minute"))
+    rows.append(
+        (
+            "scheduler queries while pending",
+            f"{first} in the first minute, {later}/min after",
+            "<= 6/min after the first minute",
+        )
+    )
 
     helptime, version, bare = startup()
-    rows.append(("`hpcjup --help` / `--version`", f"{helptime * 1000:.0f} ms / {version * 1000:.0f} ms (python -c pass: {bare * 1000:.0f} ms, "
-                 f"ratio {version / bare:.1f}x)", "<= 150 ms"))  # fmt: skip
+    rows.append(
+        (
+            "`hpcjup --help` / `--version`",
+            f"{helptime * 1000:.0f} ms / {version * 1000:.0f} ms (python -c pass: {bare * 1000:.0f} ms, "
+            f"ratio {version / bare:.1f}x)",
+            "<= 150 ms",
+        )
+    )
 
     width = max(len(r[0]) for r in rows)
     print(f"\nhpcjup benchmarks on {os.uname().nodename} ({os.cpu_count()} cores), {datetime.date.today()}")

@@ -32,6 +32,7 @@ CHUNK = 1 << 20
 
 # -- the server on the node and the measuring client (each a subprocess of this script) ------------
 
+
 def serve() -> None:
     """Per connection: b"D"+size: send size bytes; b"U": read to EOF, reply the count; b"E": echo."""
     srv = socket.create_server((NODE, 0), backlog=128)
@@ -107,6 +108,7 @@ def client(port: int, size: int, pings: int) -> None:
 
 # -- the three forwarding paths ------------------------------------------------------------------
 
+
 def _wait_listening(port: int, timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -129,8 +131,19 @@ def ssh_l(home: Path, port: int) -> Iterator[int]:
     """A plain `ssh -L` with the laptop's ssh config: the reference."""
     local = _free_port()
     ssh = home / ".ssh"
-    argv = ["ssh", "-F", str(ssh / "config"), "-o", f"UserKnownHostsFile={ssh / 'known_hosts'}", "-o", "ExitOnForwardFailure=yes",
-            "-N", "-L", f"127.0.0.1:{local}:{NODE}:{port}", "minicluster"]  # fmt: skip
+    argv = [
+        "ssh",
+        "-F",
+        str(ssh / "config"),
+        "-o",
+        f"UserKnownHostsFile={ssh / 'known_hosts'}",
+        "-o",
+        "ExitOnForwardFailure=yes",
+        "-N",
+        "-L",
+        f"127.0.0.1:{local}:{NODE}:{port}",
+        "minicluster",
+    ]
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
     try:
         _wait_listening(local)
@@ -149,8 +162,10 @@ def hpcjup_tunnel(backend: str, port: int, handoff: bool = True) -> Iterator[int
 
     transport = connect("minicluster", backend=backend)
     try:
-        with Tunnel(lambda: transport.open_stream(NODE, port),
-                    handoff=(lambda c: transport.forward_socket(c, NODE, port)) if handoff else None) as tunnel:  # fmt: skip
+        with Tunnel(
+            lambda: transport.open_stream(NODE, port),
+            handoff=(lambda c: transport.forward_socket(c, NODE, port)) if handoff else None,
+        ) as tunnel:
             yield tunnel.local_port
     finally:
         if backend == "openssh":
@@ -159,18 +174,31 @@ def hpcjup_tunnel(backend: str, port: int, handoff: bool = True) -> Iterator[int
 
 
 def measure(local_port: int, size: int, pings: int) -> dict[str, float]:
-    out = subprocess.run([sys.executable, __file__, "--client", str(local_port), "--size", str(size), "--pings", str(pings)],
-                         capture_output=True, text=True, check=True, timeout=600)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, __file__, "--client", str(local_port), "--size", str(size), "--pings", str(pings)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
     return json.loads(out.stdout)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512, help="MiB per bulk transfer (default 512)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per path, interleaved; medians are shown (default 3)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds per path, interleaved; medians are shown (default 3)"
+    )
     parser.add_argument("--pings", type=int, default=2000, help="small-message round trips per round (default 2000)")
-    parser.add_argument("--streams", action="store_true", help="also measure the OpenSSH backend with streams copied in Python (no handoff)")
-    parser.add_argument("--only", help="comma-separated words: measure only the paths whose names contain one (ssh -L always runs)")
+    parser.add_argument(
+        "--streams",
+        action="store_true",
+        help="also measure the OpenSSH backend with streams copied in Python (no handoff)",
+    )
+    parser.add_argument(
+        "--only", help="comma-separated words: measure only the paths whose names contain one (ssh -L always runs)"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--client", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -199,7 +227,11 @@ def main() -> None:
         if args.streams:
             paths["hpcjup/openssh streams"] = lambda: hpcjup_tunnel("openssh", port, handoff=False)
         if args.only:
-            paths = {name: path for name, path in paths.items() if name == "ssh -L" or any(word in name for word in args.only.split(","))}
+            paths = {
+                name: path
+                for name, path in paths.items()
+                if name == "ssh -L" or any(word in name for word in args.only.split(","))
+            }
         results: dict[str, list[dict[str, float]]] = {name: [] for name in paths}
         size = args.size * CHUNK
         for r in range(args.rounds):
@@ -217,9 +249,16 @@ def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace)
     keys = ("down", "up", "rtt_us")
     med = {name: {k: statistics.median(r[k] for r in rs) for k in keys} for name, rs in results.items()}
     ref = results["ssh -L"]
-    ratio = {name: {k: statistics.median(r[k] / ref[i][k] for i, r in enumerate(rs)) for k in keys} for name, rs in results.items()}
-    print(f"\nTunnel benchmark: {args.size} MiB each way, {args.pings} round trips of 64 bytes, median of {args.rounds} rounds")
-    print(f"{'path':<23} {'download MB/s':>14} {'upload MB/s':>12} {'round trip µs':>14}   {'ratios vs ssh -L (down, up, rtt)':>30}")
+    ratio = {
+        name: {k: statistics.median(r[k] / ref[i][k] for i, r in enumerate(rs)) for k in keys}
+        for name, rs in results.items()
+    }
+    print(
+        f"\nTunnel benchmark: {args.size} MiB each way, {args.pings} round trips of 64 bytes, median of {args.rounds} rounds"
+    )
+    print(
+        f"{'path':<23} {'download MB/s':>14} {'upload MB/s':>12} {'round trip µs':>14}   {'ratios vs ssh -L (down, up, rtt)':>30}"
+    )
     for name, m in med.items():
         r = ratio[name]
         ratios = f"{r['down']:.2f}x, {r['up']:.2f}x, {r['rtt_us']:.2f}x"

@@ -17,7 +17,6 @@ import select
 import socket
 import threading
 from collections.abc import Callable
-from typing import Optional
 
 from hpcjup.errors import PortBusyError
 from hpcjup.transport.base import Stream
@@ -27,13 +26,15 @@ _CHUNK = 256 * 1024
 
 #: Takes an accepted connection over (returning a control socket that reads EOF when the forward
 #: ends and ends it when closed), or returns None where it cannot: then `opener` serves.
-Handoff = Callable[[socket.socket], Optional[socket.socket]]
+Handoff = Callable[[socket.socket], socket.socket | None]
 
 
 class Tunnel:
     """Listens on loopback and forwards each connection through `opener()`."""
 
-    def __init__(self, opener: Callable[[], Stream], local_port: int | None = None, handoff: Handoff | None = None) -> None:
+    def __init__(
+        self, opener: Callable[[], Stream], local_port: int | None = None, handoff: Handoff | None = None
+    ) -> None:
         self.opener = opener
         self.handoff = handoff
         self.requested_port = local_port
@@ -91,7 +92,7 @@ class Tunnel:
         assert self._listener is not None
         try:
             while not self._closed.is_set():
-                ready, _, _ = select.select([self._listener, self._wake_r], [], [])
+                _ready, _, _ = select.select([self._listener, self._wake_r], [], [])
                 if self._closed.is_set():
                     return
                 try:

@@ -15,6 +15,12 @@ venv="${HPCJUP_TEST_VENV:-.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
 
+# The habits the tools keep: formatted, linted, typed. A failure here fails the run.
+echo "run.sh: ruff format --check, ruff check, mypy" >&2
+"$venv/bin/ruff" format --check --quiet .
+"$venv/bin/ruff" check --quiet .
+"$venv/bin/mypy"
+
 pytest() {
     local rc=0
     "$venv/bin/python" -m pytest "$@" || rc=$?

@@ -32,7 +32,7 @@ def echo() -> Iterator[tuple[str, int]]:
     server.server_close()
 
 
-def _opener(addr: tuple[str, int]):  # noqa: ANN202
+def _opener(addr: tuple[str, int]):
     return lambda: socket.create_connection(addr)
 
 

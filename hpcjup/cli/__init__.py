@@ -92,6 +92,11 @@ def main(argv: list[str] | None = None) -> None:
             import traceback
 
             traceback.print_exc()
-        app.ui.error(HpcjupError(f"Unexpected error: {type(exc).__name__}: {exc}", hint="Run again with -v and report the output. A submitted job keeps running: `hpcjup ls` shows it."))
+        app.ui.error(
+            HpcjupError(
+                f"Unexpected error: {type(exc).__name__}: {exc}",
+                hint="Run again with -v and report the output. A submitted job keeps running: `hpcjup ls` shows it.",
+            )
+        )
         code = int(ExitCode.ERROR)
     sys.exit(code)

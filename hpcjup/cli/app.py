@@ -130,8 +130,17 @@ def host_options(func: F) -> F:
 
     @click.option("--host", metavar="DEST", help="SSH destination: an alias from ~/.ssh/config or user@host[:port].")
     @click.option("--local", is_flag=True, help="This machine, without SSH or a scheduler.")
-    @click.option("--ssh", "ssh_backend", type=click.Choice(["auto", "openssh", "paramiko"]), help="SSH backend (default: auto, or $HPCJUP_SSH).")
-    @click.option("--accept-new-host-key", is_flag=True, help="Add an unknown host key to ~/.ssh/known_hosts (a changed one is still refused).")
+    @click.option(
+        "--ssh",
+        "ssh_backend",
+        type=click.Choice(["auto", "openssh", "paramiko"]),
+        help="SSH backend (default: auto, or $HPCJUP_SSH).",
+    )
+    @click.option(
+        "--accept-new-host-key",
+        is_flag=True,
+        help="Add an unknown host key to ~/.ssh/known_hosts (a changed one is still refused).",
+    )
     @functools.wraps(func)
     def wrapper(*args: Any, ssh_backend: str | None, accept_new_host_key: bool, **kwargs: Any) -> Any:
         app = App.current()

@@ -15,10 +15,14 @@ from hpcjup.cli.serve import Holder, session_result
 @host_options
 @click.option("--local-port", type=click.IntRange(1, 65535), help="Local port (default: the one used before, if free).")
 @click.option("--no-browser", is_flag=True, help="Print the URL, do not open a browser.")
-@click.option("-d", "--detach", is_flag=True, help="Return once the URL answers; a background process keeps the tunnel.")
+@click.option(
+    "-d", "--detach", is_flag=True, help="Return once the URL answers; a background process keeps the tunnel."
+)
 @json_option
 @click.pass_obj
-def command(app: App, session: str | None, host: str | None, local: bool, local_port: int | None, no_browser: bool, detach: bool) -> None:
+def command(
+    app: App, session: str | None, host: str | None, local: bool, local_port: int | None, no_browser: bool, detach: bool
+) -> None:
     """Reconnect to SESSION (or the only running one). A pending job is waited for; an ended one is explained."""
     from hpcjup.session.holder import holder_pid
     from hpcjup.session.overview import ended_error, pick_session
@@ -37,7 +41,10 @@ def command(app: App, session: str | None, host: str | None, local: bool, local_
         if holder_pid(cached) is not None and local_port in (None, cached["tunnel"]["local_port"]):
             # Already held by a live process on this laptop: hand out its URL rather than a second tunnel.
             conn = Connection.from_dict(cached["connection"])
-            app.ui.result(session_result(record, conn, cached["tunnel"]["local_port"], cached["tunnel"]["url"]), text=cached["tunnel"]["url"])
+            app.ui.result(
+                session_result(record, conn, cached["tunnel"]["local_port"], cached["tunnel"]["url"]),
+                text=cached["tunnel"]["url"],
+            )
             app.ui.info(f"Session {record.name} is already attached here (pid {holder_pid(cached)}).")
             detacher.ready(app.store.log_path(host, record.name))
             return

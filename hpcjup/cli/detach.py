@@ -38,7 +38,9 @@ class Detacher:
     def fork(self) -> None:
         """Fork; only the child returns. The parent waits for ready() or the child's exit."""
         if not hasattr(os, "fork"):
-            raise UsageError("--detach needs a POSIX system (fork).", hint="Run without --detach and keep the terminal open.")
+            raise UsageError(
+                "--detach needs a POSIX system (fork).", hint="Run without --detach and keep the terminal open."
+            )
         sys.stdout.flush()
         sys.stderr.flush()
         read_fd, write_fd = os.pipe()

@@ -21,8 +21,18 @@ _MARKS = {"pass": "ok  ", "fail": "FAIL", "warn": "warn", "skip": "skip"}
 @click.option("--no-dask", is_flag=True, help="Do not require Dask (`distributed`).")
 @json_option
 @click.pass_context
-def command(ctx: click.Context, profile: str | None, host: str | None, local: bool, partition: str | None, account: str | None,
-            time_limit: str | None, python: str | None, site: str | None, no_dask: bool) -> None:  # fmt: skip
+def command(
+    ctx: click.Context,
+    profile: str | None,
+    host: str | None,
+    local: bool,
+    partition: str | None,
+    account: str | None,
+    time_limit: str | None,
+    python: str | None,
+    site: str | None,
+    no_dask: bool,
+) -> None:
     """Check that `hpcjup start` can work: SSH, Slurm, partition, account, environment, Jupyter, Dask.
 
     Uses the same settings as `start` (options, HPCJUP_* variables, --profile, [defaults], site).
@@ -38,8 +48,14 @@ def command(ctx: click.Context, profile: str | None, host: str | None, local: bo
     host = app.resolve_host(None if local else resolved.value("host"), local)
     backend = resolved.value("ssh") or "auto"
     with app.ui.status() as line:
-        report = run_checks(resolved, host, lambda h: connect(h, prompt=terminal_prompt, backend=backend),
-                            slurm=not local, dask=not no_dask, progress=line.update)  # fmt: skip
+        report = run_checks(
+            resolved,
+            host,
+            lambda h: connect(h, prompt=terminal_prompt, backend=backend),
+            slurm=not local,
+            dask=not no_dask,
+            progress=line.update,
+        )
     data = {**report.to_dict(), "profile": resolved.profile, "site": resolved.site.name if resolved.site else None}
     app.ui.result(data, text=lambda: render(report.to_dict()))
     failed = [c for c in report.checks if c.status.value == "fail"]

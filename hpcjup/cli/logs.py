@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import click
 
 from hpcjup.cli.app import App, host_options, json_option
 from hpcjup.cli.complete import complete_session
+
+if TYPE_CHECKING:
+    from hpcjup.session.overview import SessionView
+    from hpcjup.transport.base import Transport
 
 _FOLLOW_EVERY = 1.0
 
@@ -27,7 +32,11 @@ def command(app: App, session: str | None, host: str | None, local: bool, follow
     host = app.resolve_host(host, local)
     with app.connect(host) as transport:
         scheduler = app.scheduler(host)
-        view = view_of(transport, scheduler, app.store, session) if session else pick_session(transport, scheduler, app.store, None)
+        view = (
+            view_of(transport, scheduler, app.store, session)
+            if session
+            else pick_session(transport, scheduler, app.store, None)
+        )
         try:
             text = transport.read_file(view.paths.log).decode(errors="replace")
         except FileNotFoundError:
@@ -39,12 +48,16 @@ def command(app: App, session: str | None, host: str | None, local: bool, follow
         sys.stdout.write(shown)
         sys.stdout.flush()
         if not view.active:
-            app.ui.info(f"Session {view.record.name} ended: {view.why}" + (f" ({view.report.message})" if view.report and view.report.message else "") + ".")
+            app.ui.info(
+                f"Session {view.record.name} ended: {view.why}"
+                + (f" ({view.report.message})" if view.report and view.report.message else "")
+                + "."
+            )
         elif follow:
             _follow(app, transport, view, len(text.encode()))
 
 
-def _follow(app: App, transport, view, offset: int) -> None:  # type: ignore[no-untyped-def]
+def _follow(app: App, transport: Transport, view: SessionView, offset: int) -> None:
     """Print what the log gains until the launcher records its end."""
     from hpcjup.session.record import read_report
 

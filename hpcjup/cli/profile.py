@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,7 +38,9 @@ RENAMED = {"time_limit": "time"}
 
 def profile_option(func: F) -> F:
     """Add --profile NAME."""
-    return click.option("--profile", metavar="NAME", help=f"Use [profiles.NAME] from config.toml (also ${PROFILE_ENV}).")(func)
+    return click.option(
+        "--profile", metavar="NAME", help=f"Use [profiles.NAME] from config.toml (also ${PROFILE_ENV})."
+    )(func)
 
 
 def typed_options(ctx: click.Context, rename: Mapping[str, str] = RENAMED) -> dict[str, Any]:
@@ -68,14 +70,23 @@ def list_command(app: App) -> None:
     """List the profiles in config.toml."""
     config = load_config()
     chosen = os.environ.get(PROFILE_ENV, "").strip() or None
-    rows = [{"name": name, "default": name == chosen, **{k: _plain(v) for k, v in values.items()}} for name, values in config.profiles.items()]
+    rows = [
+        {"name": name, "default": name == chosen, **{k: _plain(v) for k, v in values.items()}}
+        for name, values in config.profiles.items()
+    ]
     data = {"path": str(config.path), "profiles": rows, "defaults": {k: _plain(v) for k, v in config.defaults.items()}}
 
     def text() -> str:
         if not rows:
             return f"No profiles in {config.path}.\nCreate one: hpcjup profile create NAME --host HOST --partition PARTITION"
         table = [("NAME", "HOST", "PARTITION", "ACCOUNT", "SITE")]
-        table += [(r["name"] + (" *" if r["default"] else ""), *(str(r.get(k) or "-") for k in ("host", "partition", "account", "site"))) for r in rows]
+        table += [
+            (
+                r["name"] + (" *" if r["default"] else ""),
+                *(str(r.get(k) or "-") for k in ("host", "partition", "account", "site")),
+            )
+            for r in rows
+        ]
         note = f"\n* = ${PROFILE_ENV}" if chosen else ""
         return f"Profiles in {config.path}:\n" + _columns(table) + note
 
@@ -92,10 +103,19 @@ def show_command(app: App, name: str | None) -> None:
     Without NAME: $HPCJUP_PROFILE, or only [defaults]. Command-line options are not part of this.
     """
     resolved = resolve({}, profile=name)
-    data = {"profile": resolved.profile, "path": str(resolved.path), "site": resolved.site.name if resolved.site else None, "settings": resolved.describe()}
+    data = {
+        "profile": resolved.profile,
+        "path": str(resolved.path),
+        "site": resolved.site.name if resolved.site else None,
+        "settings": resolved.describe(),
+    }
 
     def text() -> str:
-        title = f"Profile {resolved.profile}" if resolved.profile else "No profile (only [defaults], the environment and built-ins)"
+        title = (
+            f"Profile {resolved.profile}"
+            if resolved.profile
+            else "No profile (only [defaults], the environment and built-ins)"
+        )
         table = [("SETTING", "VALUE", "FROM")]
         table += [(key, _show(s.value), s.describe()) for key, s in resolved.settings.items()]
         return f"{title}, from {resolved.path}:\n" + _columns(table)
@@ -114,8 +134,17 @@ def show_command(app: App, name: str | None) -> None:
 @click.option("--force", is_flag=True, help="Replace the profile if it exists.")
 @json_option
 @click.pass_obj
-def create_command(app: App, name: str, settings: tuple[str, ...], host: str | None, partition: str | None,
-                   account: str | None, time_limit: str | None, site: str | None, force: bool) -> None:  # fmt: skip
+def create_command(
+    app: App,
+    name: str,
+    settings: tuple[str, ...],
+    host: str | None,
+    partition: str | None,
+    account: str | None,
+    time_limit: str | None,
+    site: str | None,
+    force: bool,
+) -> None:
     """Write profile NAME to config.toml: the options given, plus any KEY=VALUE (e.g. modules=GCC,Python python=~/env/bin/python).
 
     List values are comma-separated or TOML (binds='["/p/scratch", "/p/project"]'). The rest of
@@ -151,7 +180,10 @@ def parse_assignment(item: str) -> tuple[str, Any]:
         import difflib
 
         close = difflib.get_close_matches(key, list(KEYS), n=1)
-        raise UsageError(f"Unknown setting {key!r} in {item!r}.", hint=(f"Did you mean {close[0]!r}? " if close else "") + f"Settings: {', '.join(KEYS)}.")
+        raise UsageError(
+            f"Unknown setting {key!r} in {item!r}.",
+            hint=(f"Did you mean {close[0]!r}? " if close else "") + f"Settings: {', '.join(KEYS)}.",
+        )
     kind = KEYS[key].type
     if kind is list:
         if raw.strip().startswith("["):
@@ -172,14 +204,18 @@ def parse_assignment(item: str) -> tuple[str, Any]:
 def save_profile(name: str, values: Mapping[str, Any], *, path: Path | None = None, replace: bool = False) -> Path:
     """Add (or with `replace`, rewrite) `[profiles.NAME]` in config.toml, keeping everything else as it was."""
     if not _PROFILE_NAME.match(name):
-        raise UsageError(f"Profile name {name!r} is not valid.", hint="Use letters, digits, '-' and '_' (e.g. juwels-booster).")
+        raise UsageError(
+            f"Profile name {name!r} is not valid.", hint="Use letters, digits, '-' and '_' (e.g. juwels-booster)."
+        )
     path = path or config_path()
     config = load_config(path)
     checked = check_table(values, path="the command line", text="", table=f"profiles.{name}")
     text = config.text
     if name in config.profiles:
         if not replace:
-            raise UsageError(f"Profile {name!r} already exists in {path}.", hint="Add --force to replace it, or choose another name.")
+            raise UsageError(
+                f"Profile {name!r} already exists in {path}.", hint="Add --force to replace it, or choose another name."
+            )
         text = _drop_table(text, f"profiles.{name}", path)
     block = f"[profiles.{name}]\n" + "".join(f"{key} = {toml_value(checked[key])}\n" for key in KEYS if key in checked)
     text = text.rstrip("\n") + ("\n\n" if text.strip() else "") + block
@@ -195,7 +231,11 @@ def toml_value(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, str):
-        return '"' + "".join(_ESCAPES.get(c, c if ord(c) >= 0x20 and c != "\x7f" else f"\\u{ord(c):04x}") for c in value) + '"'
+        return (
+            '"'
+            + "".join(_ESCAPES.get(c, c if ord(c) >= 0x20 and c != "\x7f" else f"\\u{ord(c):04x}") for c in value)
+            + '"'
+        )
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     raise TypeError(f"no TOML form for {type(value).__name__}")
@@ -227,9 +267,9 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _columns(rows: list[tuple[str, ...]]) -> str:
+def _columns(rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip() for row in rows)
 
 
 def _show(value: Any) -> str:

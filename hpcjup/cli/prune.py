@@ -38,5 +38,7 @@ def command(app: App, host: str | None, local: bool, dry_run: bool) -> None:
     verb = "Would remove" if dry_run else "Removed"
     lines = [f"{verb} {r['name']} (job {r['job_id']}, {r['why']})" for r in removed]
     lines += [f"{verb} {name} from this laptop's cache (no longer on {host})" for name in stale]
-    app.ui.result({"host": host, "dry_run": dry_run, "removed": removed, "forgotten": stale},
-                  text="\n".join(lines) or f"No ended sessions on {host}.")  # fmt: skip
+    app.ui.result(
+        {"host": host, "dry_run": dry_run, "removed": removed, "forgotten": stale},
+        text="\n".join(lines) or f"No ended sessions on {host}.",
+    )

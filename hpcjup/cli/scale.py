@@ -15,10 +15,14 @@ from hpcjup.errors import UsageError
 @click.argument("jobs", type=click.IntRange(min=0))
 @host_options
 @click.option("--partition", help="Partition of a new group (default: the group's name).")
-@click.option("--cores", type=click.IntRange(min=1), default=1, show_default=True, help="Cores per worker job of a new group.")
+@click.option(
+    "--cores", type=click.IntRange(min=1), default=1, show_default=True, help="Cores per worker job of a new group."
+)
 @json_option
 @click.pass_obj
-def command(app: App, session: str, group: str, jobs: int, host: str | None, local: bool, partition: str | None, cores: int) -> None:
+def command(
+    app: App, session: str, group: str, jobs: int, host: str | None, local: bool, partition: str | None, cores: int
+) -> None:
     """Set worker GROUP of SESSION to JOBS worker jobs (0 removes them); a new group is created."""
     from hpcjup.session.groups import WorkerGroup, scale_group
     from hpcjup.session.overview import ended_error, view_of
@@ -34,9 +38,15 @@ def command(app: App, session: str, group: str, jobs: int, host: str | None, loc
         try:
             conn = Connection.from_json(transport.read_file(view.paths.connection))
         except FileNotFoundError:
-            raise UsageError(f"Session {session} is not ready yet.", hint="Wait for `hpcjup attach` to print its URL.") from None
-        if not (conn.dask or {}).get("scheduler"):
+            raise UsageError(
+                f"Session {session} is not ready yet.", hint="Wait for `hpcjup attach` to print its URL."
+            ) from None
+        address = (conn.dask or {}).get("scheduler")
+        if not address:
             raise UsageError(f"Session {session} has no Dask cluster (started with --no-dask).")
         spec = WorkerGroup(group, partition or group, jobs, cores)
-        ids = scale_group(transport, view.paths, view.record, view.record.python, conn.dask["scheduler"], spec, jobs)
-    app.ui.result({"session": session, "group": group, "jobs": ids}, text=f"Worker group {group} of {session}: {len(ids)} job(s) {' '.join(ids)}".rstrip())
+        ids = scale_group(transport, view.paths, view.record, view.record.python, address, spec, jobs)
+    app.ui.result(
+        {"session": session, "group": group, "jobs": ids},
+        text=f"Worker group {group} of {session}: {len(ids)} job(s) {' '.join(ids)}".rstrip(),
+    )

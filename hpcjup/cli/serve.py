@@ -36,12 +36,21 @@ _WARN_BEFORE_END = 600
 class Holder:
     """Keeps one session's tunnel up for as long as the process runs."""
 
-    def __init__(self, app: App, transport: Transport, record: SessionRecord, paths: SessionPaths, conn: Connection) -> None:
+    def __init__(
+        self, app: App, transport: Transport, record: SessionRecord, paths: SessionPaths, conn: Connection
+    ) -> None:
         self.app, self.transport, self.record, self.paths, self.conn = app, transport, record, paths, conn
         self.route = Route(transport, conn)
         self.tunnel: Tunnel | None = None
 
-    def serve(self, *, local_port: int | None, open_browser: bool, on_ready: Callable[[], None] = lambda: None, time_left: int | None = None) -> None:
+    def serve(
+        self,
+        *,
+        local_port: int | None,
+        open_browser: bool,
+        on_ready: Callable[[], None] = lambda: None,
+        time_left: int | None = None,
+    ) -> None:
         """Forward, verify, report the URL, then hold until detached or the job ends."""
         ui, record = self.app.ui, self.record
         with contextlib.closing(self.route), self._tunnel(local_port) as tunnel:
@@ -55,8 +64,12 @@ class Holder:
                     result = session_result(record, self.conn, self.tunnel.local_port, url)
                     ui.result(result, text=url)
                     if result["dashboard_url"]:
-                        ui.info(f"Dask: scheduler {result['dask_scheduler']} (TLS); dashboard {result['dashboard_url']}")
-                    ui.info(f"Session [bold]{record.name}[/bold]: JupyterLab on {self.conn.node} (job {record.job_id}). Ctrl-C detaches; the job keeps running.")
+                        ui.info(
+                            f"Dask: scheduler {result['dask_scheduler']} (TLS); dashboard {result['dashboard_url']}"
+                        )
+                    ui.info(
+                        f"Session [bold]{record.name}[/bold]: JupyterLab on {self.conn.node} (job {record.job_id}). Ctrl-C detaches; the job keeps running."
+                    )
                     if open_browser:
                         from hpcjup.ui.browser import open_url
 
@@ -77,8 +90,12 @@ class Holder:
         import os
 
         assert self.tunnel is not None
-        entry = {"host": self.record.host, "record": asdict(self.record), "connection": self.conn.to_dict(),
-                 "tunnel": {"pid": os.getpid(), "local_port": self.tunnel.local_port, "url": url}}  # fmt: skip
+        entry = {
+            "host": self.record.host,
+            "record": asdict(self.record),
+            "connection": self.conn.to_dict(),
+            "tunnel": {"pid": os.getpid(), "local_port": self.tunnel.local_port, "url": url},
+        }
         self.app.store.save(self.record.host, self.record.name, entry)
 
     def _hold(self, time_left: int | None, detached: threading.Event) -> str | None:
@@ -89,7 +106,9 @@ class Holder:
             if not self.transport.alive and not self._reconnect(detached):
                 return None
             if ends_at is not None and ends_at - time.monotonic() < _WARN_BEFORE_END:
-                self.app.ui.warn(f"Session {self.record.name} reaches its time limit in about 10 minutes: save your work.")
+                self.app.ui.warn(
+                    f"Session {self.record.name} reaches its time limit in about 10 minutes: save your work."
+                )
                 ends_at = None
             if time.monotonic() >= next_state:
                 next_state = time.monotonic() + _STATE_EVERY
@@ -119,7 +138,9 @@ class Holder:
             self.route.use(transport)
             with contextlib.suppress(Exception):
                 old.close()
-            self.app.ui.info(f"Reconnected to {self.record.host}; the tunnel on port {self.tunnel.local_port if self.tunnel else '?'} works again.")
+            self.app.ui.info(
+                f"Reconnected to {self.record.host}; the tunnel on port {self.tunnel.local_port if self.tunnel else '?'} works again."
+            )
             return True
         return False
 
@@ -135,7 +156,9 @@ class Holder:
         elif ended in NORMAL_ENDS:
             self.app.ui.info(f"Session {record.name} ended ({ended}).")
         else:
-            raise JobFailedError(f"Session {record.name} ended: {ended}.", hint=f"`hpcjup logs {record.name}` shows the job's log.")
+            raise JobFailedError(
+                f"Session {record.name} ended: {ended}.", hint=f"`hpcjup logs {record.name}` shows the job's log."
+            )
 
 
 def session_result(record: SessionRecord, conn: Connection, local_port: int, url: str) -> dict[str, Any]:
@@ -155,7 +178,9 @@ def session_result(record: SessionRecord, conn: Connection, local_port: int, url
         "token": conn.token,
         "dask_scheduler": dask.get("scheduler"),
         # Through Jupyter's authenticated proxy (jupyter-server-proxy): the dashboard itself listens on the node's loopback.
-        "dashboard_url": f"http://127.0.0.1:{local_port}/proxy/{dashboard}/status?token={conn.token}" if dashboard else None,
+        "dashboard_url": f"http://127.0.0.1:{local_port}/proxy/{dashboard}/status?token={conn.token}"
+        if dashboard
+        else None,
     }
 
 
@@ -163,7 +188,9 @@ def session_result(record: SessionRecord, conn: Connection, local_port: int, url
 def detach_signals() -> Iterator[threading.Event]:
     """An event set by SIGINT, SIGTERM or SIGHUP, instead of their default actions."""
     event = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: event.set()) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    previous = {
+        sig: signal.signal(sig, lambda *_: event.set()) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
     try:
         yield event
     finally:

@@ -32,14 +32,22 @@ def command(app: App, name: str | None) -> None:
 
     def text() -> str:
         width = max([len(s["name"]) for s in sites] + [4])
-        lines = [f"{s['name'].ljust(width)}  {s['title']}: {s['description']}\n{' ' * width}  source: {s['source']}" + ("" if s["builtin"] else f" (your file {s['file']})") for s in sites]
-        return "\n".join(lines + [f"\nYour own: {user_dir}/NAME.toml. Details: hpcjup sites NAME"])
+        lines = [
+            f"{s['name'].ljust(width)}  {s['title']}: {s['description']}\n{' ' * width}  source: {s['source']}"
+            + ("" if s["builtin"] else f" (your file {s['file']})")
+            for s in sites
+        ]
+        return "\n".join([*lines, f"\nYour own: {user_dir}/NAME.toml. Details: hpcjup sites NAME"])
 
     app.ui.result({"sites": sites, "user_dir": str(user_dir)}, text=text)
 
 
 def _details(site: dict[str, Any]) -> str:
-    lines = [f"{site['title']} ({site['name']}): {site['description']}", f"source:     {site['source']}", f"file:       {site['file']}"]
+    lines = [
+        f"{site['title']} ({site['name']}): {site['description']}",
+        f"source:     {site['source']}",
+        f"file:       {site['file']}",
+    ]
     if site["hosts"]:
         lines.append(f"hosts:      {', '.join(site['hosts'])}")
     if site["partitions"]:

@@ -37,26 +37,74 @@ if TYPE_CHECKING:
 @click.option("--workdir", help="Jupyter's root directory on the cluster (default: your home).")
 @click.option("--python", "python", default="python3", help="The cluster-side Python that has JupyterLab.")
 @click.option("--local-port", type=click.IntRange(1, 65535), help="Local port of the tunnel (default: a free one).")
-@click.option("--socket/--tcp", "use_socket", default=None, show_default=False,
-              help="Jupyter on a private Unix socket on the node, reached by SSH to the node (--tcp: on a port, the default).")
+@click.option(
+    "--socket/--tcp",
+    "use_socket",
+    default=None,
+    show_default=False,
+    help="Jupyter on a private Unix socket on the node, reached by SSH to the node (--tcp: on a port, the default).",
+)
 @click.option("--no-browser", is_flag=True, help="Print the URL, do not open a browser.")
-@click.option("--timeout", "pending_timeout", metavar="DURATION", help="Give up (and cancel the job) if it still pends after this long, e.g. 30m.")
-@click.option("--idle-timeout", metavar="DURATION", default="1h", help="End the session after this long without kernels or browser activity (0: never).")
+@click.option(
+    "--timeout",
+    "pending_timeout",
+    metavar="DURATION",
+    help="Give up (and cancel the job) if it still pends after this long, e.g. 30m.",
+)
+@click.option(
+    "--idle-timeout",
+    metavar="DURATION",
+    default="1h",
+    help="End the session after this long without kernels or browser activity (0: never).",
+)
 @click.option("--workers", type=click.IntRange(min=0), help="Dask worker processes in all (default: one per node).")
-@click.option("--worker-cores", type=click.IntRange(min=1), help="Threads per Dask worker (default: --cpus, or the node's).")
+@click.option(
+    "--worker-cores", type=click.IntRange(min=1), help="Threads per Dask worker (default: --cpus, or the node's)."
+)
 @click.option("--worker-memory", help="Memory limit per Dask worker, e.g. 8GB (default: Dask's auto).")
 @click.option("--no-dask", is_flag=True, help="JupyterLab only, no Dask scheduler and workers.")
-@click.option("--worker-group", "worker_groups", multiple=True, metavar="PARTITION:JOBS[xCORES]", help="Extra Dask worker jobs on another partition (repeatable).")
-@click.option("-d", "--detach", is_flag=True, help="Return once the URL answers; a background process keeps the tunnel.")
+@click.option(
+    "--worker-group",
+    "worker_groups",
+    multiple=True,
+    metavar="PARTITION:JOBS[xCORES]",
+    help="Extra Dask worker jobs on another partition (repeatable).",
+)
+@click.option(
+    "-d", "--detach", is_flag=True, help="Return once the URL answers; a background process keeps the tunnel."
+)
 @profile_option
 @click.option("--site", help="Site preset (see `hpcjup sites`), e.g. juwels.")
 @json_option
 @click.pass_context
-def command(ctx: click.Context, host: str | None, local: bool, partition: str | None, account: str | None, time_limit: str | None,
-            nodes: int, cpus: int | None, mem: str | None, gpus: str | None, name: str | None, workdir: str | None,
-            python: str, local_port: int | None, use_socket: bool | None, no_browser: bool, pending_timeout: str | None, idle_timeout: str,
-            workers: int | None, worker_cores: int | None, worker_memory: str | None, no_dask: bool, worker_groups: tuple[str, ...], detach: bool,
-            profile: str | None, site: str | None) -> None:  # fmt: skip
+def command(
+    ctx: click.Context,
+    host: str | None,
+    local: bool,
+    partition: str | None,
+    account: str | None,
+    time_limit: str | None,
+    nodes: int,
+    cpus: int | None,
+    mem: str | None,
+    gpus: str | None,
+    name: str | None,
+    workdir: str | None,
+    python: str,
+    local_port: int | None,
+    use_socket: bool | None,
+    no_browser: bool,
+    pending_timeout: str | None,
+    idle_timeout: str,
+    workers: int | None,
+    worker_cores: int | None,
+    worker_memory: str | None,
+    no_dask: bool,
+    worker_groups: tuple[str, ...],
+    detach: bool,
+    profile: str | None,
+    site: str | None,
+) -> None:
     """Submit a job that runs JupyterLab on a compute node, and open it through a tunnel.
 
     The URL (with its token) is printed as soon as Jupyter answers. Ctrl-C detaches:
@@ -70,7 +118,13 @@ def command(ctx: click.Context, host: str | None, local: bool, partition: str | 
         app.ssh_backend = settings.value("ssh") or "auto"
     resources = settings.resources()
     cpus, local_port = settings.value("cpus"), settings.value("local_port")
-    dask = None if no_dask else DaskRequest(settings.value("workers"), settings.value("worker_cores") or cpus, settings.value("worker_memory"))
+    dask = (
+        None
+        if no_dask
+        else DaskRequest(
+            settings.value("workers"), settings.value("worker_cores") or cpus, settings.value("worker_memory")
+        )
+    )
     groups = [WorkerGroup.parse(text) for text in worker_groups]
     if groups and (no_dask or local):
         raise UsageError("--worker-group needs Dask on a batch system (not --no-dask or --local).")
@@ -114,7 +168,9 @@ def _submit_and_wait(
         line.update("Submitting…")
         record, paths = submit(transport, scheduler, request)
         app.ui.info(f"Submitted job {record.job_id} as session {record.name} on {record.host}.")
-        waiter = ReadyWaiter(transport, scheduler, record, paths, lambda p: line.update(*progress_text(p)), pending_timeout=pending)
+        waiter = ReadyWaiter(
+            transport, scheduler, record, paths, lambda p: line.update(*progress_text(p)), pending_timeout=pending
+        )
         try:
             conn = waiter.wait()
             return record, paths, conn, waiter.status.time_left
@@ -127,7 +183,9 @@ def _submit_and_wait(
             raise
 
 
-def _reach_node(app: App, transport: Transport, scheduler: Scheduler, record: SessionRecord, paths: SessionPaths, holder: Holder) -> None:
+def _reach_node(
+    app: App, transport: Transport, scheduler: Scheduler, record: SessionRecord, paths: SessionPaths, holder: Holder
+) -> None:
     """Socket mode: SSH to the node now. If that fails (or is interrupted), the job is of no use: cancel it."""
     if not holder.conn.socket:
         return
@@ -142,13 +200,17 @@ def _reach_node(app: App, transport: Transport, scheduler: Scheduler, record: Se
             app.ui.warn(f"Could not cancel job {record.job_id} ({cleanup.message}); run `hpcjup stop {record.name}`.")
         else:
             if not isinstance(exc, KeyboardInterrupt):
-                app.ui.info(f"Cancelled job {record.job_id}: Jupyter's socket on {holder.conn.node} was not reached; nothing was lost.")
+                app.ui.info(
+                    f"Cancelled job {record.job_id}: Jupyter's socket on {holder.conn.node} was not reached; nothing was lost."
+                )
         if isinstance(exc, KeyboardInterrupt):
             raise Interrupted(f"Cancelled job {record.job_id} before Jupyter was reached; nothing was lost.") from None
         raise
 
 
-def _abandon(transport: Transport, scheduler: Scheduler, record: SessionRecord, paths: SessionPaths, running: bool = False) -> None:
+def _abandon(
+    transport: Transport, scheduler: Scheduler, record: SessionRecord, paths: SessionPaths, running: bool = False
+) -> None:
     """Cancel a job that never served anyone and remove its session directory (no notebook can be lost yet)."""
     scheduler.cancel(transport, record.job_id, graceful=False)
     if running:  # its launcher writes state.json as it goes: remove the directory after, not during
@@ -158,17 +220,28 @@ def _abandon(transport: Transport, scheduler: Scheduler, record: SessionRecord, 
     transport.rmtree(paths.dir)
 
 
-def _start_groups(app: App, transport: Transport, record: SessionRecord, paths: SessionPaths, conn: Connection, groups: list[WorkerGroup]) -> None:
+def _start_groups(
+    app: App,
+    transport: Transport,
+    record: SessionRecord,
+    paths: SessionPaths,
+    conn: Connection,
+    groups: list[WorkerGroup],
+) -> None:
     """Submit the worker groups; one that the scheduler refuses is reported and the session goes on."""
     from hpcjup.errors import SubmitError
     from hpcjup.session.groups import scale_group
 
     for group in groups:
         try:
-            ids = scale_group(transport, paths, record, record.python, (conn.dask or {})["scheduler"], group, group.jobs)
+            ids = scale_group(
+                transport, paths, record, record.python, (conn.dask or {})["scheduler"], group, group.jobs
+            )
             app.ui.info(f"Worker group {group.name}: job(s) {' '.join(ids)} on partition {group.partition}.")
         except SubmitError as exc:
-            app.ui.warn(f"Worker group {group.name} was not submitted: {exc.message} ({exc.hint}) The session keeps running.")
+            app.ui.warn(
+                f"Worker group {group.name} was not submitted: {exc.message} ({exc.hint}) The session keeps running."
+            )
 
 
 def progress_text(p: Progress) -> tuple[str, str]:

@@ -13,7 +13,13 @@ from hpcjup.errors import UsageError
 @click.argument("session", required=False, shell_complete=complete_session)
 @host_options
 @click.option("--all", "stop_all", is_flag=True, help="Stop every running session on the host.")
-@click.option("--grace", type=click.IntRange(min=1), default=60, show_default=True, help="Seconds Jupyter gets to shut down before the job is cancelled outright.")
+@click.option(
+    "--grace",
+    type=click.IntRange(min=1),
+    default=60,
+    show_default=True,
+    help="Seconds Jupyter gets to shut down before the job is cancelled outright.",
+)
 @json_option
 @click.pass_obj
 def command(app: App, session: str | None, host: str | None, local: bool, stop_all: bool, grace: int) -> None:
@@ -45,7 +51,12 @@ def command(app: App, session: str | None, host: str | None, local: bool, stop_a
                 app.store.remove(host, record.name)
                 stopped.append(outcome.__dict__)
     lines = [
-        f"Stopped {o['name']} (job {o['job_id']}): " + (("Jupyter shut down cleanly" if o["graceful"] else "cancelled after the grace period") if o["was_active"] else f"it had already ended ({o['state'].lower()})")
+        f"Stopped {o['name']} (job {o['job_id']}): "
+        + (
+            ("Jupyter shut down cleanly" if o["graceful"] else "cancelled after the grace period")
+            if o["was_active"]
+            else f"it had already ended ({o['state'].lower()})"
+        )
         for o in stopped
-    ]  # fmt: skip
+    ]
     app.ui.result({"host": host, "stopped": stopped}, text="\n".join(lines) or f"No running session on {host}.")

@@ -17,7 +17,10 @@ def _one_held(app: App, session: str | None, host: str | None) -> dict[str, Any]
     entries = held_sessions(app.store, host, session)
     if not entries:
         what = f"Session {session}" if session else "No session"
-        raise SessionNotFound(f"{what} is not attached on this laptop.", hint="Attach with `hpcjup attach -d SESSION`; `hpcjup ls` lists sessions.")
+        raise SessionNotFound(
+            f"{what} is not attached on this laptop.",
+            hint="Attach with `hpcjup attach -d SESSION`; `hpcjup ls` lists sessions.",
+        )
     if len(entries) > 1:
         names = ", ".join(f"{e['record']['name']} ({e['host']})" for e in entries)
         raise UsageError(f"Several sessions are attached: {names}.", hint="Name the one you mean.")
@@ -26,8 +29,14 @@ def _one_held(app: App, session: str | None, host: str | None) -> dict[str, Any]
 
 def _result(entry: dict[str, Any]) -> dict[str, Any]:
     tunnel = entry["tunnel"]
-    return {"session": entry["record"]["name"], "host": entry["host"], "job_id": entry["record"]["job_id"],
-            "local_port": tunnel["local_port"], "url": tunnel["url"], "pid": tunnel["pid"]}  # fmt: skip
+    return {
+        "session": entry["record"]["name"],
+        "host": entry["host"],
+        "job_id": entry["record"]["job_id"],
+        "local_port": tunnel["local_port"],
+        "url": tunnel["url"],
+        "pid": tunnel["pid"],
+    }
 
 
 @click.command("url")
@@ -71,4 +80,7 @@ def disconnect_command(app: App, session: str | None, host: str | None, all_: bo
     for entry in entries:
         end_holder(entry)
     names = [e["record"]["name"] for e in entries]
-    app.ui.result({"disconnected": names}, text="\n".join(f"Disconnected {n}; its job keeps running." for n in names) or "Nothing was attached.")
+    app.ui.result(
+        {"disconnected": names},
+        text="\n".join(f"Disconnected {n}; its job keeps running." for n in names) or "Nothing was attached.",
+    )

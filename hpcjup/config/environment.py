@@ -43,7 +43,9 @@ class Settings(Protocol):
 def setup_lines(settings: Settings) -> list[str]:
     """Shell lines that prepare the job's environment, in order: modules, conda, venv, the user's `setup`."""
     lines: list[str] = []
-    lines += module_lines(settings.value("modules") or (), settings.value("module_use") or (), bool(settings.value("module_purge")))
+    lines += module_lines(
+        settings.value("modules") or (), settings.value("module_use") or (), bool(settings.value("module_purge"))
+    )
     if settings.value("conda"):
         lines += conda_lines(settings.value("conda"))
     if settings.value("venv"):
@@ -53,19 +55,25 @@ def setup_lines(settings: Settings) -> list[str]:
     return lines
 
 
-def module_lines(modules: tuple[str, ...] | list[str], use: tuple[str, ...] | list[str] = (), purge: bool = False) -> list[str]:
+def module_lines(
+    modules: tuple[str, ...] | list[str], use: tuple[str, ...] | list[str] = (), purge: bool = False
+) -> list[str]:
     """`module purge`, `module use DIR`, `module load A B`, with `module` defined first if the shell lacks it."""
     if not (modules or use or purge):
         return []
     inits = " ".join(_MODULE_INITS)
     lines = [f'command -v module >/dev/null 2>&1 || for f in {inits}; do if [ -r "$f" ]; then . "$f"; break; fi; done']
-    lines.append(f"command -v module >/dev/null 2>&1 || {_fail('no module command (Lmod or Environment Modules) in this shell')}")
+    lines.append(
+        f"command -v module >/dev/null 2>&1 || {_fail('no module command (Lmod or Environment Modules) in this shell')}"
+    )
     if purge:
         lines.append("module purge")
     for directory in use:
         lines.append(f"module use {shell_path(directory)} || {_fail('module use failed:', shell_path(directory))}")
     if modules:
-        lines.append(f"module load {' '.join(shlex.quote(m) for m in modules)} || {_fail('module load failed (see above)')}")
+        lines.append(
+            f"module load {' '.join(shlex.quote(m) for m in modules)} || {_fail('module load failed (see above)')}"
+        )
     return lines
 
 

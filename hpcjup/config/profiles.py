@@ -48,36 +48,39 @@ class Key:
     high: int | None = None
 
 
-KEYS: dict[str, Key] = {k.name: k for k in (
-    Key("host", str, "SSH destination: an alias from ~/.ssh/config or user@host[:port]"),
-    Key("partition", str, "Slurm partition"),
-    Key("account", str, "account (project) to charge"),
-    Key("time", str, "time limit: minutes, HH:MM:SS or D-HH:MM:SS"),
-    Key("nodes", int, "nodes to allocate", default=1, low=1),
-    Key("cpus", int, "CPUs for Jupyter's task", low=1),
-    Key("mem", str, "memory per node, e.g. 16G"),
-    Key("gpus", str, "GPUs, e.g. 4 or a100:4"),
-    Key("workdir", str, "Jupyter's root directory on the cluster"),
-    Key("python", str, "the cluster-side Python with JupyterLab", default="python3"),
-    Key("idle_timeout", str, "end the session after this long unused (0: never)", default="1h"),
-    Key("local_port", int, "local end of the tunnel", low=1, high=65535),
-    Key("socket", bool, "Jupyter on a Unix socket on the node, reached by SSH to the node", default=False),
-    Key("ssh", str, "SSH backend", choices=("auto", "openssh", "paramiko"), default="auto"),
-    Key("site", str, "site preset (see `hpcjup sites`)"),
-    Key("modules", list, "modules to load before Jupyter starts"),
-    Key("module_use", list, "directories to `module use` first"),
-    Key("module_purge", bool, "`module purge` before loading", default=False),
-    Key("conda", str, "conda/mamba environment: a name or a prefix path"),
-    Key("venv", str, "virtual environment directory to activate"),
-    Key("setup", list, "shell lines run before Jupyter starts"),
-    Key("image", str, "container image: a .sif file, docker://..., or a Charliecloud image directory"),
-    Key("container_runtime", str, "container runtime", choices=("apptainer", "singularity", "charliecloud")),
-    Key("binds", list, "paths bound into the container (SRC[:DST])"),
-    Key("gpu", bool, "make the node's GPUs visible in the container", default=False),
-    Key("workers", int, "Dask worker processes in all"),
-    Key("worker_cores", int, "threads per Dask worker", low=1),
-    Key("worker_memory", str, "memory limit per Dask worker, e.g. 8GB"),
-)}  # fmt: skip
+KEYS: dict[str, Key] = {
+    k.name: k
+    for k in (
+        Key("host", str, "SSH destination: an alias from ~/.ssh/config or user@host[:port]"),
+        Key("partition", str, "Slurm partition"),
+        Key("account", str, "account (project) to charge"),
+        Key("time", str, "time limit: minutes, HH:MM:SS or D-HH:MM:SS"),
+        Key("nodes", int, "nodes to allocate", default=1, low=1),
+        Key("cpus", int, "CPUs for Jupyter's task", low=1),
+        Key("mem", str, "memory per node, e.g. 16G"),
+        Key("gpus", str, "GPUs, e.g. 4 or a100:4"),
+        Key("workdir", str, "Jupyter's root directory on the cluster"),
+        Key("python", str, "the cluster-side Python with JupyterLab", default="python3"),
+        Key("idle_timeout", str, "end the session after this long unused (0: never)", default="1h"),
+        Key("local_port", int, "local end of the tunnel", low=1, high=65535),
+        Key("socket", bool, "Jupyter on a Unix socket on the node, reached by SSH to the node", default=False),
+        Key("ssh", str, "SSH backend", choices=("auto", "openssh", "paramiko"), default="auto"),
+        Key("site", str, "site preset (see `hpcjup sites`)"),
+        Key("modules", list, "modules to load before Jupyter starts"),
+        Key("module_use", list, "directories to `module use` first"),
+        Key("module_purge", bool, "`module purge` before loading", default=False),
+        Key("conda", str, "conda/mamba environment: a name or a prefix path"),
+        Key("venv", str, "virtual environment directory to activate"),
+        Key("setup", list, "shell lines run before Jupyter starts"),
+        Key("image", str, "container image: a .sif file, docker://..., or a Charliecloud image directory"),
+        Key("container_runtime", str, "container runtime", choices=("apptainer", "singularity", "charliecloud")),
+        Key("binds", list, "paths bound into the container (SRC[:DST])"),
+        Key("gpu", bool, "make the node's GPUs visible in the container", default=False),
+        Key("workers", int, "Dask worker processes in all"),
+        Key("worker_cores", int, "threads per Dask worker", low=1),
+        Key("worker_memory", str, "memory limit per Dask worker, e.g. 8GB"),
+    )
+}
 SCALAR_KEYS = tuple(name for name, key in KEYS.items() if key.type is not list)
 _TYPE_WORDS = {str: "a string", int: "an integer", bool: "true or false", list: "a list of strings"}
 
@@ -122,21 +125,31 @@ class Resolved:
 
     def describe(self) -> dict[str, dict[str, Any]]:
         """key -> {value, source, location}, for `profile show --json`."""
-        return {key: {"value": _plain(s.value), "source": s.source, "location": s.location} for key, s in self.settings.items()}
+        return {
+            key: {"value": _plain(s.value), "source": s.source, "location": s.location}
+            for key, s in self.settings.items()
+        }
 
     def resources(self) -> Resources:
         """The job's resources from these settings (validated by Resources)."""
         from hpcjup.config.resources import Resources
 
-        return Resources(partition=self.value("partition"), account=self.value("account"), time=self.value("time"),
-                         nodes=self.value("nodes") or 1, cpus=self.value("cpus"), mem=self.value("mem"), gpus=self.value("gpus"))  # fmt: skip
+        return Resources(
+            partition=self.value("partition"),
+            account=self.value("account"),
+            time=self.value("time"),
+            nodes=self.value("nodes") or 1,
+            cpus=self.value("cpus"),
+            mem=self.value("mem"),
+            gpus=self.value("gpus"),
+        )
 
     def check_site(self) -> None:
         """Refuse what the site preset says cannot work (today: a site that needs an account, and none is set)."""
         if self.site is not None and self.site.account_required and not self.value("account"):
             raise UsageError(
                 f"{self.site.title} needs an account (project) for every job, and none is set.",
-                hint="Pass --account (-A), set HPCJUP_ACCOUNT, or put `account = \"...\"` in your profile.",
+                hint='Pass --account (-A), set HPCJUP_ACCOUNT, or put `account = "..."` in your profile.',
             )
 
 
@@ -162,7 +175,7 @@ class ConfigFile:
     profiles: Mapping[str, Mapping[str, Any]]
 
     def locate(self, table: str, key: str | None = None) -> str:
-        """"path:line" of `key` in `[table]` (or of the table's header), "path" if not found."""
+        """ "path:line" of `key` in `[table]` (or of the table's header), "path" if not found."""
         line = find_line(self.text, table, key)
         return f"{self.path}:{line}" if line else str(self.path)
 
@@ -185,13 +198,19 @@ def parse_config(path: Path, text: str) -> ConfigFile:
     for key in data:
         if key not in ("defaults", "profiles"):
             where = _where(path, text, None, key)
-            hint = "Settings go under [defaults] or [profiles.NAME]." if key in KEYS else "config.toml has [defaults] and [profiles.NAME] tables only."
+            hint = (
+                "Settings go under [defaults] or [profiles.NAME]."
+                if key in KEYS
+                else "config.toml has [defaults] and [profiles.NAME] tables only."
+            )
             raise UsageError(f"{where}: unknown key {key!r} at the top level.", hint=hint)
     defaults = check_table(_table(data, "defaults", path, text), path=path, text=text, table="defaults")
     profiles = {}
     for name, table in _table(data, "profiles", path, text).items():
         if not isinstance(table, dict):
-            raise UsageError(f"{_where(path, text, 'profiles', name)}: profiles.{name} must be a table ([profiles.{name}]).")
+            raise UsageError(
+                f"{_where(path, text, 'profiles', name)}: profiles.{name} must be a table ([profiles.{name}])."
+            )
         profiles[name] = check_table(table, path=path, text=text, table=f"profiles.{name}")
     return ConfigFile(path, text, MappingProxyType(defaults), MappingProxyType(profiles))
 
@@ -201,10 +220,15 @@ def parse_toml(path: Path, text: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path} is not valid TOML: {exc}.", hint="Fix the file by hand; `hpcjup profile create` writes valid entries.") from None
+        raise UsageError(
+            f"{path} is not valid TOML: {exc}.",
+            hint="Fix the file by hand; `hpcjup profile create` writes valid entries.",
+        ) from None
 
 
-def check_table(values: Mapping[str, Any], *, path: Path | str, text: str, table: str, allowed: Mapping[str, Key] = KEYS) -> dict[str, Any]:
+def check_table(
+    values: Mapping[str, Any], *, path: Path | str, text: str, table: str, allowed: Mapping[str, Key] = KEYS
+) -> dict[str, Any]:
     """A validated copy of one table (lists become tuples); unknown keys and wrong types name file, line and key."""
     out: dict[str, Any] = {}
     for key, raw in values.items():
@@ -227,13 +251,17 @@ def coerce(key: Key, raw: Any, label: str) -> Any:
         ok = isinstance(value, tuple)
     if not ok:
         example = ' e.g. ["a", "b"]' if key.type is list else ""
-        raise UsageError(f"{label} must be {_TYPE_WORDS[key.type]}{example}, not {_show(raw)}.", hint=f"{key.name}: {key.help}.")
+        raise UsageError(
+            f"{label} must be {_TYPE_WORDS[key.type]}{example}, not {_show(raw)}.", hint=f"{key.name}: {key.help}."
+        )
     if key.type is str and not value.strip():
         raise UsageError(f"{label} is empty.", hint=f"{key.name}: {key.help}; remove the line to leave it unset.")
     if key.choices and value not in key.choices:
         raise UsageError(f"{label} is {value!r}, not one of {', '.join(key.choices)}.")
     if key.type is int and not key.low <= value <= (key.high if key.high is not None else value):
-        raise UsageError(f"{label} is {value}: it must be at least {key.low}" + (f" and at most {key.high}." if key.high else "."))
+        raise UsageError(
+            f"{label} is {value}: it must be at least {key.low}" + (f" and at most {key.high}." if key.high else ".")
+        )
     return value
 
 
@@ -254,7 +282,9 @@ def parse_env(key: Key, text: str, var: str) -> Any:
     return coerce(key, text.strip(), f"${var}")
 
 
-def resolve(cli: Mapping[str, Any], *, profile: str | None, env: Mapping[str, str] = os.environ, path: Path | None = None) -> Resolved:
+def resolve(
+    cli: Mapping[str, Any], *, profile: str | None, env: Mapping[str, str] = os.environ, path: Path | None = None
+) -> Resolved:
     """Resolve every setting once, into a frozen Resolved that records each value's source.
 
     Precedence, highest first:
@@ -274,7 +304,9 @@ def resolve(cli: Mapping[str, Any], *, profile: str | None, env: Mapping[str, st
     if name is not None:
         if name not in config.profiles:
             raise _no_profile(name, config, from_env=profile is None)
-        layers.append(_Layer(f"profile {name}", config.profiles[name], lambda key: config.locate(f"profiles.{name}", key)))
+        layers.append(
+            _Layer(f"profile {name}", config.profiles[name], lambda key: config.locate(f"profiles.{name}", key))
+        )
     layers.append(_Layer("[defaults]", config.defaults, lambda key: config.locate("defaults", key)))
     site = None
     site_name = next((layer.values["site"] for layer in layers if "site" in layer.values), None)
@@ -336,15 +368,19 @@ def _check_formats(resolved: Resolved) -> None:
         except UsageError as exc:
             if resolved.settings[key].source == "command line":
                 raise
-            raise UsageError(f"{key} {value!r} from {resolved.source(key)} is not valid: {exc.message.split(': ', 1)[-1]}") from None
+            raise UsageError(
+                f"{key} {value!r} from {resolved.source(key)} is not valid: {exc.message.split(': ', 1)[-1]}"
+            ) from None
     if (idle := resolved.value("idle_timeout")) is not None:
         parse_duration(idle, f"idle_timeout (from {resolved.source('idle_timeout')})")
 
 
 def _no_profile(name: str, config: ConfigFile, *, from_env: bool) -> UsageError:
     how, known = (f"${PROFILE_ENV}" if from_env else "--profile"), (", ".join(config.profiles) or "none")
-    return UsageError(f"No profile {name!r} (from {how}) in {config.path}; profiles there: {known}.",
-                      hint=f"Create it with `hpcjup profile create {name} --host HOST ...`; `hpcjup profile list` shows what there is.")  # fmt: skip
+    return UsageError(
+        f"No profile {name!r} (from {how}) in {config.path}; profiles there: {known}.",
+        hint=f"Create it with `hpcjup profile create {name} --host HOST ...`; `hpcjup profile list` shows what there is.",
+    )
 
 
 HEADER = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(?:#.*)?$")
@@ -384,7 +420,14 @@ def _suggest(key: str, allowed: Mapping[str, Key]) -> str:
 
 
 def _show(raw: Any) -> str:
-    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a table"}.get(type(raw), type(raw).__name__)
+    kind = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(raw), type(raw).__name__)
     return f"{kind} ({raw!r})"
 
 

@@ -85,5 +85,7 @@ def parse_duration(text: str, flag: str) -> int:
     """Seconds in `90`, `90s`, `15m`, `2h` or `1d`; a UsageError naming `flag` otherwise."""
     m = _DURATION.match(text.strip())
     if not m:
-        raise UsageError(f"{flag} {text!r} is not a duration.", hint="Use seconds (600) or a number with s, m, h or d (10m, 2h).")
+        raise UsageError(
+            f"{flag} {text!r} is not a duration.", hint="Use seconds (600) or a number with s, m, h or d (10m, 2h)."
+        )
     return int(m.group(1)) * _UNIT[m.group(2).lower()]

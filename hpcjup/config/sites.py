@@ -51,18 +51,25 @@ class Site:
     text: str = field(default="", repr=False)
 
     def locate(self, key: str) -> str:
-        """"path:line" of `key` in the site's [defaults] (for `profile show`)."""
+        """ "path:line" of `key` in the site's [defaults] (for `profile show`)."""
         line = find_line(self.text, "defaults", key)
         return f"{self.path}:{line}" if line else self.path
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (for `hpcjup sites --json`)."""
         return {
-            "name": self.name, "title": self.title, "description": self.description, "source": self.source,
-            "file": self.path, "builtin": self.builtin, "hosts": list(self.hosts), "partitions": list(self.partitions),
-            "account_required": self.account_required, "notes": self.notes,
+            "name": self.name,
+            "title": self.title,
+            "description": self.description,
+            "source": self.source,
+            "file": self.path,
+            "builtin": self.builtin,
+            "hosts": list(self.hosts),
+            "partitions": list(self.partitions),
+            "account_required": self.account_required,
+            "notes": self.notes,
             "defaults": {k: list(v) if isinstance(v, tuple) else v for k, v in self.defaults.items()},
-        }  # fmt: skip
+        }
 
 
 def user_sites_dir(config_dir: Path) -> Path:
@@ -87,7 +94,10 @@ def load_site(name: str, config_dir: Path) -> Site:
         if builtin_name == name:
             return parse_site(name, text, where, builtin=True)
     known = ", ".join(site.name for site in list_sites(config_dir)) or "none"
-    raise UsageError(f"No site preset {name!r}; known sites: {known}.", hint=f"`hpcjup sites` lists them; add your own as {user_file}.")
+    raise UsageError(
+        f"No site preset {name!r}; known sites: {known}.",
+        hint=f"`hpcjup sites` lists them; add your own as {user_file}.",
+    )
 
 
 def parse_site(name: str, text: str, where: str, *, builtin: bool) -> Site:
@@ -100,9 +110,12 @@ def parse_site(name: str, text: str, where: str, *, builtin: bool) -> Site:
         line = find_line(text, None, key)
         at = f"{where}:{line}" if line else where
         if key not in _FIELDS:
-            raise UsageError(f"{at}: unknown key {key!r} in a site file.", hint=f"Site files have {', '.join(_FIELDS)} and a [defaults] table.")
+            raise UsageError(
+                f"{at}: unknown key {key!r} in a site file.",
+                hint=f"Site files have {', '.join(_FIELDS)} and a [defaults] table.",
+            )
         kind = _FIELDS[key][0]
-        ok = isinstance(value, kind) and (kind is not list or all(isinstance(v, str) for v in value))
+        ok = isinstance(value, kind) and (not isinstance(value, list) or all(isinstance(v, str) for v in value))
         if not ok:
             raise UsageError(f"{at}: {key!r} must be {'a list of strings' if kind is list else kind.__name__}.")
         fields[key] = tuple(value) if kind is list else value

@@ -36,5 +36,6 @@ def job_files() -> dict[str, bytes]:
     """Name -> code of the files uploaded with each job."""
     return {name: LAUNCHER_PATH.with_name(name).read_bytes() for name in JOB_FILES}
 
+
 #: Reasons for a session that ended the way it should (not a failure).
 NORMAL_ENDS = frozenset({REASON_STOPPED, REASON_WALLTIME, REASON_IDLE, REASON_SHUTDOWN})

@@ -18,10 +18,11 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 
 def _write(path: str, data: bytes) -> None:
-    tmp = "%s.tmp%d" % (path, os.getpid())
+    tmp = f"{path}.tmp{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, data)
@@ -35,32 +36,40 @@ def missing() -> str | None:
     import importlib.util
 
     if importlib.util.find_spec("distributed") is None:
-        return "%s has no Dask (`distributed`). Install it there (%s -m pip install distributed) or start with --no-dask." % (
-            sys.executable, sys.executable)
+        return f"{sys.executable} has no Dask (`distributed`). Install it there ({sys.executable} -m pip install distributed) or start with --no-dask."
     return None
 
 
 class DaskCluster:
     """Scheduler and workers of one session."""
 
-    def __init__(self, session_dir: str, address: str, workers: int, worker_cores: int, worker_memory: str, lifetime: int) -> None:
+    def __init__(
+        self, session_dir: str, address: str, workers: int, worker_cores: int, worker_memory: str, lifetime: int
+    ) -> None:
         self.dir = os.path.join(session_dir, "dask")
         self.config_dir = os.path.join(self.dir, "config")
         self.address = address
-        self.workers, self.worker_cores, self.worker_memory, self.lifetime = workers, worker_cores, worker_memory, lifetime
+        self.workers, self.worker_cores, self.worker_memory, self.lifetime = (
+            workers,
+            worker_cores,
+            worker_memory,
+            lifetime,
+        )
         self.scheduler = None  # type: subprocess.Popen | None
         self.worker_proc = None  # type: subprocess.Popen | None
         self.scheduler_address = ""
         self.dashboard_port = 0
 
     @classmethod
-    def from_args(cls, session_dir: str, address: str, args) -> DaskCluster:  # noqa: ANN001
+    def from_args(cls, session_dir: str, address: str, args) -> DaskCluster:
         """From the launcher's options; defaults fill the allocation: one worker per node, the task's CPUs each."""
         nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", "1"))
         workers = args.workers if args.workers >= 0 else nodes
         # What the allocation gives per node (SLURM_CPUS_ON_NODE), not what the machine has: asking srun for
         # more fails with "More processors requested than permitted".
-        per_node = int(os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE") or os.cpu_count() or 1)
+        per_node = int(
+            os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE") or os.cpu_count() or 1
+        )
         cores = args.worker_cores or max(1, per_node * nodes // max(1, workers))
         return cls(session_dir, address, workers, cores, args.worker_memory, args.lifetime)
 
@@ -78,9 +87,11 @@ class DaskCluster:
             return
         bindir = os.path.join(self.dir, "bin")
         os.makedirs(bindir, mode=0o700, exist_ok=True)
-        script = ("#!/bin/sh\n# hpcjup: scrub the surrounding job's SLURM_* variables before submitting.\n"
-                  "for v in $(env | sed -n 's/^\\(SLURM_[A-Za-z0-9_]*\\)=.*/\\1/p'); do\n"
-                  "    [ \"$v\" = SLURM_CONF ] || unset \"$v\"\ndone\nexec %s \"$@\"\n" % real)
+        script = (
+            "#!/bin/sh\n# hpcjup: scrub the surrounding job's SLURM_* variables before submitting.\n"
+            "for v in $(env | sed -n 's/^\\(SLURM_[A-Za-z0-9_]*\\)=.*/\\1/p'); do\n"
+            f'    [ "$v" = SLURM_CONF ] || unset "$v"\ndone\nexec {real} "$@"\n'
+        )
         path = os.path.join(bindir, "sbatch")
         _write(path, script.encode())
         os.chmod(path, 0o700)
@@ -88,21 +99,35 @@ class DaskCluster:
     def jobqueue_config(self) -> dict:
         """Defaults for dask_jobqueue.SLURMCluster() in a notebook: this session's partition, account,
         environment and TLS, so `SLURMCluster().scale(n)` needs no arguments."""
-        prologue = ["export DASK_CONFIG=%s" % self.config_dir, "export PATH=%s:$PATH" % os.path.dirname(sys.executable)]
-        slurm = {"cores": self.worker_cores, "processes": 1, "memory": "%dGB" % max(1, self.worker_cores),
-                 "python": sys.executable, "queue": os.environ.get("SLURM_JOB_PARTITION"),
-                 "account": os.environ.get("SLURM_JOB_ACCOUNT"), "walltime": "01:00:00",
-                 "name": "hpcjup-%s-scale" % os.path.basename(os.path.dirname(self.dir)),
-                 "job-script-prologue": prologue, "worker-extra-args": ["--death-timeout", "60"],
-                 "log-directory": os.path.join(self.dir, "logs"),
-                 "scheduler-options": {"protocol": "tls", "host": self.address}}  # fmt: skip
+        prologue = [f"export DASK_CONFIG={self.config_dir}", f"export PATH={os.path.dirname(sys.executable)}:$PATH"]
+        slurm = {
+            "cores": self.worker_cores,
+            "processes": 1,
+            "memory": f"{max(1, self.worker_cores)}GB",
+            "python": sys.executable,
+            "queue": os.environ.get("SLURM_JOB_PARTITION"),
+            "account": os.environ.get("SLURM_JOB_ACCOUNT"),
+            "walltime": "01:00:00",
+            "name": f"hpcjup-{os.path.basename(os.path.dirname(self.dir))}-scale",
+            "job-script-prologue": prologue,
+            "worker-extra-args": ["--death-timeout", "60"],
+            "log-directory": os.path.join(self.dir, "logs"),
+            "scheduler-options": {"protocol": "tls", "host": self.address},
+        }
         return {"jobqueue": {"slurm": slurm}}
 
     def write_config(self) -> None:
         cert, key = os.path.join(self.dir, "cert.pem"), os.path.join(self.dir, "key.pem")
         pair = {"cert": cert, "key": key}
-        config = {"distributed": {"comm": {"require-encryption": True, "tls": {"ca-file": cert, "scheduler": pair, "worker": pair, "client": pair}},
-                                  "dashboard": {"link": "{JUPYTER_SERVER_ROOT}proxy/{port}/status"}}}  # fmt: skip
+        config: dict[str, Any] = {
+            "distributed": {
+                "comm": {
+                    "require-encryption": True,
+                    "tls": {"ca-file": cert, "scheduler": pair, "worker": pair, "client": pair},
+                },
+                "dashboard": {"link": "{JUPYTER_SERVER_ROOT}proxy/{port}/status"},
+            }
+        }
         if self.scheduler_address:
             config["scheduler-address"] = self.scheduler_address
         os.makedirs(self.config_dir, mode=0o700, exist_ok=True)
@@ -112,8 +137,21 @@ class DaskCluster:
     def start_scheduler(self) -> None:
         self.write_config()
         self.write_sbatch_wrapper()
-        argv = [sys.executable, "-m", "distributed.cli.dask_scheduler", "--protocol", "tls", "--host", self.address, "--port", "0",
-                "--dashboard-address", "127.0.0.1:0", "--scheduler-file", os.path.join(self.dir, "scheduler.json")]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_scheduler",
+            "--protocol",
+            "tls",
+            "--host",
+            self.address,
+            "--port",
+            "0",
+            "--dashboard-address",
+            "127.0.0.1:0",
+            "--scheduler-file",
+            os.path.join(self.dir, "scheduler.json"),
+        ]
         self.scheduler = subprocess.Popen(argv, env=self.env, start_new_session=True)
 
     def poll_scheduler(self) -> bool:
@@ -129,40 +167,67 @@ class DaskCluster:
         self.start_workers()
         return True
 
-    def wait(self, timeout: float, sleep) -> str | None:  # noqa: ANN001
+    def wait(self, timeout: float, sleep) -> str | None:
         """None once the scheduler's address is known (it starts beside Jupyter, so this is short); else why not."""
         deadline = time.monotonic() + timeout
         while not self.poll_scheduler():
             if self.failed() or time.monotonic() > deadline:
-                return self.failed() or "the Dask scheduler did not start within %d s" % timeout
+                return self.failed() or f"the Dask scheduler did not start within {timeout:.0f} s"
             sleep(0.1)
         return None
 
     def start_workers(self) -> None:
         if self.workers <= 0:
             return
-        worker = [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", os.path.join(self.dir, "scheduler.json"),
-                  "--nthreads", str(self.worker_cores), "--memory-limit", self.worker_memory, "--no-dashboard"]  # fmt: skip
+        worker = [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_worker",
+            "--scheduler-file",
+            os.path.join(self.dir, "scheduler.json"),
+            "--nthreads",
+            str(self.worker_cores),
+            "--memory-limit",
+            self.worker_memory,
+            "--no-dashboard",
+        ]
         if self.lifetime:
-            worker += ["--lifetime", "%ds" % self.lifetime, "--lifetime-stagger", "30s"]
+            worker += ["--lifetime", f"{self.lifetime}s", "--lifetime-stagger", "30s"]
         if os.environ.get("SLURM_JOB_ID"):
             # One step over the allocation, explicit CPUs per task; --overlap: the batch step holds the first node too.
             nodes = os.environ.get("SLURM_JOB_NUM_NODES", "1")
-            argv = ["srun", "--overlap", "--nodes", nodes, "--ntasks", str(self.workers), "--cpus-per-task", str(self.worker_cores),
-                    "--kill-on-bad-exit=0", "--job-name", "dask-workers"] + worker  # fmt: skip
+            argv = [
+                "srun",
+                "--overlap",
+                "--nodes",
+                nodes,
+                "--ntasks",
+                str(self.workers),
+                "--cpus-per-task",
+                str(self.worker_cores),
+                "--kill-on-bad-exit=0",
+                "--job-name",
+                "dask-workers",
+                *worker,
+            ]
         else:
-            argv = worker + ["--nworkers", str(self.workers)]
+            argv = [*worker, "--nworkers", str(self.workers)]
         self.worker_proc = subprocess.Popen(argv, env=self.env, start_new_session=True)
 
     def failed(self) -> str | None:
         """Why the scheduler is gone, if it is."""
         if self.scheduler is not None and self.scheduler.poll() is not None:
-            return "the Dask scheduler exited with code %s" % self.scheduler.returncode
+            return f"the Dask scheduler exited with code {self.scheduler.returncode}"
         return None
 
     def info(self) -> dict:
-        return {"scheduler": self.scheduler_address, "dashboard_port": self.dashboard_port, "workers": self.workers,
-                "worker_cores": self.worker_cores, "config": self.config_dir}  # fmt: skip
+        return {
+            "scheduler": self.scheduler_address,
+            "dashboard_port": self.dashboard_port,
+            "workers": self.workers,
+            "worker_cores": self.worker_cores,
+            "config": self.config_dir,
+        }
 
     def stop(self, grace: float) -> None:
         """Workers first (they retire their tasks), then the scheduler."""

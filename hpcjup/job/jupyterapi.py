@@ -17,7 +17,7 @@ import os
 import shutil
 import socket
 import tempfile
-from typing import Any, Optional, Tuple
+from typing import Any
 
 SOCKET_NAME = "jupyter.sock"
 
@@ -86,10 +86,15 @@ class Endpoint:
     def fields(self) -> dict:
         """The connection.json keys that say where Jupyter is."""
         where = f"http+unix://{self.socket}" if self.socket else f"http://{url_host(self.address)}:{self.port}"
-        return {"address": self.address, "port": self.port, "socket": self.socket, "base_url": self.base_url,
-                "url": f"{where}{self.base_url}lab"}  # fmt: skip
+        return {
+            "address": self.address,
+            "port": self.port,
+            "socket": self.socket,
+            "base_url": self.base_url,
+            "url": f"{where}{self.base_url}lab",
+        }
 
-    def get(self, path: str, token: Optional[str], timeout: float = 5) -> Tuple[Optional[int], Any]:
+    def get(self, path: str, token: str | None, timeout: float = 5) -> tuple[int | None, Any]:
         """(HTTP status, decoded JSON or None) of GET base_url+path; (None, None) if nothing answers."""
         if self.socket:
             conn: http.client.HTTPConnection = _UnixConnection(self.socket, timeout)

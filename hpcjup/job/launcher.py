@@ -52,19 +52,37 @@ import sys
 import time
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # jupyterapi.py and dasklaunch.py travel beside this file
-from jupyterapi import Endpoint, node_address  # noqa: E402
-
+sys.path.insert(
+    0, os.path.dirname(os.path.abspath(__file__))
+)  # jupyterapi.py and dasklaunch.py travel beside this file
+from jupyterapi import Endpoint, node_address
 
 SCHEMA = 1
 MIN_SERVER = (2, 20)
 UPGRADE = "pip install -U 'jupyter_server>=2.20' jupyterlab"
-STOP_SIGNALS = {signal.SIGTERM: "stopped", signal.SIGINT: "stopped", signal.SIGHUP: "stopped", signal.SIGUSR1: "walltime"}
-EXIT_CODES = {"stopped": 0, "walltime": 0, "idle": 0, "shutdown": 0, "no-jupyter": 2, "jupyter-too-old": 2, "auth-config": 2, "no-dask": 2, "ready-timeout": 3, "dask-failed": 4}
+STOP_SIGNALS = {
+    signal.SIGTERM: "stopped",
+    signal.SIGINT: "stopped",
+    signal.SIGHUP: "stopped",
+    signal.SIGUSR1: "walltime",
+}
+EXIT_CODES = {
+    "stopped": 0,
+    "walltime": 0,
+    "idle": 0,
+    "shutdown": 0,
+    "no-jupyter": 2,
+    "jupyter-too-old": 2,
+    "auth-config": 2,
+    "no-dask": 2,
+    "ready-timeout": 3,
+    "dask-failed": 4,
+}
 
 
 class Ended(Exception):
     """The session ends, for `reason` (a state.json reason) explained by `message`."""
+
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason, self.message = reason, message
@@ -102,9 +120,16 @@ def check_environment() -> tuple[str, str]:
     version = jupyter_server.__version__
     found = re.match(r"(\d+)\.(\d+)", version)
     if found and (int(found.group(1)), int(found.group(2))) < MIN_SERVER:
-        old_python = f" Recent jupyter_server releases need Python >= 3.10; this is {sys.version.split()[0]}." if sys.version_info < (3, 10) else ""
-        raise Ended("jupyter-too-old", f"jupyter_server {version} in {python} is too old: hpcjup needs >= 2.20 "
-                    f"(which fixed a token-stealing XSS). Upgrade: {python} -m {UPGRADE}.{old_python}")  # fmt: skip
+        old_python = (
+            f" Recent jupyter_server releases need Python >= 3.10; this is {sys.version.split()[0]}."
+            if sys.version_info < (3, 10)
+            else ""
+        )
+        raise Ended(
+            "jupyter-too-old",
+            f"jupyter_server {version} in {python} is too old: hpcjup needs >= 2.20 "
+            f"(which fixed a token-stealing XSS). Upgrade: {python} -m {UPGRADE}.{old_python}",
+        )
     # find_spec, not import: importing jupyterlab costs ~1.5 s and 65 MB that this process never needs.
     if importlib.util.find_spec("jupyterlab") is None:
         raise Ended("no-jupyter", f"{python} has jupyter_server {version} but no JupyterLab. {fix}")
@@ -145,12 +170,37 @@ class Launcher:
         self.wakeup = -1
         self.dask: Any = None  # a dasklaunch.DaskCluster with --dask
 
+    @property
+    def jupyter(self) -> subprocess.Popen:
+        """Jupyter's process (started by start_jupyter)."""
+        if self.proc is None:
+            raise RuntimeError("Jupyter has not been started")
+        return self.proc
+
+    @property
+    def where(self) -> Endpoint:
+        """Jupyter's endpoint (chosen in serve)."""
+        if self.endpoint is None:
+            raise RuntimeError("no endpoint yet")
+        return self.endpoint
+
     def path(self, name: str) -> str:
         return os.path.join(self.dir, name)
 
-    def write_state(self, state: str, reason: str | None = None, message: str | None = None, exit_code: int | None = None) -> None:
-        doc = {"schema": SCHEMA, "state": state, "job_id": self.job_id, "node": self.node, "reason": reason,
-               "message": message, "exit_code": exit_code, "pid": os.getpid(), "updated_at": now()}
+    def write_state(
+        self, state: str, reason: str | None = None, message: str | None = None, exit_code: int | None = None
+    ) -> None:
+        doc = {
+            "schema": SCHEMA,
+            "state": state,
+            "job_id": self.job_id,
+            "node": self.node,
+            "reason": reason,
+            "message": message,
+            "exit_code": exit_code,
+            "pid": os.getpid(),
+            "updated_at": now(),
+        }
         write_atomic(self.path("state.json"), json.dumps(doc, indent=2).encode())
 
     # -- signals: handlers only wake the main loop (a self-pipe), all decisions happen there ----
@@ -160,7 +210,7 @@ class Launcher:
         os.set_blocking(write, False)
         signal.set_wakeup_fd(write)
         self.wakeup = read
-        for sig in list(STOP_SIGNALS) + [signal.SIGCHLD]:  # SIGCHLD: Jupyter exited
+        for sig in [*list(STOP_SIGNALS), signal.SIGCHLD]:  # SIGCHLD: Jupyter exited
             signal.signal(sig, lambda signum, frame: None)
 
     def sleep(self, seconds: float) -> None:
@@ -169,7 +219,7 @@ class Launcher:
             for signum in os.read(self.wakeup, 512):
                 if signum in STOP_SIGNALS:
                     what = "the job's time limit is near" if signum == signal.SIGUSR1 else "stopped on request"
-                    raise Ended(STOP_SIGNALS[signum], f"{what} ({signal.Signals(signum).name})")
+                    raise Ended(STOP_SIGNALS[signal.Signals(signum)], f"{what} ({signal.Signals(signum).name})")
 
     # -- Jupyter -------------------------------------------------------------------------------
     def start_jupyter(self, root: str) -> None:
@@ -180,27 +230,40 @@ class Launcher:
         base = self.dask.env if self.dask else os.environ  # kernels find the session's Dask through DASK_CONFIG
         env = dict(base, JUPYTER_RUNTIME_DIR=self.runtime, JUPYTER_TOKEN_FILE=self.path("token"))
         env.pop("JUPYTER_TOKEN", None)  # it would win over the file
-        argv = [sys.executable, "-m", "jupyterlab", "--no-browser", *self.endpoint.jupyter_args(), "--ServerApp.root_dir=" + root]
+        argv = [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            *self.where.jupyter_args(),
+            "--ServerApp.root_dir=" + root,
+        ]
         idle = self.args.idle_timeout
         if idle > 0:
             every = self.idle_interval()
-            argv += [f"--MappingKernelManager.cull_idle_timeout={idle}", f"--MappingKernelManager.cull_interval={every}",
-                     # An open notebook tab holds a websocket to its kernel; without this it is never culled.
-                     "--MappingKernelManager.cull_connected=True",
-                     f"--TerminalManager.cull_inactive_timeout={idle}", f"--TerminalManager.cull_interval={every}"]  # fmt: skip
+            argv += [
+                f"--MappingKernelManager.cull_idle_timeout={idle}",
+                f"--MappingKernelManager.cull_interval={every}",
+                # An open notebook tab holds a websocket to its kernel; without this it is never culled.
+                "--MappingKernelManager.cull_connected=True",
+                f"--TerminalManager.cull_inactive_timeout={idle}",
+                f"--TerminalManager.cull_interval={every}",
+            ]
         if os.geteuid() == 0:  # containers and test machines; Jupyter refuses root otherwise
             argv.append("--allow-root")
         argv += self.args.jupyter_args
         # Own session: the terminal's Ctrl-C or a signal for the launcher reaches Jupyter only through us.
         # Output goes straight to the job log: jupyter_server prints a token from a file as "token=...".
-        self.proc = subprocess.Popen(argv, env=env, cwd=root, stdin=subprocess.DEVNULL, start_new_session=True)  # cwd: kernels start here
+        self.proc = subprocess.Popen(
+            argv, env=env, cwd=root, stdin=subprocess.DEVNULL, start_new_session=True
+        )  # cwd: kernels start here
 
     def idle_interval(self) -> int:
         return max(1, min(60, self.args.idle_timeout // 10))
 
     def api(self, path: str, token: bool = True) -> tuple[int | None, Any]:
         """(HTTP status, decoded JSON or None) of GET base_url+path on Jupyter; (None, None) if nothing answers."""
-        return self.endpoint.get(path, self.token if token else None)
+        return self.where.get(path, self.token if token else None)
 
     def wait_ready(self) -> None:
         """Return once Jupyter's /api/status answers 200 with the token (and 403 without it)."""
@@ -212,27 +275,36 @@ class Launcher:
             if self.proc.poll() is not None:
                 raise self.exited(ready=False)
             if time.monotonic() > deadline:
-                raise Ended("ready-timeout", f"Jupyter did not answer within {self.args.ready_timeout} s (--ready-timeout); see the job log")
+                raise Ended(
+                    "ready-timeout",
+                    f"Jupyter did not answer within {self.args.ready_timeout} s (--ready-timeout); see the job log",
+                )
             try:
                 with open(info_file) as fh:  # jupyter_server >= 2.20 writes the port it got for port=0
-                    listening = self.endpoint.learn(json.load(fh))
+                    listening = self.where.learn(json.load(fh))
             except (OSError, ValueError, TypeError, AttributeError):
                 listening = False
             status = self.api("api/status")[0] if listening else None
             if status == 200:
                 if self.api("api/status", token=False)[0] == 200:
-                    raise Ended("auth-config", "Jupyter answers without the token: a Jupyter config file disables authentication "
-                                "(c.IdentityProvider.token = '' or c.ServerApp.token = ''); remove that setting")
+                    raise Ended(
+                        "auth-config",
+                        "Jupyter answers without the token: a Jupyter config file disables authentication "
+                        "(c.IdentityProvider.token = '' or c.ServerApp.token = ''); remove that setting",
+                    )
                 return
             rejected = rejected + 1 if status in (401, 403) else 0
             if rejected >= 20:  # persistently, not a moment during startup (seen once under heavy load)
-                raise Ended("auth-config", f"Jupyter rejects hpcjup's token (HTTP {status}): a Jupyter config file sets its own "
-                            "(c.IdentityProvider.token or c.ServerApp.token); remove that setting")
+                raise Ended(
+                    "auth-config",
+                    f"Jupyter rejects hpcjup's token (HTTP {status}): a Jupyter config file sets its own "
+                    "(c.IdentityProvider.token or c.ServerApp.token); remove that setting",
+                )
             self.sleep(0.1)
 
     def exited(self, ready: bool) -> Ended:
         """Why Jupyter ended by itself."""
-        code = self.proc.returncode
+        code = self.jupyter.returncode
         if ready and code == 0:
             return Ended("shutdown", "Jupyter shut itself down (File > Shut Down, or its own configuration)")
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
@@ -266,7 +338,7 @@ class Launcher:
 
     def signal_group(self, sig: int) -> None:
         with contextlib.suppress(OSError):  # nobody left
-            os.killpg(self.proc.pid, sig)
+            os.killpg(self.jupyter.pid, sig)
 
     # -- the session -----------------------------------------------------------------------------
     def serve(self) -> None:
@@ -278,27 +350,45 @@ class Launcher:
         root = os.path.abspath(os.path.expanduser(self.args.workdir or "~"))
         self.sleep(0)  # a stop that came before Jupyter started
         started, clock = now(), time.monotonic()
-        log(f"starting JupyterLab {lab_version} (jupyter_server {server_version}, {sys.executable}) on {address} in {root}")
+        log(
+            f"starting JupyterLab {lab_version} (jupyter_server {server_version}, {sys.executable}) on {address} in {root}"
+        )
         if self.args.dask:
             self.start_dask(address)
         self.start_jupyter(root)
         self.wait_ready()
         if self.dask is not None:
             self.wait_dask()
-        conn = {"schema": SCHEMA, "job_id": self.job_id, "node": self.node, **self.endpoint.fields(), "token": self.token,
-                "pid": self.proc.pid, "launcher_pid": os.getpid(), "python": sys.executable, "jupyter_server_version": server_version,
-                "jupyterlab_version": lab_version, "root_dir": root, "started_at": started, "ready_at": now(),
-                "dask": self.dask.info() if self.dask else None}
+        conn = {
+            "schema": SCHEMA,
+            "job_id": self.job_id,
+            "node": self.node,
+            **self.where.fields(),
+            "token": self.token,
+            "pid": self.jupyter.pid,
+            "launcher_pid": os.getpid(),
+            "python": sys.executable,
+            "jupyter_server_version": server_version,
+            "jupyterlab_version": lab_version,
+            "root_dir": root,
+            "started_at": started,
+            "ready_at": now(),
+            "dask": self.dask.info() if self.dask else None,
+        }
         write_atomic(self.path("connection.json"), json.dumps(conn, indent=2).encode())
         self.write_state("running", message=f"JupyterLab on {self.endpoint.describe()}")
-        log(f"JupyterLab answers on {self.endpoint.describe()} (node {self.node}) after {time.monotonic() - clock:.1f} s")
+        log(
+            f"JupyterLab answers on {self.endpoint.describe()} (node {self.node}) after {time.monotonic() - clock:.1f} s"
+        )
         every = self.idle_interval() if self.args.idle_timeout > 0 else 3600
         while True:  # SIGCHLD or a stop signal wakes the sleep early
             self.sleep(every)
-            if self.proc.poll() is not None:
+            if self.jupyter.poll() is not None:
                 raise self.exited(ready=True)
             if self.args.idle_timeout > 0 and self.is_idle():
-                raise Ended("idle", f"no kernels, terminals or activity for {self.args.idle_timeout} s (--idle-timeout)")
+                raise Ended(
+                    "idle", f"no kernels, terminals or activity for {self.args.idle_timeout} s (--idle-timeout)"
+                )
 
     # -- Dask (dasklaunch.py) ---------------------------------------------------------------------
     def start_dask(self, address: str) -> None:
@@ -358,7 +448,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--session-dir", required=True)
     parser.add_argument("--workdir", help="Jupyter's root directory (default: $HOME)")
     parser.add_argument("--bind", help="address to listen on (default: this node's address)")
-    parser.add_argument("--socket", action="store_true", help="listen on a Unix socket in node-local /tmp instead of TCP")
+    parser.add_argument(
+        "--socket", action="store_true", help="listen on a Unix socket in node-local /tmp instead of TCP"
+    )
     parser.add_argument("--ready-timeout", type=int, default=300)
     parser.add_argument("--stop-grace", type=int, default=20)
     parser.add_argument("--idle-timeout", type=int, default=0)

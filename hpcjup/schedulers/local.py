@@ -26,7 +26,14 @@ class LocalProcess(Scheduler):
     bind_address = "127.0.0.1"  # a workstation's Jupyter needs no address but loopback
 
     def render(self, spec: JobSpec) -> str:
-        lines = ["#!/bin/sh", f"# hpcjup session {spec.name}: JupyterLab on this machine.", "umask 077", *spec.setup, self.exec_line(spec.command), ""]
+        lines = [
+            "#!/bin/sh",
+            f"# hpcjup session {spec.name}: JupyterLab on this machine.",
+            "umask 077",
+            *spec.setup,
+            self.exec_line(spec.command),
+            "",
+        ]
         return "\n".join(lines)
 
     def submit(self, transport: Transport, session_dir: str) -> str:

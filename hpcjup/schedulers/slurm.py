@@ -74,7 +74,9 @@ class Slurm(Scheduler):
         """One squeue call for all jobs; sacct only for those squeue no longer shows."""
         if not job_ids:
             return {}
-        result = transport.run(["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", _SQUEUE_FORMAT], check=False)
+        result = transport.run(
+            ["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", _SQUEUE_FORMAT], check=False
+        )
         if result.returncode != 0 and len(job_ids) > 1:  # an id Slurm has forgotten fails the whole list
             return super().statuses(transport, job_ids)
         found = {}
@@ -93,8 +95,10 @@ class Slurm(Scheduler):
         line = result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else ""
         if not line:
             return JobStatus(job_id, JobState.GONE)
-        state, exit_code, nodes, limit = (line.split("|") + ["", "", "", ""])[:4]
-        return JobStatus(job_id, JobState.parse(state), nodes=nodes or None, exit_code=exit_code or None, time_limit=_seconds(limit))
+        state, exit_code, nodes, limit = ([*line.split("|"), "", "", "", ""])[:4]
+        return JobStatus(
+            job_id, JobState.parse(state), nodes=nodes or None, exit_code=exit_code or None, time_limit=_seconds(limit)
+        )
 
     def cancel(self, transport: Transport, job_id: str, *, graceful: bool = True) -> None:
         if graceful:

@@ -30,5 +30,7 @@ def find_session(transport: Transport, name: str) -> tuple[SessionPaths, Session
         known = [record.name for _, record in list_sessions(transport)]
         raise SessionNotFound(
             f"No session {name!r} on {transport.name}.",
-            hint=("Known sessions: " + ", ".join(known)) if known else "There are no sessions there; start one with `hpcjup start`.",
+            hint=("Known sessions: " + ", ".join(known))
+            if known
+            else "There are no sessions there; start one with `hpcjup start`.",
         ) from None

@@ -93,8 +93,15 @@ class Report:
 Connector = Callable[[str], "Transport"]
 
 
-def run_checks(resolved: Resolved, host: str, connect: Connector, *, slurm: bool = True, dask: bool = True,
-               progress: Callable[[str], None] = lambda text: None) -> Report:  # fmt: skip
+def run_checks(
+    resolved: Resolved,
+    host: str,
+    connect: Connector,
+    *,
+    slurm: bool = True,
+    dask: bool = True,
+    progress: Callable[[str], None] = lambda text: None,
+) -> Report:
     """Connect to `host` once and run every check; a connection failure skips the rest."""
     checks: list[Check] = []
     progress(f"Connecting to {host}…")
@@ -110,21 +117,45 @@ def run_checks(resolved: Resolved, host: str, connect: Connector, *, slurm: bool
         if kind == "local":
             checks.append(Check("ssh", Status.SKIP, "--local: no SSH, no scheduler"))
         else:
-            checks.append(Check("ssh", Status.PASS, f"connected to {host} ({kind}) in {time.monotonic() - started:.1f} s"))
+            checks.append(
+                Check("ssh", Status.PASS, f"connected to {host} ({kind}) in {time.monotonic() - started:.1f} s")
+            )
         if slurm:
             progress("Asking the scheduler…")
             checks.append(check_scheduler(transport))
             scheduler_ok = checks[-1].status is Status.PASS
-            checks.append(check_partition(transport, resolved) if scheduler_ok else Check("partition", Status.SKIP, "not checked: no Slurm commands"))
-            checks.append(check_account(transport, resolved) if scheduler_ok else Check("account", Status.SKIP, "not checked: no Slurm commands"))
-            checks.append(check_request(transport, resolved) if scheduler_ok else Check("request", Status.SKIP, "not checked: no Slurm commands"))
+            checks.append(
+                check_partition(transport, resolved)
+                if scheduler_ok
+                else Check("partition", Status.SKIP, "not checked: no Slurm commands")
+            )
+            checks.append(
+                check_account(transport, resolved)
+                if scheduler_ok
+                else Check("account", Status.SKIP, "not checked: no Slurm commands")
+            )
+            checks.append(
+                check_request(transport, resolved)
+                if scheduler_ok
+                else Check("request", Status.SKIP, "not checked: no Slurm commands")
+            )
         progress("Activating the environment…")
         checks += check_environment(transport, resolved, login_shell=slurm, dask=dask)
         checks.append(check_session_dir(transport))
     return Report(host, checks)
 
 
-_AFTER_SSH = ("scheduler", "partition", "account", "request", "environment", "jupyter", "dask", "dask-jobqueue", "sessions")
+_AFTER_SSH = (
+    "scheduler",
+    "partition",
+    "account",
+    "request",
+    "environment",
+    "jupyter",
+    "dask",
+    "dask-jobqueue",
+    "sessions",
+)
 
 
 def check_scheduler(transport: Transport) -> Check:
@@ -132,9 +163,13 @@ def check_scheduler(transport: Transport) -> Check:
     script = 'for c in sbatch squeue scancel; do command -v "$c" >/dev/null 2>&1 || echo "$c"; done'
     missing = transport.run(["sh", "-c", script], check=False).stdout.split()
     if missing:
-        return Check("scheduler", Status.FAIL, f"not found over SSH: {' '.join(missing)}",
-                     fix="hpcjup needs Slurm on the login node's PATH for commands run over SSH (not only in a login shell); "
-                         "check `ssh HOST command -v sbatch`.")  # fmt: skip
+        return Check(
+            "scheduler",
+            Status.FAIL,
+            f"not found over SSH: {' '.join(missing)}",
+            fix="hpcjup needs Slurm on the login node's PATH for commands run over SSH (not only in a login shell); "
+            "check `ssh HOST command -v sbatch`.",
+        )
     return Check("scheduler", Status.PASS, "sbatch, squeue and scancel found")
 
 
@@ -144,11 +179,16 @@ def check_partition(transport: Transport, resolved: Resolved) -> Check:
 
     result = transport.run(["sinfo", "-h", "-o", "%P|%a|%l"], check=False)
     if result.returncode != 0:
-        return Check("partition", Status.FAIL, f"sinfo failed: {_first(result.stderr)}", fix="Check that Slurm answers: `sinfo -s` on the login node.")
+        return Check(
+            "partition",
+            Status.FAIL,
+            f"sinfo failed: {_first(result.stderr)}",
+            fix="Check that Slurm answers: `sinfo -s` on the login node.",
+        )
     partitions: dict[str, tuple[str, str]] = {}
     default = None
     for line in result.stdout.splitlines():
-        name, avail, limit = (line.strip().split("|") + ["", ""])[:3]
+        name, avail, limit = ([*line.strip().split("|"), "", ""])[:3]
         if name.endswith("*"):
             name = default = name[:-1]
         partitions.setdefault(name, (avail, limit))
@@ -156,18 +196,36 @@ def check_partition(transport: Transport, resolved: Resolved) -> Check:
     if wanted is None:
         return Check("partition", Status.PASS, f"none set: the cluster's default ({default or 'none marked'})")
     if wanted not in partitions:
-        return Check("partition", Status.FAIL, f"no partition {wanted!r} (from {resolved.source('partition')})",
-                     fix=f"Choose one of: {', '.join(partitions) or 'none listed'} (`sinfo -s` shows them).")  # fmt: skip
+        return Check(
+            "partition",
+            Status.FAIL,
+            f"no partition {wanted!r} (from {resolved.source('partition')})",
+            fix=f"Choose one of: {', '.join(partitions) or 'none listed'} (`sinfo -s` shows them).",
+        )
     avail, limit = partitions[wanted]
     if avail != "up":
-        return Check("partition", Status.WARN, f"{wanted} is {avail}: jobs will pend", fix="Choose a partition that is up (`sinfo -s`).")
+        return Check(
+            "partition",
+            Status.WARN,
+            f"{wanted} is {avail}: jobs will pend",
+            fix="Choose a partition that is up (`sinfo -s`).",
+        )
     asked = resolved.value("time")
     try:
-        too_long = asked is not None and limit not in ("infinite", "UNLIMITED", "") and time_to_seconds(asked) > time_to_seconds(limit)
+        too_long = (
+            asked is not None
+            and limit not in ("infinite", "UNLIMITED", "")
+            and time_to_seconds(asked) > time_to_seconds(limit)
+        )
     except ValueError:
         too_long = False
     if too_long:
-        return Check("partition", Status.FAIL, f"time {asked} is more than {wanted}'s limit {limit}", fix=f"Ask for at most --time {limit}, or another partition.")
+        return Check(
+            "partition",
+            Status.FAIL,
+            f"time {asked} is more than {wanted}'s limit {limit}",
+            fix=f"Ask for at most --time {limit}, or another partition.",
+        )
     return Check("partition", Status.PASS, f"{wanted} is up, time limit {limit}")
 
 
@@ -176,34 +234,57 @@ def check_account(transport: Transport, resolved: Resolved) -> Check:
     account = resolved.value("account")
     if account is None:
         if resolved.site is not None and resolved.site.account_required:
-            return Check("account", Status.FAIL, f"none set, and {resolved.site.title} needs one for every job",
-                         fix="Pass --account (-A), set HPCJUP_ACCOUNT, or add `account = \"...\"` to your profile.")  # fmt: skip
+            return Check(
+                "account",
+                Status.FAIL,
+                f"none set, and {resolved.site.title} needs one for every job",
+                fix='Pass --account (-A), set HPCJUP_ACCOUNT, or add `account = "..."` to your profile.',
+            )
         return Check("account", Status.PASS, "none set: the cluster's default account")
     script = 'command -v sacctmgr >/dev/null 2>&1 || exit 99; exec sacctmgr -n -P show associations where user="$(id -un)" account="$1" format=Account'
     result = transport.run(["sh", "-c", script, "sh", account], check=False)
     if result.returncode == 99:
         return Check("account", Status.SKIP, f"{account}: no sacctmgr to ask (the request check still tests it)")
     if result.returncode != 0:
-        return Check("account", Status.SKIP, f"{account}: sacctmgr cannot answer ({_first(result.stderr)}); the request check still tests it")
+        return Check(
+            "account",
+            Status.SKIP,
+            f"{account}: sacctmgr cannot answer ({_first(result.stderr)}); the request check still tests it",
+        )
     if not result.stdout.strip():
-        return Check("account", Status.FAIL, f"you have no association with account {account!r} (from {resolved.source('account')})",
-                     fix="`sacctmgr show associations user=$USER` lists your accounts; fix --account or the profile.")  # fmt: skip
+        return Check(
+            "account",
+            Status.FAIL,
+            f"you have no association with account {account!r} (from {resolved.source('account')})",
+            fix="`sacctmgr show associations user=$USER` lists your accounts; fix --account or the profile.",
+        )
     return Check("account", Status.PASS, f"{account} is one of your accounts")
 
 
 def check_request(transport: Transport, resolved: Resolved) -> Check:
     """Slurm would accept the job as configured (`sbatch --test-only`: nothing is submitted)."""
     res = resolved.resources()
-    options = {"partition": res.partition, "account": res.account, "time": res.time, "nodes": str(res.nodes),
-               "cpus-per-task": str(res.cpus) if res.cpus else None, "mem": res.mem, "gpus": res.gpus}  # fmt: skip
+    options = {
+        "partition": res.partition,
+        "account": res.account,
+        "time": res.time,
+        "nodes": str(res.nodes),
+        "cpus-per-task": str(res.cpus) if res.cpus else None,
+        "mem": res.mem,
+        "gpus": res.gpus,
+    }
     argv = ["sbatch", "--test-only", "--job-name=hpcjup-doctor", "--output=/dev/null", "--ntasks-per-node=1"]
     argv += [f"--{key}={value}" for key, value in options.items() if value is not None] + ["--wrap", "true"]
     result = transport.run(argv, check=False, timeout=60)
     text = (result.stderr.strip() or result.stdout.strip()).replace("sbatch: ", "")
     if result.returncode != 0:
-        return Check("request", Status.FAIL, f"Slurm would refuse the job: {_first(text)}",
-                     fix="Change what it names (partition, account, time, resources); `sinfo -s` and `sacctmgr show assoc user=$USER` help.",
-                     details=shlex.join(argv))  # fmt: skip
+        return Check(
+            "request",
+            Status.FAIL,
+            f"Slurm would refuse the job: {_first(text)}",
+            fix="Change what it names (partition, account, time, resources); `sinfo -s` and `sacctmgr show assoc user=$USER` help.",
+            details=shlex.join(argv),
+        )
     return Check("request", Status.PASS, f"Slurm would accept the job: {_first(text) or 'ok'}")
 
 
@@ -213,13 +294,20 @@ def check_environment(transport: Transport, resolved: Resolved, *, login_shell: 
     script = "\n".join([*setup_lines(resolved), shlex.join([*python_argv, "-c", _PROBE])])
     shell = ["bash", "-lc", script] if login_shell else ["sh", "-c", script]  # as job.sh runs: Slurm bash -l, local sh
     result = transport.run(shell, check=False, timeout=180)
-    probe = next((line[len(_MARK):] for line in reversed(result.stdout.splitlines()) if line.startswith(_MARK)), None)
+    probe = next((line[len(_MARK) :] for line in reversed(result.stdout.splitlines()) if line.startswith(_MARK)), None)
     if result.returncode != 0 or probe is None:
-        failed = Check("environment", Status.FAIL, f"`{shlex.join(python_argv)}` did not run after the setup lines (exit {result.returncode})",
-                       fix="Check python, modules, conda, venv, image and setup in your profile (`hpcjup profile show`); "
-                           "the lines run in a non-interactive login shell, as in the job.",
-                       details=_tail(result.stderr or result.stdout))  # fmt: skip
-        skipped = [Check(name, Status.SKIP, "not checked: the environment does not start") for name in ("jupyter", "dask", "dask-jobqueue")]
+        failed = Check(
+            "environment",
+            Status.FAIL,
+            f"`{shlex.join(python_argv)}` did not run after the setup lines (exit {result.returncode})",
+            fix="Check python, modules, conda, venv, image and setup in your profile (`hpcjup profile show`); "
+            "the lines run in a non-interactive login shell, as in the job.",
+            details=_tail(result.stderr or result.stdout),
+        )
+        skipped = [
+            Check(name, Status.SKIP, "not checked: the environment does not start")
+            for name in ("jupyter", "dask", "dask-jobqueue")
+        ]
         return [failed, *skipped]
     info = json.loads(probe)
     versions: dict[str, str | None] = info["versions"]
@@ -237,26 +325,49 @@ def _jupyter_check(versions: dict[str, str | None], python: str) -> Check:
         missing = " and ".join(name for name, v in (("jupyter_server", server), ("jupyterlab", lab)) if not v)
         return Check("jupyter", Status.FAIL, f"{missing} missing in {python}", fix=fix)
     if _version(server) < MIN_SERVER:
-        return Check("jupyter", Status.FAIL, f"jupyter_server {server} is older than 2.20 (which fixed a token-stealing XSS)", fix=fix)
+        return Check(
+            "jupyter",
+            Status.FAIL,
+            f"jupyter_server {server} is older than 2.20 (which fixed a token-stealing XSS)",
+            fix=fix,
+        )
     return Check("jupyter", Status.PASS, f"jupyter_server {server}, jupyterlab {lab}")
 
 
 def _dask_checks(versions: dict[str, str | None], python: str, dask: bool) -> list[Check]:
-    distributed, jobqueue, proxy = versions.get("distributed"), versions.get("dask_jobqueue"), versions.get("jupyter_server_proxy")
+    distributed, jobqueue, proxy = (
+        versions.get("distributed"),
+        versions.get("dask_jobqueue"),
+        versions.get("jupyter_server_proxy"),
+    )
     if not dask:
         checks = [Check("dask", Status.SKIP, "not checked: --no-dask")]
     elif not distributed:
-        checks = [Check("dask", Status.FAIL, f"distributed missing in {python}: sessions with Dask (the default) fail",
-                        fix=f"{python} -m pip install distributed, or start with --no-dask.")]  # fmt: skip
+        checks = [
+            Check(
+                "dask",
+                Status.FAIL,
+                f"distributed missing in {python}: sessions with Dask (the default) fail",
+                fix=f"{python} -m pip install distributed, or start with --no-dask.",
+            )
+        ]
     elif not proxy:
-        checks = [Check("dask", Status.WARN, f"distributed {distributed}, but no jupyter-server-proxy: the dashboard link will not work",
-                        fix=f"{python} -m pip install jupyter-server-proxy")]  # fmt: skip
+        checks = [
+            Check(
+                "dask",
+                Status.WARN,
+                f"distributed {distributed}, but no jupyter-server-proxy: the dashboard link will not work",
+                fix=f"{python} -m pip install jupyter-server-proxy",
+            )
+        ]
     else:
         checks = [Check("dask", Status.PASS, f"distributed {distributed}, jupyter-server-proxy {proxy}")]
     if jobqueue:
         checks.append(Check("dask-jobqueue", Status.PASS, f"dask-jobqueue {jobqueue} (for --worker-group)"))
     else:
-        checks.append(Check("dask-jobqueue", Status.SKIP, "not installed: needed only for --worker-group and SLURMCluster()"))
+        checks.append(
+            Check("dask-jobqueue", Status.SKIP, "not installed: needed only for --worker-group and SLURMCluster()")
+        )
     return checks
 
 
@@ -271,7 +382,12 @@ def check_session_dir(transport: Transport) -> Check:
         transport.write_file(probe, b"ok\n", 0o600)
         transport.remove(probe)
     except (OSError, HpcjupError) as exc:
-        return Check("sessions", Status.FAIL, f"cannot write in {root}: {exc}", fix=f"Make {root} a directory you own (mode 0700) on a writable file system.")
+        return Check(
+            "sessions",
+            Status.FAIL,
+            f"cannot write in {root}: {exc}",
+            fix=f"Make {root} a directory you own (mode 0700) on a writable file system.",
+        )
     return Check("sessions", Status.PASS, f"{root} is writable")
 
 

@@ -50,7 +50,9 @@ class WorkerGroup:
         """PARTITION:JOBS[xCORES], e.g. batch:4x8; the group is named after its partition."""
         m = _SPEC.match(text.strip())
         if not m:
-            raise UsageError(f"--worker-group {text!r} is not valid.", hint="Use PARTITION:JOBS[xCORES], e.g. batch:4x8.")
+            raise UsageError(
+                f"--worker-group {text!r} is not valid.", hint="Use PARTITION:JOBS[xCORES], e.g. batch:4x8."
+            )
         return cls(m["partition"], m["partition"], int(m["jobs"]), int(m["cores"] or 1))
 
 
@@ -66,13 +68,22 @@ def load_groups(transport: Transport, paths: SessionPaths) -> dict[str, WorkerGr
     return {name: WorkerGroup(**spec) for name, spec in data.items()}
 
 
-def scale_group(transport: Transport, paths: SessionPaths, record: SessionRecord, python: str, scheduler: str,
-                group: WorkerGroup, jobs: int) -> list[str]:  # fmt: skip
+def scale_group(
+    transport: Transport,
+    paths: SessionPaths,
+    record: SessionRecord,
+    python: str,
+    scheduler: str,
+    group: WorkerGroup,
+    jobs: int,
+) -> list[str]:
     """Bring `group` to `jobs` running or pending worker jobs; returns the group's job ids afterwards."""
     groups = load_groups(transport, paths)
     group = groups.get(group.name, group)
     groups[group.name] = WorkerGroup(group.name, group.partition, jobs, group.cores, group.memory)
-    transport.write_file(paths.file(GROUPS_FILE), json.dumps({n: asdict(g) for n, g in groups.items()}, indent=2).encode())
+    transport.write_file(
+        paths.file(GROUPS_FILE), json.dumps({n: asdict(g) for n, g in groups.items()}, indent=2).encode()
+    )
     current = group_jobs(transport, record.name, group.name)
     if jobs < len(current):
         transport.run(["scancel", *current[jobs:]])
@@ -88,7 +99,11 @@ def group_jobs(transport: Transport, session: str, group: str | None = None) -> 
     """Ids of the session's worker jobs (of one group, or all), oldest first."""
     prefix = job_name(session, group) if group else f"hpcjup-{session}-"
     out = transport.run(["squeue", "-h", "--me", "-o", "%i %j"], check=False).stdout
-    ids = [line.split()[0] for line in out.splitlines() if len(line.split()) == 2 and _matches(line.split()[1], prefix, group)]
+    ids = [
+        line.split()[0]
+        for line in out.splitlines()
+        if len(line.split()) == 2 and _matches(line.split()[1], prefix, group)
+    ]
     return sorted(ids, key=int)
 
 
@@ -96,19 +111,30 @@ def _matches(name: str, prefix: str, group: str | None) -> bool:
     return name == prefix if group else name.startswith(prefix)
 
 
-def _render(transport: Transport, paths: SessionPaths, record: SessionRecord, python: str, scheduler: str, group: WorkerGroup) -> str:
+def _render(
+    transport: Transport, paths: SessionPaths, record: SessionRecord, python: str, scheduler: str, group: WorkerGroup
+) -> str:
     config = paths.file(f"{DASK_DIR}/config")
     spec = {
-        "scheduler": scheduler, "name": job_name(record.name, group.name), "partition": group.partition,
-        "account": record.resources.get("account"), "cores": group.cores, "memory": group.memory or f"{group.cores}GB",
-        "walltime": record.resources.get("time") or "01:00:00", "python": python, "group": group.name,
-        "prologue": [f"export DASK_CONFIG={config}"], "logdir": paths.file(f"{DASK_DIR}/logs"),
-    }  # fmt: skip
+        "scheduler": scheduler,
+        "name": job_name(record.name, group.name),
+        "partition": group.partition,
+        "account": record.resources.get("account"),
+        "cores": group.cores,
+        "memory": group.memory or f"{group.cores}GB",
+        "walltime": record.resources.get("time") or "01:00:00",
+        "python": python,
+        "group": group.name,
+        "prologue": [f"export DASK_CONFIG={config}"],
+        "logdir": paths.file(f"{DASK_DIR}/logs"),
+    }
     try:
         result = transport.run(["bash", "-lc", 'exec "$0" -c "$1"', python, _RENDER], input=json.dumps(spec).encode())
     except RemoteCommandError as exc:
-        raise SubmitError(f"Could not render the worker job with dask-jobqueue: {exc.stderr.strip().splitlines()[-1] if exc.stderr.strip() else exc}",
-                          hint="Install dask-jobqueue in the cluster environment (pip install dask-jobqueue).") from exc  # fmt: skip
+        raise SubmitError(
+            f"Could not render the worker job with dask-jobqueue: {exc.stderr.strip().splitlines()[-1] if exc.stderr.strip() else exc}",
+            hint="Install dask-jobqueue in the cluster environment (pip install dask-jobqueue).",
+        ) from exc
     path = paths.file(f"{DASK_DIR}/{group.name}.sh")
     transport.write_file(path, result.stdout.encode(), 0o700)
     return path

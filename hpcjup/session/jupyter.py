@@ -11,7 +11,6 @@ from typing import Any
 from hpcjup.errors import HpcjupError, WaitTimeout
 from hpcjup.session.record import Connection
 
-
 # No proxy: with http_proxy set, urllib would send even 127.0.0.1 requests, token included, to the proxy.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -33,7 +32,10 @@ def api_status(local_port: int, conn: Connection, deadline: float = 15.0) -> dic
             with _DIRECT.open(request, timeout=max(1.0, end - time.monotonic())) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:  # Jupyter answered, but not with 200: retrying will not help
-            raise HpcjupError(f"Jupyter answered {exc.code} {exc.reason} to the session's token.", hint="Stop the session and start a new one.") from exc
+            raise HpcjupError(
+                f"Jupyter answered {exc.code} {exc.reason} to the session's token.",
+                hint="Stop the session and start a new one.",
+            ) from exc
         except (urllib.error.URLError, OSError, ValueError) as exc:
             last = exc
             time.sleep(0.1)

@@ -40,7 +40,9 @@ class SessionView:
 
     @property
     def ended_normally(self) -> bool:
-        return (self.report is not None and self.report.reason in NORMAL_ENDS) or self.status.state is JobState.COMPLETED
+        return (
+            self.report is not None and self.report.reason in NORMAL_ENDS
+        ) or self.status.state is JobState.COMPLETED
 
     @property
     def why(self) -> str | None:
@@ -90,7 +92,13 @@ def overview(transport: Transport, scheduler: Scheduler, store: LocalStore) -> l
     sessions = list_sessions(transport)
     statuses = scheduler.statuses(transport, [record.job_id for _, record in sessions])
     return [
-        SessionView(record, paths, statuses[record.job_id], read_report(transport, paths.state), store.load(record.host, record.name))
+        SessionView(
+            record,
+            paths,
+            statuses[record.job_id],
+            read_report(transport, paths.state),
+            store.load(record.host, record.name),
+        )
         for paths, record in sessions
     ]
 
@@ -98,7 +106,13 @@ def overview(transport: Transport, scheduler: Scheduler, store: LocalStore) -> l
 def view_of(transport: Transport, scheduler: Scheduler, store: LocalStore, name: str) -> SessionView:
     """One session by name."""
     paths, record = find_session(transport, name)
-    return SessionView(record, paths, scheduler.status(transport, record.job_id), read_report(transport, paths.state), store.load(record.host, record.name))
+    return SessionView(
+        record,
+        paths,
+        scheduler.status(transport, record.job_id),
+        read_report(transport, paths.state),
+        store.load(record.host, record.name),
+    )
 
 
 def pick_session(transport: Transport, scheduler: Scheduler, store: LocalStore, name: str | None) -> SessionView:
@@ -107,7 +121,10 @@ def pick_session(transport: Transport, scheduler: Scheduler, store: LocalStore, 
         return view_of(transport, scheduler, store, name)
     running = [view for view in overview(transport, scheduler, store) if view.active]
     if not running:
-        raise SessionNotFound(f"No running session on {transport.name}.", hint="Start one with `hpcjup start`; `hpcjup ls` lists ended ones.")
+        raise SessionNotFound(
+            f"No running session on {transport.name}.",
+            hint="Start one with `hpcjup start`; `hpcjup ls` lists ended ones.",
+        )
     if len(running) > 1:
         names = ", ".join(view.record.name for view in running)
         raise UsageError(f"Several sessions run on {transport.name}: {names}.", hint="Name the one you mean.")
@@ -121,4 +138,8 @@ def ended_error(view: SessionView, transport: Transport) -> HpcjupError:
         what += f", exit code {view.exit_code}"
     if view.report and view.report.message:
         what += f" ({view.report.message})"
-    return JobFailedError(what + ".", hint="Start a new one with `hpcjup start`.", details=None if view.ended_normally else log_tail(transport, view.paths))
+    return JobFailedError(
+        what + ".",
+        hint="Start a new one with `hpcjup start`.",
+        details=None if view.ended_normally else log_tail(transport, view.paths),
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -21,7 +22,7 @@ def now_iso() -> str:
 
 def _pick(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     """The keys of `data` that dataclass `cls` knows (newer writers may add keys)."""
-    return {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+    return {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
 
 
 def parse_json(raw: bytes, what: str) -> dict[str, Any]:

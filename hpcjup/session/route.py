@@ -15,8 +15,10 @@ from hpcjup.errors import AuthError, ConnectError
 from hpcjup.session.record import Connection
 from hpcjup.transport.base import Stream, Transport
 
-TCP_HINT = ("Socket mode needs SSH from the login node to the node running your job, which this centre may not allow. "
-            "Start without --socket (TCP mode: Jupyter listens on the node's port, protected by its token).")  # fmt: skip
+TCP_HINT = (
+    "Socket mode needs SSH from the login node to the node running your job, which this centre may not allow. "
+    "Start without --socket (TCP mode: Jupyter listens on the node's port, protected by its token)."
+)
 
 
 class Route:
@@ -82,5 +84,7 @@ class Route:
             except AuthError as exc:  # e.g. the node's host key is unknown: its own hint says what to do
                 raise AuthError(f"SSH to compute node {node}: {exc.message}", hint=exc.hint) from exc
             except ConnectError as exc:
-                raise ConnectError(f"Cannot SSH to compute node {node} through {self.transport.name}: {exc.message}", hint=TCP_HINT) from exc
+                raise ConnectError(
+                    f"Cannot SSH to compute node {node} through {self.transport.name}: {exc.message}", hint=TCP_HINT
+                ) from exc
             return self._node

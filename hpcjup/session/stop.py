@@ -26,7 +26,9 @@ class StopOutcome:
     reason: str | None  # the launcher's reason (stopped, walltime, ...)
 
 
-def stop_session(transport: Transport, scheduler: Scheduler, paths: SessionPaths, record: SessionRecord, grace: float = 60.0) -> StopOutcome:
+def stop_session(
+    transport: Transport, scheduler: Scheduler, paths: SessionPaths, record: SessionRecord, grace: float = 60.0
+) -> StopOutcome:
     """SIGTERM the launcher, wait for the job to leave, cancel it outright after `grace` seconds."""
     status = scheduler.status(transport, record.job_id)
     was_active = status.state.active
@@ -42,10 +44,14 @@ def stop_session(transport: Transport, scheduler: Scheduler, paths: SessionPaths
     for secret in (paths.connection, paths.token):
         transport.remove(secret)
     report = read_report(transport, paths.state)
-    return StopOutcome(record.name, record.job_id, was_active, graceful, status.state.value, report.reason if report else None)
+    return StopOutcome(
+        record.name, record.job_id, was_active, graceful, status.state.value, report.reason if report else None
+    )
 
 
-def wait_until_gone(transport: Transport, scheduler: Scheduler, paths: SessionPaths, record: SessionRecord, deadline: float) -> bool:
+def wait_until_gone(
+    transport: Transport, scheduler: Scheduler, paths: SessionPaths, record: SessionRecord, deadline: float
+) -> bool:
     """Watch state.json often and the scheduler now and then, until the job is no longer active; whether it left in time."""
     end = time.monotonic() + deadline
     next_query = time.monotonic() + _QUERY_EVERY

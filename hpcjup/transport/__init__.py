@@ -28,7 +28,9 @@ def choose_backend(backend: str = "auto") -> str:
     if backend == "auto":
         backend = os.environ.get(BACKEND_ENV, "").strip().lower() or "auto"
     if backend not in BACKENDS:
-        raise UsageError(f"Unknown SSH backend {backend!r}.", hint=f"Use one of {', '.join(BACKENDS)} (--ssh or ${BACKEND_ENV}).")
+        raise UsageError(
+            f"Unknown SSH backend {backend!r}.", hint=f"Use one of {', '.join(BACKENDS)} (--ssh or ${BACKEND_ENV})."
+        )
     if backend == "auto":
         return "openssh" if os.name != "nt" and shutil.which("ssh") else "paramiko"
     return backend

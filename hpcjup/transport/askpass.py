@@ -128,7 +128,7 @@ class AskpassBridge:
             os.umask(old)
         self._server.listen(4)
         self._server.settimeout(0.2)
-        script = f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -c {shlex.quote(_HELPER)} \"$@\"\n"
+        script = f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -c {shlex.quote(_HELPER)} "$@"\n'
         fd = os.open(self._helper, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
         with os.fdopen(fd, "w") as fh:
             fh.write(script)
@@ -169,7 +169,9 @@ class AskpassBridge:
             except HpcjupError as exc:
                 self.error = exc
             except (EOFError, KeyboardInterrupt) as exc:
-                self.error = AuthError(f"No answer to {str(request.get('prompt', '')).strip()!r}: {type(exc).__name__}.")
+                self.error = AuthError(
+                    f"No answer to {str(request.get('prompt', '')).strip()!r}: {type(exc).__name__}."
+                )
         try:
             conn.sendall(json.dumps(reply).encode() + b"\n")
         except OSError as exc:

@@ -149,7 +149,7 @@ class Transport(ABC):
         """Whether the connection is still up (a local transport always is)."""
         return True
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (a no-op is right for the local transport; SSH backends override it)
         """Close the connection."""
 
     def __enter__(self) -> Transport:

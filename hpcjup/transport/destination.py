@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from hpcjup.errors import UsageError
 
@@ -60,7 +61,9 @@ def split_destination(text: str) -> tuple[str | None, str, int | None]:
         text = text[len("ssh://") :].rstrip("/")
     m = _DEST.match(text)
     if not m or m["host"].startswith("-"):  # a leading dash would be read as an ssh option
-        raise UsageError(f"Not an ssh destination: {text!r}", hint="Use a Host alias from ~/.ssh/config or user@host[:port].")
+        raise UsageError(
+            f"Not an ssh destination: {text!r}", hint="Use a Host alias from ~/.ssh/config or user@host[:port]."
+        )
     port = int(m["port"]) if m["port"] else None
     if port is not None and not 0 < port < 65536:
         raise UsageError(f"Port out of range in {text!r}")
@@ -70,7 +73,10 @@ def split_destination(text: str) -> tuple[str | None, str, int | None]:
 def check_node_name(name: str) -> str:
     """A compute node's name as the job reported it: a plain host name, never a user, port, option or shell word."""
     if not _NODE.fullmatch(name):
-        raise UsageError(f"Not a compute node name: {name!r}", hint="The job's connection.json is damaged; `hpcjup stop` the session.")
+        raise UsageError(
+            f"Not a compute node name: {name!r}",
+            hint="The job's connection.json is damaged; `hpcjup stop` the session.",
+        )
     return name
 
 
@@ -96,10 +102,12 @@ def parse_destination(text: str, config_path: Path | None = None) -> Destination
     """
     user, host, port = split_destination(text)
     opts = _lookup(host, config_path or ssh_config_path())
-    identity = tuple(Path(os.path.expanduser(str(p))) for p in opts.get("identityfile", []))  # type: ignore[union-attr]
+    identity = tuple(Path(os.path.expanduser(str(p))) for p in cast("list[str]", opts.get("identityfile", [])))
     if not identity:
         identity = tuple(Path.home() / ".ssh" / name for name in _DEFAULT_KEYS)
-    known = tuple(Path(os.path.expanduser(p)) for p in str(opts.get("userknownhostsfile", "~/.ssh/known_hosts")).split())
+    known = tuple(
+        Path(os.path.expanduser(p)) for p in str(opts.get("userknownhostsfile", "~/.ssh/known_hosts")).split()
+    )
     known += (Path("/etc/ssh/ssh_known_hosts"),)
     jump = str(opts.get("proxyjump", "none"))
     command = str(opts.get("proxycommand", "none"))
@@ -139,8 +147,12 @@ def jump_chain(dest: Destination, config_path: Path | None = None, _depth: int =
 def wrapper_config(directory: Path, accept_new: bool) -> Path:
     """An ssh_config that checks host keys (at every ProxyJump hop too) and includes the user's own files."""
     home = Path.home()
-    lines = ["# Written by hpcjup for the ssh it runs; your own configuration is included below.",
-             f"StrictHostKeyChecking {'accept-new' if accept_new else 'yes'}", f'Include "{home}/.ssh/config"', "Host *"]  # fmt: skip
+    lines = [
+        "# Written by hpcjup for the ssh it runs; your own configuration is included below.",
+        f"StrictHostKeyChecking {'accept-new' if accept_new else 'yes'}",
+        f'Include "{home}/.ssh/config"',
+        "Host *",
+    ]
     if home_overridden():  # OpenSSH reads ~ from the password database; hpcjup honours $HOME like other programs
         lines.append(f'  UserKnownHostsFile "{home}/.ssh/known_hosts" "{home}/.ssh/known_hosts2"')
     lines.append("Include /etc/ssh/ssh_config\n")
@@ -162,9 +174,9 @@ def home_overridden() -> bool:
 
 def control_dir() -> Path | None:
     """A private (0700) directory for ssh control sockets, short enough for Unix socket paths; None if there is none."""
-    import platformdirs
-
     import warnings
+
+    import platformdirs
 
     with warnings.catch_warnings():  # without XDG_RUNTIME_DIR platformdirs warns; the temp dir below serves
         warnings.simplefilter("ignore")

@@ -85,7 +85,10 @@ def verify_host_key(dest: Destination, key: paramiko.PKey, accept_new: bool = Fa
     entry = known.lookup(name)
     offered = fingerprint(key)
     if key.asbytes() in revoked:
-        raise AuthError(f"The host key of {name} ({offered}) is marked @revoked in known_hosts.", hint="Ask your centre for the current key.")
+        raise AuthError(
+            f"The host key of {name} ({offered}) is marked @revoked in known_hosts.",
+            hint="Ask your centre for the current key.",
+        )
     if entry and key.get_name() in entry:
         if entry[key.get_name()] == key:
             return
@@ -153,13 +156,19 @@ def add_known_host(path: Path, name: str, key: paramiko.PKey, hashed: bool = Fal
         fh.write(f"{shown} {key.get_name()} {key.get_base64()}\n")
 
 
-def ssh_error(text: str, user: str, where: str, alias: str, accept: str, probe: Callable[[], str]) -> HpcjupError | None:
+def ssh_error(
+    text: str, user: str, where: str, alias: str, accept: str, probe: Callable[[], str]
+) -> HpcjupError | None:
     """The hpcjup error for what a failed OpenSSH `ssh` printed (None: its control socket failed).
 
     `probe()` gives a verbose ssh's output, for the fingerprint ssh does not print for an unknown key.
     """
     low, host = text.lower(), where.rsplit(":", 1)[0]
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith(("debug", "Warning: Permanently", "OpenSSH_"))]
+    lines = [
+        ln.strip()
+        for ln in text.splitlines()
+        if ln.strip() and not ln.startswith(("debug", "Warning: Permanently", "OpenSSH_"))
+    ]
     last = lines[-1].removeprefix("ssh: ") if lines else "no message"
     if "host key verification failed" in low:
         changed = re.search(r"Host key for (\S+) has changed", text)
@@ -167,7 +176,9 @@ def ssh_error(text: str, user: str, where: str, alias: str, accept: str, probe: 
             offending = re.search(r"Offending \S+ key in (.+):(\d+)", text)
             offered = re.search(r"remote host is\s+(SHA256:[A-Za-z0-9+/]+)", text)
             known = fingerprint_at(Path(offending[1]), int(offending[2])) if offending else None
-            return changed_key_error(changed[1] if changed else where, known or "another key", offered[1] if offered else "a different key")
+            return changed_key_error(
+                changed[1] if changed else where, known or "another key", offered[1] if offered else "a different key"
+            )
         unknown = re.search(r"host key is known for (\S+) and", text)
         shown = re.findall(r"Server host key: (\S+) (SHA256:[A-Za-z0-9+/]+)", text) or re.findall(
             r"Server host key: (\S+) (SHA256:[A-Za-z0-9+/]+)", probe()
@@ -182,9 +193,14 @@ def ssh_error(text: str, user: str, where: str, alias: str, accept: str, probe: 
         )
     if "could not resolve hostname" in low:
         return ConnectError(f"Cannot resolve {host}: {last}", hint="Check the host name (and your VPN).")
-    if any(s in low for s in ("bad configuration option", "bad owner or permissions", "garbage at end", "terminating,")):
+    if any(
+        s in low for s in ("bad configuration option", "bad owner or permissions", "garbage at end", "terminating,")
+    ):
         return UsageError(f"ssh refuses its configuration: {last}", hint=f"Run `ssh -G {alias}` to see the problem.")
     if any(s in low for s in ("unix_listener", "controlsocket", "control socket", "too long for unix domain socket")):
         return None
-    return ConnectError(f"Cannot reach {where}: {last}", hint="Check the host and port, your network or VPN, and whether `ssh` reaches it.",
-                        details=text.strip()[-2000:] or None)  # fmt: skip
+    return ConnectError(
+        f"Cannot reach {where}: {last}",
+        hint="Check the host and port, your network or VPN, and whether `ssh` reaches it.",
+        details=text.strip()[-2000:] or None,
+    )

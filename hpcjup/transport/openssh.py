@@ -29,7 +29,14 @@ from pathlib import Path
 from hpcjup.errors import ConnectError, HpcjupError, UsageError, WaitTimeout
 from hpcjup.transport.askpass import AskpassBridge, askpass_program, ssh_askpass_env, without_askpass
 from hpcjup.transport.base import FileInfo, Prompter, Stream, Transport
-from hpcjup.transport.destination import check_node_name, control_dir, home_overridden, locked, split_destination, wrapper_config
+from hpcjup.transport.destination import (
+    check_node_name,
+    control_dir,
+    home_overridden,
+    locked,
+    split_destination,
+    wrapper_config,
+)
 from hpcjup.transport.hostkeys import ssh_error
 from hpcjup.transport.mux import Mux, MuxRefused, MuxStream
 
@@ -37,7 +44,13 @@ log = logging.getLogger("hpcjup.ssh")
 
 PERSIST_SECONDS = 600  # ControlPersist: how long an unused master waits for the next hpcjup command
 _DOWNLOAD_BUFFER = 4 * 1024 * 1024  # measured: 0.8x of `ssh -L` with the default socketpair buffers, 1.0x with this
-_LOST = ("control socket connect", "mux_client", "kex_exchange_identification", "connection closed by unknown", "proxycommand")
+_LOST = (
+    "control socket connect",
+    "mux_client",
+    "kex_exchange_identification",
+    "connection closed by unknown",
+    "proxycommand",
+)
 
 
 class MuxUnavailable(ConnectError):
@@ -51,8 +64,16 @@ class ConnectionLost(ConnectError, EOFError):
 class OpenSSHTransport(Transport):
     """The system ssh, one ControlMaster connection per host, reused across hpcjup commands."""
 
-    def __init__(self, destination: str, prompt: Prompter | None = None, *, accept_new: bool = False,
-                 persist: bool = True, ssh: str | None = None, via: OpenSSHTransport | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        destination: str,
+        prompt: Prompter | None = None,
+        *,
+        accept_new: bool = False,
+        persist: bool = True,
+        ssh: str | None = None,
+        via: OpenSSHTransport | None = None,
+    ) -> None:
         found = ssh or shutil.which("ssh")
         if not found:
             raise MuxUnavailable("No `ssh` program found on PATH.", hint="Install OpenSSH, or use --ssh paramiko.")
@@ -66,7 +87,9 @@ class OpenSSHTransport(Transport):
         self.persist = persist
         directory = control_dir()
         if directory is None:
-            raise MuxUnavailable("No private directory for ssh control sockets ($XDG_RUNTIME_DIR or the temporary directory).")
+            raise MuxUnavailable(
+                "No private directory for ssh control sockets ($XDG_RUNTIME_DIR or the temporary directory)."
+            )
         self._dir = directory
         self._config = wrapper_config(self._dir, accept_new)
         self._identities: list[str] = []
@@ -74,7 +97,11 @@ class OpenSSHTransport(Transport):
         self._unix_forwards: dict[str, Path] = {}
         self._forward_lock = threading.Lock()
         opts = self._resolve()
-        self.user, self.hostname, self.port = opts.get("user", ""), opts.get("hostname", host), int(opts.get("port", "22"))
+        self.user, self.hostname, self.port = (
+            opts.get("user", ""),
+            opts.get("hostname", host),
+            int(opts.get("port", "22")),
+        )
         self.proxy_jump = opts.get("proxyjump") if opts.get("proxyjump", "none") != "none" else None
         route = f"{Path.home()}\0{self.user}@{self.hostname}:{self.port}\0{self.proxy_jump}\0{opts.get('proxycommand')}"
         if via is not None:  # a hop master is this process's own: another's closing it must not cut our forwards
@@ -91,20 +118,29 @@ class OpenSSHTransport(Transport):
                 try:
                     self._lease = Mux(self.control_path)
                 except OSError as exc:
-                    raise MuxUnavailable(f"ssh connected to {host} but its control socket does not answer: {exc}") from exc
+                    raise MuxUnavailable(
+                        f"ssh connected to {host} but its control socket does not answer: {exc}"
+                    ) from exc
 
     # -- the master connection ------------------------------------------------------------
 
     def _resolve(self) -> dict[str, str]:
         """`ssh -G`: the options ssh will use for this destination (first value of each)."""
-        proc = subprocess.run([self._ssh, "-G", "-F", str(self._config), *self._target], stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=30)  # fmt: skip
+        proc = subprocess.run(
+            [self._ssh, "-G", "-F", str(self._config), *self._target],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         if proc.returncode != 0:
             err = proc.stderr.strip()
             if "illegal option" in err or "unknown option" in err:
                 raise MuxUnavailable(f"{self._ssh} is too old for hpcjup (it lacks -G): {err}")
-            raise UsageError(f"ssh cannot use its configuration for {self.name}: {err.splitlines()[-1] if err else 'no output'}",
-                             hint=f"Run `ssh -G {self.name}` to see the problem in ~/.ssh/config.")  # fmt: skip
+            raise UsageError(
+                f"ssh cannot use its configuration for {self.name}: {err.splitlines()[-1] if err else 'no output'}",
+                hint=f"Run `ssh -G {self.name}` to see the problem in ~/.ssh/config.",
+            )
         opts: dict[str, str] = {}
         for line in proc.stdout.splitlines():
             key, _, value = line.partition(" ")
@@ -132,8 +168,17 @@ class OpenSSHTransport(Transport):
 
     def _start_master(self, opts: dict[str, str], prompt: Prompter | None) -> None:
         """Authenticate once: `ssh -N -f` returns when the master is logged in and listening."""
-        argv = [self._ssh, "-F", str(self._config), "-o", "ControlMaster=yes", "-o", f"ControlPath={self.control_path}",
-                "-o", f"ControlPersist={PERSIST_SECONDS}"]  # fmt: skip
+        argv = [
+            self._ssh,
+            "-F",
+            str(self._config),
+            "-o",
+            "ControlMaster=yes",
+            "-o",
+            f"ControlPath={self.control_path}",
+            "-o",
+            f"ControlPersist={PERSIST_SECONDS}",
+        ]
         if opts.get("serveraliveinterval", "0") == "0":
             argv += ["-o", "ServerAliveInterval=30"]  # notice a dead network like the paramiko backend's keepalive
         argv += [arg for key in self._identities for arg in ("-o", f"IdentityFile={key}")]
@@ -145,12 +190,22 @@ class OpenSSHTransport(Transport):
             env.update(ssh_askpass_env(program))
         log_path = self._dir / f"{self.control_path.name}.log"
         log.debug("starting the ssh master: %s", shlex.join(argv))
-        with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as err, bridge or nullcontext():
+        with (
+            open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as err,
+            bridge or nullcontext(),
+        ):
             env.update(bridge.env() if bridge else {})
             try:  # stdout/stderr must not be the caller's pipes: the daemonized master keeps them open for minutes;
                 # umask 077: a known_hosts that accept-new creates is private, like everything else of ours.
-                rc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env, timeout=600,
-                                    umask=0o077).returncode  # fmt: skip
+                rc = subprocess.run(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    env=env,
+                    timeout=600,
+                    umask=0o077,
+                ).returncode
             except subprocess.TimeoutExpired as exc:
                 raise ConnectError(f"ssh to {self.name} did not finish logging in within {exc.timeout:.0f} s.") from exc
         if rc != 0 and bridge is not None and bridge.error is not None:
@@ -165,15 +220,35 @@ class OpenSSHTransport(Transport):
         if self.proxy_jump and "UNKNOWN port 65535" in text:
             text = self._probe() or text  # ssh sends a ControlPersist master's jump-host errors to /dev/null
         accept = f"ssh {f'-J {self.proxy_jump} ' if self.proxy_jump else ''}-p {self.port} {self.user}@{self.hostname}"
-        error = ssh_error(text, self.user, f"{self.hostname}:{self.port}", self.name, accept, lambda: self._probe() or "")
+        error = ssh_error(
+            text, self.user, f"{self.hostname}:{self.port}", self.name, accept, lambda: self._probe() or ""
+        )
         return error or MuxUnavailable(f"ssh cannot create its control socket: {text.strip()[-300:]}")
 
     def _probe(self) -> str | None:
         """What a verbose, non-interactive ssh without ControlPersist says (host keys offered, a jump host's errors)."""
-        argv = [self._ssh, "-v", "-F", str(self._config), "-o", "BatchMode=yes", "-o", "ControlPath=none", *self._target, "true"]
+        argv = [
+            self._ssh,
+            "-v",
+            "-F",
+            str(self._config),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ControlPath=none",
+            *self._target,
+            "true",
+        ]
         try:  # a new session: no terminal, so no hop can prompt for anything
-            return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=20,
-                                  env=without_askpass(dict(os.environ)), start_new_session=True).stderr  # fmt: skip
+            return subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=20,
+                env=without_askpass(dict(os.environ)),
+                start_new_session=True,
+            ).stderr
         except (OSError, subprocess.TimeoutExpired):
             return None
 
@@ -185,19 +260,37 @@ class OpenSSHTransport(Transport):
         -F none: the master already applied the configuration. ProxyCommand=false: if the master
         is gone, fail at once instead of silently opening (and authenticating) a second connection.
         """
-        return [self._ssh, "-F", "none", "-S", str(self.control_path), "-o", "ControlMaster=no", "-o", "ProxyCommand=false",
-                "-o", "BatchMode=yes"]  # fmt: skip
+        return [
+            self._ssh,
+            "-F",
+            "none",
+            "-S",
+            str(self.control_path),
+            "-o",
+            "ControlMaster=no",
+            "-o",
+            "ProxyCommand=false",
+            "-o",
+            "BatchMode=yes",
+        ]
 
     def _client(self, command: str, input: bytes | None, timeout: float) -> tuple[int, bytes, bytes]:
         """Run one command as a mux client; (exit code, stdout, stderr) as bytes."""
         argv = [*self._mux_client(), "-T", self.name, "--", command]
         try:
-            proc = subprocess.run(argv, input=input, stdin=None if input is not None else subprocess.DEVNULL,
-                                  capture_output=True, timeout=timeout)  # fmt: skip
+            proc = subprocess.run(
+                argv,
+                input=input,
+                stdin=None if input is not None else subprocess.DEVNULL,
+                capture_output=True,
+                timeout=timeout,
+            )
         except subprocess.TimeoutExpired as exc:
             raise WaitTimeout(f"Remote command timed out after {timeout:.0f} s: {command}") from exc
         if proc.returncode == 255 and any(s in proc.stderr.decode(errors="replace").lower() for s in _LOST):
-            raise ConnectionLost(f"The SSH connection to {self.name} is gone.", hint="Run the command again to reconnect.")
+            raise ConnectionLost(
+                f"The SSH connection to {self.name} is gone.", hint="Run the command again to reconnect."
+            )
         return proc.returncode, proc.stdout, proc.stderr
 
     def _exec(self, command: str, input: bytes | None, timeout: float) -> tuple[int, str, str]:
@@ -239,7 +332,10 @@ class OpenSSHTransport(Transport):
 
     def scan(self, directory: str) -> dict[str, FileInfo]:
         # One exec per call: waiting polls this every 0.2 s. GNU find prints NUL-separated fields.
-        out = self._script('[ -d "$1" ] || exit 0; cd -- "$1" && exec find . -mindepth 1 -maxdepth 1 -printf "%f\\0%s\\0%T@\\0"', directory)
+        out = self._script(
+            '[ -d "$1" ] || exit 0; cd -- "$1" && exec find . -mindepth 1 -maxdepth 1 -printf "%f\\0%s\\0%T@\\0"',
+            directory,
+        )
         fields = out.split(b"\0")
         names = [fields[i].decode(errors="surrogateescape") for i in range(0, len(fields) - 2, 3)]
         return {name: FileInfo(name, int(fields[3 * i + 1]), float(fields[3 * i + 2])) for i, name in enumerate(names)}
@@ -282,7 +378,9 @@ class OpenSSHTransport(Transport):
             sock.connect(str(self._unix_forward(path)))
         except OSError as exc:
             sock.close()
-            raise ConnectionLost(f"The SSH connection to {self.name} is gone ({exc}).", hint="hpcjup reconnects; try again.") from exc
+            raise ConnectionLost(
+                f"The SSH connection to {self.name} is gone ({exc}).", hint="hpcjup reconnects; try again."
+            ) from exc
         return sock
 
     def _unix_forward(self, path: str) -> Path:
@@ -293,9 +391,13 @@ class OpenSSHTransport(Transport):
                 local = self._dir / f"{self.control_path.name}-{hashlib.sha256(path.encode()).hexdigest()[:8]}.sock"
                 try:
                     with self._mux() as mux:
-                        mux.forward_unix(local, path)  # the hop master binds with StreamLocalBindUnlink (an old file goes)
+                        mux.forward_unix(
+                            local, path
+                        )  # the hop master binds with StreamLocalBindUnlink (an old file goes)
                 except MuxRefused as exc:
-                    raise ConnectError(f"ssh could not forward a local socket to {path} on {self.name} ({exc}).") from exc
+                    raise ConnectError(
+                        f"ssh could not forward a local socket to {path} on {self.name} ({exc})."
+                    ) from exc
                 self._unix_forwards[path] = local
             return local
 
@@ -316,8 +418,10 @@ class OpenSSHTransport(Transport):
                 mux.stdio_forward(host, port, read_fd, write_fd)
             except MuxRefused as exc:
                 mux.sock.close()
-                raise ConnectError(f"The login node could not connect to {host}:{port} ({exc}).",
-                                   hint="Is the job still running? `hpcjup ls` shows its state.") from exc  # fmt: skip
+                raise ConnectError(
+                    f"The login node could not connect to {host}:{port} ({exc}).",
+                    hint="Is the job still running? `hpcjup ls` shows its state.",
+                ) from exc
         return mux.sock
 
     @contextmanager
@@ -326,12 +430,16 @@ class OpenSSHTransport(Transport):
         try:
             mux = Mux(self.control_path, timeout=timeout)
         except OSError as exc:
-            raise ConnectionLost(f"The SSH connection to {self.name} is gone ({exc}).", hint="hpcjup reconnects; try again.") from exc
+            raise ConnectionLost(
+                f"The SSH connection to {self.name} is gone ({exc}).", hint="hpcjup reconnects; try again."
+            ) from exc
         try:
             yield mux
         except (OSError, struct.error) as exc:
             mux.sock.close()
-            raise ConnectionLost(f"The SSH connection to {self.name} is gone ({exc}).", hint="hpcjup reconnects; try again.") from exc
+            raise ConnectionLost(
+                f"The SSH connection to {self.name} is gone ({exc}).", hint="hpcjup reconnects; try again."
+            ) from exc
         except BaseException:
             mux.sock.close()
             raise

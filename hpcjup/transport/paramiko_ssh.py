@@ -10,6 +10,7 @@ A compute node (`hop`) is reached the same way, with the login node as its last 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import select
 import socket
@@ -52,8 +53,14 @@ def _no_prompt(question: str, echo: bool) -> str:
 class ParamikoTransport(Transport):
     """A paramiko Transport to the login node, through ProxyJump hops if ~/.ssh/config says so."""
 
-    def __init__(self, dest: Destination, prompt: Prompter | None = _no_prompt, *, accept_new: bool = False,
-                 via: ParamikoTransport | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        dest: Destination,
+        prompt: Prompter | None = _no_prompt,
+        *,
+        accept_new: bool = False,
+        via: ParamikoTransport | None = None,
+    ) -> None:
         self.dest = dest
         self.name = dest.alias
         self._prompt: Prompter = effective_prompter(prompt) or _no_prompt
@@ -75,7 +82,7 @@ class ParamikoTransport(Transport):
         chain = [*jump_chain(self.dest), self.dest]
         sock: Any = self._first_socket(chain[0])
         try:
-            for hop, nxt in zip(chain, chain[1:], strict=False):  # pairs of consecutive hosts
+            for hop, nxt in itertools.pairwise(chain):  # pairs of consecutive hosts
                 self._hops.append(self._handshake(hop, sock))
                 sock = self._through(self._hops[-1], hop, nxt)
             return self._handshake(chain[-1], sock)
@@ -94,7 +101,9 @@ class ParamikoTransport(Transport):
         try:
             sock = socket.create_connection((dest.hostname, dest.port), timeout=dest.connect_timeout)
         except socket.gaierror as exc:
-            raise ConnectError(f"Cannot resolve {dest.hostname}: {exc.strerror}", hint="Check the host name (and your VPN).") from exc
+            raise ConnectError(
+                f"Cannot resolve {dest.hostname}: {exc.strerror}", hint="Check the host name (and your VPN)."
+            ) from exc
         except OSError as exc:
             raise ConnectError(
                 f"Cannot reach {dest.hostname}:{dest.port}: {exc.strerror or exc}",
@@ -110,8 +119,14 @@ class ParamikoTransport(Transport):
         import paramiko
 
         try:
-            return t.open_channel("direct-tcpip", (nxt.hostname, nxt.port), ("127.0.0.1", 0),
-                                  window_size=_WINDOW, max_packet_size=_MAX_PACKET, timeout=nxt.connect_timeout)  # fmt: skip
+            return t.open_channel(
+                "direct-tcpip",
+                (nxt.hostname, nxt.port),
+                ("127.0.0.1", 0),
+                window_size=_WINDOW,
+                max_packet_size=_MAX_PACKET,
+                timeout=nxt.connect_timeout,
+            )
         except (paramiko.ChannelException, paramiko.SSHException) as exc:
             raise ConnectError(
                 f"The jump host {hop.alias} could not connect to {nxt.hostname}:{nxt.port} ({exc}).",
@@ -141,7 +156,9 @@ class ParamikoTransport(Transport):
             self._authenticate(t, dest)
         except (paramiko.SSHException, EOFError) as exc:
             t.close()
-            raise ConnectError(f"SSH handshake with {dest.hostname}:{dest.port} failed: {exc or type(exc).__name__}") from exc
+            raise ConnectError(
+                f"SSH handshake with {dest.hostname}:{dest.port} failed: {exc or type(exc).__name__}"
+            ) from exc
         except BaseException:
             t.close()
             raise
@@ -174,7 +191,9 @@ class ParamikoTransport(Transport):
                 pass
         if not t.is_authenticated():
             raise AuthError(
-                f"Authentication as {user}@{dest.hostname} failed" + (f" (server allows: {', '.join(allowed)})" if allowed else "") + ".",
+                f"Authentication as {user}@{dest.hostname} failed"
+                + (f" (server allows: {', '.join(allowed)})" if allowed else "")
+                + ".",
                 hint="Check that `ssh` logs in with the same key (IdentityFile in ~/.ssh/config, or ssh-add).",
             )
 
@@ -207,7 +226,7 @@ class ParamikoTransport(Transport):
                 raise
             passphrase = self._prompt(f"Enter passphrase for key '{path}': ", False)
             try:
-                return paramiko.PKey.from_path(path, password=passphrase.encode())  # type: ignore[arg-type]  # bytes, whatever the hint says
+                return paramiko.PKey.from_path(path, password=passphrase.encode())
             except (paramiko.SSHException, ValueError) as exc:
                 raise AuthError(f"Cannot decrypt {path}: wrong passphrase?") from exc
         except (paramiko.SSHException, OSError, ValueError) as exc:
@@ -321,13 +340,21 @@ class ParamikoTransport(Transport):
         try:
             return self._t.open_streamlocal(path, timeout=15)
         except paramiko.ChannelException as exc:
-            raise ConnectError(f"{self.name} could not connect to the socket {path} ({exc.text}).",
-                               hint="Is the job still running? `hpcjup ls` shows its state.") from exc  # fmt: skip
+            raise ConnectError(
+                f"{self.name} could not connect to the socket {path} ({exc.text}).",
+                hint="Is the job still running? `hpcjup ls` shows its state.",
+            ) from exc
 
     def hop(self, node: str) -> Transport:
         own = parse_destination(check_node_name(node))  # the node's Host block: port, timeouts, known_hosts files
-        dest = dataclasses.replace(own, user=self.dest.user, identity_files=(*self.dest.identity_files, *own.identity_files),
-                                   identities_only=self.dest.identities_only, proxy_jump=None, proxy_command=None)  # fmt: skip
+        dest = dataclasses.replace(
+            own,
+            user=self.dest.user,
+            identity_files=(*self.dest.identity_files, *own.identity_files),
+            identities_only=self.dest.identities_only,
+            proxy_jump=None,
+            proxy_command=None,
+        )
         return ParamikoTransport(dest, self._prompt, accept_new=self._accept_new, via=self)
 
     @property
@@ -341,4 +368,3 @@ class ParamikoTransport(Transport):
         self._t.close()
         for hop in reversed(self._hops):
             hop.close()
-

@@ -36,7 +36,13 @@ class UI:
 
             plain = bool(os.environ.get("NO_COLOR")) or not (sys.stderr.isatty() and sys.stdout.isatty())
             # soft_wrap off a terminal: a log or a script's grep wants whole lines, not rich's 80 columns.
-            self._err = Console(stderr=True, highlight=False, no_color=plain, force_terminal=None if not plain else False, soft_wrap=plain)
+            self._err = Console(
+                stderr=True,
+                highlight=False,
+                no_color=plain,
+                force_terminal=None if not plain else False,
+                soft_wrap=plain,
+            )
         return self._err
 
     @property
@@ -70,7 +76,11 @@ class UI:
             sys.stdout.flush()
         from rich.markup import escape
 
-        self.err.print(f"[bold red]error:[/bold red] {escape(exc.message)}" if self.interactive else f"error: {escape(exc.message)}")
+        self.err.print(
+            f"[bold red]error:[/bold red] {escape(exc.message)}"
+            if self.interactive
+            else f"error: {escape(exc.message)}"
+        )
         if exc.details:
             self.err.print(escape(exc.details), style="dim")
         if exc.hint:

@@ -29,10 +29,22 @@ def sessions_table(rows: list[dict[str, Any]], host: str, *, color: bool) -> str
     for row in rows:
         detail = row["local_url"] or ""
         if row["pending_reason"]:
-            detail = f"pending: {row['pending_reason']}" + (f", start {row['expected_start']}" if row["expected_start"] else "")
+            detail = f"pending: {row['pending_reason']}" + (
+                f", start {row['expected_start']}" if row["expected_start"] else ""
+            )
         elif row["ended_because"]:
-            detail = row["ended_because"] + (f" (exit {row['exit_code']})" if row["exit_code"] not in (None, 0, "0:0") else "")
-        table.add_row(row["session"], row["job_id"], row["state"], row["partition"] or "-", row["node_list"] or str(row["nodes"]), duration(row["time_left"]), detail)
+            detail = row["ended_because"] + (
+                f" (exit {row['exit_code']})" if row["exit_code"] not in (None, 0, "0:0") else ""
+            )
+        table.add_row(
+            row["session"],
+            row["job_id"],
+            row["state"],
+            row["partition"] or "-",
+            row["node_list"] or str(row["nodes"]),
+            duration(row["time_left"]),
+            detail,
+        )
     console = Console(width=200, no_color=not color, force_terminal=color, highlight=False)
     with console.capture() as capture:
         console.print(table)

@@ -33,7 +33,9 @@ class Foreground:
     """`hpcjup start/attach --json` holding its tunnel in the foreground."""
 
     def __init__(self, args: list[str], env: dict[str, str], timeout: float = 120) -> None:
-        self.proc = subprocess.Popen(hpcjup_argv() + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            hpcjup_argv() + args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         self.info = self._first_json(timeout)
 
     def _first_json(self, timeout: float) -> dict[str, Any]:
@@ -96,6 +98,10 @@ def have_chromium() -> bool:
     return bool(shutil.which("chromium") and shutil.which("chromedriver"))
 
 
-def session_jobs(cluster, names: tuple[str, ...]) -> list[dict]:  # noqa: ANN001
+def session_jobs(cluster, names: tuple[str, ...]) -> list[dict]:
     """Active jobs belonging to the named sessions (their own job and their worker jobs)."""
-    return [j for j in cluster.active_jobs() if any(j["name"] == f"hpcjup-{n}" or j["name"].startswith(f"hpcjup-{n}-") for n in names)]
+    return [
+        j
+        for j in cluster.active_jobs()
+        if any(j["name"] == f"hpcjup-{n}" or j["name"].startswith(f"hpcjup-{n}-") for n in names)
+    ]

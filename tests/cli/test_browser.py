@@ -28,15 +28,26 @@ def test_jupyterlab_launcher_in_chromium(lab: dict[str, Any]) -> None:
 
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--window-size=1280,900"):  # fmt: skip
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,900",
+    ):
         options.add_argument(flag)
     with tempfile.TemporaryDirectory(prefix="hpcjup-chromium-") as profile:
         options.add_argument(f"--user-data-dir={profile}")
         driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
         try:
             driver.get(lab["url"])
-            WebDriverWait(driver, 60).until(expected_conditions.visibility_of_element_located((By.CSS_SELECTOR, ".jp-Launcher")))
+            WebDriverWait(driver, 60).until(
+                expected_conditions.visibility_of_element_located((By.CSS_SELECTOR, ".jp-Launcher"))
+            )
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             shot = ARTIFACTS / "jupyterlab-launcher.png"
             driver.save_screenshot(str(shot))

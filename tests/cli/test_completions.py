@@ -19,15 +19,28 @@ SHELLS = ("bash", "zsh", "fish")
 
 def _env(tmp_path: Path) -> dict[str, str]:
     bindir = Path(hpcjup_argv()[0]).parent if len(hpcjup_argv()) == 1 else Path(sys.executable).parent
-    env = {**os.environ, "HOME": str(tmp_path), "XDG_STATE_HOME": str(tmp_path / "state"), "PATH": f"{bindir}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+        "PATH": f"{bindir}:{os.environ['PATH']}",
+    }
     LocalStore(tmp_path / "state" / "hpcjup").save("juwels", "analysis", {"host": "juwels"})
     return env
 
 
 @pytest.mark.parametrize("shell", SHELLS)
 def test_committed_script_is_current(shell: str) -> None:
-    generated = subprocess.run(hpcjup_argv(), env={**os.environ, "_HPCJUP_COMPLETE": f"{shell}_source"}, capture_output=True, text=True, check=True).stdout
-    assert (ROOT / "completions" / f"hpcjup.{shell}").read_text().rstrip() == generated.rstrip(), "regenerate: _HPCJUP_COMPLETE=<shell>_source hpcjup > completions/hpcjup.<shell>"
+    generated = subprocess.run(
+        hpcjup_argv(),
+        env={**os.environ, "_HPCJUP_COMPLETE": f"{shell}_source"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert (ROOT / "completions" / f"hpcjup.{shell}").read_text().rstrip() == generated.rstrip(), (
+        "regenerate: _HPCJUP_COMPLETE=<shell>_source hpcjup > completions/hpcjup.<shell>"
+    )
 
 
 def _require(shell: str) -> None:
@@ -46,7 +59,9 @@ source {ROOT}/completions/hpcjup.bash
 COMP_WORDS=(hpcjup st); COMP_CWORD=1; _hpcjup_completion hpcjup; echo "${{COMPREPLY[@]}}"
 COMPREPLY=(); COMP_WORDS=(hpcjup stop an); COMP_CWORD=2; _hpcjup_completion hpcjup; echo "${{COMPREPLY[@]}}"
 """
-    out = subprocess.run(["bash", "-c", script], env=_env(tmp_path), capture_output=True, text=True, timeout=30).stdout.splitlines()
+    out = subprocess.run(
+        ["bash", "-c", script], env=_env(tmp_path), capture_output=True, text=True, timeout=30
+    ).stdout.splitlines()
     assert out[0].split() == ["start", "stop"]
     assert out[1].split() == ["analysis"]
 
@@ -57,7 +72,13 @@ def test_zsh_completes_commands(tmp_path: Path) -> None:
     script = f"""source {ROOT}/completions/hpcjup.zsh 2>/dev/null; whence -w _hpcjup_completion
 words=(hpcjup stop an); CURRENT=3
 env COMP_WORDS="${{words[*]}}" COMP_CWORD=$((CURRENT-1)) _HPCJUP_COMPLETE=zsh_complete hpcjup"""
-    out = subprocess.run(["zsh", "-f", "-c", f"autoload -U compinit; compinit -u; {script}"], env=_env(tmp_path), capture_output=True, text=True, timeout=30).stdout
+    out = subprocess.run(
+        ["zsh", "-f", "-c", f"autoload -U compinit; compinit -u; {script}"],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
     assert "_hpcjup_completion: function" in out
     assert "analysis" in out
 
@@ -65,5 +86,7 @@ env COMP_WORDS="${{words[*]}}" COMP_CWORD=$((CURRENT-1)) _HPCJUP_COMPLETE=zsh_co
 def test_fish_completes_commands_and_cached_sessions(tmp_path: Path) -> None:
     _require("fish")
     script = f"source {ROOT}/completions/hpcjup.fish; complete -C 'hpcjup st'; complete -C 'hpcjup attach an'"
-    out = subprocess.run(["fish", "--no-config", "-c", script], env=_env(tmp_path), capture_output=True, text=True, timeout=30).stdout.split()
+    out = subprocess.run(
+        ["fish", "--no-config", "-c", script], env=_env(tmp_path), capture_output=True, text=True, timeout=30
+    ).stdout.split()
     assert "start" in out and "stop" in out and "analysis" in out

@@ -48,7 +48,9 @@ def test_two_node_session_with_dask(minicluster: Any, laptop_env: dict[str, str]
     assert lines[0] == "['node1', 'node2']" and lines[1] == str(sum(x * x for x in range(100)))
 
     # Without the session's credentials, nobody on the cluster gets in: not in plain TCP, not with another certificate.
-    outsider = subprocess.run([str(CLUSTER_PYTHON), "-c", OUTSIDER_CODE, info["dask_scheduler"]], capture_output=True, text=True, timeout=120)
+    outsider = subprocess.run(
+        [str(CLUSTER_PYTHON), "-c", OUTSIDER_CODE, info["dask_scheduler"]], capture_output=True, text=True, timeout=120
+    )
     assert outsider.stdout.split("\n")[:2] == ["tcp refused", "tls-other-cert refused"], outsider.stderr
 
     # The dashboard answers through the laptop URL (Jupyter's proxy, with the token) and not without it.
@@ -58,11 +60,16 @@ def test_two_node_session_with_dask(minicluster: Any, laptop_env: dict[str, str]
     assert "/login" in anonymous.geturl()  # redirected to Jupyter's login page: no dashboard without the token
 
     assert run(["stop", "dasky", *HOST], laptop_env).returncode == 0
-    assert not session_jobs(minicluster, ('dasky',))
+    assert not session_jobs(minicluster, ("dasky",))
 
 
-def test_more_workers_than_the_allocation_is_refused_before_submitting(minicluster: Any, laptop_env: dict[str, str]) -> None:
-    result = run(["start", *HOST, "--name", "greedy", "--nodes", "2", "--cpus", "2", "--workers", "5", "--worker-cores", "1"], laptop_env)
+def test_more_workers_than_the_allocation_is_refused_before_submitting(
+    minicluster: Any, laptop_env: dict[str, str]
+) -> None:
+    result = run(
+        ["start", *HOST, "--name", "greedy", "--nodes", "2", "--cpus", "2", "--workers", "5", "--worker-cores", "1"],
+        laptop_env,
+    )
     assert result.returncode == ExitCode.USAGE
     assert "5 workers x 1 cores = 5 cores" in result.stderr and "2 node(s) x 2 CPUs = 4" in result.stderr
     assert not [j for j in minicluster.active_jobs() if j["name"] == "hpcjup-greedy"]
@@ -89,7 +96,10 @@ cluster.close()
 
 
 def test_worker_group_joins_and_scales_to_zero(minicluster: Any, laptop_env: dict[str, str], clean_jobs: None) -> None:
-    result = run(["start", *HOST, "--name", "grouped", "--partition", "booster", "--worker-group", "batch:1", "-d", "--json"], laptop_env)
+    result = run(
+        ["start", *HOST, "--name", "grouped", "--partition", "booster", "--worker-group", "batch:1", "-d", "--json"],
+        laptop_env,
+    )
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     base = f"http://127.0.0.1:{info['local_port']}"
@@ -99,14 +109,20 @@ def test_worker_group_joins_and_scales_to_zero(minicluster: Any, laptop_env: dic
     assert scaled.returncode == 0, scaled.stderr
     assert json.loads(scaled.stdout)["jobs"] == []
     minicluster_wait = __import__("tests.cluster.minicluster", fromlist=["wait_until"]).wait_until
-    minicluster_wait(lambda: not [j for j in minicluster.active_jobs() if j["name"] == "hpcjup-grouped-batch"], 60, "the group's jobs to go")
+    minicluster_wait(
+        lambda: not [j for j in minicluster.active_jobs() if j["name"] == "hpcjup-grouped-batch"],
+        60,
+        "the group's jobs to go",
+    )
 
     refused = run(["scale", "grouped", "nosuch", "1", *HOST], laptop_env)
     assert refused.returncode == ExitCode.SUBMIT and "invalid partition" in refused.stderr.lower()
-    assert [j for j in minicluster.active_jobs() if j["id"] == info["job_id"]], "a refused group must leave the session running"
+    assert [j for j in minicluster.active_jobs() if j["id"] == info["job_id"]], (
+        "a refused group must leave the session running"
+    )
 
     assert run(["stop", "grouped", *HOST], laptop_env).returncode == 0
-    assert not session_jobs(minicluster, ('grouped',))
+    assert not session_jobs(minicluster, ("grouped",))
 
 
 def test_slurmcluster_from_the_notebook(minicluster: Any, laptop_env: dict[str, str], clean_jobs: None) -> None:
@@ -116,4 +132,4 @@ def test_slurmcluster_from_the_notebook(minicluster: Any, laptop_env: dict[str, 
     printed = run_in_kernel(f"http://127.0.0.1:{info['local_port']}", info["token"], SCALE_OUT_CODE, timeout=240)
     assert printed.strip() == "hpcjup-scaler-scale"
     assert run(["stop", "scaler", *HOST], laptop_env).returncode == 0
-    assert not session_jobs(minicluster, ('scaler',))
+    assert not session_jobs(minicluster, ("scaler",))

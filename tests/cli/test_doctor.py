@@ -42,7 +42,9 @@ python = "/usr/bin/python3"
 
 def hpcjup(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """The real CLI in a subprocess, as a user runs it."""
-    return subprocess.run([sys.executable, "-c", REGISTER, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", REGISTER, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
 
 
 def write_config(env: dict[str, str], text: str) -> Path:
@@ -96,7 +98,9 @@ def test_broken_profile_names_each_failure_and_its_fix(minicluster: Any, laptop_
 @pytest.mark.cluster
 def test_command_line_beats_the_profile(minicluster: Any, laptop_env: dict[str, str]) -> None:
     write_config(laptop_env, HEALTHY)
-    result = hpcjup(["doctor", "--profile", "broken", "-p", "batch", "--python", CLUSTER_PYTHON, "--no-dask", "--json"], laptop_env)
+    result = hpcjup(
+        ["doctor", "--profile", "broken", "-p", "batch", "--python", CLUSTER_PYTHON, "--no-dask", "--json"], laptop_env
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert statuses(result.stdout)["dask"] == "skip"
 
@@ -119,12 +123,27 @@ def user_modulefiles(minicluster: Any) -> Iterator[str]:
 
 
 @pytest.mark.cluster
-def test_environment_from_modules_activates_on_the_login_node(minicluster: Any, laptop_env: dict[str, str], user_modulefiles: str) -> None:
+def test_environment_from_modules_activates_on_the_login_node(
+    minicluster: Any, laptop_env: dict[str, str], user_modulefiles: str
+) -> None:
     if not Path("/usr/share/modules/init/sh").exists():
         message = "environment-modules is not installed (tests/cluster/install.sh installs it)"
         pytest.fail(message) if os.environ.get("CI") == "true" else pytest.skip(message)
-    made = hpcjup(["profile", "create", "mods", "--host", "minicluster", "-p", "booster", f"module_use={user_modulefiles}",
-                   "modules=labenv", "python=hpcjup-test-python"], laptop_env)  # fmt: skip
+    made = hpcjup(
+        [
+            "profile",
+            "create",
+            "mods",
+            "--host",
+            "minicluster",
+            "-p",
+            "booster",
+            f"module_use={user_modulefiles}",
+            "modules=labenv",
+            "python=hpcjup-test-python",
+        ],
+        laptop_env,
+    )
     assert made.returncode == 0, made.stderr
     good = hpcjup(["doctor", "--profile", "mods", "--json"], laptop_env)
     assert good.returncode == 0, good.stdout + good.stderr
@@ -136,7 +155,11 @@ def test_environment_from_modules_activates_on_the_login_node(minicluster: Any, 
     assert without.exists()
     failed = hpcjup(["doctor", "--profile", "nomod"], laptop_env)
     assert failed.returncode == ExitCode.REMOTE
-    assert "FAIL  environment" in failed.stdout and "hpcjup: module load failed" in failed.stdout and "nosuchmodule" in failed.stdout
+    assert (
+        "FAIL  environment" in failed.stdout
+        and "hpcjup: module load failed" in failed.stdout
+        and "nosuchmodule" in failed.stdout
+    )
 
 
 @pytest.mark.cluster
@@ -189,16 +212,21 @@ class FakeSlurm:
     def run(self, argv: list[str], **_: Any) -> Any:
         from hpcjup.transport.base import CommandResult
 
-        return CommandResult(tuple(argv), 0, "batch*|up|1-00:00:00\nbatch*|up|1-00:00:00\ndevel|up|2:00:00\nold|down|infinite\n", "")
+        return CommandResult(
+            tuple(argv), 0, "batch*|up|1-00:00:00\nbatch*|up|1-00:00:00\ndevel|up|2:00:00\nold|down|infinite\n", ""
+        )
 
 
-@pytest.mark.parametrize(("partition", "time", "status", "words"), [
-    (None, None, Status.PASS, "the cluster's default (batch)"),
-    ("devel", "1:00:00", Status.PASS, "devel is up, time limit 2:00:00"),
-    ("devel", "3:00:00", Status.FAIL, "time 3:00:00 is more than devel's limit 2:00:00"),
-    ("old", None, Status.WARN, "old is down"),
-    ("gpus", None, Status.FAIL, "no partition 'gpus'"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("partition", "time", "status", "words"),
+    [
+        (None, None, Status.PASS, "the cluster's default (batch)"),
+        ("devel", "1:00:00", Status.PASS, "devel is up, time limit 2:00:00"),
+        ("devel", "3:00:00", Status.FAIL, "time 3:00:00 is more than devel's limit 2:00:00"),
+        ("old", None, Status.WARN, "old is down"),
+        ("gpus", None, Status.FAIL, "no partition 'gpus'"),
+    ],
+)
 def test_partition_check(partition: str | None, time: str | None, status: Status, words: str, tmp_path: Path) -> None:
     from hpcjup.config.profiles import resolve
     from hpcjup.session.doctor import check_partition
@@ -211,7 +239,9 @@ def test_partition_check(partition: str | None, time: str | None, status: Status
 
 
 def test_report_exit_codes() -> None:
-    ok = Report("h", [Check("ssh", Status.PASS, "x"), Check("dask-jobqueue", Status.SKIP, "y"), Check("dask", Status.WARN, "z")])
+    ok = Report(
+        "h", [Check("ssh", Status.PASS, "x"), Check("dask-jobqueue", Status.SKIP, "y"), Check("dask", Status.WARN, "z")]
+    )
     assert ok.ok and ok.exit_code == ExitCode.OK
     assert Report("h", [Check("jupyter", Status.FAIL, "x")]).exit_code == ExitCode.REMOTE
 

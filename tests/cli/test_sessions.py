@@ -66,11 +66,15 @@ def test_reconnects_after_the_connection_drops(minicluster: Any, laptop_env: dic
     wait_for(lambda: answers(info), 60, "a request through the same local port after the reconnect", interval=1)
     log_path = Path(laptop_env["XDG_STATE_HOME"]) / "hpcjup/logs/minicluster/flaky.log"
     # The holder swaps in the new connection, then says so: a request can get through in between.
-    log = wait_for(lambda: "Reconnected" in log_path.read_text() and log_path.read_text(), 10, "the holder to report the reconnect")
+    log = wait_for(
+        lambda: "Reconnected" in log_path.read_text() and log_path.read_text(), 10, "the holder to report the reconnect"
+    )
     assert "reconnecting" in log and "Reconnected" in log
 
 
-def test_attach_from_another_laptop(minicluster: Any, laptop_env: dict[str, str], tmp_path: Path, clean_jobs: None) -> None:
+def test_attach_from_another_laptop(
+    minicluster: Any, laptop_env: dict[str, str], tmp_path: Path, clean_jobs: None
+) -> None:
     from tests.cluster.fixtures import make_laptop_env
 
     info = start_detached(laptop_env, "--name", "roaming")
@@ -101,7 +105,7 @@ def test_two_sessions_and_stop_all(minicluster: Any, laptop_env: dict[str, str],
     result = run(["stop", *HOST, "--all", "--json"], laptop_env)
     assert result.returncode == 0, result.stderr
     assert sorted(s["name"] for s in json.loads(result.stdout)["stopped"]) == ["one", "two"]
-    assert not session_jobs(minicluster, ('one', 'two', 'one'))
+    assert not session_jobs(minicluster, ("one", "two", "one"))
     assert not port_listening(one["local_port"]) and not port_listening(two["local_port"])
 
 
@@ -109,10 +113,21 @@ def test_saved_notebook_survives_stop(minicluster: Any, laptop_env: dict[str, st
     import urllib.request
 
     info = start_detached(laptop_env, "--name", "keeper", "--workdir", "/home/hpcuser")
-    notebook = {"type": "notebook", "content": {"cells": [{"cell_type": "code", "source": "x = 42", "metadata": {}, "outputs": [], "execution_count": None}],
-                "metadata": {}, "nbformat": 4, "nbformat_minor": 5}}  # fmt: skip
+    notebook = {
+        "type": "notebook",
+        "content": {
+            "cells": [
+                {"cell_type": "code", "source": "x = 42", "metadata": {}, "outputs": [], "execution_count": None}
+            ],
+            "metadata": {},
+            "nbformat": 4,
+            "nbformat_minor": 5,
+        },
+    }
     request = urllib.request.Request(
-        f"http://127.0.0.1:{info['local_port']}/api/contents/kept.ipynb", data=json.dumps(notebook).encode(), method="PUT",
+        f"http://127.0.0.1:{info['local_port']}/api/contents/kept.ipynb",
+        data=json.dumps(notebook).encode(),
+        method="PUT",
         headers={"Authorization": f"token {info['token']}", "Content-Type": "application/json"},
     )
     urllib.request.urlopen(request, timeout=30).close()
@@ -124,7 +139,9 @@ def test_saved_notebook_survives_stop(minicluster: Any, laptop_env: dict[str, st
     path.unlink()
 
 
-def test_walltime_and_idle_end_sessions_by_themselves(minicluster: Any, laptop_env: dict[str, str], clean_jobs: None) -> None:
+def test_walltime_and_idle_end_sessions_by_themselves(
+    minicluster: Any, laptop_env: dict[str, str], clean_jobs: None
+) -> None:
     walltime = start_detached(laptop_env, "--name", "shortlived", "--time", "2")
     idle = start_detached(laptop_env, "--name", "idler", "--idle-timeout", "10s")
     assert run_in_kernel(f"http://127.0.0.1:{walltime['local_port']}", walltime["token"], "print(1)").strip() == "1"
@@ -138,9 +155,13 @@ def test_walltime_and_idle_end_sessions_by_themselves(minicluster: Any, laptop_e
     assert rows["idler"]["ended_because"] == "idle", rows["idler"]
     state = json.loads((HOME / ".hpcjup/sessions/shortlived/state.json").read_text())
     assert (state["reason"], state["exit_code"]) == ("walltime", 0)
-    assert not session_jobs(minicluster, ('shortlived', 'idler'))
+    assert not session_jobs(minicluster, ("shortlived", "idler"))
     for name in ("shortlived", "idler"):  # the launchers (and so their Jupyters) are gone
         launcher = json.loads((HOME / f".hpcjup/sessions/{name}/state.json").read_text())["pid"]
         assert subprocess.run(["ps", "-p", str(launcher)], capture_output=True).returncode == 1
     # The detached holders notice the end and let go of their ports.
-    wait_for(lambda: not port_listening(idle["local_port"]) and not port_listening(walltime["local_port"]), 30, "the holders to exit")
+    wait_for(
+        lambda: not port_listening(idle["local_port"]) and not port_listening(walltime["local_port"]),
+        30,
+        "the holders to exit",
+    )

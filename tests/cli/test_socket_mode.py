@@ -27,11 +27,14 @@ def tcp_listeners(pid: int) -> list[str]:
 
 
 @pytest.mark.parametrize("backend", ["openssh", "paramiko"])
-def test_socket_mode_on_each_ssh_backend(backend: str, minicluster: Any, node_sshd: Any, laptop_env: dict[str, str],
-                                         clean_jobs: None) -> None:  # fmt: skip
+def test_socket_mode_on_each_ssh_backend(
+    backend: str, minicluster: Any, node_sshd: Any, laptop_env: dict[str, str], clean_jobs: None
+) -> None:
     node_sshd.add_to_laptop(Path(laptop_env["HOME"]))
     name, login_auths, node_logins = f"sock-{backend}", minicluster.auth_count(), node_sshd.logins()
-    started = run(["start", *HOST, "--ssh", backend, "--socket", "--name", name, "--no-dask", "-d", "--json"], laptop_env)
+    started = run(
+        ["start", *HOST, "--ssh", backend, "--socket", "--name", name, "--no-dask", "-d", "--json"], laptop_env
+    )
     assert started.returncode == 0, started.stderr
     info = json.loads(started.stdout)
     sock = Path(info["remote_socket"])
@@ -69,11 +72,15 @@ def test_socket_mode_where_nodes_refuse_ssh(minicluster: Any, laptop_env: dict[s
     assert json.loads(started.stdout)["error"]["exit_code"] == ExitCode.CONNECT
     # The job ran (its node is known only then) and is cancelled, not left running.
     job = next(job["id"] for job in minicluster.jobs() if job["name"] == "hpcjup-refused")
-    wait_for(lambda: [j["state"] for j in minicluster.jobs() if j["id"] == job] == ["CANCELLED"], 30, f"job {job} cancelled")
+    wait_for(
+        lambda: [j["state"] for j in minicluster.jobs() if j["id"] == job] == ["CANCELLED"], 30, f"job {job} cancelled"
+    )
     assert not (SESSIONS / "refused").exists()
 
 
-def test_socket_mode_with_an_unknown_node_host_key(minicluster: Any, node_sshd: Any, laptop_env: dict[str, str], clean_jobs: None) -> None:
+def test_socket_mode_with_an_unknown_node_host_key(
+    minicluster: Any, node_sshd: Any, laptop_env: dict[str, str], clean_jobs: None
+) -> None:
     home = Path(laptop_env["HOME"])
     node_sshd.add_to_laptop(home)
     known = home / ".ssh/known_hosts"
@@ -82,5 +89,7 @@ def test_socket_mode_with_an_unknown_node_host_key(minicluster: Any, node_sshd: 
     assert started.returncode == ExitCode.AUTH, started.stderr
     assert "SSH to compute node" in started.stderr and "--accept-new-host-key" in started.stderr
     job = next(job["id"] for job in minicluster.jobs() if job["name"] == "hpcjup-nodekey")
-    wait_for(lambda: [j["state"] for j in minicluster.jobs() if j["id"] == job] == ["CANCELLED"], 30, f"job {job} cancelled")
+    wait_for(
+        lambda: [j["state"] for j in minicluster.jobs() if j["id"] == job] == ["CANCELLED"], 30, f"job {job} cancelled"
+    )
     assert not (SESSIONS / "nodekey").exists()

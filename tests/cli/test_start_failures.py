@@ -73,7 +73,9 @@ def test_no_jupyter_in_the_cluster_environment(minicluster: Any, laptop_env: dic
     assert result.returncode == ExitCode.JOB_FAILED, result.stderr
     assert "jupyter" in result.stderr.lower() and "hint:" in result.stderr
     assert elapsed < 60, f"took {elapsed:.0f} s to notice"
-    assert not [job for job in minicluster.jobs() if job["name"] == "hpcjup-nojup" and job["state"] in ("PENDING", "RUNNING")]
+    assert not [
+        job for job in minicluster.jobs() if job["name"] == "hpcjup-nojup" and job["state"] in ("PENDING", "RUNNING")
+    ]
     assert not (SESSIONS / "nojup" / "token").exists()
 
 

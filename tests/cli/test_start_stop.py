@@ -74,7 +74,7 @@ def test_stop_ends_job_tunnel_and_secrets(minicluster: Any, laptop_env: dict[str
         assert result.returncode == 0, result.stderr
         assert '"graceful": true' in result.stdout
         assert fg.info["job_id"] not in {job["id"] for job in minicluster.active_jobs()}
-        code, _, err = fg.finish(timeout=15)  # stop ends the tunnel holder
+        _code, _, _err = fg.finish(timeout=15)  # stop ends the tunnel holder
         assert not port_listening(port)
         directory = session_dir("tostop")
         assert not (directory / "connection.json").exists() and not (directory / "token").exists()
@@ -83,7 +83,9 @@ def test_stop_ends_job_tunnel_and_secrets(minicluster: Any, laptop_env: dict[str
         fg.kill()
 
 
-def test_ctrl_c_detaches_and_the_job_keeps_running(minicluster: Any, laptop_env: dict[str, str], clean_jobs: None) -> None:
+def test_ctrl_c_detaches_and_the_job_keeps_running(
+    minicluster: Any, laptop_env: dict[str, str], clean_jobs: None
+) -> None:
     fg = Foreground(["start", *HOST, "--name", "detach", "--no-browser", "--json"], laptop_env)
     code, _, err = fg.detach()
     assert code == 0, err
@@ -93,20 +95,26 @@ def test_ctrl_c_detaches_and_the_job_keeps_running(minicluster: Any, laptop_env:
     assert run(["stop", "detach", *HOST], laptop_env).returncode == 0
 
 
-def test_stop_without_a_name_picks_the_only_running_session(minicluster: Any, laptop_env: dict[str, str], clean_jobs: None) -> None:
+def test_stop_without_a_name_picks_the_only_running_session(
+    minicluster: Any, laptop_env: dict[str, str], clean_jobs: None
+) -> None:
     fg = Foreground(["start", *HOST, "--no-browser", "--json"], laptop_env)
     fg.detach()
     result = run(["stop"], laptop_env)  # the host comes from the laptop's cache
     assert result.returncode == 0, result.stderr
     assert fg.info["session"] in result.stdout
-    wait_for(lambda: fg.info["job_id"] not in {job["id"] for job in minicluster.active_jobs()}, 30, "the job to leave squeue")
+    wait_for(
+        lambda: fg.info["job_id"] not in {job["id"] for job in minicluster.active_jobs()}, 30, "the job to leave squeue"
+    )
 
 
 def test_local_mode_works_the_same_way(laptop_env: dict[str, str], tmp_path: Path) -> None:
     from tests.cli.helpers import local_env
 
     env = local_env(laptop_env)
-    fg = Foreground(["start", "--local", "--name", "here", "--workdir", str(tmp_path), "--no-browser", "--json"], env, timeout=60)
+    fg = Foreground(
+        ["start", "--local", "--name", "here", "--workdir", str(tmp_path), "--no-browser", "--json"], env, timeout=60
+    )
     try:
         base = f"http://127.0.0.1:{fg.info['local_port']}"
         assert http_get(f"{base}/api/status", fg.info["token"])[0] == 200
@@ -126,7 +134,9 @@ def test_local_mode_works_the_same_way(laptop_env: dict[str, str], tmp_path: Pat
 
 
 @pytest.mark.parametrize("backend", ["openssh", "paramiko"])
-def test_start_attach_stop_on_each_ssh_backend(backend: str, minicluster: Any, laptop_env: dict[str, str], clean_jobs: None) -> None:
+def test_start_attach_stop_on_each_ssh_backend(
+    backend: str, minicluster: Any, laptop_env: dict[str, str], clean_jobs: None
+) -> None:
     import json
 
     name = f"via-{backend}"

@@ -16,8 +16,18 @@ def up(cluster: MiniCluster) -> int:
     started = cluster.up()
     home = make_laptop_home(cluster.root / "laptop", cluster)
     took = cluster.state().get("up_seconds")
-    print(f"{'Started' if started else 'Reusing'} the mini-cluster in {cluster.root}" + (f" ({took} s)." if started else "."))
-    ssh = ["ssh", "-F", str(home / ".ssh/config"), "-o", f"UserKnownHostsFile={home / '.ssh/known_hosts'}", "minicluster"]
+    print(
+        f"{'Started' if started else 'Reusing'} the mini-cluster in {cluster.root}"
+        + (f" ({took} s)." if started else ".")
+    )
+    ssh = [
+        "ssh",
+        "-F",
+        str(home / ".ssh/config"),
+        "-o",
+        f"UserKnownHostsFile={home / '.ssh/known_hosts'}",
+        "minicluster",
+    ]
     print(f"  ssh:     {shlex.join(ssh)}")
     print(f"           (or: ssh -i {cluster.key_path} -p {cluster.ssh_port} {cluster.user}@127.0.0.1)")
     print(f"  hpcjup:  HOME={home} hpcjup start --host minicluster --partition booster")

@@ -65,7 +65,9 @@ class ExtraSshd:
         self.root.mkdir(parents=True, exist_ok=True)
         key = self.root / "ssh_host_ed25519_key"
         if not key.exists():
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{self.name}-host", "-f", str(key)], check=True)
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{self.name}-host", "-f", str(key)], check=True
+            )
         self.port = procs.free_port()
         (self.root / "sshd_config").write_text(self.sshd_config())
         self.log_path.write_text("")
@@ -76,7 +78,9 @@ class ExtraSshd:
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} exited {result.returncode}: {result.stderr.strip()}")
         for address in self.addresses:
-            procs.wait_until(lambda a=address: procs.ssh_banner(self.port, a), 15, f"{self.name} sshd on {address}:{self.port}")
+            procs.wait_until(
+                lambda a=address: procs.ssh_banner(self.port, a), 15, f"{self.name} sshd on {address}:{self.port}"
+            )
         return self
 
     def stop(self) -> None:
@@ -112,7 +116,11 @@ class Bastion(ExtraSshd):
         super().add_to_laptop(home, alias, extra, port)
         ssh = Path(home) / ".ssh"
         with (ssh / "config").open("a") as fh:
-            fh.write(self.laptop_entry("minicluster-via-bastion", ssh / "id_minicluster", self.cluster.ssh_port, f"    ProxyJump {alias}\n"))
+            fh.write(
+                self.laptop_entry(
+                    "minicluster-via-bastion", ssh / "id_minicluster", self.cluster.ssh_port, f"    ProxyJump {alias}\n"
+                )
+            )
 
     def forwards_to(self, port: int) -> int:
         """How many direct-tcpip forwards to 127.0.0.1:port the bastion opened."""

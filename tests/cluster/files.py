@@ -151,7 +151,10 @@ def ensure_keys(root: Path) -> None:
     """The sshd host key and the client key (no passphrase), generated once per root."""
     for name in ("ssh_host_ed25519_key", "client_ed25519"):
         if not (root / name).exists():
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"minicluster-{name}", "-f", str(root / name)], check=True)
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"minicluster-{name}", "-f", str(root / name)],
+                check=True,
+            )
 
 
 def prepare_munge(root: Path) -> Path:

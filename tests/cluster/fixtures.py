@@ -12,9 +12,28 @@ from tests.cluster.bastion import NodeSshd
 from tests.cluster.minicluster import MiniCluster, missing_requirements
 
 # Variables a developer's shell may hold that would make the CLI under test behave unlike a fresh laptop.
-DROPPED_ENV = ("SSH_AUTH_SOCK", "SSH_AGENT_PID", "SSH_ASKPASS", "SSH_ASKPASS_REQUIRE", "DISPLAY", "WAYLAND_DISPLAY", "BROWSER", "SLURM_CONF")
-HARNESS_ENV = ("HPCJUP_MINICLUSTER_DIR", "HPCJUP_MINICLUSTER_SLURM_PORT", "HPCJUP_KEEP_CLUSTER", "HPCJUP_SSH")  # HPCJUP_SSH: the backend leg
-XDG_DIRS = {"XDG_CONFIG_HOME": ".config", "XDG_STATE_HOME": ".local/state", "XDG_CACHE_HOME": ".cache", "XDG_RUNTIME_DIR": "run"}
+DROPPED_ENV = (
+    "SSH_AUTH_SOCK",
+    "SSH_AGENT_PID",
+    "SSH_ASKPASS",
+    "SSH_ASKPASS_REQUIRE",
+    "DISPLAY",
+    "WAYLAND_DISPLAY",
+    "BROWSER",
+    "SLURM_CONF",
+)
+HARNESS_ENV = (
+    "HPCJUP_MINICLUSTER_DIR",
+    "HPCJUP_MINICLUSTER_SLURM_PORT",
+    "HPCJUP_KEEP_CLUSTER",
+    "HPCJUP_SSH",
+)  # HPCJUP_SSH: the backend leg
+XDG_DIRS = {
+    "XDG_CONFIG_HOME": ".config",
+    "XDG_STATE_HOME": ".local/state",
+    "XDG_CACHE_HOME": ".cache",
+    "XDG_RUNTIME_DIR": "run",
+}
 
 
 def _truthy(name: str) -> bool:

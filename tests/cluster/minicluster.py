@@ -30,9 +30,32 @@ __all__ = ["CLUSTER_ENV", "USER", "MiniCluster", "default_root", "missing_requir
 USER = "hpcuser"
 CLUSTER_ENV = files.CLUSTER_ENV
 NODES = {"node1": "127.0.0.2", "node2": "127.0.0.3"}
-BINARIES = ("sbatch", "squeue", "scancel", "sinfo", "slurmctld", "slurmd", "munged", "munge", "unmunge", "ssh-keygen", "runuser", "useradd")
+BINARIES = (
+    "sbatch",
+    "squeue",
+    "scancel",
+    "sinfo",
+    "slurmctld",
+    "slurmd",
+    "munged",
+    "munge",
+    "unmunge",
+    "ssh-keygen",
+    "runuser",
+    "useradd",
+)
 DAEMON_EXES = ("slurmctld", "slurmd", "slurmstepd", "munged", "sshd")
-ACTIVE_STATES = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING", "SIGNALING", "STAGE_OUT")
+ACTIVE_STATES = (
+    "PENDING",
+    "CONFIGURING",
+    "RUNNING",
+    "COMPLETING",
+    "SUSPENDED",
+    "REQUEUED",
+    "RESIZING",
+    "SIGNALING",
+    "STAGE_OUT",
+)
 STATE_VERSION = 2
 
 
@@ -47,7 +70,9 @@ def missing_requirements() -> str | None:
         return "the mini-cluster needs root"
     if not Path("/etc/debian_version").exists():
         return "the mini-cluster needs Debian (12)"
-    absent = [b for b in BINARIES if not shutil.which(b, path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")]
+    absent = [
+        b for b in BINARIES if not shutil.which(b, path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    ]
     if not Path("/usr/sbin/sshd").exists():
         absent.append("/usr/sbin/sshd")
     if absent:
@@ -104,7 +129,9 @@ class MiniCluster:
 
     def slurm(self, *argv: str, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run a Slurm command (e.g. `slurm("squeue", "-h")`) as root against this cluster."""
-        result = subprocess.run(list(argv), check=False, env=self.env(), capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            list(argv), check=False, env=self.env(), capture_output=True, text=True, timeout=timeout
+        )
         if check and result.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} failed ({result.returncode}): {result.stderr.strip()}")
         return result
@@ -112,8 +139,14 @@ class MiniCluster:
     def run_as_user(self, cmd: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run `cmd` as the cluster user in its home, with the cluster env's PATH and SLURM_CONF."""
         home = pwd.getpwnam(USER).pw_dir
-        env = {"HOME": home, "USER": USER, "LOGNAME": USER, "LANG": "C.UTF-8", "SLURM_CONF": str(self.conf),
-               "PATH": f"{CLUSTER_ENV}/bin:/usr/local/bin:/usr/bin:/bin"}  # fmt: skip
+        env = {
+            "HOME": home,
+            "USER": USER,
+            "LOGNAME": USER,
+            "LANG": "C.UTF-8",
+            "SLURM_CONF": str(self.conf),
+            "PATH": f"{CLUSTER_ENV}/bin:/usr/local/bin:/usr/bin:/bin",
+        }
         argv = [shutil.which("runuser") or "/usr/sbin/runuser", "-u", USER, "--", *cmd]
         return subprocess.run(argv, check=False, env=env, cwd=home, capture_output=True, text=True, timeout=timeout)
 
@@ -121,7 +154,7 @@ class MiniCluster:
         """The user's jobs as squeue shows them, ended ones included (MinJobAge=300 s): id, name, state, partition, nodes."""
         out = self.slurm("squeue", "-h", "-t", "all", "-u", user, "-o", "%i|%j|%T|%P|%N").stdout
         keys = ("id", "name", "state", "partition", "nodes")
-        return [dict(zip(keys, line.split("|"))) for line in out.splitlines() if line.strip()]
+        return [dict(zip(keys, line.split("|"), strict=False)) for line in out.splitlines() if line.strip()]
 
     def active_jobs(self, user: str = USER) -> list[dict[str, str]]:
         """The user's jobs that have not ended yet."""
@@ -205,7 +238,9 @@ class MiniCluster:
         files.authorize_key(USER, (self.root / "client_ed25519.pub").read_text())
         busy = [str(p) for p in (self.slurm_port, *(port for _, port in self.nodes.values())) if procs.port_in_use(p)]
         if busy:
-            raise RuntimeError(f"Slurm port(s) {', '.join(busy)} in use; another cluster? (set HPCJUP_MINICLUSTER_SLURM_PORT)")
+            raise RuntimeError(
+                f"Slurm port(s) {', '.join(busy)} in use; another cluster? (set HPCJUP_MINICLUSTER_SLURM_PORT)"
+            )
         if not self.ssh_port or procs.port_in_use(self.ssh_port):
             self.ssh_port = procs.free_port()  # keeps the previous port across down/up when it is free
         host = socket.gethostname().split(".")[0]
@@ -216,16 +251,32 @@ class MiniCluster:
     def _start_munge(self, deadline: float) -> None:
         """Start this cluster's own munged and wait until a credential round-trips."""
         munge = files.prepare_munge(self.root)
-        self._daemon("munged", ["runuser", "-u", "munge", "--", "munged", f"--socket={munge}/munge.socket",
-                                f"--key-file={munge}/munge.key", f"--pid-file={munge}/munged.pid",
-                                f"--log-file={munge}/munged.log", f"--seed-file={munge}/munged.seed"])  # fmt: skip
+        self._daemon(
+            "munged",
+            [
+                "runuser",
+                "-u",
+                "munge",
+                "--",
+                "munged",
+                f"--socket={munge}/munge.socket",
+                f"--key-file={munge}/munge.key",
+                f"--pid-file={munge}/munged.pid",
+                f"--log-file={munge}/munged.log",
+                f"--seed-file={munge}/munged.seed",
+            ],
+        )
         wait_until(self._munge_works, _left(deadline), "munged to answer", interval=0.1)
 
     def _munge_works(self) -> bool:
         """Whether `munge -n | unmunge` succeeds on this cluster's socket."""
         socket_arg = f"--socket={self.root}/munge/munge.socket"
         cred = subprocess.run(["munge", "-n", socket_arg], check=False, capture_output=True)
-        return cred.returncode == 0 and subprocess.run(["unmunge", socket_arg], check=False, input=cred.stdout, capture_output=True).returncode == 0
+        return (
+            cred.returncode == 0
+            and subprocess.run(["unmunge", socket_arg], check=False, input=cred.stdout, capture_output=True).returncode
+            == 0
+        )
 
     def _start_slurm(self, deadline: float) -> None:
         """Start slurmctld and both slurmd, and wait until both nodes are idle."""
@@ -237,8 +288,15 @@ class MiniCluster:
         for node in NODES:
             self._daemon(f"slurmd-{node}", ["slurmd", "-f", str(self.conf), "-N", node])
         try:
-            wait_until(lambda: all(s.startswith("idle") and "*" not in s for s in self._node_states().values()) and len(self._node_states()) == len(NODES),
-                       _left(deadline), "both nodes to be idle", interval=0.3)  # fmt: skip
+            wait_until(
+                lambda: (
+                    all(s.startswith("idle") and "*" not in s for s in self._node_states().values())
+                    and len(self._node_states()) == len(NODES)
+                ),
+                _left(deadline),
+                "both nodes to be idle",
+                interval=0.3,
+            )
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}; sinfo says {self._node_states()}; see {self.root}/log/") from None
 
@@ -302,7 +360,9 @@ class MiniCluster:
         if ids:
             self.slurm("scancel", *ids)
         try:
-            wait_until(lambda: not self.slurm("squeue", "-h", "-o", "%i").stdout.split(), 45, "all jobs to end", interval=0.3)
+            wait_until(
+                lambda: not self.slurm("squeue", "-h", "-o", "%i").stdout.split(), 45, "all jobs to end", interval=0.3
+            )
         except RuntimeError:
             return False
         return True
@@ -311,18 +371,29 @@ class MiniCluster:
         """Run a self-daemonizing program; RuntimeError with its output if it fails."""
         out = self.root / "log" / f"{name}.start.log"
         with out.open("w") as fh:
-            result = subprocess.run(argv, check=False, env=self.env(), stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, timeout=60)
+            result = subprocess.run(
+                argv, check=False, env=self.env(), stdin=subprocess.DEVNULL, stdout=fh, stderr=fh, timeout=60
+            )
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} exited {result.returncode}: {out.read_text().strip()[-2000:]}")
 
     def _write_state(self, up: bool, seconds: float | None = None) -> None:
         """Record ports, paths and pids in state.json (atomically)."""
         old = self.state()
-        state = {"version": STATE_VERSION, "up": up, "root": str(self.root), "slurm_conf": str(self.conf),
-                 "ssh_port": self.ssh_port, "slurm_port": self.slurm_port, "user": USER, "key": str(self.key_path),
-                 "nodes": {name: list(addr_port) for name, addr_port in self.nodes.items()},
-                 "pids": self.pids() if up else {}, "started_at": time.time() if up else old.get("started_at"),
-                 "up_seconds": seconds if up else old.get("up_seconds")}  # fmt: skip
+        state = {
+            "version": STATE_VERSION,
+            "up": up,
+            "root": str(self.root),
+            "slurm_conf": str(self.conf),
+            "ssh_port": self.ssh_port,
+            "slurm_port": self.slurm_port,
+            "user": USER,
+            "key": str(self.key_path),
+            "nodes": {name: list(addr_port) for name, addr_port in self.nodes.items()},
+            "pids": self.pids() if up else {},
+            "started_at": time.time() if up else old.get("started_at"),
+            "up_seconds": seconds if up else old.get("up_seconds"),
+        }
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2) + "\n")
         tmp.replace(self.state_path)
@@ -330,7 +401,11 @@ class MiniCluster:
 
 def _usable(node_state: str) -> bool:
     """Whether sinfo's short node state (idle, mix, alloc, comp...) means the node can run jobs."""
-    return bool(node_state) and "*" not in node_state and not node_state.startswith(("down", "drain", "fail", "unk", "inval"))
+    return (
+        bool(node_state)
+        and "*" not in node_state
+        and not node_state.startswith(("down", "drain", "fail", "unk", "inval"))
+    )
 
 
 def _left(deadline: float) -> float:

@@ -23,7 +23,15 @@ def connect(cluster: MiniCluster) -> paramiko.SSHClient:
     assert entry is not None and entry.key is not None
     client.get_host_keys().add(entry.hostnames[0], entry.key.get_name(), entry.key)
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect("127.0.0.1", cluster.ssh_port, cluster.user, key_filename=str(cluster.key_path), allow_agent=False, look_for_keys=False, timeout=20)
+    client.connect(
+        "127.0.0.1",
+        cluster.ssh_port,
+        cluster.user,
+        key_filename=str(cluster.key_path),
+        allow_agent=False,
+        look_for_keys=False,
+        timeout=20,
+    )
     return client
 
 
@@ -51,10 +59,34 @@ def test_two_nodes_in_both_partitions(minicluster: MiniCluster) -> None:
 def test_two_node_job_runs_on_both_nodes(minicluster: MiniCluster, clean_jobs: None) -> None:
     output = Path(f"/tmp/hpcjup-mc-test-{uuid.uuid4().hex}.out")
     try:
-        result = minicluster.run_as_user(["sbatch", "--parsable", "-N", "2", "-J", "twonodes", "-o", str(output), "--wrap", "srun printenv SLURMD_NODENAME"])
+        result = minicluster.run_as_user(
+            [
+                "sbatch",
+                "--parsable",
+                "-N",
+                "2",
+                "-J",
+                "twonodes",
+                "-o",
+                str(output),
+                "--wrap",
+                "srun printenv SLURMD_NODENAME",
+            ]
+        )
         assert result.returncode == 0, result.stderr
         job_id = result.stdout.strip().split(";")[0]
-        job = wait_until(lambda: next((j for j in minicluster.jobs() if j["id"] == job_id and j["state"] not in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING")), None), 60, "the job to end")
+        job = wait_until(
+            lambda: next(
+                (
+                    j
+                    for j in minicluster.jobs()
+                    if j["id"] == job_id and j["state"] not in ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING")
+                ),
+                None,
+            ),
+            60,
+            "the job to end",
+        )
         assert job["state"] == "COMPLETED" and job["name"] == "twonodes", job
         assert sorted(output.read_text().split()) == ["node1", "node2"]
     finally:
@@ -91,8 +123,19 @@ def test_openssh_client_with_the_laptop_ssh_dir(minicluster: MiniCluster, laptop
     ssh_dir = laptop_home / ".ssh"
     assert (ssh_dir.stat().st_mode & 0o777, (ssh_dir / "id_minicluster").stat().st_mode & 0o777) == (0o700, 0o600)
     # OpenSSH finds ~ through the password database, not $HOME, hence -F and UserKnownHostsFile.
-    cmd = ["ssh", "-F", str(ssh_dir / "config"), "-o", f"UserKnownHostsFile={ssh_dir / 'known_hosts'}",
-           "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "minicluster", "hostname"]  # fmt: skip
+    cmd = [
+        "ssh",
+        "-F",
+        str(ssh_dir / "config"),
+        "-o",
+        f"UserKnownHostsFile={ssh_dir / 'known_hosts'}",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "minicluster",
+        "hostname",
+    ]
     result = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
 

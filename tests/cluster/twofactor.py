@@ -18,7 +18,9 @@ from tests.cluster.bastion import ExtraSshd
 
 SSHD2FA = Path("/usr/local/sbin/sshd2fa")
 PAM_SERVICE = Path("/etc/pam.d/sshd2fa")
-PAM_CONFIG = "auth required pam_google_authenticator.so\naccount required pam_permit.so\nsession required pam_permit.so\n"
+PAM_CONFIG = (
+    "auth required pam_google_authenticator.so\naccount required pam_permit.so\nsession required pam_permit.so\n"
+)
 SECRET = "HPCJUPTESTTOTPSECRETKEYFORSSHDAA"  # base32; fixed, so concurrent test runs write the same file
 PROMPT = "Verification code"
 
@@ -64,7 +66,9 @@ class TwoFactorSshd(ExtraSshd):
     @staticmethod
     def code() -> str:
         """The current TOTP code."""
-        return subprocess.run(["oathtool", "--totp", "-b", "-"], input=SECRET, capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["oathtool", "--totp", "-b", "-"], input=SECRET, capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     def write_askpass(self, path: Path, asked: Path) -> Path:
         """An askpass program that records each prompt in `asked` and answers with the current code."""

@@ -57,7 +57,13 @@ def run_batch(lines: list[str], tail: str, shell: str, home: Path, **extra: str)
     """Run the lines as a batch job's shell would: non-interactive, no rc files, a minimal environment."""
     env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "USER": "root", **extra}
     script = "\n".join([*lines, tail])
-    return subprocess.run(["env", "-i", *(f"{k}={v}" for k, v in env.items()), shell, "-c", script], capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        ["env", "-i", *(f"{k}={v}" for k, v in env.items()), shell, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 # -- rendering ------------------------------------------------------------------------------------
@@ -70,34 +76,76 @@ def test_nothing_configured_means_no_lines() -> None:
 
 
 def test_order_and_quoting() -> None:
-    lines = setup_lines(Settings(modules=("Stages/2025", "a b;rm -rf /"), module_use=("~/mods",), module_purge=True,
-                                 conda="myenv", venv="$PROJECT/jupyter env", setup=("export OMP_NUM_THREADS=1",)))  # fmt: skip
+    lines = setup_lines(
+        Settings(
+            modules=("Stages/2025", "a b;rm -rf /"),
+            module_use=("~/mods",),
+            module_purge=True,
+            conda="myenv",
+            venv="$PROJECT/jupyter env",
+            setup=("export OMP_NUM_THREADS=1",),
+        )
+    )
     text = "\n".join(lines)
-    assert text.index("module purge") < text.index("module use") < text.index("module load") < text.index("conda activate") < text.index("/bin/activate")
+    assert (
+        text.index("module purge")
+        < text.index("module use")
+        < text.index("module load")
+        < text.index("conda activate")
+        < text.index("/bin/activate")
+    )
     assert "module load Stages/2025 'a b;rm -rf /' ||" in text
     assert 'module use "$HOME"/mods ||' in text
-    assert '. "$PROJECT"/\'jupyter env\'/bin/activate ||' in text
+    assert ". \"$PROJECT\"/'jupyter env'/bin/activate ||" in text
     assert lines[-1] == "export OMP_NUM_THREADS=1"  # the user's own lines, verbatim and last
     for shell in SHELLS:  # every line parses in both shells
         assert subprocess.run([shell, "-n", "-c", text], capture_output=True, check=False).returncode == 0, shell
 
 
-@pytest.mark.parametrize(("path", "expected"), [
-    ("/p/env", "/p/env"), ("~", '"$HOME"'), ("~/a b", '"$HOME"/\'a b\''), ("$PROJECT/x", '"$PROJECT"/x'),
-    ("${SCRATCH}/y", '"${SCRATCH}"/y'), ("$(reboot)/x", "'$(reboot)/x'"), ("~user/x", "'~user/x'"), ("$HOME", '"$HOME"'),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/p/env", "/p/env"),
+        ("~", '"$HOME"'),
+        ("~/a b", "\"$HOME\"/'a b'"),
+        ("$PROJECT/x", '"$PROJECT"/x'),
+        ("${SCRATCH}/y", '"${SCRATCH}"/y'),
+        ("$(reboot)/x", "'$(reboot)/x'"),
+        ("~user/x", "'~user/x'"),
+        ("$HOME", '"$HOME"'),
+    ],
+)
 def test_shell_path(path: str, expected: str) -> None:
     assert shell_path(path) == expected
 
 
 def test_containers() -> None:
     sif = Settings(image="~/images/lab.sif", binds=("/p/project", "/p/scratch:/scratch"), gpu=True)
-    assert launcher_python(sif, home="/home/u") == ["apptainer", "exec", "--nv", "-B", "/p/project,/p/scratch:/scratch", "/home/u/images/lab.sif", "python3"]
-    docker = Settings(image="docker://jupyter/base-notebook", container_runtime="singularity", python="/opt/conda/bin/python")
+    assert launcher_python(sif, home="/home/u") == [
+        "apptainer",
+        "exec",
+        "--nv",
+        "-B",
+        "/p/project,/p/scratch:/scratch",
+        "/home/u/images/lab.sif",
+        "python3",
+    ]
+    docker = Settings(
+        image="docker://jupyter/base-notebook", container_runtime="singularity", python="/opt/conda/bin/python"
+    )
     assert launcher_python(docker) == ["singularity", "exec", "docker://jupyter/base-notebook", "/opt/conda/bin/python"]
     assert launcher_python(Settings(image="/p/img.sif", gpus="4"))[:3] == ["apptainer", "exec", "--nv"]
     ch = Settings(image="/p/images/lab", binds=("/p/project",))
-    assert launcher_python(ch, home="/home/u") == ["ch-run", "-b", "/home/u", "-b", "/p/project", "/p/images/lab", "--", "python3"]
+    assert launcher_python(ch, home="/home/u") == [
+        "ch-run",
+        "-b",
+        "/home/u",
+        "-b",
+        "/p/project",
+        "/p/images/lab",
+        "--",
+        "python3",
+    ]
     assert guess_runtime("x.sif") == guess_runtime("oras://r/x") == "apptainer"
     assert guess_runtime("/p/images/lab.sqfs") == "charliecloud"
 
@@ -138,7 +186,10 @@ def test_missing_module_ends_the_job_with_a_reason(shell: str, modulefiles: Path
 
 def test_no_module_system_is_said_plainly(tmp_path: Path) -> None:
     fake_root = tmp_path / "none"
-    lines = [line.replace("/usr/share", str(fake_root)).replace("/etc/profile.d", str(fake_root)) for line in module_lines(["x"])]
+    lines = [
+        line.replace("/usr/share", str(fake_root)).replace("/etc/profile.d", str(fake_root))
+        for line in module_lines(["x"])
+    ]
     result = run_batch(lines, "echo launcher-started", "sh", tmp_path)
     assert result.returncode == 1 and "hpcjup: no module command" in result.stderr
 
@@ -151,7 +202,9 @@ def test_lmod_loads_in_a_non_interactive_shell(shell: str, modulefiles: Path, tm
     home = os.environ.get("HPCJUP_TEST_LMOD_HOME") or (str(LMOD_INIT.parent.parent) if LMOD_INIT.exists() else None)
     if not home:
         pytest.skip("Lmod is not installed (apt-get install lmod, or see HPCJUP_TEST_LMOD_HOME above)")
-    result = run_batch(module_lines(["hello"], [str(modulefiles)], purge=True), "hello-tool", shell, tmp_path, MODULESHOME=home)
+    result = run_batch(
+        module_lines(["hello"], [str(modulefiles)], purge=True), "hello-tool", shell, tmp_path, MODULESHOME=home
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "hello from the module"
 
@@ -210,8 +263,13 @@ def test_conda_found_in_the_usual_place_without_being_on_path(shell: str, tmp_pa
 
 def test_micromamba_on_path_and_a_prefix(tmp_path: Path) -> None:
     exe = fake_install(tmp_path / "mm", "micromamba")
-    result = run_batch(conda_lines(str(tmp_path / "mm" / "envs" / "lab")), 'echo "$CONDA_PREFIX $ACTIVATED_BY"', "sh", tmp_path,
-                       PATH=f"{exe.parent}:/usr/bin:/bin")  # fmt: skip
+    result = run_batch(
+        conda_lines(str(tmp_path / "mm" / "envs" / "lab")),
+        'echo "$CONDA_PREFIX $ACTIVATED_BY"',
+        "sh",
+        tmp_path,
+        PATH=f"{exe.parent}:/usr/bin:/bin",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"{tmp_path}/mm/envs/lab micromamba"
 
@@ -222,7 +280,10 @@ def test_conda_errors_end_the_job_with_a_reason(tmp_path: Path) -> None:
     fake_install(tmp_path / "miniconda3", "conda")
     wrong = run_batch(conda_lines("nosuchenv"), "echo launcher-started", "bash", tmp_path)
     assert wrong.returncode == 1 and "launcher-started" not in wrong.stdout
-    assert "EnvironmentNameNotFound" in wrong.stderr and "hpcjup: cannot activate the conda environment nosuchenv" in wrong.stderr
+    assert (
+        "EnvironmentNameNotFound" in wrong.stderr
+        and "hpcjup: cannot activate the conda environment nosuchenv" in wrong.stderr
+    )
 
 
 # -- Charliecloud, for real ----------------------------------------------------------------------------
@@ -234,7 +295,21 @@ def ch_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     need("ch-run", "charliecloud-runtime")
     image = tmp_path_factory.mktemp("ch") / "img"
     python = Path(os.path.realpath("/usr/bin/python3"))
-    for sub in ("dev", "proc", "sys", "tmp", "home", "etc", "root", "run", "mnt", "usr/bin", "usr/lib", "usr/lib64", "var/tmp"):
+    for sub in (
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "home",
+        "etc",
+        "root",
+        "run",
+        "mnt",
+        "usr/bin",
+        "usr/lib",
+        "usr/lib64",
+        "var/tmp",
+    ):
         (image / sub).mkdir(parents=True, exist_ok=True)
     for link in ("bin", "lib", "lib64"):
         (image / link).symlink_to(f"usr/{link}")
@@ -247,8 +322,14 @@ def ch_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (image / lib.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(lib, image / lib.lstrip("/"))
     stdlib = Path(f"/usr/lib/{python.name}")
-    shutil.copytree(stdlib, image / "usr/lib" / python.name, symlinks=True,
-                    ignore=shutil.ignore_patterns("test", "tests", "site-packages", "dist-packages", "__pycache__", "idlelib", "tkinter"))  # fmt: skip
+    shutil.copytree(
+        stdlib,
+        image / "usr/lib" / python.name,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(
+            "test", "tests", "site-packages", "dist-packages", "__pycache__", "idlelib", "tkinter"
+        ),
+    )
     # The shared libraries that the standard library's and the cluster env's extension modules load (ssl, sqlite3, zmq, ...).
     modules = [*stdlib.glob("lib-dynload/*.so"), *(CLUSTER_ENV.rglob("*.so*") if CLUSTER_ENV.exists() else [])]
     copy_libraries(image, [str(m) for m in modules])
@@ -258,8 +339,12 @@ def ch_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def copy_libraries(image: Path, binaries: list[str]) -> None:
     """Copy the system libraries `binaries` link to into the image (ldd, many at a time)."""
     for start in range(0, len(binaries), 200):
-        out = subprocess.run(["ldd", *binaries[start : start + 200]], capture_output=True, text=True, check=False).stdout
-        for lib in {w for w in out.split() if w.startswith("/") and not w.startswith(str(CLUSTER_ENV)) and not w.endswith(":")}:
+        out = subprocess.run(
+            ["ldd", *binaries[start : start + 200]], capture_output=True, text=True, check=False
+        ).stdout
+        for lib in {
+            w for w in out.split() if w.startswith("/") and not w.startswith(str(CLUSTER_ENV)) and not w.endswith(":")
+        }:
             target = image / lib.lstrip("/")
             if not target.exists() and Path(lib).is_file():
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -271,20 +356,35 @@ def test_charliecloud_runs_python_with_the_session_directory_visible(ch_image: P
     (ch_image / home.relative_to("/")).mkdir(parents=True, exist_ok=True)
     host_home = tmp_path / "home"
     (host_home / ".hpcjup/sessions/lab").mkdir(parents=True)
-    (host_home / ".hpcjup/sessions/lab/launcher.py").write_text("import sys; print('launcher in', sys.version.split()[0], sys.argv[1])\n")
+    (host_home / ".hpcjup/sessions/lab/launcher.py").write_text(
+        "import sys; print('launcher in', sys.version.split()[0], sys.argv[1])\n"
+    )
     # Bind the tmp home where the image expects `home`: the argv hpcjup builds, with the bind source swapped.
     argv = launcher_python(Settings(image=str(ch_image), container_runtime="charliecloud"), home=str(home))
     assert argv == ["ch-run", "-b", str(home), str(ch_image), "--", "python3"]
     argv[2] = f"{host_home}:{home}"
-    result = subprocess.run([*argv, f"{home}/.hpcjup/sessions/lab/launcher.py", "--session-dir"], capture_output=True, text=True,
-                            timeout=60, env={**os.environ, "USER": os.environ.get("USER", "root")}, check=False)  # fmt: skip
+    result = subprocess.run(
+        [*argv, f"{home}/.hpcjup/sessions/lab/launcher.py", "--session-dir"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "USER": os.environ.get("USER", "root")},
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("launcher in 3.") and "--session-dir" in result.stdout
 
 
 def test_charliecloud_reports_a_missing_mount_point(ch_image: Path) -> None:
     argv = launcher_python(Settings(image=str(ch_image)), home="/nonexistent-home-dir")
-    result = subprocess.run([*argv, "-c", "print(1)"], capture_output=True, text=True, timeout=60, env={**os.environ, "USER": "root"}, check=False)
+    result = subprocess.run(
+        [*argv, "-c", "print(1)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "USER": "root"},
+        check=False,
+    )
     assert result.returncode != 0 and "nonexistent-home-dir" in result.stderr
     assert shlex.join(argv).startswith("ch-run -b /nonexistent-home-dir ")
 
@@ -306,11 +406,21 @@ def test_jupyter_runs_in_a_charliecloud_container(ch_image: Path, tmp_path: Path
     for name, code in job_files().items():  # what `start` uploads into the session directory
         (session / name).write_bytes(code)
     settings = Settings(image=str(ch_image), binds=(str(CLUSTER_ENV),), python=str(CLUSTER_ENV / "bin" / "python"))
-    argv = launcher_python(settings, home=str(home)) + [str(session / "launcher.py"), "--session-dir", str(session),
-                                                        "--bind", "127.0.0.1", "--ready-timeout", "90"]  # fmt: skip
+    argv = [
+        *launcher_python(settings, home=str(home)),
+        str(session / "launcher.py"),
+        "--session-dir",
+        str(session),
+        "--bind",
+        "127.0.0.1",
+        "--ready-timeout",
+        "90",
+    ]
     assert argv[:5] == ["ch-run", "-b", str(home), "-b", str(CLUSTER_ENV)]
     with open(tmp_path / "job.out", "wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "USER": "root", "HPCJUP_JOB_ID": "77"})
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "USER": "root", "HPCJUP_JOB_ID": "77"}
+        )
     try:
         deadline = time.monotonic() + 90
         while not (session / "connection.json").exists():
@@ -318,7 +428,9 @@ def test_jupyter_runs_in_a_charliecloud_container(ch_image: Path, tmp_path: Path
             assert time.monotonic() < deadline, "Jupyter did not start in the container"
             time.sleep(0.1)
         conn = json.loads((session / "connection.json").read_text())
-        request = urllib.request.Request(f"http://127.0.0.1:{conn['port']}/api/status", headers={"Authorization": f"token {conn['token']}"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{conn['port']}/api/status", headers={"Authorization": f"token {conn['token']}"}
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.status == 200
         assert conn["python"].startswith(str(CLUSTER_ENV))

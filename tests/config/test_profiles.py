@@ -30,7 +30,9 @@ REGISTER = (
 
 def hpcjup(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """The real CLI in a subprocess, with the new commands registered."""
-    return subprocess.run([sys.executable, "-c", REGISTER, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", REGISTER, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
 
 
 @pytest.fixture
@@ -241,7 +243,7 @@ def test_save_profile_refuses_what_would_not_load(config: Path) -> None:
     assert not config.exists()
 
 
-@pytest.mark.parametrize("value", ['plain', 'with "quotes" and \\ backslash', "tab\tnew\nline\x7f\x01", "ümlaut ✓", ""])
+@pytest.mark.parametrize("value", ["plain", 'with "quotes" and \\ backslash', "tab\tnew\nline\x7f\x01", "ümlaut ✓", ""])
 def test_toml_strings_round_trip(value: str) -> None:
     assert tomllib.loads(f"v = {toml_value(value)}")["v"] == value
     assert tomllib.loads(f"v = {toml_value([value, 'x'])}")["v"] == [value, "x"]
@@ -288,7 +290,20 @@ def laptop(tmp_path: Path) -> dict[str, str]:
 
 def test_profile_commands_end_to_end(tmp_path: Path) -> None:
     env = laptop(tmp_path)
-    made = hpcjup(["profile", "create", "jw", "--site", "juwels", "-A", "myproj", "venv=$PROJECT/env", "modules=Stages/2025,GCC,Python"], env)
+    made = hpcjup(
+        [
+            "profile",
+            "create",
+            "jw",
+            "--site",
+            "juwels",
+            "-A",
+            "myproj",
+            "venv=$PROJECT/env",
+            "modules=Stages/2025,GCC,Python",
+        ],
+        env,
+    )
     assert made.returncode == 0, made.stderr
     assert "Wrote [profiles.jw]" in made.stdout
     listed = hpcjup(["profile", "list"], {**env, "HPCJUP_PROFILE": "jw"})
@@ -297,7 +312,11 @@ def test_profile_commands_end_to_end(tmp_path: Path) -> None:
     settings = json.loads(shown.stdout)["settings"]
     assert settings["partition"] == {"value": "devel", "source": "environment", "location": "$HPCJUP_PARTITION"}
     assert settings["host"]["source"] == "site juwels"
-    assert settings["venv"] == {"value": "$PROJECT/env", "source": "profile jw", "location": f"{tmp_path}/cfg/hpcjup/config.toml:5"}
+    assert settings["venv"] == {
+        "value": "$PROJECT/env",
+        "source": "profile jw",
+        "location": f"{tmp_path}/cfg/hpcjup/config.toml:5",
+    }
     text = hpcjup(["profile", "show", "jw"], env).stdout
     assert "account       myproj" in text and "built-in" in text
 
@@ -308,7 +327,9 @@ def test_profile_errors_exit_2_with_file_and_line(tmp_path: Path) -> None:
     result = hpcjup(["profile", "show", "a", "--json"], env)
     assert result.returncode == ExitCode.USAGE
     error = json.loads(result.stdout)["error"]
-    assert error["message"].startswith(f"{tmp_path}/cfg/hpcjup/config.toml:3: 'nodes' in [profiles.a] must be an integer")
+    assert error["message"].startswith(
+        f"{tmp_path}/cfg/hpcjup/config.toml:3: 'nodes' in [profiles.a] must be an integer"
+    )
     assert "config.toml:3: 'nodes' in" in result.stderr and "hint:" in result.stderr
     assert hpcjup(["profile", "create", "b", "--site", "nowhere"], env).returncode == ExitCode.USAGE
 

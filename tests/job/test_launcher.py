@@ -27,9 +27,25 @@ from hpcjup.job import LAUNCHER_PATH
 
 CLUSTER_PYTHON = Path("/opt/hpcjup-cluster-env/bin/python")
 CONNECTION_KEYS = {
-    "schema", "job_id", "node", "address", "port", "socket", "token", "base_url", "url", "pid", "launcher_pid", "python",
-    "jupyter_server_version", "jupyterlab_version", "root_dir", "started_at", "ready_at", "dask",
-}  # fmt: skip
+    "schema",
+    "job_id",
+    "node",
+    "address",
+    "port",
+    "socket",
+    "token",
+    "base_url",
+    "url",
+    "pid",
+    "launcher_pid",
+    "python",
+    "jupyter_server_version",
+    "jupyterlab_version",
+    "root_dir",
+    "started_at",
+    "ready_at",
+    "dask",
+}
 STATE_KEYS = {"schema", "state", "job_id", "node", "reason", "message", "exit_code", "pid", "updated_at"}
 
 
@@ -48,10 +64,24 @@ class Run:
     def __init__(self, python: str, directory: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         directory.mkdir(mode=0o700)
         self.dir = directory
-        self.log_path = directory.parent / f"{directory.name}.out"  # beside it: the launcher's cleanup must not touch it
-        self.log = open(self.log_path, "wb")  # noqa: SIM115
-        argv = [python, str(LAUNCHER_PATH), "--session-dir", str(directory), "--bind", "127.0.0.1", "--workdir", str(directory.parent), *extra]
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "HPCJUP_JOB_ID": "4242", **(env or {})})
+        self.log_path = (
+            directory.parent / f"{directory.name}.out"
+        )  # beside it: the launcher's cleanup must not touch it
+        self.log = open(self.log_path, "wb")
+        argv = [
+            python,
+            str(LAUNCHER_PATH),
+            "--session-dir",
+            str(directory),
+            "--bind",
+            "127.0.0.1",
+            "--workdir",
+            str(directory.parent),
+            *extra,
+        ]
+        self.proc = subprocess.Popen(
+            argv, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, "HPCJUP_JOB_ID": "4242", **(env or {})}
+        )
 
     def json(self, name: str) -> dict[str, Any]:
         return json.loads((self.dir / name).read_text())
@@ -81,7 +111,9 @@ class Run:
         state = self.json("state.json")
         assert set(state) == STATE_KEYS and state["state"] == "ended" and state["pid"] == self.proc.pid
         assert state["exit_code"] == self.proc.returncode
-        assert sorted(p.name for p in self.dir.iterdir()) == ["state.json"], "connection.json, token and runtime/ are removed"
+        assert sorted(p.name for p in self.dir.iterdir()) == ["state.json"], (
+            "connection.json, token and runtime/ are removed"
+        )
         assert not leftovers(self.dir), "no Jupyter or kernel process outlives the launcher"
         return state
 
@@ -124,12 +156,16 @@ def alive(pid: int) -> bool:
         return False
 
 
-def api(conn: dict[str, Any], path: str, token: str | None = "", method: str = "GET", body: dict[str, Any] | None = None) -> tuple[int, Any]:
+def api(
+    conn: dict[str, Any], path: str, token: str | None = "", method: str = "GET", body: dict[str, Any] | None = None
+) -> tuple[int, Any]:
     """(status, JSON) of a request to the session's Jupyter; token "" means the session's own."""
     token = conn["token"] if token == "" else token
     headers = {"Authorization": f"token {token}"} if token else {}
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{conn['port']}{path}", headers=headers, method=method, data=data)
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{conn['port']}{path}", headers=headers, method=method, data=data
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             raw = response.read()
@@ -148,20 +184,42 @@ class Kernel:
         self.id = model["id"]
         self.ws = websocket.create_connection(
             f"ws://127.0.0.1:{conn['port']}/api/kernels/{self.id}/channels?session_id={uuid.uuid4().hex}",
-            header=[f"Authorization: token {conn['token']}"], timeout=30,
-        )  # fmt: skip
+            header=[f"Authorization: token {conn['token']}"],
+            timeout=30,
+        )
         self.send("kernel_info_request", {})  # what JupyterLab sends when a tab connects; not activity
         self.pid = int(self.execute("import os; print(os.getpid())"))
 
     def send(self, msg_type: str, content: dict[str, Any]) -> str:
         msg_id = uuid.uuid4().hex
-        header = {"msg_id": msg_id, "msg_type": msg_type, "username": "test", "session": "test", "date": "", "version": "5.3"}
-        self.ws.send(json.dumps({"header": header, "parent_header": {}, "metadata": {}, "content": content, "channel": "shell", "buffers": []}))
+        header = {
+            "msg_id": msg_id,
+            "msg_type": msg_type,
+            "username": "test",
+            "session": "test",
+            "date": "",
+            "version": "5.3",
+        }
+        self.ws.send(
+            json.dumps(
+                {
+                    "header": header,
+                    "parent_header": {},
+                    "metadata": {},
+                    "content": content,
+                    "channel": "shell",
+                    "buffers": [],
+                }
+            )
+        )
         return msg_id
 
     def execute(self, code: str) -> str:
         """Run code in the kernel; what it printed."""
-        msg_id = self.send("execute_request", {"code": code, "silent": False, "store_history": True, "user_expressions": {}, "allow_stdin": False})
+        msg_id = self.send(
+            "execute_request",
+            {"code": code, "silent": False, "store_history": True, "user_expressions": {}, "allow_stdin": False},
+        )
         out = []
         while True:
             msg = json.loads(self.ws.recv())
@@ -187,7 +245,9 @@ def test_rendezvous_files_token_auth_and_shutdown_from_the_menu(run: Any, tmp_pa
     assert (conn["schema"], conn["job_id"], conn["address"], conn["base_url"]) == (1, "4242", "127.0.0.1", "/")
     assert conn["url"] == f"http://127.0.0.1:{conn['port']}/lab" and conn["socket"] is None
     assert (conn["launcher_pid"], conn["python"], conn["root_dir"]) == (r.proc.pid, str(CLUSTER_PYTHON), str(tmp_path))
-    assert tuple(map(int, conn["jupyter_server_version"].split(".")[:2])) >= (2, 20) and conn["jupyterlab_version"].startswith("4.")
+    assert tuple(map(int, conn["jupyter_server_version"].split(".")[:2])) >= (2, 20) and conn[
+        "jupyterlab_version"
+    ].startswith("4.")
     token = (r.dir / "token").read_bytes()
     assert token == conn["token"].encode() and len(token) == 64 and int(token, 16) >= 0 and not token.endswith(b"\n")
     for name in ("connection.json", "token", "state.json"):
@@ -246,7 +306,9 @@ def test_sigterm_shuts_kernels_down_cleanly_and_removes_secrets(run: Any, tmp_pa
     kernel = Kernel(conn)
     kept, at_exit = tmp_path / "kept.txt", tmp_path / "atexit.txt"
     # atexit handlers run only if the kernel exits by itself (a shutdown_request), not when it is killed.
-    kernel.execute(f"import atexit, pathlib; pathlib.Path({str(kept)!r}).write_text('data'); atexit.register(pathlib.Path({str(at_exit)!r}).write_text, 'clean')")
+    kernel.execute(
+        f"import atexit, pathlib; pathlib.Path({str(kept)!r}).write_text('data'); atexit.register(pathlib.Path({str(at_exit)!r}).write_text, 'clean')"
+    )
     started = time.monotonic()
     assert r.stop(signal.SIGTERM) == 0
     assert time.monotonic() - started < 10
@@ -326,7 +388,9 @@ def test_ready_timeout_stops_jupyter(run: Any) -> None:
 def test_config_that_disables_authentication_is_refused(run: Any, tmp_path: Path) -> None:
     config = tmp_path / "jupyter-config"
     config.mkdir()
-    (config / "jupyter_server_config.py").write_text('c.IdentityProvider.token = ""\n')  # a common "convenience" snippet
+    (config / "jupyter_server_config.py").write_text(
+        'c.IdentityProvider.token = ""\n'
+    )  # a common "convenience" snippet
     r = run(env={"JUPYTER_CONFIG_DIR": str(config)})
     assert r.wait(60) == 2
     state = r.ended()

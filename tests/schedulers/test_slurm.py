@@ -10,7 +10,12 @@ from hpcjup.schedulers.slurm import Slurm, _parse_squeue, submit_error
 SPEC = JobSpec(
     name="lab-1a2b",
     session_dir="/home/u/.hpcjup/sessions/lab-1a2b",
-    command=["python3", "/home/u/.hpcjup/sessions/lab-1a2b/launcher.py", "--session-dir", "/home/u/.hpcjup/sessions/lab-1a2b"],
+    command=[
+        "python3",
+        "/home/u/.hpcjup/sessions/lab-1a2b/launcher.py",
+        "--session-dir",
+        "/home/u/.hpcjup/sessions/lab-1a2b",
+    ],
     resources=Resources(partition="booster", account="proj1", time="2:00:00", nodes=2, cpus=8, mem="16G", gpus="4"),
     warn_seconds=300,
 )
@@ -54,7 +59,13 @@ def test_render_quotes_the_command() -> None:
         ("PENDING|Priority|N/A||0:00|1:00:00", JobState.PENDING, "Priority", None, 0),
         ("RUNNING|None|2026-11-25T13:00:00|node1|58:12|1:00:00", JobState.RUNNING, None, "2026-11-25T13:00:00", 3492),
         ("COMPLETED|None|2026-11-25T13:00:00|node1|0:00|UNLIMITED", JobState.COMPLETED, None, "2026-11-25T13:00:00", 0),
-        ("CANCELLED|None|2026-11-25T13:00:00|node[1-2]|INVALID|1-00:00:00", JobState.CANCELLED, None, "2026-11-25T13:00:00", None),
+        (
+            "CANCELLED|None|2026-11-25T13:00:00|node[1-2]|INVALID|1-00:00:00",
+            JobState.CANCELLED,
+            None,
+            "2026-11-25T13:00:00",
+            None,
+        ),
     ],
 )
 def test_parse_squeue(line: str, state: JobState, reason: str | None, start: str | None, left: int | None) -> None:
@@ -62,7 +73,16 @@ def test_parse_squeue(line: str, state: JobState, reason: str | None, start: str
     assert (status.state, status.reason, status.expected_start, status.time_left) == (state, reason, start, left)
 
 
-@pytest.mark.parametrize(("word", "state"), [("CANCELLED by 1000", JobState.CANCELLED), ("OOM", JobState.OUT_OF_MEMORY), ("TO", JobState.TIMEOUT), ("REQUEUED", JobState.FAILED), ("", JobState.GONE)])
+@pytest.mark.parametrize(
+    ("word", "state"),
+    [
+        ("CANCELLED by 1000", JobState.CANCELLED),
+        ("OOM", JobState.OUT_OF_MEMORY),
+        ("TO", JobState.TIMEOUT),
+        ("REQUEUED", JobState.FAILED),
+        ("", JobState.GONE),
+    ],
+)
 def test_state_words(word: str, state: JobState) -> None:
     assert JobState.parse(word) is state
 

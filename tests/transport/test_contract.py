@@ -115,11 +115,16 @@ def test_open_stream_to_a_closed_port(transport: Transport) -> None:
 
 def tunnel_to(transport: Transport, port: int, handoff: bool) -> Tunnel:
     """A Tunnel to the echo server as hpcjup builds one: the socket handed over where the backend can, or streams."""
-    return Tunnel(lambda: transport.open_stream(NODE, port), handoff=(lambda c: transport.forward_socket(c, NODE, port)) if handoff else None)
+    return Tunnel(
+        lambda: transport.open_stream(NODE, port),
+        handoff=(lambda c: transport.forward_socket(c, NODE, port)) if handoff else None,
+    )
 
 
 @pytest.mark.parametrize("handoff", [True, False], ids=["handoff", "streams"])
-def test_64_concurrent_connections_through_a_tunnel(transport: Transport, echo_server: EchoServer, handoff: bool) -> None:
+def test_64_concurrent_connections_through_a_tunnel(
+    transport: Transport, echo_server: EchoServer, handoff: bool
+) -> None:
     results: dict[int, bytes] = {}
 
     def one(i: int, port: int) -> None:
@@ -141,7 +146,9 @@ def test_64_concurrent_connections_through_a_tunnel(transport: Transport, echo_s
 
 
 @pytest.mark.parametrize("handoff", [True, False], ids=["handoff", "streams"])
-def test_closing_the_tunnel_ends_its_connections_and_leaks_nothing(transport: Transport, echo_server: EchoServer, handoff: bool) -> None:
+def test_closing_the_tunnel_ends_its_connections_and_leaks_nothing(
+    transport: Transport, echo_server: EchoServer, handoff: bool
+) -> None:
     fds = len(os.listdir("/proc/self/fd"))
     tunnel = tunnel_to(transport, echo_server.port, handoff)
     with tunnel:
@@ -187,8 +194,9 @@ def test_64_mib_through_a_tunnel(transport: Transport, echo_server: EchoServer, 
     assert total == size and received.hexdigest() == sent.hexdigest()
 
 
-def test_exactly_one_authentication_per_connect(minicluster: Any, connect_to: Callable[..., Transport], backend: str,
-                                                echo_server: EchoServer) -> None:  # fmt: skip
+def test_exactly_one_authentication_per_connect(
+    minicluster: Any, connect_to: Callable[..., Transport], backend: str, echo_server: EchoServer
+) -> None:
     before = minicluster.auth_count()
     transport = connect_to("minicluster", backend)
     transport.run(["true"])

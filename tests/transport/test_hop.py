@@ -67,14 +67,26 @@ def _shutdown_write(stream: Any) -> None:
         stream.shutdown_write()
 
 
-def test_hop_to_the_node_and_its_unix_socket(minicluster: Any, node_sshd: NodeSshd, laptop: Path, unix_echo: UnixEcho,
-                                             connect_to: Callable[..., Transport], backend: str) -> None:  # fmt: skip
+def test_hop_to_the_node_and_its_unix_socket(
+    minicluster: Any,
+    node_sshd: NodeSshd,
+    laptop: Path,
+    unix_echo: UnixEcho,
+    connect_to: Callable[..., Transport],
+    backend: str,
+) -> None:
     node_sshd.add_to_laptop(laptop)
-    login_auths, node_logins, forwards = minicluster.auth_count(), node_sshd.logins(), node_sshd.socket_forwards(unix_echo.path)
+    login_auths, node_logins, forwards = (
+        minicluster.auth_count(),
+        node_sshd.logins(),
+        node_sshd.socket_forwards(unix_echo.path),
+    )
     login = connect_to("minicluster", backend)
     node = login.hop("node1")
     try:
-        assert node.run(["whoami"]).stdout.strip() == minicluster.user  # the login node's user, though the block names none
+        assert (
+            node.run(["whoami"]).stdout.strip() == minicluster.user
+        )  # the login node's user, though the block names none
         payload = os.urandom(3 * 1024 * 1024)
         assert _echo_through(node.open_unix_stream(unix_echo.path), payload) == payload  # half-close passed on
         streams = [node.open_unix_stream(unix_echo.path) for _ in range(16)]
@@ -91,9 +103,13 @@ def test_hop_to_the_node_and_its_unix_socket(minicluster: Any, node_sshd: NodeSs
     assert node_sshd.socket_forwards(unix_echo.path) - forwards == 17
 
 
-def test_a_node_that_refuses_ssh_is_a_connect_error(laptop: Path, connect_to: Callable[..., Transport], backend: str) -> None:
+def test_a_node_that_refuses_ssh_is_a_connect_error(
+    laptop: Path, connect_to: Callable[..., Transport], backend: str
+) -> None:
     with (laptop / ".ssh/config").open("a") as fh:
-        fh.write(f"\nHost node2\n    Port {free_port()}\n")  # nothing listens there, as where centres forbid SSH to nodes
+        fh.write(
+            f"\nHost node2\n    Port {free_port()}\n"
+        )  # nothing listens there, as where centres forbid SSH to nodes
     login = connect_to("minicluster", backend)
     with pytest.raises(ConnectError) as caught:
         login.hop("node2")
@@ -102,8 +118,9 @@ def test_a_node_that_refuses_ssh_is_a_connect_error(laptop: Path, connect_to: Ca
     assert login.run(["true"]).returncode == 0
 
 
-def test_a_new_hop_after_the_old_one_closed_and_parallel_first_streams(node_sshd: NodeSshd, laptop: Path, unix_echo: UnixEcho,
-                                                                       connect_to: Callable[..., Transport], backend: str) -> None:  # fmt: skip
+def test_a_new_hop_after_the_old_one_closed_and_parallel_first_streams(
+    node_sshd: NodeSshd, laptop: Path, unix_echo: UnixEcho, connect_to: Callable[..., Transport], backend: str
+) -> None:
     node_sshd.add_to_laptop(laptop)
     login = connect_to("minicluster", backend)
     for _ in range(2):  # the second hop finds what the first one left behind (OpenSSH: its local socket file)
@@ -111,7 +128,7 @@ def test_a_new_hop_after_the_old_one_closed_and_parallel_first_streams(node_sshd
         try:
             results: dict[int, bytes] = {}
 
-            def one(i: int) -> None:
+            def one(i: int, node: Transport = node, results: dict[int, bytes] = results) -> None:
                 stream = node.open_unix_stream(unix_echo.path)
                 stream.sendall(b"%d" % i)
                 results[i] = stream.recv(10)
@@ -127,7 +144,9 @@ def test_a_new_hop_after_the_old_one_closed_and_parallel_first_streams(node_sshd
             node.close()
 
 
-def test_node_names_are_checked_before_any_ssh(laptop: Path, connect_to: Callable[..., Transport], backend: str) -> None:
+def test_node_names_are_checked_before_any_ssh(
+    laptop: Path, connect_to: Callable[..., Transport], backend: str
+) -> None:
     login = connect_to("minicluster", backend)
     for name in ("node1;touch /tmp/hpcjup-pwned", "evil.example:2222", "-oProxyCommand=true"):
         with pytest.raises(UsageError):

@@ -30,8 +30,9 @@ def _other_key_line(minicluster: Any, tmp_path: Path) -> str:
     return f"[127.0.0.1]:{minicluster.ssh_port} " + " ".join(key.with_suffix(".pub").read_text().split()[:2])
 
 
-def test_unknown_host_key_is_refused_with_its_fingerprint(minicluster: Any, laptop: Path, connect_to: Callable[..., Transport],
-                                                          backend: str) -> None:  # fmt: skip
+def test_unknown_host_key_is_refused_with_its_fingerprint(
+    minicluster: Any, laptop: Path, connect_to: Callable[..., Transport], backend: str
+) -> None:
     (laptop / ".ssh/known_hosts").write_text("")
     with pytest.raises(AuthError) as err:
         connect_to("minicluster", backend)
@@ -41,19 +42,25 @@ def test_unknown_host_key_is_refused_with_its_fingerprint(minicluster: Any, lapt
     assert (laptop / ".ssh/known_hosts").read_text() == ""  # nothing accepted silently
 
 
-def test_changed_host_key_is_refused_showing_both_fingerprints(minicluster: Any, laptop: Path, tmp_path: Path,
-                                                               connect_to: Callable[..., Transport], backend: str) -> None:  # fmt: skip
+def test_changed_host_key_is_refused_showing_both_fingerprints(
+    minicluster: Any, laptop: Path, tmp_path: Path, connect_to: Callable[..., Transport], backend: str
+) -> None:
     impostor = _other_key_line(minicluster, tmp_path)
     (laptop / ".ssh/known_hosts").write_text(impostor + "\n")
     for accept_new in (False, True):  # accept-new never replaces a key
         with pytest.raises(AuthError) as err:
             connect_to("minicluster", backend, accept_new=accept_new)
         assert "HOST KEY CHANGED" in err.value.message
-        assert _fingerprint(impostor) in err.value.message and _fingerprint(minicluster.host_key_line()) in err.value.message
+        assert (
+            _fingerprint(impostor) in err.value.message
+            and _fingerprint(minicluster.host_key_line()) in err.value.message
+        )
     assert (laptop / ".ssh/known_hosts").read_text() == impostor + "\n"
 
 
-def test_accept_new_adds_an_unknown_key_once(minicluster: Any, laptop: Path, connect_to: Callable[..., Transport], backend: str) -> None:
+def test_accept_new_adds_an_unknown_key_once(
+    minicluster: Any, laptop: Path, connect_to: Callable[..., Transport], backend: str
+) -> None:
     known_hosts = laptop / ".ssh/known_hosts"
     known_hosts.unlink()
     transport = connect_to("minicluster", backend, accept_new=True)
@@ -75,7 +82,9 @@ def test_hashed_known_hosts_entries_work(laptop: Path, connect_to: Callable[...,
     connect_to("minicluster", backend).run(["true"])
 
 
-def test_revoked_host_key_is_refused(minicluster: Any, laptop: Path, connect_to: Callable[..., Transport], backend: str) -> None:
+def test_revoked_host_key_is_refused(
+    minicluster: Any, laptop: Path, connect_to: Callable[..., Transport], backend: str
+) -> None:
     known_hosts = laptop / ".ssh/known_hosts"
     line = minicluster.host_key_line()
     known_hosts.write_text(f"{line}\n@revoked * {' '.join(line.split()[1:])}\n")

@@ -18,7 +18,9 @@ from hpcjup.transport.paramiko_ssh import ParamikoTransport
 pytestmark = pytest.mark.cluster
 
 
-def test_a_second_connect_reuses_the_master_without_authenticating(minicluster: Any, connect_to: Callable[..., Transport]) -> None:
+def test_a_second_connect_reuses_the_master_without_authenticating(
+    minicluster: Any, connect_to: Callable[..., Transport]
+) -> None:
     before = minicluster.auth_count()
     first = connect_to("minicluster", "openssh")
     assert isinstance(first, OpenSSHTransport) and first.started_master
@@ -64,7 +66,9 @@ def test_a_lost_master_is_noticed_and_commands_fail_cleanly(connect_to: Callable
         transport.open_stream("127.0.0.2", 22)
 
 
-def test_home_is_honoured_for_config_and_known_hosts(minicluster: Any, connect_to: Callable[..., Transport], laptop: Path) -> None:
+def test_home_is_honoured_for_config_and_known_hosts(
+    minicluster: Any, connect_to: Callable[..., Transport], laptop: Path
+) -> None:
     # OpenSSH itself reads ~ from the password database; the laptop here only exists as $HOME.
     assert Path.home() == laptop != Path(os.path.expanduser("~root"))
     transport = connect_to("minicluster", "openssh")

@@ -38,7 +38,9 @@ def test_node_names(name: str) -> None:
     assert check_node_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["", "-oProxyCommand=x", "evil.example:2222", "u@node1", "a;touch x", "$(id)", "n`id`", "node 1", "a" * 300])
+@pytest.mark.parametrize(
+    "name", ["", "-oProxyCommand=x", "evil.example:2222", "u@node1", "a;touch x", "$(id)", "n`id`", "node 1", "a" * 300]
+)
 def test_node_names_that_are_not(name: str) -> None:
     with pytest.raises(UsageError, match="Not a compute node name"):
         check_node_name(name)
@@ -72,7 +74,10 @@ def test_unknown_key_uses_the_probe_for_its_fingerprint() -> None:
     text = "No ED25519 host key is known for login.example.org and you have requested strict checking.\nHost key verification failed.\n"
     probe = "debug1: Server host key: ssh-ed25519 SHA256:abcDEF123+/x\n"
     err = ssh_error(text, "me", "login.example.org:22", "cluster", "ssh -p 22 me@login.example.org", lambda: probe)
-    assert isinstance(err, AuthError) and "Unknown host key for login.example.org (ssh-ed25519 SHA256:abcDEF123+/x)" in err.message
+    assert (
+        isinstance(err, AuthError)
+        and "Unknown host key for login.example.org (ssh-ed25519 SHA256:abcDEF123+/x)" in err.message
+    )
 
 
 def test_changed_key_shows_both_fingerprints(tmp_path: Path) -> None:
@@ -97,4 +102,4 @@ def test_other_failures() -> None:
     unknown = _error("ssh: Could not resolve hostname nowhere: Name or service not known\n")
     assert isinstance(unknown, ConnectError) and "resolve" in unknown.message
     assert isinstance(_error("/home/me/.ssh/config: line 3: Bad configuration option: foo\n"), UsageError)
-    assert _error("unix_listener: path \"/x\" too long for Unix domain socket\n") is None
+    assert _error('unix_listener: path "/x" too long for Unix domain socket\n') is None

@@ -37,8 +37,9 @@ def askpass(sshd2fa: TwoFactorSshd, laptop: Path, monkeypatch: pytest.MonkeyPatc
     return asked
 
 
-def test_one_prompt_per_connect_through_hpcjup_askpass(sshd2fa: TwoFactorSshd, askpass: Path, connect_to: Callable[..., Transport],
-                                                       backend: str) -> None:  # fmt: skip
+def test_one_prompt_per_connect_through_hpcjup_askpass(
+    sshd2fa: TwoFactorSshd, askpass: Path, connect_to: Callable[..., Transport], backend: str
+) -> None:
     logins = sshd2fa.logins()
     transport = connect_to(HOST, backend)
     for _ in range(3):
@@ -49,7 +50,9 @@ def test_one_prompt_per_connect_through_hpcjup_askpass(sshd2fa: TwoFactorSshd, a
     assert sshd2fa.logins() - logins == 1
 
 
-def test_openssh_asks_nothing_within_the_reuse_window(sshd2fa: TwoFactorSshd, askpass: Path, connect_to: Callable[..., Transport]) -> None:
+def test_openssh_asks_nothing_within_the_reuse_window(
+    sshd2fa: TwoFactorSshd, askpass: Path, connect_to: Callable[..., Transport]
+) -> None:
     first = connect_to(HOST, "openssh")
     first.run(["true"])
     first.close()
@@ -58,8 +61,9 @@ def test_openssh_asks_nothing_within_the_reuse_window(sshd2fa: TwoFactorSshd, as
     assert len(askpass.read_text().splitlines()) == 1
 
 
-def test_a_prompter_answers_openssh_through_the_bridge(sshd2fa: TwoFactorSshd, laptop: Path, connect_to: Callable[..., Transport],
-                                                       backend: str) -> None:  # fmt: skip
+def test_a_prompter_answers_openssh_through_the_bridge(
+    sshd2fa: TwoFactorSshd, laptop: Path, connect_to: Callable[..., Transport], backend: str
+) -> None:
     sshd2fa.add_to_laptop(laptop, HOST)
     asked: list[tuple[str, bool]] = []
 
@@ -72,7 +76,9 @@ def test_a_prompter_answers_openssh_through_the_bridge(sshd2fa: TwoFactorSshd, l
     assert len(asked) == 1 and twofactor.PROMPT in asked[0][0]
 
 
-def test_no_answer_is_a_clear_auth_error(sshd2fa: TwoFactorSshd, laptop: Path, connect_to: Callable[..., Transport], backend: str) -> None:
+def test_no_answer_is_a_clear_auth_error(
+    sshd2fa: TwoFactorSshd, laptop: Path, connect_to: Callable[..., Transport], backend: str
+) -> None:
     sshd2fa.add_to_laptop(laptop, HOST)
 
     def refuse(question: str, echo: bool) -> str:
@@ -82,14 +88,23 @@ def test_no_answer_is_a_clear_auth_error(sshd2fa: TwoFactorSshd, laptop: Path, c
         connect_to(HOST, backend, prompt=refuse)
 
 
-def test_key_passphrase_through_hpcjup_askpass(minicluster: Any, laptop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                               connect_to: Callable[..., Transport], backend: str) -> None:  # fmt: skip
+def test_key_passphrase_through_hpcjup_askpass(
+    minicluster: Any,
+    laptop: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    connect_to: Callable[..., Transport],
+    backend: str,
+) -> None:
     import subprocess
 
     from tests.cluster import files
 
     key = laptop / ".ssh/id_locked"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "open sesame", "-C", "hpcjup-test-locked", "-f", str(key)], check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "open sesame", "-C", "hpcjup-test-locked", "-f", str(key)],
+        check=True,
+    )
     files.authorize_key(minicluster.user, key.with_suffix(".pub").read_text())
     config = laptop / ".ssh/config"
     config.write_text(config.read_text().replace(str(laptop / ".ssh/id_minicluster"), str(key)))
