@@ -46,7 +46,7 @@ def command(app: App, session: str | None, host: str | None, local: bool, stop_a
                 if scheduler.name == "slurm":  # worker groups and notebook scale-out jobs end with the session
                     from hpcjup.session.groups import cancel_worker_jobs
 
-                    cancel_worker_jobs(transport, record.name)
+                    cancel_worker_jobs(transport, paths)
                 end_holder(app.store.load(host, record.name))
                 app.store.remove(host, record.name)
                 stopped.append(outcome.__dict__)
