@@ -413,8 +413,7 @@ class Launcher:
             return self.end(end.reason, end.message)
         finally:  # also after an unexpected error (a full disk): never leave Jupyter or a secret behind
             self.stop_jupyter()
-            if self.dask is not None:  # after Jupyter: its kernels may have been using the cluster
-                self.dask.stop(self.args.stop_grace)
+            self.stop_dask()
             self.remove_secrets()
         raise AssertionError("unreachable")
 
@@ -424,6 +423,7 @@ class Launcher:
             self.write_state("stopping", reason, message)
             log(f"stopping Jupyter: {message}")
             self.stop_jupyter()
+        self.stop_dask()  # before the secrets go: its processes hold the key until they end
         self.remove_secrets()
         code = EXIT_CODES.get(reason)
         if code is None:  # jupyter-exited: its own code
@@ -433,9 +433,16 @@ class Launcher:
         log(f"ended ({reason}): {message}")
         return code
 
+    def stop_dask(self) -> None:
+        """Dask's workers and scheduler, after Jupyter (its kernels may have been using them); once."""
+        if self.dask is not None:
+            self.dask.stop(self.args.stop_grace)
+            self.dask = None
+
     def remove_secrets(self) -> None:
-        """No stale rendezvous, no secret left: connection.json, token, runtime/ (jpserver-*.json has the token)."""
-        for name in ("connection.json", "token"):
+        """No stale rendezvous, no secret left: connection.json, token, runtime/ (jpserver-*.json has the token),
+        and the Dask private key (dask/key.pem, made by the laptop for this session only)."""
+        for name in ("connection.json", "token", os.path.join("dask", "key.pem")):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path(name))
         shutil.rmtree(self.runtime, ignore_errors=True)

@@ -61,8 +61,19 @@ def python() -> str:
 class Run:
     """One launcher process with its session directory and job log."""
 
-    def __init__(self, python: str, directory: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        python: str,
+        directory: Path,
+        *extra: str,
+        env: dict[str, str] | None = None,
+        files: dict[str, bytes] | None = None,
+    ) -> None:
         directory.mkdir(mode=0o700)
+        for name, data in (files or {}).items():  # what the laptop uploads before submitting
+            (directory / name).parent.mkdir(mode=0o700, exist_ok=True)
+            (directory / name).write_bytes(data)
+            (directory / name).chmod(0o600)
         self.dir = directory
         self.log_path = (
             directory.parent / f"{directory.name}.out"
@@ -123,8 +134,10 @@ def run(python: str, tmp_path: Path) -> Iterator[Any]:
     """Start launchers in tmp_path; any still running at the end are killed with their Jupyter."""
     runs: list[Run] = []
 
-    def start(*extra: str, env: dict[str, str] | None = None, python: str = python) -> Run:
-        runs.append(Run(python, tmp_path / f"session{len(runs)}", *extra, env=env))
+    def start(
+        *extra: str, env: dict[str, str] | None = None, python: str = python, files: dict[str, bytes] | None = None
+    ) -> Run:
+        runs.append(Run(python, tmp_path / f"session{len(runs)}", *extra, env=env, files=files))
         return runs[-1]
 
     yield start
@@ -423,3 +436,34 @@ def test_old_jupyter_server_is_a_clear_failure(run: Any, tmp_path: Path) -> None
     state = r.ended()
     assert state["reason"] == "jupyter-too-old"
     assert "2.19.1" in state["message"] and "pip install -U 'jupyter_server>=2.20' jupyterlab" in state["message"]
+
+
+def dask_processes(session_dir: Path) -> list[int]:
+    """Live processes of this session's Dask (the scheduler and workers get DASK_CONFIG=<dir>/dask/config)."""
+    marker = f"DASK_CONFIG={session_dir}/dask/config".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "environ").read_bytes().split(b"\0") and alive(int(proc.name)):
+                if int(proc.name) != os.getpid():
+                    found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_the_dask_private_key_goes_with_the_session(run: Any) -> None:
+    from hpcjup.session.dasktls import make_credentials
+
+    cert, key = make_credentials("lab")
+    r = run("--dask", "--workers", "1", files={"dask/cert.pem": cert, "dask/key.pem": key})
+    conn = r.wait_file("connection.json", timeout=120)
+    assert conn["dask"]["scheduler"].startswith("tls://127.0.0.1:")
+    assert dask_processes(r.dir), "the scheduler and a worker run"
+    assert (r.dir / "dask/key.pem").exists()
+    assert r.stop(signal.SIGTERM, timeout=90) == 0
+    state = r.json("state.json")
+    assert (state["state"], state["reason"]) == ("ended", "stopped")
+    assert not (r.dir / "dask/key.pem").exists(), "the session's Dask key is removed at the end"
+    assert (r.dir / "dask/cert.pem").read_bytes() == cert, "the certificate is no secret: it stays"
+    assert not dask_processes(r.dir) and not leftovers(r.dir)
