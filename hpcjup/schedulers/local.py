@@ -47,14 +47,51 @@ class LocalProcess(Scheduler):
         return pid
 
     def status(self, transport: Transport, job_id: str) -> JobStatus:
-        # `ps` rather than `kill -0`: a recycled pid must also still run our job script.
-        result = transport.run(["ps", "-o", "args=", "-p", job_id], check=False)
+        if not (job_id.isascii() and job_id.isdigit()):  # a pid, or nothing of ours: never let it reach `ps` or `kill`
+            return JobStatus(job_id, JobState.GONE)
+        # `ps` rather than `kill -0`: a recycled pid must also still run our job script. -ww: without a
+        # terminal, ps cuts lines at 80 columns, and a long home directory hides the launcher's name.
+        result = transport.run(["ps", "-ww", "-o", "args=", "-p", job_id], check=False)
         alive = result.returncode == 0 and LAUNCHER_FILE in result.stdout
         return JobStatus(job_id, JobState.RUNNING if alive else JobState.GONE)
 
     def cancel(self, transport: Transport, job_id: str, *, graceful: bool = True) -> None:
         if self.status(transport, job_id).state is not JobState.RUNNING:
             return
-        # SIGTERM: the launcher shuts Jupyter down and escalates to SIGKILL itself after its grace
-        # period, so the hard path (a hung launcher) is rare. `kill -s` works in every sh.
-        transport.run(["kill", "-s", "TERM" if graceful else "KILL", job_id], check=False)
+        if graceful:
+            # SIGTERM: the launcher shuts Jupyter and Dask down and escalates to SIGKILL itself after
+            # its grace period. `kill -s` works in every sh.
+            transport.run(["kill", "-s", "TERM", job_id], check=False)
+            return
+        # Jupyter, its kernels and Dask lead their own sessions: killing the launcher alone leaves
+        # them running. End the whole tree in one remote command.
+        transport.run(["sh", "-c", _KILL_TREE, "sh", job_id, str(KILL_WAIT)], timeout=KILL_WAIT + 30, check=False)
+
+
+KILL_WAIT = 5  # seconds the tree gets between TERM and KILL
+
+# $1: the launcher's pid, $2: seconds to wait. The tree is read once, before any signal, from
+# `ps -e -o pid=,ppid=` (Linux and macOS): once a parent dies, its children move to init and
+# could no longer be told from other processes. TERM all, wait, then KILL what is left.
+_KILL_TREE = r"""
+tree=$(ps -e -o pid=,ppid= | awk -v root="$1" '
+    { kids[$2] = kids[$2] " " $1 }
+    END { todo = root; out = root
+          while (todo != "") { n = split(todo, now, " "); todo = ""
+              for (i = 1; i <= n; i++) { m = split(kids[now[i]], k, " ")
+                  for (j = 1; j <= m; j++) { out = out " " k[j]; todo = todo " " k[j] } } }
+          print out }')
+kill -s TERM $tree 2>/dev/null
+list=$(echo $tree | tr ' ' ,)
+i=0
+while :; do
+    # Zombies count as gone: they only wait for a parent (or init) to reap them.
+    left=$(ps -o pid=,stat= -p "$list" | awk '$2 !~ /^Z/ { print $1 }')
+    [ -n "$left" ] || exit 0
+    [ "$i" -lt "$(($2 * 10))" ] || break
+    sleep 0.1 2>/dev/null || sleep 1
+    i=$((i + 1))
+done
+kill -s KILL $left 2>/dev/null
+exit 0
+"""
