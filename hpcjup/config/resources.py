@@ -11,11 +11,13 @@ from dataclasses import asdict, dataclass
 
 from hpcjup.errors import UsageError
 
+# Whole strings only (fullmatch), ASCII digits only: `$` would let "lab\n" through, `\d` would let "٣" through,
+# and either would reach a directive. Bounded digit runs keep int() far from its 4300-digit limit.
 # Slurm's time formats: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS.
-_TIME = re.compile(r"^(?:\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d{1,2}(?::\d{1,2}){0,2})$")
-_MEM = re.compile(r"^\d+(?:[KMGT]B?)?$", re.IGNORECASE)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")  # partitions, accounts
-_GPUS = re.compile(r"^(?:[A-Za-z0-9_-]+:)?\d+$")  # 4, or a100:4
+_TIME = re.compile(r"[0-9]{1,9}(?::[0-9]{1,2}){0,2}|[0-9]{1,5}-[0-9]{1,2}(?::[0-9]{1,2}){0,2}")
+_MEM = re.compile(r"[0-9]{1,15}(?:[KMGT]B?)?", re.IGNORECASE | re.ASCII)  # ASCII: no Kelvin sign for K
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")  # partitions, accounts
+_GPUS = re.compile(r"(?:[A-Za-z0-9_-]{1,64}:)?[0-9]{1,6}")  # 4, or a100:4
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,10 @@ class Resources:
         _check("--partition", self.partition, _NAME, "a partition name such as booster")
         _check("--account", self.account, _NAME, "an account (project) name")
         _check("--time", self.time, _TIME, "minutes, HH:MM:SS or D-HH:MM:SS")
+        if self.time is not None and time_to_seconds(self.time) == 0:  # Slurm reads 0 as "no limit": never meant
+            raise UsageError(
+                f"--time must be more than 0, not {self.time!r}.", hint="Ask for minutes (30) or HH:MM:SS (2:00:00)."
+            )
         _check("--mem", self.mem, _MEM, "a size such as 16G or 4000M")
         _check("--gpus", self.gpus, _GPUS, "a count such as 4, or type:count such as a100:4")
         if self.nodes < 1:
@@ -53,7 +59,9 @@ class Resources:
 
 
 def time_to_seconds(value: str) -> int:
-    """Seconds in a Slurm time string (the format `--time` accepts)."""
+    """Seconds in a Slurm time string (the format `--time` accepts); ValueError for anything else."""
+    if not _TIME.fullmatch(value):
+        raise ValueError(f"not a Slurm time: {value!r}")
     days = 0
     if "-" in value:
         d, value = value.split("-", 1)
@@ -73,19 +81,31 @@ def time_to_seconds(value: str) -> int:
 
 
 def _check(flag: str, value: str | None, pattern: re.Pattern[str], expected: str) -> None:
-    if value is not None and not pattern.match(value):
+    if value is not None and not pattern.fullmatch(value):
         raise UsageError(f"{flag} {value!r} is not valid: expected {expected}.")
 
 
-_DURATION = re.compile(r"^(\d+)\s*([smhd]?)$", re.IGNORECASE)
+_DURATION = re.compile(r"([0-9]{1,12})\s*([smhd]?)", re.IGNORECASE | re.ASCII)
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_MAX_DURATION = 365 * 86400  # far below threading's TIMEOUT_MAX, so every wait can take it
 
 
-def parse_duration(text: str, flag: str) -> int:
-    """Seconds in `90`, `90s`, `15m`, `2h` or `1d`; a UsageError naming `flag` otherwise."""
-    m = _DURATION.match(text.strip())
+def parse_duration(text: str, flag: str, *, allow_zero: bool = True) -> int:
+    """Seconds in `90`, `90s`, `15m`, `2h` or `1d`; a UsageError naming `flag` otherwise.
+
+    `allow_zero=False` for flags where 0 means nothing (a timeout of 0 would give up at once);
+    where 0 means "never" (`--idle-timeout`) keep the default.
+    """
+    m = _DURATION.fullmatch(text.strip())
     if not m:
         raise UsageError(
             f"{flag} {text!r} is not a duration.", hint="Use seconds (600) or a number with s, m, h or d (10m, 2h)."
         )
-    return int(m.group(1)) * _UNIT[m.group(2).lower()]
+    seconds = int(m.group(1)) * _UNIT[m.group(2).lower()]
+    if seconds == 0 and not allow_zero:
+        raise UsageError(
+            f"{flag} must be more than 0.", hint="Use seconds (600) or a number with s, m, h or d (10m, 2h)."
+        )
+    if seconds > _MAX_DURATION:
+        raise UsageError(f"{flag} {text!r} is too long.", hint="Use at most 365 days (365d).")
+    return seconds

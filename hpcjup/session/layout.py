@@ -18,12 +18,13 @@ from hpcjup.schedulers.base import JOB_LOG, JOB_SCRIPT
 
 SESSIONS_DIR = ".hpcjup/sessions"  # relative to the remote home
 RECORD_FILE = "session.json"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # whole names only: use fullmatch
 
 
 def check_name(name: str) -> str:
     """A valid session name, or a UsageError saying what is allowed."""
-    if not _NAME.match(name):
+    # fullmatch: with match(...$), "lab\n" passed, and its newline ended the job script's directives.
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         raise UsageError(
             f"Session name {name!r} is not valid.",
             hint="Use up to 64 letters, digits, '.', '_' or '-', starting with a letter or digit.",

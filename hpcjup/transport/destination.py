@@ -18,7 +18,11 @@ from typing import cast
 
 from hpcjup.errors import UsageError
 
-_DEST = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9a-fA-F:.]+\]|[^@:\s\[\]]+)(?::(?P<port>\d{1,5}))?$")
+# Whole strings of ASCII (checked beside the pattern): a NUL, a newline or an escape in a destination would
+# reach ssh's argv, the cache's file names and every hint printed; with `$`, "host\n" matched.
+_DEST = re.compile(
+    r"(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9a-fA-F:.]+\]|[^@:\s\[\]]+)(?::(?P<port>[0-9]{1,5}))?", re.ASCII
+)
 _DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 _NODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}")
 SYSTEM_CONFIG = Path("/etc/ssh/ssh_config")
@@ -59,8 +63,9 @@ def split_destination(text: str) -> tuple[str | None, str, int | None]:
     text = text.strip()
     if text.startswith("ssh://"):
         text = text[len("ssh://") :].rstrip("/")
-    m = _DEST.match(text)
-    if not m or m["host"].startswith("-"):  # a leading dash would be read as an ssh option
+    m = _DEST.fullmatch(text) if text.isascii() and text.isprintable() else None
+    # A leading dash would be read as an ssh option (and no user name starts with one).
+    if not m or m["host"].startswith("-") or (m["user"] or "").startswith("-"):
         raise UsageError(
             f"Not an ssh destination: {text!r}", hint="Use a Host alias from ~/.ssh/config or user@host[:port]."
         )

@@ -45,3 +45,49 @@ def test_durations(text: str, seconds: int) -> None:
 def test_bad_duration_names_the_flag() -> None:
     with pytest.raises(UsageError, match="--idle-timeout"):
         parse_duration("soon", "--idle-timeout")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("time", "1:00:00\n"),  # match(...$) accepted a trailing newline: the directive line ended early
+        ("mem", "16G\n"),
+        ("gpus", "4\n"),
+        ("partition", "booster\n"),
+        ("account", "proj1\n"),
+        ("time", "٣٠"),  # Arabic-Indic digits matched \d and reached the directive
+        ("mem", "١٦G"),
+        ("mem", "16\u212a"),  # KELVIN SIGN matched K under IGNORECASE
+        ("gpus", "a100:٤"),
+        ("time", "9" * 5000),  # passed the pattern, then int() raised ValueError (4300-digit limit)
+    ],
+)
+def test_whole_ascii_values_only(field: str, value: str) -> None:
+    with pytest.raises(UsageError, match=f"--{field}"):
+        Resources(**{field: value})
+
+
+@pytest.mark.parametrize("text", ["0", "00:00:00", "0:0", "0-0", "0-00:00:00"])
+def test_time_zero_is_refused(text: str) -> None:
+    with pytest.raises(UsageError, match="--time must be more than 0") as info:
+        Resources(time=text)
+    assert info.value.exit_code == ExitCode.USAGE
+
+
+@pytest.mark.parametrize("text", ["", "1:00:00\n", "٣", "1_000", "+5", "5--3", "1:2:3:4", " 5"])
+def test_time_to_seconds_takes_only_slurm_times(text: str) -> None:
+    with pytest.raises(ValueError):
+        time_to_seconds(text)
+
+
+@pytest.mark.parametrize("text", ["0", "0s", "0m", "0h"])
+def test_zero_duration_refused_where_it_means_nothing(text: str) -> None:
+    with pytest.raises(UsageError, match="--timeout must be more than 0"):
+        parse_duration(text, "--timeout", allow_zero=False)
+    assert parse_duration(text, "--idle-timeout") == 0  # --idle-timeout 0 means "never": still accepted
+
+
+@pytest.mark.parametrize("text", ["9" * 5000, "١٠m", "10m\n5", "366d", "99999999999"])
+def test_bad_durations_are_usage_errors(text: str) -> None:
+    with pytest.raises(UsageError, match="--timeout"):
+        parse_duration(text, "--timeout")
