@@ -6,13 +6,16 @@ never runs a scheduler command itself.
 
 from __future__ import annotations
 
+import re
 import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TypeGuard
 
 from hpcjup.config.resources import Resources
+from hpcjup.errors import UsageError
 from hpcjup.transport.base import Transport
 
 JOB_SCRIPT = "job.sh"
@@ -109,6 +112,22 @@ class Scheduler(ABC):
     name: str
     #: Address Jupyter binds to, when the adapter knows better than the node's name (local: loopback).
     bind_address: str | None = None
+    #: What a whole job id looks like (matched with fullmatch). Ids come back from session.json, which
+    #: anyone with the account can edit: only a string of this form may reach a scheduler command.
+    job_id_pattern: re.Pattern[str] = re.compile(r"[0-9]{1,20}")
+
+    def is_job_id(self, job_id: object) -> TypeGuard[str]:
+        """Whether `job_id` is a whole job id of this scheduler (a string, nothing around it)."""
+        return isinstance(job_id, str) and self.job_id_pattern.fullmatch(job_id) is not None
+
+    def check_job_id(self, job_id: object) -> str:
+        """`job_id` if it is a job id of this scheduler; a UsageError otherwise (`--me` would be an option)."""
+        if self.is_job_id(job_id):
+            return job_id
+        raise UsageError(
+            f"job id {job_id!r} is not a {self.name.capitalize()} job id.",
+            hint="The session's session.json is damaged: cancel its job by hand if one runs, then `hpcjup prune`.",
+        )
 
     @abstractmethod
     def render(self, spec: JobSpec) -> str:

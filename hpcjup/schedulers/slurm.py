@@ -20,7 +20,6 @@ from hpcjup.transport.base import Transport
 # squeue fields: state, reason, expected start, node list, time left, time limit.
 _SQUEUE_FORMAT = "%T|%r|%S|%N|%L|%l|%i"
 _SACCT_FIELDS = "State,ExitCode,NodeList,Timelimit"
-_JOB_ID = re.compile(r"^(\d+)(?:;\S+)?$")  # --parsable prints "id" or "id;cluster"
 
 
 class Slurm(Scheduler):
@@ -28,6 +27,8 @@ class Slurm(Scheduler):
 
     name = "slurm"
     directive = "#SBATCH"
+    #: 123, an array task 123_4, a heterogeneous job's component 123+1.
+    job_id_pattern = re.compile(r"[0-9]{1,20}(?:_[0-9]{1,10}|\+[0-9]{1,10})?")
 
     def render(self, spec: JobSpec) -> str:
         res = spec.resources
@@ -58,12 +59,15 @@ class Slurm(Scheduler):
             result = transport.run(["sh", "-c", script, "sh", session_dir, JOB_SCRIPT], timeout=60)
         except RemoteCommandError as exc:
             raise submit_error(exc) from exc
-        m = _JOB_ID.match(result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "")
-        if not m:
+        # --parsable prints "id" or "id;cluster"; the id goes on later command lines, so it must be one.
+        last = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+        job_id = last.split(";", 1)[0]
+        if not self.job_id_pattern.fullmatch(job_id):
             raise SubmitError(f"sbatch printed no job id: {result.stdout.strip()!r} {result.stderr.strip()!r}")
-        return m.group(1)
+        return job_id
 
     def status(self, transport: Transport, job_id: str) -> JobStatus:
+        job_id = self.check_job_id(job_id)  # squeue's -j takes the next word whatever it is: validation protects it
         result = transport.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", _SQUEUE_FORMAT], check=False)
         line = result.stdout.strip().splitlines()[0] if result.stdout.strip() else ""
         if result.returncode == 0 and line:
@@ -71,15 +75,19 @@ class Slurm(Scheduler):
         return self._from_sacct(transport, job_id)
 
     def statuses(self, transport: Transport, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        """One squeue call for all jobs; sacct only for those squeue no longer shows."""
+        """One squeue call for all jobs; sacct only for those squeue no longer shows.
+
+        An id that is not a Slurm job id (a damaged session.json) is GONE and never reaches a command line.
+        """
+        found = {job_id: JobStatus(job_id, JobState.GONE) for job_id in job_ids if not self.is_job_id(job_id)}
+        job_ids = [job_id for job_id in job_ids if job_id not in found]
         if not job_ids:
-            return {}
+            return found
         result = transport.run(
             ["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", _SQUEUE_FORMAT], check=False
         )
         if result.returncode != 0 and len(job_ids) > 1:  # an id Slurm has forgotten fails the whole list
-            return super().statuses(transport, job_ids)
-        found = {}
+            return {**found, **super().statuses(transport, job_ids)}
         for line in result.stdout.splitlines() if result.returncode == 0 else []:
             job_id = line.rsplit("|", 1)[-1].strip()
             if job_id in job_ids:
@@ -91,6 +99,7 @@ class Slurm(Scheduler):
 
     def _from_sacct(self, transport: Transport, job_id: str) -> JobStatus:
         """Finished jobs leave squeue after MinJobAge; accounting remembers them (where it is enabled)."""
+        job_id = self.check_job_id(job_id)
         result = transport.run(["sacct", "-n", "-P", "-X", "-j", job_id, "-o", _SACCT_FIELDS], check=False)
         line = result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else ""
         if not line:
@@ -101,14 +110,15 @@ class Slurm(Scheduler):
         )
 
     def cancel(self, transport: Transport, job_id: str, *, graceful: bool = True) -> None:
+        job_id = self.check_job_id(job_id)
         if graceful:
             # Only the batch shell (the launcher) gets SIGTERM; it shuts Jupyter down and exits,
             # which ends the job. A pending job has no shell: cancel it outright.
             status = self.status(transport, job_id)
             if status.state is JobState.RUNNING:
-                transport.run(["scancel", "--batch", "--signal=TERM", job_id], check=False)
+                transport.run(["scancel", "--batch", "--signal=TERM", "--", job_id], check=False)
                 return
-        transport.run(["scancel", job_id], check=False)
+        transport.run(["scancel", "--", job_id], check=False)
 
 
 def _parse_squeue(job_id: str, line: str) -> JobStatus:
@@ -128,7 +138,7 @@ def _seconds(text: str) -> int | None:
     """Seconds in a Slurm duration as squeue/sacct print it; None for UNLIMITED, NOT_SET, ..."""
     try:
         return time_to_seconds(text.strip())
-    except ValueError:
+    except ValueError:  # time_to_seconds accepts exactly the formats Slurm prints, nothing else
         return None
 
 
