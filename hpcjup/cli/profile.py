@@ -19,6 +19,7 @@ from hpcjup.cli.app import App, json_option
 from hpcjup.config.profiles import (
     HEADER,
     KEYS,
+    LOCAL,
     PROFILE_ENV,
     check_table,
     config_path,
@@ -44,8 +45,11 @@ def profile_option(func: F) -> F:
 
 
 def typed_options(ctx: click.Context, rename: Mapping[str, str] = RENAMED) -> dict[str, Any]:
-    """The settings the user typed on this command line (click's defaults are not typed), by setting name."""
-    typed = {}
+    """The settings the user typed on this command line (click's defaults are not typed), by setting name.
+
+    `--local` is passed on as `local: True`: resolve() then picks a Python that can serve on this machine.
+    """
+    typed: dict[str, Any] = {LOCAL: True} if ctx.params.get(LOCAL) else {}
     for param, value in ctx.params.items():
         key = rename.get(param, param)
         if key in KEYS and ctx.get_parameter_source(param) is ParameterSource.COMMANDLINE:

@@ -9,13 +9,21 @@ the Python with Jupyter: plain, or inside an Apptainer/Singularity/Charliecloud 
 
 Every value is quoted with shlex.quote; a leading `~`, `$VAR` or `${VAR}` in a path is left
 for the shell to expand (`venv = "$PROJECT/jupyter-env"` is how people write paths on HPC systems).
+
+`local_python` picks the Python for `--local` on this machine, where no profile says which one.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
+import sys
 from typing import Any, Protocol
+
+from hpcjup.errors import UsageError
+
+MIN_SERVER = (2, 20)  # jupyter_server 2.20 fixed a token-stealing XSS and reports the real port for port=0
+LOCAL_EXTRA = "hpcjup[local]"
 
 # Where `module` comes from when the batch shell has no such function: the init scripts of
 # Lmod and Environment Modules, for sh (which bash runs too). $MODULESHOME and $LMOD_PKG are set
@@ -146,3 +154,61 @@ def _expand_home(path: str, home: str | None) -> str:
 def _fail(message: str, word: str | None = None) -> str:
     """A shell command that says on stderr (the job log) what failed, then ends the job; `word` is already shell-quoted."""
     return f"{{ echo {shlex.quote('hpcjup: ' + message)}{' ' + word if word else ''} >&2; exit 1; }}"
+
+
+def local_python(own: str = sys.executable) -> str:
+    """The Python that `--local` runs Jupyter with when none is set: hpcjup's own (`own`), else `python3` on PATH.
+
+    Each must have jupyterlab and jupyter_server >= 2.20; when neither has, a UsageError names the
+    command that installs them into hpcjup's own environment.
+    """
+    import shutil
+
+    if has_jupyterlab(own):
+        return own
+    on_path = shutil.which("python3")
+    if on_path and has_jupyterlab(on_path):
+        return "python3"
+    install = shlex.join([own, "-m", "pip", "install", LOCAL_EXTRA])
+    raise UsageError(
+        f"No JupyterLab for --local: neither hpcjup's Python ({own}) nor python3 on PATH "
+        f"({on_path or 'none'}) has jupyterlab and jupyter_server >= {'.'.join(map(str, MIN_SERVER))}.",
+        hint=f"Install them next to hpcjup: {install}   (or name a Python that has them: --python PATH).",
+    )
+
+
+# Run by another Python: does it have JupyterLab and a recent enough jupyter_server? (stdlib only, nothing imported)
+_PROBE = f"""
+import importlib.metadata as m, importlib.util as u, re, sys
+try:
+    v = re.match(r"(\\d+)\\.(\\d+)", m.version("jupyter_server"))
+    ok = bool(v) and (int(v.group(1)), int(v.group(2))) >= {MIN_SERVER!r} and u.find_spec("jupyterlab") is not None
+except Exception:
+    ok = False
+sys.exit(0 if ok else 1)
+"""
+
+
+def has_jupyterlab(python: str) -> bool:
+    """Whether `python` has jupyterlab and jupyter_server >= MIN_SERVER, found without importing them."""
+    if python == sys.executable:  # this interpreter: ask it directly, no subprocess
+        import importlib.metadata
+        import importlib.util
+
+        try:
+            server = importlib.metadata.version("jupyter_server")
+            return _version(server) >= MIN_SERVER and importlib.util.find_spec("jupyterlab") is not None
+        except (importlib.metadata.PackageNotFoundError, ValueError):
+            return False
+    import subprocess
+
+    try:
+        return subprocess.run([python, "-c", _PROBE], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _version(text: str) -> tuple[int, int]:
+    """(major, minor) of a version string like "2.21.1" or "2.20.0rc1"; (0, 0) when it has no numbers."""
+    found = re.match(r"(\d+)\.(\d+)", text)
+    return (int(found.group(1)), int(found.group(2))) if found else (0, 0)

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 CONFIG_FILE = "config.toml"
 PROFILE_ENV = "HPCJUP_PROFILE"
 ENV_PREFIX = "HPCJUP_"
+LOCAL = "local"  # `--local` in resolve()'s `cli`, and the host name that means this machine
 
 
 @dataclass(frozen=True)
@@ -288,15 +289,20 @@ def resolve(
     """Resolve every setting once, into a frozen Resolved that records each value's source.
 
     Precedence, highest first:
-      1. the command line: `cli` holds only the options the user typed (None values are ignored);
+      1. the command line: `cli` holds only the options the user typed (None values are ignored),
+         and `local: True` for `--local` (where the session runs, not a setting);
       2. the environment: $HPCJUP_<KEY> for scalar keys (e.g. $HPCJUP_PARTITION), empty ones ignored;
       3. the profile `[profiles.NAME]`, NAME from `profile` (--profile), else $HPCJUP_PROFILE;
       4. `[defaults]` of config.toml (`path`, default: the user config directory's config.toml);
       5. the site preset named by the `site` that 1-4 resolve to (built in, or <config dir>/sites/NAME.toml);
-      6. the built-in defaults (KEYS[...].default).
+      6. the built-in defaults (KEYS[...].default). On this machine (`--local`, or host "local") the
+         built-in python is hpcjup's own interpreter when it has JupyterLab, else `python3`; when
+         neither has, a UsageError says what to install (hpcjup.config.environment.local_python).
     Values are checked here (types, choices, and the Slurm resource formats), so an error names
     the file and line, the variable, or the flag it came from.
     """
+    cli = dict(cli)
+    local = bool(cli.pop(LOCAL, False))
     config = load_config(path)
     name = profile or env.get(PROFILE_ENV, "").strip() or None
     env_values, env_names = _env_values(env)
@@ -321,6 +327,11 @@ def resolve(
         layer = next((layer for layer in layers if key in layer.values), None)
         if layer is not None:
             settings[key] = Setting(layer.values[key], layer.source, layer.locate(key))
+    here = local or ("host" in settings and settings["host"].value == LOCAL)
+    if here and settings["python"].source == "built-in":  # nothing chose a Python: find one here that can serve
+        from hpcjup.config.environment import local_python
+
+        settings["python"] = Setting(local_python(), "built-in")
     resolved = Resolved(MappingProxyType(settings), name, config.path, site)
     _check_formats(resolved)
     return resolved

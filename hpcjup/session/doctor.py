@@ -15,14 +15,13 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from hpcjup.config.environment import launcher_python, setup_lines
+from hpcjup.config.environment import MIN_SERVER, launcher_python, setup_lines
 from hpcjup.errors import AuthError, ConnectError, ExitCode, HpcjupError
 
 if TYPE_CHECKING:
     from hpcjup.config.profiles import Resolved
     from hpcjup.transport.base import Transport
 
-MIN_SERVER = (2, 20)
 _MARK = "HPCJUP-PROBE "
 # Runs in the cluster-side Python (>= 3.9, standard library only): its version and the packages' versions.
 _PROBE = f"""

@@ -21,11 +21,14 @@ import pytest
 from hpcjup.config.environment import (
     conda_lines,
     guess_runtime,
+    has_jupyterlab,
     launcher_python,
+    local_python,
     module_lines,
     setup_lines,
     shell_path,
 )
+from hpcjup.errors import UsageError
 
 ENV_MODULES_INIT = Path("/usr/share/modules/init/sh")
 LMOD_INIT = Path("/usr/share/lmod/lmod/init/sh")
@@ -441,3 +444,62 @@ def test_jupyter_runs_in_a_charliecloud_container(ch_image: Path, tmp_path: Path
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# -- the Python for --local, for real interpreters -------------------------------------------------------
+
+
+def fake_jupyter_python(root: Path, server_version: str | None) -> str:
+    """A real venv (no pip) whose site-packages holds a `jupyterlab` package and jupyter_server's metadata only."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
+    python = root / "bin" / "python"
+    site = Path(
+        subprocess.check_output(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], text=True
+        ).strip()
+    )
+    (site / "jupyterlab").mkdir()
+    (site / "jupyterlab" / "__init__.py").write_text(
+        "raise SystemExit('jupyterlab must not be imported to be found')\n"
+    )
+    if server_version:
+        info = site / f"jupyter_server-{server_version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: jupyter_server\nVersion: {server_version}\n")
+    return str(python)
+
+
+@pytest.mark.parametrize(("version", "usable"), [("2.20.0", True), ("2.21.1", True), ("2.19.9", False), (None, False)])
+def test_has_jupyterlab_wants_jupyter_server_2_20(version: str | None, usable: bool, tmp_path: Path) -> None:
+    assert has_jupyterlab(fake_jupyter_python(tmp_path / "env", version)) is usable
+
+
+def test_local_python_prefers_hpcjups_own_interpreter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    own = fake_jupyter_python(tmp_path / "own", "2.21.1")
+    monkeypatch.setenv("PATH", str(bin_with_python3(tmp_path / "path", fake_jupyter_python(tmp_path / "p", "2.21.1"))))
+    assert local_python(own) == own
+
+
+def test_local_python_falls_back_to_python3_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    own = fake_jupyter_python(tmp_path / "own", None)
+    monkeypatch.setenv("PATH", str(bin_with_python3(tmp_path / "path", fake_jupyter_python(tmp_path / "p", "2.20.0"))))
+    assert local_python(own) == "python3"
+
+
+def test_local_python_names_the_install_command_when_nothing_has_jupyterlab(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    own = fake_jupyter_python(tmp_path / "own", "2.19.0")
+    monkeypatch.setenv("PATH", str(bin_with_python3(tmp_path / "path", fake_jupyter_python(tmp_path / "p", None))))
+    with pytest.raises(UsageError) as raised:
+        local_python(own)
+    assert f"{own} -m pip install 'hpcjup[local]'" in (raised.value.hint or "")
+    assert raised.value.exit_code == 2
+
+
+def bin_with_python3(directory: Path, python: str) -> Path:
+    """A PATH directory whose only entry is `python3`, which runs `python` (a wrapper: a symlink would leave the venv)."""
+    directory.mkdir()
+    (directory / "python3").write_text(f'#!/bin/sh\nexec {shlex.quote(python)} "$@"\n')
+    (directory / "python3").chmod(0o755)
+    return directory

@@ -15,9 +15,11 @@ import tomllib
 from click.testing import CliRunner
 
 from hpcjup.cli.profile import parse_assignment, save_profile, toml_value, typed_options
+from hpcjup.config.environment import has_jupyterlab
 from hpcjup.config.profiles import KEYS, config_path, load_config, resolve
 from hpcjup.config.sites import list_sites, load_site
 from hpcjup.errors import ExitCode, UsageError
+from tests.config.test_environment import bin_with_python3, fake_jupyter_python
 
 # Registers the new commands for a real `hpcjup` process until the lead adds them to COMMANDS.
 REGISTER = (
@@ -277,6 +279,66 @@ def test_typed_options_are_only_what_was_typed() -> None:
     assert CliRunner().invoke(cmd, ["-t", "30", "--no-browser"]).exit_code == 0
     assert seen == {"time": "30"}  # --nodes and --python took click's defaults: not typed; no_browser is no setting
     assert set(seen) <= set(KEYS)
+
+
+# -- the Python for --local ---------------------------------------------------------------------------
+
+
+def test_local_picks_a_python_that_has_jupyterlab(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(config, '[profiles.here]\nhost = "local"\n')
+    monkeypatch.setenv("PATH", str(bin_with_python3(tmp_path / "path", fake_jupyter_python(tmp_path / "p", "2.21.1"))))
+    expected = sys.executable if has_jupyterlab(sys.executable) else "python3"  # hpcjup's own first
+    for r in (
+        resolve({"local": True}, profile=None, env={}, path=config),
+        resolve({}, profile="here", env={}, path=config),
+    ):
+        assert (r.value("python"), r.source("python")) == (expected, "built-in")
+
+
+def test_local_keeps_a_python_that_was_chosen(config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(config, '[defaults]\npython = "/from/defaults"\n[profiles.p]\npython = "/from/profile"\n')
+    monkeypatch.setenv("PATH", str(tmp_path))  # no python3 at all: looking for one would fail
+    local = {"local": True}
+    assert resolve({**local, "python": "/typed"}, profile="p", env={}, path=config).value("python") == "/typed"
+    assert resolve(local, profile="p", env={"HPCJUP_PYTHON": "/env"}, path=config).value("python") == "/env"
+    assert resolve(local, profile="p", env={}, path=config).value("python") == "/from/profile"
+    assert resolve(local, profile=None, env={}, path=config).value("python") == "/from/defaults"
+
+
+def test_cluster_runs_keep_python3_and_do_not_look_here(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    r = resolve({"host": "juwels"}, profile=None, env={}, path=config)
+    assert (r.value("python"), r.source("python")) == ("python3", "built-in")
+
+
+def test_local_without_jupyterlab_anywhere_is_a_usage_error(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if has_jupyterlab(sys.executable):
+        pytest.skip(f"{sys.executable} (hpcjup's own) has JupyterLab: --local always finds one")
+    monkeypatch.setenv("PATH", str(bin_with_python3(tmp_path / "path", fake_jupyter_python(tmp_path / "p", None))))
+    with pytest.raises(UsageError, match="No JupyterLab for --local") as raised:
+        resolve({"local": True}, profile=None, env={}, path=config)
+    assert f"{sys.executable} -m pip install 'hpcjup[local]'" in (raised.value.hint or "")
+
+
+def test_typed_options_pass_local_on() -> None:
+    seen: dict[str, object] = {}
+
+    @click.command()
+    @click.option("--local", is_flag=True)
+    @click.option("--python")
+    @click.pass_context
+    def cmd(ctx: click.Context, **_: object) -> None:
+        seen.clear()
+        seen.update(typed_options(ctx))
+
+    assert CliRunner().invoke(cmd, ["--local"]).exit_code == 0 and seen == {"local": True}
+    assert CliRunner().invoke(cmd, ["--python", "/p"]).exit_code == 0 and seen == {"python": "/p"}
 
 
 # -- the commands, for real --------------------------------------------------------------------------
