@@ -3,12 +3,17 @@
 Results go to stdout (text, or exactly one JSON object with `--json`); progress,
 notes and errors go to stderr, so `hpcjup start --json | jq` sees only the result.
 No spinner and no colour unless stderr is a terminal and NO_COLOR is unset.
+
+Text is plain unless a caller says `markup=True`: messages carry node names, pending reasons and
+paths from the cluster, and rich would read `[link=...]` or `[/bold]` in them as markup (a disguised
+link, or a crash). Control characters (a terminal escape sequence in a job name) are shown as escapes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -17,16 +22,41 @@ from hpcjup.errors import HpcjupError
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.text import Text
+
+# C0 controls but newline and tab, DEL and the C1 controls: ESC starts terminal sequences, CR overwrites lines.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _visible(text: str) -> str:
+    """`text` with its control characters written as \\xNN, so none reaches the terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+def plain(text: str, style: str = "") -> Text:
+    """`text` as it is, for rich: never read as markup, control characters shown as \\xNN."""
+    from rich.text import Text
+
+    return Text(_visible(text), style=style)
+
+
+def _text(text: str, markup: bool) -> Text:
+    """hpcjup's own markup (`markup=True`, values inside escaped by the caller), or plain text."""
+    from rich.text import Text
+
+    return Text.from_markup(_visible(text), emoji=False) if markup else plain(text)
 
 
 class UI:
     """Where a command's output goes, and in which form."""
 
-    def __init__(self, *, json_mode: bool = False, quiet: bool = False, verbose: int = 0) -> None:
+    def __init__(
+        self, *, json_mode: bool = False, quiet: bool = False, verbose: int = 0, err: Console | None = None
+    ) -> None:
         self.json_mode = json_mode
         self.quiet = quiet
         self.verbose = verbose
-        self._err: Console | None = None
+        self._err = err  # tests pass a recording console; otherwise made on first use
 
     @property
     def err(self) -> Console:
@@ -50,16 +80,14 @@ class UI:
         """Whether a person watches (spinners and colour make sense): both streams on a terminal, no NO_COLOR."""
         return sys.stdout.isatty() and sys.stderr.isatty() and not os.environ.get("NO_COLOR") and not self.quiet
 
-    def info(self, text: str) -> None:
-        """A note for the person at the terminal (suppressed by -q)."""
+    def info(self, text: str, *, markup: bool = False) -> None:
+        """A note for the person at the terminal (suppressed by -q); `markup=True` only for hpcjup's own markup."""
         if not self.quiet:
-            self.err.print(text)
+            self.err.print(_text(text, markup))
 
-    def warn(self, text: str) -> None:
+    def warn(self, text: str, *, markup: bool = False) -> None:
         """A warning; shown even with -q."""
-        from rich.markup import escape
-
-        self.err.print(f"[yellow]warning:[/yellow] {escape(text)}" if self.interactive else f"warning: {escape(text)}")
+        self.err.print(plain("warning:", "yellow" if self.interactive else ""), _text(text, markup))
 
     def result(self, data: dict[str, Any], text: str | Callable[[], str] | None = None) -> None:
         """A command's result: JSON with --json, else the text form (or nothing)."""
@@ -74,17 +102,11 @@ class UI:
         if self.json_mode:
             sys.stdout.write(json.dumps({"error": exc.to_dict()}) + "\n")
             sys.stdout.flush()
-        from rich.markup import escape
-
-        self.err.print(
-            f"[bold red]error:[/bold red] {escape(exc.message)}"
-            if self.interactive
-            else f"error: {escape(exc.message)}"
-        )
+        self.err.print(plain("error:", "bold red" if self.interactive else ""), plain(exc.message))
         if exc.details:
-            self.err.print(escape(exc.details), style="dim")
+            self.err.print(plain(exc.details, "dim"))
         if exc.hint:
-            self.err.print(f"hint: {escape(exc.hint)}")
+            self.err.print(plain(f"hint: {exc.hint}"))
 
     def table(self, rows: list[dict[str, Any]], host: str) -> str:
         """The text form of `ls`."""
@@ -111,13 +133,13 @@ class StatusLine:
             self._live.start()
         return self
 
-    def update(self, text: str, key: str | None = None) -> None:
+    def update(self, text: str, key: str | None = None, *, markup: bool = False) -> None:
         """Show `text`; `key` (default: the text) decides what counts as a change for plain output."""
         if self._live is not None:
-            self._live.update(text)
+            self._live.update(_text(text, markup))
         elif not self.ui.quiet and (key or text) != self._last_key:
             self._last_key = key or text
-            self.ui.err.print(text)
+            self.ui.err.print(_text(text, markup))
 
     def __exit__(self, *exc: object) -> None:
         if self._live is not None:

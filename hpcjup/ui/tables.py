@@ -23,6 +23,8 @@ def sessions_table(rows: list[dict[str, Any]], host: str, *, color: bool) -> str
     from rich.console import Console
     from rich.table import Table
 
+    from hpcjup.ui.console import plain
+
     table = Table(box=None, pad_edge=False, header_style="bold" if color else "")
     for column in ("SESSION", "JOB", "STATE", "PARTITION", "NODES", "TIME LEFT", "URL / WHY"):
         table.add_column(column)
@@ -36,15 +38,17 @@ def sessions_table(rows: list[dict[str, Any]], host: str, *, color: bool) -> str
             detail = row["ended_because"] + (
                 f" (exit {row['exit_code']})" if row["exit_code"] not in (None, 0, "0:0") else ""
             )
-        table.add_row(
+        cells = (
             row["session"],
             row["job_id"],
             row["state"],
             row["partition"] or "-",
-            row["node_list"] or str(row["nodes"]),
+            row["node_list"] or row["nodes"],
             duration(row["time_left"]),
             detail,
         )
+        # Cells come from the cluster (node lists, pending reasons, ended_because): Text, never markup.
+        table.add_row(*(plain(str(cell)) for cell in cells))
     console = Console(width=200, no_color=not color, force_terminal=color, highlight=False)
     with console.capture() as capture:
         console.print(table)
