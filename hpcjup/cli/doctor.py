@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from hpcjup.cli.app import App, host_options, json_option, terminal_prompt
-from hpcjup.cli.profile import profile_option, typed_options
+from hpcjup.cli.app import App, host_options, json_option
+from hpcjup.cli.profile import RENAMED, profile_option, typed_options
 
 _MARKS = {"pass": "ok  ", "fail": "FAIL", "warn": "warn", "skip": "skip"}
 
@@ -41,17 +41,17 @@ def command(
     """
     from hpcjup.config.profiles import resolve
     from hpcjup.session.doctor import run_checks
-    from hpcjup.transport import connect
 
     app: App = ctx.obj
-    resolved = resolve(typed_options(ctx), profile=profile)
+    # --ssh is the setting `ssh` typed on the command line: command line > $HPCJUP_SSH > profile > built-in.
+    resolved = resolve(typed_options(ctx, {**RENAMED, "ssh_backend": "ssh"}), profile=profile)
     host = app.resolve_host(None if local else resolved.value("host"), local)
-    backend = resolved.value("ssh") or "auto"
+    app.ssh_backend = resolved.value("ssh") or "auto"
     with app.ui.status() as line:
         report = run_checks(
             resolved,
             host,
-            lambda h: connect(h, prompt=terminal_prompt, backend=backend),
+            app.connect,  # as every command connects: the backend above, --accept-new-host-key, the terminal prompt
             slurm=not local,
             dask=not no_dask,
             progress=line.update,

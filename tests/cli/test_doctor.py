@@ -174,6 +174,33 @@ def test_site_preset_is_checked_against_the_cluster(minicluster: Any, laptop_env
     assert checks["environment"]["status"] == "fail" and "Stages/2025" in (checks["environment"]["details"] or "")
 
 
+@pytest.mark.cluster
+@pytest.mark.parametrize("backend", ["openssh", "paramiko"])
+def test_ssh_backend_from_the_command_line(backend: str, minicluster: Any, laptop_env: dict[str, str]) -> None:
+    other = "paramiko" if backend == "openssh" else "openssh"
+    write_config(laptop_env, HEALTHY + f'ssh = "{other}"\n')  # in [profiles.broken]: the command line must win
+    env = {**laptop_env, "HPCJUP_SSH": other}  # and over $HPCJUP_SSH (the test run's backend leg)
+    result = hpcjup(["doctor", "--profile", "broken", "--python", CLUSTER_PYTHON, "--ssh", backend, "--json"], env)
+    ssh = json.loads(result.stdout)["checks"][0]
+    assert ssh["status"] == "pass" and f"minicluster ({backend}) in " in ssh["summary"], ssh
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("backend", ["openssh", "paramiko"])
+def test_accept_new_host_key(backend: str, minicluster: Any, laptop_env: dict[str, str]) -> None:
+    write_config(laptop_env, HEALTHY)
+    known_hosts = Path(laptop_env["HOME"]) / ".ssh" / "known_hosts"
+    known_hosts.write_text("")  # a first login: the host key is unknown
+    args = ["doctor", "--profile", "good", "--ssh", backend, "--json"]
+    refused = hpcjup(args, laptop_env)
+    assert refused.returncode == ExitCode.AUTH, refused.stdout + refused.stderr
+    assert "Unknown host key" in json.loads(refused.stdout)["checks"][0]["summary"]
+    assert known_hosts.read_text() == ""
+    accepted = hpcjup([*args, "--accept-new-host-key"], laptop_env)
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert len(known_hosts.read_text().splitlines()) == 1
+
+
 # -- without the cluster ----------------------------------------------------------------------------
 
 
