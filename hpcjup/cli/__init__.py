@@ -14,7 +14,7 @@ import click
 
 from hpcjup import __version__
 from hpcjup.cli.app import App
-from hpcjup.errors import ExitCode, HpcjupError, Interrupted
+from hpcjup.errors import ExitCode, HpcjupError, Interrupted, UsageError
 
 # name -> (module, attribute, one-line help); the help is here so `hpcjup --help` imports no command module.
 COMMANDS = {
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         from hpcjup.cli.complete import register
 
         register()
+    args = sys.argv[1:] if argv is None else list(argv)  # only to look for --json: click reads argv itself
     try:
         result = cli.main(args=argv, prog_name="hpcjup", standalone_mode=False)
         code = result if isinstance(result, int) else 0  # ctx.exit(n) ends up here without standalone mode
@@ -81,8 +82,13 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.ClickException as exc:  # bad flags: click's message, exit code 2
-        exc.show()
         code = int(ExitCode.USAGE) if exc.exit_code == 2 else exc.exit_code
+        if _wants_json(args):  # click failed before --json took effect: a script still gets the JSON envelope
+            ui = App.current().ui
+            ui.json_mode = True
+            ui.error(_from_click(exc, args))
+        else:
+            exc.show()
     except (KeyboardInterrupt, click.exceptions.Abort):
         App.current().ui.error(Interrupted("Interrupted."))
         code = int(ExitCode.INTERRUPTED)
@@ -100,3 +106,17 @@ def main(argv: list[str] | None = None) -> None:
         )
         code = int(ExitCode.ERROR)
     sys.exit(code)
+
+
+def _wants_json(args: list[str]) -> bool:
+    """Whether --json is among the options (not after `--`, where everything is an argument)."""
+    return "--json" in (args[: args.index("--")] if "--" in args else args)
+
+
+def _from_click(exc: click.ClickException, args: list[str]) -> HpcjupError:
+    """click's error as hpcjup's: a usage error (exit 2) with the command's usage line and where to find help."""
+    ctx = getattr(exc, "ctx", None)  # click.UsageError mostly knows the command it was parsing
+    command = ctx.command_path if ctx is not None else " ".join(["hpcjup", *[a for a in args if a in COMMANDS][:1]])
+    usage = ctx.get_usage() if ctx is not None else None
+    error_type = UsageError if exc.exit_code == 2 else HpcjupError
+    return error_type(exc.format_message(), hint=f"`{command} --help` lists the options.", details=usage)
