@@ -10,8 +10,12 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 ENV_DIR=/opt/hpcjup-cluster-env
+# Lmod (JUWELS, JURECA) beside Environment Modules: Debian's lmod and environment-modules conflict (each
+# Conflicts: the other), so environment-modules is installed and lmod is unpacked here, its Lua libraries from apt.
+LMOD_DIR=/opt/hpcjup-lmod
 PACKAGES=(slurm-wlm munge openssh-server chromium chromium-driver oathtool libpam-google-authenticator zsh fish
           environment-modules charliecloud-runtime
+          lua5.3 lua-posix lua-filesystem lua-json lua-term tcl  # what lmod depends on
           python3 python3-venv)  # Debian's python3 has no ensurepip (so no venv) without python3-venv
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 
@@ -22,11 +26,18 @@ assert tuple(int(x) for x in jupyter_server.__version__.split(".")[:2]) >= (2, 2
 EOF
 }
 
+lmod_works() {
+    [ -r "$LMOD_DIR/usr/share/lmod/lmod/init/sh" ] &&
+        env -i PATH=/usr/bin:/bin MODULESHOME="$LMOD_DIR/usr/share/lmod/lmod" \
+            sh -c '. "$MODULESHOME/init/sh" && module --version' >/dev/null 2>&1
+}
+
 need_apt=0
-for bin in sbatch slurmctld slurmd munged sshd chromium chromedriver oathtool ssh-keygen zsh fish ch-run; do
+for bin in sbatch slurmctld slurmd munged sshd chromium chromedriver oathtool ssh-keygen zsh fish ch-run lua5.3 tclsh; do
     command -v "$bin" >/dev/null 2>&1 || { echo "install.sh: $bin is missing" >&2; need_apt=1; }
 done
 [ -r /usr/share/modules/init/sh ] || need_apt=1
+lua5.3 -e 'require "posix"; require "lfs"; require "json"; require "term"' >/dev/null 2>&1 || need_apt=1
 if ! env_works && ! { [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1; }; then
     need_apt=1
 fi
@@ -43,6 +54,23 @@ if [ "$need_apt" = 1 ]; then
     apt-get install -y "${PACKAGES[@]}"
 else
     echo "install.sh: Debian packages already installed"
+fi
+
+if lmod_works; then
+    echo "install.sh: $LMOD_DIR already has Lmod"
+else
+    # Unpack Debian's lmod (not installed: it conflicts with environment-modules) and point its paths here.
+    work=$(mktemp -d)
+    chown _apt "$work" 2>/dev/null || true  # apt downloads as _apt where it can
+    (cd "$work" && { apt-get download lmod || { apt-get update && apt-get download lmod; }; })
+    rm -rf "$LMOD_DIR"
+    dpkg -x "$work"/lmod_*.deb "$LMOD_DIR"
+    rm -rf "$work"
+    grep -rlIZ -e /usr/share/lmod -e /usr/lib/lmod -e /etc/lmod "$LMOD_DIR" | xargs -0 sed -i \
+        -e "s#/usr/share/lmod#$LMOD_DIR/usr/share/lmod#g" -e "s#/usr/lib/lmod#$LMOD_DIR/usr/lib/lmod#g" \
+        -e "s#/etc/lmod#$LMOD_DIR/etc/lmod#g"
+    chmod -R a+rX "$LMOD_DIR"
+    lmod_works || { echo "install.sh: Lmod in $LMOD_DIR does not start" >&2; exit 1; }
 fi
 
 if env_works; then
