@@ -2,12 +2,12 @@
 
 Also the two helpers every command with settings uses: `profile_option` (--profile) and
 `typed_options` (the options the user actually typed, for `hpcjup.config.profiles.resolve`).
+The file itself is written by hpcjup.config.writer.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,23 +16,11 @@ import click
 from click.core import ParameterSource
 
 from hpcjup.cli.app import App, json_option
-from hpcjup.config.profiles import (
-    HEADER,
-    KEYS,
-    LOCAL,
-    PROFILE_ENV,
-    check_table,
-    config_path,
-    find_line,
-    load_config,
-    parse_config,
-    parse_toml,
-    resolve,
-)
+from hpcjup.config.profiles import KEYS, LOCAL, PROFILE_ENV, config_path, load_config, parse_toml, resolve
+from hpcjup.config.writer import save_profile
 from hpcjup.errors import UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
-_PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a bare TOML key: no quoting in [profiles.NAME]
 # click parameter name -> setting, where the two differ.
 RENAMED = {"time_limit": "time"}
 
@@ -203,72 +191,6 @@ def parse_assignment(item: str) -> tuple[str, Any]:
             raise UsageError(f"{key} must be true or false, not {raw!r}.")
         return key, raw.strip().lower() in ("true", "yes", "1", "on")
     return key, raw
-
-
-def save_profile(name: str, values: Mapping[str, Any], *, path: Path | None = None, replace: bool = False) -> Path:
-    """Add (or with `replace`, rewrite) `[profiles.NAME]` in config.toml, keeping everything else as it was."""
-    if not _PROFILE_NAME.match(name):
-        raise UsageError(
-            f"Profile name {name!r} is not valid.", hint="Use letters, digits, '-' and '_' (e.g. juwels-booster)."
-        )
-    path = path or config_path()
-    config = load_config(path)
-    checked = check_table(values, path="the command line", text="", table=f"profiles.{name}")
-    text = config.text
-    if name in config.profiles:
-        if not replace:
-            raise UsageError(
-                f"Profile {name!r} already exists in {path}.", hint="Add --force to replace it, or choose another name."
-            )
-        text = _drop_table(text, f"profiles.{name}", path)
-    block = f"[profiles.{name}]\n" + "".join(f"{key} = {toml_value(checked[key])}\n" for key in KEYS if key in checked)
-    text = text.rstrip("\n") + ("\n\n" if text.strip() else "") + block
-    parse_config(path, text)  # never write a file that would not load
-    _write_private(path, text)
-    return path
-
-
-def toml_value(value: Any) -> str:
-    """A TOML literal for a str, int, bool or list of str (the value types of settings)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return (
-            '"'
-            + "".join(_ESCAPES.get(c, c if ord(c) >= 0x20 and c != "\x7f" else f"\\u{ord(c):04x}") for c in value)
-            + '"'
-        )
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML form for {type(value).__name__}")
-
-
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
-
-
-def _drop_table(text: str, table: str, path: Path) -> str:
-    """`text` without the `[table]` section (its header up to the next header)."""
-    start = find_line(text, table, None)
-    if start is None:  # defined some other way (an inline table): leave the file to its author
-        raise UsageError(f"Profile {table.split('.', 1)[1]!r} in {path} is not a [{table}] section; edit it by hand.")
-    lines = text.splitlines(keepends=True)
-    end = start
-    while end < len(lines) and not HEADER.match(lines[end]):
-        end += 1
-    return "".join(lines[: start - 1] + lines[end:])
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write atomically; a new file is 0600 in a 0700 directory, an existing one keeps its mode."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def _columns(rows: Sequence[tuple[str, ...]]) -> str:

@@ -14,10 +14,11 @@ import pytest
 import tomllib
 from click.testing import CliRunner
 
-from hpcjup.cli.profile import parse_assignment, save_profile, toml_value, typed_options
+from hpcjup.cli.profile import parse_assignment, typed_options
 from hpcjup.config.environment import has_jupyterlab
 from hpcjup.config.profiles import KEYS, config_path, load_config, resolve
 from hpcjup.config.sites import list_sites, load_site
+from hpcjup.config.writer import save_profile, toml_value
 from hpcjup.errors import ExitCode, UsageError
 from tests.config.test_environment import bin_with_python3, fake_jupyter_python
 
@@ -229,6 +230,29 @@ def test_save_profile_keeps_the_rest_of_the_file(config: Path) -> None:
     loaded = load_config(config)
     assert loaded.profiles["old"] == {"host": "b"} and loaded.profiles["new"]["nodes"] == 2
     assert "# my cluster settings" in config.read_text() and "# charged" in config.read_text()
+
+
+def test_replacing_a_profile_keeps_its_place_and_the_comments_around_it(config: Path) -> None:
+    original = (
+        '# laptop-wide settings\n[defaults]\nhost = "juwels"\n\n'
+        '# GPU work\n[profiles.gpu]\npartition = "booster"\n\n'
+        '# the one for big memory, ask Anna before changing\n[profiles.bigmem]\npartition = "mem"  # 1 TB nodes\n'
+    )
+    write(config, original)
+    save_profile("gpu", {"partition": "develbooster", "time": "30"}, path=config, replace=True)
+    assert config.read_text() == original.replace(
+        'partition = "booster"\n', 'partition = "develbooster"\ntime = "30"\n'
+    )
+    save_profile("bigmem", {"partition": "largemem"}, path=config, replace=True)  # the last table in the file
+    assert config.read_text().endswith(
+        '# the one for big memory, ask Anna before changing\n[profiles.bigmem]\npartition = "largemem"\n'
+    )
+
+
+def test_a_profile_name_with_a_trailing_newline_is_refused(config: Path) -> None:
+    with pytest.raises(UsageError, match=r"Profile name 'lab\\n' is not valid"):
+        save_profile("lab\n", {"host": "h"}, path=config)
+    assert not config.exists()
 
 
 def test_save_profile_new_file_is_private(config: Path) -> None:
