@@ -24,10 +24,13 @@ def command(
     app: App, session: str, group: str, jobs: int, host: str | None, local: bool, partition: str | None, cores: int
 ) -> None:
     """Set worker GROUP of SESSION to JOBS worker jobs (0 removes them); a new group is created."""
-    from hpcjup.session.groups import WorkerGroup, scale_group
+    from hpcjup.session.groups import WorkerGroup, check_group_name, check_partition, scale_group
     from hpcjup.session.overview import ended_error, view_of
     from hpcjup.session.record import Connection
 
+    check_group_name(group)  # before anything: it becomes a file name in the session directory
+    if partition is not None:
+        check_partition(partition)
     host = app.resolve_host(host, local)
     if host == "local":
         raise UsageError("Worker groups need a batch system; --local sessions have none.")

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from typing import Any
+
+JOBS_FILE = "jobs"  # in dask/: the ids of the jobs the notebook submitted, one a line
+SETUP_FILE = "setup.sh"  # in the session directory: the profile's environment (modules, conda, venv)
 
 
 def _write(path: str, data: bytes) -> None:
@@ -29,6 +33,32 @@ def _write(path: str, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+# The sbatch wrapper put first on PATH for Jupyter's kernels (@REAL@, @JOBS@: quoted paths).
+_SBATCH_WRAPPER = r"""#!/bin/sh
+# hpcjup: scrub the surrounding job's SLURM_* variables before submitting, and record the job's id.
+for v in $(env | sed -n 's/^\(SLURM_[A-Za-z0-9_]*\)=.*/\1/p'); do
+    [ "$v" = SLURM_CONF ] || unset "$v"
+done
+# The trailing x keeps the output's own trailing newlines; the subshell's exit code is sbatch's.
+out=$(@REAL@ "$@"; code=$?; printf x; exit $code)
+code=$?
+out=${out%x}
+printf '%s' "$out"
+if [ "$code" -eq 0 ]; then
+    # --parsable prints ID[;CLUSTER], otherwise "Submitted batch job ID[ on cluster C]"; --test-only nothing.
+    id=$(printf '%s\n' "$out" | sed -n -e 's/^Submitted batch job \([0-9][0-9]*\).*/\1/p' \
+        -e 's/^\([0-9][0-9]*\)\(;.*\)\{0,1\}$/\1/p' | head -n 1)
+    [ -z "$id" ] || (umask 077 && printf '%s\n' "$id" >>@JOBS@)
+fi
+exit $code
+"""
+
+
+def sbatch_wrapper(real: str, jobs_file: str) -> str:
+    """The wrapper script: scrub SLURM_*, run the real sbatch, record the id it printed, pass everything on."""
+    return _SBATCH_WRAPPER.replace("@REAL@", shlex.quote(real)).replace("@JOBS@", shlex.quote(jobs_file))
 
 
 def missing() -> str | None:
@@ -81,25 +111,27 @@ class DaskCluster:
 
     def write_sbatch_wrapper(self) -> None:
         """`sbatch` for kernels: jobs submitted from inside a job inherit SLURM_* variables that break
-        sbatch (the allocation's node list, CPU counts, ...); the wrapper drops them, keeping SLURM_CONF."""
+        sbatch (the allocation's node list, CPU counts, ...); the wrapper drops them, keeping SLURM_CONF.
+        It appends each accepted job's id to dask/jobs (0600): `hpcjup stop` cancels those and only
+        those. sbatch's output and exit code pass through unchanged."""
         real = shutil.which("sbatch")
         if real is None:
             return
         bindir = os.path.join(self.dir, "bin")
         os.makedirs(bindir, mode=0o700, exist_ok=True)
-        script = (
-            "#!/bin/sh\n# hpcjup: scrub the surrounding job's SLURM_* variables before submitting.\n"
-            "for v in $(env | sed -n 's/^\\(SLURM_[A-Za-z0-9_]*\\)=.*/\\1/p'); do\n"
-            f'    [ "$v" = SLURM_CONF ] || unset "$v"\ndone\nexec {real} "$@"\n'
-        )
         path = os.path.join(bindir, "sbatch")
-        _write(path, script.encode())
+        _write(path, sbatch_wrapper(real, os.path.join(self.dir, JOBS_FILE)).encode())
         os.chmod(path, 0o700)
 
     def jobqueue_config(self) -> dict:
         """Defaults for dask_jobqueue.SLURMCluster() in a notebook: this session's partition, account,
         environment and TLS, so `SLURMCluster().scale(n)` needs no arguments."""
-        prologue = [f"export DASK_CONFIG={self.config_dir}", f"export PATH={os.path.dirname(sys.executable)}:$PATH"]
+        setup = shlex.quote(os.path.join(os.path.dirname(self.dir), SETUP_FILE))
+        prologue = [
+            f"if [ -r {setup} ]; then . {setup}; fi",  # the profile's environment; older sessions have none
+            f"export DASK_CONFIG={shlex.quote(self.config_dir)}",
+            f"export PATH={shlex.quote(os.path.dirname(sys.executable))}:$PATH",
+        ]
         slurm = {
             "cores": self.worker_cores,
             "processes": 1,
@@ -108,7 +140,7 @@ class DaskCluster:
             "queue": os.environ.get("SLURM_JOB_PARTITION"),
             "account": os.environ.get("SLURM_JOB_ACCOUNT"),
             "walltime": "01:00:00",
-            "name": f"hpcjup-{os.path.basename(os.path.dirname(self.dir))}-scale",
+            "name": f"hpcjup+{os.path.basename(os.path.dirname(self.dir))}+scale",  # '+' is in no session name
             "job-script-prologue": prologue,
             "worker-extra-args": ["--death-timeout", "60"],
             "log-directory": os.path.join(self.dir, "logs"),

@@ -4,14 +4,20 @@ The job scripts come from dask-jobqueue (it knows every scheduler's directives),
 on the login node with the cluster's own Python; each group's workers carry a Dask
 resource named after the group, so tasks can target it (`resources={"gpu": 1}`). The
 group definitions live in the session directory (groups.json), so `hpcjup scale` works
-from any laptop. Worker jobs are named hpcjup-<session>-<group> and end with the session.
+from any laptop. Worker jobs are named hpcjup+<session>+<group> ('+' is in no session
+name), but a session's jobs are found only by the ids it recorded: groups.json keeps the
+ids of each group, dask/jobs those the notebook submitted through the session's sbatch
+wrapper (dask-jobqueue's SLURMCluster). A name is never enough to cancel a job.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+import shlex
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 from hpcjup.errors import RemoteCommandError, SubmitError, UsageError
 from hpcjup.job import DASK_DIR
@@ -20,7 +26,14 @@ from hpcjup.session.record import SessionRecord
 from hpcjup.transport.base import Transport
 
 GROUPS_FILE = "groups.json"
-_SPEC = re.compile(r"^(?P<partition>[A-Za-z0-9][A-Za-z0-9_.+-]*):(?P<jobs>\d+)(?:x(?P<cores>\d+))?$")
+JOBS_FILE = f"{DASK_DIR}/jobs"  # one id a line, appended by the sbatch wrapper (dasklaunch.py)
+SETUP_FILE = "setup.sh"  # the profile's environment (modules, conda, venv), written at submission
+_MAX_READ = 1 << 20  # cluster files are read bounded: a huge file must not stall `stop`
+_GROUP = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # the session-name rule: a safe path component
+_GROUP_NAME = re.compile(_GROUP)
+_PARTITION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
+_SPEC = re.compile(rf"(?P<partition>{_GROUP}):(?P<jobs>[0-9]+)(?:x(?P<cores>[0-9]+))?")
+_JOB_ID = re.compile(r"[0-9]+(?:_[0-9]+)?")  # a job, or one task of an array job
 
 # Runs on the login node with the cluster's Python: dask-jobqueue renders one worker job's script.
 _RENDER = """
@@ -48,26 +61,111 @@ class WorkerGroup:
     @classmethod
     def parse(cls, text: str) -> WorkerGroup:
         """PARTITION:JOBS[xCORES], e.g. batch:4x8; the group is named after its partition."""
-        m = _SPEC.match(text.strip())
+        m = _SPEC.fullmatch(text.strip())
         if not m:
             raise UsageError(
-                f"--worker-group {text!r} is not valid.", hint="Use PARTITION:JOBS[xCORES], e.g. batch:4x8."
+                f"--worker-group {text!r} is not valid.",
+                hint="Use PARTITION:JOBS[xCORES], e.g. batch:4x8 (a partition named like a session: letters, "
+                "digits, '.', '_', '-'; for others use `hpcjup scale SESSION GROUP JOBS --partition P`).",
             )
         return cls(m["partition"], m["partition"], int(m["jobs"]), int(m["cores"] or 1))
 
+    def to_json(self) -> dict[str, Any]:
+        return {"partition": self.partition, "jobs": self.jobs, "cores": self.cores, "memory": self.memory}
+
+
+def check_group_name(name: str) -> str:
+    """A valid group name (it becomes a file name and a Dask resource), or a UsageError."""
+    if not _GROUP_NAME.fullmatch(name):
+        raise UsageError(
+            f"Worker group name {name!r} is not valid.",
+            hint="Use up to 64 letters, digits, '.', '_' or '-', starting with a letter or digit, e.g. gpu.",
+        )
+    return name
+
+
+def check_partition(name: str) -> str:
+    """A valid partition name (it becomes a batch directive), or a UsageError."""
+    if not _PARTITION.fullmatch(name):
+        raise UsageError(f"Partition {name!r} is not valid.", hint="Give a partition name such as batch.")
+    return name
+
 
 def job_name(session: str, group: str) -> str:
-    return f"hpcjup-{session}-{group}"
+    """The name of a worker job: '+' separates, and no session or group name contains one."""
+    return f"hpcjup+{session}+{group}"
+
+
+def valid_ids(ids: Iterable[object]) -> list[str]:
+    """The well-formed job ids among `ids`, each once, in order; anything else never reaches a command line."""
+    found: list[str] = []
+    for job_id in ids:
+        if isinstance(job_id, str) and _JOB_ID.fullmatch(job_id) and job_id not in found:
+            found.append(job_id)
+    return found
+
+
+# -- the record: groups.json (definitions and ids per group) and dask/jobs (the notebook's jobs) ----
+def _parse_groups(data: bytes) -> dict[str, dict[str, Any]]:
+    """groups.json as {group: entry}; a damaged file or entry counts as absent (it came from the cluster)."""
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    return {name: entry for name, entry in doc.items() if _GROUP_NAME.fullmatch(name) and isinstance(entry, dict)}
+
+
+def _group_of(name: str, entry: dict[str, Any]) -> WorkerGroup | None:
+    try:
+        partition, memory = entry["partition"], entry.get("memory")
+        if not isinstance(partition, str) or not _PARTITION.fullmatch(partition):
+            return None
+        return WorkerGroup(
+            name, partition, int(entry["jobs"]), int(entry.get("cores", 1)), memory if isinstance(memory, str) else None
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _ids_of(entry: dict[str, Any]) -> list[str]:
+    ids = entry.get("job_ids")
+    return valid_ids(ids) if isinstance(ids, list) else []
+
+
+def _read_groups(transport: Transport, paths: SessionPaths) -> dict[str, dict[str, Any]]:
+    try:
+        return _parse_groups(transport.read_file(paths.file(GROUPS_FILE))[:_MAX_READ])
+    except FileNotFoundError:
+        return {}
 
 
 def load_groups(transport: Transport, paths: SessionPaths) -> dict[str, WorkerGroup]:
-    try:
-        data = json.loads(transport.read_file(paths.file(GROUPS_FILE)))
-    except FileNotFoundError:
-        return {}
-    return {name: WorkerGroup(**spec) for name, spec in data.items()}
+    """The session's worker groups by name (damaged entries left out)."""
+    groups = {name: _group_of(name, entry) for name, entry in _read_groups(transport, paths).items()}
+    return {name: group for name, group in groups.items() if group is not None}
 
 
+def recorded_ids(transport: Transport, paths: SessionPaths) -> list[str]:
+    """Every job id the session recorded: its groups' and the notebook's; one remote command."""
+    script = 'for f; do head -c "$0" -- "$f" 2>/dev/null; printf "\\0"; done'
+    files = [paths.file(GROUPS_FILE), paths.file(JOBS_FILE)]
+    out = transport.run(["sh", "-c", script, str(_MAX_READ), *files], check=False).stdout
+    groups, _, jobs = out.partition("\0")
+    ids = [job_id for entry in _parse_groups(groups.encode()).values() for job_id in _ids_of(entry)]
+    return valid_ids([*ids, *jobs.rstrip("\0").split()])
+
+
+def _record(
+    transport: Transport, paths: SessionPaths, doc: dict[str, dict[str, Any]], group: WorkerGroup, ids: list[str]
+) -> None:
+    """Write the group's definition and its job ids into groups.json (atomically), keeping the other groups."""
+    doc = {**doc, group.name: {**group.to_json(), "job_ids": valid_ids(ids)}}
+    transport.write_file(paths.file(GROUPS_FILE), json.dumps(doc, indent=2).encode())
+
+
+# -- the session API -----------------------------------------------------------------------------
 def scale_group(
     transport: Transport,
     paths: SessionPaths,
@@ -78,43 +176,48 @@ def scale_group(
     jobs: int,
 ) -> list[str]:
     """Bring `group` to `jobs` running or pending worker jobs; returns the group's job ids afterwards."""
-    groups = load_groups(transport, paths)
-    group = groups.get(group.name, group)
-    groups[group.name] = WorkerGroup(group.name, group.partition, jobs, group.cores, group.memory)
-    transport.write_file(
-        paths.file(GROUPS_FILE), json.dumps({n: asdict(g) for n, g in groups.items()}, indent=2).encode()
-    )
-    current = group_jobs(transport, record.name, group.name)
-    if jobs < len(current):
-        transport.run(["scancel", *current[jobs:]])
-        return current[:jobs]
-    if jobs > len(current):
-        script = _render(transport, paths, record, python, scheduler, group)
-        for _ in range(jobs - len(current)):
-            current.append(_submit(transport, script))
+    check_group_name(group.name)
+    doc = _read_groups(transport, paths)
+    entry = doc.get(group.name, {})
+    group = _group_of(group.name, entry) or group
+    group = WorkerGroup(group.name, check_partition(group.partition), jobs, group.cores, group.memory)
+    current = active_ids(transport, _ids_of(entry))
+    try:
+        if jobs < len(current):
+            cancel_ids(transport, current[jobs:])
+            del current[jobs:]
+        elif jobs > len(current):
+            script = _render(transport, paths, record, python, scheduler, group)
+            for _ in range(jobs - len(current)):
+                current.append(submit_script(transport, script))
+    finally:  # also after a refused submission: the jobs already accepted stay on record
+        _record(transport, paths, doc, group, current)
     return current
 
 
-def group_jobs(transport: Transport, session: str, group: str | None = None) -> list[str]:
-    """Ids of the session's worker jobs (of one group, or all), oldest first."""
-    prefix = job_name(session, group) if group else f"hpcjup-{session}-"
-    out = transport.run(["squeue", "-h", "--me", "-o", "%i %j"], check=False).stdout
-    ids = [
-        line.split()[0]
-        for line in out.splitlines()
-        if len(line.split()) == 2 and _matches(line.split()[1], prefix, group)
-    ]
-    return sorted(ids, key=int)
+def group_jobs(transport: Transport, paths: SessionPaths, group: str | None = None) -> list[str]:
+    """Ids of the session's active worker jobs (of one group, or all recorded ones), oldest first."""
+    if group is None:
+        ids = recorded_ids(transport, paths)
+    else:
+        ids = _ids_of(_read_groups(transport, paths).get(group, {}))
+    return active_ids(transport, ids)
 
 
-def _matches(name: str, prefix: str, group: str | None) -> bool:
-    return name == prefix if group else name.startswith(prefix)
+def cancel_worker_jobs(transport: Transport, paths: SessionPaths) -> list[str]:
+    """Cancel the session's worker jobs that still run: only ids it recorded, only the user's own; the ids cancelled."""
+    try:
+        ids = active_ids(transport, recorded_ids(transport, paths))
+    except RemoteCommandError:  # the scheduler does not answer: cancel nothing blindly (workers time out alone)
+        return []
+    if ids:
+        cancel_ids(transport, ids)
+    return ids
 
 
 def _render(
     transport: Transport, paths: SessionPaths, record: SessionRecord, python: str, scheduler: str, group: WorkerGroup
 ) -> str:
-    config = paths.file(f"{DASK_DIR}/config")
     spec = {
         "scheduler": scheduler,
         "name": job_name(record.name, group.name),
@@ -125,11 +228,13 @@ def _render(
         "walltime": record.resources.get("time") or "01:00:00",
         "python": python,
         "group": group.name,
-        "prologue": [f"export DASK_CONFIG={config}"],
+        "prologue": worker_prologue(paths),
         "logdir": paths.file(f"{DASK_DIR}/logs"),
     }
     try:
-        result = transport.run(["bash", "-lc", 'exec "$0" -c "$1"', python, _RENDER], input=json.dumps(spec).encode())
+        # umask 077: dask-jobqueue creates the log directory, and the worker logs are nobody else's business.
+        argv = ["bash", "-lc", 'umask 077 && exec "$0" -c "$1"', python, _RENDER]
+        result = transport.run(argv, input=json.dumps(spec).encode())
     except RemoteCommandError as exc:
         raise SubmitError(
             f"Could not render the worker job with dask-jobqueue: {exc.stderr.strip().splitlines()[-1] if exc.stderr.strip() else exc}",
@@ -140,19 +245,46 @@ def _render(
     return path
 
 
-def _submit(transport: Transport, script: str) -> str:
+def worker_prologue(paths: SessionPaths) -> list[str]:
+    """Shell lines before a worker starts: the profile's environment (if the session wrote one), the Dask config."""
+    setup = shlex.quote(paths.file(SETUP_FILE))
+    config = shlex.quote(paths.file(f"{DASK_DIR}/config"))
+    return [f"if [ -r {setup} ]; then . {setup}; fi", f"export DASK_CONFIG={config}"]
+
+
+# -- Slurm's commands (issue 14 moves these into the adapter) --------------------------------------
+def active_ids(transport: Transport, ids: list[str]) -> list[str]:
+    """Those of `ids` that are still pending or running and belong to this user (squeue --me), oldest first."""
+    ids = valid_ids(ids)
+    if not ids:
+        return []
+    # --jobs=: the option's argument is optional, so `-j ID` would not be read as one.
+    result = transport.run(["squeue", "-h", "--me", f"--jobs={','.join(ids)}", "-o", "%i"], check=False)
+    if result.returncode != 0 and "invalid job id" not in result.stderr.lower():
+        raise RemoteCommandError(list(result.argv), result.returncode, result.stdout, result.stderr)
+    # One unknown id alone makes squeue fail ("Invalid job id specified"): then none is active.
+    shown = set(result.stdout.split()) if result.returncode == 0 else set()
+    # An array job is shown as its tasks (123_4, 123_[5-9]); the recorded id is the array's.
+    active = [i for i in ids if i in shown or any(s.startswith(f"{i}_") for s in shown)]
+    return sorted(active, key=lambda i: [int(part) for part in i.split("_")])
+
+
+def cancel_ids(transport: Transport, ids: list[str]) -> None:
+    """scancel exactly these jobs ('--': an id can never be read as an option)."""
+    ids = valid_ids(ids)
+    if ids:
+        transport.run(["scancel", "--", *ids], check=False)
+
+
+def submit_script(transport: Transport, script: str) -> str:
+    """sbatch one worker job script; its id."""
     try:
         out = transport.run(["sh", "-c", 'umask 077 && exec sbatch --parsable "$1"', "sh", script]).stdout.strip()
     except RemoteCommandError as exc:
         from hpcjup.schedulers.slurm import submit_error
 
         raise submit_error(exc) from exc
-    return out.split(";")[0]
-
-
-def cancel_worker_jobs(transport: Transport, session: str) -> list[str]:
-    """Cancel every worker job of the session (they would end on their own once the scheduler is gone)."""
-    ids = group_jobs(transport, session)
-    if ids:
-        transport.run(["scancel", *ids], check=False)
-    return ids
+    job_id = out.split(";")[0]
+    if not _JOB_ID.fullmatch(job_id):
+        raise SubmitError(f"sbatch answered {out!r} instead of a job id.", hint="Check `sbatch` on the login node.")
+    return job_id

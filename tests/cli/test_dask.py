@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hpcjup.errors import ExitCode
-from tests.cli.helpers import CLUSTER_PYTHON, http_get, run, session_jobs
+from tests.cli.helpers import CLUSTER_PYTHON, http_get, run, wait_for
 from tests.cli.kernel import run_in_kernel
 
 pytestmark = pytest.mark.cluster
 HOST = ["--host", "minicluster"]
+SESSIONS = Path("/home/hpcuser/.hpcjup/sessions")
+
+
+def session_jobs(cluster: Any, name: str) -> list[dict[str, str]]:
+    """Active jobs of the session: its own (hpcjup-NAME) and its worker jobs (hpcjup+NAME+GROUP)."""
+    return [
+        j for j in cluster.active_jobs() if j["name"] == f"hpcjup-{name}" or j["name"].startswith(f"hpcjup+{name}+")
+    ]
+
+
+def assert_all_gone(cluster: Any, name: str) -> None:
+    wait_for(lambda: not session_jobs(cluster, name), 60, f"every job of {name} to end")
+
 
 CLIENT_CODE = """
 import os
@@ -60,7 +75,7 @@ def test_two_node_session_with_dask(minicluster: Any, laptop_env: dict[str, str]
     assert "/login" in anonymous.geturl()  # redirected to Jupyter's login page: no dashboard without the token
 
     assert run(["stop", "dasky", *HOST], laptop_env).returncode == 0
-    assert not session_jobs(minicluster, ("dasky",))
+    assert_all_gone(minicluster, "dasky")
 
 
 def test_more_workers_than_the_allocation_is_refused_before_submitting(
@@ -103,14 +118,13 @@ def test_worker_group_joins_and_scales_to_zero(minicluster: Any, laptop_env: dic
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
     base = f"http://127.0.0.1:{info['local_port']}"
-    assert run_in_kernel(base, info["token"], GROUP_CODE, timeout=180).strip() == "hpcjup-grouped-batch"
-    assert [j for j in minicluster.active_jobs() if j["name"] == "hpcjup-grouped-batch"]
+    assert run_in_kernel(base, info["token"], GROUP_CODE, timeout=180).strip() == "hpcjup+grouped+batch"
+    assert [j for j in minicluster.active_jobs() if j["name"] == "hpcjup+grouped+batch"]
     scaled = run(["scale", "grouped", "batch", "0", *HOST, "--json"], laptop_env)
     assert scaled.returncode == 0, scaled.stderr
     assert json.loads(scaled.stdout)["jobs"] == []
-    minicluster_wait = __import__("tests.cluster.minicluster", fromlist=["wait_until"]).wait_until
-    minicluster_wait(
-        lambda: not [j for j in minicluster.active_jobs() if j["name"] == "hpcjup-grouped-batch"],
+    wait_for(
+        lambda: not [j for j in minicluster.active_jobs() if j["name"] == "hpcjup+grouped+batch"],
         60,
         "the group's jobs to go",
     )
@@ -122,14 +136,21 @@ def test_worker_group_joins_and_scales_to_zero(minicluster: Any, laptop_env: dic
     )
 
     assert run(["stop", "grouped", *HOST], laptop_env).returncode == 0
-    assert not session_jobs(minicluster, ("grouped",))
+    assert_all_gone(minicluster, "grouped")
 
 
 def test_slurmcluster_from_the_notebook(minicluster: Any, laptop_env: dict[str, str], clean_jobs: None) -> None:
     result = run(["start", *HOST, "--name", "scaler", "--workers", "0", "-d", "--json"], laptop_env)
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout)
+    setup = SESSIONS / "scaler/setup.sh"  # the profile's environment: the notebook's worker jobs source it too
+    setup.write_text('echo "hpcjup-setup-sourced"\n')
+    shutil.chown(setup, "hpcuser", "hpcuser")
     printed = run_in_kernel(f"http://127.0.0.1:{info['local_port']}", info["token"], SCALE_OUT_CODE, timeout=240)
-    assert printed.strip() == "hpcjup-scaler-scale"
+    assert printed.strip() == "hpcjup+scaler+scale"
+    # The session's sbatch wrapper recorded the job (so `stop` can end it), and the job sourced setup.sh.
+    [job_id] = (SESSIONS / "scaler/dask/jobs").read_text().split()
+    [log] = (SESSIONS / "scaler/dask/logs").glob(f"*-{job_id}.out")
+    assert "hpcjup-setup-sourced" in log.read_text()
     assert run(["stop", "scaler", *HOST], laptop_env).returncode == 0
-    assert not session_jobs(minicluster, ("scaler",))
+    assert_all_gone(minicluster, "scaler")

@@ -1,0 +1,105 @@
+"""Worker groups without a cluster: names, specs, and the record of job ids (read with the real local shell)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hpcjup.errors import UsageError
+from hpcjup.session.groups import (
+    GROUPS_FILE,
+    JOBS_FILE,
+    WorkerGroup,
+    check_group_name,
+    check_partition,
+    job_name,
+    load_groups,
+    recorded_ids,
+    valid_ids,
+    worker_prologue,
+)
+from hpcjup.session.layout import SessionPaths
+from hpcjup.transport.local import LocalTransport
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> SessionPaths:
+    paths = SessionPaths(str(tmp_path), "lab")
+    Path(paths.dir, "dask").mkdir(parents=True)
+    return paths
+
+
+@pytest.mark.parametrize("name", ["gpu", "batch.2", "a_b-c", "x" * 64])
+def test_group_names_follow_the_session_name_rule(name: str) -> None:
+    assert check_group_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["gpu\n", "../x", "a/b", "", ".hidden", "a+b", "x" * 65, "a b", "-a"])
+def test_group_names_that_are_no_safe_path_component_are_refused(name: str) -> None:
+    with pytest.raises(UsageError) as info:
+        check_group_name(name)
+    assert info.value.hint and "letters, digits" in info.value.hint
+
+
+@pytest.mark.parametrize("text", ["batch:2x4\nx", "batch:\n2", "ba/tch:2", "batch:", "batch:2x", "b+c:2"])
+def test_worker_group_specs_match_whole_strings(text: str) -> None:
+    with pytest.raises(UsageError):
+        WorkerGroup.parse(text)
+
+
+def test_worker_group_spec() -> None:
+    assert WorkerGroup.parse(" gpu:4x8 ") == WorkerGroup("gpu", "gpu", 4, 8)
+
+
+def test_partitions_may_hold_a_plus_but_no_newline() -> None:
+    assert check_partition("gpu+big") == "gpu+big"
+    with pytest.raises(UsageError):
+        check_partition("gpu\n#SBATCH --account=other")
+
+
+def test_worker_job_names_cannot_collide_with_a_session_name() -> None:
+    # `lab`'s group `2` and the session `lab-2`: the old names were hpcjup-lab-2 for both.
+    assert job_name("lab", "2") == "hpcjup+lab+2" != "hpcjup-lab-2"
+
+
+def test_only_well_formed_job_ids_survive() -> None:
+    ids = ["12", "12", "7_3", "--me", "-1", "12 13", "1;x", "", 5, None, "4\n", "٣"]
+    assert valid_ids(ids) == ["12", "7_3"]
+
+
+def test_recorded_ids_come_from_groups_json_and_the_wrapper_file(paths: SessionPaths) -> None:
+    groups = {
+        "batch": {"partition": "batch", "jobs": 2, "cores": 1, "memory": None, "job_ids": ["101", "102"]},
+        "gpu": {"partition": "gpu", "jobs": 1, "cores": 4, "memory": "8GB", "job_ids": ["103", "--me", "1 2"]},
+        "../evil": {"partition": "x", "jobs": 1, "job_ids": ["999"]},
+        "broken": "not an object",
+    }
+    Path(paths.file(GROUPS_FILE)).write_text(json.dumps(groups))
+    Path(paths.file(JOBS_FILE)).write_text("104\n--all\n105\n101\n")
+    assert recorded_ids(LocalTransport(), paths) == ["101", "102", "103", "104", "105"]
+    assert sorted(load_groups(LocalTransport(), paths)) == ["batch", "gpu"]
+
+
+@pytest.mark.parametrize("content", [None, b"", b"{trunc", b"[1, 2]", b'{"batch": {"job_ids": "101"}}'])
+def test_a_missing_or_damaged_record_names_no_job(paths: SessionPaths, content: bytes | None) -> None:
+    if content is not None:
+        Path(paths.file(GROUPS_FILE)).write_bytes(content)
+    assert recorded_ids(LocalTransport(), paths) == []
+    assert load_groups(LocalTransport(), paths) == {}
+
+
+def test_worker_prologue_sources_the_profile_environment_when_there_is_one(tmp_path: Path) -> None:
+    import subprocess
+
+    paths = SessionPaths(str(tmp_path / "it's here"), "lab")
+    Path(paths.dir, "dask").mkdir(parents=True)
+    script = "\n".join([*worker_prologue(paths), 'echo "${FROM_SETUP:-none} $DASK_CONFIG"'])
+    assert (
+        subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout == f"none {paths.dir}/dask/config\n"
+    )
+    Path(paths.file("setup.sh")).write_text("FROM_SETUP=venv\n")
+    assert (
+        subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout == f"venv {paths.dir}/dask/config\n"
+    )
