@@ -113,6 +113,19 @@ class RemoteCommandError(HpcjupError):
         super().__init__(f"`{shlex.join(argv)}` failed with exit code {returncode}: {first}", hint=hint)
 
 
+class DamagedDocument(HpcjupError):
+    """A session's file on the cluster is not what hpcjup wrote (truncated, hand-edited, hostile)."""
+
+    exit_code = ExitCode.REMOTE
+
+    def __init__(self, what: str, problem: str) -> None:
+        self.what, self.problem = what, problem
+        super().__init__(
+            f"{what} {problem}.",
+            hint="The session is damaged: `hpcjup ls` shows it, and `hpcjup prune` removes it once its job has ended.",
+        )
+
+
 class Interrupted(HpcjupError):
     """The user interrupted a command (Ctrl-C, SIGTERM) before it finished."""
 

@@ -59,8 +59,9 @@ class App:
             self._store = LocalStore()
         return self._store
 
-    def resolve_host(self, host: str | None, local: bool) -> str:
-        """Which host a command talks to: --local, --host, $HPCJUP_HOST, or the only one with sessions."""
+    def resolve_host(self, host: str | None, local: bool, session: str | None = None) -> str:
+        """Which host a command talks to: --local, --host, $HPCJUP_HOST, the one host whose cached sessions
+        include `session`, or the only host with sessions; always the destination as the user wrote it."""
         if local:
             if host:
                 raise UsageError("--local and --host exclude each other.")
@@ -68,13 +69,32 @@ class App:
         host = host or os.environ.get("HPCJUP_HOST")
         if host:
             return host
-        hosts = self.store.hosts()
-        if len(hosts) == 1:
-            return (self.store.load_any(hosts[0]) or {}).get("host", hosts[0])
+        known = set(self._cached_hosts())
+        if session:
+            having = sorted(set(self._cached_hosts(session)))
+            if len(having) == 1:
+                return having[0]
+            if len(having) > 1:
+                raise UsageError(
+                    f"Session {session!r} exists on several hosts: {', '.join(having)}.", hint="Pass --host."
+                )
+        if len(known) == 1:
+            return next(iter(known))
         raise UsageError(
             "Which cluster? No --host given.",
             hint="Pass --host (an alias from ~/.ssh/config, or user@host), set HPCJUP_HOST, or use --local.",
         )
+
+    def _cached_hosts(self, session: str | None = None) -> list[str]:
+        """The hosts (as the user wrote them) of this laptop's cached sessions, or of those called `session`."""
+        store = self.store
+        found = []
+        for directory in store.hosts():
+            for name in store.names(directory) if session is None else [session]:
+                entry = store.load(directory, name)
+                if entry and isinstance(entry.get("host"), str):
+                    found.append(entry["host"])
+        return found
 
     def connect(self, host: str) -> Transport:
         """The command's one connection to `host`."""

@@ -1,9 +1,8 @@
-"""`hpcjup logs`: the job's log, and how the session ended."""
+"""`hpcjup logs`: the job's log (tokens masked), and how the session ended."""
 
 from __future__ import annotations
 
 import sys
-import time
 from typing import TYPE_CHECKING
 
 import click
@@ -22,57 +21,58 @@ _FOLLOW_EVERY = 1.0
 @click.argument("session", required=False, shell_complete=complete_session)
 @host_options
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the job ends (Ctrl-C stops).")
-@click.option("-n", "--lines", type=click.IntRange(min=0), help="Only the last N lines.")
+@click.option("-n", "--lines", type=click.IntRange(min=0), help="Only the last N lines (0: none, e.g. with -f).")
 @json_option
 @click.pass_obj
 def command(app: App, session: str | None, host: str | None, local: bool, follow: bool, lines: int | None) -> None:
-    """Print the job's log (Jupyter's output); for an ended session, say how it ended."""
-    from hpcjup.session.overview import pick_session, view_of
+    """Print the job's log (Jupyter's output, tokens masked); for an ended session, say how it ended.
 
-    host = app.resolve_host(host, local)
+    At most the last MiB is read: a job's log can be large.
+    """
+    from hpcjup.session.overview import pick_session
+    from hpcjup.session.wait import read_log
+
+    host = app.resolve_host(host, local, session)
     with app.connect(host) as transport:
         scheduler = app.scheduler(host)
-        view = (
-            view_of(transport, scheduler, app.store, session)
-            if session
-            else pick_session(transport, scheduler, app.store, None)
-        )
-        try:
-            text = transport.read_file(view.paths.log).decode(errors="replace")
-        except FileNotFoundError:
-            text = ""
-        shown = text if lines is None else "\n".join(text.splitlines()[-lines:]) + ("\n" if lines and text else "")
+        view = pick_session(transport, scheduler, app.store, session)
+        text = "" if lines == 0 else read_log(transport, view.paths, lines) or ""
         if app.ui.json_mode:
-            app.ui.result({**view.to_dict(), "log": shown, "log_path": view.paths.log})
+            app.ui.result({**view.to_dict(), "log": text, "log_path": view.paths.log})
             return
-        sys.stdout.write(shown)
+        sys.stdout.write(text)
         sys.stdout.flush()
         if not view.active:
-            app.ui.info(
-                f"Session {view.record.name} ended: {view.why}"
-                + (f" ({view.report.message})" if view.report and view.report.message else "")
-                + "."
-            )
+            message = f" ({view.report.message})" if view.report and view.report.message else ""
+            app.ui.info(f"Session {view.record.name} ended: {view.why}{message}.")
         elif follow:
-            _follow(app, transport, view, len(text.encode()))
+            _follow(app, transport, view)
 
 
-def _follow(app: App, transport: Transport, view: SessionView, offset: int) -> None:
-    """Print what the log gains until the launcher records its end."""
-    from hpcjup.session.record import read_report
+def _follow(app: App, transport: Transport, view: SessionView) -> None:
+    """Print what the log gains (one remote watcher tells when) until the launcher records its end."""
+    from hpcjup.job import STATE_FILE
+    from hpcjup.schedulers.base import JOB_LOG
+    from hpcjup.session.wait import mask_tokens, report_of
+    from hpcjup.transport.watch import Watch
 
+    offset: int | None = None
     try:
-        while True:
-            info = transport.scan(view.paths.dir).get("job.out")
-            if info is not None and info.size > offset:
-                data = transport.read_file(view.paths.log)
-                sys.stdout.write(data[offset:].decode(errors="replace"))
-                sys.stdout.flush()
-                offset = len(data)
-            report = read_report(transport, view.paths.state)
-            if report is not None and report.ended:
-                app.ui.info(f"Session {view.record.name} ended: {report.reason}.")
-                return
-            time.sleep(_FOLLOW_EVERY)
+        with Watch(transport, view.paths.dir, [STATE_FILE], [JOB_LOG]) as watch:
+            while True:
+                changes = watch.changes(_FOLLOW_EVERY)
+                log = changes.get(JOB_LOG)
+                if log is not None:
+                    if offset is None:
+                        offset = log.size  # the first report: what was printed above
+                    elif log.size > offset:
+                        _, data, _ = transport.run_raw(["tail", "-c", f"+{offset + 1}", "--", view.paths.log])
+                        sys.stdout.write(mask_tokens(data.decode(errors="replace")))
+                        sys.stdout.flush()
+                        offset += len(data)
+                report = report_of(changes.get(STATE_FILE)) if STATE_FILE in changes else None
+                if report is not None and report.ended:
+                    app.ui.info(f"Session {view.record.name} ended: {report.reason}.")
+                    return
     except KeyboardInterrupt:
         return

@@ -13,32 +13,36 @@ from hpcjup.cli.app import App, host_options, json_option
 @json_option
 @click.pass_obj
 def command(app: App, host: str | None, local: bool, dry_run: bool) -> None:
-    """Remove the sessions that have ended: their directories on the host (job logs included)
-    and this laptop's cache entries. Running and pending sessions are never touched, and
+    """Remove the sessions that have ended, and damaged ones: their directories on the host (job logs
+    included) and this laptop's cache entries. Running and pending sessions are never touched, and
     notebooks live in Jupyter's working directory, not here.
     """
-    from hpcjup.session.overview import overview
+    from hpcjup.session.overview import overview, prunable
 
     host = app.resolve_host(host, local)
-    removed = []
     with app.connect(host) as transport:
         views = overview(transport, app.scheduler(host), app.store)
-        for view in views:
-            if view.active:
-                continue
-            if not dry_run:
-                transport.rmtree(view.paths.dir)
-                app.store.forget(host, view.record.name)
-            removed.append({"name": view.record.name, "job_id": view.record.job_id, "why": view.why})
-    on_host = {view.record.name for view in views}
+        removed = [{"name": view.paths.name, "job_id": view_job(view), "why": view.why} for view in prunable(views)]
+        if not dry_run and removed:
+            # One command for all of them, whatever their number.
+            transport.run(["rm", "-rf", "--", *(view.paths.dir for view in prunable(views))])
+            for item in removed:
+                app.store.forget(host, str(item["name"]))
+    on_host = {view.paths.name for view in views}
     stale = [name for name in app.store.names(host) if name not in on_host]  # gone from the host already
     if not dry_run:
         for name in stale:
             app.store.forget(host, name)
     verb = "Would remove" if dry_run else "Removed"
-    lines = [f"{verb} {r['name']} (job {r['job_id']}, {r['why']})" for r in removed]
+    lines = [f"{verb} {r['name']} (job {r['job_id'] or '?'}, {r['why']})" for r in removed]
     lines += [f"{verb} {name} from this laptop's cache (no longer on {host})" for name in stale]
     app.ui.result(
         {"host": host, "dry_run": dry_run, "removed": removed, "forgotten": stale},
         text="\n".join(lines) or f"No ended sessions on {host}.",
     )
+
+
+def view_job(view: object) -> str | None:
+    """The job id of a listed session (None for a damaged one)."""
+    record = getattr(view, "record", None)
+    return record.job_id if record is not None else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 import click
@@ -14,6 +15,7 @@ from hpcjup.config.profiles import resolve
 from hpcjup.config.resources import parse_duration
 from hpcjup.errors import HpcjupError, Interrupted, JobFailedError, UsageError
 from hpcjup.session.groups import WorkerGroup
+from hpcjup.session.layout import check_name
 from hpcjup.session.submit import DaskRequest, StartRequest
 
 if TYPE_CHECKING:
@@ -112,6 +114,8 @@ def command(
     """
     # Every setting below comes from the one resolver: command line > environment > profile > site > built-in.
     app: App = ctx.obj
+    if name is not None:
+        check_name(name)  # before anything else looks at the environment or the network
     settings = resolve(typed_options(ctx, {**RENAMED, "ssh_backend": "ssh", "use_socket": "socket"}), profile=profile)
     settings.check_site()
     if app.ssh_backend == "auto":
@@ -147,14 +151,25 @@ def command(
         scheduler = app.scheduler(host)
         record, paths, conn, time_left = _submit_and_wait(app, transport, scheduler, request, pending)
         holder = Holder(app, transport, record, paths, conn)
-        _reach_node(app, transport, scheduler, record, paths, holder)
-        _start_groups(app, transport, record, paths, conn, groups)
-        holder.serve(
-            local_port=local_port,
-            open_browser=not (no_browser or detach),
-            on_ready=lambda: detacher.ready(app.store.log_path(host, record.name)),
-            time_left=time_left,
-        )
+        shown = False
+
+        def ready() -> None:
+            nonlocal shown
+            shown = True
+            detacher.ready(app.store.log_path(host, record.name))
+
+        try:
+            with terminate_as_interrupt():
+                _reach_node(app, transport, scheduler, record, paths, holder)
+                _start_groups(app, transport, record, paths, conn, groups)
+                holder.serve(
+                    local_port=local_port, open_browser=not (no_browser or detach), on_ready=ready, time_left=time_left
+                )
+        except BaseException as exc:
+            if shown or (holder.conn.socket and isinstance(exc, HpcjupError | Interrupted)):
+                raise  # after the URL: the session is the user's; socket mode: _reach_node cancelled already
+            _give_up(app, transport, scheduler, record, paths, exc)
+            raise
 
 
 def _submit_and_wait(
@@ -167,6 +182,8 @@ def _submit_and_wait(
     with app.ui.status() as line, terminate_as_interrupt():
         line.update("Submitting…")
         record, paths = submit(transport, scheduler, request)
+        # Cached at once: `hpcjup stop NAME` then finds the host without --host, whatever happens next.
+        app.store.save(record.host, record.name, {"host": record.host, "record": asdict(record)})
         app.ui.info(f"Submitted job {record.job_id} as session {record.name} on {record.host}.")
         waiter = ReadyWaiter(
             transport, scheduler, record, paths, lambda p: line.update(*progress_text(p)), pending_timeout=pending
@@ -178,9 +195,26 @@ def _submit_and_wait(
             raise  # the job ended by itself; its log stays in the session directory for `hpcjup logs`
         except BaseException as exc:
             _abandon(transport, scheduler, record, paths)
+            app.store.forget(record.host, record.name)
             if isinstance(exc, KeyboardInterrupt):
                 raise Interrupted(f"Cancelled job {record.job_id} before Jupyter started; nothing was lost.") from None
             raise
+
+
+def _give_up(
+    app: App, transport: Transport, scheduler: Scheduler, record: SessionRecord, paths: SessionPaths, exc: BaseException
+) -> None:
+    """Jupyter answered, but the URL never reached the user (Ctrl-C, a failed tunnel): nobody can have
+    used the session, so cancel its job rather than leave it holding nodes unseen."""
+    try:
+        _abandon(transport, scheduler, record, paths, running=True)
+    except HpcjupError as cleanup:  # the login connection may be gone too: say so, but report the cause
+        app.ui.warn(f"Could not cancel job {record.job_id} ({cleanup.message}); run `hpcjup stop {record.name}`.")
+        return
+    app.store.forget(record.host, record.name)
+    if isinstance(exc, KeyboardInterrupt):
+        raise Interrupted(f"Cancelled job {record.job_id} before its URL was shown; nothing was lost.") from None
+    app.ui.info(f"Cancelled job {record.job_id}: its URL could not be shown; nothing was lost.")
 
 
 def _reach_node(

@@ -25,16 +25,17 @@ from hpcjup.errors import UsageError
 def command(app: App, session: str | None, host: str | None, local: bool, stop_all: bool, grace: int) -> None:
     """Stop SESSION (or the only running one): Jupyter saves nothing new but shuts kernels down cleanly, then the job ends."""
     from hpcjup.session.holder import end_holder
-    from hpcjup.session.overview import overview, pick_session
+    from hpcjup.session.overview import SessionView, overview, pick_session
     from hpcjup.session.stop import stop_session
 
     if session and stop_all:
         raise UsageError("Give a SESSION or --all, not both.")
-    host = app.resolve_host(host, local)
+    host = app.resolve_host(host, local, session)
     with app.connect(host) as transport:
         scheduler = app.scheduler(host)
-        if stop_all:
-            targets = [view for view in overview(transport, scheduler, app.store) if view.active]
+        if stop_all:  # damaged sessions are skipped: `hpcjup ls` shows them, `hpcjup prune` removes them
+            views = overview(transport, scheduler, app.store)
+            targets = [view for view in views if isinstance(view, SessionView) and view.active]
         else:
             targets = [pick_session(transport, scheduler, app.store, session)]
         stopped = []
@@ -42,7 +43,7 @@ def command(app: App, session: str | None, host: str | None, local: bool, stop_a
             for view in targets:
                 paths, record = view.paths, view.record
                 line.update(f"Stopping {record.name} (job {record.job_id})…")
-                outcome = stop_session(transport, scheduler, paths, record, grace=grace)
+                outcome = stop_session(transport, scheduler, paths, record, view.status, view.report, grace=grace)
                 if scheduler.name == "slurm":  # worker groups and notebook scale-out jobs end with the session
                     from hpcjup.session.groups import cancel_worker_jobs
 

@@ -19,6 +19,7 @@ CONNECTION_FILE = "connection.json"
 STATE_FILE = "state.json"
 TOKEN_FILE = "token"
 RUNTIME_DIR = "runtime"
+SETUP_FILE = "setup.sh"  # the environment's setup lines, sourced by the job and by worker jobs
 
 # Why a session ended, as the launcher records it in state.json.
 REASON_STOPPED = "stopped"

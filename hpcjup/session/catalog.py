@@ -1,36 +1,94 @@
-"""Find sessions on a host: the cluster's session directories are the source of truth."""
+"""Find sessions on a host: the cluster's session directories are the source of truth.
+
+Every session's session.json and state.json come back in one remote command (a tar stream), so
+listing costs the same whatever the number of sessions. A directory whose files do not parse is
+kept as a damaged session (with the reason) instead of breaking the listing of all the others.
+"""
 
 from __future__ import annotations
 
-from hpcjup.errors import HpcjupError, SessionNotFound
-from hpcjup.session.layout import SessionPaths, check_name
-from hpcjup.session.record import SessionRecord
+import time
+from dataclasses import dataclass
+
+from hpcjup.errors import DamagedDocument, SessionNotFound
+from hpcjup.job import STATE_FILE
+from hpcjup.session.layout import NAME, RECORD_FILE, SESSIONS_DIR, SessionPaths, check_name
+from hpcjup.session.record import JobReport, SessionRecord
 from hpcjup.transport.base import Transport
 
+#: A directory without session.json younger than this may be a `start` still uploading: leave it be.
+STARTING_GRACE = 600.0
 
-def list_sessions(transport: Transport) -> list[tuple[SessionPaths, SessionRecord]]:
-    """Every session directory on the host that has a record, oldest first."""
+
+@dataclass(frozen=True)
+class Found:
+    """One session directory: its record and report, or why they cannot be used."""
+
+    paths: SessionPaths
+    record: SessionRecord | None
+    report: JobReport | None
+    problem: str | None = None  # set when record is None: why the session is damaged
+    mtime: float = 0.0  # the directory's modification time
+
+    @property
+    def damaged(self) -> bool:
+        return self.record is None
+
+    @property
+    def maybe_starting(self) -> bool:
+        """No record yet, and recent: perhaps another `start` is creating it right now."""
+        return self.record is None and self.report is None and time.time() - self.mtime < STARTING_GRACE
+
+
+def scan_sessions(transport: Transport, name: str | None = None) -> list[Found]:
+    """Every session directory on the host (or just `name`), oldest first, damaged ones included."""
+    where = SESSIONS_DIR if name is None else f"{SESSIONS_DIR}/{check_name(name)}"
+    entries = transport.read_tree(where, [RECORD_FILE, STATE_FILE], depth=2 if name is None else 1)
     home = transport.home()
-    found = []
-    for name in sorted(transport.scan(SessionPaths(home, "x").root)):
-        paths = SessionPaths(home, name)
+    dirs: dict[str, float] = {}
+    files: dict[tuple[str, str], bytes] = {}
+    for entry in entries:
+        parts = entry.path.split("/") if name is None else [name, *entry.path.split("/")]
+        if len(parts) == 1 and entry.data is None:
+            dirs[parts[0]] = entry.mtime
+        elif len(parts) == 2 and entry.data is not None:
+            files[(parts[0], parts[1])] = entry.data
+    if name is not None and entries:
+        dirs.setdefault(name, 0.0)
+    found = [_found(SessionPaths(home, d), files, mtime) for d, mtime in dirs.items() if NAME.fullmatch(d)]
+    return sorted(found, key=lambda f: (f.record.created_at if f.record else "", f.paths.name))
+
+
+def _found(paths: SessionPaths, files: dict[tuple[str, str], bytes], mtime: float) -> Found:
+    report: JobReport | None = None
+    problem: str | None = None
+    raw_state = files.get((paths.name, STATE_FILE))
+    if raw_state is not None:
         try:
-            found.append((paths, SessionRecord.from_json(transport.read_file(paths.record))))
-        except (FileNotFoundError, NotADirectoryError, HpcjupError):
-            continue  # a half-made directory (interrupted start) or something not ours
-    return sorted(found, key=lambda item: item[1].created_at)
-
-
-def find_session(transport: Transport, name: str) -> tuple[SessionPaths, SessionRecord]:
-    """The session called `name`; SessionNotFound lists the known ones."""
-    paths = SessionPaths(transport.home(), check_name(name))
+            report = JobReport.from_json(raw_state)
+        except DamagedDocument as exc:
+            problem = exc.message
+    raw_record = files.get((paths.name, RECORD_FILE))
+    if raw_record is None:
+        return Found(paths, None, report, "no session.json (an interrupted start?)", mtime)
     try:
-        return paths, SessionRecord.from_json(transport.read_file(paths.record))
-    except FileNotFoundError:
-        known = [record.name for _, record in list_sessions(transport)]
-        raise SessionNotFound(
-            f"No session {name!r} on {transport.name}.",
-            hint=("Known sessions: " + ", ".join(known))
-            if known
-            else "There are no sessions there; start one with `hpcjup start`.",
-        ) from None
+        record = SessionRecord.from_json(raw_record)
+    except DamagedDocument as exc:
+        return Found(paths, None, report, exc.message, mtime)
+    if record.name != paths.name:
+        return Found(paths, None, report, f"session.json names another session ({record.name!r})", mtime)
+    return Found(paths, record, report, problem, mtime)
+
+
+def find_session(transport: Transport, name: str) -> Found:
+    """The session called `name` (perhaps damaged); SessionNotFound lists the known ones."""
+    matches = scan_sessions(transport, name)
+    if matches:
+        return matches[0]
+    known = [f.paths.name for f in scan_sessions(transport)]
+    raise SessionNotFound(
+        f"No session {name!r} on {transport.destination or transport.name}.",
+        hint=("Known sessions: " + ", ".join(known))
+        if known
+        else "There are no sessions there; start one with `hpcjup start`.",
+    )

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hpcjup.errors import HpcjupError, JobFailedError, SessionNotFound, UsageError
+from hpcjup.errors import DamagedDocument, HpcjupError, JobFailedError, SessionNotFound, UsageError
 from hpcjup.job import NORMAL_ENDS
 from hpcjup.schedulers.base import JobState, JobStatus, Scheduler
-from hpcjup.session.catalog import find_session, list_sessions
+from hpcjup.session.catalog import Found, find_session, scan_sessions
 from hpcjup.session.holder import holder_pid
 from hpcjup.session.layout import SessionPaths
-from hpcjup.session.record import JobReport, SessionRecord, read_report
+from hpcjup.session.record import JobReport, SessionRecord
 from hpcjup.session.store import LocalStore
 from hpcjup.session.wait import log_tail
 from hpcjup.transport.base import Transport
@@ -87,48 +87,131 @@ class SessionView:
         }
 
 
-def overview(transport: Transport, scheduler: Scheduler, store: LocalStore) -> list[SessionView]:
-    """Every session on the host, with one scheduler query for all of them."""
-    sessions = list_sessions(transport)
-    statuses = scheduler.statuses(transport, [record.job_id for _, record in sessions])
-    return [
-        SessionView(
-            record,
-            paths,
-            statuses[record.job_id],
-            read_report(transport, paths.state),
-            store.load(record.host, record.name),
+@dataclass(frozen=True)
+class DamagedView:
+    """A session directory whose files cannot be used: shown with the reason, skipped by bulk commands."""
+
+    found: Found
+    cached: dict[str, Any] | None = None
+
+    active = False
+
+    @property
+    def paths(self) -> SessionPaths:
+        return self.found.paths
+
+    @property
+    def why(self) -> str:
+        return f"damaged: {self.found.problem}"
+
+    @property
+    def may_run(self) -> bool:
+        """The launcher's state.json says the job has not ended: its job may still hold nodes."""
+        report = self.found.report
+        return report is not None and not report.ended
+
+    def error(self) -> HpcjupError:
+        """What a command that needs this session says."""
+        name = self.paths.name
+        hint = "`hpcjup prune` removes it" + (
+            " once its job has ended (state.json says it may still run: check the scheduler's queue)."
+            if self.may_run
+            else "."
         )
-        for paths, record in sessions
-    ]
+        error = DamagedDocument(f"Session {name}:", f"{self.found.problem}")
+        error.hint = hint
+        return error
+
+    def to_dict(self) -> dict[str, Any]:
+        report = self.found.report
+        return {
+            "session": self.paths.name,
+            "job_id": None,
+            "host": None,
+            "state": "DAMAGED",
+            "pending_reason": None,
+            "expected_start": None,
+            "ended_because": self.why,
+            "message": self.found.problem,
+            "exit_code": None,
+            "partition": None,
+            "nodes": None,
+            "node_list": report.node if report else None,
+            "time_left": None,
+            "time_limit": None,
+            "created_at": None,
+            "local_url": None,
+        }
+
+
+View = SessionView | DamagedView
+
+
+def _view(found: Found, status: JobStatus | None, store: LocalStore, host: str) -> View:
+    if found.record is None or status is None:
+        return DamagedView(found, store.load(host, found.paths.name))
+    return SessionView(found.record, found.paths, status, found.report, store.load(host, found.record.name))
+
+
+def overview(transport: Transport, scheduler: Scheduler, store: LocalStore) -> list[View]:
+    """Every session on the host, damaged ones included: one read for all records, one scheduler query."""
+    found = scan_sessions(transport)
+    statuses = job_statuses(transport, scheduler, found)
+    host = transport.destination or transport.name
+    return [_view(f, statuses.get(f.paths.name), store, host) for f in found]
+
+
+def job_statuses(transport: Transport, scheduler: Scheduler, found: list[Found]) -> dict[str, JobStatus]:
+    """Session name -> its job's state, from one scheduler query for all of them."""
+    usable = [f for f in found if f.record is not None]
+    answers = scheduler.statuses(transport, [f.record.job_id for f in usable if f.record is not None])
+    return {
+        f.paths.name: answers.get(f.record.job_id, JobStatus(f.record.job_id, JobState.GONE))
+        for f in usable
+        if f.record is not None
+    }
 
 
 def view_of(transport: Transport, scheduler: Scheduler, store: LocalStore, name: str) -> SessionView:
-    """One session by name."""
-    paths, record = find_session(transport, name)
-    return SessionView(
-        record,
-        paths,
-        scheduler.status(transport, record.job_id),
-        read_report(transport, paths.state),
-        store.load(record.host, record.name),
-    )
+    """One session by name; a damaged one is an error that says what is wrong."""
+    found = find_session(transport, name)
+    view = _view(found, job_statuses(transport, scheduler, [found]).get(found.paths.name), store, _host(transport))
+    if isinstance(view, DamagedView):
+        raise view.error()
+    return view
+
+
+def _host(transport: Transport) -> str:
+    return transport.destination or transport.name
 
 
 def pick_session(transport: Transport, scheduler: Scheduler, store: LocalStore, name: str | None) -> SessionView:
     """The named session, or the only running one; a clear choice when there are several."""
     if name:
         return view_of(transport, scheduler, store, name)
-    running = [view for view in overview(transport, scheduler, store) if view.active]
+    running = [view for view in overview(transport, scheduler, store) if isinstance(view, SessionView) and view.active]
     if not running:
         raise SessionNotFound(
-            f"No running session on {transport.name}.",
+            f"No running session on {_host(transport)}.",
             hint="Start one with `hpcjup start`; `hpcjup ls` lists ended ones.",
         )
     if len(running) > 1:
         names = ", ".join(view.record.name for view in running)
-        raise UsageError(f"Several sessions run on {transport.name}: {names}.", hint="Name the one you mean.")
+        raise UsageError(f"Several sessions run on {_host(transport)}: {names}.", hint="Name the one you mean.")
     return running[0]
+
+
+def prunable(views: list[View]) -> list[View]:
+    """What `prune` removes: sessions whose job has ended, and damaged ones that no job can still be using
+    (not one being created right now, nor one whose launcher says it still runs)."""
+    out: list[View] = []
+    for view in views:
+        if isinstance(view, DamagedView):
+            if not view.found.maybe_starting and not view.may_run:
+                out.append(view)
+        elif not view.active:
+            out.append(view)
+    return out
 
 
 def ended_error(view: SessionView, transport: Transport) -> HpcjupError:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from hpcjup.config.resources import Resources
-from hpcjup.errors import HpcjupError, RemoteCommandError
+from hpcjup.errors import DamagedDocument, HpcjupError
+from hpcjup.job import SCHEMA
+from hpcjup.session.fields import ADDRESS, HOST_NAME, TOKEN, WORD, Reader, base_url, parse_object
+from hpcjup.session.layout import NAME
 from hpcjup.transport.base import Transport
 
-SCHEMA = 1
+_JOB_ID = re.compile(r"[A-Za-z0-9_.+-]{1,64}")  # the adapter checks its own form before any command line
+_STATES = re.compile(r"starting|running|stopping|ended")
 
 
 def now_iso() -> str:
@@ -20,20 +24,11 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _pick(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    """The keys of `data` that dataclass `cls` knows (newer writers may add keys)."""
-    return {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
-
-
-def parse_json(raw: bytes, what: str) -> dict[str, Any]:
-    """Decode a session document; a broken one is a clear error, not a traceback."""
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise RemoteCommandError(["read", what], 1, "", f"{what} is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise RemoteCommandError(["read", what], 1, "", f"{what} is not a JSON object")
-    return data
+def _created_at(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("missing")
+    datetime.fromisoformat(value)  # ValueError if it is not a time
+    return value
 
 
 @dataclass(frozen=True)
@@ -61,7 +56,21 @@ class SessionRecord:
 
     @classmethod
     def from_json(cls, raw: bytes) -> SessionRecord:
-        return cls(**_pick(cls, parse_json(raw, "session.json")))
+        """Parse and check session.json; DamagedDocument names what is wrong."""
+        r = Reader(parse_object(raw, "session.json"), "session.json")
+        return cls(
+            name=r.text("name", required=True, pattern=NAME),
+            host=r.text("host", required=True),
+            scheduler=r.text("scheduler", required=True, pattern=WORD),
+            job_id=r.text("job_id", required=True, pattern=_JOB_ID),
+            created_at=r.checked("created_at", _created_at),
+            resources=r.mapping("resources") or {},
+            workdir=r.text("workdir"),
+            idle_timeout=r.integer("idle_timeout"),
+            python=r.text("python", default="python3"),
+            hpcjup_version=r.text("hpcjup_version", default=""),
+            schema=r.integer("schema", default=SCHEMA),
+        )
 
 
 @dataclass(frozen=True)
@@ -86,12 +95,35 @@ class Connection:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Connection:
-        return cls(**_pick(cls, data))
+    def from_dict(cls, data: dict[str, Any], what: str = "connection.json") -> Connection:
+        """Check every field: the node and address reach ssh, the base URL and token reach a URL."""
+        r = Reader(data, what)
+        socket = r.text("socket")
+        if socket is not None and not socket.startswith("/"):
+            raise DamagedDocument(what, f"has a socket path that is not absolute: {socket[:80]!r}")
+        dask = r.mapping("dask")
+        if dask is not None:
+            d = Reader(dask, f"{what} (dask)")
+            dask = {**dask, "scheduler": d.text("scheduler"), "dashboard_port": d.integer("dashboard_port", high=65535)}
+        return cls(
+            job_id=r.text("job_id", required=True, pattern=_JOB_ID),
+            node=r.text("node", required=True, pattern=HOST_NAME),
+            address=r.text("address", required=True, pattern=ADDRESS),
+            port=r.integer("port", required=True, high=65535),
+            token=r.text("token", required=True, pattern=TOKEN),
+            base_url=r.checked("base_url", base_url),
+            socket=socket,
+            pid=r.integer("pid"),
+            started_at=r.text("started_at"),
+            ready_at=r.text("ready_at"),
+            jupyter_server_version=r.text("jupyter_server_version"),
+            dask=dask,
+            schema=r.integer("schema", default=SCHEMA),
+        )
 
     @classmethod
     def from_json(cls, raw: bytes) -> Connection:
-        return cls.from_dict(parse_json(raw, "connection.json"))
+        return cls.from_dict(parse_object(raw, "connection.json"))
 
 
 @dataclass(frozen=True)
@@ -111,7 +143,16 @@ class JobReport:
 
     @classmethod
     def from_json(cls, raw: bytes) -> JobReport:
-        return cls(**_pick(cls, parse_json(raw, "state.json")))
+        """Parse and check state.json (written by the launcher on the node)."""
+        r = Reader(parse_object(raw, "state.json"), "state.json")
+        return cls(
+            state=r.text("state", required=True, pattern=_STATES),
+            reason=r.text("reason", pattern=WORD),
+            message=r.message("message"),
+            exit_code=r.integer("exit_code", low=-(2**31)),
+            node=r.text("node", pattern=HOST_NAME),
+            updated_at=r.text("updated_at"),
+        )
 
 
 def read_report(transport: Transport, path: str) -> JobReport | None:

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import posixpath
+import secrets
+import shlex
+import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hpcjup import __version__
 from hpcjup.config.environment import launcher_python, setup_lines
 from hpcjup.config.resources import Resources, time_to_seconds
-from hpcjup.errors import HpcjupError, UsageError
-from hpcjup.job import DASK_DIR, job_files
-from hpcjup.schedulers.base import JobSpec, Scheduler
-from hpcjup.session.layout import SessionPaths, check_name, new_name
-from hpcjup.session.record import SessionRecord, now_iso, read_report
+from hpcjup.errors import HpcjupError, RemoteCommandError, UsageError
+from hpcjup.job import DASK_DIR, SETUP_FILE, job_files
+from hpcjup.schedulers.base import JOB_SCRIPT, JobSpec, Scheduler
+from hpcjup.session.layout import SESSIONS_DIR, SessionPaths, check_name, new_name
+from hpcjup.session.record import SessionRecord, now_iso
 from hpcjup.transport.base import Transport
+from hpcjup.transport.batch import pack
 
 if TYPE_CHECKING:
     from hpcjup.config.profiles import Resolved
@@ -60,81 +69,182 @@ class DaskRequest:
 
 
 def submit(transport: Transport, scheduler: Scheduler, request: StartRequest) -> tuple[SessionRecord, SessionPaths]:
-    """Make the session directory, upload, submit; on any failure leave nothing behind."""
-    paths = _claim_directory(transport, scheduler, request.name)
+    """Claim the session's name, upload every file in one command, submit, record; on failure leave nothing.
+
+    The directory is claimed with one atomic mkdir on the cluster, so of two starts racing for a
+    name exactly one wins; the other gets "session name in use" and touches nothing of the winner's.
+    Ctrl-C while the job is being submitted waits for the scheduler's answer, then cancels the job:
+    no job is ever left without a record.
+    """
+    request = dataclasses.replace(request, workdir=resolve_workdir(request.workdir, transport.home()))
+    paths = _claim(transport, scheduler, request)
     try:
-        for name, code in job_files().items():
-            transport.write_file(paths.file(name), code, 0o600)
-        if request.dask is not None:
-            _upload_credentials(transport, paths)
-        spec = JobSpec(
-            name=paths.name,
-            session_dir=paths.dir,
-            command=_launcher_command(request, paths, scheduler),
-            resources=request.resources,
-            warn_seconds=_warn_seconds(request.resources.time),
-            setup=tuple(setup_lines(request.settings)) if request.settings else (),
-        )
-        transport.write_file(paths.script, scheduler.render(spec).encode(), 0o700)
-        job_id = scheduler.submit(transport, paths.dir)
+        with deferred_interrupts() as interrupted:
+            job_id = scheduler.submit(transport, paths.dir)
+            record = SessionRecord(
+                name=paths.name,
+                host=transport.destination or transport.name,
+                scheduler=scheduler.name,
+                job_id=job_id,
+                created_at=now_iso(),
+                resources=request.resources.to_dict(),
+                workdir=request.workdir,
+                idle_timeout=request.idle_timeout or None,
+                python=request.python,
+                hpcjup_version=__version__,
+            )
+            try:
+                transport.write_file(paths.record, record.to_json(), 0o600)
+            except BaseException:
+                scheduler.cancel(transport, job_id, graceful=False)
+                raise
+        if interrupted.is_set():
+            scheduler.cancel(transport, job_id, graceful=False)
+            raise KeyboardInterrupt
     except BaseException:
-        transport.rmtree(paths.dir)  # nothing was submitted: no trace left (Ctrl-C included)
-        raise
-    record = SessionRecord(
-        name=paths.name,
-        host=transport.name,
-        scheduler=scheduler.name,
-        job_id=job_id,
-        created_at=now_iso(),
-        resources=request.resources.to_dict(),
-        workdir=request.workdir,
-        idle_timeout=request.idle_timeout or None,
-        python=request.python,
-        hpcjup_version=__version__,
-    )
-    try:
-        transport.write_file(paths.record, record.to_json(), 0o600)
-    except BaseException:
-        scheduler.cancel(transport, job_id, graceful=False)
-        transport.rmtree(paths.dir)
+        transport.rmtree(paths.dir)  # nothing runs for it any more: no trace left (Ctrl-C included)
         raise
     return record, paths
 
 
-def _claim_directory(transport: Transport, scheduler: Scheduler, name: str | None) -> SessionPaths:
-    """Create the session directory exclusively (0700); a finished session's name may be reused."""
+def _claim(transport: Transport, scheduler: Scheduler, request: StartRequest) -> SessionPaths:
+    """Upload the session's files under a name that is free, or whose session has ended."""
     home = transport.home()
-    root = SessionPaths(home, "x").root
-    transport.makedirs(root, 0o700)
-    for _ in range(5 if name is None else 1):
-        paths = SessionPaths(home, check_name(name) if name else new_name())
-        try:
-            transport.mkdir(paths.dir, 0o700)
-            return paths
-        except FileExistsError:
-            if name is None:
-                continue  # a random name collided: draw another
-            if _is_finished(transport, scheduler, paths):
-                transport.rmtree(paths.dir)
-                transport.mkdir(paths.dir, 0o700)
+    for _ in range(5 if request.name is None else 2):
+        paths = SessionPaths(home, check_name(request.name) if request.name else new_name())
+        files = _job_files(paths, scheduler, request)
+        replace = ""
+        for attempt in range(2):
+            code = _upload(transport, paths, files, replace)
+            if code == 0:
                 return paths
+            if code != _IN_USE or request.name is None:
+                break
+            if attempt == 0:
+                replace = _replaceable(transport, scheduler, paths)
+        if request.name is not None:
             raise UsageError(
-                f"A session named {name!r} already exists on {transport.name}.",
-                hint=f"Attach to it with `hpcjup attach {name}`, stop it with `hpcjup stop {name}`, or choose another --name.",
-            ) from None
+                f"Session name {request.name!r} is in use on {transport.destination or transport.name}.",
+                hint=f"Attach with `hpcjup attach {request.name}`, stop it with `hpcjup stop {request.name}`, "
+                "or choose another --name (`hpcjup prune` removes ended and damaged sessions).",
+            )
     raise HpcjupError("Could not find a free session name.", hint="Pass --name.")
 
 
-def _is_finished(transport: Transport, scheduler: Scheduler, paths: SessionPaths) -> bool:
-    """Whether the session's job is over (its directory then only holds logs)."""
-    report = read_report(transport, paths.state)
-    if report is not None and report.ended:
-        return True
+_IN_USE = 73
+# Runs on the login node (POSIX sh, tar): unpack the archive on stdin into a private staging
+# directory, then claim the name with one mkdir (atomic: of two racing starts one wins) and move
+# the files in. With a job id in $4, first move aside the ended session of that job, under a lock.
+_CLAIM = r"""
+umask 077
+root=$1 name=$2 tag=$3 old=$4
+final=$root/$name stage=$root/.stage-$tag lock=
+mkdir -p -- "$root" && mkdir -- "$stage" || exit 70
+trap 'rm -rf -- "$stage"; [ -z "$lock" ] || rmdir -- "$lock"' EXIT
+tar -xf - -C "$stage" || exit 72
+if [ -n "$old" ]; then
+    mkdir -- "$root/.lock-$name" 2>/dev/null || exit 73
+    lock=$root/.lock-$name
+    grep -q "\"job_id\": \"$old\"" "$final/session.json" 2>/dev/null || exit 73
+    mv -- "$final" "$root/.old-$tag" || exit 73
+fi
+mkdir -- "$final" 2>/dev/null || exit 73
+for f in "$stage"/*; do mv -- "$f" "$final/" || exit 74; done
+rm -rf -- "$root/.old-$tag"
+"""
+
+
+def _upload(transport: Transport, paths: SessionPaths, files: dict[str, tuple[bytes, int]], replace: str) -> int:
+    """Run the claim script with the files as a tar archive on stdin; its exit code (0, or _IN_USE)."""
+    tag = secrets.token_hex(4)
+    argv = ["sh", "-c", _CLAIM, "sh", paths.root, paths.name, tag, replace]
+    rc, _, err = transport.run_raw(argv, input=pack(files), timeout=300)
+    if rc in (0, _IN_USE):
+        return rc
+    if rc == 74:  # claimed, but a file could not be moved in: nothing was submitted, take it all back
+        transport.rmtree(paths.dir)
+    raise RemoteCommandError(["upload", paths.dir], rc, "", err.decode(errors="replace"))
+
+
+def _replaceable(transport: Transport, scheduler: Scheduler, paths: SessionPaths) -> str:
+    """The job id of the session holding the name if that session has ended ("" if it has not, or is damaged)."""
+    from hpcjup.session.catalog import find_session
+
     try:
-        record = SessionRecord.from_json(transport.read_file(paths.record))
-    except FileNotFoundError:
-        return True  # a directory left half-made by an interrupted start
-    return not scheduler.status(transport, record.job_id).state.active
+        found = find_session(transport, paths.name)
+    except HpcjupError:
+        return ""
+    record = found.record
+    if record is None:
+        return ""  # damaged or still being created: never removed here (`hpcjup prune` decides)
+    if found.report is not None and found.report.ended:
+        return record.job_id
+    return "" if scheduler.status(transport, record.job_id).state.active else record.job_id
+
+
+def _job_files(paths: SessionPaths, scheduler: Scheduler, request: StartRequest) -> dict[str, tuple[bytes, int]]:
+    """Relative path -> (content, mode) of everything the job needs, rendered for this session."""
+    files = {name: (code, 0o600) for name, code in job_files().items()}
+    setup = setup_lines(request.settings) if request.settings else []
+    files[SETUP_FILE] = (
+        (
+            "\n".join(["# hpcjup: the session's environment, sourced by the job and its workers", *setup]) + "\n"
+        ).encode(),
+        0o600,
+    )
+    if request.dask is not None:
+        from hpcjup.session.dasktls import make_credentials
+
+        cert, key = make_credentials(paths.name)
+        files[f"{DASK_DIR}/cert.pem"] = (cert, 0o600)
+        files[f"{DASK_DIR}/key.pem"] = (key, 0o600)
+    spec = JobSpec(
+        name=paths.name,
+        session_dir=paths.dir,
+        command=_launcher_command(request, paths, scheduler),
+        resources=request.resources,
+        warn_seconds=_warn_seconds(request.resources.time),
+        setup=(f". {shlex.quote(paths.file(SETUP_FILE))}",),
+    )
+    files[JOB_SCRIPT] = (scheduler.render(spec).encode(), 0o700)
+    return files
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[threading.Event]:
+    """Hold SIGINT, SIGTERM and SIGHUP back while the block runs (the event says one came), so that a
+    submission is never cut between the scheduler's accepting the job and the job's being recorded."""
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+    previous = {
+        sig: signal.signal(sig, lambda *_: event.set()) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
+    try:
+        yield event
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def resolve_workdir(workdir: str | None, home: str) -> str | None:
+    """Jupyter's root directory: relative to the home directory, never inside hpcjup's session tree
+    (`hpcjup prune` deletes that tree, and with it any notebook kept there)."""
+    if workdir is None:
+        return None
+    if workdir.startswith("$"):
+        return workdir  # $PROJECT/... is for the job's shell to expand
+    home = home.rstrip("/")
+    expanded = home + workdir[1:] if workdir == "~" or workdir.startswith("~/") else workdir
+    path = posixpath.normpath(posixpath.join(home, expanded))
+    own = posixpath.join(home, SESSIONS_DIR.split("/")[0])  # ~/.hpcjup
+    if path == own or path.startswith(own + "/"):
+        raise UsageError(
+            f"--workdir {workdir} is inside hpcjup's own directory {own}, whose sessions `hpcjup prune` deletes.",
+            hint="Choose a directory of your own, e.g. --workdir ~/notebooks.",
+        )
+    return path
 
 
 def _launcher_command(request: StartRequest, paths: SessionPaths, scheduler: Scheduler) -> list[str]:
@@ -158,15 +268,6 @@ def _launcher_command(request: StartRequest, paths: SessionPaths, scheduler: Sch
             lifetime = time_to_seconds(request.resources.time) - (_warn_seconds(request.resources.time) or 0) - 60
             command += ["--lifetime", str(max(60, lifetime))]
     return command
-
-
-def _upload_credentials(transport: Transport, paths: SessionPaths) -> None:
-    from hpcjup.session.dasktls import make_credentials
-
-    cert, key = make_credentials(paths.name)
-    transport.mkdir(paths.file(DASK_DIR), 0o700)
-    transport.write_file(paths.file(f"{DASK_DIR}/cert.pem"), cert, 0o600)
-    transport.write_file(paths.file(f"{DASK_DIR}/key.pem"), key, 0o600)
 
 
 def _warn_seconds(time_limit: str | None) -> int | None:

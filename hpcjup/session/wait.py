@@ -1,18 +1,20 @@
-"""Wait for a submitted job's Jupyter: cheap file checks often, scheduler queries rarely.
+"""Wait for a submitted job's Jupyter: one remote watcher for the files, scheduler queries rarely.
 
-The session directory is listed every 0.2 s over the open connection (an SFTP
-listing, not a new process on the login node); the scheduler is asked with backoff
-(1, 2, 4, 8, then every 10 s while pending: at most 6 queries a minute), and at once
-when the job's log appears, which says the job has started.
+One long-lived watcher on the login node reports the session directory's changes as they
+happen (transport/watch.py: no new process per poll); the scheduler is asked with backoff
+(1, 2, 4, 8, then every 10 s while pending: at most 6 queries a minute), and at once when the
+job's log appears, which says the job has started. Jupyter gets `ready_timeout` from the moment
+the job runs: nodes resuming from power saving may be CONFIGURING for minutes before that.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hpcjup.errors import JobFailedError, WaitTimeout
+from hpcjup.errors import DamagedDocument, HpcjupError, JobFailedError, WaitTimeout
 from hpcjup.job import CONNECTION_FILE, STATE_FILE
 from hpcjup.schedulers.base import JOB_LOG, JobState, JobStatus, Scheduler
 from hpcjup.session.layout import SessionPaths
@@ -20,11 +22,22 @@ from hpcjup.session.record import (
     Connection,
     JobReport,
     SessionRecord,
-    read_report,
 )
 from hpcjup.transport.base import Transport
+from hpcjup.transport.watch import FileState, Watch
 
-_SCAN_INTERVAL = 0.2
+
+def report_of(state: FileState | None) -> JobReport | None:
+    """state.json as the watcher saw it; None while absent or unreadable (it is rewritten atomically)."""
+    if state is None or not state.data:
+        return None
+    try:
+        return JobReport.from_json(state.data.encode())
+    except HpcjupError:
+        return None
+
+
+_PROGRESS_EVERY = 1.0  # seconds between status-line refreshes while nothing changes
 _PENDING_BACKOFF = (1, 2, 4, 8, 10)
 _STARTING_INTERVAL = 3  # while the job runs but Jupyter does not answer yet
 LOG_TAIL_LINES = 25
@@ -42,7 +55,7 @@ class Progress:
 
 
 class ReadyWaiter:
-    """Polls one session until its connection.json appears or the job ends."""
+    """Waits for one session's connection.json, watching its directory with one remote process."""
 
     def __init__(
         self,
@@ -59,56 +72,62 @@ class ReadyWaiter:
         self.pending_timeout = pending_timeout
         self.ready_timeout = ready_timeout
         self.status = JobStatus(record.job_id, JobState.PENDING)
+        self.report: JobReport | None = None
         self.queries = 0  # scheduler queries made (the benchmark reports them)
+        self.watch = Watch(transport, paths.dir, [CONNECTION_FILE, STATE_FILE], [JOB_LOG])
 
     def wait(self) -> Connection:
         """The session's connection, once Jupyter answers on the node. Raises on failure or deadline."""
+        with self.watch:
+            return self._wait()
+
+    def _wait(self) -> Connection:
         started = time.monotonic()
-        next_query, backoff, seen_log, state_mtime = started, 0, False, None
-        running_since: float | None = None
-        report: JobReport | None = None
+        next_query, backoff, seen_log = started, 0, False
+        running_since: float | None = None  # the ready clock starts when the job runs, not while nodes boot
         while True:
+            changes = self.watch.changes(max(0.0, min(_PROGRESS_EVERY, next_query - time.monotonic())))
             now = time.monotonic()
-            files = self.t.scan(self.paths.dir)
-            conn = self._connection(files)
+            conn = self._connection(changes.get(CONNECTION_FILE))
             if conn is not None:
                 return conn
-            info = files.get(STATE_FILE)
-            if info is not None and info.mtime != state_mtime:
-                state_mtime = info.mtime
-                report = read_report(self.t, self.paths.state)
-                if report is not None and report.ended:
-                    raise self._failure(report)
-            if JOB_LOG in files and not seen_log:
-                seen_log, next_query = True, now  # the job started: look now, not after the backoff
+            if STATE_FILE in changes:
+                self.report = report_of(changes[STATE_FILE])
+                if self.report is not None and self.report.ended:
+                    raise self._failure(self.report)
+                if self.report is not None and running_since is None:
+                    running_since = now  # the launcher runs: the job does
+            if changes.get(JOB_LOG) is not None and not seen_log:
+                seen_log, next_query = True, now  # the job started: ask now, not after the backoff
             if now >= next_query:
                 self.status = self._query()
                 if not self.status.state.active:
-                    raise self._failure(read_report(self.t, self.paths.state))
-                if self.status.state is JobState.PENDING:
-                    next_query = now + _PENDING_BACKOFF[min(backoff, len(_PENDING_BACKOFF) - 1)]
-                    backoff += 1
-                else:
+                    raise self._failure(self.report)
+                if self.status.state is JobState.RUNNING:
                     running_since = running_since or now
                     next_query = now + _STARTING_INTERVAL
+                else:  # PENDING, or CONFIGURING while nodes boot (power saving: minutes)
+                    next_query = now + _PENDING_BACKOFF[min(backoff, len(_PENDING_BACKOFF) - 1)]
+                    backoff += 1
             self._check_deadlines(now - started, None if running_since is None else now - running_since)
+            report = self.report
             state = "STARTING" if report is not None and report.state == "starting" else self.status.state.value
             node = (report.node if report else None) or self.status.nodes
             self.on_progress(Progress(state, now - started, self.status.reason, self.status.expected_start, node))
-            time.sleep(_SCAN_INTERVAL)
 
     def _query(self) -> JobStatus:
         self.queries += 1
         return self.scheduler.status(self.t, self.record.job_id)
 
-    def _connection(self, files: dict) -> Connection | None:
-        info = files.get(CONNECTION_FILE)
-        if info is None or info.size == 0:
+    def _connection(self, state: FileState | None) -> Connection | None:
+        if state is None or not state.data:
             return None
         try:
-            return Connection.from_json(self.t.read_file(self.paths.connection))
-        except FileNotFoundError:  # removed between listing and reading: the job is ending
-            return None
+            return Connection.from_json(state.data.encode())
+        except DamagedDocument:
+            if state.size > len(state.data.encode()):
+                return None  # caught mid-write by a non-atomic writer: the next change brings it whole
+            raise
 
     def _check_deadlines(self, waited: float, running_for: float | None) -> None:
         job = self.record.job_id
@@ -144,10 +163,27 @@ def failure_hint(report: JobReport | None, paths: SessionPaths) -> str:
 
 
 def log_tail(transport: Transport, paths: SessionPaths, lines: int = LOG_TAIL_LINES) -> str | None:
-    """The last lines of the job's log, or None if there is none."""
-    try:
-        text = transport.read_file(paths.log).decode(errors="replace")
-    except FileNotFoundError:
+    """The last lines of the job's log (read with a bounded remote `tail`, tokens masked), or None if there is none."""
+    text = read_log(transport, paths, lines)
+    return text.rstrip() or None if text is not None else None
+
+
+#: At most this much of a log is read at once: a job's log can grow to gigabytes.
+LOG_LIMIT = 1024 * 1024
+_TOKEN_IN_LOG = re.compile(r"(token=|token: |Authorization: token )[A-Za-z0-9_-]{8,}")
+
+
+def read_log(transport: Transport, paths: SessionPaths, lines: int | None = None, limit: int = LOG_LIMIT) -> str | None:
+    """The job's log: its last `lines` lines (all if None) of at most `limit` bytes, tokens masked; None if absent."""
+    script = '[ -f "$1" ] || exit 66; tail -c "$2" -- "$1" | { if [ "$3" = all ]; then cat; else tail -n "$3"; fi; }'
+    rc, out, _ = transport.run_raw(
+        ["sh", "-c", script, "sh", paths.log, str(limit), "all" if lines is None else str(lines)]
+    )
+    if rc == 66:
         return None
-    tail = text.rstrip().splitlines()[-lines:]
-    return "\n".join(tail) if tail else None
+    return mask_tokens(out.decode(errors="replace"))
+
+
+def mask_tokens(text: str) -> str:
+    """Jupyter prints its URL with the token; hpcjup never shows it from a log."""
+    return _TOKEN_IN_LOG.sub(lambda m: m.group(1) + "…", text)

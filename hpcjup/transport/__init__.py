@@ -41,7 +41,15 @@ def connect(host: str, prompt: Prompter | None = None, *, backend: str = "auto",
 
     `prompt` answers passphrase and 2FA questions (unless $HPCJUP_ASKPASS names a program that
     does); `accept_new` adds an unknown host key to ~/.ssh/known_hosts (a changed one is still refused).
+    The transport remembers `host` exactly as given (`destination`): sessions record that.
     """
+    transport = _open(host, prompt, backend=backend, accept_new=accept_new)
+    transport.destination = host
+    return transport
+
+
+def _open(host: str, prompt: Prompter | None = None, *, backend: str = "auto", accept_new: bool = False) -> Transport:
+    """The transport for `host` by the chosen backend."""
     if host == LOCAL_HOST:
         from hpcjup.transport.local import LocalTransport
 

@@ -9,9 +9,12 @@ and opening a byte stream to a host:port reachable from the login node.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shlex
 import socket
+import subprocess
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from hpcjup.errors import RemoteCommandError
+from hpcjup.transport.batch import Entry, read_script, unpack
 
 log = logging.getLogger("hpcjup.remote")
 
@@ -54,11 +58,49 @@ class Stream(Protocol):
     def close(self) -> None: ...
 
 
+class RemoteProcess(Protocol):
+    """A remote command that keeps running: read its stdout as it comes; close() ends its stdin."""
+
+    def fileno(self) -> int: ...
+    def read_some(self) -> bytes: ...  # b"" once its stdout is closed
+    def close(self) -> None: ...
+
+
+class PipeProcess:
+    """A local child process (ssh, or sh for --local) as a RemoteProcess."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+
+    def fileno(self) -> int:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.fileno()
+
+    def read_some(self) -> bytes:
+        return os.read(self.fileno(), 65536)
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()  # the remote command sees EOF and ends
+        try:
+            self.proc.wait(2)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
 class Transport(ABC):
     """One connection to the login node (or to this machine, for `--local`)."""
 
-    #: How the host is shown to the user and keyed in the local state, e.g. "juwels" or "local".
+    #: How the host is shown to the user, e.g. "juwels" or "local".
     name: str
+    #: The destination exactly as the user gave it (`alice@host:2222`, an alias, "local"): sessions
+    #: record it, and reconnects, hints and the laptop's cache use it.
+    destination: str = ""
+    _home: str | None = None  # learned once per connection
 
     def run(
         self,
@@ -70,17 +112,52 @@ class Transport(ABC):
     ) -> CommandResult:
         """Run one command on the remote side; the single call point for remote commands."""
         argv = tuple(str(a) for a in argv)
-        command = shlex.join(argv)
-        started = time.monotonic()
-        returncode, stdout, stderr = self._exec(command, input, timeout)
-        log.debug("%s -> %d (%.0f ms) on %s", command, returncode, (time.monotonic() - started) * 1000, self.name)
+        returncode, out, err = self.run_raw(argv, input=input, timeout=timeout)
+        stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
         if check and returncode != 0:
             raise RemoteCommandError(list(argv), returncode, stdout, stderr)
         return CommandResult(argv, returncode, stdout, stderr)
 
-    @abstractmethod
+    def run_raw(
+        self, argv: Sequence[str], *, input: bytes | None = None, timeout: float = 120.0
+    ) -> tuple[int, bytes, bytes]:
+        """Run one command; (exit code, stdout, stderr) as bytes. `run` is this plus decoding and checking."""
+        command = shlex.join(str(a) for a in argv)
+        started = time.monotonic()
+        returncode, stdout, stderr = self._exec_raw(command, input, timeout)
+        shown = command if len(command) < 300 else command[:300] + "…"
+        log.debug("%s -> %d (%.0f ms) on %s", shown, returncode, (time.monotonic() - started) * 1000, self.name)
+        return returncode, stdout, stderr
+
+    def read_tree(self, directory: str, names: Sequence[str], depth: int = 2) -> list[Entry]:
+        """The directories up to `depth` below `directory` (relative to home, or absolute) and the files
+        among them called `names`, in one remote command (a tar stream) that also tells the home
+        directory; regular files of at most READ_LIMIT bytes only. Empty if `directory` is missing."""
+        rc, out, err = self.run_raw(["sh", "-c", read_script(depth, names), "sh", directory], timeout=300)
+        home, _, archive = out.partition(b"\n")
+        if rc != 0 or not home.startswith(b"/"):
+            raise RemoteCommandError(["read", directory], rc, "", err.decode(errors="replace") or "no home directory")
+        self._home = home.decode(errors="surrogateescape")
+        return unpack(archive)
+
+    def _exec_raw(self, command: str, input: bytes | None, timeout: float) -> tuple[int, bytes, bytes]:
+        """Run a shell command string; return (exit code, stdout, stderr) as bytes (backends override this)."""
+        rc, out, err = self._exec(command, input, timeout)
+        return rc, out.encode(), err.encode()
+
     def _exec(self, command: str, input: bytes | None, timeout: float) -> tuple[int, str, str]:
-        """Run a shell command string; return (exit code, stdout, stderr)."""
+        """The text form of _exec_raw, for simple test doubles that only produce text."""
+        raise NotImplementedError
+
+    def start_process(self, argv: Sequence[str]) -> RemoteProcess:
+        """Start a long-lived remote command whose stdout is read as it comes (a watcher); logged like `run`."""
+        command = shlex.join(str(a) for a in argv)
+        shown = command if len(command) < 300 else command[:300] + "…"
+        log.debug("%s -> started on %s", shown, self.name)
+        return self._start(command)
+
+    def _start(self, command: str) -> RemoteProcess:
+        raise NotImplementedError(f"{type(self).__name__} cannot run long-lived commands")
 
     @abstractmethod
     def home(self) -> str:

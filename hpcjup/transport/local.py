@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from hpcjup.errors import WaitTimeout
-from hpcjup.transport.base import FileInfo, Stream, Transport
+from hpcjup.transport.base import FileInfo, PipeProcess, RemoteProcess, Stream, Transport
 
 
 class LocalTransport(Transport):
@@ -17,12 +17,16 @@ class LocalTransport(Transport):
 
     name = "local"
 
-    def _exec(self, command: str, input: bytes | None, timeout: float) -> tuple[int, str, str]:
+    def _exec_raw(self, command: str, input: bytes | None, timeout: float) -> tuple[int, bytes, bytes]:
         try:
             proc = subprocess.run(["sh", "-c", command], input=input, capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             raise WaitTimeout(f"Local command timed out after {timeout:.0f} s: {command}") from exc
-        return proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
+        return proc.returncode, proc.stdout, proc.stderr
+
+    def _start(self, command: str) -> RemoteProcess:
+        stdio = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.DEVNULL}
+        return PipeProcess(subprocess.Popen(["sh", "-c", command], **stdio, start_new_session=True))  # type: ignore[call-overload]
 
     def home(self) -> str:
         return str(Path.home())

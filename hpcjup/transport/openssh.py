@@ -28,7 +28,7 @@ from pathlib import Path
 
 from hpcjup.errors import ConnectError, HpcjupError, UsageError, WaitTimeout
 from hpcjup.transport.askpass import AskpassBridge, askpass_program, ssh_askpass_env, without_askpass
-from hpcjup.transport.base import FileInfo, Prompter, Stream, Transport
+from hpcjup.transport.base import FileInfo, PipeProcess, Prompter, RemoteProcess, Stream, Transport
 from hpcjup.transport.destination import (
     check_node_name,
     control_dir,
@@ -284,6 +284,9 @@ class OpenSSHTransport(Transport):
                 stdin=None if input is not None else subprocess.DEVNULL,
                 capture_output=True,
                 timeout=timeout,
+                # Its own session: the terminal's Ctrl-C reaches hpcjup, which decides (e.g. lets a
+                # submission finish, then cancels the job), instead of killing the command mid-way.
+                start_new_session=True,
             )
         except subprocess.TimeoutExpired as exc:
             raise WaitTimeout(f"Remote command timed out after {timeout:.0f} s: {command}") from exc
@@ -293,9 +296,13 @@ class OpenSSHTransport(Transport):
             )
         return proc.returncode, proc.stdout, proc.stderr
 
-    def _exec(self, command: str, input: bytes | None, timeout: float) -> tuple[int, str, str]:
-        rc, out, err = self._client(command, input, timeout)
-        return rc, out.decode(errors="replace"), err.decode(errors="replace")
+    def _exec_raw(self, command: str, input: bytes | None, timeout: float) -> tuple[int, bytes, bytes]:
+        return self._client(command, input, timeout)
+
+    def _start(self, command: str) -> RemoteProcess:
+        argv = [*self._mux_client(), "-T", self.name, "--", command]
+        stdio = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.DEVNULL}
+        return PipeProcess(subprocess.Popen(argv, **stdio, start_new_session=True))  # type: ignore[call-overload]
 
     def _script(self, script: str, path: str, *args: str, input: bytes | None = None, timeout: float = 120.0) -> bytes:
         """Run a one-line sh script on `path` (C-locale messages); its stdout, or the OSError a local call would raise."""

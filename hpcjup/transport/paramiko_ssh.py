@@ -9,6 +9,7 @@ A compute node (`hop`) is reached the same way, with the login node as its last 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpcjup.errors import AuthError, ConnectError, WaitTimeout
 from hpcjup.transport.askpass import effective_prompter
-from hpcjup.transport.base import FileInfo, Prompter, Stream, Transport
+from hpcjup.transport.base import FileInfo, Prompter, RemoteProcess, Stream, Transport
 from hpcjup.transport.destination import Destination, check_node_name, jump_chain, parse_destination
 from hpcjup.transport.hostkeys import known_key_types, verify_host_key
 
@@ -238,7 +239,7 @@ class ParamikoTransport(Transport):
 
     # -- commands -----------------------------------------------------------------------
 
-    def _exec(self, command: str, input: bytes | None, timeout: float) -> tuple[int, str, str]:
+    def _exec_raw(self, command: str, input: bytes | None, timeout: float) -> tuple[int, bytes, bytes]:
         chan = self._t.open_session()
         try:
             chan.exec_command(command)
@@ -258,9 +259,14 @@ class ParamikoTransport(Transport):
                     out += chan.recv(65536)
                 while chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
-            return chan.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace")
+            return chan.recv_exit_status(), bytes(out), bytes(err)
         finally:
             chan.close()
+
+    def _start(self, command: str) -> RemoteProcess:
+        chan = self._t.open_session()
+        chan.exec_command(command)
+        return _ChannelProcess(chan)
 
     # -- files --------------------------------------------------------------------------
 
@@ -368,3 +374,21 @@ class ParamikoTransport(Transport):
         self._t.close()
         for hop in reversed(self._hops):
             hop.close()
+
+
+class _ChannelProcess:
+    """A long-lived remote command on a paramiko channel (its fileno wakes select on data and on close)."""
+
+    def __init__(self, chan: paramiko.Channel) -> None:
+        self.chan = chan
+
+    def fileno(self) -> int:
+        return self.chan.fileno()
+
+    def read_some(self) -> bytes:
+        return self.chan.recv(65536)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # the connection may be gone already
+            self.chan.shutdown_write()  # the remote command sees EOF on stdin and ends
+        self.chan.close()

@@ -101,7 +101,7 @@ def test_two_sessions_and_stop_all(minicluster: Any, laptop_env: dict[str, str],
     assert one["local_port"] != two["local_port"] and one["job_id"] != two["job_id"]
     assert answers(one) and answers(two) and one["token"] != two["token"]
     duplicate = run(["start", *HOST, "--name", "one", "--no-browser"], laptop_env)
-    assert duplicate.returncode == ExitCode.USAGE and "already exists" in duplicate.stderr
+    assert duplicate.returncode == ExitCode.USAGE and "is in use" in duplicate.stderr
     result = run(["stop", *HOST, "--all", "--json"], laptop_env)
     assert result.returncode == 0, result.stderr
     assert sorted(s["name"] for s in json.loads(result.stdout)["stopped"]) == ["one", "two"]
