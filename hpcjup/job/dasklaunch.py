@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 JOBS_FILE = "jobs"  # in dask/: the ids of the jobs the notebook submitted, one a line
-SETUP_FILE = "setup.sh"  # in the session directory: the profile's environment (modules, conda, venv)
+SETUP_FILE = "setup.sh"  # in the session directory: the profile's environment (hpcjup.job.SETUP_FILE)
 
 
 def _write(path: str, data: bytes) -> None:

@@ -20,14 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from hpcjup.errors import RemoteCommandError, SubmitError, UsageError
-from hpcjup.job import DASK_DIR
+from hpcjup.job import DASK_DIR, SETUP_FILE
 from hpcjup.session.layout import SessionPaths
 from hpcjup.session.record import SessionRecord
 from hpcjup.transport.base import Transport
 
 GROUPS_FILE = "groups.json"
 JOBS_FILE = f"{DASK_DIR}/jobs"  # one id a line, appended by the sbatch wrapper (dasklaunch.py)
-SETUP_FILE = "setup.sh"  # the profile's environment (modules, conda, venv), written at submission
 _MAX_READ = 1 << 20  # cluster files are read bounded: a huge file must not stall `stop`
 _GROUP = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # the session-name rule: a safe path component
 _GROUP_NAME = re.compile(_GROUP)

@@ -103,3 +103,10 @@ def test_worker_prologue_sources_the_profile_environment_when_there_is_one(tmp_p
     assert (
         subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout == f"venv {paths.dir}/dask/config\n"
     )
+
+
+def test_the_job_side_sources_the_same_setup_file() -> None:
+    import hpcjup.job
+    from hpcjup.job import dasklaunch
+
+    assert dasklaunch.SETUP_FILE == hpcjup.job.SETUP_FILE
