@@ -1,5 +1,5 @@
 """Output: rich text on a terminal, one JSON object for scripts. The only package that imports rich."""
 
-from hpcjup.ui.console import UI
+from hpcjup.ui.console import UI, escape
 
-__all__ = ["UI"]
+__all__ = ["UI", "escape"]

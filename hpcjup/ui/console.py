@@ -40,6 +40,13 @@ def plain(text: str, style: str = "") -> Text:
     return Text(_visible(text), style=style)
 
 
+def escape(value: object) -> str:
+    """`value` for a `markup=True` message: rich reads none of it as a tag (e.g. a node name from the cluster)."""
+    from rich.markup import escape as escape_markup
+
+    return escape_markup(_visible(str(value)))
+
+
 def _text(text: str, markup: bool) -> Text:
     """hpcjup's own markup (`markup=True`, values inside escaped by the caller), or plain text."""
     from rich.text import Text

@@ -8,7 +8,7 @@ import pytest
 from rich.console import Console
 
 from hpcjup.errors import JobFailedError
-from hpcjup.ui import UI
+from hpcjup.ui import UI, escape
 from hpcjup.ui.tables import sessions_table
 
 # A pending reason, node name or job log line as the cluster (or anyone who can edit the session's files) sends it.
@@ -71,9 +71,10 @@ def test_terminal_control_characters_are_shown_not_sent(capsys: pytest.CaptureFi
     assert "reason: \\x1b]8;;http://evil.example/\\x1b\\Resources" in err
 
 
-def test_hpcjups_own_markup_on_request(capsys: pytest.CaptureFixture[str]) -> None:
-    UI().info("Session [bold]lab[/bold] ready", markup=True)
-    assert "Session lab ready" in capsys.readouterr().err
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hpcjups_own_markup_with_escaped_values(text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    UI().info(f"Session [bold]lab[/bold] on {escape(text)}", markup=True)
+    assert f"Session lab on {text}" in capsys.readouterr().err
 
 
 def test_quiet_info_prints_nothing(capsys: pytest.CaptureFixture[str]) -> None:
