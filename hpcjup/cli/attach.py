@@ -24,7 +24,7 @@ def command(
     app: App, session: str | None, host: str | None, local: bool, local_port: int | None, no_browser: bool, detach: bool
 ) -> None:
     """Reconnect to SESSION (or the only running one). A pending job is waited for; an ended one is explained."""
-    from hpcjup.session.holder import holder_pid
+    from hpcjup.session.holder import end_holder, holder_pid
     from hpcjup.session.overview import ended_error, pick_session
     from hpcjup.session.record import Connection
     from hpcjup.session.wait import ReadyWaiter
@@ -38,25 +38,29 @@ def command(
         if not view.active:
             raise ended_error(view, transport)
         cached = view.cached or {}
-        if holder_pid(cached) is not None and local_port in (None, cached["tunnel"]["local_port"]):
+        held = holder_pid(cached)
+        if held is not None and local_port in (None, cached["tunnel"]["local_port"]):
             # Already held by a live process on this laptop: hand out its URL rather than a second tunnel.
             conn = Connection.from_dict(cached["connection"])
             app.ui.result(
                 session_result(record, conn, cached["tunnel"]["local_port"], cached["tunnel"]["url"]),
                 text=cached["tunnel"]["url"],
             )
-            app.ui.info(f"Session {record.name} is already attached here (pid {holder_pid(cached)}).")
-            detacher.ready(app.store.log_path(host, record.name))
+            app.ui.info(f"Session {record.name} is already attached here (pid {held}).")
+            detacher.ready(app.store.log_path(record.host, record.name))
             return
+        if held is not None:  # held on another port: one holder per session, so the old tunnel moves to the new port
+            end_holder(cached)
+            app.ui.info(f"Closed the tunnel on port {cached['tunnel']['local_port']} (pid {held}).")
         with app.ui.status() as line:
             from hpcjup.cli.start import progress_text
 
             waiter = ReadyWaiter(transport, scheduler, record, view.paths, lambda p: line.update(*progress_text(p)))
             conn = waiter.wait()  # returns at once for a running session; waits like start for a pending one
-        Holder(app, transport, record, view.paths, conn).serve(
+        Holder(app, transport, record, view.paths, conn, scheduler).serve(
             local_port=local_port or _previous_port(cached),
             open_browser=not (no_browser or detach),
-            on_ready=lambda: detacher.ready(app.store.log_path(host, record.name)),
+            on_ready=lambda: detacher.ready(app.store.log_path(record.host, record.name)),
             time_left=waiter.status.time_left or view.status.time_left,
         )
 

@@ -6,6 +6,8 @@ prompt is asked once, by the process that keeps the connection. When the URL ans
 and the result is printed, the child starts its own session, moves its output to a
 0600 log file in the state directory and tells the parent, which exits 0. If the child
 fails first, the parent exits with the child's exit code (its error is already shown).
+The child also takes the session's holder lock itself (in SessionHolder.serve): flock locks are
+shared by forked processes, so a lock taken before the fork would be the parent's as well.
 """
 
 from __future__ import annotations

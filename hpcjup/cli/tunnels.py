@@ -18,13 +18,24 @@ def _one_held(app: App, session: str | None, host: str | None) -> dict[str, Any]
     if not entries:
         what = f"Session {session}" if session else "No session"
         raise SessionNotFound(
-            f"{what} is not attached on this laptop.",
+            f"{what} is not attached on this laptop.{_why_closed(app, session, host)}",
             hint="Attach with `hpcjup attach -d SESSION`; `hpcjup ls` lists sessions.",
         )
     if len(entries) > 1:
         names = ", ".join(f"{e['record']['name']} ({e['host']})" for e in entries)
         raise UsageError(f"Several sessions are attached: {names}.", hint="Name the one you mean.")
     return entries[0]
+
+
+def _why_closed(app: App, session: str | None, host: str | None) -> str:
+    """Why the named session's holder gave up (e.g. a refused reconnect), as its cache entry records it."""
+    if not session:
+        return ""
+    for h in [host] if host else app.store.hosts():
+        error = (app.store.load(h, session) or {}).get("tunnel_error")
+        if isinstance(error, dict) and error.get("message"):
+            return f" Its tunnel closed at {error.get('at')}: {error['message']}"
+    return ""
 
 
 def _result(entry: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The laptop's cache of sessions: 0600 JSON files in a 0700 state directory.
 
 The cluster is the source of truth; this cache only saves a round trip, remembers
-which host a session lives on, and records the local tunnel holding it (pid, port).
+which host a session lives on, and records the local tunnel holding it (pid, port, the
+lock file that proves the holder is alive: see session/holder.py).
 It holds tokens, so every file is private to the user.
 """
 
@@ -75,6 +76,15 @@ class LocalStore:
         _private_dirs(path.parent)
         return path
 
+    def _lock_file(self, host: str, name: str) -> Path:
+        return self.root / "holders" / _safe(host) / f"{_safe(name)}.lock"
+
+    def lock_path(self, host: str, name: str) -> Path:
+        """The file a session's tunnel holder keeps locked for its whole life (its directory is made 0700)."""
+        path = self._lock_file(host, name)
+        _private_dirs(path.parent)
+        return path
+
     def load_any(self, host: str) -> dict[str, Any] | None:
         """Some entry of `host` (to learn the host's spelling from its directory name)."""
         for name in self.names(host):
@@ -87,9 +97,12 @@ class LocalStore:
         self._path(host, name).unlink(missing_ok=True)
 
     def forget(self, host: str, name: str) -> None:
-        """Remove everything this laptop keeps about a session: its entry and its holder's log."""
+        """Remove everything this laptop keeps about a session: its entry, its holder's log and lock file."""
+        from hpcjup.session.holder import remove_lock
+
         self.remove(host, name)
         self._log_file(host, name).unlink(missing_ok=True)
+        remove_lock(self._lock_file(host, name))
 
     def names(self, host: str) -> list[str]:
         """Cached session names on a host."""

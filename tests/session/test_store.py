@@ -23,3 +23,17 @@ def test_update_merges_and_none_removes(tmp_path: Path) -> None:
     assert store.names("h") == ["s"] and store.hosts() == ["h"]
     store.remove("h", "s")
     assert store.load("h", "s") is None and store.hosts() == []
+
+
+def test_lock_files_live_in_private_dirs_and_forget_removes_only_unheld_ones(tmp_path: Path) -> None:
+    from hpcjup.session.holder import HolderLock
+
+    store = LocalStore(tmp_path / "state")
+    path = store.lock_path("user@host:2222", "lab-1")
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    with HolderLock(path):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        store.forget("user@host:2222", "lab-1")
+        assert path.exists()  # its holder is alive
+    store.forget("user@host:2222", "lab-1")
+    assert not path.exists()

@@ -1,0 +1,208 @@
+"""Which local process holds a session's tunnel: only the one holding its lock, never a reused pid."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpcjup.errors import AuthError, ConnectError, UsageError
+from hpcjup.schedulers.base import JobState, JobStatus
+from hpcjup.session.hold import SessionHolder, Timings
+from hpcjup.session.holder import HolderLock, end_holder, held_sessions, holder_pid, locked_by
+from hpcjup.session.layout import SessionPaths
+from hpcjup.session.record import Connection, SessionRecord
+from hpcjup.session.store import LocalStore
+
+# A process that holds a session's lock the way a holder does, then waits to be signalled.
+HOLDER = """
+import sys, time
+from pathlib import Path
+from hpcjup.session.holder import HolderLock
+lock = HolderLock(Path(sys.argv[1]))
+lock.acquire()
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def entry(pid: int, lock: Path | None) -> dict[str, Any]:
+    tunnel: dict[str, Any] = {"pid": pid, "local_port": 8888, "url": "http://127.0.0.1:8888/lab?token=t"}
+    if lock is not None:
+        tunnel["lock"] = str(lock)
+    return {"host": "h", "record": {"name": "lab"}, "tunnel": tunnel}
+
+
+@pytest.fixture
+def bystander() -> Iterator[subprocess.Popen[bytes]]:
+    """A live process that is no holder, with "hpcjup" in its command line (as a reused pid may have)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "hpcjup"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+@pytest.fixture
+def holder(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    """A process holding the lock file tmp_path/lab.lock."""
+    lock = tmp_path / "lab.lock"
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(lock)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "locked\n"
+    yield proc, lock
+    proc.kill()
+    proc.wait()
+
+
+@pytest.mark.parametrize("with_lock_file", [False, True])
+def test_a_live_unrelated_process_is_neither_the_holder_nor_signalled(
+    bystander: subprocess.Popen[bytes], tmp_path: Path, with_lock_file: bool
+) -> None:
+    lock = None
+    if with_lock_file:  # a lock file that names the pid, left behind by a holder that died (nobody holds it)
+        lock = tmp_path / "lab.lock"
+        lock.write_text(str(bystander.pid))
+    stale = entry(bystander.pid, lock)
+    assert holder_pid(stale) is None
+    assert end_holder(stale, timeout=1) is False
+    assert bystander.poll() is None  # still running: it was not signalled
+
+
+def test_the_process_holding_the_lock_is_the_holder_and_ends_on_request(
+    holder: tuple[subprocess.Popen[str], Path],
+) -> None:
+    proc, lock = holder
+    assert locked_by(lock) == proc.pid
+    assert holder_pid(entry(proc.pid, lock)) == proc.pid
+    assert end_holder(entry(proc.pid, lock), timeout=5) is True
+    assert proc.wait(timeout=5) != 0  # SIGTERM
+    assert locked_by(lock) is None and holder_pid(entry(proc.pid, lock)) is None
+
+
+def test_an_entry_naming_another_pid_than_the_lock_holder_is_not_held(
+    holder: tuple[subprocess.Popen[str], Path], bystander: subprocess.Popen[bytes]
+) -> None:
+    _, lock = holder
+    assert holder_pid(entry(bystander.pid, lock)) is None
+    assert end_holder(entry(bystander.pid, lock), timeout=1) is False
+    assert bystander.poll() is None
+
+
+def test_a_second_holder_is_refused_while_the_first_lives(holder: tuple[subprocess.Popen[str], Path]) -> None:
+    proc, lock = holder
+    with pytest.raises(UsageError, match=f"pid {proc.pid}"):
+        HolderLock(lock).acquire(timeout=0.3)
+
+
+def test_the_lock_is_released_with_the_holder_and_can_be_taken_again(tmp_path: Path) -> None:
+    lock = tmp_path / "lab.lock"
+    with HolderLock(lock):
+        assert stat.S_IMODE(lock.stat().st_mode) == 0o600
+        assert lock.read_text() == str(os.getpid())
+    assert locked_by(lock) is None
+    with HolderLock(lock):
+        pass
+
+
+def test_held_sessions_lists_only_live_holders(holder: tuple[subprocess.Popen[str], Path], tmp_path: Path) -> None:
+    proc, lock = holder
+    store = LocalStore(tmp_path / "state")
+    store.save("h", "lab", entry(proc.pid, lock))
+    store.save("h", "gone", {**entry(proc.pid + 1, tmp_path / "none.lock"), "record": {"name": "gone"}})
+    assert [e["record"]["name"] for e in held_sessions(store)] == ["lab"]
+
+
+# -- the holding loop, driven with stand-ins for the connection and the scheduler ---------------------------------
+
+
+class Gone:
+    """A connection that has dropped."""
+
+    alive = False
+
+    def close(self) -> None:
+        pass
+
+
+class Up(Gone):
+    alive = True
+
+    def read_file(self, path: str) -> bytes:
+        raise FileNotFoundError(path)  # no state.json: the launcher has not recorded an end
+
+
+class Notes:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, text: str) -> None:
+        self.lines.append(text)
+
+    def warn(self, text: str) -> None:
+        self.lines.append(f"warning: {text}")
+
+
+class Squeue:
+    """A scheduler whose answers are scripted."""
+
+    def __init__(self, *states: Any) -> None:
+        self.states = list(states)
+
+    def status(self, transport: Any, job_id: str) -> Any:
+        return JobStatus(job_id, self.states.pop(0))
+
+
+def session_holder(
+    tmp_path: Path, transport: Any, connect: Any, scheduler: Any = None, **timings: Any
+) -> SessionHolder:
+    record = SessionRecord("lab", "alice@127.0.0.1:2222", "slurm", "42", "2024-01-01T00:00:00Z")
+    conn = Connection("42", "node1", "127.0.0.2", 8888, "token")
+    defaults = {"alive_every": 0.01, "backoff": (0.01,), "state_every": 1e6, "scheduler_every": 1e6}
+    return SessionHolder(
+        transport,
+        record,
+        SessionPaths("/home/alice", "lab"),
+        conn,
+        store=LocalStore(tmp_path),
+        scheduler=scheduler or Squeue(JobState.RUNNING),
+        connect=connect,
+        notes=Notes(),
+        timings=Timings(**{**defaults, **timings}),
+    )
+
+
+def test_reconnect_retries_connect_errors_and_stops_at_the_first_auth_error(tmp_path: Path) -> None:
+    tried: list[str] = []
+
+    def connect(host: str) -> Any:
+        tried.append(host)
+        if len(tried) < 3:
+            raise ConnectError("Connection refused")
+        raise AuthError("HOST KEY CHANGED for 127.0.0.1", hint="Ask your centre.")
+
+    holder = session_holder(tmp_path, Gone(), connect)
+    end = holder._hold(None, threading.Event())
+    assert end.auth is not None and "HOST KEY CHANGED" in end.auth.message and not end.detached
+    assert tried == ["alice@127.0.0.1:2222"] * 3  # the destination as given, never retried after the refusal
+    assert sum("reconnect failed" in line for line in holder.notes.lines) == 2
+    assert any("Not retrying" in line for line in holder.notes.lines)
+
+
+def test_the_scheduler_ends_the_hold_when_the_job_is_gone_without_a_word_from_the_launcher(tmp_path: Path) -> None:
+    scheduler = Squeue(JobState.RUNNING, JobState.GONE, JobState.GONE)
+    holder = session_holder(tmp_path, Up(), lambda host: Up(), scheduler, scheduler_every=0.01, state_every=0.01)
+    end = holder._hold(None, threading.Event())
+    assert end.ended and "job 42 is over" in end.ended and "no longer knows it" in end.ended
+    assert scheduler.states == []  # GONE once is not enough: a failing squeue looks the same
+
+
+def test_a_cancelled_job_ends_the_hold_at_once(tmp_path: Path) -> None:
+    holder = session_holder(tmp_path, Up(), lambda host: Up(), Squeue(JobState.CANCELLED), scheduler_every=0.01)
+    end = holder._hold(None, threading.Event())
+    assert end.ended and "CANCELLED" in end.ended
