@@ -79,7 +79,7 @@ class Holder:
         report_end(self.app, self.record, end)
 
     def _announce(self, local_port: int, url: str, open_browser: bool) -> None:
-        from rich.markup import escape
+        from hpcjup.ui import escape
 
         ui, record, conn = self.app.ui, self.record, self.conn
         result = session_result(record, conn, local_port, url)
