@@ -1,0 +1,201 @@
+"""Sessions never harm each other: racing starts, damaged files, exact destinations, the host found by name."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpcjup.errors import ExitCode
+from tests.cli.helpers import run, session_jobs
+
+pytestmark = pytest.mark.cluster
+HOST = ["--host", "minicluster"]
+SESSIONS = Path("/home/hpcuser/.hpcjup/sessions")
+QUICK = ["--no-dask", "--idle-timeout", "0", "--time", "10", "--no-browser"]
+
+
+def write_as_user(path: Path, text: str) -> None:
+    """A file in the cluster user's home, owned by that user (as a hand edit or a broken disk would leave it)."""
+    path.write_text(text)
+    shutil.chown(path, "hpcuser", "hpcuser")
+
+
+def start(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return run(["start", "-d", "--json", *QUICK, *args], env, timeout=150)
+
+
+def ls_rows(env: dict[str, str], *host: str) -> dict[str, dict[str, Any]]:
+    result = run(["ls", *(host or HOST), "--json"], env)
+    assert result.returncode == 0, result.stderr
+    return {row["session"]: row for row in json.loads(result.stdout)["sessions"]}
+
+
+def test_racing_starts_one_wins(minicluster: Any, laptop_env: dict[str, str], clean_jobs: None) -> None:
+    """Two `start -d -n race` at the same moment: exactly one wins, the other is told; nothing orphaned."""
+    results: list[subprocess.CompletedProcess[str]] = []
+    barrier = threading.Barrier(2)
+
+    def one() -> None:
+        barrier.wait()
+        results.append(start(laptop_env, *HOST, "-n", "race"))
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    codes = sorted(r.returncode for r in results)
+    assert codes == [0, ExitCode.USAGE], [(r.returncode, r.stderr[-300:]) for r in results]
+    loser = next(r for r in results if r.returncode)
+    assert "in use" in loser.stderr
+    winner = json.loads(next(r for r in results if r.returncode == 0).stdout)
+    jobs = session_jobs(minicluster, ("race",))
+    assert [j["id"] for j in jobs] == [winner["job_id"]]  # one job, the winner's: nothing orphaned
+    record = json.loads((SESSIONS / "race" / "session.json").read_text())
+    assert record["job_id"] == winner["job_id"]
+    assert not [p for p in SESSIONS.iterdir() if p.name.startswith(".")]  # no staging or lock left
+    assert run(["stop", "race", *HOST], laptop_env).returncode == 0
+
+
+def test_damaged_sessions_do_not_break_the_others(
+    minicluster: Any, laptop_env: dict[str, str], clean_jobs: None
+) -> None:
+    """Corrupt session.json/state.json: shown as DAMAGED with the reason; ls, stop --all and prune work."""
+    good = json.loads(start(laptop_env, *HOST, "-n", "healthy").stdout)
+    damaged = {
+        "num-id": json.dumps({"name": "num-id", "host": "minicluster", "scheduler": "slurm", "job_id": 12}),
+        "truncated": '{"name": "truncated", "host": "minic',
+        "not-object": "[1, 2]",
+    }
+    for name, text in damaged.items():
+        minicluster.run_as_user(["mkdir", "-p", str(SESSIONS / name)])
+        write_as_user(SESSIONS / name / "session.json", text)
+    minicluster.run_as_user(["mkdir", "-p", str(SESSIONS / "bad-state")])
+    write_as_user(
+        SESSIONS / "bad-state" / "session.json",
+        (SESSIONS / "healthy" / "session.json").read_text().replace('"healthy"', '"bad-state"'),
+    )
+    write_as_user(SESSIONS / "bad-state" / "state.json", '{"state": "runn')
+    rows = ls_rows(laptop_env)
+    assert rows["healthy"]["state"] == "RUNNING"
+    for name in damaged:
+        assert rows[name]["state"] == "DAMAGED" and rows[name]["message"], rows[name]
+    text = run(["ls", *HOST], laptop_env)
+    assert text.returncode == 0 and "DAMAGED" in text.stdout
+    attach = run(["attach", "num-id", *HOST, "--no-browser"], laptop_env)
+    assert attach.returncode == ExitCode.REMOTE and "job_id" in attach.stderr
+    stop_all = run(["stop", "--all", *HOST, "--json"], laptop_env, timeout=180)
+    assert stop_all.returncode == 0, stop_all.stderr
+    assert {s["name"] for s in json.loads(stop_all.stdout)["stopped"]} >= {"healthy"}
+    assert not session_jobs(minicluster, ("healthy",)), f"job {good['job_id']} still active"
+    prune = run(["prune", *HOST, "--json"], laptop_env)
+    assert prune.returncode == 0, prune.stderr
+    removed = {r["name"] for r in json.loads(prune.stdout)["removed"]}
+    assert set(damaged) | {"healthy"} <= removed
+    for name in damaged:
+        assert not (SESSIONS / name).exists()
+
+
+def test_destination_recorded_as_given(
+    minicluster: Any, laptop_env: dict[str, str], laptop_home: Path, clean_jobs: None
+) -> None:
+    """`--host hpcuser@127.0.0.1:PORT` is remembered with user and port: ls, hints and stop use it."""
+    dest = f"{minicluster.user}@127.0.0.1:{minicluster.ssh_port}"
+    with (laptop_home / ".ssh" / "config").open("a") as fh:
+        fh.write(
+            f"\nHost 127.0.0.1\n    IdentityFile {laptop_home / '.ssh' / 'id_minicluster'}\n    IdentitiesOnly yes\n"
+        )
+    result = start(laptop_env, "--host", dest, "-n", "exact")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["host"] == dest
+    assert f"--host {dest}" in result.stderr or dest in result.stderr
+    assert ls_rows(laptop_env, "--host", dest)["exact"]["host"] == dest
+    # No --host: the cache knows on which destination "exact" lives, and stop closes its tunnel too.
+    stop = run(["stop", "exact", "--json"], laptop_env, timeout=120)
+    assert stop.returncode == 0, stop.stderr
+    assert json.loads(stop.stdout)["host"] == dest
+    url = run(["url", "exact"], laptop_env)
+    assert url.returncode == ExitCode.NOT_FOUND
+
+
+def test_stop_finds_the_host_by_session_name(
+    minicluster: Any, laptop_env: dict[str, str], laptop_home: Path, clean_jobs: None
+) -> None:
+    """With sessions cached on two hosts, `stop NAME` (no --host) goes where NAME lives."""
+    config = laptop_home / ".ssh" / "config"  # the same cluster under a second name
+    config.write_text(config.read_text() + config.read_text().replace("Host minicluster", "Host othercluster"))
+    first = start(laptop_env, "--host", "othercluster", "-n", "elsewhere")
+    assert first.returncode == 0, first.stderr
+    second = start(laptop_env, *HOST, "-n", "here")
+    assert second.returncode == 0, second.stderr
+    for name in ("here", "elsewhere"):
+        stopped = run(["stop", name, "--json"], laptop_env, timeout=120)
+        assert stopped.returncode == 0, stopped.stderr
+        assert json.loads(stopped.stdout)["stopped"][0]["name"] == name
+    ambiguous = run(["ls"], laptop_env)
+    assert ambiguous.returncode == ExitCode.USAGE and "Which cluster" in ambiguous.stderr
+
+
+def test_workdir_inside_session_tree_refused(minicluster: Any, laptop_env: dict[str, str], clean_jobs: None) -> None:
+    """`prune` deletes the session tree: a --workdir there would lose notebooks, so it is refused up front."""
+    result = run(["start", *HOST, *QUICK, "-n", "wd", "--workdir", ".hpcjup/sessions/wd"], laptop_env)
+    assert result.returncode == ExitCode.USAGE and "prune" in result.stderr
+    assert not (SESSIONS / "wd").exists() and not session_jobs(minicluster, ("wd",))
+
+
+def test_relative_workdir_is_relative_to_home(minicluster: Any, laptop_env: dict[str, str], clean_jobs: None) -> None:
+    minicluster.run_as_user(["mkdir", "-p", "/home/hpcuser/notebooks"])
+    info = json.loads(start(laptop_env, *HOST, "-n", "relwd", "--workdir", "notebooks").stdout)
+    record = json.loads((SESSIONS / "relwd" / "session.json").read_text())
+    assert record["workdir"] == "/home/hpcuser/notebooks"
+    assert run(["stop", "relwd", *HOST], laptop_env).returncode == 0, info
+
+
+def test_logs_are_bounded_and_masked(minicluster: Any, laptop_env: dict[str, str], clean_jobs: None) -> None:
+    start(laptop_env, *HOST, "-n", "logged")
+    log = SESSIONS / "logged" / "job.out"
+    minicluster.run_as_user(["sh", "-c", f"echo 'http://node1:8888/lab?token=0123456789abcdef0123' >> {log}"])
+    none = run(["logs", "logged", *HOST, "-n", "0"], laptop_env)
+    assert none.returncode == 0 and none.stdout == ""
+    last = run(["logs", "logged", *HOST, "-n", "1"], laptop_env)
+    assert last.stdout.strip() == "http://node1:8888/lab?token=…"
+    everything = run(["logs", "logged", *HOST], laptop_env)
+    assert "0123456789abcdef0123" not in everything.stdout and "[hpcjup launcher]" in everything.stdout
+    assert run(["stop", "logged", *HOST], laptop_env).returncode == 0
+
+
+def remote_commands(stderr: str) -> list[str]:
+    """The remote commands `-v` logged (one line each, whatever the backend)."""
+    return [
+        line for line in stderr.splitlines() if line.startswith(("hpcjup.remote:", "hpcjup.ssh:")) and " -> " in line
+    ]
+
+
+def test_ls_costs_the_same_whatever_the_number_of_sessions(
+    minicluster: Any, laptop_env: dict[str, str], clean_jobs: None
+) -> None:
+    """At most 3 remote commands for `ls` (all records in one read, one squeue, one sacct), with 40 ended sessions."""
+    template = json.loads(
+        json.dumps({"host": "minicluster", "scheduler": "slurm", "created_at": "2026-12-01T00:00:00+00:00"})
+    )
+    for i in range(40):
+        name = f"many-{i}"
+        minicluster.run_as_user(["mkdir", "-p", str(SESSIONS / name)])
+        write_as_user(
+            SESSIONS / name / "session.json", json.dumps({**template, "name": name, "job_id": str(900000 + i)})
+        )
+        write_as_user(SESSIONS / name / "state.json", json.dumps({"state": "ended", "reason": "idle", "exit_code": 0}))
+    result = run(["-v", "ls", *HOST, "--json"], laptop_env)
+    assert result.returncode == 0, result.stderr
+    rows = {row["session"] for row in json.loads(result.stdout)["sessions"]}
+    assert {f"many-{i}" for i in range(40)} <= rows
+    commands = remote_commands(result.stderr)
+    assert len(commands) <= 3, "\n".join(commands)
+    prune = run(["-v", "prune", *HOST], laptop_env)
+    assert prune.returncode == 0 and len(remote_commands(prune.stderr)) <= 4, prune.stderr

@@ -1,0 +1,79 @@
+"""Submission: Ctrl-C while the scheduler accepts the job never leaves a job without a record;
+the ready clock runs only once the job does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from hpcjup.schedulers.base import JobSpec, JobState, JobStatus, Scheduler
+from hpcjup.session.layout import SessionPaths
+from hpcjup.session.record import SessionRecord
+from hpcjup.session.submit import StartRequest, submit
+from hpcjup.session.wait import ReadyWaiter
+from hpcjup.transport.base import Transport
+from hpcjup.transport.local import LocalTransport
+
+
+class Home(LocalTransport):
+    def __init__(self, home: Path) -> None:
+        self._root = str(home)
+
+    def home(self) -> str:
+        return self._root
+
+
+class SlowScheduler(Scheduler):
+    """Accepts the job after Ctrl-C has arrived (as a slow sbatch would), and remembers cancels."""
+
+    name = "slurm"
+
+    def __init__(self) -> None:
+        self.cancelled: list[tuple[str, bool]] = []
+        self.states = [JobState.RUNNING]
+
+    def render(self, spec: JobSpec) -> str:
+        return "#!/bin/sh\n"
+
+    def submit(self, transport: Transport, session_dir: str) -> str:
+        os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C while sbatch runs
+        time.sleep(0.2)
+        return "123"
+
+    def status(self, transport: Transport, job_id: str) -> JobStatus:
+        return JobStatus(job_id, self.states.pop(0) if len(self.states) > 1 else self.states[0])
+
+    def cancel(self, transport: Transport, job_id: str, *, graceful: bool = True) -> None:
+        self.cancelled.append((job_id, graceful))
+
+
+def test_ctrl_c_during_submission_cancels_the_accepted_job(tmp_path: Path) -> None:
+    scheduler = SlowScheduler()
+    with pytest.raises(KeyboardInterrupt):
+        submit(Home(tmp_path), scheduler, StartRequest(name="lab", dask=None))
+    assert scheduler.cancelled == [("123", False)]  # the job the scheduler accepted is not left behind
+    assert not (tmp_path / ".hpcjup/sessions/lab").exists()  # and nothing else either
+
+
+def test_ready_clock_starts_when_the_job_runs(tmp_path: Path) -> None:
+    """CONFIGURING (nodes booting from power saving) does not count against the ready timeout."""
+    paths = SessionPaths(str(tmp_path), "lab")
+    Path(paths.dir).mkdir(parents=True)
+    record = SessionRecord("lab", "h", "slurm", "7", "2026-12-01T00:00:00+00:00")
+    scheduler = SlowScheduler()
+    scheduler.states = [JobState.CONFIGURING] * 4 + [JobState.RUNNING]
+    waiter = ReadyWaiter(Home(tmp_path), scheduler, record, paths, ready_timeout=2.0)
+
+    def jupyter_answers() -> None:
+        time.sleep(4.5)  # longer than ready_timeout, all of it CONFIGURING but the last moment
+        doc = '{"job_id": "7", "node": "node1", "address": "127.0.0.1", "port": 1, "token": "%s"}' % ("a" * 32)
+        Path(paths.connection).write_text(doc)
+
+    threading.Thread(target=jupyter_answers).start()
+    conn = waiter.wait()
+    assert conn.node == "node1" and waiter.queries >= 3
