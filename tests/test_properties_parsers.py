@@ -216,13 +216,6 @@ def test_parse_destination(ssh_config: Path, text: str) -> None:
         assert 0 < dest.port < 65536 and dest.hostname  # type: ignore[attr-defined]
 
 
-# hpcjup/session/groups.py belongs to another change in flight; these two found its faults (see the marks).
-GROUPS_PENDING = pytest.mark.xfail(
-    strict=False, reason="groups.py: int() of a 4301-digit JOBS or CORES raises ValueError; 'batch:4x0' has 0 cores"
-)
-
-
-@GROUPS_PENDING
 @PROPERTY
 @given(hostile(GROUPS))
 @example("batch:" + "9" * 5000)  # ValueError (int's 4300-digit limit), not a UsageError
@@ -232,7 +225,6 @@ def test_worker_group_specs(text: str) -> None:
         assert Resources(partition=group.partition)  # type: ignore[attr-defined]  # a partition --partition accepts
 
 
-@GROUPS_PENDING
 @PROPERTY
 @given(hostile(GROUPS))
 @example("batch:4x0")

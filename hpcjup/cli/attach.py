@@ -29,7 +29,7 @@ def command(
     from hpcjup.session.record import Connection
     from hpcjup.session.wait import ReadyWaiter
 
-    host = app.resolve_host(host, local)
+    host = app.resolve_host(host, local, session)
     detacher = Detacher.prepare(local_port, detach)
     with app.connect_with_status(host) as transport:
         scheduler = app.scheduler(host)

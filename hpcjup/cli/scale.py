@@ -31,7 +31,7 @@ def command(
     check_group_name(group)  # before anything: it becomes a file name in the session directory
     if partition is not None:
         check_partition(partition)
-    host = app.resolve_host(host, local)
+    host = app.resolve_host(host, local, session)
     if host == "local":
         raise UsageError("Worker groups need a batch system; --local sessions have none.")
     with app.connect(host) as transport:

@@ -144,7 +144,7 @@ def command(
         socket=bool(settings.value("socket")),
         settings=settings,
     )
-    pending = parse_duration(pending_timeout, "--timeout") if pending_timeout else None
+    pending = parse_duration(pending_timeout, "--timeout", allow_zero=False) if pending_timeout else None
     host = app.resolve_host(None if local else settings.value("host"), local)
     detacher = Detacher.prepare(local_port, detach)
     with app.connect_with_status(host) as transport:

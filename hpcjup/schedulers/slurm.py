@@ -92,9 +92,28 @@ class Slurm(Scheduler):
             job_id = line.rsplit("|", 1)[-1].strip()
             if job_id in job_ids:
                 found[job_id] = _parse_squeue(job_id, line)
-        for job_id in job_ids:
-            if job_id not in found:
-                found[job_id] = self._from_sacct(transport, job_id)
+        missing = [job_id for job_id in job_ids if job_id not in found]
+        if len(missing) == 1:
+            found[missing[0]] = self._from_sacct(transport, missing[0])
+        elif missing:  # one sacct for all of them, whatever their number
+            found.update(self._many_from_sacct(transport, missing))
+        return found
+
+    def _many_from_sacct(self, transport: Transport, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """Several finished jobs from accounting in one call (GONE where it does not know them)."""
+        argv = ["sacct", "-n", "-P", "-X", "-j", ",".join(job_ids), "-o", f"JobIDRaw,{_SACCT_FIELDS}"]
+        result = transport.run(argv, check=False)
+        found = {job_id: JobStatus(job_id, JobState.GONE) for job_id in job_ids}
+        for line in result.stdout.splitlines() if result.returncode == 0 else []:
+            job_id, state, exit_code, nodes, limit = ([*line.split("|"), "", "", "", "", ""])[:5]
+            if job_id in found and state:
+                found[job_id] = JobStatus(
+                    job_id,
+                    JobState.parse(state),
+                    nodes=nodes or None,
+                    exit_code=exit_code or None,
+                    time_limit=_seconds(limit),
+                )
         return found
 
     def _from_sacct(self, transport: Transport, job_id: str) -> JobStatus:

@@ -29,6 +29,7 @@ class Found:
     report: JobReport | None
     problem: str | None = None  # set when record is None: why the session is damaged
     mtime: float = 0.0  # the directory's modification time
+    has_record_file: bool = True  # False: no session.json at all (yet)
 
     @property
     def damaged(self) -> bool:
@@ -36,8 +37,9 @@ class Found:
 
     @property
     def maybe_starting(self) -> bool:
-        """No record yet, and recent: perhaps another `start` is creating it right now."""
-        return self.record is None and self.report is None and time.time() - self.mtime < STARTING_GRACE
+        """No session.json yet, and recent: perhaps another `start` is creating it right now (it writes
+        session.json last, whole, so a broken one is never a start in progress)."""
+        return not self.has_record_file and self.report is None and time.time() - self.mtime < STARTING_GRACE
 
 
 def scan_sessions(transport: Transport, name: str | None = None) -> list[Found]:
@@ -70,7 +72,7 @@ def _found(paths: SessionPaths, files: dict[tuple[str, str], bytes], mtime: floa
             problem = exc.message
     raw_record = files.get((paths.name, RECORD_FILE))
     if raw_record is None:
-        return Found(paths, None, report, "no session.json (an interrupted start?)", mtime)
+        return Found(paths, None, report, "no session.json (an interrupted start?)", mtime, has_record_file=False)
     try:
         record = SessionRecord.from_json(raw_record)
     except DamagedDocument as exc:

@@ -31,7 +31,7 @@ _MAX_READ = 1 << 20  # cluster files are read bounded: a huge file must not stal
 _GROUP = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # the session-name rule: a safe path component
 _GROUP_NAME = re.compile(_GROUP)
 _PARTITION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
-_SPEC = re.compile(rf"(?P<partition>{_GROUP}):(?P<jobs>[0-9]+)(?:x(?P<cores>[0-9]+))?")
+_SPEC = re.compile(rf"(?P<partition>{_GROUP}):(?P<jobs>[0-9]{{1,6}})(?:x(?P<cores>[0-9]{{1,6}}))?")
 _JOB_ID = re.compile(r"[0-9]+(?:_[0-9]+)?")  # a job, or one task of an array job
 
 # Runs on the login node with the cluster's Python: dask-jobqueue renders one worker job's script.
@@ -61,7 +61,7 @@ class WorkerGroup:
     def parse(cls, text: str) -> WorkerGroup:
         """PARTITION:JOBS[xCORES], e.g. batch:4x8; the group is named after its partition."""
         m = _SPEC.fullmatch(text.strip())
-        if not m:
+        if not m or (m["cores"] is not None and int(m["cores"]) < 1):
             raise UsageError(
                 f"--worker-group {text!r} is not valid.",
                 hint="Use PARTITION:JOBS[xCORES], e.g. batch:4x8 (a partition named like a session: letters, "

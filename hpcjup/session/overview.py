@@ -84,6 +84,8 @@ class SessionView:
             "time_limit": self.status.time_limit,
             "created_at": self.record.created_at,
             "local_url": self.local_url,
+            # Why this laptop's tunnel holder gave up (e.g. the host key changed), until a new one runs.
+            "tunnel_error": (self.cached or {}).get("tunnel_error"),
         }
 
 
@@ -141,6 +143,7 @@ class DamagedView:
             "time_limit": None,
             "created_at": None,
             "local_url": None,
+            "tunnel_error": None,
         }
 
 

@@ -103,5 +103,5 @@ def session_jobs(cluster, names: tuple[str, ...]) -> list[dict]:
     return [
         j
         for j in cluster.active_jobs()
-        if any(j["name"] == f"hpcjup-{n}" or j["name"].startswith(f"hpcjup-{n}-") for n in names)
+        if any(j["name"] == f"hpcjup-{n}" or j["name"].startswith(f"hpcjup+{n}+") for n in names)
     ]
