@@ -7,7 +7,6 @@ import dataclasses
 import posixpath
 import secrets
 import shlex
-import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -214,18 +213,13 @@ def _job_files(paths: SessionPaths, scheduler: Scheduler, request: StartRequest)
 def deferred_interrupts() -> Iterator[threading.Event]:
     """Hold SIGINT, SIGTERM and SIGHUP back while the block runs (the event says one came), so that a
     submission is never cut between the scheduler's accepting the job and the job's being recorded."""
-    event = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield event
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield threading.Event()
         return
-    previous = {
-        sig: signal.signal(sig, lambda *_: event.set()) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    }
-    try:
+    from hpcjup.session.hold import detach_signals
+
+    with detach_signals() as event:
         yield event
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def resolve_workdir(workdir: str | None, home: str) -> str | None:

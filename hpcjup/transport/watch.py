@@ -139,13 +139,16 @@ class Watch:
             for name, item in doc.items():
                 if name == "" or name not in self.content + self.presence:
                     continue
-                state = _state(item)
-                changed[name] = state
-                if state is None:
-                    self.files.pop(name, None)
-                else:
-                    self.files[name] = state
+                self._remember(name, _state(item), changed)
         return changed
+
+    def _remember(self, name: str, state: FileState | None, changed: dict[str, FileState | None]) -> None:
+        """Note a file's new state, in `files` and in this round's changes."""
+        changed[name] = state
+        if state is None:
+            self.files.pop(name, None)
+        else:
+            self.files[name] = state
 
     def _lost(self) -> None:
         """The watcher ended: no Python there (fall back to polling), or the connection dropped (raise)."""
@@ -170,11 +173,7 @@ class Watch:
             if entry is not None and entry.data is not None:
                 state = FileState(len(entry.data), entry.data.decode("utf-8", "replace"))
             if self.files.get(name) != state:
-                changed[name] = state
-                if state is None:
-                    self.files.pop(name, None)
-                else:
-                    self.files[name] = state
+                self._remember(name, state, changed)
         return changed
 
     def close(self) -> None:

@@ -199,3 +199,10 @@ def test_ls_costs_the_same_whatever_the_number_of_sessions(
     assert len(commands) <= 3, "\n".join(commands)
     prune = run(["-v", "prune", *HOST], laptop_env)
     assert prune.returncode == 0 and len(remote_commands(prune.stderr)) <= 4, prune.stderr
+
+
+@pytest.mark.parametrize("flag", [["--timeout", "0"], ["--time", "0"], ["--time", "00:00:00"]])
+def test_zero_limits_are_refused(laptop_env: dict[str, str], flag: list[str]) -> None:
+    """`--timeout 0` and `--time 0` meant nothing useful and were accepted silently: now a usage error."""
+    result = run(["start", "--local", "--no-browser", "--python", "/nonexistent", *flag], laptop_env)
+    assert result.returncode == ExitCode.USAGE and flag[0] in result.stderr, result.stderr
