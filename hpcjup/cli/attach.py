@@ -55,7 +55,9 @@ def command(
         with app.ui.status() as line:
             from hpcjup.cli.start import progress_text
 
-            waiter = ReadyWaiter(transport, scheduler, record, view.paths, lambda p: line.update(*progress_text(p)))
+            waiter = ReadyWaiter(
+                transport, scheduler, record, view.paths, lambda p: line.update(*progress_text(p)), known=view.status
+            )
             conn = waiter.wait()  # returns at once for a running session; waits like start for a pending one
         Holder(app, transport, record, view.paths, conn, scheduler).serve(
             local_port=local_port or _previous_port(cached),

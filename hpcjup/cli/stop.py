@@ -26,7 +26,7 @@ def command(app: App, session: str | None, host: str | None, local: bool, stop_a
     """Stop SESSION (or the only running one): Jupyter saves nothing new but shuts kernels down cleanly, then the job ends."""
     from hpcjup.session.holder import end_holder
     from hpcjup.session.overview import SessionView, overview, pick_session
-    from hpcjup.session.stop import stop_session
+    from hpcjup.session.stop import stop_sessions
 
     if session and stop_all:
         raise UsageError("Give a SESSION or --all, not both.")
@@ -38,19 +38,14 @@ def command(app: App, session: str | None, host: str | None, local: bool, stop_a
             targets = [view for view in views if isinstance(view, SessionView) and view.active]
         else:
             targets = [pick_session(transport, scheduler, app.store, session)]
-        stopped = []
         with app.ui.status() as line:
-            for view in targets:
-                paths, record = view.paths, view.record
-                line.update(f"Stopping {record.name} (job {record.job_id})…")
-                outcome = stop_session(transport, scheduler, paths, record, view.status, view.report, grace=grace)
-                if scheduler.name == "slurm":  # worker groups and notebook scale-out jobs end with the session
-                    from hpcjup.session.groups import cancel_worker_jobs
-
-                    cancel_worker_jobs(transport, paths)
-                end_holder(app.store.load(host, record.name))
-                app.store.remove(host, record.name)
-                stopped.append(outcome.__dict__)
+            names = ", ".join(f"{v.record.name} (job {v.record.job_id})" for v in targets)
+            line.update(f"Stopping {names}…")
+            outcomes = stop_sessions(transport, scheduler, targets, grace=grace) if targets else []
+        for view in targets:
+            end_holder(app.store.load(host, view.record.name))
+            app.store.remove(host, view.record.name)
+    stopped = [outcome.__dict__ for outcome in outcomes]
     lines = [
         f"Stopped {o['name']} (job {o['job_id']}): "
         + (

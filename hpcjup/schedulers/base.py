@@ -145,6 +145,24 @@ class Scheduler(ABC):
         """Several jobs' states (adapters override this with one query)."""
         return {job_id: self.status(transport, job_id) for job_id in job_ids}
 
+    # -- sh snippets, so that the session layer can end many jobs in one remote command ---------------
+    def stop_snippet(self, running: Sequence[str], pending: Sequence[str]) -> str:
+        """sh that asks `running` jobs to end gracefully (SIGTERM to the launcher) and cancels `pending` ones."""
+        raise NotImplementedError
+
+    def kill_snippet(self, job_ids: Sequence[str]) -> str:
+        """sh that ends these jobs at once."""
+        raise NotImplementedError
+
+    def cancel_own_snippet(self, job_ids: Sequence[str]) -> str:
+        """sh that cancels those of these (worker) jobs that are still active and the user's own, printing
+        `hpcjup-cancelled ID` for each; empty where the scheduler has no worker jobs."""
+        return ""
+
+    def ids(self, job_ids: Sequence[str]) -> list[str]:
+        """The valid ones of `job_ids` (anything else never reaches a command line)."""
+        return [job_id for job_id in job_ids if self.is_job_id(job_id)]
+
     @abstractmethod
     def cancel(self, transport: Transport, job_id: str, *, graceful: bool = True) -> None:
         """Ask the job to end: gracefully (SIGTERM to the launcher) or at once."""

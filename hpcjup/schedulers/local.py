@@ -6,6 +6,9 @@ the command that started it, like a batch job outlives `sbatch`.
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Sequence
+
 from hpcjup.errors import SubmitError
 from hpcjup.job import LAUNCHER_FILE
 from hpcjup.schedulers.base import (
@@ -54,6 +57,14 @@ class LocalProcess(Scheduler):
         result = transport.run(["ps", "-ww", "-o", "args=", "-p", job_id], check=False)
         alive = result.returncode == 0 and LAUNCHER_FILE in result.stdout
         return JobStatus(job_id, JobState.RUNNING if alive else JobState.GONE)
+
+    def stop_snippet(self, running: Sequence[str], pending: Sequence[str]) -> str:
+        ids = self.ids([*running, *pending])
+        return shlex.join(["kill", "-s", "TERM", *ids]) + " 2>/dev/null" if ids else ""
+
+    def kill_snippet(self, job_ids: Sequence[str]) -> str:
+        # The whole tree of each launcher, as cancel(graceful=False) does.
+        return "; ".join(shlex.join(["sh", "-c", _KILL_TREE, "sh", pid, str(KILL_WAIT)]) for pid in self.ids(job_ids))
 
     def cancel(self, transport: Transport, job_id: str, *, graceful: bool = True) -> None:
         if self.status(transport, job_id).state is not JobState.RUNNING:

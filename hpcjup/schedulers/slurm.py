@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Sequence
 
 from hpcjup.config.resources import time_to_seconds
@@ -126,6 +127,30 @@ class Slurm(Scheduler):
         state, exit_code, nodes, limit = ([*line.split("|"), "", "", "", ""])[:4]
         return JobStatus(
             job_id, JobState.parse(state), nodes=nodes or None, exit_code=exit_code or None, time_limit=_seconds(limit)
+        )
+
+    def stop_snippet(self, running: Sequence[str], pending: Sequence[str]) -> str:
+        # --batch --signal=TERM: only the batch shell (the launcher) is told, and it shuts Jupyter down.
+        parts = []
+        if self.ids(running):
+            parts.append(shlex.join(["scancel", "--batch", "--signal=TERM", "--", *self.ids(running)]) + " 2>/dev/null")
+        if self.ids(pending):
+            parts.append(shlex.join(["scancel", "--", *self.ids(pending)]) + " 2>/dev/null")
+        return "; ".join(parts)
+
+    def kill_snippet(self, job_ids: Sequence[str]) -> str:
+        return shlex.join(["scancel", "--", *self.ids(job_ids)]) + " 2>/dev/null" if self.ids(job_ids) else ""
+
+    def cancel_own_snippet(self, job_ids: Sequence[str]) -> str:
+        ids = self.ids(job_ids)
+        if not ids:
+            return ""
+        # --jobs=: the option's argument is optional, so `-j ID` would not be read as one. --me: never
+        # another user's job. An array job shows as its tasks; scancel takes the array's id.
+        listed = shlex.quote(",".join(ids))
+        return (
+            f"active=$(squeue -h --me --jobs={listed} -o %i 2>/dev/null | sed 's/_.*//' | sort -u); "
+            'if [ -n "$active" ]; then scancel -- $active 2>/dev/null; for j in $active; do echo "hpcjup-cancelled $j"; done; fi'
         )
 
     def cancel(self, transport: Transport, job_id: str, *, graceful: bool = True) -> None:

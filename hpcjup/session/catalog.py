@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from hpcjup.errors import DamagedDocument, SessionNotFound
 from hpcjup.job import STATE_FILE
+from hpcjup.session.groups import GROUPS_FILE, JOBS_FILE, ids_in
 from hpcjup.session.layout import NAME, RECORD_FILE, SESSIONS_DIR, SessionPaths, check_name
 from hpcjup.session.record import JobReport, SessionRecord
 from hpcjup.transport.base import Transport
@@ -30,6 +31,7 @@ class Found:
     problem: str | None = None  # set when record is None: why the session is damaged
     mtime: float = 0.0  # the directory's modification time
     has_record_file: bool = True  # False: no session.json at all (yet)
+    worker_ids: tuple[str, ...] = ()  # the worker jobs it recorded (groups.json, dask/jobs)
 
     @property
     def damaged(self) -> bool:
@@ -45,7 +47,8 @@ class Found:
 def scan_sessions(transport: Transport, name: str | None = None) -> list[Found]:
     """Every session directory on the host (or just `name`), oldest first, damaged ones included."""
     where = SESSIONS_DIR if name is None else f"{SESSIONS_DIR}/{check_name(name)}"
-    entries = transport.read_tree(where, [RECORD_FILE, STATE_FILE], depth=2 if name is None else 1)
+    wanted = [RECORD_FILE, STATE_FILE, GROUPS_FILE, JOBS_FILE.rsplit("/", 1)[-1]]
+    entries = transport.read_tree(where, wanted, depth=3 if name is None else 2)
     home = transport.home()
     dirs: dict[str, float] = {}
     files: dict[tuple[str, str], bytes] = {}
@@ -53,8 +56,8 @@ def scan_sessions(transport: Transport, name: str | None = None) -> list[Found]:
         parts = entry.path.split("/") if name is None else [name, *entry.path.split("/")]
         if len(parts) == 1 and entry.data is None:
             dirs[parts[0]] = entry.mtime
-        elif len(parts) == 2 and entry.data is not None:
-            files[(parts[0], parts[1])] = entry.data
+        elif len(parts) in (2, 3) and entry.data is not None:
+            files[(parts[0], "/".join(parts[1:]))] = entry.data
     if name is not None and entries:
         dirs.setdefault(name, 0.0)
     found = [_found(SessionPaths(home, d), files, mtime) for d, mtime in dirs.items() if NAME.fullmatch(d)]
@@ -79,7 +82,8 @@ def _found(paths: SessionPaths, files: dict[tuple[str, str], bytes], mtime: floa
         return Found(paths, None, report, exc.message, mtime)
     if record.name != paths.name:
         return Found(paths, None, report, f"session.json names another session ({record.name!r})", mtime)
-    return Found(paths, record, report, problem, mtime)
+    workers = ids_in(files.get((paths.name, GROUPS_FILE)), files.get((paths.name, JOBS_FILE)))
+    return Found(paths, record, report, problem, mtime, worker_ids=tuple(workers))
 
 
 def find_session(transport: Transport, name: str) -> Found:

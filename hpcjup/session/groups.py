@@ -152,8 +152,13 @@ def recorded_ids(transport: Transport, paths: SessionPaths) -> list[str]:
     files = [paths.file(GROUPS_FILE), paths.file(JOBS_FILE)]
     out = transport.run(["sh", "-c", script, str(_MAX_READ), *files], check=False).stdout
     groups, _, jobs = out.partition("\0")
-    ids = [job_id for entry in _parse_groups(groups.encode()).values() for job_id in _ids_of(entry)]
-    return valid_ids([*ids, *jobs.rstrip("\0").split()])
+    return ids_in(groups.encode(), jobs.rstrip("\0").encode())
+
+
+def ids_in(groups_json: bytes | None, jobs_file: bytes | None) -> list[str]:
+    """The valid job ids recorded in a session's groups.json and dask/jobs (damaged content counts as none)."""
+    ids = [job_id for entry in _parse_groups((groups_json or b"")[:_MAX_READ]).values() for job_id in _ids_of(entry)]
+    return valid_ids([*ids, *(jobs_file or b"")[:_MAX_READ].decode(errors="replace").split()])
 
 
 def _record(
@@ -192,26 +197,6 @@ def scale_group(
     finally:  # also after a refused submission: the jobs already accepted stay on record
         _record(transport, paths, doc, group, current)
     return current
-
-
-def group_jobs(transport: Transport, paths: SessionPaths, group: str | None = None) -> list[str]:
-    """Ids of the session's active worker jobs (of one group, or all recorded ones), oldest first."""
-    if group is None:
-        ids = recorded_ids(transport, paths)
-    else:
-        ids = _ids_of(_read_groups(transport, paths).get(group, {}))
-    return active_ids(transport, ids)
-
-
-def cancel_worker_jobs(transport: Transport, paths: SessionPaths) -> list[str]:
-    """Cancel the session's worker jobs that still run: only ids it recorded, only the user's own; the ids cancelled."""
-    try:
-        ids = active_ids(transport, recorded_ids(transport, paths))
-    except RemoteCommandError:  # the scheduler does not answer: cancel nothing blindly (workers time out alone)
-        return []
-    if ids:
-        cancel_ids(transport, ids)
-    return ids
 
 
 def _render(

@@ -26,10 +26,16 @@ class SessionView:
     status: JobStatus
     report: JobReport | None
     cached: dict[str, Any] | None
+    found_workers: tuple[str, ...] = ()
 
     @property
     def active(self) -> bool:
         return self.status.state.active
+
+    @property
+    def worker_ids(self) -> tuple[str, ...]:
+        """The worker jobs the session recorded (read with its record)."""
+        return self.found_workers
 
     @property
     def state(self) -> str:
@@ -153,7 +159,8 @@ View = SessionView | DamagedView
 def _view(found: Found, status: JobStatus | None, store: LocalStore, host: str) -> View:
     if found.record is None or status is None:
         return DamagedView(found, store.load(host, found.paths.name))
-    return SessionView(found.record, found.paths, status, found.report, store.load(host, found.record.name))
+    cached = store.load(host, found.record.name)
+    return SessionView(found.record, found.paths, status, found.report, cached, found.worker_ids)
 
 
 def overview(transport: Transport, scheduler: Scheduler, store: LocalStore) -> list[View]:

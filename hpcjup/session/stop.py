@@ -1,23 +1,35 @@
-"""End a session: Jupyter shuts down cleanly, the job ends, the secrets go."""
+"""End sessions: Jupyter shuts down cleanly, the jobs end, the secrets go; one remote command for all.
+
+After one read of the records and one scheduler query (the caller's overview), a single long-lived
+remote command does the rest: it asks the running jobs to end (SIGTERM to each launcher) and cancels
+the pending ones, watches every launcher's state.json until it records its end, and when the laptop
+closes it (all ended, or the grace period is over) it cancels outright what has not ended, removes
+the secrets a killed job leaves behind, and cancels the sessions' recorded worker jobs. So `stop
+NAME` and `stop --all` cost three remote commands whatever the number of sessions.
+"""
 
 from __future__ import annotations
 
+import shlex
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hpcjup.errors import HpcjupError
 from hpcjup.job import CONNECTION_FILE, DASK_DIR, STATE_FILE, TOKEN_FILE
 from hpcjup.schedulers.base import JobState, JobStatus, Scheduler
 from hpcjup.session.layout import SessionPaths
+from hpcjup.session.overview import SessionView
 from hpcjup.session.record import JobReport, SessionRecord
 from hpcjup.session.wait import report_of
 from hpcjup.transport.base import Transport
 from hpcjup.transport.watch import Watch
 
-_QUERY_EVERY = 5.0  # seconds between scheduler queries while the launcher has not recorded its end
+_QUERY_EVERY = 5.0  # wait_until_gone: seconds between scheduler queries while the launcher has not recorded its end
 _CONFIRM_EVERY = 1.0  # ... once it has: the job leaves the queue within moments
 #: What the launcher removes itself at the end, and a killed job cannot.
 SECRETS = (CONNECTION_FILE, TOKEN_FILE, f"{DASK_DIR}/key.pem")
+_KILLED = "hpcjup-killed"
 
 
 @dataclass(frozen=True)
@@ -28,37 +40,58 @@ class StopOutcome:
     job_id: str
     was_active: bool
     graceful: bool  # Jupyter shut down by itself before the deadline
-    state: str  # the job's final state as the scheduler reports it
+    state: str  # ENDED (the launcher recorded its end), CANCELLED, or the state it had already ended in
     reason: str | None  # the launcher's reason (stopped, walltime, ...)
+    workers_cancelled: tuple[str, ...] = ()
 
 
-def stop_session(
-    transport: Transport,
-    scheduler: Scheduler,
-    paths: SessionPaths,
-    record: SessionRecord,
-    status: JobStatus,
-    report: JobReport | None = None,
-    grace: float = 60.0,
-) -> StopOutcome:
-    """SIGTERM the launcher, watch for the job to leave, cancel it outright after `grace` seconds."""
-    was_active = status.state.active
-    graceful = True
-    if was_active:
-        scheduler.cancel(transport, record.job_id, graceful=True)
-        graceful, status, report = wait_until_gone(transport, scheduler, paths, record, grace)
-        if not graceful:
-            scheduler.cancel(transport, record.job_id, graceful=False)
-            _, status, report = wait_until_gone(transport, scheduler, paths, record, 30.0)
-    remove_secrets(transport, paths)
-    return StopOutcome(
-        record.name, record.job_id, was_active, graceful, status.state.value, report.reason if report else None
-    )
+def stop_sessions(
+    transport: Transport, scheduler: Scheduler, views: Sequence[SessionView], grace: float = 60.0
+) -> list[StopOutcome]:
+    """Stop these sessions together; returns how each went."""
+    active = [v for v in views if v.active]
+    running = [v for v in active if v.status.state is JobState.RUNNING]
+    pending = [v for v in active if v.status.state is not JobState.RUNNING]  # no launcher yet: cancel it
+    root = views[0].paths.root if views else ""
+    after = [f"{_killed_unless_ended(scheduler, v)}" for v in running]
+    after.append(shlex.join(["rm", "-f", "--", *(v.paths.file(name) for v in views for name in SECRETS)]))
+    after.append(scheduler.cancel_own_snippet([job for v in views for job in v.worker_ids]))
+    before = scheduler.stop_snippet([v.record.job_id for v in running], [v.record.job_id for v in pending])
+    reports: dict[str, JobReport] = {}
+    watched = [f"{v.paths.name}/{STATE_FILE}" for v in running]
+    with Watch(transport, root, watched, before=before, after="\n".join(p for p in after if p)) as watch:
+        end = time.monotonic() + grace
+        try:
+            while time.monotonic() < end and len(reports) < len(running):
+                for key, state in watch.changes(min(1.0, max(0.0, end - time.monotonic()))).items():
+                    report = report_of(state)
+                    if report is not None and report.ended:
+                        reports[key.split("/", 1)[0]] = report
+        except (EOFError, HpcjupError):
+            pass  # the connection went: what follows reports what is known
+        output = watch.finish().decode(errors="replace").split()
+    killed = {output[i + 1] for i, word in enumerate(output[:-1]) if word == _KILLED}
+    cancelled = {output[i + 1] for i, word in enumerate(output[:-1]) if word == "hpcjup-cancelled"}
+    return [_outcome(v, reports.get(v.paths.name), killed, cancelled) for v in views]
 
 
-def remove_secrets(transport: Transport, paths: SessionPaths) -> None:
-    """The token, connection.json and the Dask key, in one command (a killed job leaves them behind)."""
-    transport.run(["rm", "-f", "--", *(paths.file(name) for name in SECRETS)], check=False)
+def _killed_unless_ended(scheduler: Scheduler, view: SessionView) -> str:
+    """sh: cancel the job outright unless its launcher has recorded its end by now."""
+    state = shlex.quote(view.paths.file(STATE_FILE))
+    kill = scheduler.kill_snippet([view.record.job_id])
+    job = shlex.quote(view.record.job_id)
+    return f'grep -q \'"state": "ended"\' {state} 2>/dev/null || {{ {kill}; echo {_KILLED} {job}; }}'
+
+
+def _outcome(view: SessionView, report: JobReport | None, killed: set[str], cancelled: set[str]) -> StopOutcome:
+    record = view.record
+    workers = tuple(job for job in view.worker_ids if job in cancelled)
+    if not view.active:
+        reason = view.report.reason if view.report else None
+        return StopOutcome(record.name, record.job_id, False, True, view.status.state.value, reason, workers)
+    graceful = record.job_id not in killed and (report is not None or view.status.state is not JobState.RUNNING)
+    state = "ENDED" if report is not None else "CANCELLED"
+    return StopOutcome(record.name, record.job_id, True, graceful, state, report.reason if report else None, workers)
 
 
 def wait_until_gone(

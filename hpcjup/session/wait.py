@@ -66,12 +66,14 @@ class ReadyWaiter:
         on_progress: Callable[[Progress], None] = lambda p: None,
         pending_timeout: float | None = None,
         ready_timeout: float = 360.0,
+        known: JobStatus | None = None,
     ) -> None:
         self.t, self.scheduler, self.record, self.paths = transport, scheduler, record, paths
         self.on_progress = on_progress
         self.pending_timeout = pending_timeout
         self.ready_timeout = ready_timeout
-        self.status = JobStatus(record.job_id, JobState.PENDING)
+        self.status = known or JobStatus(record.job_id, JobState.PENDING)
+        self.known = known is not None  # the caller just asked the scheduler: do not ask again at once
         self.report: JobReport | None = None
         self.queries = 0  # scheduler queries made (the benchmark reports them)
         self.watch = Watch(transport, paths.dir, [CONNECTION_FILE, STATE_FILE], [JOB_LOG])
@@ -83,7 +85,7 @@ class ReadyWaiter:
 
     def _wait(self) -> Connection:
         started = time.monotonic()
-        next_query, backoff, seen_log = started, 0, False
+        next_query, backoff, seen_log = started + (_PENDING_BACKOFF[0] if self.known else 0), 0, False
         running_since: float | None = None  # the ready clock starts when the job runs, not while nodes boot
         while True:
             changes = self.watch.changes(max(0.0, min(_PROGRESS_EVERY, next_query - time.monotonic())))

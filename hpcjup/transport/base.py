@@ -58,11 +58,18 @@ class Stream(Protocol):
     def close(self) -> None: ...
 
 
+def one_line(command: str) -> str:
+    """A command as one log line (so `-v` shows one line per remote command), cut at 300 characters."""
+    flat = command.replace("\n", "\\n")
+    return flat if len(flat) < 300 else flat[:300] + "…"
+
+
 class RemoteProcess(Protocol):
-    """A remote command that keeps running: read its stdout as it comes; close() ends its stdin."""
+    """A remote command that keeps running: read its stdout as it comes; close_input() ends its stdin."""
 
     def fileno(self) -> int: ...
     def read_some(self) -> bytes: ...  # b"" once its stdout is closed
+    def close_input(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -79,10 +86,13 @@ class PipeProcess:
     def read_some(self) -> bytes:
         return os.read(self.fileno(), 65536)
 
-    def close(self) -> None:
+    def close_input(self) -> None:
         if self.proc.stdin is not None:
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()  # the remote command sees EOF and ends
+
+    def close(self) -> None:
+        self.close_input()
         try:
             self.proc.wait(2)
         except subprocess.TimeoutExpired:
@@ -125,8 +135,9 @@ class Transport(ABC):
         command = shlex.join(str(a) for a in argv)
         started = time.monotonic()
         returncode, stdout, stderr = self._exec_raw(command, input, timeout)
-        shown = command if len(command) < 300 else command[:300] + "…"
-        log.debug("%s -> %d (%.0f ms) on %s", shown, returncode, (time.monotonic() - started) * 1000, self.name)
+        log.debug(
+            "%s -> %d (%.0f ms) on %s", one_line(command), returncode, (time.monotonic() - started) * 1000, self.name
+        )
         return returncode, stdout, stderr
 
     def read_tree(self, directory: str, names: Sequence[str], depth: int = 2) -> list[Entry]:
@@ -152,8 +163,7 @@ class Transport(ABC):
     def start_process(self, argv: Sequence[str]) -> RemoteProcess:
         """Start a long-lived remote command whose stdout is read as it comes (a watcher); logged like `run`."""
         command = shlex.join(str(a) for a in argv)
-        shown = command if len(command) < 300 else command[:300] + "…"
-        log.debug("%s -> started on %s", shown, self.name)
+        log.debug("%s -> started on %s", one_line(command), self.name)
         return self._start(command)
 
     def _start(self, command: str) -> RemoteProcess:

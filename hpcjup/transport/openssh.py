@@ -28,7 +28,7 @@ from pathlib import Path
 
 from hpcjup.errors import ConnectError, HpcjupError, UsageError, WaitTimeout
 from hpcjup.transport.askpass import AskpassBridge, askpass_program, ssh_askpass_env, without_askpass
-from hpcjup.transport.base import FileInfo, PipeProcess, Prompter, RemoteProcess, Stream, Transport
+from hpcjup.transport.base import FileInfo, PipeProcess, Prompter, RemoteProcess, Stream, Transport, one_line
 from hpcjup.transport.destination import (
     check_node_name,
     control_dir,
@@ -308,7 +308,7 @@ class OpenSSHTransport(Transport):
         """Run a one-line sh script on `path` (C-locale messages); its stdout, or the OSError a local call would raise."""
         command = shlex.join(["sh", "-c", f"export LC_ALL=C; {script}", "sh", path, *args])
         rc, out, err = self._client(command, input, timeout)
-        log.debug("%s -> %d on %s", command if len(command) < 300 else command[:300] + "…", rc, self.name)
+        log.debug("%s -> %d on %s", one_line(command), rc, self.name)
         if rc == 0:
             return out
         msg = err.decode(errors="replace")

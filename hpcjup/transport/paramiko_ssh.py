@@ -281,14 +281,17 @@ class ParamikoTransport(Transport):
 
     def home(self) -> str:
         if self._home is None:
+            _log_sftp("normalize", ".", self.name)
             self._home = self.sftp.normalize(".")
         return self._home
 
     def read_file(self, path: str) -> bytes:
+        _log_sftp("read_file", path, self.name)
         with self.sftp.open(path, "rb") as fh:
             return fh.read()
 
     def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
+        _log_sftp("write_file", path, self.name)
         tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
         sftp = self.sftp
         # Create with restrictive permissions before any byte is written.
@@ -302,6 +305,7 @@ class ParamikoTransport(Transport):
             raise
 
     def scan(self, directory: str) -> dict[str, FileInfo]:
+        _log_sftp("scan", directory, self.name)
         try:
             attrs = self.sftp.listdir_attr(directory)
         except FileNotFoundError:
@@ -309,6 +313,7 @@ class ParamikoTransport(Transport):
         return {a.filename: FileInfo(a.filename, a.st_size or 0, float(a.st_mtime or 0)) for a in attrs}
 
     def mkdir(self, path: str, mode: int = 0o700) -> None:
+        _log_sftp("mkdir", path, self.name)
         sftp = self.sftp
         try:
             sftp.mkdir(path, mode)
@@ -322,6 +327,7 @@ class ParamikoTransport(Transport):
         sftp.chmod(path, mode)  # the server's umask may have filtered the mode
 
     def remove(self, path: str) -> None:
+        _log_sftp("remove", path, self.name)
         try:
             self.sftp.remove(path)
         except FileNotFoundError:
@@ -376,6 +382,11 @@ class ParamikoTransport(Transport):
             hop.close()
 
 
+def _log_sftp(operation: str, path: str, host: str) -> None:
+    """SFTP calls are round trips too: `-v` shows each like a remote command."""
+    log.debug("sftp %s %s -> sent on %s", operation, path, host)
+
+
 class _ChannelProcess:
     """A long-lived remote command on a paramiko channel (its fileno wakes select on data and on close)."""
 
@@ -388,7 +399,10 @@ class _ChannelProcess:
     def read_some(self) -> bytes:
         return self.chan.recv(65536)
 
-    def close(self) -> None:
+    def close_input(self) -> None:
         with contextlib.suppress(Exception):  # the connection may be gone already
             self.chan.shutdown_write()  # the remote command sees EOF on stdin and ends
+
+    def close(self) -> None:
+        self.close_input()
         self.chan.close()

@@ -63,7 +63,20 @@ while time.time() < end:
     if select.select([0], [], [], 0.1)[0] and not os.read(0, 4096):
         break
 """
-_FIND_PYTHON = 'for p in python3 python; do command -v "$p" >/dev/null 2>&1 && exec "$p" -c "$0" "$@"; done; exit 127'
+# $1: a sh snippet to run first (e.g. the scheduler's cancel), $2: one to run after the watcher ends
+# (its stdin closed), the rest the watcher's program and arguments. Without a Python, a marker line,
+# then wait for stdin's end all the same (`cat`), so the snippet after still runs when the laptop says.
+_RUNNER = r"""
+before=$1 after=$2; shift 2
+eval "$before"
+found=
+for p in python3 python; do
+    if command -v "$p" >/dev/null 2>&1; then found=$p; break; fi
+done
+if [ -n "$found" ]; then "$found" -c "$@"; else echo "HPCJUP-NO-PYTHON"; cat >/dev/null; fi
+eval "$after"
+"""
+NO_PYTHON = b"HPCJUP-NO-PYTHON"
 
 
 @dataclass(frozen=True)
@@ -78,9 +91,18 @@ class Watch:
     """The changes of a few files of one directory, as they happen."""
 
     def __init__(
-        self, transport: Transport, directory: str, content: Sequence[str], presence: Sequence[str] = ()
+        self,
+        transport: Transport,
+        directory: str,
+        content: Sequence[str],
+        presence: Sequence[str] = (),
+        *,
+        before: str = "",
+        after: str = "",
     ) -> None:
         self.transport, self.directory = transport, directory
+        self.before, self.after = before, after
+        self.output = b""  # what `after` printed (see finish)
         self.content, self.presence = list(content), list(presence)
         self.files: dict[str, FileState] = {}
         self._buffer = b""
@@ -97,7 +119,8 @@ class Watch:
         self.close()
 
     def _start(self) -> None:
-        argv = ["sh", "-c", _FIND_PYTHON, WATCHER, self.directory, str(READ_LIMIT), *self.content, "--", *self.presence]
+        argv = ["sh", "-c", _RUNNER, "sh", self.before, self.after, WATCHER, self.directory, str(READ_LIMIT)]
+        argv += [*self.content, "--", *self.presence]
         self.started += 1
         self._proc = self.transport.start_process(argv)
 
@@ -118,7 +141,8 @@ class Watch:
                 return self._poll()
             if remaining <= 0:
                 return {}
-            assert self._proc is not None
+            if self._proc is None:
+                raise EOFError("the watcher is closed")
             if select.select([self._proc], [], [], remaining)[0]:
                 chunk = self._proc.read_some()
                 if chunk:
@@ -130,6 +154,9 @@ class Watch:
         changed: dict[str, FileState | None] = {}
         while b"\n" in self._buffer:
             line, self._buffer = self._buffer.split(b"\n", 1)
+            if line.strip() == NO_PYTHON:
+                self._polling = True  # the process stays: closing its stdin still runs `after`
+                continue
             try:
                 doc = json.loads(line)
             except ValueError:
@@ -175,6 +202,25 @@ class Watch:
             if self.files.get(name) != state:
                 self._remember(name, state, changed)
         return changed
+
+    def finish(self, timeout: float = 60.0) -> bytes:
+        """End the watcher and wait (up to `timeout`) for the `after` snippet to run; what it printed."""
+        proc = self._proc
+        if proc is None:
+            return self.output
+        proc.close_input()
+        end = time.monotonic() + timeout
+        tail = b""
+        while time.monotonic() < end and select.select([proc], [], [], max(0.0, end - time.monotonic()))[0]:
+            chunk = proc.read_some()
+            if not chunk:
+                break
+            tail += chunk
+        self.close()
+        # Whatever is not a watcher line (JSON) is the snippet's output.
+        lines = (self._buffer + tail).split(b"\n")
+        self.output = b"\n".join(line for line in lines if line and not line.startswith(b"{"))
+        return self.output
 
     def close(self) -> None:
         """Close the watcher's stdin: it ends on the login node."""

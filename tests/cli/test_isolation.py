@@ -208,3 +208,29 @@ def test_zero_limits_are_refused(laptop_env: dict[str, str], flag: list[str]) ->
     """`--timeout 0` and `--time 0` meant nothing useful and were accepted silently: now a usage error."""
     result = run(["start", "--local", "--no-browser", "--python", "/nonexistent", *flag], laptop_env)
     assert result.returncode == ExitCode.USAGE and flag[0] in result.stderr, result.stderr
+
+
+def test_round_trips_per_command(minicluster: Any, laptop_env: dict[str, str], clean_jobs: None) -> None:
+    """Issue 13's budget, counted from `-v` (one line per remote command): start <= 3 before the job is
+    submitted, attach, logs and stop NAME <= 4, stop --all <= 3 whatever the number of sessions."""
+    started = run(["-v", "start", *HOST, "-d", "--json", *QUICK, "-n", "rt-a"], laptop_env, timeout=150)
+    assert started.returncode == 0, started.stderr
+    commands = remote_commands(started.stderr)
+    submitted = next(i for i, line in enumerate(commands) if "sbatch" in line)
+    assert submitted + 1 <= 3, "\n".join(commands[: submitted + 1])
+    assert start(laptop_env, *HOST, "-n", "rt-b").returncode == 0
+    assert run(["disconnect", "rt-a"], laptop_env).returncode == 0
+    attached = run(["-v", "attach", "rt-a", *HOST, "-d", "--json", "--no-browser"], laptop_env, timeout=120)
+    assert attached.returncode == 0, attached.stderr
+    assert len(remote_commands(attached.stderr)) <= 4, "\n".join(remote_commands(attached.stderr))
+    logs = run(["-v", "logs", "rt-a", *HOST, "-n", "5"], laptop_env)
+    assert logs.returncode == 0 and len(remote_commands(logs.stderr)) <= 4, logs.stderr
+    stopped = run(["-v", "stop", "rt-a", *HOST], laptop_env, timeout=120)
+    assert stopped.returncode == 0 and len(remote_commands(stopped.stderr)) <= 4, stopped.stderr
+    for name in ("rt-c", "rt-d"):
+        assert start(laptop_env, *HOST, "-n", name).returncode == 0
+    stop_all = run(["-v", "stop", "--all", *HOST, "--json"], laptop_env, timeout=180)
+    assert stop_all.returncode == 0, stop_all.stderr
+    assert {s["name"] for s in json.loads(stop_all.stdout)["stopped"]} >= {"rt-b", "rt-c", "rt-d"}
+    assert len(remote_commands(stop_all.stderr)) <= 3, "\n".join(remote_commands(stop_all.stderr))
+    assert not session_jobs(minicluster, ("rt-a", "rt-b", "rt-c", "rt-d"))
