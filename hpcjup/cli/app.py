@@ -34,6 +34,7 @@ class App:
         self._store: LocalStore | None = None
         self.ssh_backend = "auto"  # --ssh, or a profile's `ssh`
         self.accept_new = False
+        self.scheduler_name = "auto"  # --scheduler: start's choice; elsewhere for records naming none this hpcjup knows
 
     @classmethod
     def create(cls, *, verbose: int = 0, quiet: bool = False) -> App:
@@ -107,12 +108,15 @@ class App:
         self.ui.info(f"Connecting to {host}…")
         return self.connect(host)
 
-    @staticmethod
-    def scheduler(host: str) -> Scheduler:
-        """The scheduler adapter for `host`."""
-        from hpcjup.schedulers import get_scheduler
+    def choose_scheduler(self, transport: Transport, host: str, choice: str | None) -> Scheduler:
+        """The adapter a new session submits with: --local's, the one chosen (--scheduler, profile, site),
+        or, for "auto", the one the host has (asked in the same remote command that learns its home)."""
+        from hpcjup.schedulers import AUTO, detect, get_scheduler
 
-        return get_scheduler("local" if host == LOCAL else "slurm")
+        if host == LOCAL:
+            return get_scheduler("local")
+        choice = choice or self.scheduler_name
+        return get_scheduler(detect(transport) if choice == AUTO else choice)
 
 
 def terminal_prompt(question: str, echo: bool) -> str:
@@ -161,11 +165,25 @@ def host_options(func: F) -> F:
         is_flag=True,
         help="Add an unknown host key to ~/.ssh/known_hosts (a changed one is still refused).",
     )
+    @click.option(
+        "--scheduler",
+        "scheduler",
+        metavar="NAME",
+        help="Batch system: auto (detect on the host), slurm, pbs, lsf, sge, none (a plain SSH host).",
+    )
     @functools.wraps(func)
-    def wrapper(*args: Any, ssh_backend: str | None, accept_new_host_key: bool, **kwargs: Any) -> Any:
+    def wrapper(
+        *args: Any, ssh_backend: str | None, accept_new_host_key: bool, scheduler: str | None, **kwargs: Any
+    ) -> Any:
         app = App.current()
         app.ssh_backend = ssh_backend or app.ssh_backend
         app.accept_new = accept_new_host_key
+        if scheduler is not None:
+            from hpcjup.schedulers import AUTO, get_scheduler
+
+            if scheduler != AUTO:
+                get_scheduler(scheduler)  # an unknown name lists the known ones now, before connecting
+            app.scheduler_name = scheduler
         return func(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -32,8 +32,8 @@ def command(
     host = app.resolve_host(host, local, session)
     detacher = Detacher.prepare(local_port, detach)
     with app.connect_with_status(host) as transport:
-        scheduler = app.scheduler(host)
-        view = pick_session(transport, scheduler, app.store, session)
+        view = pick_session(transport, app.store, session)
+        scheduler = view.scheduler
         record = view.record
         if not view.active:
             raise ended_error(view, transport)

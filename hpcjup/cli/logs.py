@@ -34,8 +34,7 @@ def command(app: App, session: str | None, host: str | None, local: bool, follow
 
     host = app.resolve_host(host, local, session)
     with app.connect(host) as transport:
-        scheduler = app.scheduler(host)
-        view = pick_session(transport, scheduler, app.store, session)
+        view = pick_session(transport, app.store, session)
         text = "" if lines == 0 else read_log(transport, view.paths, lines) or ""
         if app.ui.json_mode:
             app.ui.result({**view.to_dict(), "log": text, "log_path": view.paths.log})

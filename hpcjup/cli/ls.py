@@ -17,6 +17,6 @@ def command(app: App, host: str | None, local: bool) -> None:
 
     host = app.resolve_host(host, local)
     with app.connect(host) as transport:
-        views = overview(transport, app.scheduler(host), app.store)
+        views = overview(transport, app.store)
     rows = [view.to_dict() for view in views]
     app.ui.result({"host": host, "sessions": rows}, text=lambda: app.ui.table(rows, host))

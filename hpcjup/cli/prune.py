@@ -21,7 +21,7 @@ def command(app: App, host: str | None, local: bool, dry_run: bool) -> None:
 
     host = app.resolve_host(host, local)
     with app.connect(host) as transport:
-        views = overview(transport, app.scheduler(host), app.store)
+        views = overview(transport, app.store)
         removed = [{"name": view.paths.name, "job_id": view_job(view), "why": view.why} for view in prunable(views)]
         if not dry_run and removed:
             # One command for all of them, whatever their number.

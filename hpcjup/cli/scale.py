@@ -35,7 +35,7 @@ def command(
     if host == "local":
         raise UsageError("Worker groups need a batch system; --local sessions have none.")
     with app.connect(host) as transport:
-        view = view_of(transport, app.scheduler(host), app.store, session)
+        view = view_of(transport, app.store, session)
         if not view.active:
             raise ended_error(view, transport)
         try:

@@ -14,6 +14,7 @@ from typing import Any
 from hpcjup.cli.app import LOCAL, App
 from hpcjup.errors import AuthError, JobFailedError
 from hpcjup.job import NORMAL_ENDS
+from hpcjup.schedulers import get_scheduler
 from hpcjup.schedulers.base import Scheduler
 from hpcjup.session.hold import HoldEnd, SessionHolder, Timings, detach_signals, terminate_as_interrupt
 from hpcjup.session.layout import SessionPaths
@@ -47,7 +48,7 @@ class Holder:
             paths,
             conn,
             store=app.store,
-            scheduler=scheduler or app.scheduler(record.host),
+            scheduler=scheduler or get_scheduler(record.scheduler),
             connect=app.connect,
             notes=app.ui,
             timings=_timings(),

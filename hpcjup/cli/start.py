@@ -148,7 +148,7 @@ def command(
     host = app.resolve_host(None if local else settings.value("host"), local)
     detacher = Detacher.prepare(local_port, detach)
     with app.connect_with_status(host) as transport:
-        scheduler = app.scheduler(host)
+        scheduler = app.choose_scheduler(transport, host, settings.value("scheduler"))
         record, paths, conn, time_left = _submit_and_wait(app, transport, scheduler, request, pending)
         holder = Holder(app, transport, record, paths, conn)
         shown = False

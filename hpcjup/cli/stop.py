@@ -32,16 +32,15 @@ def command(app: App, session: str | None, host: str | None, local: bool, stop_a
         raise UsageError("Give a SESSION or --all, not both.")
     host = app.resolve_host(host, local, session)
     with app.connect(host) as transport:
-        scheduler = app.scheduler(host)
         if stop_all:  # damaged sessions are skipped: `hpcjup ls` shows them, `hpcjup prune` removes them
-            views = overview(transport, scheduler, app.store)
+            views = overview(transport, app.store)
             targets = [view for view in views if isinstance(view, SessionView) and view.active]
         else:
-            targets = [pick_session(transport, scheduler, app.store, session)]
+            targets = [pick_session(transport, app.store, session)]
         with app.ui.status() as line:
             names = ", ".join(f"{v.record.name} (job {v.record.job_id})" for v in targets)
             line.update(f"Stopping {names}…")
-            outcomes = stop_sessions(transport, scheduler, targets, grace=grace) if targets else []
+            outcomes = stop_sessions(transport, targets, grace=grace) if targets else []
         for view in targets:
             end_holder(app.store.load(host, view.record.name))
             app.store.remove(host, view.record.name)

@@ -53,7 +53,7 @@ KEYS: dict[str, Key] = {
     k.name: k
     for k in (
         Key("host", str, "SSH destination: an alias from ~/.ssh/config or user@host[:port]"),
-        Key("partition", str, "Slurm partition"),
+        Key("partition", str, "partition (queue) to run in"),
         Key("account", str, "account (project) to charge"),
         Key("time", str, "time limit: minutes, HH:MM:SS or D-HH:MM:SS"),
         Key("nodes", int, "nodes to allocate", default=1, low=1),
@@ -66,6 +66,7 @@ KEYS: dict[str, Key] = {
         Key("local_port", int, "local end of the tunnel", low=1, high=65535),
         Key("socket", bool, "Jupyter on a Unix socket on the node, reached by SSH to the node", default=False),
         Key("ssh", str, "SSH backend", choices=("auto", "openssh", "paramiko"), default="auto"),
+        Key("scheduler", str, "batch system: auto (detected on the host), slurm, none, ...", default="auto"),
         Key("site", str, "site preset (see `hpcjup sites`)"),
         Key("modules", list, "modules to load before Jupyter starts"),
         Key("module_use", list, "directories to `module use` first"),

@@ -33,6 +33,31 @@ REASON_AUTH_CONFIG = "auth-config"  # a Jupyter config file disables or replaces
 REASON_READY_TIMEOUT = "ready-timeout"
 
 
+# -- the job's environment: the only way the launcher learns about its batch system -------------
+# Every adapter's rendered script exports these (schedulers/<name>.py, `job_environment`); the
+# launcher and dasklaunch.py read nothing else (no SLURM_*, PBS_*, LSB_*, JOB_ID ...).
+ENV_SCHEDULER = "HPCJUP_SCHEDULER"  # the adapter's name: slurm, pbs, lsf, sge, none, local
+ENV_JOB_ID = "HPCJUP_JOB_ID"
+ENV_NODE = "HPCJUP_NODE"  # this node's short host name
+ENV_NODELIST = "HPCJUP_NODELIST"  # the allocation's hosts, space-separated, each once, this node first
+ENV_CPUS = "HPCJUP_CPUS"  # CPUs the job may use on each node
+# Shell words that run one command on a host of the allocation: `{host}` and `{cpus}` are filled in,
+# the command's argv follows (srun -w {host} ..., blaunch {host}, qrsh -inherit {host}, pbsdsh -h {host}).
+# Empty: the allocation is this host only; the command runs here.
+ENV_LAUNCH = "HPCJUP_LAUNCH"
+ENV_TIME_LIMIT = "HPCJUP_TIME_LIMIT"  # seconds granted (0: unknown, or none)
+ENV_WARN_SIGNAL = (
+    "HPCJUP_WARN_SIGNAL"  # "1": the scheduler sends SIGUSR1 before the limit; else the launcher's own timer
+)
+ENV_WARN_SECONDS = "HPCJUP_WARN_SECONDS"  # how long before the limit the session shuts down
+ENV_PARTITION = "HPCJUP_PARTITION"  # the queue/partition the job runs in (the notebook's jobqueue default)
+ENV_ACCOUNT = "HPCJUP_ACCOUNT"  # the account/project it is charged to
+ENV_JOBQUEUE = "HPCJUP_JOBQUEUE"  # dask-jobqueue's name for this scheduler (slurm, pbs, lsf, sge); empty: none
+ENV_SUBMIT = "HPCJUP_SUBMIT"  # the submit command the notebook's jobqueue runs (wrapped to record job ids)
+ENV_SCRUB = "HPCJUP_SCRUB"  # a variable prefix to drop before submitting from inside the job (SLURM_)
+ENV_SCRUB_KEEP = "HPCJUP_SCRUB_KEEP"  # space-separated names under that prefix to keep (SLURM_CONF)
+
+
 def job_files() -> dict[str, bytes]:
     """Name -> code of the files uploaded with each job."""
     return {name: LAUNCHER_PATH.with_name(name).read_bytes() for name in JOB_FILES}

@@ -1,7 +1,12 @@
 """What every scheduler adapter provides: render a job, submit it, ask its state, cancel it.
 
-An adapter is a small class; the session layer drives it through this interface and
-never runs a scheduler command itself.
+An adapter (`hpcjup/schedulers/NAME.py`, one registry line in `__init__.py`) is the only place that
+knows a batch system: its commands, directives, time/memory/GPU formats, state words, pending
+reasons that never clear, how it passes the environment, how it warns before the time limit, how it
+starts one process per node, which dask-jobqueue job class renders its worker jobs, its doctor
+checks, and the hints for its refusals. The session layer drives it through this interface, and
+the job side learns everything from the `HPCJUP_*` variables the rendered script exports
+(`hpcjup.job.ENV_*`, written by `job_environment`).
 """
 
 from __future__ import annotations
@@ -109,7 +114,16 @@ class JobSpec:
 class Scheduler(ABC):
     """One batch system."""
 
-    name: str
+    name: str  # the registry's key, recorded in session.json
+    title: str = ""  # as users call it: "Slurm", "PBS Pro", "IBM LSF", "Grid Engine"
+    #: Commands that must be on the login node's PATH (detection and `doctor`).
+    commands: tuple[str, ...] = ()
+    #: dask-jobqueue's module and job class for worker-group jobs, e.g. ("slurm", "SLURMJob"); None: no worker jobs.
+    jobqueue: tuple[str, str] | None = None
+    #: Whether the job gets SIGUSR1 from the scheduler before its limit (Slurm --signal); else the launcher's own timer.
+    signals_before_limit: bool = False
+    #: Whether the scheduler reports an expected start time for pending jobs.
+    estimates_start: bool = False
     #: Address Jupyter binds to, when the adapter knows better than the node's name (local: loopback).
     bind_address: str | None = None
     #: What a whole job id looks like (matched with fullmatch). Ids come back from session.json, which
@@ -131,7 +145,23 @@ class Scheduler(ABC):
 
     @abstractmethod
     def render(self, spec: JobSpec) -> str:
-        """The job script for `spec`."""
+        """The job script for `spec`: directives, `job_environment(spec)`, `umask 077`, spec.setup, exec_line."""
+
+    def job_environment(self, spec: JobSpec) -> list[str]:
+        """The `export HPCJUP_...=...` lines of the job script (see hpcjup.job.ENV_*): the launcher reads only these."""
+        raise NotImplementedError
+
+    def submit_worker(self, transport: Transport, script: str) -> str:
+        """Submit one rendered worker-group job script (dask-jobqueue's); its job id. Raises SubmitError."""
+        raise UsageError(f"{self.title or self.name} has no worker jobs.", hint="Worker groups need a batch system.")
+
+    def worker_job_options(self, partition: str, account: str | None, walltime: str) -> dict[str, object]:
+        """The dask-jobqueue job class's keyword arguments for where a worker job runs (queue, account, walltime)."""
+        return {"queue": partition, "account": account, "walltime": walltime}
+
+    def doctor_checks(self, transport: Transport, settings: object) -> list[object]:
+        """The scheduler's own `doctor` checks (hpcjup.session.doctor.Check objects): commands, queue, account, request."""
+        return []
 
     @abstractmethod
     def submit(self, transport: Transport, session_dir: str) -> str:

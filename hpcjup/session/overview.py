@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from hpcjup.errors import DamagedDocument, HpcjupError, JobFailedError, SessionNotFound, UsageError
 from hpcjup.job import NORMAL_ENDS
+from hpcjup.schedulers import REGISTRY, get_scheduler
 from hpcjup.schedulers.base import JobState, JobStatus, Scheduler
 from hpcjup.session.catalog import Found, find_session, scan_sessions
 from hpcjup.session.holder import holder_pid
@@ -31,6 +33,11 @@ class SessionView:
     @property
     def active(self) -> bool:
         return self.status.state.active
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The session's own scheduler adapter, as its session.json records it."""
+        return get_scheduler(self.record.scheduler)
 
     @property
     def worker_ids(self) -> tuple[str, ...]:
@@ -163,43 +170,60 @@ def _view(found: Found, status: JobStatus | None, store: LocalStore, host: str) 
     return SessionView(found.record, found.paths, status, found.report, cached, found.worker_ids)
 
 
-def overview(transport: Transport, scheduler: Scheduler, store: LocalStore) -> list[View]:
-    """Every session on the host, damaged ones included: one read for all records, one scheduler query."""
-    found = scan_sessions(transport)
-    statuses = job_statuses(transport, scheduler, found)
-    host = transport.destination or transport.name
-    return [_view(f, statuses.get(f.paths.name), store, host) for f in found]
+def overview(transport: Transport, store: LocalStore) -> list[View]:
+    """Every session on the host, damaged ones included: one read for all records, one query per scheduler."""
+    found = [
+        _unknown_scheduler(f) if f.record is not None and f.record.scheduler not in REGISTRY else f
+        for f in scan_sessions(transport)
+    ]
+    statuses = job_statuses(transport, found)
+    return [_view(f, statuses.get(f.paths.name), store, _host(transport)) for f in found]
 
 
-def job_statuses(transport: Transport, scheduler: Scheduler, found: list[Found]) -> dict[str, JobStatus]:
-    """Session name -> its job's state, from one scheduler query for all of them."""
-    usable = [f for f in found if f.record is not None]
-    answers = scheduler.statuses(transport, [f.record.job_id for f in usable if f.record is not None])
-    return {
-        f.paths.name: answers.get(f.record.job_id, JobStatus(f.record.job_id, JobState.GONE))
-        for f in usable
-        if f.record is not None
-    }
+def job_statuses(transport: Transport, found: list[Found]) -> dict[str, JobStatus]:
+    """Session name -> its job's state, asking each session's own scheduler (as session.json records
+    it) once for all of its jobs. A record naming a scheduler this hpcjup does not know gets no status
+    (the session is shown as damaged, with the reason)."""
+    by_scheduler: dict[str, list[Found]] = {}
+    for f in found:
+        if f.record is not None and f.record.scheduler in REGISTRY:
+            by_scheduler.setdefault(f.record.scheduler, []).append(f)
+    statuses: dict[str, JobStatus] = {}
+    for name, group in by_scheduler.items():
+        ids = [f.record.job_id for f in group if f.record is not None]
+        answers = get_scheduler(name).statuses(transport, ids)
+        for f in group:
+            assert f.record is not None
+            statuses[f.paths.name] = answers.get(f.record.job_id, JobStatus(f.record.job_id, JobState.GONE))
+    return statuses
 
 
-def view_of(transport: Transport, scheduler: Scheduler, store: LocalStore, name: str) -> SessionView:
+def view_of(transport: Transport, store: LocalStore, name: str) -> SessionView:
     """One session by name; a damaged one is an error that says what is wrong."""
     found = find_session(transport, name)
-    view = _view(found, job_statuses(transport, scheduler, [found]).get(found.paths.name), store, _host(transport))
+    if found.record is not None and found.record.scheduler not in REGISTRY:
+        found = _unknown_scheduler(found)
+    view = _view(found, job_statuses(transport, [found]).get(found.paths.name), store, _host(transport))
     if isinstance(view, DamagedView):
         raise view.error()
     return view
+
+
+def _unknown_scheduler(found: Found) -> Found:
+    assert found.record is not None
+    problem = f"session.json names the scheduler {found.record.scheduler!r}, which this hpcjup does not know"
+    return dataclasses.replace(found, record=None, problem=problem)
 
 
 def _host(transport: Transport) -> str:
     return transport.destination or transport.name
 
 
-def pick_session(transport: Transport, scheduler: Scheduler, store: LocalStore, name: str | None) -> SessionView:
+def pick_session(transport: Transport, store: LocalStore, name: str | None) -> SessionView:
     """The named session, or the only running one; a clear choice when there are several."""
     if name:
-        return view_of(transport, scheduler, store, name)
-    running = [view for view in overview(transport, scheduler, store) if isinstance(view, SessionView) and view.active]
+        return view_of(transport, store, name)
+    running = [view for view in overview(transport, store) if isinstance(view, SessionView) and view.active]
     if not running:
         raise SessionNotFound(
             f"No running session on {_host(transport)}.",

@@ -45,21 +45,24 @@ class StopOutcome:
     workers_cancelled: tuple[str, ...] = ()
 
 
-def stop_sessions(
-    transport: Transport, scheduler: Scheduler, views: Sequence[SessionView], grace: float = 60.0
-) -> list[StopOutcome]:
-    """Stop these sessions together; returns how each went."""
+def stop_sessions(transport: Transport, views: Sequence[SessionView], grace: float = 60.0) -> list[StopOutcome]:
+    """Stop these sessions together (each through its own scheduler's snippets); returns how each went."""
     active = [v for v in views if v.active]
     running = [v for v in active if v.status.state is JobState.RUNNING]
-    pending = [v for v in active if v.status.state is not JobState.RUNNING]  # no launcher yet: cancel it
     root = views[0].paths.root if views else ""
-    after = [f"{_killed_unless_ended(scheduler, v)}" for v in running]
+    before, after = [], []
+    for scheduler in {v.scheduler.name: v.scheduler for v in views}.values():
+        mine = [v for v in views if v.scheduler is scheduler]
+        run_ids = [v.record.job_id for v in mine if v in running]
+        pending_ids = [v.record.job_id for v in mine if v in active and v not in running]  # no launcher yet
+        before.append(scheduler.stop_snippet(run_ids, pending_ids))
+        after += [_killed_unless_ended(scheduler, v) for v in mine if v in running]
+        after.append(scheduler.cancel_own_snippet([job for v in mine for job in v.worker_ids]))
     after.append(shlex.join(["rm", "-f", "--", *(v.paths.file(name) for v in views for name in SECRETS)]))
-    after.append(scheduler.cancel_own_snippet([job for v in views for job in v.worker_ids]))
-    before = scheduler.stop_snippet([v.record.job_id for v in running], [v.record.job_id for v in pending])
     reports: dict[str, JobReport] = {}
     watched = [f"{v.paths.name}/{STATE_FILE}" for v in running]
-    with Watch(transport, root, watched, before=before, after="\n".join(p for p in after if p)) as watch:
+    script_before, script_after = "; ".join(p for p in before if p), "\n".join(p for p in after if p)
+    with Watch(transport, root, watched, before=script_before, after=script_after) as watch:
         end = time.monotonic() + grace
         try:
             while time.monotonic() < end and len(reports) < len(running):

@@ -41,7 +41,7 @@ def mutated(base: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)  # no deadline: these machines are shared
 @given(st.binary(max_size=200) | mutated(GOOD_RECORD).map(lambda d: json.dumps(d).encode()))
 @example(json.dumps({**GOOD_RECORD, "job_id": 12}).encode())  # the issue's case: a number
 @example(b'{"name": "lab", "host": "minic')  # truncated
@@ -53,7 +53,7 @@ def test_session_json_never_raises_anything_else(raw: bytes) -> None:
     assert isinstance(record.job_id, str) and record.job_id and "\n" not in record.name + record.job_id
 
 
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)  # no deadline: these machines are shared
 @given(
     st.binary(max_size=200)
     | mutated({"state": "running", "reason": "idle", "exit_code": 0}).map(lambda d: json.dumps(d).encode())
@@ -66,7 +66,7 @@ def test_state_json_never_raises_anything_else(raw: bytes) -> None:
     assert report.state in ("starting", "running", "stopping", "ended")
 
 
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)  # no deadline: these machines are shared
 @given(mutated(GOOD_CONNECTION))
 def test_connection_json_never_raises_anything_else(data: dict[str, Any]) -> None:
     try:

@@ -1,0 +1,57 @@
+"""Choosing the batch system: detected on the host, `--scheduler NAME`, recorded and read back; `none`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpcjup.errors import ExitCode
+from tests.cli.helpers import CLUSTER_PYTHON, http_get, run, session_jobs
+
+pytestmark = pytest.mark.cluster
+HOST = ["--host", "minicluster"]
+SESSIONS = Path("/home/hpcuser/.hpcjup/sessions")
+QUICK = ["--no-dask", "--idle-timeout", "0", "--no-browser"]
+
+
+def jupyter_pids(cluster: Any) -> set[str]:
+    """The cluster user's processes that are a launcher or a Jupyter server."""
+    ps = cluster.run_as_user(["ps", "-ww", "-u", "hpcuser", "-o", "pid=,args="]).stdout
+    return {line.split()[0] for line in ps.splitlines() if "launcher.py" in line or "jupyterlab" in line}
+
+
+def test_unknown_scheduler_lists_the_known_ones(laptop_env: dict[str, str]) -> None:
+    result = run(["start", *HOST, "--scheduler", "moab", "--json"], laptop_env)
+    assert result.returncode == ExitCode.USAGE
+    error = json.loads(result.stdout)["error"]
+    assert "moab" in error["message"] and "slurm" in error["hint"] and "none" in error["hint"]
+
+
+def test_detected_scheduler_is_recorded(minicluster: Any, laptop_env: dict[str, str], clean_jobs: None) -> None:
+    result = run(["start", *HOST, "-d", "--json", *QUICK, "-n", "detected"], laptop_env, timeout=150)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((SESSIONS / "detected" / "session.json").read_text())["scheduler"] == "slurm"
+    assert run(["stop", "detected", *HOST], laptop_env).returncode == 0
+
+
+def test_no_scheduler_on_a_plain_ssh_host(minicluster: Any, laptop_env: dict[str, str], clean_jobs: None) -> None:
+    """`--scheduler none`: the launcher runs detached on the SSH host itself; same lifecycle; nothing after stop."""
+    before = jupyter_pids(minicluster)
+    args = ["start", *HOST, "--scheduler", "none", "-d", "--json", *QUICK, "-n", "plain", "--python", CLUSTER_PYTHON]
+    result = run(args, laptop_env, timeout=150)
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert http_get(f"http://127.0.0.1:{info['local_port']}/api/status", info["token"])[0] == 200
+    record = json.loads((SESSIONS / "plain" / "session.json").read_text())
+    assert record["scheduler"] == "none" and not session_jobs(minicluster, ("plain",))  # no batch job at all
+    rows = {r["session"]: r for r in json.loads(run(["ls", *HOST, "--json"], laptop_env).stdout)["sessions"]}
+    assert rows["plain"]["state"] == "RUNNING"
+    stopped = run(["stop", "plain", *HOST, "--json"], laptop_env, timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    assert json.loads(stopped.stdout)["stopped"][0]["graceful"] is True
+    assert jupyter_pids(minicluster) <= before  # launcher, Jupyter and its kernels are gone
+    state = json.loads((SESSIONS / "plain" / "state.json").read_text())
+    assert (state["state"], state["reason"]) == ("ended", "stopped")
