@@ -79,6 +79,12 @@ class JobFailedError(HpcjupError):
     exit_code = ExitCode.JOB_FAILED
 
 
+class JobCannotStart(HpcjupError):
+    """The job pends for a reason that waiting will not clear (too many nodes for the partition, ...)."""
+
+    exit_code = ExitCode.SUBMIT
+
+
 class WaitTimeout(HpcjupError):
     """A wait ran past its deadline."""
 

@@ -13,7 +13,7 @@ from hpcjup.cli.profile import RENAMED, profile_option, typed_options
 from hpcjup.cli.serve import Holder, terminate_as_interrupt
 from hpcjup.config.profiles import resolve
 from hpcjup.config.resources import parse_duration
-from hpcjup.errors import HpcjupError, Interrupted, JobFailedError, UsageError
+from hpcjup.errors import HpcjupError, Interrupted, JobCannotStart, JobFailedError, UsageError
 from hpcjup.session.groups import WorkerGroup
 from hpcjup.session.layout import check_name
 from hpcjup.session.submit import DaskRequest, StartRequest
@@ -198,6 +198,8 @@ def _submit_and_wait(
             app.store.forget(record.host, record.name)
             if isinstance(exc, KeyboardInterrupt):
                 raise Interrupted(f"Cancelled job {record.job_id} before Jupyter started; nothing was lost.") from None
+            if isinstance(exc, JobCannotStart):
+                raise JobCannotStart(f"{exc.message} Cancelled it; nothing was lost.", hint=exc.hint) from None
             raise
 
 

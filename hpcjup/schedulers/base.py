@@ -17,11 +17,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TypeGuard
+from typing import TYPE_CHECKING, TypeGuard
 
 from hpcjup.config.resources import Resources
 from hpcjup.errors import UsageError
 from hpcjup.transport.base import Transport
+
+if TYPE_CHECKING:
+    from hpcjup.config.profiles import Resolved
+    from hpcjup.session.doctor import Check
 
 JOB_SCRIPT = "job.sh"
 JOB_LOG = "job.out"
@@ -159,7 +163,7 @@ class Scheduler(ABC):
         """The dask-jobqueue job class's keyword arguments for where a worker job runs (queue, account, walltime)."""
         return {"queue": partition, "account": account, "walltime": walltime}
 
-    def doctor_checks(self, transport: Transport, settings: object) -> list[object]:
+    def doctor_checks(self, transport: Transport, settings: Resolved) -> list[Check]:
         """The scheduler's own `doctor` checks (hpcjup.session.doctor.Check objects): commands, queue, account, request."""
         return []
 
@@ -192,6 +196,11 @@ class Scheduler(ABC):
     def ids(self, job_ids: Sequence[str]) -> list[str]:
         """The valid ones of `job_ids` (anything else never reaches a command line)."""
         return [job_id for job_id in job_ids if self.is_job_id(job_id)]
+
+    def never_starts(self, status: JobStatus) -> tuple[str, str] | None:
+        """(what is wrong, which flag to change) when a pending job waits for something that will not come
+        (a partition limit, an unknown account, a hold by an admin); None while waiting may still help."""
+        return None
 
     @abstractmethod
     def cancel(self, transport: Transport, job_id: str, *, graceful: bool = True) -> None:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hpcjup.errors import DamagedDocument, HpcjupError, JobFailedError, WaitTimeout
+from hpcjup.errors import DamagedDocument, HpcjupError, JobCannotStart, JobFailedError, WaitTimeout
 from hpcjup.job import CONNECTION_FILE, STATE_FILE
 from hpcjup.schedulers.base import JOB_LOG, JobState, JobStatus, Scheduler
 from hpcjup.session.layout import SessionPaths
@@ -105,6 +105,7 @@ class ReadyWaiter:
                 self.status = self._query()
                 if not self.status.state.active:
                     raise self._failure(self.report)
+                self._check_can_start()
                 if self.status.state is JobState.RUNNING:
                     running_since = running_since or now
                     next_query = now + _STARTING_INTERVAL
@@ -116,6 +117,17 @@ class ReadyWaiter:
             state = "STARTING" if report is not None and report.state == "starting" else self.status.state.value
             node = (report.node if report else None) or self.status.nodes
             self.on_progress(Progress(state, now - started, self.status.reason, self.status.expected_start, node))
+
+    def _check_can_start(self) -> None:
+        """A pending reason that waiting will not clear ends the wait now, in words, with the flag to change."""
+        if self.status.state is not JobState.PENDING:
+            return
+        hopeless = self.scheduler.never_starts(self.status)
+        if hopeless is not None:
+            what, hint = hopeless
+            raise JobCannotStart(
+                f"Job {self.record.job_id} cannot start: {what} (the scheduler says {self.status.reason}).", hint=hint
+            )
 
     def _query(self) -> JobStatus:
         self.queries += 1
