@@ -22,7 +22,7 @@ def command(app: App, host: str | None, local: bool, dry_run: bool) -> None:
     host = app.resolve_host(host, local)
     with app.connect(host) as transport:
         views = overview(transport, app.store)
-        removed = [{"name": view.paths.name, "job_id": view_job(view), "why": view.why} for view in prunable(views)]
+        removed = [{"name": view.paths.name, "job_id": view.job_id, "why": view.why} for view in prunable(views)]
         if not dry_run and removed:
             # One command for all of them, whatever their number.
             transport.run(["rm", "-rf", "--", *(view.paths.dir for view in prunable(views))])
@@ -40,9 +40,3 @@ def command(app: App, host: str | None, local: bool, dry_run: bool) -> None:
         {"host": host, "dry_run": dry_run, "removed": removed, "forgotten": stale},
         text="\n".join(lines) or f"No ended sessions on {host}.",
     )
-
-
-def view_job(view: object) -> str | None:
-    """The job id of a listed session (None for a damaged one)."""
-    record = getattr(view, "record", None)
-    return record.job_id if record is not None else None

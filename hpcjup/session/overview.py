@@ -35,6 +35,10 @@ class SessionView:
         return self.status.state.active
 
     @property
+    def job_id(self) -> str:
+        return self.record.job_id
+
+    @property
     def scheduler(self) -> Scheduler:
         """The session's own scheduler adapter, as its session.json records it."""
         return get_scheduler(self.record.scheduler)
@@ -110,6 +114,7 @@ class DamagedView:
     cached: dict[str, Any] | None = None
 
     active = False
+    job_id = None  # unknown: the record is what is damaged
 
     @property
     def paths(self) -> SessionPaths:
