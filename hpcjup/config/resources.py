@@ -13,7 +13,8 @@ from hpcjup.errors import UsageError
 
 # Whole strings only (fullmatch), ASCII digits only: `$` would let "lab\n" through, `\d` would let "٣" through,
 # and either would reach a directive. Bounded digit runs keep int() far from its 4300-digit limit.
-# Slurm's time formats: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS.
+# The time formats users type (Slurm's, which sites document): minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM,
+# D-HH:MM:SS. Adapters render the limit their own way from `Resources.time_seconds`.
 _TIME = re.compile(r"[0-9]{1,9}(?::[0-9]{1,2}){0,2}|[0-9]{1,5}-[0-9]{1,2}(?::[0-9]{1,2}){0,2}")
 _MEM = re.compile(r"[0-9]{1,15}(?:[KMGT]B?)?", re.IGNORECASE | re.ASCII)  # ASCII: no Kelvin sign for K
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")  # partitions, accounts
@@ -36,7 +37,7 @@ class Resources:
         _check("--partition", self.partition, _NAME, "a partition name such as booster")
         _check("--account", self.account, _NAME, "an account (project) name")
         _check("--time", self.time, _TIME, "minutes, HH:MM:SS or D-HH:MM:SS")
-        if self.time is not None and time_to_seconds(self.time) == 0:  # Slurm reads 0 as "no limit": never meant
+        if self.time is not None and time_to_seconds(self.time) == 0:  # schedulers read 0 as "no limit": never meant
             raise UsageError(
                 f"--time must be more than 0, not {self.time!r}.", hint="Ask for minutes (30) or HH:MM:SS (2:00:00)."
             )
@@ -46,6 +47,11 @@ class Resources:
             raise UsageError(f"--nodes must be at least 1, not {self.nodes}.")
         if self.cpus is not None and self.cpus < 1:
             raise UsageError(f"--cpus must be at least 1, not {self.cpus}.")
+
+    @property
+    def time_seconds(self) -> int | None:
+        """The time limit in seconds (None: the scheduler's default), for adapters that write their own format."""
+        return None if self.time is None else time_to_seconds(self.time)
 
     def to_dict(self) -> dict[str, object]:
         """The set values, for session metadata and JSON output."""
@@ -59,9 +65,9 @@ class Resources:
 
 
 def time_to_seconds(value: str) -> int:
-    """Seconds in a Slurm time string (the format `--time` accepts); ValueError for anything else."""
+    """Seconds in a time string of the form `--time` accepts (minutes, H:MM:SS, D-HH:MM:SS); ValueError otherwise."""
     if not _TIME.fullmatch(value):
-        raise ValueError(f"not a Slurm time: {value!r}")
+        raise ValueError(f"not a time limit: {value!r}")
     days = 0
     if "-" in value:
         d, value = value.split("-", 1)

@@ -8,9 +8,14 @@ from hpcjup.errors import ExitCode, UsageError
     ("text", "seconds"),
     [("30", 1800), ("5:30", 330), ("1:00:00", 3600), ("2-0", 172800), ("1-2:03", 93780), ("1-02:03:04", 93784)],
 )
-def test_slurm_time_formats(text: str, seconds: int) -> None:
+def test_time_formats_users_type(text: str, seconds: int) -> None:
     assert time_to_seconds(text) == seconds
-    Resources(time=text)  # accepted by validation too
+    assert Resources(time=text).time_seconds == seconds  # what adapters render in their own format
+    assert Resources(time=text).time == text  # the user's words are kept (Slurm takes them as they are)
+
+
+def test_no_time_is_the_schedulers_default() -> None:
+    assert Resources().time_seconds is None
 
 
 @pytest.mark.parametrize(
