@@ -11,8 +11,10 @@ connect with no arguments: DASK_CONFIG points at it for Jupyter, its kernels and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -35,30 +37,83 @@ def _write(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-# The sbatch wrapper put first on PATH for Jupyter's kernels (@REAL@, @JOBS@: quoted paths).
-_SBATCH_WRAPPER = r"""#!/bin/sh
-# hpcjup: scrub the surrounding job's SLURM_* variables before submitting, and record the job's id.
-for v in $(env | sed -n 's/^\(SLURM_[A-Za-z0-9_]*\)=.*/\1/p'); do
-    [ "$v" = SLURM_CONF ] || unset "$v"
-done
-# The trailing x keeps the output's own trailing newlines; the subshell's exit code is sbatch's.
+# The job's environment (hpcjup.job.ENV_*: the rendered job script exports them; a test checks the names).
+ENV_NODELIST = "HPCJUP_NODELIST"
+ENV_CPUS = "HPCJUP_CPUS"
+ENV_LAUNCH = "HPCJUP_LAUNCH"
+ENV_PARTITION = "HPCJUP_PARTITION"
+ENV_ACCOUNT = "HPCJUP_ACCOUNT"
+ENV_JOBQUEUE = "HPCJUP_JOBQUEUE"
+ENV_SUBMIT = "HPCJUP_SUBMIT"
+ENV_SCRUB = "HPCJUP_SCRUB"
+ENV_SCRUB_KEEP = "HPCJUP_SCRUB_KEEP"
+_COMMAND = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")  # the submit command's name: a file name, no path
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # a variable, or a prefix of variables (goes into a sed regex)
+
+# The submit wrapper put first on PATH for Jupyter's kernels, under the submit command's name
+# (@REAL@, @JOBS@: quoted paths; @SCRUB@, @KEEP@: checked words).
+_SUBMIT_WRAPPER = r"""#!/bin/sh
+# hpcjup: @SCRUBBING@record the job's id.
+@SCRUB@# The trailing x keeps the output's own trailing newlines; the subshell's exit code is the command's.
 out=$(@REAL@ "$@"; code=$?; printf x; exit $code)
 code=$?
 out=${out%x}
 printf '%s' "$out"
 if [ "$code" -eq 0 ]; then
-    # --parsable prints ID[;CLUSTER], otherwise "Submitted batch job ID[ on cluster C]"; --test-only nothing.
+    # The id in each batch system's words: "Submitted batch job ID[ on cluster C]", "ID[;CLUSTER]" (parsable,
+    # terse), "ID.SERVER", "Job <ID> is submitted ...", "Your job[-array] ID ..."; a dry run prints none.
     id=$(printf '%s\n' "$out" | sed -n -e 's/^Submitted batch job \([0-9][0-9]*\).*/\1/p' \
-        -e 's/^\([0-9][0-9]*\)\(;.*\)\{0,1\}$/\1/p' | head -n 1)
+        -e 's/^\([0-9][0-9]*\)\(;.*\)\{0,1\}$/\1/p' \
+        -e 's/^\([0-9][0-9]*\.[A-Za-z0-9][A-Za-z0-9.-]*\)$/\1/p' \
+        -e 's/^Job <\([0-9][0-9]*\)> is submitted.*/\1/p' \
+        -e 's/^Your job\(-array\)\{0,1\} \([0-9][0-9]*\).*/\2/p' | head -n 1)
     [ -z "$id" ] || (umask 077 && printf '%s\n' "$id" >>@JOBS@)
 fi
 exit $code
 """
+# Jobs submitted from inside a job inherit its variables, and some break the submission (Slurm: the
+# allocation's node list, CPU counts): drop those under the prefix, but the ones to keep.
+_SCRUB = r"""for v in $(env | sed -n 's/^\(@PREFIX@[A-Za-z0-9_]*\)=.*/\1/p'); do
+    case " @KEEP@ " in *" $v "*) ;; *) unset "$v" ;; esac
+done
+"""
 
 
-def sbatch_wrapper(real: str, jobs_file: str) -> str:
-    """The wrapper script: scrub SLURM_*, run the real sbatch, record the id it printed, pass everything on."""
-    return _SBATCH_WRAPPER.replace("@REAL@", shlex.quote(real)).replace("@JOBS@", shlex.quote(jobs_file))
+def submit_wrapper(real: str, jobs_file: str, scrub: str = "", keep: str = "") -> str:
+    """The wrapper script: drop the `scrub`-prefixed variables (but those in `keep`), run the real
+    submit command, record the id it printed, pass its output and exit code on unchanged."""
+    scrub = scrub if _VARIABLE.fullmatch(scrub) else ""
+    keep = " ".join(name for name in keep.split() if _VARIABLE.fullmatch(name))
+    block = _SCRUB.replace("@PREFIX@", scrub).replace("@KEEP@", keep) if scrub else ""
+    return (
+        _SUBMIT_WRAPPER.replace("@SCRUBBING@", f"drop the surrounding job's {scrub}* variables, " if scrub else "")
+        .replace("@SCRUB@", block)
+        .replace("@REAL@", shlex.quote(real))
+        .replace("@JOBS@", shlex.quote(jobs_file))
+    )
+
+
+def hosts() -> list[str]:
+    """The allocation's hosts, this one first (HPCJUP_NODELIST); empty when the script named none."""
+    found: list[str] = []
+    for host in os.environ.get(ENV_NODELIST, "").split():
+        if host not in found:
+            found.append(host)
+    return found
+
+
+def cpus_per_node() -> int:
+    """What the allocation gives each node (HPCJUP_CPUS), not what the machine has: asking the per-node
+    launch for more fails (Slurm: "More processors requested than permitted")."""
+    try:
+        return max(1, int(os.environ.get(ENV_CPUS, "")))
+    except ValueError:
+        return os.cpu_count() or 1
+
+
+def spread(workers: int, nodes: int) -> list[int]:
+    """Workers per node: as even as can be, the first nodes taking the rest."""
+    return [workers // nodes + (1 if i < workers % nodes else 0) for i in range(nodes)]
 
 
 def missing() -> str | None:
@@ -86,59 +141,60 @@ class DaskCluster:
             lifetime,
         )
         self.scheduler = None  # type: subprocess.Popen | None
-        self.worker_proc = None  # type: subprocess.Popen | None
+        self.worker_procs = []  # type: list[subprocess.Popen]
         self.scheduler_address = ""
         self.dashboard_port = 0
 
     @classmethod
     def from_args(cls, session_dir: str, address: str, args) -> DaskCluster:
         """From the launcher's options; defaults fill the allocation: one worker per node, the task's CPUs each."""
-        nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", "1"))
+        nodes = max(1, len(hosts()))
         workers = args.workers if args.workers >= 0 else nodes
-        # What the allocation gives per node (SLURM_CPUS_ON_NODE), not what the machine has: asking srun for
-        # more fails with "More processors requested than permitted".
-        per_node = int(
-            os.environ.get("SLURM_CPUS_PER_TASK") or os.environ.get("SLURM_CPUS_ON_NODE") or os.cpu_count() or 1
-        )
-        cores = args.worker_cores or max(1, per_node * nodes // max(1, workers))
+        cores = args.worker_cores or max(1, cpus_per_node() * nodes // max(1, workers))
         return cls(session_dir, address, workers, cores, args.worker_memory, args.lifetime)
 
     @property
     def env(self) -> dict:
-        """The environment for every Dask process and for Jupyter's kernels (the sbatch wrapper first on PATH)."""
+        """The environment for every Dask process and for Jupyter's kernels (the submit wrapper first on PATH)."""
         bindir = os.path.join(self.dir, "bin")
         return dict(os.environ, DASK_CONFIG=self.config_dir, PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
 
-    def write_sbatch_wrapper(self) -> None:
-        """`sbatch` for kernels: jobs submitted from inside a job inherit SLURM_* variables that break
-        sbatch (the allocation's node list, CPU counts, ...); the wrapper drops them, keeping SLURM_CONF.
-        It appends each accepted job's id to dask/jobs (0600): `hpcjup stop` cancels those and only
-        those. sbatch's output and exit code pass through unchanged."""
-        real = shutil.which("sbatch")
+    def write_submit_wrapper(self) -> None:
+        """The submit command (HPCJUP_SUBMIT, e.g. Slurm's) for kernels, wrapped: jobs submitted from inside a
+        job inherit its variables, and those under HPCJUP_SCRUB break the submission (but HPCJUP_SCRUB_KEEP's);
+        the wrapper drops them. It appends each accepted job's id to dask/jobs (0600): `hpcjup stop` cancels
+        those and only those. The command's output and exit code pass through unchanged."""
+        name = os.environ.get(ENV_SUBMIT, "")
+        real = shutil.which(name) if _COMMAND.fullmatch(name) else None
         if real is None:
             return
         bindir = os.path.join(self.dir, "bin")
         os.makedirs(bindir, mode=0o700, exist_ok=True)
-        path = os.path.join(bindir, "sbatch")
-        _write(path, sbatch_wrapper(real, os.path.join(self.dir, JOBS_FILE)).encode())
+        path = os.path.join(bindir, name)
+        scrub, keep = os.environ.get(ENV_SCRUB, ""), os.environ.get(ENV_SCRUB_KEEP, "")
+        _write(path, submit_wrapper(real, os.path.join(self.dir, JOBS_FILE), scrub, keep).encode())
         os.chmod(path, 0o700)
 
     def jobqueue_config(self) -> dict:
-        """Defaults for dask_jobqueue.SLURMCluster() in a notebook: this session's partition, account,
-        environment and TLS, so `SLURMCluster().scale(n)` needs no arguments."""
+        """Defaults for dask-jobqueue's cluster class in a notebook (the section HPCJUP_JOBQUEUE names):
+        this session's queue, account, environment and TLS, so `SLURMCluster().scale(n)` (or PBSCluster, ...)
+        needs no arguments. Empty where the job has no batch system."""
+        section = os.environ.get(ENV_JOBQUEUE, "")
+        if not _VARIABLE.fullmatch(section):
+            return {}
         setup = shlex.quote(os.path.join(os.path.dirname(self.dir), SETUP_FILE))
         prologue = [
             f"if [ -r {setup} ]; then . {setup}; fi",  # the profile's environment; older sessions have none
             f"export DASK_CONFIG={shlex.quote(self.config_dir)}",
             f"export PATH={shlex.quote(os.path.dirname(sys.executable))}:$PATH",
         ]
-        slurm = {
+        options = {
             "cores": self.worker_cores,
             "processes": 1,
             "memory": f"{max(1, self.worker_cores)}GB",
             "python": sys.executable,
-            "queue": os.environ.get("SLURM_JOB_PARTITION"),
-            "account": os.environ.get("SLURM_JOB_ACCOUNT"),
+            "queue": os.environ.get(ENV_PARTITION) or None,
+            "account": os.environ.get(ENV_ACCOUNT) or None,
             "walltime": "01:00:00",
             "name": f"hpcjup+{os.path.basename(os.path.dirname(self.dir))}+scale",  # '+' is in no session name
             "job-script-prologue": prologue,
@@ -146,7 +202,7 @@ class DaskCluster:
             "log-directory": os.path.join(self.dir, "logs"),
             "scheduler-options": {"protocol": "tls", "host": self.address},
         }
-        return {"jobqueue": {"slurm": slurm}}
+        return {"jobqueue": {section: options}}
 
     def write_config(self) -> None:
         cert, key = os.path.join(self.dir, "cert.pem"), os.path.join(self.dir, "key.pem")
@@ -168,7 +224,7 @@ class DaskCluster:
 
     def start_scheduler(self) -> None:
         self.write_config()
-        self.write_sbatch_wrapper()
+        self.write_submit_wrapper()
         argv = [
             sys.executable,
             "-m",
@@ -225,26 +281,19 @@ class DaskCluster:
         ]
         if self.lifetime:
             worker += ["--lifetime", f"{self.lifetime}s", "--lifetime-stagger", "30s"]
-        if os.environ.get("SLURM_JOB_ID"):
-            # One step over the allocation, explicit CPUs per task; --overlap: the batch step holds the first node too.
-            nodes = os.environ.get("SLURM_JOB_NUM_NODES", "1")
-            argv = [
-                "srun",
-                "--overlap",
-                "--nodes",
-                nodes,
-                "--ntasks",
-                str(self.workers),
-                "--cpus-per-task",
-                str(self.worker_cores),
-                "--kill-on-bad-exit=0",
-                "--job-name",
-                "dask-workers",
-                *worker,
-            ]
-        else:
+        launch, nodes = shlex.split(os.environ.get(ENV_LAUNCH, "")), hosts()
+        if not launch or not nodes:  # the allocation is this host: all workers here, one process each
             argv = [*worker, "--nworkers", str(self.workers)]
-        self.worker_proc = subprocess.Popen(argv, env=self.env, start_new_session=True)
+            self.worker_procs.append(subprocess.Popen(argv, env=self.env, start_new_session=True))
+            return
+        # One launch per host of the allocation (HPCJUP_LAUNCH: the scheduler's own way to run on a host), each
+        # with that host's share of the workers and the CPUs they use.
+        for host, count in zip(nodes, spread(self.workers, len(nodes))):
+            if count:
+                cpus = str(count * self.worker_cores)
+                words = [word.replace("{host}", host).replace("{cpus}", cpus) for word in launch]
+                argv = [*words, *worker, "--nworkers", str(count)]
+                self.worker_procs.append(subprocess.Popen(argv, env=self.env, start_new_session=True))
 
     def failed(self) -> str | None:
         """Why the scheduler is gone, if it is."""
@@ -262,17 +311,18 @@ class DaskCluster:
         }
 
     def stop(self, grace: float) -> None:
-        """Workers first (they retire their tasks), then the scheduler."""
-        for proc in (self.worker_proc, self.scheduler):
-            if proc is None or proc.poll() is not None:
-                continue
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
+        """Workers first (they retire their tasks), then the scheduler: SIGTERM to each process group,
+        SIGKILL to what is left after `grace` seconds."""
+        for group in (self.worker_procs, [self.scheduler]):
+            running = [proc for proc in group if proc is not None and proc.poll() is None]
+            for proc in running:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
             end = time.monotonic() + grace
-            while proc.poll() is None and time.monotonic() < end:
+            while any(proc.poll() is None for proc in running) and time.monotonic() < end:
                 time.sleep(0.1)
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            for proc in running:
+                if proc.poll() is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()

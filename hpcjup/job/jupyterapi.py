@@ -20,11 +20,13 @@ import tempfile
 from typing import Any
 
 SOCKET_NAME = "jupyter.sock"
+ENV_NODE = "HPCJUP_NODE"  # this node's name, from the job script (hpcjup.job.ENV_NODE)
 
 
 def node_address() -> str:
     """This node's address on the cluster network: never the wildcard, loopback as a last resort."""
-    for name in (os.environ.get("SLURMD_NODENAME"), socket.gethostname()):
+    # The scheduler's name for the node first: on some clusters every node's hostname is the same machine name.
+    for name in (os.environ.get(ENV_NODE), socket.gethostname()):
         if name:
             try:
                 address = socket.gethostbyname(name)

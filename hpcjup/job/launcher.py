@@ -19,7 +19,9 @@ Files in DIR (0700, made by the laptop); each 0600, written atomically (temp fil
 - runtime/ (0700): Jupyter's JUPYTER_RUNTIME_DIR; it reports its port=0 choice in jpserver-PID.json.
 At the end connection.json, token and runtime/ are removed and state.json says why it ended.
 
-Signals: SIGTERM, SIGINT, SIGHUP -> "stopped"; SIGUSR1 (Slurm's --signal=B:USR1@N) -> "walltime".
+Signals: SIGTERM, SIGINT, SIGHUP -> "stopped"; SIGUSR1 (sent by the scheduler before the limit) -> "walltime".
+Where the scheduler sends none (HPCJUP_WARN_SIGNAL is not "1") and grants HPCJUP_TIME_LIMIT seconds,
+the launcher's own timer ends the session "walltime" HPCJUP_WARN_SECONDS before that limit.
 Either way: state "stopping", SIGTERM to Jupyter's process group (it shuts its kernels down),
 SIGKILL to it and its kernels after --stop-grace seconds.
 Idle (--idle-timeout N): Jupyter culls kernels (even those with an open tab) and terminals idle
@@ -55,9 +57,14 @@ from typing import Any
 sys.path.insert(
     0, os.path.dirname(os.path.abspath(__file__))
 )  # jupyterapi.py and dasklaunch.py travel beside this file
-from jupyterapi import Endpoint, node_address
+from jupyterapi import ENV_NODE, Endpoint, node_address
 
 SCHEMA = 1
+# The job's environment, as the rendered job script exports it (hpcjup.job.ENV_*; a test checks the names).
+ENV_JOB_ID = "HPCJUP_JOB_ID"
+ENV_TIME_LIMIT = "HPCJUP_TIME_LIMIT"
+ENV_WARN_SIGNAL = "HPCJUP_WARN_SIGNAL"
+ENV_WARN_SECONDS = "HPCJUP_WARN_SECONDS"
 MIN_SERVER = (2, 20)
 UPGRADE = "pip install -U 'jupyter_server>=2.20' jupyterlab"
 STOP_SIGNALS = {
@@ -157,13 +164,31 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def env_seconds(name: str) -> int:
+    """A whole number of seconds from the job's environment; 0 when unset or not a number."""
+    try:
+        return max(0, int(os.environ.get(name, "")))
+    except ValueError:
+        return 0
+
+
+def walltime_deadline(started: float) -> float | None:
+    """When the launcher's own timer ends the session (monotonic clock): WARN_SECONDS before TIME_LIMIT,
+    counted from `started`; None when the scheduler warns with SIGUSR1 itself, or no limit is known."""
+    limit = env_seconds(ENV_TIME_LIMIT)
+    if os.environ.get(ENV_WARN_SIGNAL) == "1" or limit <= 0:
+        return None
+    return started + max(0, limit - env_seconds(ENV_WARN_SECONDS))
+
+
 class Launcher:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.dir = os.path.abspath(args.session_dir)
         self.runtime = self.path("runtime")
-        self.job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("HPCJUP_JOB_ID") or str(os.getpid())
-        self.node = os.environ.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]
+        self.job_id = os.environ.get(ENV_JOB_ID) or str(os.getpid())
+        self.node = os.environ.get(ENV_NODE) or socket.gethostname().split(".")[0]
+        self.limit_at = walltime_deadline(time.monotonic())  # the own timer's moment, or None
         self.token = ""
         self.endpoint: Endpoint | None = None  # where Jupyter listens (made in serve)
         self.proc: subprocess.Popen | None = None
@@ -214,12 +239,17 @@ class Launcher:
             signal.signal(sig, lambda signum, frame: None)
 
     def sleep(self, seconds: float) -> None:
-        """Wait up to `seconds` or until a signal arrives; a stop signal raises Ended."""
+        """Wait up to `seconds` or until a signal arrives; a stop signal, or the own timer's moment, raises Ended."""
+        if self.limit_at is not None:
+            seconds = min(seconds, self.limit_at - time.monotonic())
         if select.select([self.wakeup], [], [], max(0.0, seconds))[0]:
             for signum in os.read(self.wakeup, 512):
                 if signum in STOP_SIGNALS:
                     what = "the job's time limit is near" if signum == signal.SIGUSR1 else "stopped on request"
                     raise Ended(STOP_SIGNALS[signal.Signals(signum)], f"{what} ({signal.Signals(signum).name})")
+        if self.limit_at is not None and time.monotonic() >= self.limit_at:
+            limit, warn = env_seconds(ENV_TIME_LIMIT), env_seconds(ENV_WARN_SECONDS)
+            raise Ended("walltime", f"the job's time limit is near ({limit} s granted; stopping {warn} s before it)")
 
     # -- Jupyter -------------------------------------------------------------------------------
     def start_jupyter(self, root: str) -> None:

@@ -467,3 +467,57 @@ def test_the_dask_private_key_goes_with_the_session(run: Any) -> None:
     assert not (r.dir / "dask/key.pem").exists(), "the session's Dask key is removed at the end"
     assert (r.dir / "dask/cert.pem").read_bytes() == cert, "the certificate is no secret: it stays"
     assert not dask_processes(r.dir) and not leftovers(r.dir)
+
+
+def test_own_timer_ends_the_session_before_the_time_limit(run: Any) -> None:
+    # A scheduler without a warning signal: the launcher ends the session WARN_SECONDS before the limit itself.
+    started = time.monotonic()
+    r = run(env={"HPCJUP_TIME_LIMIT": "12", "HPCJUP_WARN_SECONDS": "4", "HPCJUP_WARN_SIGNAL": "0"})
+    assert r.wait(timeout=60) == 0
+    elapsed = time.monotonic() - started
+    state = r.ended()
+    assert (state["reason"], state["exit_code"]) == ("walltime", 0) and "time limit" in state["message"]
+    assert 8 <= elapsed < 40, f"ended after {elapsed:.1f} s; the timer was due after 8 s"
+    assert "JupyterLab answers" in r.output(), "the session ran until the timer"
+
+
+def test_no_own_timer_where_the_scheduler_signals(run: Any) -> None:
+    r = run(env={"HPCJUP_TIME_LIMIT": "2", "HPCJUP_WARN_SECONDS": "1", "HPCJUP_WARN_SIGNAL": "1"})
+    r.wait_file("connection.json")
+    with pytest.raises(subprocess.TimeoutExpired):
+        r.proc.wait(timeout=3)  # well past the limit: only the scheduler's SIGUSR1 (or a stop) ends it
+    assert r.json("state.json")["state"] == "running"
+    assert r.stop(signal.SIGUSR1) == 0 and r.ended()["reason"] == "walltime"
+
+
+def test_dask_workers_run_through_the_per_host_launch(run: Any) -> None:
+    from hpcjup.session.dasktls import make_credentials
+
+    cert, key = make_credentials("lab")
+    # A launch command that runs here but marks each worker with the host it was meant for.
+    env = {"HPCJUP_NODELIST": "nodea nodeb", "HPCJUP_CPUS": "2", "HPCJUP_LAUNCH": "env HPCJUP_TEST_HOST={host}:{cpus}"}
+    r = run(
+        "--dask", "--workers", "3", "--worker-cores", "1", env=env, files={"dask/cert.pem": cert, "dask/key.pem": key}
+    )
+    conn = r.wait_file("connection.json", timeout=120)
+    assert conn["dask"]["workers"] == 3
+
+    def hosts() -> list[str]:
+        found = []
+        for pid in dask_processes(r.dir):
+            try:
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            mark = next((e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"HPCJUP_TEST_HOST=")), None)
+            if mark and b"distributed.cli.dask_worker" in args:
+                found.append(f"{mark} {args[args.index(b'--nworkers') + 1].decode()}")
+        return sorted(found)
+
+    end = time.monotonic() + 30
+    while hosts() != ["nodea:2 2", "nodeb:1 1"]:
+        assert time.monotonic() < end, hosts()
+        time.sleep(0.2)
+    assert r.stop(signal.SIGTERM, timeout=90) == 0
+    assert not dask_processes(r.dir)

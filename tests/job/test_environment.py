@@ -1,0 +1,74 @@
+"""The job side reads only the HPCJUP_* variables every adapter's script exports, under the names hpcjup.job gives."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import hpcjup.job
+from hpcjup.job import LAUNCHER_PATH
+
+sys.path.insert(0, str(LAUNCHER_PATH.parent))  # the job files import each other from beside themselves
+import dasklaunch  # noqa: E402
+import jupyterapi  # noqa: E402
+import launcher  # noqa: E402
+
+
+@pytest.mark.parametrize("module", [launcher, jupyterapi, dasklaunch])
+def test_the_job_files_use_hpcjup_jobs_names(module: object) -> None:
+    names = {name: value for name, value in vars(module).items() if name.startswith("ENV_")}
+    assert names, "each job file reads some of the job's environment"
+    assert names == {name: getattr(hpcjup.job, name) for name in names}
+
+
+def test_no_job_file_reads_a_schedulers_own_variables() -> None:
+    for name in hpcjup.job.JOB_FILES:
+        text = (LAUNCHER_PATH.parent / name).read_text()
+        assert "SLURM" + "_" not in text and "SLURMD" not in text, name
+
+
+def test_workers_are_spread_over_the_hosts() -> None:
+    assert dasklaunch.spread(5, 2) == [3, 2] and dasklaunch.spread(1, 3) == [1, 0, 0] and dasklaunch.spread(0, 1) == [0]
+
+
+def wrapper(tmp_path: Path, output: str, code: int = 0, scrub: str = "", keep: str = "") -> tuple[Path, Path]:
+    """A submit command that prints `output` and the variables it saw, behind the session's wrapper."""
+    real = tmp_path / "qsub-real"
+    real.write_text(f"#!/bin/sh\nprintf '%s\\n' {output!r}\nenv | grep '^HPCJUP_TEST' | sort >&2\nexit {code}\n")
+    real.chmod(0o700)
+    jobs = tmp_path / "jobs"
+    script = tmp_path / "qsub"
+    script.write_text(dasklaunch.submit_wrapper(str(real), str(jobs), scrub, keep))
+    script.chmod(0o700)
+    return script, jobs
+
+
+@pytest.mark.parametrize(
+    ("output", "job_id"),
+    [
+        ("Submitted batch job 123", "123"),
+        ("123;cluster", "123"),
+        ("4567.pbs-server", "4567.pbs-server"),
+        ("Job <89> is submitted to queue <normal>.", "89"),
+        ('Your job 77 ("name") has been submitted', "77"),
+        ('Your job-array 78.1-3:1 ("name") has been submitted', "78"),
+    ],
+)
+def test_the_submit_wrapper_records_each_schedulers_id(tmp_path: Path, output: str, job_id: str) -> None:
+    script, jobs = wrapper(tmp_path, output)
+    result = subprocess.run([str(script)], capture_output=True, text=True, check=False)
+    assert (result.returncode, result.stdout) == (0, output + "\n")
+    assert jobs.read_text() == job_id + "\n"
+
+
+def test_the_submit_wrapper_drops_the_prefix_but_what_it_keeps(tmp_path: Path) -> None:
+    script, jobs = wrapper(tmp_path, "", code=3, scrub="HPCJUP_TEST_", keep="HPCJUP_TEST_CONF")
+    env = {**os.environ, "HPCJUP_TEST_NODELIST": "n[1-2]", "HPCJUP_TEST_CONF": "/etc/x", "HPCJUP_TESTX": "y"}
+    result = subprocess.run([str(script)], capture_output=True, text=True, env=env, check=False)
+    assert result.returncode == 3, "the command's exit code passes through"
+    assert result.stderr.split() == ["HPCJUP_TESTX=y", "HPCJUP_TEST_CONF=/etc/x"]
+    assert not jobs.exists(), "a refusal records nothing"
