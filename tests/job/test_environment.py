@@ -13,9 +13,9 @@ import hpcjup.job
 from hpcjup.job import LAUNCHER_PATH
 
 sys.path.insert(0, str(LAUNCHER_PATH.parent))  # the job files import each other from beside themselves
-import dasklaunch  # noqa: E402
-import jupyterapi  # noqa: E402
-import launcher  # noqa: E402
+import dasklaunch
+import jupyterapi
+import launcher
 
 
 @pytest.mark.parametrize("module", [launcher, jupyterapi, dasklaunch])
