@@ -9,6 +9,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
+from hpcjup import job
 from hpcjup.errors import SubmitError
 from hpcjup.job import LAUNCHER_FILE
 from hpcjup.schedulers.base import (
@@ -26,18 +27,42 @@ class LocalProcess(Scheduler):
     """Runs the job script in the background on the transport's machine."""
 
     name = "local"
+    title = "this machine"
     bind_address = "127.0.0.1"  # a workstation's Jupyter needs no address but loopback
 
     def render(self, spec: JobSpec) -> str:
         lines = [
             "#!/bin/sh",
             f"# hpcjup session {spec.name}: JupyterLab on this machine.",
+            *self.job_environment(spec),
             "umask 077",
             *spec.setup,
             self.exec_line(spec.command),
             "",
         ]
         return "\n".join(lines)
+
+    def job_environment(self, spec: JobSpec) -> list[str]:
+        # The "job" is this host and the launcher's pid ($$: the script execs the launcher); no per-node
+        # launch, no worker jobs; a --time is the launcher's own timer (no scheduler ends or warns the job).
+        limit = spec.resources.time_seconds or 0
+        return [
+            f"export {job.ENV_SCHEDULER}={self.name}",
+            f"export {job.ENV_JOB_ID}=$$",
+            f'export {job.ENV_NODE}="$(hostname -s 2>/dev/null || hostname)"',
+            f'export {job.ENV_NODELIST}="${job.ENV_NODE}"',
+            f'export {job.ENV_CPUS}="$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)"',
+            f"export {job.ENV_LAUNCH}=",
+            f"export {job.ENV_TIME_LIMIT}={limit}",
+            f"export {job.ENV_WARN_SIGNAL}=0",
+            f"export {job.ENV_WARN_SECONDS}={spec.warn_seconds or 0 if limit else 0}",
+            f"export {job.ENV_PARTITION}=",
+            f"export {job.ENV_ACCOUNT}=",
+            f"export {job.ENV_JOBQUEUE}=",
+            f"export {job.ENV_SUBMIT}=",
+            f"export {job.ENV_SCRUB}=",
+            f"export {job.ENV_SCRUB_KEEP}=",
+        ]
 
     def submit(self, transport: Transport, session_dir: str) -> str:
         # Backgrounded without job control, the child is no group leader, so setsid execs in

@@ -1,11 +1,13 @@
-"""Slurm: `sbatch --parsable`, `squeue` (then `sacct`) for state, `scancel` to stop."""
+"""Slurm: `sbatch --parsable`, `squeue` (then `sacct`) for state, `scancel` to stop, `srun` on each node."""
 
 from __future__ import annotations
 
 import re
 import shlex
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
+from hpcjup import job
 from hpcjup.config.resources import time_to_seconds
 from hpcjup.errors import RemoteCommandError, SubmitError
 from hpcjup.schedulers.base import (
@@ -18,15 +20,28 @@ from hpcjup.schedulers.base import (
 )
 from hpcjup.transport.base import Transport
 
+if TYPE_CHECKING:
+    from hpcjup.config.profiles import Resolved
+    from hpcjup.session.doctor import Check
+
 # squeue fields: state, reason, expected start, node list, time left, time limit.
 _SQUEUE_FORMAT = "%T|%r|%S|%N|%L|%l|%i"
 _SACCT_FIELDS = "State,ExitCode,NodeList,Timelimit"
+# One worker process on one host of the allocation; --overlap: the batch step holds the first node's CPUs too.
+_LAUNCH = (
+    "srun --overlap --nodes=1 --ntasks=1 -w {host} --cpus-per-task={cpus} --kill-on-bad-exit=0 --job-name=dask-worker"
+)
 
 
 class Slurm(Scheduler):
     """The Slurm adapter."""
 
     name = "slurm"
+    title = "Slurm"
+    commands = ("sbatch", "squeue", "scancel")
+    jobqueue = ("slurm", "SLURMJob")
+    signals_before_limit = True  # --signal=B:USR1@N
+    estimates_start = True  # squeue's %S for pending jobs
     directive = "#SBATCH"
     #: 123, an array task 123_4, a heterogeneous job's component 123+1.
     job_id_pattern = re.compile(r"[0-9]{1,20}(?:_[0-9]{1,10}|\+[0-9]{1,10})?")
@@ -49,8 +64,36 @@ class Slurm(Scheduler):
         ]
         lines = ["#!/bin/bash -l", f"# hpcjup session {spec.name}: JupyterLab on a compute node."]
         lines += [f"{self.directive} --{key}={value}" for key, value in options if value is not None]
-        lines += ["", "umask 077", *spec.setup, self.exec_line(spec.command), ""]
+        lines += ["", *self.job_environment(spec), "umask 077", *spec.setup, self.exec_line(spec.command), ""]
         return "\n".join(lines)
+
+    def job_environment(self, spec: JobSpec) -> list[str]:
+        res = spec.resources
+
+        def given(value: str | None, variable: str) -> str:  # the request, else what Slurm chose
+            return shlex.quote(value) if value else f'"${{{variable}:-}}"'
+
+        return [
+            f"export {job.ENV_SCHEDULER}={self.name}",
+            f'export {job.ENV_JOB_ID}="$SLURM_JOB_ID"',
+            f'export {job.ENV_NODE}="${{SLURMD_NODENAME:-$(hostname -s)}}"',
+            # Each host once, this one first (the batch step runs on the allocation's first node).
+            f'export {job.ENV_NODELIST}="${job.ENV_NODE} $(scontrol show hostnames "$SLURM_JOB_NODELIST" '
+            f"2>/dev/null | grep -vxF -e \"${job.ENV_NODE}\" | tr '\\n' ' ')\"",
+            f'export {job.ENV_CPUS}="${{SLURM_CPUS_PER_TASK:-${{SLURM_CPUS_ON_NODE:-$(nproc)}}}}"',
+            f"export {job.ENV_LAUNCH}={shlex.quote(_LAUNCH)}",
+            f"export {job.ENV_TIME_LIMIT}={res.time_seconds or 0}",
+            f"export {job.ENV_WARN_SIGNAL}=1",  # --signal above; without it Slurm ends the job at the limit itself
+            f"export {job.ENV_WARN_SECONDS}={spec.warn_seconds or 0}",
+            f"export {job.ENV_PARTITION}={given(res.partition, 'SLURM_JOB_PARTITION')}",
+            f"export {job.ENV_ACCOUNT}={given(res.account, 'SLURM_JOB_ACCOUNT')}",
+            f"export {job.ENV_JOBQUEUE}={self.jobqueue[0] if self.jobqueue else ''}",
+            f"export {job.ENV_SUBMIT}=sbatch",
+            # A job submitted from inside this one would inherit its SLURM_* (node list, CPU counts) and
+            # fail or land in the wrong shape; SLURM_CONF says which cluster, and stays.
+            f"export {job.ENV_SCRUB}=SLURM_",
+            f"export {job.ENV_SCRUB_KEEP}=SLURM_CONF",
+        ]
 
     def submit(self, transport: Transport, session_dir: str) -> str:
         # cd first: the job's working directory and its relative --output are the session directory.
@@ -66,6 +109,29 @@ class Slurm(Scheduler):
         if not self.job_id_pattern.fullmatch(job_id):
             raise SubmitError(f"sbatch printed no job id: {result.stdout.strip()!r} {result.stderr.strip()!r}")
         return job_id
+
+    def submit_worker(self, transport: Transport, script: str) -> str:
+        try:
+            out = transport.run(["sh", "-c", 'umask 077 && exec sbatch --parsable "$1"', "sh", script]).stdout.strip()
+        except RemoteCommandError as exc:
+            raise submit_error(exc) from exc
+        job_id = out.split(";")[0]
+        if not self.is_job_id(job_id):
+            raise SubmitError(f"sbatch answered {out!r} instead of a job id.", hint="Check `sbatch` on the login node.")
+        return job_id
+
+    def doctor_checks(self, transport: Transport, settings: object) -> list[Check]:
+        """Slurm's commands, the partition, the account, and the whole request (`sbatch --test-only`)."""
+        from hpcjup.session.doctor import Check, Status, check_commands
+
+        resolved: Resolved = settings  # type: ignore[assignment]
+        checks = [check_commands(transport, self)]
+        for name, check in (("partition", check_partition), ("account", check_account), ("request", check_request)):
+            ok = checks[0].status is Status.PASS
+            checks.append(
+                check(transport, resolved) if ok else Check(name, Status.SKIP, "not checked: no Slurm commands")
+            )
+        return checks
 
     def status(self, transport: Transport, job_id: str) -> JobStatus:
         job_id = self.check_job_id(job_id)  # squeue's -j takes the next word whatever it is: validation protects it
@@ -202,3 +268,123 @@ def submit_error(exc: RemoteCommandError) -> SubmitError:
     else:
         hint = "Check the resource flags (--partition, --account, --time, --nodes, --cpus, --mem, --gpus)."
     return SubmitError(f"The scheduler refused the job: {message}", hint=hint)
+
+
+# -- `hpcjup doctor` ----------------------------------------------------------------------------------
+def check_partition(transport: Transport, resolved: Resolved) -> Check:
+    """The partition exists, is up, and allows the requested time."""
+    from hpcjup.session.doctor import Check, Status, first_line
+
+    result = transport.run(["sinfo", "-h", "-o", "%P|%a|%l"], check=False)
+    if result.returncode != 0:
+        return Check(
+            "partition",
+            Status.FAIL,
+            f"sinfo failed: {first_line(result.stderr)}",
+            fix="Check that Slurm answers: `sinfo -s` on the login node.",
+        )
+    partitions: dict[str, tuple[str, str]] = {}
+    default = None
+    for line in result.stdout.splitlines():
+        name, avail, limit = ([*line.strip().split("|"), "", ""])[:3]
+        if name.endswith("*"):
+            name = default = name[:-1]
+        partitions.setdefault(name, (avail, limit))
+    wanted = resolved.value("partition")
+    if wanted is None:
+        return Check("partition", Status.PASS, f"none set: the cluster's default ({default or 'none marked'})")
+    if wanted not in partitions:
+        return Check(
+            "partition",
+            Status.FAIL,
+            f"no partition {wanted!r} (from {resolved.source('partition')})",
+            fix=f"Choose one of: {', '.join(partitions) or 'none listed'} (`sinfo -s` shows them).",
+        )
+    avail, limit = partitions[wanted]
+    if avail != "up":
+        return Check(
+            "partition",
+            Status.WARN,
+            f"{wanted} is {avail}: jobs will pend",
+            fix="Choose a partition that is up (`sinfo -s`).",
+        )
+    asked = resolved.value("time")
+    try:
+        too_long = (
+            asked is not None
+            and limit not in ("infinite", "UNLIMITED", "")
+            and time_to_seconds(asked) > time_to_seconds(limit)
+        )
+    except ValueError:
+        too_long = False
+    if too_long:
+        return Check(
+            "partition",
+            Status.FAIL,
+            f"time {asked} is more than {wanted}'s limit {limit}",
+            fix=f"Ask for at most --time {limit}, or another partition.",
+        )
+    return Check("partition", Status.PASS, f"{wanted} is up, time limit {limit}")
+
+
+def check_account(transport: Transport, resolved: Resolved) -> Check:
+    """An account is set where the site needs one, and Slurm's accounting knows it for this user."""
+    from hpcjup.session.doctor import Check, Status, first_line
+
+    account = resolved.value("account")
+    if account is None:
+        if resolved.site is not None and resolved.site.account_required:
+            return Check(
+                "account",
+                Status.FAIL,
+                f"none set, and {resolved.site.title} needs one for every job",
+                fix='Pass --account (-A), set HPCJUP_ACCOUNT, or add `account = "..."` to your profile.',
+            )
+        return Check("account", Status.PASS, "none set: the cluster's default account")
+    script = 'command -v sacctmgr >/dev/null 2>&1 || exit 99; exec sacctmgr -n -P show associations where user="$(id -un)" account="$1" format=Account'
+    result = transport.run(["sh", "-c", script, "sh", account], check=False)
+    if result.returncode == 99:
+        return Check("account", Status.SKIP, f"{account}: no sacctmgr to ask (the request check still tests it)")
+    if result.returncode != 0:
+        return Check(
+            "account",
+            Status.SKIP,
+            f"{account}: sacctmgr cannot answer ({first_line(result.stderr)}); the request check still tests it",
+        )
+    if not result.stdout.strip():
+        return Check(
+            "account",
+            Status.FAIL,
+            f"you have no association with account {account!r} (from {resolved.source('account')})",
+            fix="`sacctmgr show associations user=$USER` lists your accounts; fix --account or the profile.",
+        )
+    return Check("account", Status.PASS, f"{account} is one of your accounts")
+
+
+def check_request(transport: Transport, resolved: Resolved) -> Check:
+    """Slurm would accept the job as configured (`sbatch --test-only`: nothing is submitted)."""
+    from hpcjup.session.doctor import Check, Status, first_line
+
+    res = resolved.resources()
+    options = {
+        "partition": res.partition,
+        "account": res.account,
+        "time": res.time,
+        "nodes": str(res.nodes),
+        "cpus-per-task": str(res.cpus) if res.cpus else None,
+        "mem": res.mem,
+        "gpus": res.gpus,
+    }
+    argv = ["sbatch", "--test-only", "--job-name=hpcjup-doctor", "--output=/dev/null", "--ntasks-per-node=1"]
+    argv += [f"--{key}={value}" for key, value in options.items() if value is not None] + ["--wrap", "true"]
+    result = transport.run(argv, check=False, timeout=60)
+    text = (result.stderr.strip() or result.stdout.strip()).replace("sbatch: ", "")
+    if result.returncode != 0:
+        return Check(
+            "request",
+            Status.FAIL,
+            f"Slurm would refuse the job: {first_line(text)}",
+            fix="Change what it names (partition, account, time, resources); `sinfo -s` and `sacctmgr show assoc user=$USER` help.",
+            details=shlex.join(argv),
+        )
+    return Check("request", Status.PASS, f"Slurm would accept the job: {first_line(text) or 'ok'}")
