@@ -13,7 +13,7 @@ _MARKS = {"pass": "ok  ", "fail": "FAIL", "warn": "warn", "skip": "skip"}
 @click.command("doctor")
 @profile_option
 @host_options
-@click.option("-p", "--partition", help="Slurm partition to check.")
+@click.option("-p", "--partition", help="Partition (queue) to check.")
 @click.option("-A", "--account", help="Account (project) to check.")
 @click.option("-t", "--time", "time_limit", metavar="TIME", help="Time limit to check against the partition's.")
 @click.option("--python", help="The cluster-side Python to check.")
@@ -33,7 +33,7 @@ def command(
     site: str | None,
     no_dask: bool,
 ) -> None:
-    """Check that `hpcjup start` can work: SSH, Slurm, partition, account, environment, Jupyter, Dask.
+    """Check that `hpcjup start` can work: SSH, the scheduler, partition, account, environment, Jupyter, Dask.
 
     Uses the same settings as `start` (options, HPCJUP_* variables, --profile, [defaults], site).
     Nothing is submitted. Exit code 0 when nothing failed, 3 or 4 when the host cannot be reached
@@ -52,7 +52,10 @@ def command(
             resolved,
             host,
             app.connect,  # as every command connects: the backend above, --accept-new-host-key, the terminal prompt
-            slurm=not local,
+            # Once connected: --scheduler, the profile's or site's `scheduler`, or the one the host has.
+            scheduler=None
+            if local
+            else lambda transport: app.choose_scheduler(transport, host, resolved.value("scheduler")),
             dask=not no_dask,
             progress=line.update,
         )

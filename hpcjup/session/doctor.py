@@ -2,7 +2,9 @@
 
 Each check passes or fails with what was found and, when it fails, the fix. Checks that cannot
 run (nothing to check, or an earlier failure makes them meaningless) are skipped, with the
-reason. Nothing is submitted: the scheduler is asked with `sbatch --test-only`.
+reason. Nothing is submitted. The scheduler's own checks (its commands, queue, account, whether it
+would accept the request) come from its adapter (`Scheduler.doctor_checks`); this module runs the
+generic ones: SSH, the environment, Jupyter, Dask and the session directory.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from hpcjup.errors import AuthError, ConnectError, ExitCode, HpcjupError
 
 if TYPE_CHECKING:
     from hpcjup.config.profiles import Resolved
+    from hpcjup.schedulers.base import Scheduler
     from hpcjup.transport.base import Transport
 
 _MARK = "HPCJUP-PROBE "
@@ -97,11 +100,12 @@ def run_checks(
     host: str,
     connect: Connector,
     *,
-    slurm: bool = True,
+    scheduler: Callable[[Transport], Scheduler] | None = None,
     dask: bool = True,
     progress: Callable[[str], None] = lambda text: None,
 ) -> Report:
-    """Connect to `host` once and run every check; a connection failure skips the rest."""
+    """Connect to `host` once and run every check; a connection failure skips the rest. `scheduler` picks
+    the adapter once connected (its checks come from `doctor_checks`); None: no batch system (--local)."""
     checks: list[Check] = []
     progress(f"Connecting to {host}…")
     started = time.monotonic()
@@ -109,7 +113,8 @@ def run_checks(
         transport = connect(host)
     except (ConnectError, AuthError) as exc:
         checks.append(Check("ssh", Status.FAIL, exc.message, fix=exc.hint))
-        checks += [Check(name, Status.SKIP, "not checked: no connection") for name in _AFTER_SSH]
+        after = [*(("scheduler",) if scheduler is not None else ()), *_AFTER_SSH]
+        checks += [Check(name, Status.SKIP, "not checked: no connection") for name in after]
         return Report(host, checks, exc)
     with transport:
         kind = type(transport).__name__.replace("Transport", "").lower()
@@ -119,180 +124,61 @@ def run_checks(
             checks.append(
                 Check("ssh", Status.PASS, f"connected to {host} ({kind}) in {time.monotonic() - started:.1f} s")
             )
-        if slurm:
+        adapter = None
+        if scheduler is not None:
             progress("Asking the scheduler…")
-            checks.append(check_scheduler(transport))
-            scheduler_ok = checks[-1].status is Status.PASS
-            checks.append(
-                check_partition(transport, resolved)
-                if scheduler_ok
-                else Check("partition", Status.SKIP, "not checked: no Slurm commands")
-            )
-            checks.append(
-                check_account(transport, resolved)
-                if scheduler_ok
-                else Check("account", Status.SKIP, "not checked: no Slurm commands")
-            )
-            checks.append(
-                check_request(transport, resolved)
-                if scheduler_ok
-                else Check("request", Status.SKIP, "not checked: no Slurm commands")
-            )
+            try:
+                adapter = scheduler(transport)
+            except HpcjupError as exc:  # none of the known batch systems' commands on the host
+                checks.append(Check("scheduler", Status.FAIL, exc.message, fix=exc.hint))
+            else:
+                checks += adapter.doctor_checks(transport, resolved)
         progress("Activating the environment…")
-        checks += check_environment(transport, resolved, login_shell=slurm, dask=dask)
+        where = "this machine" if kind == "local" else "the login node" if adapter and adapter.commands else host
+        checks += check_environment(transport, resolved, shell=_job_shell(adapter), dask=dask, where=where)
         checks.append(check_session_dir(transport))
     return Report(host, checks)
 
 
-_AFTER_SSH = (
-    "scheduler",
-    "partition",
-    "account",
-    "request",
-    "environment",
-    "jupyter",
-    "dask",
-    "dask-jobqueue",
-    "sessions",
-)
+_AFTER_SSH = ("environment", "jupyter", "dask", "dask-jobqueue", "sessions")
 
 
-def check_scheduler(transport: Transport) -> Check:
-    """sbatch, squeue and scancel are on the PATH of a command run over SSH."""
-    script = 'for c in sbatch squeue scancel; do command -v "$c" >/dev/null 2>&1 || echo "$c"; done'
-    missing = transport.run(["sh", "-c", script], check=False).stdout.split()
+def check_commands(transport: Transport, scheduler: Scheduler) -> Check:
+    """The scheduler's commands are on the PATH of a command run over SSH (the check called "scheduler")."""
+    script = 'for c; do command -v "$c" >/dev/null 2>&1 || echo "$c"; done'
+    missing = transport.run(["sh", "-c", script, "sh", *scheduler.commands], check=False).stdout.split()
+    title = scheduler.title or scheduler.name
     if missing:
         return Check(
             "scheduler",
             Status.FAIL,
             f"not found over SSH: {' '.join(missing)}",
-            fix="hpcjup needs Slurm on the login node's PATH for commands run over SSH (not only in a login shell); "
-            "check `ssh HOST command -v sbatch`.",
+            fix=f"hpcjup needs {title} on the login node's PATH for commands run over SSH (not only in a login "
+            f"shell); check `ssh HOST command -v {missing[0]}`.",
         )
-    return Check("scheduler", Status.PASS, "sbatch, squeue and scancel found")
+    names = list(scheduler.commands)
+    found = f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else "".join(names)
+    return Check("scheduler", Status.PASS, f"{found} found")
 
 
-def check_partition(transport: Transport, resolved: Resolved) -> Check:
-    """The partition exists, is up, and allows the requested time."""
-    from hpcjup.config.resources import time_to_seconds
+def _job_shell(scheduler: Scheduler | None) -> list[str]:
+    """The shell the job script runs in (its #! line, e.g. `bash -l` or `sh`): the setup lines are checked in it."""
+    if scheduler is None:
+        return ["sh"]
+    from hpcjup.schedulers.base import JobSpec
 
-    result = transport.run(["sinfo", "-h", "-o", "%P|%a|%l"], check=False)
-    if result.returncode != 0:
-        return Check(
-            "partition",
-            Status.FAIL,
-            f"sinfo failed: {_first(result.stderr)}",
-            fix="Check that Slurm answers: `sinfo -s` on the login node.",
-        )
-    partitions: dict[str, tuple[str, str]] = {}
-    default = None
-    for line in result.stdout.splitlines():
-        name, avail, limit = ([*line.strip().split("|"), "", ""])[:3]
-        if name.endswith("*"):
-            name = default = name[:-1]
-        partitions.setdefault(name, (avail, limit))
-    wanted = resolved.value("partition")
-    if wanted is None:
-        return Check("partition", Status.PASS, f"none set: the cluster's default ({default or 'none marked'})")
-    if wanted not in partitions:
-        return Check(
-            "partition",
-            Status.FAIL,
-            f"no partition {wanted!r} (from {resolved.source('partition')})",
-            fix=f"Choose one of: {', '.join(partitions) or 'none listed'} (`sinfo -s` shows them).",
-        )
-    avail, limit = partitions[wanted]
-    if avail != "up":
-        return Check(
-            "partition",
-            Status.WARN,
-            f"{wanted} is {avail}: jobs will pend",
-            fix="Choose a partition that is up (`sinfo -s`).",
-        )
-    asked = resolved.value("time")
-    try:
-        too_long = (
-            asked is not None
-            and limit not in ("infinite", "UNLIMITED", "")
-            and time_to_seconds(asked) > time_to_seconds(limit)
-        )
-    except ValueError:
-        too_long = False
-    if too_long:
-        return Check(
-            "partition",
-            Status.FAIL,
-            f"time {asked} is more than {wanted}'s limit {limit}",
-            fix=f"Ask for at most --time {limit}, or another partition.",
-        )
-    return Check("partition", Status.PASS, f"{wanted} is up, time limit {limit}")
+    first = scheduler.render(JobSpec(name="doctor", session_dir="/tmp", command=["true"])).split("\n", 1)[0]
+    return shlex.split(first[2:]) if first.startswith("#!") and first[2:].strip() else ["sh"]
 
 
-def check_account(transport: Transport, resolved: Resolved) -> Check:
-    """An account is set where the site needs one, and Slurm's accounting knows it for this user."""
-    account = resolved.value("account")
-    if account is None:
-        if resolved.site is not None and resolved.site.account_required:
-            return Check(
-                "account",
-                Status.FAIL,
-                f"none set, and {resolved.site.title} needs one for every job",
-                fix='Pass --account (-A), set HPCJUP_ACCOUNT, or add `account = "..."` to your profile.',
-            )
-        return Check("account", Status.PASS, "none set: the cluster's default account")
-    script = 'command -v sacctmgr >/dev/null 2>&1 || exit 99; exec sacctmgr -n -P show associations where user="$(id -un)" account="$1" format=Account'
-    result = transport.run(["sh", "-c", script, "sh", account], check=False)
-    if result.returncode == 99:
-        return Check("account", Status.SKIP, f"{account}: no sacctmgr to ask (the request check still tests it)")
-    if result.returncode != 0:
-        return Check(
-            "account",
-            Status.SKIP,
-            f"{account}: sacctmgr cannot answer ({_first(result.stderr)}); the request check still tests it",
-        )
-    if not result.stdout.strip():
-        return Check(
-            "account",
-            Status.FAIL,
-            f"you have no association with account {account!r} (from {resolved.source('account')})",
-            fix="`sacctmgr show associations user=$USER` lists your accounts; fix --account or the profile.",
-        )
-    return Check("account", Status.PASS, f"{account} is one of your accounts")
-
-
-def check_request(transport: Transport, resolved: Resolved) -> Check:
-    """Slurm would accept the job as configured (`sbatch --test-only`: nothing is submitted)."""
-    res = resolved.resources()
-    options = {
-        "partition": res.partition,
-        "account": res.account,
-        "time": res.time,
-        "nodes": str(res.nodes),
-        "cpus-per-task": str(res.cpus) if res.cpus else None,
-        "mem": res.mem,
-        "gpus": res.gpus,
-    }
-    argv = ["sbatch", "--test-only", "--job-name=hpcjup-doctor", "--output=/dev/null", "--ntasks-per-node=1"]
-    argv += [f"--{key}={value}" for key, value in options.items() if value is not None] + ["--wrap", "true"]
-    result = transport.run(argv, check=False, timeout=60)
-    text = (result.stderr.strip() or result.stdout.strip()).replace("sbatch: ", "")
-    if result.returncode != 0:
-        return Check(
-            "request",
-            Status.FAIL,
-            f"Slurm would refuse the job: {_first(text)}",
-            fix="Change what it names (partition, account, time, resources); `sinfo -s` and `sacctmgr show assoc user=$USER` help.",
-            details=shlex.join(argv),
-        )
-    return Check("request", Status.PASS, f"Slurm would accept the job: {_first(text) or 'ok'}")
-
-
-def check_environment(transport: Transport, resolved: Resolved, *, login_shell: bool, dask: bool) -> list[Check]:
-    """Run the job's setup lines and its Python non-interactively, as the job will; then the packages Jupyter needs."""
+def check_environment(
+    transport: Transport, resolved: Resolved, *, shell: list[str], dask: bool, where: str = "the login node"
+) -> list[Check]:
+    """Run the job's setup lines and its Python non-interactively in the job's `shell`, as the job will; then
+    the packages Jupyter needs."""
     python_argv = launcher_python(resolved, transport.home())
     script = "\n".join([*setup_lines(resolved), shlex.join([*python_argv, "-c", _PROBE])])
-    shell = ["bash", "-lc", script] if login_shell else ["sh", "-c", script]  # as job.sh runs: Slurm bash -l, local sh
-    result = transport.run(shell, check=False, timeout=180)
+    result = transport.run([*shell, "-c", script], check=False, timeout=180)
     probe = next((line[len(_MARK) :] for line in reversed(result.stdout.splitlines()) if line.startswith(_MARK)), None)
     if result.returncode != 0 or probe is None:
         failed = Check(
@@ -310,7 +196,6 @@ def check_environment(transport: Transport, resolved: Resolved, *, login_shell: 
         return [failed, *skipped]
     info = json.loads(probe)
     versions: dict[str, str | None] = info["versions"]
-    where = "the login node" if login_shell else "this machine"
     checks = [Check("environment", Status.PASS, f"Python {info['version']} ({info['executable']}) starts on {where}")]
     checks.append(_jupyter_check(versions, info["executable"]))
     checks += _dask_checks(versions, info["executable"], dask)
@@ -398,7 +283,8 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def _first(text: str) -> str:
+def first_line(text: str) -> str:
+    """The first non-blank line of `text`, stripped."""
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 

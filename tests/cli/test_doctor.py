@@ -256,7 +256,7 @@ class FakeSlurm:
 )
 def test_partition_check(partition: str | None, time: str | None, status: Status, words: str, tmp_path: Path) -> None:
     from hpcjup.config.profiles import resolve
-    from hpcjup.session.doctor import check_partition
+    from hpcjup.schedulers.slurm import check_partition  # the Slurm adapter's own check
 
     resolved = resolve({"partition": partition, "time": time}, profile=None, env={}, path=tmp_path / "none.toml")
     check = check_partition(FakeSlurm(), resolved)  # type: ignore[arg-type]
