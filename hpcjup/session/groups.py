@@ -6,8 +6,11 @@ resource named after the group, so tasks can target it (`resources={"gpu": 1}`).
 group definitions live in the session directory (groups.json), so `hpcjup scale` works
 from any laptop. Worker jobs are named hpcjup+<session>+<group> ('+' is in no session
 name), but a session's jobs are found only by the ids it recorded: groups.json keeps the
-ids of each group, dask/jobs those the notebook submitted through the session's sbatch
-wrapper (dask-jobqueue's SLURMCluster). A name is never enough to cancel a job.
+ids of each group, dask/jobs those the notebook submitted through the session's submit
+wrapper (dask-jobqueue's cluster classes, e.g. SLURMCluster). A name is never enough to cancel a job.
+Everything scheduler-specific comes from the session's adapter: dask-jobqueue's job class
+(`Scheduler.jobqueue`), where a job runs (`worker_job_options`), submission (`submit_worker`),
+the state of the recorded jobs (`statuses`) and their cancellation (`cancel_own_snippet`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import re
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpcjup.errors import RemoteCommandError, SubmitError, UsageError
 from hpcjup.job import DASK_DIR, SETUP_FILE
@@ -25,24 +28,29 @@ from hpcjup.session.layout import SessionPaths
 from hpcjup.session.record import SessionRecord
 from hpcjup.transport.base import Transport
 
+if TYPE_CHECKING:
+    from hpcjup.schedulers.base import Scheduler
+
 GROUPS_FILE = "groups.json"
-JOBS_FILE = f"{DASK_DIR}/jobs"  # one id a line, appended by the sbatch wrapper (dasklaunch.py)
+JOBS_FILE = f"{DASK_DIR}/jobs"  # one id a line, appended by the submit wrapper (dasklaunch.py)
 _MAX_READ = 1 << 20  # cluster files are read bounded: a huge file must not stall `stop`
 _GROUP = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # the session-name rule: a safe path component
 _GROUP_NAME = re.compile(_GROUP)
 _PARTITION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
 _SPEC = re.compile(rf"(?P<partition>{_GROUP}):(?P<jobs>[0-9]{{1,6}})(?:x(?P<cores>[0-9]{{1,6}}))?")
-_JOB_ID = re.compile(r"[0-9]+(?:_[0-9]+)?")  # a job, or one task of an array job
+# The shape of a recorded id: digits first, then what schedulers add (123_4 array task, 123+1, 123.server);
+# never an option, a space or a shell character. Each adapter's own `ids` checks again before a command.
+_JOB_ID = re.compile(r"[0-9]{1,20}(?:[_.+][A-Za-z0-9_.-]{1,64})?")
 
-# Runs on the login node with the cluster's Python: dask-jobqueue renders one worker job's script.
+# Runs on the login node with the cluster's Python: dask-jobqueue's job class for the scheduler (module,
+# class, from the adapter) renders one worker job's script; "options" say where it runs (queue, account, ...).
 _RENDER = """
-import json, sys
-from dask_jobqueue.slurm import SLURMJob
+import importlib, json, sys
 s = json.load(sys.stdin)
-job = SLURMJob(scheduler=s["scheduler"], name=s["name"], queue=s["partition"], account=s["account"], cores=s["cores"],
-               memory=s["memory"], processes=1, walltime=s["walltime"], python=s["python"], job_name=s["name"],
-               job_script_prologue=s["prologue"], log_directory=s["logdir"],
-               worker_extra_args=["--resources", s["group"] + "=1", "--death-timeout", "60"])
+cls = getattr(importlib.import_module("dask_jobqueue." + s["module"]), s["class"])
+job = cls(scheduler=s["scheduler"], name=s["name"], cores=s["cores"], memory=s["memory"], processes=1,
+          python=s["python"], job_name=s["name"], job_script_prologue=s["prologue"], log_directory=s["logdir"],
+          worker_extra_args=["--resources", s["group"] + "=1", "--death-timeout", "60"], **s["options"])
 print(job.job_script())
 """
 
@@ -175,41 +183,63 @@ def scale_group(
     paths: SessionPaths,
     record: SessionRecord,
     python: str,
-    scheduler: str,
+    address: str,
     group: WorkerGroup,
     jobs: int,
+    scheduler: Scheduler | None = None,
 ) -> list[str]:
-    """Bring `group` to `jobs` running or pending worker jobs; returns the group's job ids afterwards."""
+    """Bring `group` to `jobs` running or pending worker jobs (joining the Dask scheduler at `address`);
+    returns the group's job ids afterwards. `scheduler`: the session's adapter (default: the record's)."""
+    if scheduler is None:
+        from hpcjup.schedulers import get_scheduler
+
+        scheduler = get_scheduler(record.scheduler)
     check_group_name(group.name)
     doc = _read_groups(transport, paths)
     entry = doc.get(group.name, {})
     group = _group_of(group.name, entry) or group
     group = WorkerGroup(group.name, check_partition(group.partition), jobs, group.cores, group.memory)
-    current = active_ids(transport, _ids_of(entry))
+    current = active_ids(transport, scheduler, _ids_of(entry))
     try:
         if jobs < len(current):
-            cancel_ids(transport, current[jobs:])
+            cancel_ids(transport, scheduler, current[jobs:])
             del current[jobs:]
         elif jobs > len(current):
-            script = _render(transport, paths, record, python, scheduler, group)
+            script = _render(transport, scheduler, paths, record, python, address, group)
             for _ in range(jobs - len(current)):
-                current.append(submit_script(transport, script))
+                current.append(scheduler.submit_worker(transport, script))
     finally:  # also after a refused submission: the jobs already accepted stay on record
         _record(transport, paths, doc, group, current)
     return current
 
 
 def _render(
-    transport: Transport, paths: SessionPaths, record: SessionRecord, python: str, scheduler: str, group: WorkerGroup
+    transport: Transport,
+    scheduler: Scheduler,
+    paths: SessionPaths,
+    record: SessionRecord,
+    python: str,
+    address: str,
+    group: WorkerGroup,
 ) -> str:
+    if scheduler.jobqueue is None:
+        raise UsageError(
+            f"Worker groups need a batch system; this session runs on {scheduler.title or scheduler.name}.",
+            hint="Use the session's own Dask workers (--workers), or start it on a cluster.",
+        )
+    module, cls = scheduler.jobqueue
+    account = record.resources.get("account")
+    walltime = record.resources.get("time") or "01:00:00"
     spec = {
-        "scheduler": scheduler,
+        "module": module,
+        "class": cls,
+        "scheduler": address,
         "name": job_name(record.name, group.name),
-        "partition": group.partition,
-        "account": record.resources.get("account"),
+        "options": scheduler.worker_job_options(
+            group.partition, account if isinstance(account, str) else None, str(walltime)
+        ),
         "cores": group.cores,
         "memory": group.memory or f"{group.cores}GB",
-        "walltime": record.resources.get("time") or "01:00:00",
         "python": python,
         "group": group.name,
         "prologue": worker_prologue(paths),
@@ -236,39 +266,20 @@ def worker_prologue(paths: SessionPaths) -> list[str]:
     return [f"if [ -r {setup} ]; then . {setup}; fi", f"export DASK_CONFIG={config}"]
 
 
-# -- Slurm's commands (issue 14 moves these into the adapter) --------------------------------------
-def active_ids(transport: Transport, ids: list[str]) -> list[str]:
-    """Those of `ids` that are still pending or running and belong to this user (squeue --me), oldest first."""
-    ids = valid_ids(ids)
+# -- the recorded jobs, through the adapter ----------------------------------------------------------
+def active_ids(transport: Transport, scheduler: Scheduler, ids: list[str]) -> list[str]:
+    """Those of `ids` that are still pending or running (one scheduler query), in recorded order."""
+    ids = scheduler.ids(valid_ids(ids))
     if not ids:
         return []
-    # --jobs=: the option's argument is optional, so `-j ID` would not be read as one.
-    result = transport.run(["squeue", "-h", "--me", f"--jobs={','.join(ids)}", "-o", "%i"], check=False)
-    if result.returncode != 0 and "invalid job id" not in result.stderr.lower():
-        raise RemoteCommandError(list(result.argv), result.returncode, result.stdout, result.stderr)
-    # One unknown id alone makes squeue fail ("Invalid job id specified"): then none is active.
-    shown = set(result.stdout.split()) if result.returncode == 0 else set()
-    # An array job is shown as its tasks (123_4, 123_[5-9]); the recorded id is the array's.
-    active = [i for i in ids if i in shown or any(s.startswith(f"{i}_") for s in shown)]
-    return sorted(active, key=lambda i: [int(part) for part in i.split("_")])
+    found = scheduler.statuses(transport, ids)
+    return [job_id for job_id in ids if job_id in found and found[job_id].state.active]
 
 
-def cancel_ids(transport: Transport, ids: list[str]) -> None:
-    """scancel exactly these jobs ('--': an id can never be read as an option)."""
-    ids = valid_ids(ids)
-    if ids:
-        transport.run(["scancel", "--", *ids], check=False)
-
-
-def submit_script(transport: Transport, script: str) -> str:
-    """sbatch one worker job script; its id."""
-    try:
-        out = transport.run(["sh", "-c", 'umask 077 && exec sbatch --parsable "$1"', "sh", script]).stdout.strip()
-    except RemoteCommandError as exc:
-        from hpcjup.schedulers.slurm import submit_error
-
-        raise submit_error(exc) from exc
-    job_id = out.split(";")[0]
-    if not _JOB_ID.fullmatch(job_id):
-        raise SubmitError(f"sbatch answered {out!r} instead of a job id.", hint="Check `sbatch` on the login node.")
-    return job_id
+def cancel_ids(transport: Transport, scheduler: Scheduler, ids: list[str]) -> list[str]:
+    """Cancel those of exactly these jobs that are still active and the user's own; the ones cancelled."""
+    snippet = scheduler.cancel_own_snippet(scheduler.ids(valid_ids(ids)))
+    if not snippet:
+        return []
+    out = transport.run(["sh", "-c", snippet], check=False).stdout
+    return [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("hpcjup-cancelled ")]
