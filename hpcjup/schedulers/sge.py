@@ -1,0 +1,419 @@
+"""Grid Engine (Son of Grid Engine, Univa/Altair): `qsub -terse`, `qstat -xml` (then `qacct`), `qdel`, `qrsh -inherit`.
+
+What differs from Slurm: no expected start time; no signal before the limit that hpcjup can use
+(`-l s_rt` gives SIGUSR1, but execd then waits 90 s before the kill), so the launcher runs its own
+timer from the granted `h_rt`; a graceful stop is `qdel` of a job submitted with `-notify`: with the
+cell's `NOTIFY_KILL=TERM` the launcher gets SIGTERM, then SIGKILL after the queue's notify time. The
+environment is not exported wholesale (no `-V`): only PATH, as the login shell that submits has it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from hpcjup import job
+from hpcjup.config.resources import time_to_seconds
+from hpcjup.errors import RemoteCommandError, SubmitError, UsageError
+from hpcjup.schedulers.base import JOB_LOG, JOB_SCRIPT, JobSpec, JobState, JobStatus, Scheduler
+from hpcjup.transport.base import Transport
+
+if TYPE_CHECKING:
+    from hpcjup.config.profiles import Resolved
+    from hpcjup.session.doctor import Check
+
+# One process on another host of the PE allocation (needs the PE's control_slaves TRUE).
+_LAUNCH = "qrsh -inherit -nostdin {host}"
+_PE_ONE_HOST = "smp"  # the customary names: $pe_slots (one host) and $round_robin/$fill_up (several)
+_PE_HOSTS = "mpi"
+_QSTAT = 'exec qstat -xml -r -u "$(id -un)"'
+_UNIT_MIB = {"": 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}  # Slurm's --mem units; no unit = MiB
+_ACCOUNTING_DAYS = 30  # how far back one `qacct -o USER` scan looks for several finished jobs
+
+
+class GridEngine(Scheduler):
+    """The Grid Engine adapter."""
+
+    name = "sge"
+    title = "Grid Engine"
+    commands = ("qsub", "qstat", "qdel")
+    jobqueue = ("sge", "SGEJob")
+    signals_before_limit = False
+    estimates_start = False
+    directive = "#$"
+
+    # -- the job script ------------------------------------------------------------------------------
+    def render(self, spec: JobSpec) -> str:
+        lines = ["#!/bin/bash -l", f"# hpcjup session {spec.name}: JupyterLab on a compute node."]
+        lines += [f"{self.directive} {option}" for option in self.options(spec)]
+        lines += ["", *self.job_environment(spec), "umask 077", *spec.setup, self.exec_line(spec.command), ""]
+        return "\n".join(lines)
+
+    def options(self, spec: JobSpec) -> list[str]:
+        """The qsub options of the job, one directive each (values are validated by Resources)."""
+        res = spec.resources
+        options = [
+            f"-N hpcjup-{spec.name}",
+            f"-o {JOB_LOG}",  # relative to -cwd: the session directory
+            "-j y",
+            "-cwd",
+            "-S /bin/bash",  # queues in posix_compliant mode ignore the #! line
+            "-v PATH",  # only PATH of the submitting shell: never the whole login environment (-V)
+            "-notify",  # qdel sends the notify signal (SIGTERM with NOTIFY_KILL=TERM) before SIGKILL
+        ]
+        options += [f"-q {res.partition}"] if res.partition else []
+        options += [f"-P {res.account}"] if res.account else []
+        seconds = _time_seconds(spec)
+        options += [f"-l h_rt={seconds}"] if seconds else []
+        slots = _slots(res.nodes, res.cpus)
+        if res.nodes > 1:
+            options.append(f"-pe {_PE_HOSTS} {slots}")
+        elif slots > 1:
+            options.append(f"-pe {_PE_ONE_HOST} {slots}")
+        if res.mem:
+            options.append(f"-l h_vmem={_per_slot_mib(res.mem, slots)}M")  # Grid Engine's memory limits are per slot
+        if res.gpus:
+            options.append(f"-l gpu={_gpu_count(res.gpus)}")
+        return options
+
+    def job_environment(self, spec: JobSpec) -> list[str]:
+        res = spec.resources
+        # pe_hostfile lines: host slots queue processors; a host appears once per queue it got slots in.
+        hosts = 'awk -v h="$HPCJUP_NODE" \'{ sub(/\\..*/, "", $1) } $1 != h && !seen[$1]++ { printf " %s", $1 }\''
+        cpus = 'awk -v h="$HPCJUP_NODE" \'{ sub(/\\..*/, "", $1) } $1 == h { n += $2 } END { print n ? n : 1 }\''
+        partition = shlex.quote(res.partition) if res.partition else '"${QUEUE:-}"'
+        return [
+            f"export {job.ENV_SCHEDULER}={self.name}",
+            f'export {job.ENV_JOB_ID}="$JOB_ID"',
+            f'export {job.ENV_NODE}="${{HOSTNAME%%.*}}"',
+            f'export {job.ENV_NODELIST}="${job.ENV_NODE}" {job.ENV_CPUS}="${{NSLOTS:-1}}" {job.ENV_LAUNCH}=',
+            'if [ -n "${PE_HOSTFILE:-}" ] && [ -r "$PE_HOSTFILE" ]; then',
+            f'    {job.ENV_NODELIST}="${job.ENV_NODE}$({hosts} "$PE_HOSTFILE")"',
+            f'    {job.ENV_CPUS}="$({cpus} "$PE_HOSTFILE")"',
+            f"    case ${job.ENV_NODELIST} in *' '*) {job.ENV_LAUNCH}={shlex.quote(_LAUNCH)} ;; esac",
+            "fi",
+            f"export {job.ENV_TIME_LIMIT}={_time_seconds(spec) or 0}",
+            f"export {job.ENV_WARN_SIGNAL}=",  # no usable signal before h_rt: the launcher's own timer
+            f"export {job.ENV_WARN_SECONDS}={spec.warn_seconds or 0}",
+            f"export {job.ENV_PARTITION}={partition}",
+            f"export {job.ENV_ACCOUNT}={shlex.quote(res.account) if res.account else ''}",
+            f"export {job.ENV_JOBQUEUE}={self.jobqueue[0] if self.jobqueue else ''}",
+            f"export {job.ENV_SUBMIT}=qsub",
+            # qsub inside a job exports nothing of it (no -V): there is nothing to scrub.
+            f"export {job.ENV_SCRUB}= {job.ENV_SCRUB_KEEP}=",
+        ]
+
+    # -- submission ------------------------------------------------------------------------------------
+    def submit(self, transport: Transport, session_dir: str) -> str:
+        # cd: -cwd and the relative -o are the session directory. The log is created first, 0600:
+        # Grid Engine would create it 0644 whatever the umask.
+        script = 'cd "$1" && umask 077 && : >>"$3" && exec qsub -terse "$2"'
+        try:
+            result = transport.run(["sh", "-c", script, "sh", session_dir, JOB_SCRIPT, JOB_LOG], timeout=60)
+        except RemoteCommandError as exc:
+            raise submit_error(exc) from exc
+        return self._job_id(result.stdout, result.stderr)
+
+    def submit_worker(self, transport: Transport, script: str) -> str:
+        try:
+            result = transport.run(["sh", "-c", 'umask 077 && exec qsub -terse "$1"', "sh", script], timeout=60)
+        except RemoteCommandError as exc:
+            raise submit_error(exc) from exc
+        return self._job_id(result.stdout, result.stderr)
+
+    def _job_id(self, stdout: str, stderr: str) -> str:
+        """The id `qsub -terse` printed (first line; an array job's "123.1-4:1" is job 123)."""
+        first = next((line.strip() for line in stdout.splitlines() if line.strip()), "")
+        job_id = first.split(".", 1)[0]
+        if not self.is_job_id(job_id):
+            raise SubmitError(
+                f"qsub printed no job id: {stdout.strip()[:200]!r} {stderr.strip()[:200]!r}",
+                hint="Check `qsub -terse` on the login node.",
+            )
+        return job_id
+
+    def worker_job_options(self, partition: str, account: str | None, walltime: str) -> dict[str, object]:
+        """SGEJob's names: the queue, the project (Grid Engine's account), h_rt."""
+        return {"queue": partition, "project": account, "walltime": walltime}
+
+    # -- state -----------------------------------------------------------------------------------------
+    def status(self, transport: Transport, job_id: str) -> JobStatus:
+        job_id = self.check_job_id(job_id)
+        return self.statuses(transport, [job_id])[job_id]
+
+    def statuses(self, transport: Transport, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """One `qstat -xml` for all of the user's jobs; `qacct` once for those it no longer lists.
+
+        An id that is not a Grid Engine job id (a damaged session.json) is GONE and never reaches a command line.
+        """
+        found = {job_id: JobStatus(job_id, JobState.GONE) for job_id in job_ids if not self.is_job_id(job_id)}
+        wanted = [job_id for job_id in job_ids if job_id not in found]
+        if not wanted:
+            return found
+        result = transport.run(["sh", "-c", _QSTAT], check=False)
+        listed = parse_qstat_xml(result.stdout) if result.returncode == 0 else {}
+        found.update({job_id: listed[job_id] for job_id in wanted if job_id in listed})
+        missing = [job_id for job_id in wanted if job_id not in listed]
+        if missing:
+            found.update(self._from_qacct(transport, missing))
+        return found
+
+    def _from_qacct(self, transport: Transport, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """Finished jobs from accounting (GONE where qacct is missing or does not know them yet).
+
+        One id: `qacct -j ID`; several: one scan of the user's recent jobs, since each qacct reads the
+        whole accounting file.
+        """
+        if len(job_ids) == 1:
+            argv = ["sh", "-c", 'command -v qacct >/dev/null 2>&1 && exec qacct -j "$1"', "sh", job_ids[0]]
+        else:
+            script = 'command -v qacct >/dev/null 2>&1 && exec qacct -o "$(id -un)" -d "$1" -j'
+            argv = ["sh", "-c", script, "sh", str(_ACCOUNTING_DAYS)]
+        result = transport.run(argv, check=False, timeout=60)
+        known = parse_qacct(result.stdout) if result.returncode == 0 else {}
+        return {job_id: known.get(job_id, JobStatus(job_id, JobState.GONE)) for job_id in job_ids}
+
+    # -- ending jobs -----------------------------------------------------------------------------------
+    def stop_snippet(self, running: Sequence[str], pending: Sequence[str]) -> str:
+        # The session's job has -notify: qdel of a running one is SIGTERM to the launcher, SIGKILL later.
+        ids = self.ids([*running, *pending])
+        return shlex.join(["qdel", *ids]) + " >/dev/null 2>&1" if ids else ""
+
+    def kill_snippet(self, job_ids: Sequence[str]) -> str:
+        # -f: also a job whose host is unreachable; a user may force-delete their own jobs where the
+        # cell allows it, else qdel falls back to the plain deletion.
+        ids = self.ids(job_ids)
+        if not ids:
+            return ""
+        quoted = shlex.join(ids)
+        return f"qdel -f {quoted} >/dev/null 2>&1 || qdel {quoted} >/dev/null 2>&1"
+
+    def cancel_own_snippet(self, job_ids: Sequence[str]) -> str:
+        ids = self.ids(job_ids)
+        if not ids:
+            return ""
+        # qstat -u: only this user's jobs are listed (two header lines first); keep the recorded ones.
+        wanted = " ".join(ids)
+        return (
+            'active=$(qstat -u "$(id -un)" 2>/dev/null | awk -v want=' + shlex.quote(wanted) + " "
+            '\'BEGIN { n = split(want, w, " "); for (i = 1; i <= n; i++) keep[w[i]] } '
+            "NR > 2 && ($1 in keep) && !seen[$1]++ { print $1 }'); "
+            'if [ -n "$active" ]; then qdel $active >/dev/null 2>&1; '
+            'for j in $active; do echo "hpcjup-cancelled $j"; done; fi'
+        )
+
+    def cancel(self, transport: Transport, job_id: str, *, graceful: bool = True) -> None:
+        job_id = self.check_job_id(job_id)
+        snippet = self.stop_snippet([job_id], []) if graceful else self.kill_snippet([job_id])
+        transport.run(["sh", "-c", snippet], check=False)
+
+    # -- doctor ----------------------------------------------------------------------------------------
+    def doctor_checks(self, transport: Transport, settings: object) -> list[Check]:
+        """Grid Engine's commands, the queue (`qconf -sql`), and the whole request (`qsub -w v`)."""
+        from hpcjup.session.doctor import Check, Status, check_commands
+
+        resolved: Resolved = settings  # type: ignore[assignment]
+        checks = [check_commands(transport, self)]
+        if checks[0].status is not Status.PASS:
+            skip = "not checked: no Grid Engine commands"
+            return [*checks, Check("queue", Status.SKIP, skip), Check("request", Status.SKIP, skip)]
+        return [*checks, self._check_queue(transport, resolved), self._check_request(transport, resolved)]
+
+    def _check_queue(self, transport: Transport, resolved: Resolved) -> Check:
+        """The queue (--partition) is one of the cell's."""
+        from hpcjup.session.doctor import Check, Status, first_line
+
+        result = transport.run(["qconf", "-sql"], check=False)
+        if result.returncode != 0:
+            text = first_line(result.stderr or result.stdout)
+            return Check("queue", Status.FAIL, f"qconf -sql failed: {text}", fix="Check that `qstat` answers.")
+        queues = result.stdout.split()
+        wanted = resolved.value("partition")
+        if wanted is None:
+            return Check("queue", Status.PASS, f"none set: Grid Engine picks among {', '.join(queues) or 'none'}")
+        if wanted not in queues:
+            return Check(
+                "queue",
+                Status.FAIL,
+                f"no queue {wanted!r} (from {resolved.source('partition')})",
+                fix=f"Choose one of: {', '.join(queues) or 'none listed'} (`qconf -sql` lists them).",
+            )
+        return Check("queue", Status.PASS, f"{wanted} is one of the cell's queues")
+
+    def _check_request(self, transport: Transport, resolved: Resolved) -> Check:
+        """Grid Engine could run the job as configured (`qsub -w v`: verified, nothing submitted)."""
+        from hpcjup.session.doctor import Check, Status
+
+        spec = JobSpec(name="doctor", session_dir="/", command=["true"], resources=resolved.resources())
+        keep = [o for o in self.options(spec) if not o.startswith(("-N ", "-o ", "-cwd", "-v ", "-notify"))]
+        argv = ["qsub", "-w", "v", "-N", "hpcjup-doctor", "-o", "/dev/null", *(w for o in keep for w in o.split(" "))]
+        argv += ["-b", "y", "true"]
+        result = transport.run(argv, check=False, timeout=60)
+        text = _message(result.stderr + "\n" + result.stdout)
+        if result.returncode != 0:
+            return Check(
+                "request",
+                Status.FAIL,
+                f"Grid Engine would refuse the job: {text}",
+                fix=_hint(text, result.returncode),
+                details=shlex.join(argv),
+            )
+        return Check("request", Status.PASS, f"Grid Engine would accept the job: {text or 'ok'}")
+
+
+# -- parsing ---------------------------------------------------------------------------------------------
+def parse_qstat_xml(text: str) -> dict[str, JobStatus]:
+    """{job id: status} of every job in `qstat -xml [-r]` output; {} for anything that is not such XML."""
+    try:
+        root = ET.fromstring(text)
+    except (ET.ParseError, ValueError):  # ValueError: e.g. an encoding declaration in a str
+        return {}
+    found: dict[str, JobStatus] = {}
+    for entry in root.iter("job_list"):
+        job_id = (entry.findtext("JB_job_number") or "").strip()
+        if not re.fullmatch(r"[0-9]{1,20}", job_id) or job_id in found:
+            continue  # an array job lists one entry per task range: the first tells its state
+        found[job_id] = _status(job_id, entry)
+    return found
+
+
+def _status(job_id: str, entry: ET.Element) -> JobStatus:
+    code = (entry.findtext("state") or "").strip()
+    state, reason = state_of(code)
+    if state is JobState.FAILED:
+        reason = f"{reason}: `qstat -j {job_id}` shows why; `qdel {job_id}` removes it"
+    queue = (entry.findtext("queue_name") or "").strip()
+    limit = next((el.text for el in entry.iter("hard_request") if el.get("name") == "h_rt"), None)
+    return JobStatus(
+        job_id,
+        state,
+        reason=reason,
+        nodes=queue.split("@", 1)[1] if "@" in queue else None,
+        time_limit=_h_rt(limit),
+    )
+
+
+def state_of(code: str) -> tuple[JobState, str | None]:
+    """The JobState (and a reason) of a Grid Engine state code such as qw, hqw, r, t, dr, Eqw, s."""
+    letters = set(code)
+    if "E" in letters:
+        return JobState.FAILED, f"error state ({code})"
+    if "d" in letters:
+        return JobState.COMPLETING, "being deleted"
+    if letters & {"s", "S", "T"}:
+        return JobState.SUSPENDED, "suspended"
+    if "r" in letters:
+        return JobState.RUNNING, None
+    if "t" in letters:
+        return JobState.CONFIGURING, "being transferred to its host"
+    if "h" in letters:
+        return JobState.PENDING, "held"
+    if letters & {"q", "w"}:
+        return JobState.PENDING, None
+    return (JobState.FAILED, f"unknown state {code!r}") if code else (JobState.GONE, None)
+
+
+def parse_qacct(text: str) -> dict[str, JobStatus]:
+    """{job id: status} of the records in `qacct -j` output (records start with a line of '=')."""
+    found: dict[str, JobStatus] = {}
+    for record in re.split(r"^=+\s*$", text, flags=re.MULTILINE):
+        fields: dict[str, str] = {}
+        for line in record.splitlines():
+            key, _, value = line.partition(" ")
+            if key and value.strip():
+                fields.setdefault(key, value.strip())
+        job_id = fields.get("jobnumber", "")
+        if re.fullmatch(r"[0-9]{1,20}", job_id):
+            found[job_id] = _accounted(job_id, fields)  # a later record (a re-run) wins
+    return found
+
+
+def _accounted(job_id: str, fields: dict[str, str]) -> JobStatus:
+    failed = fields.get("failed", "").split(" ", 1)[0]
+    exit_code = fields.get("exit_status", "").split(" ", 1)[0] or None
+    if failed == "0":
+        state = JobState.COMPLETED if exit_code == "0" else JobState.FAILED
+    elif failed == "37":  # "qmaster enforced h_rt, h_cpu, or h_vmem limit"
+        state = JobState.TIMEOUT
+    elif failed == "100" and exit_code in ("137", "143"):  # ended by a signal after it started: qdel
+        state = JobState.CANCELLED
+    else:
+        state = JobState.FAILED
+    host = fields.get("hostname")
+    return JobStatus(job_id, state, nodes=host.split(".")[0] if host else None, exit_code=exit_code)
+
+
+# -- refusals --------------------------------------------------------------------------------------------
+def submit_error(exc: RemoteCommandError) -> SubmitError:
+    """The scheduler's own words, plus what to run to find valid values."""
+    message = _message(exc.stderr + "\n" + exc.stdout) or f"qsub exited with {exc.returncode}"
+    return SubmitError(f"The scheduler refused the job: {message}", hint=_hint(message, exc.returncode))
+
+
+def _message(text: str) -> str:
+    """qsub's lines without its boilerplate ("Unable to run job: ", "Exiting.")."""
+    lines = [line.strip().removeprefix("Unable to run job: ").strip() for line in text.splitlines()]
+    return "; ".join(dict.fromkeys(line for line in lines if line and line != "Exiting."))
+
+
+def _hint(message: str, returncode: int) -> str:
+    """What to run, for the refusal `message`."""
+    text = message.lower()
+    if returncode == 127 or "command not found" in text:
+        return "This host has no Grid Engine commands on PATH: is it the cluster's login node?"
+    if "queue" in text and "unknown" in text:
+        return "Run `qconf -sql` on the login node to list the queues, then pass one as --partition."
+    if "parallel environment" in text:
+        return (
+            "Run `qconf -spl` to list the parallel environments: hpcjup asks for `smp` (--cpus) and `mpi` "
+            "(--nodes > 1); ask your admins which ones your site has."
+        )
+    if "project" in text:
+        return "Run `qconf -sprjl` to list the projects, then pass one as --account."
+    if "resource" in text:
+        return "Run `qconf -sc` to list the resources the cell knows (--mem asks for h_vmem, --gpus for gpu)."
+    if "no suitable queue" in text or "cannot run" in text:
+        return "No queue could ever run this request: `qstat -g c` shows queues and their slots; ask for less."
+    return "Check the resource flags (--partition, --account, --time, --nodes, --cpus, --mem, --gpus)."
+
+
+# -- formats ---------------------------------------------------------------------------------------------
+def _time_seconds(spec: JobSpec) -> int | None:
+    return None if spec.resources.time is None else time_to_seconds(spec.resources.time)
+
+
+def _slots(nodes: int, cpus: int | None) -> int:
+    return nodes * (cpus or 1)
+
+
+def _per_slot_mib(mem: str, slots: int) -> int:
+    """--mem (per job, Slurm's units; no unit = MiB) as MiB per slot, rounded up."""
+    match = re.fullmatch(r"([0-9]+)([KMGT]?)B?", mem.upper())
+    if not match:
+        raise UsageError(f"--mem {mem!r} is not valid: expected a size such as 16G or 4000M.")
+    mib = int(match.group(1)) * _UNIT_MIB[match.group(2)]
+    return max(1, math.ceil(mib / slots))
+
+
+def _gpu_count(gpus: str) -> str:
+    """The count of --gpus; a GPU type has no common Grid Engine spelling."""
+    if ":" in gpus:
+        raise UsageError(
+            f"--gpus {gpus!r}: Grid Engine sites name GPU types their own way.",
+            hint="Ask for a count (--gpus 2); `qconf -sc` shows the cell's GPU resources.",
+        )
+    return gpus
+
+
+def _h_rt(text: str | None) -> int | None:
+    """Seconds in an h_rt value: seconds, or [[H:]M:]S."""
+    if not text or not re.fullmatch(r"[0-9]{1,9}(?::[0-9]{1,2}){0,2}", text.strip()):
+        return None
+    seconds = 0
+    for part in text.strip().split(":"):
+        seconds = seconds * 60 + int(part)
+    return seconds
