@@ -10,6 +10,7 @@ import pytest
 
 from tests.cluster.bastion import NodeSshd
 from tests.cluster.minicluster import MiniCluster, missing_requirements
+from tests.cluster.sge import SgeCell, missing_sge
 
 # Variables a developer's shell may hold that would make the CLI under test behave unlike a fresh laptop.
 DROPPED_ENV = (
@@ -58,6 +59,25 @@ def minicluster() -> Iterator[MiniCluster]:
     # A cluster that was already up stays up, so developers can iterate quickly.
     if started and not _truthy("HPCJUP_KEEP_CLUSTER"):
         cluster.down()
+
+
+@pytest.fixture(scope="session")
+def sge_cell(minicluster: MiniCluster) -> Iterator[SgeCell]:
+    """A running single-host Grid Engine cell the mini-cluster's user submits to through its sshd (reused if up)."""
+    reason = missing_sge()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the Grid Engine cell is required when CI=true: {reason}", pytrace=False)
+        pytest.skip(f"Grid Engine unavailable: {reason}")
+    cell = SgeCell()
+    try:
+        started = cell.up()
+    except RuntimeError as exc:
+        pytest.fail(f"could not bring the Grid Engine cell up: {exc}", pytrace=False)
+    yield cell
+    cell.cancel_all()
+    if started and not _truthy("HPCJUP_KEEP_CLUSTER"):
+        cell.down()
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,8 @@ LMOD_DIR=/opt/hpcjup-lmod
 PACKAGES=(slurm-wlm munge openssh-server chromium chromium-driver oathtool libpam-google-authenticator zsh fish
           environment-modules charliecloud-runtime
           lua5.3 lua-posix lua-filesystem lua-json lua-term tcl  # what lmod depends on
-          python3 python3-venv)  # Debian's python3 has no ensurepip (so no venv) without python3-venv
+          python3 python3-venv  # Debian's python3 has no ensurepip (so no venv) without python3-venv
+          gridengine-master gridengine-exec gridengine-client)  # Son of Grid Engine 8.1.9 (tests/cluster/sge.py)
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 
 env_works() {
@@ -33,7 +34,8 @@ lmod_works() {
 }
 
 need_apt=0
-for bin in sbatch slurmctld slurmd munged sshd chromium chromedriver oathtool ssh-keygen zsh fish ch-run lua5.3 tclsh; do
+for bin in sbatch slurmctld slurmd munged sshd chromium chromedriver oathtool ssh-keygen zsh fish ch-run lua5.3 tclsh \
+    sge_qmaster sge_execd qsub qacct; do
     command -v "$bin" >/dev/null 2>&1 || { echo "install.sh: $bin is missing" >&2; need_apt=1; }
 done
 [ -r /usr/share/modules/init/sh ] || need_apt=1
@@ -50,6 +52,12 @@ if [ "$need_apt" = 1 ]; then
         chmod 755 /usr/sbin/policy-rc.d
         trap 'rm -f /usr/sbin/policy-rc.d' EXIT
     fi
+    # gridengine-common asks where the cell lives: the default cell, this host as its master.
+    debconf-set-selections <<EOF
+gridengine-common shared/gridengineconfig boolean true
+gridengine-common shared/gridenginecell string default
+gridengine-common shared/gridenginemaster string $(hostname -s)
+EOF
     apt-get update
     apt-get install -y "${PACKAGES[@]}"
 else
