@@ -1,0 +1,356 @@
+"""The PBS Pro adapter against output recorded from PBS Pro / OpenPBS (tests/schedulers/data/pbs/SOURCES.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hpcjup import job
+from hpcjup.config.resources import Resources
+from hpcjup.errors import HpcjupError, RemoteCommandError, SubmitError
+from hpcjup.schedulers.base import JobSpec, JobState
+from hpcjup.schedulers.pbs import PBSPro, exec_hosts, parse_qstat, parse_qsub, parse_queues, submit_error
+from hpcjup.transport.base import CommandResult
+
+DATA = Path(__file__).parent / "data" / "pbs"
+SPEC = JobSpec(
+    name="lab-1a2b",
+    session_dir="/home/u/.hpcjup/sessions/lab-1a2b",
+    command=["python3", "/home/u/.hpcjup/sessions/lab-1a2b/launcher.py"],
+    resources=Resources(
+        partition="main", account="UABC0001", time="2:00:00", nodes=2, cpus=8, mem="16G", gpus="a100:4"
+    ),
+    warn_seconds=300,
+    setup=(". /home/u/.hpcjup/sessions/lab-1a2b/setup.sh",),
+)
+
+
+def recorded(name: str) -> str:
+    return (DATA / name).read_text()
+
+
+class Replay:
+    """A transport that answers each command with a recorded output and remembers what was asked."""
+
+    name = "replay"
+    destination = "replay"
+
+    def __init__(self, stdout: str = "", stderr: str = "", returncode: int = 0) -> None:
+        self.answer = (returncode, stdout, stderr)
+        self.commands: list[list[str]] = []
+
+    def run(self, argv: Sequence[str], *, input: bytes | None = None, timeout: float = 120, check: bool = True):
+        self.commands.append(list(argv))
+        rc, out, err = self.answer
+        if check and rc != 0:
+            raise RemoteCommandError(list(argv), rc, out, err)
+        return CommandResult(tuple(argv), rc, out, err)
+
+
+# -- rendering -----------------------------------------------------------------------------------
+def test_render_directives() -> None:
+    lines = PBSPro().render(SPEC).splitlines()
+    assert lines[0] == "#!/bin/bash"
+    for directive in [
+        "#PBS -N hpcjup-lab-1a2b",
+        "#PBS -o job.out",
+        "#PBS -j oe",
+        "#PBS -k oed",
+        "#PBS -l select=2:ncpus=8:mem=16gb:ngpus=4:gpu_type=a100",
+        "#PBS -l place=scatter",
+        "#PBS -l walltime=02:00:00",
+        "#PBS -q main",
+        "#PBS -A UABC0001",
+    ]:
+        assert directive in lines
+    assert not any(line.startswith("#PBS -V") for line in lines), (
+        "the job gets no copy of the login shell's environment"
+    )
+    assert lines.index('cd "$PBS_O_WORKDIR" || exit 1') < lines.index("umask 077") < lines.index(SPEC.setup[0])
+    assert lines[-1] == "exec python3 /home/u/.hpcjup/sessions/lab-1a2b/launcher.py"
+
+
+def test_render_minimal_request_has_only_what_was_asked() -> None:
+    script = PBSPro().render(JobSpec(name="x", session_dir="/s", command=["l"]))
+    directives = [line for line in script.splitlines() if line.startswith("#PBS")]
+    assert "#PBS -l select=1" in directives
+    assert not [d for d in directives if "walltime" in d or " -q " in d or " -A " in d or "place" in d]
+
+
+@pytest.mark.parametrize(
+    ("mem", "pbs"), [("16G", "16gb"), ("4000M", "4000mb"), ("4000", "4000mb"), ("1T", "1tb"), ("16GB", "16gb")]
+)
+def test_memory_units(mem: str, pbs: str) -> None:
+    script = PBSPro().render(JobSpec(name="x", session_dir="/s", command=["l"], resources=Resources(mem=mem)))
+    assert f"#PBS -l select=1:mem={pbs}" in script
+
+
+def test_job_environment_from_pbs_variables(tmp_path: Path) -> None:
+    """The exported HPCJUP_* values, computed by sh from the variables PBS sets in a job."""
+    nodefile = tmp_path / "nodes"
+    nodefile.write_text("node7\nnode7\nnode3\nnode3\n")
+    lines = PBSPro().job_environment(SPEC)
+    env = {
+        "PBS_JOBID": "1234.pbs01",
+        "PBS_NODEFILE": str(nodefile),
+        "NCPUS": "8",
+        "PBS_QUEUE": "main",
+        "PATH": "/usr/bin:/bin",
+    }
+    out = subprocess.run(
+        ["sh", "-c", "\n".join(lines) + "\nenv"], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    got = dict(line.split("=", 1) for line in out.splitlines() if line.startswith("HPCJUP_"))
+    assert got[job.ENV_SCHEDULER] == "pbs"
+    assert got[job.ENV_JOB_ID] == "1234.pbs01"
+    assert got[job.ENV_NODE] == "node7"
+    assert got[job.ENV_NODELIST] == "node7 node3"
+    assert got[job.ENV_CPUS] == "8"
+    assert got[job.ENV_LAUNCH] == "pbsdsh -h {host} --"
+    assert got[job.ENV_TIME_LIMIT] == "7200"
+    assert got[job.ENV_WARN_SIGNAL] == ""  # no signal before the walltime: the launcher's own timer
+    assert got[job.ENV_WARN_SECONDS] == "300"
+    assert got[job.ENV_PARTITION] == "main"
+    assert got[job.ENV_ACCOUNT] == "UABC0001"
+    assert got[job.ENV_JOBQUEUE] == "pbs"
+    assert got[job.ENV_SUBMIT] == "qsub"
+
+
+def test_time_limit_without_time_comes_from_qstat(tmp_path: Path) -> None:
+    """No --time: the queue's default walltime, read from `qstat -f` in the job (0 when qstat says nothing)."""
+    fake = tmp_path / "qstat"
+    fake.write_text("#!/bin/sh\necho 'Job Id: 1.s'\necho '    Resource_List.walltime = 01:30:00'\n")
+    fake.chmod(0o755)
+    lines = [
+        line
+        for line in PBSPro().job_environment(JobSpec(name="x", session_dir="/s", command=["l"]))
+        if job.ENV_TIME_LIMIT in line
+    ]
+    script = "\n".join(lines) + f'\necho "${job.ENV_TIME_LIMIT}"'
+    out = subprocess.run(
+        ["sh", "-c", script], env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, capture_output=True, text=True
+    )
+    assert out.stdout.strip() == "5400"
+    none = subprocess.run(["sh", "-c", script], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    assert none.stdout.strip() == "0"
+
+
+# -- submission ------------------------------------------------------------------------------------
+def test_qsub_prints_the_id() -> None:
+    assert parse_qsub(recorded("qsub.out")) == "2154.edtb-01.mcp.alcf.anl.gov"
+
+
+def test_submit_runs_qsub_in_the_session_directory() -> None:
+    transport = Replay(recorded("qsub.out"))
+    assert PBSPro().submit(transport, "/home/u/s") == "2154.edtb-01.mcp.alcf.anl.gov"  # type: ignore[arg-type]
+    argv = transport.commands[0]
+    assert (
+        argv[:2] == ["sh", "-c"] and 'cd "$1"' in argv[2] and "qsub" in argv[2] and argv[-2:] == ["/home/u/s", "job.sh"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("recording", "words", "hint"),
+    [
+        ("qsub_unknown_queue.err", "Unknown queue", "qstat -Q"),
+        ("qsub_limits.err", "Job violates queue and/or server resource limits", "resources_max"),
+        ("qsub_would_exceed.err", "would exceed queue generic's per-user limit", "Ask for less"),
+    ],
+)
+def test_refusal_in_qsubs_words(recording: str, words: str, hint: str) -> None:
+    transport = Replay(stderr=recorded(recording), returncode=170)
+    with pytest.raises(SubmitError) as raised:
+        PBSPro().submit(transport, "/s")  # type: ignore[arg-type]
+    assert words in raised.value.message and "qsub: " not in raised.value.message
+    assert hint in (raised.value.hint or "")
+    assert raised.value.exit_code == 5
+
+
+def test_no_pbs_on_path() -> None:
+    error = submit_error(RemoteCommandError(["sh"], 127, "", "sh: 1: exec: qsub: not found"))
+    assert "no PBS commands" in (error.hint or "")
+
+
+# -- state ------------------------------------------------------------------------------------------
+def test_running_job() -> None:
+    status = parse_qstat(recorded("qstat_running.json"), ["1008.qot-calc0"])["1008.qot-calc0"]
+    assert status.state is JobState.RUNNING
+    assert status.nodes == "qot-calc0,qot-calc1"
+    assert status.time_limit == 4 * 3600
+    assert status.time_left == 4 * 3600 - 600
+    assert status.reason is None and status.expected_start is None
+
+
+def test_finished_job() -> None:
+    status = parse_qstat(recorded("qstat_finished.json"), ["2154.edtb-01.mcp.alcf.anl.gov"])[
+        "2154.edtb-01.mcp.alcf.anl.gov"
+    ]
+    assert status.state is JobState.COMPLETED and status.exit_code == "0"
+
+
+def test_pending_reasons_and_expected_start() -> None:
+    found = parse_qstat(recorded("qstat_queued.json"), ["1010.pbs-server", "1011.pbs-server", "1012.pbs-server"])
+    waiting, never, held = found["1010.pbs-server"], found["1011.pbs-server"], found["1012.pbs-server"]
+    assert waiting.state is JobState.PENDING
+    assert waiting.reason == "Insufficient amount of resource: ncpus (R: 2 A: 1 T: 2)"
+    assert waiting.expected_start == "Thu Apr 15 01:34:17 2021"
+    assert never.reason == "Can Never Run: Insufficient amount of resource: ncpus (R: 3 A: 2 T: 2)"
+    assert never.expected_start is None  # "UNKNOWN"
+    assert held.state is JobState.PENDING and held.reason == "held (u)"
+
+
+@pytest.mark.parametrize(
+    ("job_id", "state", "exit_code"),
+    [
+        ("1020.gadi-pbs", JobState.CANCELLED, "271"),  # 256 + SIGTERM: qdel
+        ("1021.gadi-pbs", JobState.TIMEOUT, "-29"),  # JOB_EXEC_KILL_WALLTIME
+        ("1022.gadi-pbs", JobState.CANCELLED, None),  # deleted before it ran
+        ("1023.gadi-pbs", JobState.FAILED, "1"),
+    ],
+)
+def test_finished_states(job_id: str, state: JobState, exit_code: str | None) -> None:
+    status = parse_qstat(recorded("qstat_killed.json"), [job_id])[job_id]
+    assert (status.state, status.exit_code) == (state, exit_code)
+
+
+def test_short_id_matches_the_full_server_name() -> None:
+    """qsub may print 1008.qot-calc0 while qstat's key carries the full server name, or the reverse."""
+    assert parse_qstat(recorded("qstat_running.json"), ["1008"])["1008"].state is JobState.RUNNING
+
+
+def test_statuses_asks_once_and_forgotten_jobs_are_gone() -> None:
+    transport = Replay(recorded("qstat_running.json"), recorded("qstat_unknown.err"), returncode=153)
+    found = PBSPro().statuses(transport, ["1008.qot-calc0", "2001.g3", "not;an id"])  # type: ignore[arg-type]
+    assert len(transport.commands) == 1
+    assert transport.commands[0] == ["qstat", "-f", "-F", "json", "-x", "1008.qot-calc0", "2001.g3"]
+    assert found["1008.qot-calc0"].state is JobState.RUNNING
+    assert found["2001.g3"].state is JobState.GONE and found["not;an id"].state is JobState.GONE
+
+
+def test_no_jobs_key_means_none_known() -> None:
+    transport = Replay(recorded("qstat_none.json"), recorded("qstat_unknown.err"), returncode=153)
+    assert PBSPro().statuses(transport, ["2001.g3"])["2001.g3"].state is JobState.GONE  # type: ignore[arg-type]
+
+
+def test_qstat_failing_outright_is_an_error_not_gone() -> None:
+    transport = Replay("", "qstat: cannot connect to server pbs01 (errno=111)", returncode=2)
+    with pytest.raises(RemoteCommandError):
+        PBSPro().statuses(transport, ["1.pbs01"])  # type: ignore[arg-type]
+
+
+def test_exec_hosts() -> None:
+    assert exec_hosts("charon24/0*2+charon21/0*2") == "charon24,charon21"
+    assert exec_hosts("") is None
+
+
+def test_queue_listing() -> None:
+    queues = parse_queues(recorded("qstat_queues.json"))
+    assert queues["qexp"]["resources_max"] == {"ncpus": 144, "nodect": 4, "walltime": "01:00:00"}
+
+
+# -- ending jobs -----------------------------------------------------------------------------------
+def test_snippets() -> None:
+    pbs = PBSPro()
+    assert pbs.stop_snippet(["1.s"], ["2.s"]) == "qsig -s TERM 1.s 2>/dev/null; qdel 2.s 2>/dev/null"
+    assert pbs.kill_snippet(["1.s", "x;rm"]) == "qdel 1.s 2>/dev/null"
+    assert pbs.stop_snippet([], []) == "" and pbs.kill_snippet([]) == "" and pbs.cancel_own_snippet(["$(x)"]) == ""
+
+
+def test_cancel_own_snippet_cancels_only_own_active_jobs(tmp_path: Path) -> None:
+    """Run the snippet with a `qselect` that lists the user's active jobs and a `qdel` that records."""
+    (tmp_path / "qselect").write_text("#!/bin/sh\necho 5.pbs01.example.org\necho 9.pbs01.example.org\n")
+    (tmp_path / "qdel").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/deleted\n')
+    for name in ("qselect", "qdel"):
+        (tmp_path / name).chmod(0o755)
+    snippet = PBSPro().cancel_own_snippet(["5.pbs01", "7.pbs01"])
+    out = subprocess.run(
+        ["sh", "-c", snippet], env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, capture_output=True, text=True
+    )
+    assert out.stdout.split("\n")[0] == "hpcjup-cancelled 5.pbs01"
+    assert (tmp_path / "deleted").read_text().split() == ["5.pbs01.example.org"]
+
+
+def test_worker_jobs() -> None:
+    pbs = PBSPro()
+    assert pbs.jobqueue == ("pbs", "PBSJob")
+    assert pbs.worker_job_options("main", "UABC0001", "90") == {
+        "queue": "main",
+        "account": "UABC0001",
+        "walltime": "01:30:00",
+    }
+    transport = Replay(recorded("qsub.out"))
+    assert pbs.submit_worker(transport, "#!/bin/bash\n#PBS -N w\n") == "2154.edtb-01.mcp.alcf.anl.gov"  # type: ignore[arg-type]
+
+
+# -- any input at all: a value or an hpcjup error, nothing else ---------------------------------------
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=20,
+)
+job_like = st.dictionaries(
+    st.sampled_from(
+        [
+            "job_state",
+            "comment",
+            "Exit_status",
+            "exec_host",
+            "Resource_List",
+            "resources_used",
+            "estimated",
+            "Hold_Types",
+        ]
+    ),
+    json_values,
+)
+
+
+@settings(max_examples=300)
+@given(st.text(max_size=300))
+def test_qstat_any_text(text: str) -> None:
+    try:
+        found = parse_qstat(text, ["1.s"])
+    except HpcjupError:
+        return
+    assert set(found) <= {"1.s"}
+
+
+@settings(max_examples=300)
+@given(
+    st.dictionaries(
+        st.sampled_from(["Jobs", "timestamp", "pbs_server"]),
+        json_values | st.dictionaries(st.sampled_from(["1.s", "1.t", "2.s"]), job_like),
+    )
+)
+def test_qstat_any_document(document: dict[str, object]) -> None:
+    try:
+        found = parse_qstat(json.dumps(document), ["1.s", "2.s"])
+    except HpcjupError:
+        return
+    for status in found.values():
+        assert isinstance(status.state, JobState)
+
+
+@settings(max_examples=200)
+@given(st.text(max_size=200), st.text(max_size=200))
+def test_qsub_any_output(stdout: str, stderr: str) -> None:
+    try:
+        job_id = parse_qsub(stdout, stderr)
+    except SubmitError:
+        return
+    assert PBSPro().is_job_id(job_id)
+
+
+@settings(max_examples=200)
+@given(st.text(max_size=300))
+def test_queues_any_text(text: str) -> None:
+    try:
+        parse_queues(text)
+    except HpcjupError:
+        pass
