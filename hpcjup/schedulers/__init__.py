@@ -20,6 +20,9 @@ __all__ = ["REGISTRY", "JobState", "JobStatus", "Scheduler", "detect", "get_sche
 #: name -> "module:Class". The order is detection's: the first whose commands the host has wins.
 REGISTRY = {
     "slurm": "hpcjup.schedulers.slurm:Slurm",
+    "pbs": "hpcjup.schedulers.pbs:PBSPro",
+    "lsf": "hpcjup.schedulers.lsf:LSF",
+    "sge": "hpcjup.schedulers.sge:GridEngine",
     "none": "hpcjup.schedulers.none:NoScheduler",
     "local": "hpcjup.schedulers.local:LocalProcess",
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ class Host(LocalTransport):
 
     def _exec_raw(self, command: str, input: bytes | None, timeout: float) -> tuple[int, bytes, bytes]:
         path = os.environ["PATH"]
-        os.environ["PATH"] = f"{self.bindir}:/usr/bin:/bin"
+        os.environ["PATH"] = str(self.bindir)
         try:
             return super()._exec_raw(command, input, timeout)
         finally:
@@ -28,7 +29,11 @@ class Host(LocalTransport):
 
 
 def fake(bindir: Path, *names: str, output: str = "") -> None:
+    """A bin directory with `sh` and the tools the probe uses, plus fake commands called `names`."""
     bindir.mkdir(exist_ok=True)
+    for tool in ("sh", "head", "tr"):
+        if not (bindir / tool).exists():
+            (bindir / tool).symlink_to(shutil.which(tool) or f"/bin/{tool}")
     for name in names:
         (bindir / name).write_text(f"#!/bin/sh\nprintf '%s\\n' {output!r}\n")
         (bindir / name).chmod(0o755)
@@ -54,3 +59,19 @@ def test_unknown_scheduler_lists_the_known_ones() -> None:
         get_scheduler("moab")
     assert "slurm" in (info.value.hint or "") and "none" in (info.value.hint or "")
     assert get_scheduler("none").name == "none" and get_scheduler("none").bind_address == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    "says,expected",
+    [("pbs_version = 2022.1.1", "pbs"), ("Version: 6.1.3", "pbs"), ("SGE 8.1.9", "sge"), ("GE 8.1.9", "sge")],
+)
+def test_qsub_flavours(tmp_path: Path, says: str, expected: str) -> None:
+    """PBS and Grid Engine both have qsub, qstat and qdel: `qstat`'s own words tell them apart."""
+    fake(tmp_path / "bin", "qsub", "qdel", "qsig")
+    fake(tmp_path / "bin", "qstat", output=says)
+    assert detect(Host(tmp_path / "bin")) == expected
+
+
+def test_lsf(tmp_path: Path) -> None:
+    fake(tmp_path / "bin", "bsub", "bjobs", "bkill")
+    assert detect(Host(tmp_path / "bin")) == "lsf"
