@@ -7,7 +7,8 @@ time to URL broken down (submission, queue, Jupyter start on the node, detection
 authentications per `start`, scheduler queries per minute while a job pends (the partition
 is filled by a blocker job), 64 concurrent connections through one tunnel, CLI startup
 against `python -c pass`, and (benchmarks/tunnel.py) tunnel throughput and round trip per
-backend against `ssh -L`.
+backend against `ssh -L`. The latency mode (figures at 0, 50 and 150 ms round trip, with
+remote-command counts and jupyter-forward as the peer) is `python -m benchmarks.latency`.
 """
 
 from __future__ import annotations
