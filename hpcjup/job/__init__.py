@@ -35,14 +35,15 @@ REASON_READY_TIMEOUT = "ready-timeout"
 
 # -- the job's environment: the only way the launcher learns about its batch system -------------
 # Every adapter's rendered script exports these (schedulers/<name>.py, `job_environment`); the
-# launcher and dasklaunch.py read nothing else (no SLURM_*, PBS_*, LSB_*, JOB_ID ...).
-ENV_SCHEDULER = "HPCJUP_SCHEDULER"  # the adapter's name: slurm, pbs, lsf, sge, none, local
+# launcher and dasklaunch.py read nothing else (never a batch system's own variables). The job's
+# names carry JOB_ where a user setting of the same name exists (HPCJUP_PARTITION is a setting).
+ENV_SCHEDULER = "HPCJUP_JOB_SCHEDULER"  # the adapter's name: slurm, pbs, lsf, sge, none, local
 ENV_JOB_ID = "HPCJUP_JOB_ID"
 ENV_NODE = "HPCJUP_NODE"  # this node's short host name
 ENV_NODELIST = "HPCJUP_NODELIST"  # the allocation's hosts, space-separated, each once, this node first
 ENV_CPUS = "HPCJUP_CPUS"  # CPUs the job may use on each node
 # Shell words that run one command on a host of the allocation: `{host}` and `{cpus}` are filled in,
-# the command's argv follows (srun -w {host} ..., blaunch {host}, qrsh -inherit {host}, pbsdsh -h {host}).
+# the command's argv follows (each adapter's own: see schedulers/NAME.py `job_environment`).
 # Empty: the allocation is this host only; the command runs here.
 ENV_LAUNCH = "HPCJUP_LAUNCH"
 ENV_TIME_LIMIT = "HPCJUP_TIME_LIMIT"  # seconds granted (0: unknown, or none)
@@ -50,12 +51,12 @@ ENV_WARN_SIGNAL = (
     "HPCJUP_WARN_SIGNAL"  # "1": the scheduler sends SIGUSR1 before the limit; else the launcher's own timer
 )
 ENV_WARN_SECONDS = "HPCJUP_WARN_SECONDS"  # how long before the limit the session shuts down
-ENV_PARTITION = "HPCJUP_PARTITION"  # the queue/partition the job runs in (the notebook's jobqueue default)
-ENV_ACCOUNT = "HPCJUP_ACCOUNT"  # the account/project it is charged to
+ENV_PARTITION = "HPCJUP_JOB_PARTITION"  # the queue/partition the job runs in (the notebook's jobqueue default)
+ENV_ACCOUNT = "HPCJUP_JOB_ACCOUNT"  # the account/project it is charged to
 ENV_JOBQUEUE = "HPCJUP_JOBQUEUE"  # dask-jobqueue's name for this scheduler (slurm, pbs, lsf, sge); empty: none
 ENV_SUBMIT = "HPCJUP_SUBMIT"  # the submit command the notebook's jobqueue runs (wrapped to record job ids)
-ENV_SCRUB = "HPCJUP_SCRUB"  # a variable prefix to drop before submitting from inside the job (SLURM_)
-ENV_SCRUB_KEEP = "HPCJUP_SCRUB_KEEP"  # space-separated names under that prefix to keep (SLURM_CONF)
+ENV_SCRUB = "HPCJUP_SCRUB"  # a variable prefix to drop before submitting from inside the job (the scheduler's)
+ENV_SCRUB_KEEP = "HPCJUP_SCRUB_KEEP"  # space-separated names under that prefix to keep (its config file's)
 
 
 def job_files() -> dict[str, bytes]:

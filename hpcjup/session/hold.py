@@ -192,7 +192,7 @@ class SessionHolder:
         what = "no longer knows it" if state is JobState.GONE else f"says it is {state.value}"
         return self._launcher_end() or (
             f"job {job_id} is over (the scheduler {what}) and its launcher recorded no end: "
-            "killed outright (scancel, node failure, out of memory?)"
+            "killed outright (cancelled, node failure, out of memory?)"
         )
 
     def _reconnect(self, detached: threading.Event) -> HoldEnd | None:

@@ -127,10 +127,12 @@ def test_job_environment_from_slurms_variables(tmp_path: Path) -> None:
     spec = JobSpec(name="x", session_dir="/h/x", command=["true"], resources=Resources(partition="booster", time="90"))
     got = exported(Slurm().job_environment(spec), env, tmp_path)
     assert set(got) == {getattr(job, name) for name in dir(job) if name.startswith("ENV_")}
-    assert (got["HPCJUP_SCHEDULER"], got["HPCJUP_JOB_ID"], got["HPCJUP_NODE"]) == ("slurm", "77", "node2")
+    assert (got["HPCJUP_JOB_SCHEDULER"], got["HPCJUP_JOB_ID"], got["HPCJUP_NODE"]) == ("slurm", "77", "node2")
     assert got["HPCJUP_NODELIST"].split() == ["node2", "node1", "node3"], "each host once, this one first"
     assert got["HPCJUP_CPUS"] == "8" and got["HPCJUP_TIME_LIMIT"] == "5400" and got["HPCJUP_WARN_SIGNAL"] == "1"
-    assert (got["HPCJUP_PARTITION"], got["HPCJUP_ACCOUNT"]) == ("booster", "acct"), "the request, else Slurm's choice"
+    assert (got["HPCJUP_JOB_PARTITION"], got["HPCJUP_JOB_ACCOUNT"]) == ("booster", "acct"), (
+        "the request, else Slurm's choice"
+    )
     assert (got["HPCJUP_JOBQUEUE"], got["HPCJUP_SUBMIT"], got["HPCJUP_SCRUB"]) == ("slurm", "sbatch", "SLURM_")
     assert got["HPCJUP_SCRUB_KEEP"] == "SLURM_CONF"
     launch = got["HPCJUP_LAUNCH"].replace("{host}", "node3").replace("{cpus}", "4")
