@@ -388,7 +388,11 @@ def main() -> None:
     cluster.up()
     peer = None if args.peer == "none" else (install_peer() if args.peer == "auto" else Path(args.peer))
     work = Path(tempfile.mkdtemp(prefix="hpcjup-bench-latency-"))
-    source, commit = snapshot(args.rev, work / "src")
+    try:
+        source, commit = snapshot(args.rev, work / "src")
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     results: dict[str, Any] = {"rtts": rtts, "ls": {}, "session": {}, "peer": {}, "peer_error": None, "commit": commit}
     homes: list[Path] = []
     jf_before = set(JF_LOGS.iterdir()) if JF_LOGS.is_dir() else set()
