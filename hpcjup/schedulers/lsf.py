@@ -170,10 +170,11 @@ class LSF(Scheduler):
         ids = self.ids(job_ids)
         if not ids:
             return ""
-        # bjobs without -a/-u: the user's own unfinished jobs only; unknown ids go to stderr.
-        listed = shlex.join(["bjobs", "-noheader", "-o", "jobid", *ids])
+        # With explicit ids bjobs shows any user's jobs, finished ones too (within CLEAN_PERIOD): ask for
+        # the user's own, and keep those that have not ended.
+        listed = shlex.join(["-noheader", "-o", "jobid stat", *ids])
         return (
-            f"active=$({listed} 2>/dev/null); "
+            f'active=$(bjobs -u "$(id -un)" {listed} 2>/dev/null | awk \'$2 != "DONE" && $2 != "EXIT" {{ print $1 }}\'); '
             'if [ -n "$active" ]; then bkill $active >/dev/null 2>&1; for j in $active; do echo "hpcjup-cancelled $j"; done; fi'
         )
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import subprocess
 from pathlib import Path
 
@@ -203,18 +205,21 @@ def test_snippets() -> None:
 
 
 def test_cancel_own_snippet_cancels_what_bjobs_lists(tmp_path: Path) -> None:
-    (tmp_path / "bjobs").write_text("#!/bin/sh\necho 5\necho 'Job <7> is not found' >&2\n")
+    """Only the user's own jobs that have not ended (bjobs shows finished ones for explicit ids)."""
+    script = '#!/bin/sh\necho "$@" > {0}/asked\necho "5 RUN"\necho "6 DONE"\necho "Job <7> is not found" >&2\n'
+    (tmp_path / "bjobs").write_text(script.format(tmp_path))
     (tmp_path / "bkill").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/killed\n')
     for name in ("bjobs", "bkill"):
         (tmp_path / name).chmod(0o755)
     out = subprocess.run(
-        ["sh", "-c", LSF().cancel_own_snippet(["5", "7"])],
+        ["sh", "-c", LSF().cancel_own_snippet(["5", "6", "7"])],
         env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
         capture_output=True,
         text=True,
     )
     assert out.stdout.splitlines() == ["hpcjup-cancelled 5"]
     assert (tmp_path / "killed").read_text().split() == ["5"]
+    assert (tmp_path / "asked").read_text().split()[:2] == ["-u", pwd.getpwuid(os.getuid()).pw_name]
 
 
 def test_worker_jobs_take_project() -> None:
