@@ -30,7 +30,7 @@ SPOOL = Path("/var/spool/gridengine")
 QMASTER_PID = SPOOL / "qmaster" / "qmaster.pid"
 WORK = Path("/tmp/hpcjup-sge")
 QUEUE = "all.q"
-SLOTS = 2
+SLOTS = 4  # slots are a count, not cores: two sessions of 2 CPUs each fit on this 2-core machine
 NOTIFY = "00:00:10"  # the queue's notify time: SIGTERM (NOTIFY_KILL=TERM), then SIGKILL this much later
 PACKAGES = ("/usr/sbin/sge_qmaster", "/usr/sbin/sge_execd", "/usr/bin/qsub", "/usr/bin/qconf", "/usr/bin/qacct")
 # Only what the daemons and qconf need: nothing of the test run's environment (SLURM_CONF, HPCJUP_*) leaks into them.
@@ -111,6 +111,10 @@ class SgeCell:
             return found
         if QUEUE not in self.run("qconf", "-sql").stdout.split():
             return [f"queue {QUEUE} is missing"]
+        shown = dict(ln.split(None, 1) for ln in self.run("qconf", "-sq", QUEUE).stdout.splitlines() if " " in ln)
+        changed = [key for key, value in self.queue_settings().items() if shown.get(key, "").strip() != value]
+        if changed:  # an older harness configured it otherwise: up() edits it
+            return [f"queue {QUEUE} differs in {', '.join(changed)}"]
         if self.host not in self.run("qconf", "-ss").stdout.split():
             return [f"{self.host} is no submit host"]
         line = next((ln for ln in self.run("qstat", "-f", "-q", QUEUE).stdout.splitlines() if "@" in ln), "")
@@ -203,14 +207,7 @@ class SgeCell:
     def _queues(self) -> None:
         """all.q on this host with the settings jobs need; `qconf -aq/-mq` edit through $EDITOR, a sed script here."""
         edit = WORK / "qedit.sh"
-        settings = {
-            "hostlist": self.host,
-            "slots": str(SLOTS),
-            "pe_list": "smp mpi",
-            "load_thresholds": "NONE",  # a busy 2-core machine would otherwise put the queue in alarm state
-            "shell_start_mode": "unix_behavior",  # the default ignores #! and runs /bin/sh
-            "notify": NOTIFY,
-        }
+        settings = self.queue_settings()
         script = " ".join(f"-e 's/^{key} .*/{key} {value}/'" for key, value in settings.items())
         edit.write_text(f'#!/bin/sh\nexec sed -i {script} "$1"\n')  # EDITOR=cat would add the unedited template
         edit.chmod(0o700)
@@ -219,6 +216,17 @@ class SgeCell:
         # A queue instance left in error state (E) by an earlier failure never takes jobs again unless cleared.
         self.run("qmod", "-c", f"{QUEUE}@{self.host}")
         self.run("qmod", "-e", f"{QUEUE}@{self.host}")
+
+    def queue_settings(self) -> dict[str, str]:
+        """The queue's attributes that jobs here depend on, as `qconf -sq` shows them."""
+        return {
+            "hostlist": self.host,
+            "slots": str(SLOTS),
+            "pe_list": "smp mpi",
+            "load_thresholds": "NONE",  # a busy 2-core machine would otherwise put the queue in alarm state
+            "shell_start_mode": "unix_behavior",  # the default ignores #! and runs /bin/sh
+            "notify": NOTIFY,
+        }
 
     def _daemon(self, path: str) -> None:
         """Run a self-daemonizing Grid Engine daemon; RuntimeError with its output if it fails."""

@@ -1,0 +1,135 @@
+"""The CLI lifecycle on a real Grid Engine cell: start, URL, ls, attach, logs, Dask, graceful stop, refusals, doctor.
+
+The cell (tests/cluster/sge.py) runs beside the Slurm mini-cluster on this machine; its user submits
+through the mini-cluster's sshd, so every command goes over real SSH to real qsub/qstat/qdel.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpcjup.errors import ExitCode
+from tests.cli.helpers import Foreground, http_get, run, wait_for
+from tests.cli.kernel import run_in_kernel
+
+pytestmark = pytest.mark.cluster
+HOST = ["--host", "minicluster"]
+SGE = ["--scheduler", "sge"]
+SESSIONS = Path("/home/hpcuser/.hpcjup/sessions")
+
+
+@pytest.fixture(scope="module")
+def sge_lab(sge_cell: Any, minicluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """One detached session on Grid Engine, shared by the read-only checks; stopped at the end."""
+    from tests.cluster.fixtures import make_laptop_env
+
+    env = make_laptop_env(minicluster, tmp_path_factory.mktemp("laptop"))
+    started = time.monotonic()
+    result = run(["start", *HOST, *SGE, "--name", "sge-lab", "--time", "20", "--cpus", "2", "-d", "--json"], env)
+    seconds = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    try:
+        yield {**info, "env": env, "seconds": seconds}
+    finally:
+        run(["stop", "sge-lab", *HOST], env)
+
+
+def test_start_gives_a_url_that_answers_with_the_token(sge_lab: dict[str, Any], sge_cell: Any) -> None:
+    assert sge_lab["url"] == f"http://127.0.0.1:{sge_lab['local_port']}/lab?token={sge_lab['token']}"
+    base = f"http://127.0.0.1:{sge_lab['local_port']}"
+    assert http_get(f"{base}/api/status", sge_lab["token"])[0] == 200
+    assert http_get(f"{base}/api/status")[0] == 403
+    assert sge_lab["node"] == sge_cell.host and sge_lab["job_id"] in sge_cell.job_ids("hpcuser")
+    record = json.loads((SESSIONS / "sge-lab" / "session.json").read_text())
+    assert record["scheduler"] == "sge"
+    print(f"start -> URL on Grid Engine: {sge_lab['seconds']:.1f} s")
+
+
+def test_the_job_asked_grid_engine_for_what_start_was_given(sge_lab: dict[str, Any], sge_cell: Any) -> None:
+    shown = sge_cell.run("qstat", "-j", sge_lab["job_id"]).stdout
+    assert "h_rt=1200" in shown and "parallel environment:  smp range: 2" in shown
+    assert "notify:                     TRUE" in shown
+
+
+def test_kernel_runs_inside_the_grid_engine_job(sge_lab: dict[str, Any]) -> None:
+    base = f"http://127.0.0.1:{sge_lab['local_port']}"
+    code = "import os; print(os.environ['JOB_ID'], os.environ['NSLOTS'], 'SSH_CONNECTION' in os.environ)"
+    # sshd puts SSH_CONNECTION into the environment qsub runs in: without -V it never reaches the job.
+    assert run_in_kernel(base, sge_lab["token"], code).split() == [sge_lab["job_id"], "2", "False"]
+
+
+def test_ls_shows_the_session_running(sge_lab: dict[str, Any]) -> None:
+    result = run(["ls", *HOST, "--json"], sge_lab["env"])
+    assert result.returncode == 0, result.stderr
+    rows = {row["session"]: row for row in json.loads(result.stdout)["sessions"]}
+    assert rows["sge-lab"]["state"] == "RUNNING" and rows["sge-lab"]["job_id"] == sge_lab["job_id"]
+    assert rows["sge-lab"]["time_limit"] == 1200
+
+
+def test_logs_show_the_jobs_output_with_the_token_masked(sge_lab: dict[str, Any]) -> None:
+    result = run(["logs", "sge-lab", *HOST], sge_lab["env"])
+    assert result.returncode == 0, result.stderr
+    assert "JupyterLab answers" in result.stdout and sge_lab["token"] not in result.stdout
+
+
+def test_attach_forwards_a_new_port(sge_lab: dict[str, Any]) -> None:
+    fg = Foreground(["attach", "sge-lab", *HOST, "--no-browser", "--json"], sge_lab["env"])
+    try:
+        assert fg.info["job_id"] == sge_lab["job_id"]
+        assert http_get(f"http://127.0.0.1:{fg.info['local_port']}/api/status", sge_lab["token"])[0] == 200
+    finally:
+        fg.kill()
+
+
+DASK_CODE = """
+from dask.distributed import Client
+client = Client()
+client.wait_for_workers(1, timeout=60)
+print(len(client.scheduler_info()["workers"]), sum(client.gather(client.map(lambda x: x * x, range(100)))))
+"""
+
+
+def test_dask_workers_join_the_sessions_scheduler(sge_lab: dict[str, Any]) -> None:
+    assert sge_lab["dask_scheduler"].startswith("tls://")
+    base = f"http://127.0.0.1:{sge_lab['local_port']}"
+    workers, total = run_in_kernel(base, sge_lab["token"], DASK_CODE, timeout=120).split()
+    assert int(workers) >= 1 and int(total) == sum(x * x for x in range(100))
+
+
+def test_graceful_stop_ends_the_job_and_the_launcher_records_it(sge_cell: Any, laptop_env: dict[str, str]) -> None:
+    result = run(["start", *HOST, *SGE, "--name", "sge-stop", "--time", "10", "-d", "--json"], laptop_env)
+    assert result.returncode == 0, result.stderr
+    job_id = json.loads(result.stdout)["job_id"]
+    stopped = run(["stop", "sge-stop", *HOST, "--json"], laptop_env)
+    assert stopped.returncode == 0, stopped.stderr
+    entry = json.loads(stopped.stdout)["stopped"][0]
+    assert (entry["graceful"], entry["reason"]) == (True, "stopped")
+    state = json.loads((SESSIONS / "sge-stop" / "state.json").read_text())
+    assert (state["reason"], state["exit_code"]) == ("stopped", 0)  # SIGTERM reached the launcher (-notify)
+    wait_for(lambda: job_id not in sge_cell.job_ids("hpcuser"), 30, f"Grid Engine job {job_id} to leave qstat")
+
+
+def test_an_unknown_queue_is_refused_in_grid_engines_words(sge_cell: Any, laptop_env: dict[str, str]) -> None:
+    args = ["start", *HOST, *SGE, "--name", "sge-nosuch", "--partition", "nosuch", "-d", "--json"]
+    result = run(args, laptop_env)
+    assert result.returncode == ExitCode.SUBMIT, result.stderr
+    error = json.loads(result.stdout)["error"]
+    assert 'job requests unknown queue "nosuch"' in error["message"]
+    assert "qconf -sql" in error["hint"]
+    assert not (SESSIONS / "sge-nosuch").exists()  # nothing left behind
+
+
+def test_doctor_checks_the_queue_and_the_request(sge_cell: Any, laptop_env: dict[str, str]) -> None:
+    result = run(["doctor", *HOST, *SGE, "--json"], laptop_env)
+    checks = {check["name"]: check for check in json.loads(result.stdout)["checks"]}
+    assert result.returncode == 0, result.stdout
+    assert checks["scheduler"]["summary"] == "qsub, qstat and qdel found"
+    assert checks["queue"]["status"] == "pass" and sge_cell.queue in checks["queue"]["summary"]
+    assert checks["request"]["status"] == "pass" and "found suitable queue" in checks["request"]["summary"]
