@@ -133,3 +133,33 @@ def test_doctor_checks_the_queue_and_the_request(sge_cell: Any, laptop_env: dict
     assert checks["scheduler"]["summary"] == "qsub, qstat and qdel found"
     assert checks["queue"]["status"] == "pass" and sge_cell.queue in checks["queue"]["summary"]
     assert checks["request"]["status"] == "pass" and "found suitable queue" in checks["request"]["summary"]
+
+
+def test_the_launchers_own_timer_ends_the_session_before_h_rt(sge_cell: Any, laptop_env: dict[str, str]) -> None:
+    # --time 1: h_rt=60; Grid Engine sends nothing before it, so the launcher shuts down 30 s in on its own.
+    result = run(
+        ["start", *HOST, *SGE, "--name", "sge-short", "--time", "1", "--cpus", "1", "-d", "--json"], laptop_env
+    )
+    assert result.returncode == 0, result.stderr
+    job_id = json.loads(result.stdout)["job_id"]
+    state_file = SESSIONS / "sge-short" / "state.json"
+    wait_for(lambda: json.loads(state_file.read_text())["state"] == "ended", 55, "the session to end by itself")
+    state = json.loads(state_file.read_text())
+    assert (state["reason"], state["exit_code"]) == ("walltime", 0)
+    wait_for(lambda: job_id not in sge_cell.job_ids("hpcuser"), 20, f"Grid Engine job {job_id} to end")
+    accounted = wait_for(lambda: sge_cell.run("qacct", "-j", job_id).stdout, 20, f"qacct to know job {job_id}")
+    assert "failed       0" in accounted  # ended by the launcher, not killed at h_rt (failed 37)
+
+
+def test_a_worker_group_runs_as_a_grid_engine_job(sge_lab: dict[str, Any], sge_cell: Any) -> None:
+    scaled = run(["scale", "sge-lab", "all.q", "1", *HOST, "--json"], sge_lab["env"])
+    assert scaled.returncode == 0, scaled.stderr
+    [job_id] = json.loads(scaled.stdout)["jobs"]
+    shown = sge_cell.run("qstat", "-j", job_id).stdout
+    assert "job_name:                   hpcjup+sge-lab+" in shown and "hard_queue_list:            all.q" in shown
+    code = DASK_CODE.replace("wait_for_workers(1", "wait_for_workers(2")
+    base = f"http://127.0.0.1:{sge_lab['local_port']}"
+    workers, _ = run_in_kernel(base, sge_lab["token"], code, timeout=150).split()
+    assert int(workers) >= 2  # the allocation's worker and the worker job's
+    assert run(["scale", "sge-lab", "all.q", "0", *HOST, "--json"], sge_lab["env"]).returncode == 0
+    wait_for(lambda: job_id not in sge_cell.job_ids("hpcuser"), 60, f"worker job {job_id} to end")

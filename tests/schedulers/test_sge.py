@@ -295,12 +295,15 @@ def test_cancel_own_snippet_cancels_only_listed_active_jobs(tmp_path: Path) -> N
     assert (tmp_path / "deleted").read_text().split() == ["17", "18"]
 
 
-def test_worker_job_options_use_sgejob_names() -> None:
-    assert SGE.worker_job_options("all.q", "proj1", "01:00:00") == {
+def test_worker_job_options_use_sgejob_names_and_grid_engines_time_format() -> None:
+    # hpcjup's --time 20 means 20 minutes; Grid Engine's h_rt=20 would be 20 seconds.
+    assert SGE.worker_job_options("all.q", "proj1", "20") == {
         "queue": "all.q",
         "project": "proj1",
-        "walltime": "01:00:00",
+        "walltime": "0:20:00",
+        "job_extra_directives": ["-v PATH"],  # the cluster's Python, as the login shell finds it; never -V
     }
+    assert SGE.worker_job_options("all.q", None, "1-02:03:04")["walltime"] == "26:03:04"
     assert SGE.jobqueue == ("sge", "SGEJob") and not SGE.estimates_start and not SGE.signals_before_limit
 
 
