@@ -179,10 +179,6 @@ def host_options(func: F) -> F:
         app.ssh_backend = ssh_backend or app.ssh_backend
         app.accept_new = accept_new_host_key
         if scheduler is not None:
-            from hpcjup.schedulers import AUTO, get_scheduler
-
-            if scheduler != AUTO:
-                get_scheduler(scheduler)  # an unknown name lists the known ones now, before connecting
             app.scheduler_name = scheduler
         return func(*args, **kwargs)
 

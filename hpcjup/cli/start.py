@@ -120,6 +120,10 @@ def command(
     settings.check_site()
     if app.ssh_backend == "auto":
         app.ssh_backend = settings.value("ssh") or "auto"
+    if settings.value("scheduler") not in (None, "auto"):
+        from hpcjup.schedulers import get_scheduler
+
+        get_scheduler(settings.value("scheduler"))  # an unknown name lists the known ones now, before connecting
     resources = settings.resources()
     cpus, local_port = settings.value("cpus"), settings.value("local_port")
     dask = (

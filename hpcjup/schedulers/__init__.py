@@ -78,6 +78,11 @@ def detect(transport: Transport) -> str:
     found = [name for name in found if name not in ("pbs", "sge") or name == flavour]
     if found:
         return found[0]
+    if flavour == "torque":
+        raise SubmitError(
+            f"{transport.destination or transport.name} runs Torque, which hpcjup does not support (its qstat has no JSON output).",
+            hint="Ask your centre whether a PBS Pro, OpenPBS or Slurm system is available, or use `--scheduler none` on a workstation.",
+        )
     looked = sorted({c for entry in entries for c in entry.split(":", 1)[1].split(",")})
     raise SubmitError(
         f"No batch system found on {transport.destination or transport.name}: none of {', '.join(looked)} is on "
@@ -90,8 +95,10 @@ def detect(transport: Transport) -> str:
 def _qstat_flavour(text: str) -> str | None:
     """Which `qstat` this is: "pbs" (PBS Pro, OpenPBS, Torque) or "sge" (Son of/Univa/Altair Grid Engine)."""
     words = text.lower()
-    if "pbs_version" in words or words.startswith("version:"):  # PBS Pro and OpenPBS; Torque says "Version: 6.1"
+    if "pbs_version" in words:  # PBS Pro and OpenPBS
         return "pbs"
+    if words.startswith("version:"):  # Torque: "Version: 6.1.3"
+        return "torque"
     if any(mark in words for mark in ("sge ", "ge 8", "ge 2", "univa", "ogs/ge", "grid engine")):
         return "sge"
     return None

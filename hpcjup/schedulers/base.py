@@ -49,6 +49,7 @@ class JobState(str, Enum):
     BOOT_FAIL = "BOOT_FAIL"
     DEADLINE = "DEADLINE"
     GONE = "GONE"  # the scheduler no longer knows the job (finished, and forgotten)
+    UNKNOWN = "UNKNOWN"  # the scheduler did not answer: counted as active, so nothing is pruned on a guess
 
     @property
     def active(self) -> bool:
@@ -66,7 +67,14 @@ class JobState(str, Enum):
             return cls.FAILED if word else cls.GONE
 
 
-_ACTIVE = {JobState.PENDING, JobState.CONFIGURING, JobState.RUNNING, JobState.COMPLETING, JobState.SUSPENDED}
+_ACTIVE = {
+    JobState.PENDING,
+    JobState.CONFIGURING,
+    JobState.RUNNING,
+    JobState.COMPLETING,
+    JobState.SUSPENDED,
+    JobState.UNKNOWN,
+}
 _SHORT = {
     "PD": "PENDING",
     "CF": "CONFIGURING",

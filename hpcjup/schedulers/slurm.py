@@ -219,6 +219,13 @@ class Slurm(Scheduler):
             'if [ -n "$active" ]; then scancel -- $active 2>/dev/null; for j in $active; do echo "hpcjup-cancelled $j"; done; fi'
         )
 
+    def never_starts(self, status: JobStatus) -> tuple[str, str] | None:
+        reason = (status.reason or "").split(",")[0].strip()
+        if reason == "ReqNodeNotAvail" and "UnavailableNodes" not in (status.reason or ""):
+            return None  # nodes reserved or briefly out: that clears
+        found = _HOPELESS.get(reason) or next((v for k, v in _HOPELESS_PARTS if k in reason), None)
+        return found
+
     def cancel(self, transport: Transport, job_id: str, *, graceful: bool = True) -> None:
         job_id = self.check_job_id(job_id)
         if graceful:
@@ -250,6 +257,53 @@ def _seconds(text: str) -> int | None:
         return time_to_seconds(text.strip())
     except ValueError:  # time_to_seconds accepts exactly the formats Slurm prints, nothing else
         return None
+
+
+# Pending reasons that waiting will not clear: (what is wrong, in words; which flag to change).
+_PARTITIONS = "`sinfo -s` lists the partitions; `scontrol show partition NAME` their limits."
+_HOPELESS: dict[str, tuple[str, str]] = {
+    "PartitionNodeLimit": (
+        "more nodes than the partition allows",
+        f"Ask for fewer --nodes, or another --partition. {_PARTITIONS}",
+    ),
+    "PartitionTimeLimit": (
+        "a longer time than the partition allows",
+        f"Ask for less --time, or another --partition. {_PARTITIONS}",
+    ),
+    "PartitionConfig": (
+        "the request does not fit the partition (more nodes, CPUs, memory or GPUs than it has)",
+        f"Ask for less (--nodes, --cpus, --mem, --gpus), or another --partition. {_PARTITIONS}",
+    ),
+    "BadConstraints": (
+        "no node has what the job asks for",
+        "Check --gpus, --mem and --cpus against `sinfo -o '%P %c %m %G'`.",
+    ),
+    "InvalidAccount": (
+        "the account is not valid here",
+        "Pass another --account: `sacctmgr show associations user=$USER` lists yours.",
+    ),
+    "InvalidQOS": (
+        "the job's QOS is not valid for this account or partition",
+        "Choose another --partition or --account, or ask your centre.",
+    ),
+    "JobHeldAdmin": ("an administrator holds the job", "Ask your centre's support; `scontrol show job ID` says more."),
+    "DependencyNeverSatisfied": ("it depends on a job that failed", "Submit it again without the dependency."),
+    "ReqNodeNotAvail": (
+        "the nodes it needs are down or drained",
+        f"Ask for another --partition or fewer --nodes. {_PARTITIONS}",
+    ),
+}
+# Per-job limits of a QOS or an association (…MaxWallDurationPerJobLimit, …MaxNodePerJob, …): this job never fits.
+_HOPELESS_PARTS = (
+    (
+        "MaxWallDurationPerJobLimit",
+        ("a longer time than your QOS or association allows per job", "Ask for less --time."),
+    ),
+    (
+        "PerJob",
+        ("more than your QOS or association allows per job", "Ask for less (--nodes, --cpus, --mem, --gpus, --time)."),
+    ),
+)
 
 
 def submit_error(exc: RemoteCommandError) -> SubmitError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from hpcjup.errors import DamagedDocument, HpcjupError, JobFailedError, SessionNotFound, UsageError
@@ -190,17 +191,43 @@ def job_statuses(transport: Transport, found: list[Found]) -> dict[str, JobStatu
     it) once for all of its jobs. A record naming a scheduler this hpcjup does not know gets no status
     (the session is shown as damaged, with the reason)."""
     by_scheduler: dict[str, list[Found]] = {}
-    for f in found:
-        if f.record is not None and f.record.scheduler in REGISTRY:
-            by_scheduler.setdefault(f.record.scheduler, []).append(f)
     statuses: dict[str, JobStatus] = {}
+    for f in found:
+        if f.record is None or f.record.scheduler not in REGISTRY:
+            continue
+        if _long_ended(f.report):  # the scheduler has forgotten it too: asking would cost a query for nothing
+            statuses[f.paths.name] = JobStatus(f.record.job_id, JobState.GONE)
+        else:
+            by_scheduler.setdefault(f.record.scheduler, []).append(f)
     for name, group in by_scheduler.items():
         ids = [f.record.job_id for f in group if f.record is not None]
-        answers = get_scheduler(name).statuses(transport, ids)
+        try:
+            answers = get_scheduler(name).statuses(transport, ids)
+        except HpcjupError as exc:  # one scheduler that cannot answer must not hide the other sessions
+            unknown = JobStatus("", JobState.UNKNOWN, reason=f"{get_scheduler(name).title or name}: {exc.message}")
+            answers = {job_id: dataclasses.replace(unknown, job_id=job_id) for job_id in ids}
         for f in group:
             assert f.record is not None
             statuses[f.paths.name] = answers.get(f.record.job_id, JobStatus(f.record.job_id, JobState.GONE))
     return statuses
+
+
+#: A session whose launcher recorded its end longer ago than this is not asked about: schedulers forget
+#: finished jobs after minutes (Slurm's MinJobAge is 5 minutes), and dozens of ended sessions would
+#: otherwise cost `ls` a query (and an accounting lookup) per scheduler for nothing.
+ENDED_LONG_AGO = 600.0
+
+
+def _long_ended(report: JobReport | None) -> bool:
+    if report is None or not report.ended or not report.updated_at:
+        return False
+    try:
+        ended = datetime.fromisoformat(report.updated_at.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if ended.tzinfo is None:
+        ended = ended.replace(tzinfo=timezone.utc)
+    return (datetime.now(timezone.utc) - ended).total_seconds() > ENDED_LONG_AGO
 
 
 def view_of(transport: Transport, store: LocalStore, name: str) -> SessionView:

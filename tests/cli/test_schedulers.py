@@ -55,3 +55,15 @@ def test_no_scheduler_on_a_plain_ssh_host(minicluster: Any, laptop_env: dict[str
     assert jupyter_pids(minicluster) <= before  # launcher, Jupyter and its kernels are gone
     state = json.loads((SESSIONS / "plain" / "state.json").read_text())
     assert (state["state"], state["reason"]) == ("ended", "stopped")
+
+
+def test_a_job_that_cannot_start_is_not_waited_for(
+    minicluster: Any, laptop_env: dict[str, str], clean_jobs: None
+) -> None:
+    """`-N 5` on a 2-node partition pends with PartitionConfig for ever: said in words within seconds, exit 5,
+    the job cancelled and nothing left."""
+    result = run(["start", *HOST, *QUICK, "-N", "5", "-p", "booster", "-n", "toobig", "--json"], laptop_env, timeout=90)
+    assert result.returncode == ExitCode.SUBMIT, result.stderr
+    error = json.loads(result.stdout)["error"]
+    assert "cannot start" in error["message"] and "--nodes" in error["hint"]
+    assert not session_jobs(minicluster, ("toobig",)) and not (SESSIONS / "toobig").exists()

@@ -201,7 +201,7 @@ def test_user_site_overrides_and_adds(tmp_path: Path) -> None:
     write(tmp_path / "sites" / "mybox.toml", 'description = "lab"\nsource = "me"\n[defaults]\nhost = "mybox"\n')
     assert load_site("juwels", tmp_path).defaults["partition"] == "batch"
     assert load_site("mybox", tmp_path).defaults["host"] == "mybox"
-    with pytest.raises(UsageError, match=r"No site preset 'nope'; known sites: jureca, juwels, mybox"):
+    with pytest.raises(UsageError, match=r"No site preset 'nope'; known sites: derecho, jureca, juwels, mybox"):
         load_site("nope", tmp_path)
 
 

@@ -63,7 +63,7 @@ def test_unknown_scheduler_lists_the_known_ones() -> None:
 
 @pytest.mark.parametrize(
     "says,expected",
-    [("pbs_version = 2022.1.1", "pbs"), ("Version: 6.1.3", "pbs"), ("SGE 8.1.9", "sge"), ("GE 8.1.9", "sge")],
+    [("pbs_version = 2022.1.1", "pbs"), ("SGE 8.1.9", "sge"), ("GE 8.1.9", "sge")],
 )
 def test_qsub_flavours(tmp_path: Path, says: str, expected: str) -> None:
     """PBS and Grid Engine both have qsub, qstat and qdel: `qstat`'s own words tell them apart."""
@@ -75,3 +75,11 @@ def test_qsub_flavours(tmp_path: Path, says: str, expected: str) -> None:
 def test_lsf(tmp_path: Path) -> None:
     fake(tmp_path / "bin", "bsub", "bjobs", "bkill")
     assert detect(Host(tmp_path / "bin")) == "lsf"
+
+
+def test_torque_is_named_not_guessed(tmp_path: Path) -> None:
+    fake(tmp_path / "bin", "qsub", "qdel", "qsig")
+    fake(tmp_path / "bin", "qstat", output="Version: 6.1.3")
+    with pytest.raises(SubmitError) as info:
+        detect(Host(tmp_path / "bin"))
+    assert "Torque" in info.value.message

@@ -77,3 +77,48 @@ def test_ready_clock_starts_when_the_job_runs(tmp_path: Path) -> None:
     threading.Thread(target=jupyter_answers).start()
     conn = waiter.wait()
     assert conn.node == "node1" and waiter.queries >= 3
+
+
+def test_a_reason_that_never_clears_ends_the_wait(tmp_path: Path) -> None:
+    """PartitionConfig (more nodes than the partition has) will not clear: the wait ends at once, in words;
+    the waiter itself cancels nothing (attach only says so; start cancels)."""
+    from hpcjup.errors import JobCannotStart
+    from hpcjup.schedulers.slurm import Slurm
+
+    class Pending(SlowScheduler):
+        def status(self, transport: Transport, job_id: str) -> JobStatus:
+            return JobStatus(job_id, JobState.PENDING, reason="PartitionConfig")
+
+        def never_starts(self, status: JobStatus) -> tuple[str, str] | None:
+            return Slurm().never_starts(status)
+
+    paths = SessionPaths(str(tmp_path), "lab")
+    Path(paths.dir).mkdir(parents=True)
+    scheduler = Pending()
+    waiter = ReadyWaiter(
+        Home(tmp_path), scheduler, SessionRecord("lab", "h", "slurm", "7", "2026-12-01T00:00:00+00:00"), paths
+    )
+    started = time.monotonic()
+    with pytest.raises(JobCannotStart) as info:
+        waiter.wait()
+    assert time.monotonic() - started < 5 and "--nodes" in (info.value.hint or "")
+    assert "PartitionConfig" in info.value.message and scheduler.cancelled == []
+
+
+@pytest.mark.parametrize(
+    "reason,hopeless",
+    [
+        ("PartitionNodeLimit", True),
+        ("QOSMaxWallDurationPerJobLimit", True),
+        ("AssocMaxNodesPerJobLimit", True),
+        ("ReqNodeNotAvail, UnavailableNodes:node[1-2]", True),
+        ("ReqNodeNotAvail, Reserved for maintenance", False),
+        ("Priority", False),
+        ("Resources", False),
+        (None, False),
+    ],
+)
+def test_slurm_reasons_that_never_clear(reason: str | None, hopeless: bool) -> None:
+    from hpcjup.schedulers.slurm import Slurm
+
+    assert (Slurm().never_starts(JobStatus("1", JobState.PENDING, reason=reason)) is not None) is hopeless
