@@ -17,6 +17,7 @@ from hpcjup.errors import HpcjupError, Interrupted, JobCannotStart, JobFailedErr
 from hpcjup.session.groups import WorkerGroup
 from hpcjup.session.layout import check_name
 from hpcjup.session.submit import DaskRequest, StartRequest
+from hpcjup.ui.tables import duration, expected_start
 
 if TYPE_CHECKING:
     from hpcjup.schedulers.base import Scheduler
@@ -31,6 +32,11 @@ if TYPE_CHECKING:
 @click.option("-p", "--partition", help="Slurm partition (default: the cluster's default).")
 @click.option("-A", "--account", help="Account (project) to charge.")
 @click.option("-t", "--time", "time_limit", metavar="TIME", help="Time limit: minutes, HH:MM:SS or D-HH:MM:SS.")
+@click.option(
+    "--time-min",
+    metavar="TIME",
+    help="Let the scheduler shorten the time limit down to this to start sooner (Slurm backfill).",
+)
 @click.option("-N", "--nodes", type=click.IntRange(min=1), default=1, help="Nodes to allocate.")
 @click.option("-c", "--cpus", type=click.IntRange(min=1), help="CPUs for Jupyter's task.")
 @click.option("--mem", help="Memory per node, e.g. 16G.")
@@ -86,6 +92,7 @@ def command(
     partition: str | None,
     account: str | None,
     time_limit: str | None,
+    time_min: str | None,
     nodes: int,
     cpus: int | None,
     mem: str | None,
@@ -153,7 +160,11 @@ def command(
     detacher = Detacher.prepare(local_port, detach)
     with app.connect_with_status(host) as transport:
         scheduler = app.choose_scheduler(transport, host, settings.value("scheduler"))
-        record, paths, conn, time_left = _submit_and_wait(app, transport, scheduler, request, pending)
+        scheduler.check_request(request.resources)
+        record, paths, conn, time_left, granted = _submit_and_wait(app, transport, scheduler, request, pending)
+        asked = request.resources.time_seconds
+        if granted and asked and granted < asked:
+            app.ui.info(f"The scheduler shortened the time limit to {duration(granted)} (--time-min) to start sooner.")
         holder = Holder(app, transport, record, paths, conn)
         shown = False
 
@@ -178,7 +189,7 @@ def command(
 
 def _submit_and_wait(
     app: App, transport: Transport, scheduler: Scheduler, request: StartRequest, pending: int | None
-) -> tuple[SessionRecord, SessionPaths, Connection, int | None]:
+) -> tuple[SessionRecord, SessionPaths, Connection, int | None, int | None]:
     """Submit and wait for Jupyter; interrupted before it answers, the job is cancelled (nothing to lose yet)."""
     from hpcjup.session.submit import submit
     from hpcjup.session.wait import ReadyWaiter
@@ -194,7 +205,7 @@ def _submit_and_wait(
         )
         try:
             conn = waiter.wait()
-            return record, paths, conn, waiter.status.time_left
+            return record, paths, conn, waiter.status.time_left, waiter.status.time_limit
         except JobFailedError:
             raise  # the job ended by itself; its log stays in the session directory for `hpcjup logs`
         except BaseException as exc:
@@ -290,7 +301,7 @@ def progress_text(p: Progress) -> tuple[str, str]:
     if p.reason:
         parts.append(f"reason: {p.reason}")
     if p.expected_start:
-        parts.append(f"expected start: {p.expected_start}")
+        parts.append(f"expected start: {expected_start(p.expected_start)}")
     if p.node:
         parts.append(f"node: {p.node}")
     key = ", ".join(parts)

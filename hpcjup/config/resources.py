@@ -28,19 +28,32 @@ class Resources:
     partition: str | None = None
     account: str | None = None
     time: str | None = None
+    time_min: str | None = None  # the scheduler may shorten the limit down to this to start sooner
     nodes: int = 1
     cpus: int | None = None
     mem: str | None = None
     gpus: str | None = None
 
     def __post_init__(self) -> None:
-        _check("--partition", self.partition, _NAME, "a partition name such as booster")
+        for partition in (
+            (self.partition or "").split(",") if self.partition else []
+        ):  # booster,batch: the first to start
+            _check("--partition", partition, _NAME, "a partition name such as booster, or several: booster,batch")
         _check("--account", self.account, _NAME, "an account (project) name")
         _check("--time", self.time, _TIME, "minutes, HH:MM:SS or D-HH:MM:SS")
         if self.time is not None and time_to_seconds(self.time) == 0:  # schedulers read 0 as "no limit": never meant
             raise UsageError(
                 f"--time must be more than 0, not {self.time!r}.", hint="Ask for minutes (30) or HH:MM:SS (2:00:00)."
             )
+        _check("--time-min", self.time_min, _TIME, "minutes, HH:MM:SS or D-HH:MM:SS")
+        if self.time_min is not None:
+            if self.time is None or time_to_seconds(self.time_min) > time_to_seconds(self.time):
+                raise UsageError(
+                    f"--time-min {self.time_min} needs a --time at least as long.",
+                    hint="Give both, e.g. --time 2:00:00 --time-min 30: the job may then start with 30 minutes to 2 hours.",
+                )
+            if time_to_seconds(self.time_min) == 0:
+                raise UsageError(f"--time-min must be more than 0, not {self.time_min!r}.")
         _check("--mem", self.mem, _MEM, "a size such as 16G or 4000M")
         _check("--gpus", self.gpus, _GPUS, "a count such as 4, or type:count such as a100:4")
         if self.nodes < 1:
@@ -52,6 +65,11 @@ class Resources:
     def time_seconds(self) -> int | None:
         """The time limit in seconds (None: the scheduler's default), for adapters that write their own format."""
         return None if self.time is None else time_to_seconds(self.time)
+
+    @property
+    def partitions(self) -> list[str]:
+        """The partitions asked for (several: the scheduler picks the one that starts the job first)."""
+        return self.partition.split(",") if self.partition else []
 
     def to_dict(self) -> dict[str, object]:
         """The set values, for session metadata and JSON output."""

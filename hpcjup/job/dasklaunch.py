@@ -41,6 +41,8 @@ def _write(path: str, data: bytes) -> None:
 ENV_NODELIST = "HPCJUP_NODELIST"
 ENV_CPUS = "HPCJUP_CPUS"
 ENV_LAUNCH = "HPCJUP_LAUNCH"
+ENV_TIME_LIMIT = "HPCJUP_TIME_LIMIT"
+ENV_WARN_SECONDS = "HPCJUP_WARN_SECONDS"
 ENV_PARTITION = "HPCJUP_JOB_PARTITION"
 ENV_ACCOUNT = "HPCJUP_JOB_ACCOUNT"
 ENV_JOBQUEUE = "HPCJUP_JOBQUEUE"
@@ -125,6 +127,13 @@ def missing() -> str | None:
     return None
 
 
+def _int_env(name: str) -> int:
+    try:
+        return int(os.environ.get(name, "0"))
+    except ValueError:
+        return 0
+
+
 class DaskCluster:
     """Scheduler and workers of one session."""
 
@@ -151,7 +160,12 @@ class DaskCluster:
         nodes = max(1, len(hosts()))
         workers = args.workers if args.workers >= 0 else nodes
         cores = args.worker_cores or max(1, cpus_per_node() * nodes // max(1, workers))
-        return cls(session_dir, address, workers, cores, args.worker_memory, args.lifetime)
+        # The limit granted may be shorter than asked (Slurm --time-min): workers retire before it, too.
+        granted, warn = _int_env(ENV_TIME_LIMIT), _int_env(ENV_WARN_SECONDS)
+        lifetime = args.lifetime
+        if granted > 0 and lifetime > 0:
+            lifetime = max(60, min(lifetime, granted - warn - 60))
+        return cls(session_dir, address, workers, cores, args.worker_memory, lifetime)
 
     @property
     def env(self) -> dict:

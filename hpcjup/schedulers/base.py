@@ -136,6 +136,23 @@ class Scheduler(ABC):
     signals_before_limit: bool = False
     #: Whether the scheduler reports an expected start time for pending jobs.
     estimates_start: bool = False
+    #: Whether it may shorten a job's limit down to a minimum to start it sooner (Slurm --time-min, PBS shrink-to-fit).
+    shrinks_time: bool = False
+    #: Whether it takes several partitions and starts the job in the first that can (Slurm -p a,b).
+    picks_partition: bool = False
+
+    def check_request(self, resources: Resources) -> None:
+        """Refuse, before anything is submitted, what this scheduler cannot do (UsageError, exit 2)."""
+        what = self.title or self.name
+        if resources.time_min is not None and not self.shrinks_time:
+            raise UsageError(
+                f"{what} has nothing like --time-min.", hint="Leave --time-min out, or ask for less --time."
+            )
+        if len(resources.partitions) > 1 and not self.picks_partition:
+            raise UsageError(
+                f"{what} takes one partition (queue) per job, not {resources.partition}.", hint="Give one --partition."
+            )
+
     #: Address Jupyter binds to, when the adapter knows better than the node's name (local: loopback).
     bind_address: str | None = None
     #: What a whole job id looks like (matched with fullmatch). Ids come back from session.json, which

@@ -42,6 +42,8 @@ class Slurm(Scheduler):
     jobqueue = ("slurm", "SLURMJob")
     signals_before_limit = True  # --signal=B:USR1@N
     estimates_start = True  # squeue's %S for pending jobs
+    shrinks_time = True  # --time-min: backfill may start the job with a shorter limit
+    picks_partition = True  # -p a,b: the job runs in the first that can start it
     directive = "#SBATCH"
     #: 123, an array task 123_4, a heterogeneous job's component 123+1.
     job_id_pattern = re.compile(r"[0-9]{1,20}(?:_[0-9]{1,10}|\+[0-9]{1,10})?")
@@ -54,6 +56,7 @@ class Slurm(Scheduler):
             ("partition", res.partition),
             ("account", res.account),
             ("time", res.time),
+            ("time-min", res.time_min),
             ("nodes", str(res.nodes)),
             ("ntasks-per-node", "1"),
             ("cpus-per-task", str(res.cpus) if res.cpus else None),
@@ -71,7 +74,7 @@ class Slurm(Scheduler):
         res = spec.resources
 
         def given(value: str | None, variable: str) -> str:  # the request, else what Slurm chose
-            return shlex.quote(value) if value else f'"${{{variable}:-}}"'
+            return shlex.quote(value) if value and "," not in value else f'"${{{variable}:-}}"'
 
         return [
             f"export {job.ENV_SCHEDULER}={self.name}",
@@ -82,7 +85,7 @@ class Slurm(Scheduler):
             f"2>/dev/null | grep -vxF -e \"${job.ENV_NODE}\" | tr '\\n' ' ')\"",
             f'export {job.ENV_CPUS}="${{SLURM_CPUS_PER_TASK:-${{SLURM_CPUS_ON_NODE:-$(nproc)}}}}"',
             f"export {job.ENV_LAUNCH}={shlex.quote(_LAUNCH)}",
-            f"export {job.ENV_TIME_LIMIT}={res.time_seconds or 0}",
+            f"export {job.ENV_TIME_LIMIT}={_granted_limit() if res.time_min else res.time_seconds or 0}",
             f"export {job.ENV_WARN_SIGNAL}=1",  # --signal above; without it Slurm ends the job at the limit itself
             f"export {job.ENV_WARN_SECONDS}={spec.warn_seconds or 0}",
             f"export {job.ENV_PARTITION}={given(res.partition, 'SLURM_JOB_PARTITION')}",
@@ -257,6 +260,14 @@ def _seconds(text: str) -> int | None:
         return time_to_seconds(text.strip())
     except ValueError:  # time_to_seconds accepts exactly the formats Slurm prints, nothing else
         return None
+
+
+def _granted_limit() -> str:
+    """sh: the limit Slurm granted this job in seconds (with --time-min it may be shorter than asked)."""
+    return (
+        '"$(squeue -h -j "$SLURM_JOB_ID" -o %l 2>/dev/null | awk -F\'[-:]\' '
+        "'{ n = NF; s = $n + 60 * $(n-1) + (n > 2 ? 3600 * $(n-2) : 0) + (n > 3 ? 86400 * $(n-3) : 0); print s + 0 }')\""
+    )
 
 
 # Pending reasons that waiting will not clear: (what is wrong, in words; which flag to change).

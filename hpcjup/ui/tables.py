@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 
@@ -14,6 +15,30 @@ def duration(seconds: int | None) -> str:
     minutes, secs = divmod(rest, 60)
     text = f"{hours}:{minutes:02d}:{secs:02d}"
     return f"{days}-{text}" if days else text
+
+
+def expected_start(text: str | None, now: datetime | None = None) -> str | None:
+    """A scheduler's expected start time, relative as well as absolute: "in about 4 min (14:03)".
+
+    Schedulers print local time without a zone (Slurm: 2026-11-25T14:03:11); text that is not an
+    ISO time is shown as it came.
+    """
+    if not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    now = now or (datetime.now(when.tzinfo) if when.tzinfo else datetime.now())
+    seconds = (when - now).total_seconds()
+    clock = when.strftime("%H:%M") if abs(seconds) < 86400 else when.strftime("%Y-%m-%d %H:%M")
+    if seconds < 60:
+        return f"any moment now ({clock})"
+    if seconds < 5400:
+        return f"in about {round(seconds / 60)} min ({clock})"
+    if seconds < 2 * 86400:
+        return f"in about {seconds / 3600:.0f} h ({clock})"
+    return f"in about {seconds / 86400:.0f} days ({clock})"
 
 
 def sessions_table(rows: list[dict[str, Any]], host: str, *, color: bool) -> str:
@@ -32,7 +57,7 @@ def sessions_table(rows: list[dict[str, Any]], host: str, *, color: bool) -> str
         detail = row["local_url"] or ""
         if row["pending_reason"]:
             detail = f"pending: {row['pending_reason']}" + (
-                f", start {row['expected_start']}" if row["expected_start"] else ""
+                f", start {expected_start(row['expected_start'])}" if row["expected_start"] else ""
             )
         elif row["ended_because"]:
             detail = row["ended_because"] + (

@@ -67,3 +67,22 @@ def test_a_job_that_cannot_start_is_not_waited_for(
     error = json.loads(result.stdout)["error"]
     assert "cannot start" in error["message"] and "--nodes" in error["hint"]
     assert not session_jobs(minicluster, ("toobig",)) and not (SESSIONS / "toobig").exists()
+
+
+def test_time_min_starts_a_job_that_backfill_would_leave_waiting(
+    minicluster: Any, laptop_env: dict[str, str], clean_jobs: None
+) -> None:
+    """One node busy for 10 minutes, a 2-node job queued behind it: a 30-minute session would wait for
+    both; with --time-min 5 Slurm's backfill starts it now with a shorter limit, and start says so."""
+    blocker = ["sbatch", "--parsable", "-p", "batch", "-t", "10", "--exclusive", "--wrap", "sleep 600"]
+    minicluster.run_as_user([*blocker[:3], "-N1", "-w", "node1", *blocker[3:]])
+    minicluster.run_as_user([*blocker[:3], "-N2", *blocker[3:]])  # pends, holding a reservation on both nodes
+    args = ["start", *HOST, *QUICK, "-p", "batch", "-t", "30", "--time-min", "5", "-d", "--json", "-n", "sooner"]
+    result = run(args, laptop_env, timeout=240)
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert http_get(f"http://127.0.0.1:{info['local_port']}/api/status", info["token"])[0] == 200
+    assert "shortened the time limit" in result.stderr
+    rows = {r["session"]: r for r in json.loads(run(["ls", *HOST, "--json"], laptop_env).stdout)["sessions"]}
+    assert rows["sooner"]["time_limit"] < 30 * 60
+    assert run(["stop", "sooner", *HOST], laptop_env).returncode == 0
