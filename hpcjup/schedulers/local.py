@@ -80,7 +80,8 @@ class LocalProcess(Scheduler):
         # `ps` rather than `kill -0`: a recycled pid must also still run our job script. -ww: without a
         # terminal, ps cuts lines at 80 columns, and a long home directory hides the launcher's name.
         result = transport.run(["ps", "-ww", "-o", "args=", "-p", job_id], check=False)
-        alive = result.returncode == 0 and LAUNCHER_FILE in result.stdout
+        # Until the script execs the launcher (it first exports the job's environment), ps shows `sh job.sh`.
+        alive = result.returncode == 0 and (LAUNCHER_FILE in result.stdout or f"sh {JOB_SCRIPT}" in result.stdout)
         return JobStatus(job_id, JobState.RUNNING if alive else JobState.GONE)
 
     def stop_snippet(self, running: Sequence[str], pending: Sequence[str]) -> str:

@@ -105,3 +105,20 @@ def test_no_pid_of_another_shape_reaches_a_command(job_id: str) -> None:
     assert scheduler.status(transport, job_id).state is JobState.GONE
     scheduler.cancel(transport, job_id, graceful=False)  # nothing to do, and nothing happens
     assert alive(os.getpid())
+
+
+def test_a_job_script_not_yet_the_launcher_is_running(tmp_path: Path) -> None:
+    """Before job.sh execs the launcher (it first exports the job's environment), ps shows `sh job.sh`:
+    that is the job running, not gone (a start used to fail now and then in that moment)."""
+    import subprocess
+
+    from hpcjup.schedulers.local import LocalProcess
+    from hpcjup.transport.local import LocalTransport
+
+    (tmp_path / "job.sh").write_text("sleep 5\n")
+    proc = subprocess.Popen(["sh", "job.sh"], cwd=tmp_path)
+    try:
+        assert LocalProcess().status(LocalTransport(), str(proc.pid)).state.value == "RUNNING"
+    finally:
+        proc.kill()
+        proc.wait()
