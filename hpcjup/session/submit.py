@@ -202,7 +202,7 @@ def _job_files(paths: SessionPaths, scheduler: Scheduler, request: StartRequest)
         session_dir=paths.dir,
         command=_launcher_command(request, paths, scheduler),
         resources=request.resources,
-        warn_seconds=_warn_seconds(request.resources.time),
+        warn_seconds=_warn_seconds(request.resources.time_min or request.resources.time),
         setup=(f". {shlex.quote(paths.file(SETUP_FILE))}",),
     )
     files[JOB_SCRIPT] = (scheduler.render(spec).encode(), 0o700)
@@ -259,7 +259,11 @@ def _launcher_command(request: StartRequest, paths: SessionPaths, scheduler: Sch
         command += ["--worker-cores", str(dask.worker_cores)] if dask.worker_cores else []
         command += ["--worker-memory", dask.worker_memory] if dask.worker_memory else []
         if request.resources.time:  # workers retire cleanly a minute before the walltime warning
-            lifetime = time_to_seconds(request.resources.time) - (_warn_seconds(request.resources.time) or 0) - 60
+            lifetime = (
+                time_to_seconds(request.resources.time)
+                - (_warn_seconds(request.resources.time_min or request.resources.time) or 0)
+                - 60
+            )
             command += ["--lifetime", str(max(60, lifetime))]
     return command
 

@@ -116,7 +116,9 @@ class ReadyWaiter:
             report = self.report
             state = "STARTING" if report is not None and report.state == "starting" else self.status.state.value
             node = (report.node if report else None) or self.status.nodes
-            self.on_progress(Progress(state, now - started, self.status.reason, self.status.expected_start, node))
+            pending = self.status.state is JobState.PENDING  # squeue's %S is the start time once it runs
+            expected = self.status.expected_start if pending else None
+            self.on_progress(Progress(state, now - started, self.status.reason if pending else None, expected, node))
 
     def _check_can_start(self) -> None:
         """A pending reason that waiting will not clear ends the wait now, in words, with the flag to change."""

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from hpcjup.errors import ExitCode
-from tests.cli.helpers import CLUSTER_PYTHON, http_get, run, session_jobs
+from tests.cli.helpers import CLUSTER_PYTHON, http_get, run, session_jobs, wait_for
 
 pytestmark = pytest.mark.cluster
 HOST = ["--host", "minicluster"]
@@ -75,8 +75,14 @@ def test_time_min_starts_a_job_that_backfill_would_leave_waiting(
     """One node busy for 10 minutes, a 2-node job queued behind it: a 30-minute session would wait for
     both; with --time-min 5 Slurm's backfill starts it now with a shorter limit, and start says so."""
     blocker = ["sbatch", "--parsable", "-p", "batch", "-t", "10", "--exclusive", "--wrap", "sleep 600"]
-    minicluster.run_as_user([*blocker[:3], "-N1", "-w", "node1", *blocker[3:]])
-    minicluster.run_as_user([*blocker[:3], "-N2", *blocker[3:]])  # pends, holding a reservation on both nodes
+    first = minicluster.run_as_user([*blocker, "-N1", "-w", "node1"])
+    second = minicluster.run_as_user([*blocker, "-N2"])  # pends, holding a reservation on both nodes
+    assert first.returncode == 0 and second.returncode == 0, (first.stderr, second.stderr)
+    wait_for(
+        lambda: {j["id"]: j["state"] for j in minicluster.active_jobs()}.get(first.stdout.strip()) == "RUNNING",
+        30,
+        "the blocker to run",
+    )
     args = ["start", *HOST, *QUICK, "-p", "batch", "-t", "30", "--time-min", "5", "-d", "--json", "-n", "sooner"]
     result = run(args, laptop_env, timeout=240)
     assert result.returncode == 0, result.stderr
