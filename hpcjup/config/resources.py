@@ -35,9 +35,8 @@ class Resources:
     gpus: str | None = None
 
     def __post_init__(self) -> None:
-        for partition in (
-            (self.partition or "").split(",") if self.partition else []
-        ):  # booster,batch: the first to start
+        # Several, booster,batch, for schedulers that start the job in the first that can; each checked.
+        for partition in self.partition.split(",") if self.partition is not None else []:
             _check("--partition", partition, _NAME, "a partition name such as booster, or several: booster,batch")
         _check("--account", self.account, _NAME, "an account (project) name")
         _check("--time", self.time, _TIME, "minutes, HH:MM:SS or D-HH:MM:SS")
