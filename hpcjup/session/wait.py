@@ -116,7 +116,7 @@ class ReadyWaiter:
             report = self.report
             state = "STARTING" if report is not None and report.state == "starting" else self.status.state.value
             node = (report.node if report else None) or self.status.nodes
-            pending = self.status.state is JobState.PENDING  # squeue's %S is the start time once it runs
+            pending = self.status.state is JobState.PENDING  # a scheduler's start time is no estimate once the job runs
             expected = self.status.expected_start if pending else None
             self.on_progress(Progress(state, now - started, self.status.reason if pending else None, expected, node))
 
