@@ -8,7 +8,6 @@ that table. The result is parsed before it is written: a file that would not loa
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from hpcjup.config.profiles import HEADER, KEYS, check_table, config_path, find_line, load_config, parse_config
 from hpcjup.errors import UsageError
+from hpcjup.files import write_private
 
 PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # a bare TOML key: no quoting in [profiles.NAME]
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
@@ -40,7 +40,7 @@ def save_profile(name: str, values: Mapping[str, Any], *, path: Path | None = No
     else:
         text = config.text.rstrip("\n") + ("\n\n" if config.text.strip() else "") + block
     parse_config(path, text)  # never write a file that would not load
-    write_private(path, text)
+    _write_config(path, text)
     return path
 
 
@@ -77,12 +77,8 @@ def replace_table(text: str, table: str, block: str, path: Path) -> str:
     return "".join([*lines[: start - 1], block, *(["\n"] if rest and rest[0].strip() else []), *rest])
 
 
-def write_private(path: Path, text: str) -> None:
+def _write_config(path: Path, text: str) -> None:
     """Write atomically; a new file is 0600 in a 0700 directory, an existing one keeps its mode."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    write_private(path, text.encode("utf-8"), mode)

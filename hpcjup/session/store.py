@@ -14,6 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from hpcjup.files import write_private
+
 
 def state_dir() -> Path:
     """hpcjup's per-user state directory (XDG_STATE_HOME on Linux)."""
@@ -50,11 +52,7 @@ class LocalStore:
         """Write an entry atomically, readable by the user only."""
         path = self._path(host, name)
         _private_dirs(path.parent)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(entry, fh, indent=2)
-        os.replace(tmp, path)
+        write_private(path, json.dumps(entry, indent=2).encode())
 
     def update(self, host: str, name: str, **changes: Any) -> dict[str, Any]:
         """Merge `changes` into an entry (None removes a key); returns the new entry."""

@@ -9,7 +9,6 @@ import os
 import re
 import stat
 import tempfile
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import cast
 
 from hpcjup.errors import UsageError
+from hpcjup.files import write_private
 
 # Whole strings of ASCII (checked beside the pattern): a NUL, a newline or an escape in a destination would
 # reach ssh's argv, the cache's file names and every hint printed; with `$`, "host\n" matched.
@@ -163,10 +163,7 @@ def wrapper_config(directory: Path, accept_new: bool) -> Path:
     lines.append("Include /etc/ssh/ssh_config\n")
     key = hashlib.sha256(f"{home}\0{accept_new}".encode()).hexdigest()[:12]
     path = directory / f"config-{key}"
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-    tmp.write_text("\n".join(lines))
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
+    write_private(path, "\n".join(lines).encode())
     return path
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import tempfile
 from pathlib import Path
 
 from hpcjup.errors import WaitTimeout
+from hpcjup.files import write_private
 from hpcjup.transport.base import FileInfo, PipeProcess, RemoteProcess, Stream, Transport
 
 
@@ -35,16 +35,7 @@ class LocalTransport(Transport):
         return Path(path).read_bytes()
 
     def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
-        directory = os.path.dirname(path) or "."
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-        try:
-            os.fchmod(fd, mode)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_private(path, data, mode)
 
     def scan(self, directory: str) -> dict[str, FileInfo]:
         try:
