@@ -11,12 +11,13 @@ from pathlib import Path
 LAUNCHER_FILE = "launcher.py"
 LAUNCHER_PATH = Path(__file__).with_name(LAUNCHER_FILE)
 #: The files that travel with every job (the launcher imports the others from beside itself).
-JOB_FILES = (LAUNCHER_FILE, "jupyterapi.py", "dasklaunch.py")
+JOB_FILES = (LAUNCHER_FILE, "atomic.py", "endings.py", "jupyterenv.py", "jupyterapi.py", "usage.py", "dasklaunch.py")
 DASK_DIR = "dask"
 
 SCHEMA = 1
 CONNECTION_FILE = "connection.json"
 STATE_FILE = "state.json"
+USAGE_FILE = "usage.json"  # what the session used, for `hpcjup stats` (usage.py beside the launcher)
 TOKEN_FILE = "token"
 RUNTIME_DIR = "runtime"
 SETUP_FILE = "setup.sh"  # the environment's setup lines, sourced by the job and by worker jobs

@@ -23,18 +23,10 @@ import sys
 import time
 from typing import Any
 
+from atomic import write_private  # beside this file (the launcher puts its directory on sys.path)
+
 JOBS_FILE = "jobs"  # in dask/: the ids of the jobs the notebook submitted, one a line
 SETUP_FILE = "setup.sh"  # in the session directory: the profile's environment (hpcjup.job.SETUP_FILE)
-
-
-def _write(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 # The job's environment (hpcjup.job.ENV_*: the rendered job script exports them; a test checks the names).
@@ -186,7 +178,7 @@ class DaskCluster:
         os.makedirs(bindir, mode=0o700, exist_ok=True)
         path = os.path.join(bindir, name)
         scrub, keep = os.environ.get(ENV_SCRUB, ""), os.environ.get(ENV_SCRUB_KEEP, "")
-        _write(path, submit_wrapper(real, os.path.join(self.dir, JOBS_FILE), scrub, keep).encode())
+        write_private(path, submit_wrapper(real, os.path.join(self.dir, JOBS_FILE), scrub, keep).encode())
         os.chmod(path, 0o700)
 
     def jobqueue_config(self) -> dict:
@@ -233,8 +225,10 @@ class DaskCluster:
         if self.scheduler_address:
             config["scheduler-address"] = self.scheduler_address
         os.makedirs(self.config_dir, mode=0o700, exist_ok=True)
-        _write(os.path.join(self.config_dir, "distributed.yaml"), json.dumps(config, indent=2).encode())
-        _write(os.path.join(self.config_dir, "jobqueue.yaml"), json.dumps(self.jobqueue_config(), indent=2).encode())
+        write_private(os.path.join(self.config_dir, "distributed.yaml"), json.dumps(config, indent=2).encode())
+        write_private(
+            os.path.join(self.config_dir, "jobqueue.yaml"), json.dumps(self.jobqueue_config(), indent=2).encode()
+        )
 
     def start_scheduler(self) -> None:
         self.write_config()

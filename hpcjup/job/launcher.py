@@ -17,7 +17,12 @@ Files in DIR (0700, made by the laptop); each 0600, written atomically (temp fil
   python, jupyter_server_version, jupyterlab_version, root_dir, started_at, ready_at}. With
   --socket, Jupyter listens only on `socket` (0600, in a 0700 directory on node-local /tmp) and port is 0.
 - runtime/ (0700): Jupyter's JUPYTER_RUNTIME_DIR; it reports its port=0 choice in jpserver-PID.json.
-At the end connection.json, token and runtime/ are removed and state.json says why it ended.
+- usage.json (usage.py): when the job was submitted, started, answered and ended, why, its nodes and the
+  time a kernel was busy (sampled with the idle check), for `hpcjup stats`.
+At the end connection.json, token and runtime/ are removed; state.json and usage.json say why it ended.
+The job files beside this one: atomic.py (private whole writes), endings.py (reasons, signals, exit codes,
+the own walltime timer), jupyterenv.py (can this Python serve), jupyterapi.py (where Jupyter listens),
+usage.py, dasklaunch.py.
 
 Signals: SIGTERM, SIGINT, SIGHUP -> "stopped"; SIGUSR1 (sent by the scheduler before the limit) -> "walltime".
 Where the scheduler sends none (HPCJUP_WARN_SIGNAL is not "1") and grants HPCJUP_TIME_LIMIT seconds,
@@ -39,11 +44,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import importlib.metadata
-import importlib.util
 import json
 import os
-import re
 import secrets
 import select
 import shutil
@@ -54,131 +56,23 @@ import sys
 import time
 from typing import Any
 
-sys.path.insert(
-    0, os.path.dirname(os.path.abspath(__file__))
-)  # jupyterapi.py and dasklaunch.py travel beside this file
+# The job files travel beside this one and import each other from there.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from atomic import now, write_private
+from endings import WAKE_SIGNALS, Ended, exit_code, signalled, walltime_deadline, walltime_end
 from jupyterapi import ENV_NODE, Endpoint, node_address
+from jupyterenv import check_environment, culling_args, stop_group
+from usage import Usage
 
 SCHEMA = 1
 # The job's environment, as the rendered job script exports it (hpcjup.job.ENV_*; a test checks the names).
 ENV_JOB_ID = "HPCJUP_JOB_ID"
-ENV_TIME_LIMIT = "HPCJUP_TIME_LIMIT"
-ENV_WARN_SIGNAL = "HPCJUP_WARN_SIGNAL"
-ENV_WARN_SECONDS = "HPCJUP_WARN_SECONDS"
-MIN_SERVER = (2, 20)
-UPGRADE = "pip install -U 'jupyter_server>=2.20' jupyterlab"
-STOP_SIGNALS = {
-    signal.SIGTERM: "stopped",
-    signal.SIGINT: "stopped",
-    signal.SIGHUP: "stopped",
-    signal.SIGUSR1: "walltime",
-}
-EXIT_CODES = {
-    "stopped": 0,
-    "walltime": 0,
-    "idle": 0,
-    "shutdown": 0,
-    "no-jupyter": 2,
-    "jupyter-too-old": 2,
-    "auth-config": 2,
-    "no-dask": 2,
-    "ready-timeout": 3,
-    "dask-failed": 4,
-}
-
-
-class Ended(Exception):
-    """The session ends, for `reason` (a state.json reason) explained by `message`."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason, self.message = reason, message
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+WATCH_EVERY = 60  # seconds between samples of Jupyter's kernels without --idle-timeout (usage.json's busy time)
 
 
 def log(message: str) -> None:
     sys.stderr.write(f"[hpcjup launcher] {message}\n")
     sys.stderr.flush()
-
-
-def write_atomic(path: str, data: bytes) -> None:
-    """Write 0600 under a temporary name, fsync, rename: readers never see half a file."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-
-
-def check_environment() -> tuple[str, str]:
-    """(jupyter_server version, jupyterlab version) of this Python, or Ended if it cannot serve."""
-    python = sys.executable
-    fix = f"Install it there ({python} -m pip install jupyterlab 'jupyter_server>=2.20') or choose a Python that has it (hpcjup start --python)."
-    try:
-        import jupyter_server
-    except ImportError as exc:
-        raise Ended("no-jupyter", f"No JupyterLab in {python} ({exc}). {fix}") from None
-    version = jupyter_server.__version__
-    found = re.match(r"(\d+)\.(\d+)", version)
-    if found and (int(found.group(1)), int(found.group(2))) < MIN_SERVER:
-        old_python = (
-            f" Recent jupyter_server releases need Python >= 3.10; this is {sys.version.split()[0]}."
-            if sys.version_info < (3, 10)
-            else ""
-        )
-        raise Ended(
-            "jupyter-too-old",
-            f"jupyter_server {version} in {python} is too old: hpcjup needs >= 2.20 "
-            f"(which fixed a token-stealing XSS). Upgrade: {python} -m {UPGRADE}.{old_python}",
-        )
-    # find_spec, not import: importing jupyterlab costs ~1.5 s and 65 MB that this process never needs.
-    if importlib.util.find_spec("jupyterlab") is None:
-        raise Ended("no-jupyter", f"{python} has jupyter_server {version} but no JupyterLab. {fix}")
-    try:
-        return version, importlib.metadata.version("jupyterlab")
-    except importlib.metadata.PackageNotFoundError:  # an unusual install without metadata still runs
-        return version, "unknown"
-
-
-def descendants(pid: int) -> list[int]:
-    """Processes below `pid` (Linux /proc; empty elsewhere). Kernels lead their own sessions."""
-    children: dict[int, list[int]] = {}
-    for entry in [e for e in os.listdir("/proc") if e.isdigit()] if os.path.isdir("/proc") else []:
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        found += kids
-        todo += kids
-    return found
-
-
-def env_seconds(name: str) -> int:
-    """A whole number of seconds from the job's environment; 0 when unset or not a number."""
-    try:
-        return max(0, int(os.environ.get(name, "")))
-    except ValueError:
-        return 0
-
-
-def walltime_deadline(started: float) -> float | None:
-    """When the launcher's own timer ends the session (monotonic clock): WARN_SECONDS before TIME_LIMIT,
-    counted from `started`; None when the scheduler warns with SIGUSR1 itself, or no limit is known."""
-    limit = env_seconds(ENV_TIME_LIMIT)
-    if os.environ.get(ENV_WARN_SIGNAL) == "1" or limit <= 0:
-        return None
-    return started + max(0, limit - env_seconds(ENV_WARN_SECONDS))
 
 
 class Launcher:
@@ -194,6 +88,7 @@ class Launcher:
         self.proc: subprocess.Popen | None = None
         self.wakeup = -1
         self.dask: Any = None  # a dasklaunch.DaskCluster with --dask
+        self.usage = Usage(self.dir, self.job_id, self.path("launcher.py"))
 
     @property
     def jupyter(self) -> subprocess.Popen:
@@ -226,7 +121,7 @@ class Launcher:
             "pid": os.getpid(),
             "updated_at": now(),
         }
-        write_atomic(self.path("state.json"), json.dumps(doc, indent=2).encode())
+        write_private(self.path("state.json"), json.dumps(doc, indent=2).encode())
 
     # -- signals: handlers only wake the main loop (a self-pipe), all decisions happen there ----
     def install_signals(self) -> None:
@@ -235,7 +130,7 @@ class Launcher:
         os.set_blocking(write, False)
         signal.set_wakeup_fd(write)
         self.wakeup = read
-        for sig in [*list(STOP_SIGNALS), signal.SIGCHLD]:  # SIGCHLD: Jupyter exited
+        for sig in WAKE_SIGNALS:
             signal.signal(sig, lambda signum, frame: None)
 
     def sleep(self, seconds: float) -> None:
@@ -244,19 +139,18 @@ class Launcher:
             seconds = min(seconds, self.limit_at - time.monotonic())
         if select.select([self.wakeup], [], [], max(0.0, seconds))[0]:
             for signum in os.read(self.wakeup, 512):
-                if signum in STOP_SIGNALS:
-                    what = "the job's time limit is near" if signum == signal.SIGUSR1 else "stopped on request"
-                    raise Ended(STOP_SIGNALS[signal.Signals(signum)], f"{what} ({signal.Signals(signum).name})")
+                end = signalled(signum)
+                if end is not None:
+                    raise end
         if self.limit_at is not None and time.monotonic() >= self.limit_at:
-            limit, warn = env_seconds(ENV_TIME_LIMIT), env_seconds(ENV_WARN_SECONDS)
-            raise Ended("walltime", f"the job's time limit is near ({limit} s granted; stopping {warn} s before it)")
+            raise walltime_end()
 
     # -- Jupyter -------------------------------------------------------------------------------
     def start_jupyter(self, root: str) -> None:
         os.makedirs(self.runtime, mode=0o700, exist_ok=True)
         os.chmod(self.runtime, 0o700)
         self.token = secrets.token_hex(32)
-        write_atomic(self.path("token"), self.token.encode())  # no newline: Jupyter would make it part of the token
+        write_private(self.path("token"), self.token.encode())  # no newline: Jupyter would make it part of the token
         base = self.dask.env if self.dask else os.environ  # kernels find the session's Dask through DASK_CONFIG
         env = dict(base, JUPYTER_RUNTIME_DIR=self.runtime, JUPYTER_TOKEN_FILE=self.path("token"))
         env.pop("JUPYTER_TOKEN", None)  # it would win over the file
@@ -270,15 +164,7 @@ class Launcher:
         ]
         idle = self.args.idle_timeout
         if idle > 0:
-            every = self.idle_interval()
-            argv += [
-                f"--MappingKernelManager.cull_idle_timeout={idle}",
-                f"--MappingKernelManager.cull_interval={every}",
-                # An open notebook tab holds a websocket to its kernel; without this it is never culled.
-                "--MappingKernelManager.cull_connected=True",
-                f"--TerminalManager.cull_inactive_timeout={idle}",
-                f"--TerminalManager.cull_interval={every}",
-            ]
+            argv += culling_args(idle, self.watch_interval())
         if os.geteuid() == 0:  # containers and test machines; Jupyter refuses root otherwise
             argv.append("--allow-root")
         argv += self.args.jupyter_args
@@ -288,8 +174,10 @@ class Launcher:
             argv, env=env, cwd=root, stdin=subprocess.DEVNULL, start_new_session=True
         )  # cwd: kernels start here
 
-    def idle_interval(self) -> int:
-        return max(1, min(60, self.args.idle_timeout // 10))
+    def watch_interval(self) -> int:
+        """Seconds between samples of Jupyter's activity: a tenth of --idle-timeout (1 to 60), else WATCH_EVERY."""
+        idle = self.args.idle_timeout
+        return max(1, min(60, idle // 10)) if idle > 0 else WATCH_EVERY
 
     def api(self, path: str, token: bool = True) -> tuple[int | None, Any]:
         """(HTTP status, decoded JSON or None) of GET base_url+path on Jupyter; (None, None) if nothing answers."""
@@ -340,6 +228,14 @@ class Launcher:
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
         return Ended("jupyter-exited", f"Jupyter {how}{'' if ready else ' before it answered'}; see the job log")
 
+    def watch(self) -> None:
+        """One sample of Jupyter's kernels: busy time for usage.json and, with --idle-timeout, the idle check."""
+        kernels_status, kernels = self.api("api/kernels?no_track_activity=1")  # listing them is not activity
+        answered = kernels_status == 200 and isinstance(kernels, list)
+        self.usage.sample(kernels if answered else None)
+        if self.args.idle_timeout > 0 and answered and not kernels and self.is_idle():
+            raise Ended("idle", f"no kernels, terminals or activity for {self.args.idle_timeout} s (--idle-timeout)")
+
     def is_idle(self) -> bool:
         """No kernels, no terminals, and nothing for --idle-timeout s (these requests count as no activity)."""
         status, doc = self.api("api/status")
@@ -351,30 +247,15 @@ class Launcher:
 
     def stop_jupyter(self) -> None:
         """SIGTERM Jupyter's process group (it shuts its kernels down), SIGKILL after --stop-grace; sweep the group."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.signal_group(signal.SIGTERM)
-            try:
-                self.proc.wait(self.args.stop_grace)
-            except subprocess.TimeoutExpired:
-                log(f"Jupyter did not stop within {self.args.stop_grace} s (--stop-grace); killing it and its kernels")
-                for pid in descendants(self.proc.pid):  # kernels lead their own sessions, outside Jupyter's group
-                    with contextlib.suppress(OSError):
-                        os.kill(pid, signal.SIGKILL)
-                self.signal_group(signal.SIGKILL)
-                self.proc.wait()
-        self.signal_group(signal.SIGKILL)  # whatever is left in its group, e.g. jupyter-lsp's short-lived `npm prefix`
-
-    def signal_group(self, sig: int) -> None:
-        with contextlib.suppress(OSError):  # nobody left
-            os.killpg(self.jupyter.pid, sig)
+        if self.proc is not None:
+            stop_group(self.proc, self.args.stop_grace, log)
 
     # -- the session -----------------------------------------------------------------------------
     def serve(self) -> None:
         """Start Jupyter, publish connection.json, and watch until something ends the session (Ended)."""
         server_version, lab_version = check_environment()
         self.write_state("starting", message="starting JupyterLab")
+        self.usage.write()
         address = self.args.bind or node_address()
         self.endpoint = Endpoint(address, use_socket=self.args.socket)
         root = os.path.abspath(os.path.expanduser(self.args.workdir or "~"))
@@ -405,20 +286,18 @@ class Launcher:
             "ready_at": now(),
             "dask": self.dask.info() if self.dask else None,
         }
-        write_atomic(self.path("connection.json"), json.dumps(conn, indent=2).encode())
+        write_private(self.path("connection.json"), json.dumps(conn, indent=2).encode())
         self.write_state("running", message=f"JupyterLab on {self.endpoint.describe()}")
+        every = self.watch_interval()
+        self.usage.ready(every)
         log(
             f"JupyterLab answers on {self.endpoint.describe()} (node {self.node}) after {time.monotonic() - clock:.1f} s"
         )
-        every = self.idle_interval() if self.args.idle_timeout > 0 else 3600
         while True:  # SIGCHLD or a stop signal wakes the sleep early
             self.sleep(every)
             if self.jupyter.poll() is not None:
                 raise self.exited(ready=True)
-            if self.args.idle_timeout > 0 and self.is_idle():
-                raise Ended(
-                    "idle", f"no kernels, terminals or activity for {self.args.idle_timeout} s (--idle-timeout)"
-                )
+            self.watch()
 
     # -- Dask (dasklaunch.py) ---------------------------------------------------------------------
     def start_dask(self, address: str) -> None:
@@ -455,11 +334,9 @@ class Launcher:
             self.stop_jupyter()
         self.stop_dask()  # before the secrets go: its processes hold the key until they end
         self.remove_secrets()
-        code = EXIT_CODES.get(reason)
-        if code is None:  # jupyter-exited: its own code
-            returncode = self.proc.returncode if self.proc else 1
-            code = 128 - returncode if returncode < 0 else returncode or 1
+        code = exit_code(reason, self.proc.returncode if self.proc else None)
         self.write_state("ended", reason, message, code)
+        self.usage.ended(reason)
         log(f"ended ({reason}): {message}")
         return code
 

@@ -14,11 +14,13 @@ from hpcjup.job import LAUNCHER_PATH
 
 sys.path.insert(0, str(LAUNCHER_PATH.parent))  # the job files import each other from beside themselves
 import dasklaunch
+import endings
 import jupyterapi
 import launcher
+import usage
 
 
-@pytest.mark.parametrize("module", [launcher, jupyterapi, dasklaunch])
+@pytest.mark.parametrize("module", [launcher, jupyterapi, dasklaunch, endings, usage])
 def test_the_job_files_use_hpcjup_jobs_names(module: object) -> None:
     names = {name: value for name, value in vars(module).items() if name.startswith("ENV_")}
     assert names, "each job file reads some of the job's environment"
@@ -72,3 +74,16 @@ def test_the_submit_wrapper_drops_the_prefix_but_what_it_keeps(tmp_path: Path) -
     assert result.returncode == 3, "the command's exit code passes through"
     assert result.stderr.split() == ["HPCJUP_TESTX=y", "HPCJUP_TEST_CONF=/etc/x"]
     assert not jobs.exists(), "a refusal records nothing"
+
+
+def test_the_shipped_job_files_are_all_the_launcher_needs(tmp_path: Path) -> None:
+    """Only what job_files() uploads is on the cluster: the launcher and dasklaunch import nothing else of hpcjup."""
+    for name, code in hpcjup.job.job_files().items():
+        (tmp_path / name).write_bytes(code)
+    # -I: no user site, no current directory, no PYTHONPATH; the launcher puts its own directory on sys.path.
+    run = subprocess.run(
+        [sys.executable, "-I", str(tmp_path / "launcher.py"), "--help"], capture_output=True, text=True
+    )
+    assert run.returncode == 0 and "--session-dir" in run.stdout, run.stderr
+    check = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import dasklaunch, usage, endings, jupyterenv"
+    assert subprocess.run([sys.executable, "-I", "-c", check], capture_output=True).returncode == 0

@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -122,9 +123,12 @@ class Run:
         state = self.json("state.json")
         assert set(state) == STATE_KEYS and state["state"] == "ended" and state["pid"] == self.proc.pid
         assert state["exit_code"] == self.proc.returncode
-        assert sorted(p.name for p in self.dir.iterdir()) == ["state.json"], (
+        assert sorted(p.name for p in self.dir.iterdir()) == ["state.json", "usage.json"], (
             "connection.json, token and runtime/ are removed"
         )
+        usage = self.json("usage.json")
+        assert (usage["end_reason"], usage["job_id"]) == (state["reason"], state["job_id"])
+        assert stat.S_IMODE((self.dir / "usage.json").stat().st_mode) == 0o600
         assert not leftovers(self.dir), "no Jupyter or kernel process outlives the launcher"
         return state
 
@@ -381,6 +385,34 @@ def test_idle_session_ends_itself_even_with_an_open_tab(run: Any) -> None:
     log = r.output()
     assert f"({kernel.id}) with 1 connections due to" in log  # culled although a tab is connected
     assert not alive(kernel.pid)
+
+
+def seconds(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def test_usage_records_the_sessions_moments_nodes_and_busy_kernel_time(run: Any) -> None:
+    before = time.time()
+    env = {"HPCJUP_NODELIST": "n1 n2 n1", "HPCJUP_TIME_LIMIT": "900", "HPCJUP_JOB_PARTITION": "batch"}
+    r = run("--idle-timeout", "20", env=env, files={"launcher.py": b"# what the laptop uploaded"})
+    conn = r.wait_file("connection.json")
+    early = r.json("usage.json")
+    assert early["started_at"] and (early["ended_at"], early["end_reason"]) == (None, None)
+    kernel = Kernel(conn)
+    kernel.execute("import time; time.sleep(6)")  # busy for 6 s, sampled every 2 s (a tenth of --idle-timeout)
+    time.sleep(2.5)  # a sample after the cell ended
+    assert r.stop() == 0
+    state, usage = r.json("state.json"), r.json("usage.json")
+    assert sorted(p.name for p in r.dir.iterdir()) == ["launcher.py", "state.json", "usage.json"]
+    submitted, started = seconds(usage["submitted_at"]), seconds(usage["started_at"])
+    ready, ended = seconds(usage["ready_at"]), seconds(usage["ended_at"])
+    assert before - 1 <= submitted <= started, "the files arrived before the job started"
+    assert before - 0.1 <= started <= ready <= ended <= time.time() + 0.01
+    assert seconds(state["updated_at"]) - ended < 1
+    assert (usage["nodes"], usage["time_limit"], usage["partition"], usage["sample_seconds"]) == (2, 900, "batch", 2)
+    assert usage["end_reason"] == "stopped" and usage["schema"] == 1
+    assert 3.0 <= usage["busy_seconds"] <= 10.0, usage
+    assert len((r.dir / "usage.json").read_bytes()) < 1024
 
 
 def test_jupyter_failing_to_start_is_reported_with_its_exit_code(run: Any) -> None:

@@ -1,0 +1,46 @@
+"""usage.json's busy-time estimate from two samples of Jupyter's kernels (pure: no Jupyter here)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from hpcjup.job import LAUNCHER_PATH
+
+sys.path.insert(0, str(LAUNCHER_PATH.parent))  # the job files import each other from beside themselves
+from usage import busy_between, process_start
+
+T0 = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+
+
+def kernel(state: str, last: float | None = None) -> dict[str, object]:
+    stamp = None if last is None else time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(last)) + ".000000Z"
+    return {"id": "k", "execution_state": state, "last_activity": stamp}
+
+
+def test_busy_at_both_samples_counts_the_whole_interval() -> None:
+    assert busy_between([kernel("busy", T0 + 5)], T0, T0 + 10, was_busy=True) == (10.0, True)
+
+
+def test_work_that_ended_counts_up_to_its_last_activity() -> None:
+    assert busy_between([kernel("idle", T0 + 4)], T0, T0 + 10, was_busy=True) == (4.0, False)
+
+
+def test_work_that_began_or_came_and_went_counts_half() -> None:
+    assert busy_between([kernel("busy", T0 + 9), kernel("idle")], T0, T0 + 10, was_busy=False) == (5.0, True)
+    assert busy_between([kernel("idle", T0 + 6)], T0, T0 + 10, was_busy=False) == (3.0, False)
+
+
+def test_idle_kernels_and_nonsense_count_nothing() -> None:
+    assert busy_between([kernel("idle", T0 - 50)], T0, T0 + 10, was_busy=False) == (0.0, False)
+    assert busy_between([], T0, T0 + 10, was_busy=False) == (0.0, False)
+    assert busy_between({"kernels": 3}, T0, T0 + 10, was_busy=False) == (0.0, False)
+    assert busy_between(["x", {"last_activity": "not a time"}], T0, T0 + 10, was_busy=False) == (0.0, False)
+
+
+def test_a_process_start_time_is_read_from_proc() -> None:
+    started = process_start()
+    assert started is not None and started <= time.time()
+    assert process_start(str(os.getppid())) <= started  # type: ignore[operator]
+    assert process_start("999999999") is None
