@@ -20,7 +20,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, TypeGuard
 
 from hpcjup.config.resources import Resources
-from hpcjup.errors import UsageError
+from hpcjup.errors import RemoteCommandError, SubmitError, UsageError
 from hpcjup.transport.base import Transport
 
 if TYPE_CHECKING:
@@ -192,9 +192,26 @@ class Scheduler(ABC):
         """The scheduler's own `doctor` checks (hpcjup.session.doctor.Check objects): commands, queue, account, request."""
         return []
 
+    #: sh that submits `job.sh` (run in the session directory, umask 077) and prints what `parse_submission`
+    #: reads. A command line of its own, so the session layer can run it in the same remote command as the upload.
+    submit_command: str = ""
+
     @abstractmethod
+    def parse_submission(self, stdout: str, stderr: str) -> str:
+        """The job id in what `submit_command` printed; SubmitError if there is none."""
+
+    def refusal(self, exc: RemoteCommandError) -> SubmitError:
+        """A refused submission (`submit_command` failed) in the scheduler's own words, with a hint for it."""
+        return SubmitError(f"{self.title or self.name} refused the job: {exc.stderr.strip() or exc.stdout.strip()}")
+
     def submit(self, transport: Transport, session_dir: str) -> str:
-        """Submit the session's job script; return the job id. Raises SubmitError."""
+        """Submit the session's job script on its own; return the job id. Raises SubmitError."""
+        script = 'cd "$1" && umask 077 && ' + self.submit_command
+        try:
+            result = transport.run(["sh", "-c", script, "sh", session_dir], timeout=60)
+        except RemoteCommandError as exc:
+            raise self.refusal(exc) from exc
+        return self.parse_submission(result.stdout, result.stderr)
 
     @abstractmethod
     def status(self, transport: Transport, job_id: str) -> JobStatus:

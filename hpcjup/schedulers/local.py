@@ -10,7 +10,7 @@ import shlex
 from collections.abc import Sequence
 
 from hpcjup import job
-from hpcjup.errors import SubmitError
+from hpcjup.errors import RemoteCommandError, SubmitError
 from hpcjup.job import LAUNCHER_FILE
 from hpcjup.schedulers.base import (
     JOB_LOG,
@@ -64,15 +64,18 @@ class LocalProcess(Scheduler):
             f"export {job.ENV_SCRUB_KEEP}=",
         ]
 
-    def submit(self, transport: Transport, session_dir: str) -> str:
-        # Backgrounded without job control, the child is no group leader, so setsid execs in
-        # place and $! is the launcher's pid.
-        script = 'cd "$1" && umask 077 && { setsid sh "$2" </dev/null >"$3" 2>&1 & echo $!; }'
-        result = transport.run(["sh", "-c", script, "sh", session_dir, JOB_SCRIPT, JOB_LOG], check=False)
-        pid = result.stdout.strip()
-        if result.returncode != 0 or not pid.isdigit():
-            raise SubmitError(f"Could not start the launcher: {result.stderr.strip() or result.stdout.strip()}")
+    # Backgrounded without job control, the child is no group leader, so setsid execs in place and $!
+    # is the launcher's pid.
+    submit_command = f"{{ setsid sh {JOB_SCRIPT} </dev/null >{JOB_LOG} 2>&1 & echo $!; }}"
+
+    def parse_submission(self, stdout: str, stderr: str) -> str:
+        pid = stdout.strip()
+        if not self.is_job_id(pid):
+            raise SubmitError(f"Could not start the launcher: {stderr.strip()[:200] or pid[:200]}")
         return pid
+
+    def refusal(self, exc: RemoteCommandError) -> SubmitError:
+        return SubmitError(f"Could not start the launcher: {exc.stderr.strip()[:200] or exc.stdout.strip()[:200]}")
 
     def status(self, transport: Transport, job_id: str) -> JobStatus:
         if not (job_id.isascii() and job_id.isdigit()):  # a pid, or nothing of ours: never let it reach `ps` or `kill`

@@ -113,14 +113,14 @@ class LSF(Scheduler):
         return [f"export {key}={value}" for key, value in values.items()]
 
     # -- submission ---------------------------------------------------------------------------
-    def submit(self, transport: Transport, session_dir: str) -> str:
-        # bsub reads #BSUB lines only from a script on its stdin; cd: the job's directory and -o.
-        script = 'cd "$1" && umask 077 && exec bsub < "$2"'
-        try:
-            result = transport.run(["sh", "-c", script, "sh", session_dir, JOB_SCRIPT], timeout=60)
-        except RemoteCommandError as exc:
-            raise submit_error(exc) from exc
-        return parse_bsub(result.stdout, result.stderr)
+    # bsub reads #BSUB lines only from a script on its stdin; run in the session directory: the job's and -o's.
+    submit_command = f"bsub < {JOB_SCRIPT}"
+
+    def parse_submission(self, stdout: str, stderr: str) -> str:
+        return parse_bsub(stdout, stderr)
+
+    def refusal(self, exc: RemoteCommandError) -> SubmitError:
+        return submit_error(exc)
 
     def submit_worker(self, transport: Transport, script: str) -> str:
         try:

@@ -119,14 +119,14 @@ class PBSPro(Scheduler):
         return [f"export {key}={value}" for key, value in values.items()]
 
     # -- submission ---------------------------------------------------------------------------
-    def submit(self, transport: Transport, session_dir: str) -> str:
-        # cd: the relative -o and $PBS_O_WORKDIR are the session directory; umask: the log is private.
-        script = 'cd "$1" && umask 077 && exec qsub "$2"'
-        try:
-            result = transport.run(["sh", "-c", script, "sh", session_dir, JOB_SCRIPT], timeout=60)
-        except RemoteCommandError as exc:
-            raise submit_error(exc) from exc
-        return parse_qsub(result.stdout, result.stderr)
+    # Run in the session directory: the relative -o and $PBS_O_WORKDIR; the umask (077) keeps the log private.
+    submit_command = f"qsub {JOB_SCRIPT}"
+
+    def parse_submission(self, stdout: str, stderr: str) -> str:
+        return parse_qsub(stdout, stderr)
+
+    def refusal(self, exc: RemoteCommandError) -> SubmitError:
+        return submit_error(exc)
 
     def submit_worker(self, transport: Transport, script: str) -> str:
         # qsub reads the script from stdin when given no file.

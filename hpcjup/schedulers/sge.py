@@ -108,15 +108,15 @@ class GridEngine(Scheduler):
         ]
 
     # -- submission ------------------------------------------------------------------------------------
-    def submit(self, transport: Transport, session_dir: str) -> str:
-        # cd: -cwd and the relative -o are the session directory. The log is created first, 0600:
-        # Grid Engine would create it 0644 whatever the umask.
-        script = 'cd "$1" && umask 077 && : >>"$3" && exec qsub -terse "$2"'
-        try:
-            result = transport.run(["sh", "-c", script, "sh", session_dir, JOB_SCRIPT, JOB_LOG], timeout=60)
-        except RemoteCommandError as exc:
-            raise submit_error(exc) from exc
-        return self._job_id(result.stdout, result.stderr)
+    # Run in the session directory: -cwd and the relative -o. The log is created first, 0600: Grid
+    # Engine would create it 0644 whatever the umask.
+    submit_command = f": >>{JOB_LOG} && qsub -terse {JOB_SCRIPT}"
+
+    def parse_submission(self, stdout: str, stderr: str) -> str:
+        return self._job_id(stdout, stderr)
+
+    def refusal(self, exc: RemoteCommandError) -> SubmitError:
+        return submit_error(exc)
 
     def submit_worker(self, transport: Transport, script: str) -> str:
         try:

@@ -98,30 +98,30 @@ class Slurm(Scheduler):
             f"export {job.ENV_SCRUB_KEEP}=SLURM_CONF",
         ]
 
-    def submit(self, transport: Transport, session_dir: str) -> str:
-        # cd first: the job's working directory and its relative --output are the session directory.
-        # umask: Slurm creates the job's log with the submitter's umask; the log is private.
-        script = 'cd "$1" && umask 077 && exec sbatch --parsable "$2"'
-        try:
-            result = transport.run(["sh", "-c", script, "sh", session_dir, JOB_SCRIPT], timeout=60)
-        except RemoteCommandError as exc:
-            raise submit_error(exc) from exc
+    # Run in the session directory: the job's working directory and its relative --output. The umask
+    # (077): Slurm creates the job's log with the submitter's umask; the log is private.
+    submit_command = f"sbatch --parsable {JOB_SCRIPT}"
+
+    def parse_submission(self, stdout: str, stderr: str) -> str:
         # --parsable prints "id" or "id;cluster"; the id goes on later command lines, so it must be one.
-        last = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+        last = stdout.strip().splitlines()[-1] if stdout.strip() else ""
         job_id = last.split(";", 1)[0]
-        if not self.job_id_pattern.fullmatch(job_id):
-            raise SubmitError(f"sbatch printed no job id: {result.stdout.strip()!r} {result.stderr.strip()!r}")
+        if not self.is_job_id(job_id):
+            raise SubmitError(
+                f"sbatch printed no job id: {stdout.strip()[:200]!r} {stderr.strip()[:200]!r}",
+                hint="Check `sbatch --parsable` on the login node.",
+            )
         return job_id
+
+    def refusal(self, exc: RemoteCommandError) -> SubmitError:
+        return submit_error(exc)
 
     def submit_worker(self, transport: Transport, script: str) -> str:
         try:
-            out = transport.run(["sh", "-c", 'umask 077 && exec sbatch --parsable "$1"', "sh", script]).stdout.strip()
+            result = transport.run(["sh", "-c", 'umask 077 && exec sbatch --parsable "$1"', "sh", script])
         except RemoteCommandError as exc:
             raise submit_error(exc) from exc
-        job_id = out.split(";")[0]
-        if not self.is_job_id(job_id):
-            raise SubmitError(f"sbatch answered {out!r} instead of a job id.", hint="Check `sbatch` on the login node.")
-        return job_id
+        return self.parse_submission(result.stdout, result.stderr)
 
     def doctor_checks(self, transport: Transport, settings: object) -> list[Check]:
         """Slurm's commands, the partition, the account, and the whole request (`sbatch --test-only`)."""

@@ -68,7 +68,8 @@ class DaskRequest:
 
 
 def submit(transport: Transport, scheduler: Scheduler, request: StartRequest) -> tuple[SessionRecord, SessionPaths]:
-    """Claim the session's name, upload every file in one command, submit, record; on failure leave nothing.
+    """Claim the session's name, upload every file and submit the job in one remote command, record it;
+    on failure leave nothing.
 
     The directory is claimed with one atomic mkdir on the cluster, so of two starts racing for a
     name exactly one wins; the other gets "session name in use" and touches nothing of the winner's.
@@ -76,10 +77,9 @@ def submit(transport: Transport, scheduler: Scheduler, request: StartRequest) ->
     no job is ever left without a record.
     """
     request = dataclasses.replace(request, workdir=resolve_workdir(request.workdir, transport.home()))
-    paths = _claim(transport, scheduler, request)
-    try:
-        with deferred_interrupts() as interrupted:
-            job_id = scheduler.submit(transport, paths.dir)
+    with deferred_interrupts() as interrupted:
+        paths, job_id = _claim(transport, scheduler, request, interrupted)
+        try:
             record = SessionRecord(
                 name=paths.name,
                 host=transport.destination or transport.name,
@@ -92,32 +92,32 @@ def submit(transport: Transport, scheduler: Scheduler, request: StartRequest) ->
                 python=request.python,
                 hpcjup_version=__version__,
             )
-            try:
-                transport.write_file(paths.record, record.to_json(), 0o600)
-            except BaseException:
-                scheduler.cancel(transport, job_id, graceful=False)
-                raise
-        if interrupted.is_set():
+            transport.write_file(paths.record, record.to_json(), 0o600)
+            if interrupted.is_set():
+                raise KeyboardInterrupt
+        except BaseException:
             scheduler.cancel(transport, job_id, graceful=False)
-            raise KeyboardInterrupt
-    except BaseException:
-        transport.rmtree(paths.dir)  # nothing runs for it any more: no trace left (Ctrl-C included)
-        raise
+            transport.rmtree(paths.dir)  # nothing runs for it any more: no trace left (Ctrl-C included)
+            raise
     return record, paths
 
 
-def _claim(transport: Transport, scheduler: Scheduler, request: StartRequest) -> SessionPaths:
-    """Upload the session's files under a name that is free, or whose session has ended."""
+def _claim(
+    transport: Transport, scheduler: Scheduler, request: StartRequest, interrupted: threading.Event
+) -> tuple[SessionPaths, str]:
+    """Upload the session's files under a name that is free, or whose session has ended, and submit the job."""
     home = transport.home()
     for _ in range(5 if request.name is None else 2):
         paths = SessionPaths(home, check_name(request.name) if request.name else new_name())
         files = _job_files(paths, scheduler, request)
         replace = ""
         for attempt in range(2):
-            code = _upload(transport, paths, files, replace)
-            if code == 0:
-                return paths
-            if code != _IN_USE or request.name is None:
+            if interrupted.is_set():
+                raise KeyboardInterrupt  # nothing submitted yet: nothing to take back
+            job_id = _upload_and_submit(transport, scheduler, paths, files, replace)
+            if job_id is not None:
+                return paths, job_id
+            if request.name is None:
                 break
             if attempt == 0:
                 replace = _replaceable(transport, scheduler, paths)
@@ -131,12 +131,15 @@ def _claim(transport: Transport, scheduler: Scheduler, request: StartRequest) ->
 
 
 _IN_USE = 73
+_CLAIMED = "hpcjup-claimed"
 # Runs on the login node (POSIX sh, tar): unpack the archive on stdin into a private staging
 # directory, then claim the name with one mkdir (atomic: of two racing starts one wins) and move
 # the files in. With a job id in $4, first move aside the ended session of that job, under a lock.
+# Then, in the session directory, the scheduler's submit command ($5): after the line _CLAIMED on
+# stderr, the exit code and output are the scheduler's.
 _CLAIM = r"""
 umask 077
-root=$1 name=$2 tag=$3 old=$4
+root=$1 name=$2 tag=$3 old=$4 submit=$5
 final=$root/$name stage=$root/.stage-$tag lock=
 mkdir -p -- "$root" && mkdir -- "$stage" || exit 70
 trap 'rm -rf -- "$stage"; [ -z "$lock" ] || rmdir -- "$lock"' EXIT
@@ -150,19 +153,36 @@ fi
 mkdir -- "$final" 2>/dev/null || exit 73
 for f in "$stage"/*; do mv -- "$f" "$final/" || exit 74; done
 rm -rf -- "$root/.old-$tag"
+cd -- "$final" || exit 74
+printf 'hpcjup-claimed\n' >&2
+eval "$submit"
 """
 
 
-def _upload(transport: Transport, paths: SessionPaths, files: dict[str, tuple[bytes, int]], replace: str) -> int:
-    """Run the claim script with the files as a tar archive on stdin; its exit code (0, or _IN_USE)."""
+def _upload_and_submit(
+    transport: Transport, scheduler: Scheduler, paths: SessionPaths, files: dict[str, tuple[bytes, int]], replace: str
+) -> str | None:
+    """Run the claim script with the files as a tar archive on stdin, then the scheduler's submit command:
+    the job id, or None if the name is in use. A refused submission leaves no directory behind."""
     tag = secrets.token_hex(4)
-    argv = ["sh", "-c", _CLAIM, "sh", paths.root, paths.name, tag, replace]
-    rc, _, err = transport.run_raw(argv, input=pack(files), timeout=300)
-    if rc in (0, _IN_USE):
-        return rc
-    if rc == 74:  # claimed, but a file could not be moved in: nothing was submitted, take it all back
-        transport.rmtree(paths.dir)
-    raise RemoteCommandError(["upload", paths.dir], rc, "", err.decode(errors="replace"))
+    argv = ["sh", "-c", _CLAIM, "sh", paths.root, paths.name, tag, replace, scheduler.submit_command]
+    rc, out, err = transport.run_raw(argv, input=pack(files), timeout=300)
+    text = err.decode(errors="replace")
+    before, claimed, after = text.partition(_CLAIMED + "\n")
+    if not claimed:
+        if rc == _IN_USE:
+            return None
+        if rc == 74:  # claimed, but a file could not be moved in: nothing was submitted, take it all back
+            transport.rmtree(paths.dir)
+        raise RemoteCommandError(["upload", paths.dir], rc, "", before)
+    try:
+        stdout = out.decode(errors="replace")
+        if rc != 0:
+            raise scheduler.refusal(RemoteCommandError([scheduler.submit_command], rc, stdout, after))
+        return scheduler.parse_submission(stdout, after)
+    except BaseException:
+        transport.rmtree(paths.dir)  # the scheduler took no job (or printed no id): nothing to keep
+        raise
 
 
 def _replaceable(transport: Transport, scheduler: Scheduler, paths: SessionPaths) -> str:

@@ -115,7 +115,7 @@ def test_submit_feeds_the_script_on_stdin() -> None:
     """bsub reads #BSUB lines only from a script on its stdin."""
     transport = Replay(recorded("bsub.out"))
     assert LSF().submit(transport, "/home/u/s") == "1234"  # type: ignore[arg-type]
-    assert 'bsub < "$2"' in transport.commands[0][2] and transport.commands[0][-2:] == ["/home/u/s", "job.sh"]
+    assert "bsub < job.sh" in transport.commands[0][2] and transport.commands[0][-1] == "/home/u/s"
 
 
 @pytest.mark.parametrize(

@@ -231,7 +231,7 @@ class Replay:
 def test_submit_reads_the_terse_id_and_refusals_become_submit_errors() -> None:
     replay = Replay((0, recorded("qsub-terse.txt"), ""), (1, "", recorded("qsub-unknown-queue.txt")))
     assert SGE.submit(replay, "/home/u/s") == "2"  # type: ignore[arg-type]
-    assert replay.calls[0][-3:] == ["/home/u/s", "job.sh", "job.out"]
+    assert replay.calls[0][-1] == "/home/u/s" and ": >>job.out && qsub -terse job.sh" in replay.calls[0][2]
     with pytest.raises(SubmitError, match="unknown queue"):
         SGE.submit(replay, "/home/u/s")  # type: ignore[arg-type]
 

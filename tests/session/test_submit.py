@@ -4,7 +4,6 @@ the ready clock runs only once the job does."""
 from __future__ import annotations
 
 import os
-import signal
 import threading
 import time
 from pathlib import Path
@@ -40,10 +39,11 @@ class SlowScheduler(Scheduler):
     def render(self, spec: JobSpec) -> str:
         return "#!/bin/sh\n"
 
-    def submit(self, transport: Transport, session_dir: str) -> str:
-        os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C while sbatch runs
-        time.sleep(0.2)
-        return "123"
+    # The user presses Ctrl-C while sbatch runs (in the same remote command as the upload).
+    submit_command = f"kill -INT {os.getpid()}; sleep 0.2; echo 123"
+
+    def parse_submission(self, stdout: str, stderr: str) -> str:
+        return stdout.strip()
 
     def status(self, transport: Transport, job_id: str) -> JobStatus:
         return JobStatus(job_id, self.states.pop(0) if len(self.states) > 1 else self.states[0])
