@@ -154,15 +154,6 @@ def load_groups(transport: Transport, paths: SessionPaths) -> dict[str, WorkerGr
     return {name: group for name, group in groups.items() if group is not None}
 
 
-def recorded_ids(transport: Transport, paths: SessionPaths) -> list[str]:
-    """Every job id the session recorded: its groups' and the notebook's; one remote command."""
-    script = 'for f; do head -c "$0" -- "$f" 2>/dev/null; printf "\\0"; done'
-    files = [paths.file(GROUPS_FILE), paths.file(JOBS_FILE)]
-    out = transport.run(["sh", "-c", script, str(_MAX_READ), *files], check=False).stdout
-    groups, _, jobs = out.partition("\0")
-    return ids_in(groups.encode(), jobs.rstrip("\0").encode())
-
-
 def ids_in(groups_json: bytes | None, jobs_file: bytes | None) -> list[str]:
     """The valid job ids recorded in a session's groups.json and dask/jobs (damaged content counts as none)."""
     ids = [job_id for entry in _parse_groups((groups_json or b"")[:_MAX_READ]).values() for job_id in _ids_of(entry)]

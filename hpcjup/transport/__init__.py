@@ -13,9 +13,9 @@ import os
 import shutil
 
 from hpcjup.errors import UsageError
-from hpcjup.transport.base import CommandResult, FileInfo, Prompter, Stream, Transport
+from hpcjup.transport.base import CommandResult, Prompter, Stream, Transport
 
-__all__ = ["BACKENDS", "CommandResult", "FileInfo", "Prompter", "Stream", "Transport", "choose_backend", "connect"]
+__all__ = ["BACKENDS", "CommandResult", "Prompter", "Stream", "Transport", "choose_backend", "connect"]
 
 LOCAL_HOST = "local"
 BACKENDS = ("auto", "openssh", "paramiko")

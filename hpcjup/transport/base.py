@@ -182,10 +182,6 @@ class Transport(ABC):
         """Write a remote file atomically (temporary name, then rename) with `mode`."""
 
     @abstractmethod
-    def scan(self, directory: str) -> dict[str, FileInfo]:
-        """Name -> FileInfo of the entries of a remote directory; empty if it does not exist."""
-
-    @abstractmethod
     def mkdir(self, path: str, mode: int = 0o700) -> None:
         """Create one directory with `mode`; FileExistsError if it exists."""
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hpcjup.errors import WaitTimeout
 from hpcjup.files import write_private
-from hpcjup.transport.base import FileInfo, PipeProcess, RemoteProcess, Stream, Transport
+from hpcjup.transport.base import PipeProcess, RemoteProcess, Stream, Transport
 
 
 class LocalTransport(Transport):
@@ -36,20 +36,6 @@ class LocalTransport(Transport):
 
     def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
         write_private(path, data, mode)
-
-    def scan(self, directory: str) -> dict[str, FileInfo]:
-        try:
-            entries = list(os.scandir(directory))
-        except FileNotFoundError:
-            return {}
-        result = {}
-        for entry in entries:
-            try:
-                st = entry.stat()
-            except FileNotFoundError:  # removed between listing and stat
-                continue
-            result[entry.name] = FileInfo(entry.name, st.st_size, st.st_mtime)
-        return result
 
     def mkdir(self, path: str, mode: int = 0o700) -> None:
         os.mkdir(path, mode)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from hpcjup.errors import ConnectError, HpcjupError, UsageError, WaitTimeout
 from hpcjup.transport.askpass import AskpassBridge, askpass_program, ssh_askpass_env, without_askpass
-from hpcjup.transport.base import FileInfo, PipeProcess, Prompter, RemoteProcess, Stream, Transport, one_line
+from hpcjup.transport.base import PipeProcess, Prompter, RemoteProcess, Stream, Transport, one_line
 from hpcjup.transport.destination import (
     check_node_name,
     control_dir,
@@ -336,16 +336,6 @@ class OpenSSHTransport(Transport):
         # Created under umask 077 (private before any byte lands), then chmod, then an atomic rename.
         script = 'umask 077; t="$1.tmp-$2"; cat > "$t" && chmod "$3" "$t" && mv -f -- "$t" "$1" || { rm -f -- "$t"; exit 1; }'
         self._script(script, path, uuid.uuid4().hex[:8], f"{mode:o}", input=data, timeout=600)
-
-    def scan(self, directory: str) -> dict[str, FileInfo]:
-        # One exec per call: waiting polls this every 0.2 s. GNU find prints NUL-separated fields.
-        out = self._script(
-            '[ -d "$1" ] || exit 0; cd -- "$1" && exec find . -mindepth 1 -maxdepth 1 -printf "%f\\0%s\\0%T@\\0"',
-            directory,
-        )
-        fields = out.split(b"\0")
-        names = [fields[i].decode(errors="surrogateescape") for i in range(0, len(fields) - 2, 3)]
-        return {name: FileInfo(name, int(fields[3 * i + 1]), float(fields[3 * i + 2])) for i, name in enumerate(names)}
 
     def mkdir(self, path: str, mode: int = 0o700) -> None:
         self._script('[ -e "$1" ] && exit 17; exec mkdir -m "$2" -- "$1"', path, f"{mode:o}")

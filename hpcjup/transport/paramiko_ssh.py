@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpcjup.errors import AuthError, ConnectError, WaitTimeout
 from hpcjup.transport.askpass import effective_prompter
-from hpcjup.transport.base import FileInfo, Prompter, RemoteProcess, Stream, Transport
+from hpcjup.transport.base import Prompter, RemoteProcess, Stream, Transport
 from hpcjup.transport.destination import Destination, check_node_name, jump_chain, parse_destination
 from hpcjup.transport.hostkeys import known_key_types, verify_host_key
 
@@ -303,14 +303,6 @@ class ParamikoTransport(Transport):
         except OSError:
             sftp.remove(tmp)
             raise
-
-    def scan(self, directory: str) -> dict[str, FileInfo]:
-        _log_sftp("scan", directory, self.name)
-        try:
-            attrs = self.sftp.listdir_attr(directory)
-        except FileNotFoundError:
-            return {}
-        return {a.filename: FileInfo(a.filename, a.st_size or 0, float(a.st_mtime or 0)) for a in attrs}
 
     def mkdir(self, path: str, mode: int = 0o700) -> None:
         _log_sftp("mkdir", path, self.name)

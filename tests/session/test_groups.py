@@ -14,9 +14,9 @@ from hpcjup.session.groups import (
     WorkerGroup,
     check_group_name,
     check_partition,
+    ids_in,
     job_name,
     load_groups,
-    recorded_ids,
     valid_ids,
     worker_prologue,
 )
@@ -78,7 +78,8 @@ def test_recorded_ids_come_from_groups_json_and_the_wrapper_file(paths: SessionP
     }
     Path(paths.file(GROUPS_FILE)).write_text(json.dumps(groups))
     Path(paths.file(JOBS_FILE)).write_text("104\n--all\n105\n101\n")
-    assert recorded_ids(LocalTransport(), paths) == ["101", "102", "103", "104", "105"]
+    groups_json, jobs_file = Path(paths.file(GROUPS_FILE)).read_bytes(), Path(paths.file(JOBS_FILE)).read_bytes()
+    assert ids_in(groups_json, jobs_file) == ["101", "102", "103", "104", "105"]
     assert sorted(load_groups(LocalTransport(), paths)) == ["batch", "gpu"]
 
 
@@ -86,7 +87,7 @@ def test_recorded_ids_come_from_groups_json_and_the_wrapper_file(paths: SessionP
 def test_a_missing_or_damaged_record_names_no_job(paths: SessionPaths, content: bytes | None) -> None:
     if content is not None:
         Path(paths.file(GROUPS_FILE)).write_bytes(content)
-    assert recorded_ids(LocalTransport(), paths) == []
+    assert ids_in(content, None) == []
     assert load_groups(LocalTransport(), paths) == {}
 
 

@@ -44,7 +44,8 @@ def test_one_prompt_per_connect_through_hpcjup_askpass(
     transport = connect_to(HOST, backend)
     for _ in range(3):
         assert transport.run(["whoami"]).stdout.strip() == sshd2fa.cluster.user
-    transport.scan(transport.home())
+    with pytest.raises(FileNotFoundError):  # file access too (paramiko: an SFTP channel), with no new prompt
+        transport.read_file(f"{transport.home()}/no-such-file")
     prompts = askpass.read_text().splitlines()
     assert len(prompts) == 1 and twofactor.PROMPT in prompts[0]
     assert sshd2fa.logins() - logins == 1
