@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hpcjup.config.profiles import HEADER, KEYS, check_table, config_path, find_line, load_config, parse_config
+from hpcjup.config.profiles import config_path, load_config, parse_config
+from hpcjup.config.schema import HEADER, KEYS, check_table, find_line
 from hpcjup.errors import UsageError
 from hpcjup.files import write_private
 
