@@ -318,3 +318,19 @@ def test_no_command_line_carries_a_non_id(job_id: str, graceful: bool) -> None:
             if i and argv[i - 1] != "-t" and word in (job_id, f"{job_id},42", f"--jobs={job_id}")
         ]
         assert not carried, transport.argvs
+
+
+DIRECTIVES = st.one_of(
+    st.sampled_from(["-l wd", "-l storage=gdata/ab12+scratch/ab12", "--constraint=gpu", '-R "span[hosts=1]"']),
+    st.builds("-{}".format, st.from_regex(r"[ -~]{1,40}", fullmatch=True)),
+)
+
+
+@given(hostile(DIRECTIVES))
+@PROPERTY
+def test_directives(text: str) -> None:
+    """A directive reaches the job script as one comment line: never a newline, never a line that is no option."""
+    value = _fails_only_with_ours(Resources, directives=(text,))
+    if value is not None:
+        assert "\n" not in text and "\r" not in text and "\x00" not in text and text.startswith("-")
+        assert text.isascii() and text == text.strip()

@@ -33,6 +33,9 @@ class Resources:
     cpus: int | None = None
     mem: str | None = None
     gpus: str | None = None
+    # Options for the batch system the adapter writes verbatim as directives (#SBATCH, #PBS, #BSUB, #$),
+    # for what hpcjup has no flag for: `-l storage=gdata/ab12`, `--constraint=gpu`, `-R "span[hosts=1]"`.
+    directives: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Several, booster,batch, for schedulers that start the job in the first that can; each checked.
@@ -59,6 +62,8 @@ class Resources:
             raise UsageError(f"--nodes must be at least 1, not {self.nodes}.")
         if self.cpus is not None and self.cpus < 1:
             raise UsageError(f"--cpus must be at least 1, not {self.cpus}.")
+        for directive in self.directives:
+            check_directive(directive)
 
     @property
     def time_seconds(self) -> int | None:
@@ -71,14 +76,34 @@ class Resources:
         return self.partition.split(",") if self.partition else []
 
     def to_dict(self) -> dict[str, object]:
-        """The set values, for session metadata and JSON output."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """The set values (directives as a list, left out when there are none), for session metadata and JSON."""
+        values = {k: v for k, v in asdict(self).items() if v is not None and k != "directives"}
+        if self.directives:
+            values["directives"] = list(self.directives)
+        return values
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Resources:
         """Rebuild from `to_dict` output, ignoring keys this version does not know."""
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        if isinstance(known.get("directives"), list):
+            known["directives"] = tuple(known["directives"])  # type: ignore[arg-type]
         return cls(**known)  # type: ignore[arg-type]
+
+
+# One option and its value, printable ASCII on one line: a directive is a comment line of the job
+# script that the scheduler reads, and a newline would start a line the shell runs.
+_DIRECTIVE = re.compile(r"-[ -~]{1,255}")
+
+
+def check_directive(directive: object) -> str:
+    """`directive` if it is one batch-system option ("-l wd", "--constraint=gpu"); a UsageError otherwise."""
+    if isinstance(directive, str) and _DIRECTIVE.fullmatch(directive) and directive.strip() == directive:
+        return directive
+    raise UsageError(
+        f"--directive {directive!r} is not valid: expected one option on one line, such as '-l wd' or '--constraint=gpu'.",
+        hint="Give one option per --directive (or per item of `directives` in a profile), starting with '-'.",
+    )
 
 
 def time_to_seconds(value: str) -> int:

@@ -96,3 +96,16 @@ def test_zero_duration_refused_where_it_means_nothing(text: str) -> None:
 def test_bad_durations_are_usage_errors(text: str) -> None:
     with pytest.raises(UsageError, match="--timeout"):
         parse_duration(text, "--timeout")
+
+
+def test_directives_are_kept_in_order_and_survive_the_record() -> None:
+    resources = Resources(directives=("-l wd", "-l storage=gdata/ab12"))
+    assert Resources.from_dict(resources.to_dict()) == resources
+    assert resources.to_dict()["directives"] == ["-l wd", "-l storage=gdata/ab12"]
+    assert "directives" not in Resources().to_dict()
+
+
+@pytest.mark.parametrize("bad", ["", "wd", "-l wd\n#!/bin/sh", "-l wd; rm -rf ~\r", " -l wd", "-" + "x" * 300])
+def test_a_directive_that_is_not_one_option_on_one_line_is_refused(bad: str) -> None:
+    with pytest.raises(UsageError, match="--directive"):
+        Resources(directives=(bad,))
