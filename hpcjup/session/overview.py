@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -199,17 +200,27 @@ def job_statuses(transport: Transport, found: list[Found]) -> dict[str, JobStatu
             statuses[f.paths.name] = JobStatus(f.record.job_id, JobState.GONE)
         else:
             by_scheduler.setdefault(f.record.scheduler, []).append(f)
-    for name, group in by_scheduler.items():
-        ids = [f.record.job_id for f in group if f.record is not None]
-        try:
-            answers = get_scheduler(name).statuses(transport, ids)
-        except HpcjupError as exc:  # one scheduler that cannot answer must not hide the other sessions
-            unknown = JobStatus("", JobState.UNKNOWN, reason=f"{get_scheduler(name).title or name}: {exc.message}")
-            answers = {job_id: dataclasses.replace(unknown, job_id=job_id) for job_id in ids}
+    asks = [(name, [f.record.job_id for f in group if f.record is not None]) for name, group in by_scheduler.items()]
+    if len(asks) > 1:  # several schedulers in use: their queries travel side by side on the one connection
+        with ThreadPoolExecutor(max_workers=len(asks)) as pool:
+            answered = list(pool.map(lambda ask: _ask(transport, *ask), asks))
+    else:
+        answered = [_ask(transport, *ask) for ask in asks]
+    for group, answers in zip(by_scheduler.values(), answered, strict=True):
         for f in group:
             assert f.record is not None
             statuses[f.paths.name] = answers.get(f.record.job_id, JobStatus(f.record.job_id, JobState.GONE))
     return statuses
+
+
+def _ask(transport: Transport, name: str, ids: list[str]) -> dict[str, JobStatus]:
+    """One scheduler's answer for its jobs; UNKNOWN for all of them if it cannot answer (one scheduler that
+    cannot answer must not hide the other sessions)."""
+    try:
+        return get_scheduler(name).statuses(transport, ids)
+    except HpcjupError as exc:
+        unknown = JobStatus("", JobState.UNKNOWN, reason=f"{get_scheduler(name).title or name}: {exc.message}")
+        return {job_id: dataclasses.replace(unknown, job_id=job_id) for job_id in ids}
 
 
 #: A session whose launcher recorded its end longer ago than this is not asked about: schedulers forget
