@@ -230,7 +230,8 @@ def measure_session(env: dict[str, str], home: Path, name: str) -> dict[str, Any
         raise RuntimeError(f"start printed {info['url']}, which does not answer")
     ready = json.loads((SESSIONS / name / "connection.json").read_text())["ready_at"]
     detect = start.began + start.seconds - datetime.datetime.fromisoformat(ready).timestamp()
-    submitted = [i for i, (_, line) in enumerate(start.commands) if "sbatch" in line]
+    # The submission travels in the upload's command (the claim script's "submit=$5"); older: its own sbatch.
+    submitted = [i for i, (_, line) in enumerate(start.commands) if "submit=$5" in line or "sbatch" in line]
     at = submitted[0] if submitted else None
     result: dict[str, Any] = {
         "start": start.seconds,
