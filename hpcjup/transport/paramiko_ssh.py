@@ -19,15 +19,14 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpcjup.errors import AuthError, ConnectError, WaitTimeout
+from hpcjup.errors import ConnectError, WaitTimeout
 from hpcjup.transport.askpass import effective_prompter
 from hpcjup.transport.base import Prompter, RemoteProcess, Stream, Transport
 from hpcjup.transport.destination import Destination, check_node_name, jump_chain, parse_destination
 from hpcjup.transport.hostkeys import known_key_types, verify_host_key
+from hpcjup.transport.paramiko_auth import Authenticator, no_prompt
 
 if TYPE_CHECKING:
     import paramiko
@@ -44,30 +43,23 @@ _MAX_PACKET = 256 * 1024 - 1024
 _PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 
-def _no_prompt(question: str, echo: bool) -> str:
-    raise AuthError(
-        f"The server asks {question.strip()!r}, but there is no terminal to answer it.",
-        hint="Run hpcjup in a terminal, load the key into ssh-agent first, or set HPCJUP_ASKPASS to a program that answers.",
-    )
-
-
 class ParamikoTransport(Transport):
     """A paramiko Transport to the login node, through ProxyJump hops if ~/.ssh/config says so."""
 
     def __init__(
         self,
         dest: Destination,
-        prompt: Prompter | None = _no_prompt,
+        prompt: Prompter | None = no_prompt,
         *,
         accept_new: bool = False,
         via: ParamikoTransport | None = None,
     ) -> None:
         self.dest = dest
         self.name = dest.alias
-        self._prompt: Prompter = effective_prompter(prompt) or _no_prompt
         self._accept_new = accept_new
         self._via = via  # the login node, when this is a compute node reached through it
-        self._keys: dict[Path, paramiko.PKey | None] = via._keys if via else {}  # a passphrase is asked once
+        # One per login (a compute node takes its login node's): a passphrase is asked once.
+        self._auth: Authenticator = via._auth if via else Authenticator(effective_prompter(prompt) or no_prompt)
         self._sftp: paramiko.SFTPClient | None = None
         self._sftp_lock = threading.Lock()
         self._home: str | None = None
@@ -154,7 +146,7 @@ class ParamikoTransport(Transport):
                 # (paramiko issue #822), killing the connection. Rekey where OpenSSH does for 128-bit blocks.
                 t.packetizer.REKEY_BYTES = t.packetizer.REKEY_PACKETS = 2**36
             verify_host_key(dest, t.get_remote_server_key(), self._accept_new)
-            self._authenticate(t, dest)
+            self._auth.authenticate(t, dest)
         except (paramiko.SSHException, EOFError) as exc:
             t.close()
             raise ConnectError(
@@ -165,77 +157,6 @@ class ParamikoTransport(Transport):
             raise
         t.set_keepalive(dest.server_alive_interval)
         return t
-
-    def _authenticate(self, t: paramiko.Transport, dest: Destination) -> None:
-        """Try agent keys, then key files, then keyboard-interactive; one pass, as OpenSSH does."""
-        import paramiko
-
-        user = dest.user
-        allowed: list[str] = []
-        for key in self._candidate_keys(dest):
-            try:
-                allowed = t.auth_publickey(user, key)
-            except paramiko.AuthenticationException:
-                continue
-            except paramiko.SSHException as exc:
-                log.debug("public key rejected: %s", exc)
-                continue
-            if t.is_authenticated():
-                return
-            break  # partial success: the server wants a second factor
-        if not t.is_authenticated():
-            try:
-                t.auth_interactive(user, self._interactive_handler)
-            except paramiko.BadAuthenticationType as exc:
-                allowed = list(exc.allowed_types)
-            except paramiko.AuthenticationException:
-                pass
-        if not t.is_authenticated():
-            raise AuthError(
-                f"Authentication as {user}@{dest.hostname} failed"
-                + (f" (server allows: {', '.join(allowed)})" if allowed else "")
-                + ".",
-                hint="Check that `ssh` logs in with the same key (IdentityFile in ~/.ssh/config, or ssh-add).",
-            )
-
-    def _candidate_keys(self, dest: Destination) -> Iterator[paramiko.PKey]:
-        import paramiko
-
-        files = [p for p in dest.identity_files if p.is_file()]
-        if not dest.identities_only or not files:
-            try:
-                yield from paramiko.Agent().get_keys()
-            except paramiko.SSHException:
-                pass
-        for path in files:
-            key = self._load_key(path)
-            if key is not None:
-                yield key
-
-    def _load_key(self, path: Path) -> paramiko.PKey | None:
-        if path not in self._keys:
-            self._keys[path] = self._read_key(path)
-        return self._keys[path]
-
-    def _read_key(self, path: Path) -> paramiko.PKey | None:
-        import paramiko
-
-        try:
-            return paramiko.PKey.from_path(path)
-        except (paramiko.PasswordRequiredException, TypeError) as exc:  # cryptography >= 42 raises TypeError here
-            if isinstance(exc, TypeError) and "password" not in str(exc).lower():
-                raise
-            passphrase = self._prompt(f"Enter passphrase for key '{path}': ", False)
-            try:
-                return paramiko.PKey.from_path(path, password=passphrase.encode())
-            except (paramiko.SSHException, ValueError) as exc:
-                raise AuthError(f"Cannot decrypt {path}: wrong passphrase?") from exc
-        except (paramiko.SSHException, OSError, ValueError) as exc:
-            log.debug("skipping key %s: %s", path, exc)
-            return None
-
-    def _interactive_handler(self, title: str, instructions: str, prompts: list[tuple[str, bool]]) -> list[str]:
-        return [self._prompt(text, echo) for text, echo in prompts]
 
     # -- commands -----------------------------------------------------------------------
 
@@ -359,7 +280,7 @@ class ParamikoTransport(Transport):
             proxy_jump=None,
             proxy_command=None,
         )
-        return ParamikoTransport(dest, self._prompt, accept_new=self._accept_new, via=self)
+        return ParamikoTransport(dest, self._auth.prompt, accept_new=self._accept_new, via=self)
 
     @property
     def alive(self) -> bool:
