@@ -7,7 +7,7 @@ protocol (OpenSSH's PROTOCOL.mux) directly: a stdio-forward request hands the ma
 of our socketpairs, so forwarded bytes go from the master's C code straight into the tunnel, with
 no ssh process per connection. This process holds one idle mux connection (the "lease") while it
 uses the master: it keeps ControlPersist from expiring under a long-lived tunnel holder and tells
-`alive` at once when the master is gone.
+`alive` at once when the master is gone. The ssh command lines themselves are in sshmaster.py.
 """
 
 from __future__ import annotations
@@ -23,26 +23,24 @@ import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
-from hpcjup.errors import ConnectError, HpcjupError, UsageError, WaitTimeout
-from hpcjup.transport.askpass import AskpassBridge, askpass_program, ssh_askpass_env, without_askpass
+from hpcjup.errors import ConnectError, HpcjupError, WaitTimeout
 from hpcjup.transport.base import PipeProcess, Prompter, RemoteProcess, Stream, Transport, one_line
 from hpcjup.transport.destination import (
     check_node_name,
     control_dir,
-    home_overridden,
     locked,
     split_destination,
     wrapper_config,
 )
 from hpcjup.transport.hostkeys import ssh_error
 from hpcjup.transport.mux import Mux, MuxRefused, MuxStream
+from hpcjup.transport.sshmaster import Master, MuxUnavailable, resolve_options, terminate
 
 log = logging.getLogger("hpcjup.ssh")
 
-PERSIST_SECONDS = 600  # ControlPersist: how long an unused master waits for the next hpcjup command
 _DOWNLOAD_BUFFER = 4 * 1024 * 1024  # measured: 0.8x of `ssh -L` with the default socketpair buffers, 1.0x with this
 _LOST = (
     "control socket connect",
@@ -51,10 +49,6 @@ _LOST = (
     "connection closed by unknown",
     "proxycommand",
 )
-
-
-class MuxUnavailable(ConnectError):
-    """ControlMaster cannot work here (no usable ssh or socket directory); the paramiko backend can."""
 
 
 class ConnectionLost(ConnectError, EOFError):
@@ -92,28 +86,32 @@ class OpenSSHTransport(Transport):
             )
         self._dir = directory
         self._config = wrapper_config(self._dir, accept_new)
-        self._identities: list[str] = []
-        self.identity_files: list[str] = []  # every IdentityFile ssh uses for this host, ~ expanded
         self._unix_forwards: dict[str, Path] = {}
         self._forward_lock = threading.Lock()
-        opts = self._resolve()
+        opts = resolve_options(self._ssh, self._config, self._target, self.name)
+        self.identity_files = opts.identity_files  # every IdentityFile ssh uses for this host, ~ expanded
         self.user, self.hostname, self.port = (
-            opts.get("user", ""),
-            opts.get("hostname", host),
-            int(opts.get("port", "22")),
+            opts.values.get("user", ""),
+            opts.values.get("hostname", host),
+            int(opts.values.get("port", "22")),
         )
-        self.proxy_jump = opts.get("proxyjump") if opts.get("proxyjump", "none") != "none" else None
-        route = f"{Path.home()}\0{self.user}@{self.hostname}:{self.port}\0{self.proxy_jump}\0{opts.get('proxycommand')}"
+        jump = opts.values.get("proxyjump", "none")
+        self.proxy_jump = jump if jump != "none" else None
+        command = opts.values.get("proxycommand")
+        route = f"{Path.home()}\0{self.user}@{self.hostname}:{self.port}\0{self.proxy_jump}\0{command}"
         if via is not None:  # a hop master is this process's own: another's closing it must not cut our forwards
             route += f"\0{os.getpid()}"
         self.control_path = self._dir / hashlib.sha256(route.encode()).hexdigest()[:16]
+        self._master = Master(self._ssh, self._config, self.control_path, tuple(self._target), self.name)
         self.started_master = False
         self._home: str | None = None
         self._lease_lock = threading.Lock()
         with locked(self._dir / f"{self.control_path.name}.lock"):
             self._lease: Mux | None = self._reuse()
             if self._lease is None:
-                self._start_master(opts, prompt)
+                failed = self._master.start(opts, prompt)
+                if failed is not None:
+                    raise self._failure(failed)
                 self.started_master = True
                 try:
                     self._lease = Mux(self.control_path)
@@ -123,33 +121,6 @@ class OpenSSHTransport(Transport):
                     ) from exc
 
     # -- the master connection ------------------------------------------------------------
-
-    def _resolve(self) -> dict[str, str]:
-        """`ssh -G`: the options ssh will use for this destination (first value of each)."""
-        proc = subprocess.run(
-            [self._ssh, "-G", "-F", str(self._config), *self._target],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        if proc.returncode != 0:
-            err = proc.stderr.strip()
-            if "illegal option" in err or "unknown option" in err:
-                raise MuxUnavailable(f"{self._ssh} is too old for hpcjup (it lacks -G): {err}")
-            raise UsageError(
-                f"ssh cannot use its configuration for {self.name}: {err.splitlines()[-1] if err else 'no output'}",
-                hint=f"Run `ssh -G {self.name}` to see the problem in ~/.ssh/config.",
-            )
-        opts: dict[str, str] = {}
-        for line in proc.stdout.splitlines():
-            key, _, value = line.partition(" ")
-            opts.setdefault(key.lower(), value.strip())
-            if key.lower() == "identityfile":
-                self.identity_files.append(str(Path.home() / value[2:]) if value.startswith("~/") else value)
-                if value.startswith("~/") and home_overridden():
-                    self._identities.append(self.identity_files[-1])  # ssh would take ~ from the password database
-        return opts
 
     def _reuse(self) -> Mux | None:
         """A lease on a live master for this route, or None (a stale socket is removed)."""
@@ -166,117 +137,21 @@ class OpenSSHTransport(Transport):
         self.control_path.unlink(missing_ok=True)
         return None
 
-    def _start_master(self, opts: dict[str, str], prompt: Prompter | None) -> None:
-        """Authenticate once: `ssh -N -f` returns when the master is logged in and listening."""
-        argv = [
-            self._ssh,
-            "-F",
-            str(self._config),
-            "-o",
-            "ControlMaster=yes",
-            "-o",
-            f"ControlPath={self.control_path}",
-            "-o",
-            f"ControlPersist={PERSIST_SECONDS}",
-        ]
-        if opts.get("serveraliveinterval", "0") == "0":
-            argv += ["-o", "ServerAliveInterval=30"]  # notice a dead network like the paramiko backend's keepalive
-        argv += [arg for key in self._identities for arg in ("-o", f"IdentityFile={key}")]
-        argv += ["-N", "-f", *self._target]
-        env = dict(os.environ)
-        program = askpass_program()
-        bridge = AskpassBridge(self._dir, prompt) if prompt is not None and not program else None
-        if program:
-            env.update(ssh_askpass_env(program))
-        log_path = self._dir / f"{self.control_path.name}.log"
-        log.debug("starting the ssh master: %s", shlex.join(argv))
-        with (
-            open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as err,
-            bridge or nullcontext(),
-        ):
-            env.update(bridge.env() if bridge else {})
-            try:  # stdout/stderr must not be the caller's pipes: the daemonized master keeps them open for minutes;
-                # umask 077: a known_hosts that accept-new creates is private, like everything else of ours.
-                rc = subprocess.run(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=err,
-                    env=env,
-                    timeout=600,
-                    umask=0o077,
-                ).returncode
-            except subprocess.TimeoutExpired as exc:
-                raise ConnectError(f"ssh to {self.name} did not finish logging in within {exc.timeout:.0f} s.") from exc
-        if rc != 0 and bridge is not None and bridge.error is not None:
-            raise bridge.error  # e.g. "no terminal to answer": clearer than ssh's "Permission denied"
-        if rc != 0:
-            text = log_path.read_text(errors="replace")
-            log_path.unlink(missing_ok=True)
-            raise self._failure(text)
-
     def _failure(self, text: str) -> HpcjupError:
         """The hpcjup error for what a failed master printed."""
         if self.proxy_jump and "UNKNOWN port 65535" in text:
-            text = self._probe() or text  # ssh sends a ControlPersist master's jump-host errors to /dev/null
+            text = self._master.probe() or text  # ssh sends a ControlPersist master's jump-host errors to /dev/null
         accept = f"ssh {f'-J {self.proxy_jump} ' if self.proxy_jump else ''}-p {self.port} {self.user}@{self.hostname}"
         error = ssh_error(
-            text, self.user, f"{self.hostname}:{self.port}", self.name, accept, lambda: self._probe() or ""
+            text, self.user, f"{self.hostname}:{self.port}", self.name, accept, lambda: self._master.probe() or ""
         )
         return error or MuxUnavailable(f"ssh cannot create its control socket: {text.strip()[-300:]}")
 
-    def _probe(self) -> str | None:
-        """What a verbose, non-interactive ssh without ControlPersist says (host keys offered, a jump host's errors)."""
-        argv = [
-            self._ssh,
-            "-v",
-            "-F",
-            str(self._config),
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ControlPath=none",
-            *self._target,
-            "true",
-        ]
-        try:  # a new session: no terminal, so no hop can prompt for anything
-            return subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=20,
-                env=without_askpass(dict(os.environ)),
-                start_new_session=True,
-            ).stderr
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-
     # -- commands ---------------------------------------------------------------------------
-
-    def _mux_client(self) -> list[str]:
-        """The start of an ssh command line that only ever uses this master.
-
-        -F none: the master already applied the configuration. ProxyCommand=false: if the master
-        is gone, fail at once instead of silently opening (and authenticating) a second connection.
-        """
-        return [
-            self._ssh,
-            "-F",
-            "none",
-            "-S",
-            str(self.control_path),
-            "-o",
-            "ControlMaster=no",
-            "-o",
-            "ProxyCommand=false",
-            "-o",
-            "BatchMode=yes",
-        ]
 
     def _client(self, command: str, input: bytes | None, timeout: float) -> tuple[int, bytes, bytes]:
         """Run one command as a mux client; (exit code, stdout, stderr) as bytes."""
-        argv = [*self._mux_client(), "-T", self.name, "--", command]
+        argv = [*self._master.client(), "-T", self.name, "--", command]
         try:
             proc = subprocess.run(
                 argv,
@@ -300,7 +175,7 @@ class OpenSSHTransport(Transport):
         return self._client(command, input, timeout)
 
     def _start(self, command: str) -> RemoteProcess:
-        argv = [*self._mux_client(), "-T", self.name, "--", command]
+        argv = [*self._master.client(), "-T", self.name, "--", command]
         stdio = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.DEVNULL}
         return PipeProcess(subprocess.Popen(argv, **stdio, start_new_session=True))  # type: ignore[call-overload]
 
@@ -400,7 +275,7 @@ class OpenSSHTransport(Transport):
 
     def hop_options(self) -> list[str]:
         """ssh options that reach another host through this master, as this user with these keys."""
-        proxy = shlex.join([*self._mux_client(), "-W", "%h:%p", self.name])
+        proxy = shlex.join([*self._master.client(), "-W", "%h:%p", self.name])
         keys = [arg for key in self.identity_files for arg in ("-o", f"IdentityFile={key}")]
         return ["-o", f"ProxyCommand={proxy}", "-o", "StreamLocalBindUnlink=yes", *keys, "-l", self.user]
 
@@ -457,7 +332,7 @@ class OpenSSHTransport(Transport):
     def terminate(self) -> None:
         """Ask the master this transport uses to exit now, whoever started it (ends every command and forward on it)."""
         with self._lease_lock:
-            _terminate(self._lease, self.control_path)
+            terminate(self._lease, self.control_path)
 
     def close(self) -> None:
         """Let go of the master: it lives on for ControlPersist, unless we started it with persist=False."""
@@ -465,13 +340,5 @@ class OpenSSHTransport(Transport):
             lease, self._lease = self._lease, None
         if lease is not None:
             if self.started_master and not self.persist:
-                _terminate(lease)  # on our own lease: never a newer master that someone else started
+                terminate(lease)  # on our own lease: never a newer master that someone else started
             lease.sock.close()
-
-
-def _terminate(lease: Mux | None, path: Path | None = None) -> None:
-    """Send MUX_C_TERMINATE on `lease`, or on a new connection to `path`."""
-    try:
-        (lease or Mux(path or Path("/nonexistent"), timeout=5)).terminate()
-    except (OSError, struct.error):  # gone already, or it exits before its answer arrives
-        pass

@@ -12,8 +12,9 @@ import pytest
 
 from hpcjup.errors import ConnectError
 from hpcjup.transport import Transport, choose_backend
-from hpcjup.transport.openssh import PERSIST_SECONDS, ConnectionLost, OpenSSHTransport
+from hpcjup.transport.openssh import ConnectionLost, OpenSSHTransport
 from hpcjup.transport.paramiko_ssh import ParamikoTransport
+from hpcjup.transport.sshmaster import PERSIST_SECONDS
 
 pytestmark = pytest.mark.cluster
 
