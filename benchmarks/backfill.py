@@ -38,7 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.latency import Run, answers, cli, close_masters, snapshot  # noqa: E402
+from benchmarks.latency import answers, cli, close_masters, snapshot  # noqa: E402
 from hpcjup.ui.tables import duration  # noqa: E402
 from tests.cluster import procs  # noqa: E402
 from tests.cluster.fixtures import make_laptop_env  # noqa: E402
@@ -92,6 +92,15 @@ def make_busy(cluster: MiniCluster, minutes: int) -> tuple[str, str]:
     return busy, queued
 
 
+def scheduler_parameters(cluster: MiniCluster) -> str | None:
+    """slurm.conf's SchedulerParameters (bf_interval decides how soon backfill starts a job), None if unset."""
+    for line in cluster.slurm("scontrol", "show", "config").stdout.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "SchedulerParameters":
+            return None if value.strip() == "(null)" else value.strip()
+    return None
+
+
 def job(cluster: MiniCluster, job_id: str) -> dict[str, str]:
     """One active job's row ({} once it ended)."""
     return next((j for j in all_jobs(cluster) if j["id"] == job_id), {})
@@ -109,14 +118,18 @@ def scenario_holds(cluster: MiniCluster, busy: str, queued: str) -> str | None:
 # -- the measurements ---------------------------------------------------------------------------
 
 
-def submitted_at(run: Run) -> float | None:
-    """Wall clock of the sbatch command, as `-v` logged it."""
-    times = [at for at, line in run.commands if "sbatch" in line]
-    return run.began + times[0] if times else None
+def queue_wait(cluster: MiniCluster, job_id: str) -> float:
+    """Seconds from submission to start, as Slurm recorded them (whole seconds); NaN if it cannot say."""
+    out = cluster.slurm("squeue", "-h", "-j", job_id, "-o", "%V|%S").stdout.strip()
+    try:
+        submitted, started = (datetime.datetime.fromisoformat(t) for t in out.split("|"))
+    except ValueError:
+        return float("nan")
+    return (started - submitted).total_seconds()
 
 
 def with_time_min(env: dict[str, str], cluster: MiniCluster, name: str, args: argparse.Namespace) -> dict[str, Any]:
-    """One `start --time-min`: seconds to an answering URL, queue wait, the limit granted; stopped after."""
+    """One `start --time-min`: seconds to an answering URL, Slurm's queue wait, the limit granted; stopped after."""
     argv = ["start", *HOST, *QUICK, "-t", str(args.time), "--time-min", str(args.time_min), "-d", "--json", "-n", name]
     run = cli(env, argv, timeout=args.wait + 120)
     if run.returncode != 0:
@@ -124,17 +137,14 @@ def with_time_min(env: dict[str, str], cluster: MiniCluster, name: str, args: ar
     info = json.loads(run.stdout)
     if not answers(info["url"]):
         raise RuntimeError(f"start printed {info['url']}, which does not answer")
-    started = datetime.datetime.fromisoformat(
-        json.loads((SESSIONS / name / "connection.json").read_text())["started_at"]
-    ).timestamp()
-    sent = submitted_at(run)
+    queue = queue_wait(cluster, str(info["job_id"]))
     rows = json.loads(cli(env, ["ls", *HOST, "--json"]).stdout)["sessions"]
     row: dict[str, Any] = next((r for r in rows if r["session"] == name), {})
     said = SHORTENED.search(run.stderr)
     stop(env, cluster, name)
     return {
         "url": run.seconds,
-        "queue": started - sent if sent else float("nan"),
+        "queue": queue,
         "shortened": said.group(1) if said else None,
         "time_limit": row.get("time_limit"),
         "time_left": row.get("time_left"),
@@ -281,6 +291,7 @@ def main() -> None:
             results["without"].append(figure)
             print(f"without --time-min: {figure}", file=sys.stderr, flush=True)
         results["scenario"] = scenario_holds(cluster, busy, queued)
+        results["scheduler_parameters"] = scheduler_parameters(cluster)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         cleanup(cluster, env, home)
@@ -347,7 +358,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
         f"exclusive job queued behind it; `hpcjup start -d --json -p batch -t {args.time}`; "
         f"{results['seconds']:.0f} s in all\n"
     )
-    print("| start | time to a working URL | queue wait | time limit granted |")
+    print("| start | time to a working URL | queue wait (Slurm's submit to start) | time limit granted |")
     print("| --- | --- | --- | --- |")
     with_urls = [r["url"] for r in with_runs]
     print(
@@ -361,7 +372,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
             if run["url"] is not None
             else (f"did not start within {args.wait} s (`--timeout`)")
         )
-        print(f"| without | {figure} | - | {_expected(run)} |")
+        print(f"| without | {figure} | pending, then cancelled by hpcjup | {_expected(run)} |")
     if with_urls and without_runs:
         median = statistics.median(with_urls)
         if started:
@@ -372,6 +383,10 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
             if waits:
                 text += f"; Slurm's expected start implies about {statistics.median(waits) / median:.0f}x"
             print(f"\nRatio without / with: {text}")
+    print(
+        f"\nSlurm's SchedulerParameters: {results.get('scheduler_parameters') or '(null)'}; backfill plans every "
+        "bf_interval (default 30 s), so a --time-min start waits up to one cycle, then Jupyter starts."
+    )
     if results.get("scenario"):
         print(f"\nThe busy cluster changed during the run: {results['scenario']}; the figures may not mean much.")
 
