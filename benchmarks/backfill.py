@@ -194,12 +194,13 @@ def stop(env: dict[str, str], cluster: MiniCluster, name: str) -> None:
 
 
 def busy_minutes(args: argparse.Namespace) -> int:
-    """The busy job's limit: node2's gap must outlast every --time-min run plus --time-min itself, and stay
-    shorter than --time, or backfill would start the run without --time-min too."""
-    minutes = max(10, math.ceil(args.runs * 50 / 60) + int(args.time_min) + 2)
+    """The busy job's limit: it must outlast every run (about 50 s with --time-min, --wait without) plus
+    --time-min, and stay shorter than --time, or backfill would start the run without --time-min too."""
+    seconds = args.runs * 50 + args.runs_without * (args.wait + 20)
+    minutes = max(10, math.ceil(seconds / 60) + int(args.time_min) + 2)
     if minutes >= args.time:
         raise SystemExit(
-            f"--runs {args.runs} needs a busy job of {minutes} min, not below -t {args.time}: use fewer runs"
+            f"These runs need a busy job of {minutes} min, not below -t {args.time}: use fewer runs or a shorter --wait"
         )
     return minutes
 
