@@ -83,6 +83,8 @@ class LSF(Scheduler):
         ]
         lines = ["#!/bin/bash", f"# hpcjup session {spec.name}: JupyterLab on a compute node."]
         lines += [f"{self.directive} {flag} {value}" for flag, value in (o for o in options if o)]
+        # The user's own options come last (--directive, a profile's `directives`), as given.
+        lines += [f"{self.directive} {directive}" for directive in res.directives]
         # The log while the job runs: LSF copies -o at the end unless the site sets LSB_STDOUT_DIRECT.
         lines += ["", f"cd {shlex.quote(spec.session_dir)} || exit 1", f"exec >>{JOB_LOG} 2>&1"]
         lines += [*self.job_environment(spec), "umask 077", *spec.setup, self.exec_line(spec.command), ""]
@@ -123,8 +125,10 @@ class LSF(Scheduler):
         return submit_error(exc)
 
     def submit_worker(self, transport: Transport, script: str) -> str:
+        # `script` is the path of the rendered worker job on the cluster (session/groups.py writes it there);
+        # bsub reads #BSUB lines only from a script on its stdin.
         try:
-            result = transport.run(["sh", "-c", "umask 077 && exec bsub"], input=script.encode(), timeout=60)
+            result = transport.run(["sh", "-c", 'umask 077 && exec bsub < "$1"', "sh", script], timeout=60)
         except RemoteCommandError as exc:
             raise submit_error(exc) from exc
         return parse_bsub(result.stdout, result.stderr)

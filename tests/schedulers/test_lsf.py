@@ -231,7 +231,18 @@ def test_worker_jobs_take_project() -> None:
         "walltime": "01:30",
     }
     transport = Replay(recorded("bsub.out"))
-    assert lsf.submit_worker(transport, "#!/bin/bash\n#BSUB -J w\n") == "1234"  # type: ignore[arg-type]
+    script = "/home/u/.hpcjup/sessions/lab/dask/batch.sh"  # where session/groups.py wrote dask-jobqueue's script
+    assert lsf.submit_worker(transport, script) == "1234"  # type: ignore[arg-type]
+    # bsub reads #BSUB lines from the script on its stdin: the file, not its path.
+    argv = transport.commands[0]
+    assert argv[-1] == script and 'bsub < "$1"' in argv[2]
+
+
+def test_directives_come_after_hpcjups_own() -> None:
+    resources = Resources(directives=('-R "span[hosts=1]"', "-app jupyter"))
+    lines = LSF().render(JobSpec(name="x", session_dir="/s", command=["l"], resources=resources)).splitlines()
+    directives = [line for line in lines if line.startswith("#BSUB")]
+    assert directives[-2:] == ['#BSUB -R "span[hosts=1]"', "#BSUB -app jupyter"]
 
 
 # -- any input at all: a value or an hpcjup error, nothing else ---------------------------------------

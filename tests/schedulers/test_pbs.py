@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 
 from hpcjup import job
 from hpcjup.config.resources import Resources
-from hpcjup.errors import HpcjupError, RemoteCommandError, SubmitError
+from hpcjup.errors import HpcjupError, RemoteCommandError, SubmitError, UsageError
 from hpcjup.schedulers.base import JobSpec, JobState
-from hpcjup.schedulers.pbs import PBSPro, exec_hosts, parse_qstat, parse_qsub, parse_queues, submit_error
+from hpcjup.schedulers.pbs import NCIGadi, PBSPro
+from hpcjup.schedulers.pbs_parse import exec_hosts, parse_qstat, parse_qsub, parse_queues, submit_error
 from hpcjup.transport.base import CommandResult
 
 DATA = Path(__file__).parent / "data" / "pbs"
@@ -283,7 +284,11 @@ def test_worker_jobs() -> None:
         "walltime": "01:30:00",
     }
     transport = Replay(recorded("qsub.out"))
-    assert pbs.submit_worker(transport, "#!/bin/bash\n#PBS -N w\n") == "2154.edtb-01.mcp.alcf.anl.gov"  # type: ignore[arg-type]
+    script = "/home/u/.hpcjup/sessions/lab/dask/batch.sh"  # where session/groups.py wrote dask-jobqueue's script
+    assert pbs.submit_worker(transport, script) == "2154.edtb-01.mcp.alcf.anl.gov"  # type: ignore[arg-type]
+    # qsub reads the file (its #PBS lines); fed the path on stdin it would run a job without them.
+    argv = transport.commands[0]
+    assert argv[-1] == script and 'qsub "$1"' in argv[2]
 
 
 # -- any input at all: a value or an hpcjup error, nothing else ---------------------------------------
@@ -352,3 +357,107 @@ def test_queues_any_text(text: str) -> None:
         parse_queues(text)
     except HpcjupError:
         pass
+
+
+# -- shrink-to-fit (--time-min) -------------------------------------------------------------------------
+def granted_limit(lines: list[str], qstat_says: str | None, tmp_path: Path) -> str:
+    """HPCJUP_TIME_LIMIT as the job computes it, with a `qstat -f` that prints `qstat_says` (None: no qstat)."""
+    path = "/usr/bin:/bin"
+    if qstat_says is not None:
+        fake = tmp_path / "qstat"
+        fake.write_text(f"#!/bin/sh\necho 'Job Id: 1.s'\necho '    Resource_List.walltime = {qstat_says}'\n")
+        fake.chmod(0o755)
+        path = f"{tmp_path}:{path}"
+    script = "\n".join(line for line in lines if job.ENV_TIME_LIMIT in line) + f'\necho "${job.ENV_TIME_LIMIT}"'
+    return subprocess.run(["sh", "-c", script], env={"PATH": path}, capture_output=True, text=True).stdout.strip()
+
+
+def test_time_min_is_a_shrink_to_fit_job(tmp_path: Path) -> None:
+    """--time 30 --time-min 5: min_walltime/max_walltime and no walltime (PBS sets it when the job starts);
+    the job reads the walltime it was granted from qstat, so the launcher's timer follows it."""
+    pbs = PBSPro()
+    resources = Resources(time="30", time_min="5")
+    pbs.check_request(resources)  # shrink-to-fit: accepted
+    spec = JobSpec(name="x", session_dir="/s", command=["l"], resources=resources, warn_seconds=75)
+    directives = [line for line in pbs.render(spec).splitlines() if line.startswith("#PBS")]
+    assert "#PBS -l min_walltime=00:05:00,max_walltime=00:30:00" in directives
+    assert not [d for d in directives if "-l walltime=" in d]
+    assert granted_limit(pbs.job_environment(spec), "00:08:00", tmp_path) == "480"
+
+
+def test_shrink_to_fit_limits_in_qstat() -> None:
+    """Queued: no walltime yet, the most it may get (max_walltime); running: the walltime PBS chose."""
+    found = parse_qstat(recorded("qstat_stf.json"), ["1030.qot-calc0", "1031.qot-calc0"])
+    queued, running = found["1030.qot-calc0"], found["1031.qot-calc0"]
+    assert queued.state is JobState.PENDING and queued.time_limit == 10 * 3600
+    assert queued.reason == "Job would conflict with reservation or top job"
+    assert running.state is JobState.RUNNING and running.time_limit == 3600 + 40 * 60
+    assert running.time_left == 3600 + 39 * 60
+
+
+# -- --directive: the user's own options -----------------------------------------------------------------
+def test_directives_come_after_hpcjups_own() -> None:
+    resources = Resources(partition="main", directives=("-l storage=gdata/ab12+scratch/ab12", "-W group_list=x"))
+    lines = PBSPro().render(JobSpec(name="x", session_dir="/s", command=["l"], resources=resources)).splitlines()
+    directives = [line for line in lines if line.startswith("#PBS")]
+    assert directives[-2:] == ["#PBS -l storage=gdata/ab12+scratch/ab12", "#PBS -W group_list=x"]
+    assert lines.index(directives[-1]) < lines.index('cd "$PBS_O_WORKDIR" || exit 1')
+
+
+# -- NCI Gadi: job-wide resources, -P ---------------------------------------------------------------------
+GADI = Resources(
+    partition="normal",
+    account="ab12",
+    time="2:00:00",
+    nodes=2,
+    cpus=48,
+    mem="190G",
+    directives=("-l storage=gdata/ab12+scratch/ab12", "-l jobfs=100GB"),
+)
+
+
+def test_gadi_script_has_the_directives_ncis_examples_have() -> None:
+    """NCI's documented job scripts (https://opus.nci.org.au/display/Help/PBS+Directives+Explained) ask with
+    `-P`, job-wide `-l ncpus=`, `-l mem=`, `-l walltime=`, `-l storage=`, `-l jobfs=`, and never `select=`."""
+    script = NCIGadi().render(JobSpec(name="lab", session_dir="/s", command=["l"], resources=GADI))
+    directives = [line for line in script.splitlines() if line.startswith("#PBS")]
+    for line in [
+        "#PBS -P ab12",
+        "#PBS -q normal",
+        "#PBS -l ncpus=96",  # two whole 48-core nodes
+        "#PBS -l mem=380gb",  # --mem is per node; Gadi's mem is the job's
+        "#PBS -l walltime=02:00:00",
+        "#PBS -l storage=gdata/ab12+scratch/ab12",
+        "#PBS -l jobfs=100GB",
+    ]:
+        assert line in directives
+    assert not [d for d in directives if "select=" in d or " -A " in d or "place=" in d]
+
+
+def test_gadi_gpus_are_job_wide() -> None:
+    resources = Resources(partition="gpuvolta", cpus=12, gpus="1")
+    script = NCIGadi().render(JobSpec(name="g", session_dir="/s", command=["l"], resources=resources))
+    assert "#PBS -l ngpus=1" in script and "#PBS -l ncpus=12" in script
+
+
+def test_gadi_cpus_per_node_from_pbs_ncpus(tmp_path: Path) -> None:
+    nodefile = tmp_path / "nodes"
+    nodefile.write_text("gadi-cpu-clx-0001\n" * 48 + "gadi-cpu-clx-0002\n" * 48)
+    lines = NCIGadi().job_environment(JobSpec(name="x", session_dir="/s", command=["l"], resources=GADI))
+    env = {"PBS_NCPUS": "96", "NCPUS": "48", "PBS_NODEFILE": str(nodefile), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(["sh", "-c", "\n".join(lines) + "\nenv"], env=env, capture_output=True, text=True).stdout
+    got = dict(line.split("=", 1) for line in out.splitlines() if line.startswith("HPCJUP_"))
+    assert got[job.ENV_CPUS] == "48"
+    assert got[job.ENV_NODELIST] == "gadi-cpu-clx-0001 gadi-cpu-clx-0002"
+    assert got[job.ENV_SCHEDULER] == "pbs-nci"
+
+
+def test_gadi_refuses_nodes_without_cpus() -> None:
+    with pytest.raises(UsageError, match="--cpus"):
+        NCIGadi().check_request(Resources(nodes=2))
+    NCIGadi().check_request(Resources(nodes=2, cpus=48))
+
+
+def test_gadi_worker_jobs_charge_with_p() -> None:
+    options = NCIGadi().worker_job_options("normal", "ab12", "30")
+    assert options == {"queue": "normal", "account": None, "walltime": "00:30:00", "job_extra_directives": ["-P ab12"]}
