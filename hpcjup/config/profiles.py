@@ -121,6 +121,7 @@ class Resolved:
             cpus=self.value("cpus"),
             mem=self.value("mem"),
             gpus=self.value("gpus"),
+            directives=tuple(self.value("directives") or ()),
         )
 
     def check_site(self) -> None:
@@ -282,11 +283,11 @@ def _check_formats(resolved: Resolved) -> None:
     """Check values that end up in the batch script, naming where a bad one came from."""
     from hpcjup.config.resources import Resources, parse_duration
 
-    for key in ("partition", "account", "time", "mem", "gpus"):
+    for key in ("partition", "account", "time", "mem", "gpus", "directives"):
         if (value := resolved.value(key)) is None:
             continue
         try:
-            Resources(**{key: value})
+            Resources(**{key: tuple(value) if key == "directives" else value})
         except UsageError as exc:
             if resolved.settings[key].source == "command line":
                 raise

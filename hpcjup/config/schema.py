@@ -49,6 +49,7 @@ KEYS: dict[str, Key] = {
         Key("cpus", int, "CPUs for Jupyter's task", low=1),
         Key("mem", str, "memory per node, e.g. 16G"),
         Key("gpus", str, "GPUs, e.g. 4 or a100:4"),
+        Key("directives", list, "extra batch-system options, verbatim, e.g. ['-l storage=gdata/ab12'] (PBS)"),
         Key("workdir", str, "Jupyter's root directory on the cluster"),
         Key("python", str, "the cluster-side Python with JupyterLab", default="python3"),
         Key("idle_timeout", str, "end the session after this long unused (0: never)", default="1h"),

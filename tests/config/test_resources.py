@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from hpcjup.config.resources import Resources, parse_duration, time_to_seconds
@@ -109,3 +111,15 @@ def test_directives_are_kept_in_order_and_survive_the_record() -> None:
 def test_a_directive_that_is_not_one_option_on_one_line_is_refused(bad: str) -> None:
     with pytest.raises(UsageError, match="--directive"):
         Resources(directives=(bad,))
+
+
+def test_directives_come_from_a_profile_and_a_bad_one_names_the_file(tmp_path: Path) -> None:
+    from hpcjup.config.profiles import resolve
+
+    config = tmp_path / "config.toml"
+    config.write_text('[profiles.gadi]\ndirectives = ["-l wd", "-l storage=gdata/ab12+scratch/ab12"]\n')
+    resolved = resolve({}, profile="gadi", env={}, path=config)
+    assert resolved.resources().directives == ("-l wd", "-l storage=gdata/ab12+scratch/ab12")
+    config.write_text('[profiles.bad]\ndirectives = ["-l wd\\n#SBATCH --wrap=id"]\n')
+    with pytest.raises(UsageError, match=r"config\.toml"):
+        resolve({}, profile="bad", env={}, path=config)
