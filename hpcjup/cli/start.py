@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,8 @@ from hpcjup.cli.profile import RENAMED, profile_option, typed_options
 from hpcjup.cli.serve import Holder, terminate_as_interrupt
 from hpcjup.config.profiles import resolve
 from hpcjup.config.resources import parse_duration
-from hpcjup.errors import HpcjupError, Interrupted, JobCannotStart, JobFailedError, UsageError
+from hpcjup.config.schema import KEYS
+from hpcjup.errors import ExitCode, HpcjupError, Interrupted, JobCannotStart, JobFailedError, SubmitError, UsageError
 from hpcjup.session.groups import WorkerGroup
 from hpcjup.session.layout import check_name
 from hpcjup.session.submit import DaskRequest, StartRequest
@@ -81,6 +83,18 @@ if TYPE_CHECKING:
 @click.option(
     "-d", "--detach", is_flag=True, help="Return once the URL answers; a background process keeps the tunnel."
 )
+@click.option(
+    "--directive",
+    "directives",
+    multiple=True,
+    metavar="OPT",
+    help="An extra batch-system option written verbatim as a directive, e.g. '--constraint=gpu' (repeatable).",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Submit nothing: print the job script and the scheduler's start estimate for each partition.",
+)
 @profile_option
 @click.option("--site", help="Site preset (see `hpcjup sites`), e.g. juwels.")
 @json_option
@@ -111,6 +125,8 @@ def command(
     no_dask: bool,
     worker_groups: tuple[str, ...],
     detach: bool,
+    directives: tuple[str, ...],
+    dry_run: bool,
     profile: str | None,
     site: str | None,
 ) -> None:
@@ -132,6 +148,8 @@ def command(
 
         get_scheduler(settings.value("scheduler"))  # an unknown name lists the known ones now, before connecting
     resources = settings.resources()
+    if directives and "directives" not in KEYS:  # until the profile key exists: the flag alone
+        resources = dataclasses.replace(resources, directives=directives)
     cpus, local_port = settings.value("cpus"), settings.value("local_port")
     dask = (
         None
@@ -157,6 +175,11 @@ def command(
     )
     pending = parse_duration(pending_timeout, "--timeout", allow_zero=False) if pending_timeout else None
     host = app.resolve_host(None if local else settings.value("host"), local)
+    if dry_run:
+        with app.connect_with_status(host) as transport:
+            scheduler = app.choose_scheduler(transport, host, settings.value("scheduler"))
+            scheduler.check_request(request.resources)
+            return show_preview(ctx, app, transport, scheduler, request)
     detacher = Detacher.prepare(local_port, detach)
     with app.connect_with_status(host) as transport:
         scheduler = app.choose_scheduler(transport, host, settings.value("scheduler"))
@@ -185,6 +208,58 @@ def command(
                 raise  # after the URL: the session is the user's; socket mode: _reach_node cancelled already
             _give_up(app, transport, scheduler, record, paths, exc)
             raise
+
+
+def show_preview(
+    ctx: click.Context, app: App, transport: Transport, scheduler: Scheduler, request: StartRequest
+) -> None:
+    """--dry-run: the script and each partition's verdict; exit 5 unless every partition would take the job."""
+    from hpcjup.session.preview import preview
+
+    found = preview(transport, scheduler, request)
+    rows = [{**p.to_dict(), "estimate_relative": expected_start(p.estimate)} for p in found.partitions]
+    data: dict[str, object] = {
+        "script": found.script,
+        "scheduler": found.scheduler,
+        "host": found.host,
+        "session": found.session,
+        "partitions": rows,
+    }
+    error = None
+    refused = [p for p in found.partitions if not p.can_take]
+    if refused:  # one refused partition of several: Slurm refuses `-p a,b` with an unknown partition in it
+        words = "; ".join(f"{p.name or 'the default partition'}: {p.refusal}" for p in refused)
+        where = "" if len(refused) == len(found.partitions) else " in every partition asked for"
+        error = SubmitError(
+            f"{scheduler.title or scheduler.name} would not take the job{where} ({words}).", hint=refused[0].hint
+        )
+        data["error"] = error.to_dict()
+    title = scheduler.title or scheduler.name
+    lines = [f"# The job script for session {found.session}, as `hpcjup start` would submit it:", found.script]
+    lines += [preview_line(title, row) for row in rows]
+    app.ui.result(data, text="\n".join(lines))
+    if error is not None:
+        if not app.ui.json_mode:
+            raise error
+        app.ui.warn(f"{error.message} Hint: {error.hint}")
+        ctx.exit(int(ExitCode.SUBMIT))
+
+
+def preview_line(title: str, row: dict[str, object]) -> str:
+    """One partition's verdict in words."""
+    name = row["name"] or "the default partition"
+    if row["refusal"]:
+        return f"{name}: {title} would refuse the job: {row['refusal']}" + (f" ({row['hint']})" if row["hint"] else "")
+    parts = [f"{title} would start it {row['estimate_relative']}"] if row["estimate"] else []
+    limit = row["time_limit_seconds"]
+    parts.append(f"time limit {duration(limit) if isinstance(limit, int) else 'none'}")
+    if row["total_nodes"] is not None:
+        parts.append(f"{row['idle_nodes']} of {row['total_nodes']} nodes idle")
+    if row["total_slots"] is not None:
+        parts.append(f"{row['free_slots']} of {row['total_slots']} slots free")
+    if row["note"]:
+        parts.append(str(row["note"]))
+    return f"{name}: " + "; ".join(parts)
 
 
 def _submit_and_wait(

@@ -7,6 +7,14 @@ starts one process per node, which dask-jobqueue job class renders its worker jo
 checks, and the hints for its refusals. The session layer drives it through this interface, and
 the job side learns everything from the `HPCJUP_*` variables the rendered script exports
 (`hpcjup.job.ENV_*`, written by `job_environment`).
+
+Know before you submit (`hpcjup start --dry-run`): an adapter with `previews_start = True` writes
+`preview_snippet(script, partitions)`, POSIX sh that asks everything in ONE remote command (the
+scheduler's own verdict on the rendered script for each partition, the partitions' limits and free
+nodes) and prints framed sections, and `parse_preview(stdout, partitions)` turns that output into one
+`PartitionPreview` per partition (any text: previews, or an HpcjupError; never another exception);
+`FRAME` and `sections()` below frame and read such output.
+Without it, each partition gets a `note` saying there is no start estimate on that scheduler.
 """
 
 from __future__ import annotations
@@ -123,6 +131,55 @@ class JobSpec:
     setup: Sequence[str] = ()  # shell lines that prepare the environment (modules, conda, ...) before the launcher
 
 
+@dataclass(frozen=True)
+class PartitionPreview:
+    """What the scheduler says, before anything is submitted, of running the job in one partition (queue)."""
+
+    name: str | None  # the partition; None: the scheduler's default (when it did not say which)
+    estimate: str | None = None  # the scheduler's expected start, ISO local time as it printed it
+    time_limit_seconds: int | None = None  # the partition's limit; None: none, or not known
+    idle_nodes: int | None = None
+    total_nodes: int | None = None
+    free_slots: int | None = None  # schedulers that count slots, not nodes (Grid Engine)
+    total_slots: int | None = None
+    refusal: str | None = None  # the scheduler's own words when it would never run the job here
+    hint: str | None = None  # which flag to change, with a refusal
+    note: str | None = None  # what could not be said (e.g. no start estimate on this scheduler)
+
+    @property
+    def can_take(self) -> bool:
+        """Whether the scheduler would take the job in this partition."""
+        return self.refusal is None
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON form."""
+        return dict(self.__dict__)
+
+
+#: Framed output of a snippet that runs several commands: "@@hpcjup SECTION ARG" starts a section,
+#: "@@hpcjup end RC" ends it with the command's exit code (printed after a newline, so it starts a line).
+FRAME = "@@hpcjup"
+
+
+def sections(stdout: str) -> list[tuple[str, str, int | None, str]]:
+    """(section, its argument, exit code or None if the section never ended, text) for each framed section."""
+    found: list[tuple[str, str, int | None, str]] = []
+    current: tuple[str, str] | None = None
+    body: list[str] = []
+    for line in stdout.splitlines():
+        if not line.startswith(FRAME + " "):
+            body += [line] if current is not None else []
+            continue
+        word, _, arg = line[len(FRAME) + 1 :].partition(" ")
+        if current is not None:  # "end", or a new section after one cut short (a killed command): keep its text
+            code = arg.strip() if word == "end" else ""
+            found.append((*current, int(code) if code.isdigit() and len(code) < 4 else None, "\n".join(body)))
+        current, body = (None, []) if word == "end" else ((word, arg.strip()), [])
+    if current is not None:
+        found.append((*current, None, "\n".join(body)))
+    return found
+
+
 class Scheduler(ABC):
     """One batch system."""
 
@@ -140,6 +197,8 @@ class Scheduler(ABC):
     shrinks_time: bool = False
     #: Whether it takes several partitions and starts the job in the first that can (Slurm -p a,b).
     picks_partition: bool = False
+    #: Whether `preview_snippet`/`parse_preview` ask the scheduler itself (`start --dry-run`).
+    previews_start: bool = False
 
     def check_request(self, resources: Resources) -> None:
         """Refuse, before anything is submitted, what this scheduler cannot do (UsageError, exit 2)."""
@@ -234,6 +293,17 @@ class Scheduler(ABC):
         """sh that cancels those of these (worker) jobs that are still active and the user's own, printing
         `hpcjup-cancelled ID` for each; empty where the scheduler has no worker jobs."""
         return ""
+
+    # -- start --dry-run -------------------------------------------------------------------------------
+    def preview_snippet(self, script: str, partitions: Sequence[str | None]) -> str:
+        """sh that asks the scheduler about `script` in each partition (None: its default) without submitting
+        anything, and prints framed sections for `parse_preview`; empty when `previews_start` is False."""
+        return ""
+
+    def parse_preview(self, stdout: str, partitions: Sequence[str | None]) -> list[PartitionPreview]:
+        """One preview per partition from what `preview_snippet` printed (the default: no estimate, plainly)."""
+        note = f"no start estimate on {self.title or self.name}"
+        return [PartitionPreview(name, note=note) for name in partitions]
 
     def ids(self, job_ids: Sequence[str]) -> list[str]:
         """The valid ones of `job_ids` (anything else never reaches a command line)."""

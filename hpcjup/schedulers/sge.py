@@ -12,14 +12,17 @@ from __future__ import annotations
 import math
 import re
 import shlex
-import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from hpcjup import job
 from hpcjup.config.resources import time_to_seconds
 from hpcjup.errors import RemoteCommandError, SubmitError, UsageError
-from hpcjup.schedulers.base import JOB_LOG, JOB_SCRIPT, JobSpec, JobState, JobStatus, Scheduler
+from hpcjup.schedulers.base import FRAME, JOB_LOG, JOB_SCRIPT, JobSpec, JobState, JobStatus, PartitionPreview, Scheduler
+from hpcjup.schedulers.sge_parse import ERROR_STATE, _hint, _message, parse_preview, parse_qacct, parse_statuses
+from hpcjup.schedulers.sge_parse import parse_qstat_xml as parse_qstat_xml
+from hpcjup.schedulers.sge_parse import state_of as state_of
+from hpcjup.schedulers.sge_parse import submit_error as submit_error
 from hpcjup.transport.base import Transport
 
 if TYPE_CHECKING:
@@ -30,7 +33,13 @@ if TYPE_CHECKING:
 _LAUNCH = "qrsh -inherit -nostdin {host}"
 _PE_ONE_HOST = "smp"  # the customary names: $pe_slots (one host) and $round_robin/$fill_up (several)
 _PE_HOSTS = "mpi"
-_QSTAT = 'exec qstat -xml -r -u "$(id -un)"'
+# All of the user's jobs; then, framed, the error reasons of those in error state (Eqw), which only
+# `qstat -j` shows: one remote command, and a second qstat only while some job is in error state.
+_QSTAT = f"""xml=$(qstat -xml -r -u "$(id -un)") || exit $?
+printf '%s\\n{FRAME} errors\\n' "$xml"
+ids=$(printf '%s\\n' "$xml" | awk -F'[<>]' '$2 == "JB_job_number" {{ j = $3 }} $2 == "state" && $3 ~ /E/ {{ print j }}')
+[ -z "$ids" ] || qstat -j "$(printf '%s' "$ids" | tr '\\n' ',')" 2>&1 | grep -E '^(job_number|error reason)'
+exit 0"""
 _UNIT_MIB = {"": 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}  # Slurm's --mem units; no unit = MiB
 _ACCOUNTING_DAYS = 30  # how far back one `qacct -o USER` scan looks for several finished jobs
 
@@ -44,12 +53,14 @@ class GridEngine(Scheduler):
     jobqueue = ("sge", "SGEJob")
     signals_before_limit = False
     estimates_start = False
+    previews_start = True  # no estimate, but `qsub -w v` says whether a queue could ever run the job
     directive = "#$"
 
     # -- the job script ------------------------------------------------------------------------------
     def render(self, spec: JobSpec) -> str:
         lines = ["#!/bin/bash -l", f"# hpcjup session {spec.name}: JupyterLab on a compute node."]
         lines += [f"{self.directive} {option}" for option in self.options(spec)]
+        lines += [f"{self.directive} {directive}" for directive in spec.resources.directives]  # after hpcjup's own
         lines += ["", *self.job_environment(spec), "umask 077", *spec.setup, self.exec_line(spec.command), ""]
         return "\n".join(lines)
 
@@ -162,7 +173,7 @@ class GridEngine(Scheduler):
         if not wanted:
             return found
         result = transport.run(["sh", "-c", _QSTAT], check=False)
-        listed = parse_qstat_xml(result.stdout) if result.returncode == 0 else {}
+        listed = parse_statuses(result.stdout) if result.returncode == 0 else {}
         found.update({job_id: listed[job_id] for job_id in wanted if job_id in listed})
         missing = [job_id for job_id in wanted if job_id not in listed]
         if missing:
@@ -212,6 +223,23 @@ class GridEngine(Scheduler):
             'if [ -n "$active" ]; then qdel $active >/dev/null 2>&1; '
             'for j in $active; do echo "hpcjup-cancelled $j"; done; fi'
         )
+
+    def never_starts(self, status: JobStatus) -> tuple[str, str] | None:
+        """A job in error state (Eqw) stays in the queue and never starts: qstat -j's error reason, and what to do."""
+        if not (status.reason or "").startswith(ERROR_STATE):
+            return None
+        return (
+            f"Grid Engine put it in {status.reason}",
+            f"Fix what the error names (often a --directive's -o/-e path or a missing directory); "
+            f"`qstat -j {status.job_id}` shows the whole reason.",
+        )
+
+    def preview_snippet(self, script: str, partitions: Sequence[str | None]) -> str:
+        """`qsub -w v` of the script on stdin for each queue (verification only), `qstat -g c`, each queue's h_rt."""
+        return "set -- " + shlex.join([script, *(p or "" for p in partitions)]) + _PREVIEW
+
+    def parse_preview(self, stdout: str, partitions: Sequence[str | None]) -> list[PartitionPreview]:
+        return parse_preview(stdout, partitions)
 
     def cancel(self, transport: Transport, job_id: str, *, graceful: bool = True) -> None:
         job_id = self.check_job_id(job_id)
@@ -272,120 +300,18 @@ class GridEngine(Scheduler):
         return Check("request", Status.PASS, f"Grid Engine would accept the job: {text or 'ok'}")
 
 
-# -- parsing ---------------------------------------------------------------------------------------------
-def parse_qstat_xml(text: str) -> dict[str, JobStatus]:
-    """{job id: status} of every job in `qstat -xml [-r]` output; {} for anything that is not such XML."""
-    try:
-        root = ET.fromstring(text)
-    except (ET.ParseError, ValueError):  # ValueError: e.g. an encoding declaration in a str
-        return {}
-    found: dict[str, JobStatus] = {}
-    for entry in root.iter("job_list"):
-        job_id = (entry.findtext("JB_job_number") or "").strip()
-        if not re.fullmatch(r"[0-9]{1,20}", job_id) or job_id in found:
-            continue  # an array job lists one entry per task range: the first tells its state
-        found[job_id] = _status(job_id, entry)
-    return found
-
-
-def _status(job_id: str, entry: ET.Element) -> JobStatus:
-    code = (entry.findtext("state") or "").strip()
-    state, reason = state_of(code)
-    if state is JobState.FAILED:
-        reason = f"{reason}: `qstat -j {job_id}` shows why; `qdel {job_id}` removes it"
-    queue = (entry.findtext("queue_name") or "").strip()
-    limit = next((el.text for el in entry.iter("hard_request") if el.get("name") == "h_rt"), None)
-    return JobStatus(
-        job_id,
-        state,
-        reason=reason,
-        nodes=queue.split("@", 1)[1] if "@" in queue else None,
-        time_limit=_h_rt(limit),
-    )
-
-
-def state_of(code: str) -> tuple[JobState, str | None]:
-    """The JobState (and a reason) of a Grid Engine state code such as qw, hqw, r, t, dr, Eqw, s."""
-    letters = set(code)
-    if "E" in letters:
-        return JobState.FAILED, f"error state ({code})"
-    if "d" in letters:
-        return JobState.COMPLETING, "being deleted"
-    if letters & {"s", "S", "T"}:
-        return JobState.SUSPENDED, "suspended"
-    if "r" in letters:
-        return JobState.RUNNING, None
-    if "t" in letters:
-        return JobState.CONFIGURING, "being transferred to its host"
-    if "h" in letters:
-        return JobState.PENDING, "held"
-    if letters & {"q", "w"}:
-        return JobState.PENDING, None
-    return (JobState.FAILED, f"unknown state {code!r}") if code else (JobState.GONE, None)
-
-
-def parse_qacct(text: str) -> dict[str, JobStatus]:
-    """{job id: status} of the records in `qacct -j` output (records start with a line of '=')."""
-    found: dict[str, JobStatus] = {}
-    for record in re.split(r"^=+\s*$", text, flags=re.MULTILINE):
-        fields: dict[str, str] = {}
-        for line in record.splitlines():
-            key, _, value = line.partition(" ")
-            if key and value.strip():
-                fields.setdefault(key, value.strip())
-        job_id = fields.get("jobnumber", "")
-        if re.fullmatch(r"[0-9]{1,20}", job_id):
-            found[job_id] = _accounted(job_id, fields)  # a later record (a re-run) wins
-    return found
-
-
-def _accounted(job_id: str, fields: dict[str, str]) -> JobStatus:
-    failed = fields.get("failed", "").split(" ", 1)[0]
-    exit_code = fields.get("exit_status", "").split(" ", 1)[0] or None
-    if failed == "0":
-        state = JobState.COMPLETED if exit_code == "0" else JobState.FAILED
-    elif failed == "37":  # "qmaster enforced h_rt, h_cpu, or h_vmem limit"
-        state = JobState.TIMEOUT
-    elif failed == "100" and exit_code in ("137", "143"):  # ended by a signal after it started: qdel
-        state = JobState.CANCELLED
-    else:
-        state = JobState.FAILED
-    host = fields.get("hostname")
-    return JobStatus(job_id, state, nodes=host.split(".")[0] if host else None, exit_code=exit_code)
-
-
-# -- refusals --------------------------------------------------------------------------------------------
-def submit_error(exc: RemoteCommandError) -> SubmitError:
-    """The scheduler's own words, plus what to run to find valid values."""
-    message = _message(exc.stderr + "\n" + exc.stdout) or f"qsub exited with {exc.returncode}"
-    return SubmitError(f"The scheduler refused the job: {message}", hint=_hint(message, exc.returncode))
-
-
-def _message(text: str) -> str:
-    """qsub's lines without its boilerplate ("Unable to run job: ", "Exiting.")."""
-    lines = [line.strip().removeprefix("Unable to run job: ").strip() for line in text.splitlines()]
-    return "; ".join(dict.fromkeys(line for line in lines if line and line != "Exiting."))
-
-
-def _hint(message: str, returncode: int) -> str:
-    """What to run, for the refusal `message`."""
-    text = message.lower()
-    if returncode == 127 or "command not found" in text:
-        return "This host has no Grid Engine commands on PATH: is it the cluster's login node?"
-    if "queue" in text and "unknown" in text:
-        return "Run `qconf -sql` on the login node to list the queues, then pass one as --partition."
-    if "parallel environment" in text:
-        return (
-            "Run `qconf -spl` to list the parallel environments: hpcjup asks for `smp` (--cpus) and `mpi` "
-            "(--nodes > 1); ask your admins which ones your site has."
-        )
-    if "project" in text:
-        return "Run `qconf -sprjl` to list the projects, then pass one as --account."
-    if "resource" in text:
-        return "Run `qconf -sc` to list the resources the cell knows (--mem asks for h_vmem, --gpus for gpu)."
-    if "no suitable queue" in text or "cannot run" in text:
-        return "No queue could ever run this request: `qstat -g c` shows queues and their slots; ask for less."
-    return "Check the resource flags (--partition, --account, --time, --nodes, --cpus, --mem, --gpus)."
+# One remote command for `start --dry-run` (after `set -- SCRIPT QUEUE...`, "" for any queue); framed (base.FRAME).
+_PREVIEW = f"""
+script=$1; shift
+printf '{FRAME} slots\\n'; qstat -g c 2>&1; printf '\\n{FRAME} end %s\\n' "$?"
+for q in "$@"; do
+    printf '{FRAME} verify %s\\n' "$q"
+    printf '%s' "$script" | qsub -w v ${{q:+-q "$q"}} 2>&1
+    printf '\\n{FRAME} end %s\\n' "$?"
+    [ -z "$q" ] && continue
+    printf '{FRAME} limit %s\\n' "$q"; qconf -sq "$q" 2>&1 | grep -E '^h_rt '; printf '\\n{FRAME} end %s\\n' "$?"
+done
+"""
 
 
 # -- formats ---------------------------------------------------------------------------------------------
@@ -414,13 +340,3 @@ def _gpu_count(gpus: str) -> str:
             hint="Ask for a count (--gpus 2); `qconf -sc` shows the cell's GPU resources.",
         )
     return gpus
-
-
-def _h_rt(text: str | None) -> int | None:
-    """Seconds in an h_rt value: seconds, or [[H:]M:]S."""
-    if not text or not re.fullmatch(r"[0-9]{1,9}(?::[0-9]{1,2}){0,2}", text.strip()):
-        return None
-    seconds = 0
-    for part in text.strip().split(":"):
-        seconds = seconds * 60 + int(part)
-    return seconds

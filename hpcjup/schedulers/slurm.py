@@ -8,16 +8,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from hpcjup import job
-from hpcjup.config.resources import time_to_seconds
 from hpcjup.errors import RemoteCommandError, SubmitError
-from hpcjup.schedulers.base import (
-    JOB_LOG,
-    JOB_SCRIPT,
-    JobSpec,
-    JobState,
-    JobStatus,
-    Scheduler,
-)
+from hpcjup.schedulers.base import FRAME, JOB_LOG, JOB_SCRIPT, JobSpec, JobState, JobStatus, PartitionPreview, Scheduler
+from hpcjup.schedulers.slurm_doctor import check_account as check_account
+from hpcjup.schedulers.slurm_doctor import check_partition as check_partition
+from hpcjup.schedulers.slurm_doctor import check_request as check_request
+from hpcjup.schedulers.slurm_parse import _parse_squeue, _seconds, never_starts, parse_preview
+from hpcjup.schedulers.slurm_parse import submit_error as submit_error
 from hpcjup.transport.base import Transport
 
 if TYPE_CHECKING:
@@ -44,6 +41,7 @@ class Slurm(Scheduler):
     estimates_start = True  # squeue's %S for pending jobs
     shrinks_time = True  # --time-min: backfill may start the job with a shorter limit
     picks_partition = True  # -p a,b: the job runs in the first that can start it
+    previews_start = True  # sbatch --test-only: Slurm's own start estimate, nothing submitted
     directive = "#SBATCH"
     #: 123, an array task 123_4, a heterogeneous job's component 123+1.
     job_id_pattern = re.compile(r"[0-9]{1,20}(?:_[0-9]{1,10}|\+[0-9]{1,10})?")
@@ -67,6 +65,7 @@ class Slurm(Scheduler):
         ]
         lines = ["#!/bin/bash -l", f"# hpcjup session {spec.name}: JupyterLab on a compute node."]
         lines += [f"{self.directive} --{key}={value}" for key, value in options if value is not None]
+        lines += [f"{self.directive} {directive}" for directive in res.directives]  # --directive: after hpcjup's own
         lines += ["", *self.job_environment(spec), "umask 077", *spec.setup, self.exec_line(spec.command), ""]
         return "\n".join(lines)
 
@@ -223,11 +222,14 @@ class Slurm(Scheduler):
         )
 
     def never_starts(self, status: JobStatus) -> tuple[str, str] | None:
-        reason = (status.reason or "").split(",")[0].strip()
-        if reason == "ReqNodeNotAvail" and "UnavailableNodes" not in (status.reason or ""):
-            return None  # nodes reserved or briefly out: that clears
-        found = _HOPELESS.get(reason) or next((v for k, v in _HOPELESS_PARTS if k in reason), None)
-        return found
+        return never_starts(status)
+
+    def preview_snippet(self, script: str, partitions: Sequence[str | None]) -> str:
+        """sinfo once, then `sbatch --test-only` with the script on stdin for each partition (nothing is submitted)."""
+        return "set -- " + shlex.join([script, *(p or "" for p in partitions)]) + _PREVIEW
+
+    def parse_preview(self, stdout: str, partitions: Sequence[str | None]) -> list[PartitionPreview]:
+        return parse_preview(stdout, partitions)
 
     def cancel(self, transport: Transport, job_id: str, *, graceful: bool = True) -> None:
         job_id = self.check_job_id(job_id)
@@ -241,27 +243,6 @@ class Slurm(Scheduler):
         transport.run(["scancel", "--", job_id], check=False)
 
 
-def _parse_squeue(job_id: str, line: str) -> JobStatus:
-    state, reason, start, nodes, left, limit = (line.split("|") + [""] * 6)[:6]
-    return JobStatus(
-        job_id,
-        JobState.parse(state),
-        reason=None if reason in ("", "None", "(null)") else reason,
-        expected_start=None if start in ("", "N/A", "Unknown") else start,
-        nodes=nodes or None,
-        time_left=_seconds(left),
-        time_limit=_seconds(limit),
-    )
-
-
-def _seconds(text: str) -> int | None:
-    """Seconds in a Slurm duration as squeue/sacct print it; None for UNLIMITED, NOT_SET, ..."""
-    try:
-        return time_to_seconds(text.strip())
-    except ValueError:  # time_to_seconds accepts exactly the formats Slurm prints, nothing else
-        return None
-
-
 def _granted_limit() -> str:
     """sh: the limit Slurm granted this job in seconds (with --time-min it may be shorter than asked)."""
     return (
@@ -270,186 +251,14 @@ def _granted_limit() -> str:
     )
 
 
-# Pending reasons that waiting will not clear: (what is wrong, in words; which flag to change).
-_PARTITIONS = "`sinfo -s` lists the partitions; `scontrol show partition NAME` their limits."
-_HOPELESS: dict[str, tuple[str, str]] = {
-    "PartitionNodeLimit": (
-        "more nodes than the partition allows",
-        f"Ask for fewer --nodes, or another --partition. {_PARTITIONS}",
-    ),
-    "PartitionTimeLimit": (
-        "a longer time than the partition allows",
-        f"Ask for less --time, or another --partition. {_PARTITIONS}",
-    ),
-    "PartitionConfig": (
-        "the request does not fit the partition (more nodes, CPUs, memory or GPUs than it has)",
-        f"Ask for less (--nodes, --cpus, --mem, --gpus), or another --partition. {_PARTITIONS}",
-    ),
-    "BadConstraints": (
-        "no node has what the job asks for",
-        "Check --gpus, --mem and --cpus against `sinfo -o '%P %c %m %G'`.",
-    ),
-    "InvalidAccount": (
-        "the account is not valid here",
-        "Pass another --account: `sacctmgr show associations user=$USER` lists yours.",
-    ),
-    "InvalidQOS": (
-        "the job's QOS is not valid for this account or partition",
-        "Choose another --partition or --account, or ask your centre.",
-    ),
-    "JobHeldAdmin": ("an administrator holds the job", "Ask your centre's support; `scontrol show job ID` says more."),
-    "DependencyNeverSatisfied": ("it depends on a job that failed", "Submit it again without the dependency."),
-    "ReqNodeNotAvail": (
-        "the nodes it needs are down or drained",
-        f"Ask for another --partition or fewer --nodes. {_PARTITIONS}",
-    ),
-}
-# Per-job limits of a QOS or an association (…MaxWallDurationPerJobLimit, …MaxNodePerJob, …): this job never fits.
-_HOPELESS_PARTS = (
-    (
-        "MaxWallDurationPerJobLimit",
-        ("a longer time than your QOS or association allows per job", "Ask for less --time."),
-    ),
-    (
-        "PerJob",
-        ("more than your QOS or association allows per job", "Ask for less (--nodes, --cpus, --mem, --gpus, --time)."),
-    ),
-)
-
-
-def submit_error(exc: RemoteCommandError) -> SubmitError:
-    """The scheduler's own words, plus what to run to find valid values."""
-    lines = [ln.removeprefix("sbatch: error: ").strip() for ln in (exc.stderr or exc.stdout).splitlines() if ln.strip()]
-    message = "; ".join(dict.fromkeys(lines)) or f"sbatch exited with {exc.returncode}"
-    text = message.lower()
-    if "account" in text or "association" in text:
-        hint = "Run `sacctmgr show associations user=$USER format=account,partition` to list your accounts, then pass --account."
-    elif "partition" in text:
-        hint = "Run `sinfo -s` on the login node to list the partitions you may use, then pass --partition."
-    elif "time limit" in text:
-        hint = "Ask for less --time; `sinfo -o '%P %l'` shows each partition's limit."
-    elif "command not found" in text or exc.returncode == 127:
-        hint = "This host has no Slurm commands on PATH: is it the cluster's login node?"
-    else:
-        hint = "Check the resource flags (--partition, --account, --time, --nodes, --cpus, --mem, --gpus)."
-    return SubmitError(f"The scheduler refused the job: {message}", hint=hint)
-
-
-# -- `hpcjup doctor` ----------------------------------------------------------------------------------
-def check_partition(transport: Transport, resolved: Resolved) -> Check:
-    """The partition exists, is up, and allows the requested time."""
-    from hpcjup.session.doctor import Check, Status, first_line
-
-    result = transport.run(["sinfo", "-h", "-o", "%P|%a|%l"], check=False)
-    if result.returncode != 0:
-        return Check(
-            "partition",
-            Status.FAIL,
-            f"sinfo failed: {first_line(result.stderr)}",
-            fix="Check that Slurm answers: `sinfo -s` on the login node.",
-        )
-    partitions: dict[str, tuple[str, str]] = {}
-    default = None
-    for line in result.stdout.splitlines():
-        name, avail, limit = ([*line.strip().split("|"), "", ""])[:3]
-        if name.endswith("*"):
-            name = default = name[:-1]
-        partitions.setdefault(name, (avail, limit))
-    wanted = resolved.value("partition")
-    if wanted is None:
-        return Check("partition", Status.PASS, f"none set: the cluster's default ({default or 'none marked'})")
-    if wanted not in partitions:
-        return Check(
-            "partition",
-            Status.FAIL,
-            f"no partition {wanted!r} (from {resolved.source('partition')})",
-            fix=f"Choose one of: {', '.join(partitions) or 'none listed'} (`sinfo -s` shows them).",
-        )
-    avail, limit = partitions[wanted]
-    if avail != "up":
-        return Check(
-            "partition",
-            Status.WARN,
-            f"{wanted} is {avail}: jobs will pend",
-            fix="Choose a partition that is up (`sinfo -s`).",
-        )
-    asked = resolved.value("time")
-    try:
-        too_long = (
-            asked is not None
-            and limit not in ("infinite", "UNLIMITED", "")
-            and time_to_seconds(asked) > time_to_seconds(limit)
-        )
-    except ValueError:
-        too_long = False
-    if too_long:
-        return Check(
-            "partition",
-            Status.FAIL,
-            f"time {asked} is more than {wanted}'s limit {limit}",
-            fix=f"Ask for at most --time {limit}, or another partition.",
-        )
-    return Check("partition", Status.PASS, f"{wanted} is up, time limit {limit}")
-
-
-def check_account(transport: Transport, resolved: Resolved) -> Check:
-    """An account is set where the site needs one, and Slurm's accounting knows it for this user."""
-    from hpcjup.session.doctor import Check, Status, first_line
-
-    account = resolved.value("account")
-    if account is None:
-        if resolved.site is not None and resolved.site.account_required:
-            return Check(
-                "account",
-                Status.FAIL,
-                f"none set, and {resolved.site.title} needs one for every job",
-                fix='Pass --account (-A), set HPCJUP_ACCOUNT, or add `account = "..."` to your profile.',
-            )
-        return Check("account", Status.PASS, "none set: the cluster's default account")
-    script = 'command -v sacctmgr >/dev/null 2>&1 || exit 99; exec sacctmgr -n -P show associations where user="$(id -un)" account="$1" format=Account'
-    result = transport.run(["sh", "-c", script, "sh", account], check=False)
-    if result.returncode == 99:
-        return Check("account", Status.SKIP, f"{account}: no sacctmgr to ask (the request check still tests it)")
-    if result.returncode != 0:
-        return Check(
-            "account",
-            Status.SKIP,
-            f"{account}: sacctmgr cannot answer ({first_line(result.stderr)}); the request check still tests it",
-        )
-    if not result.stdout.strip():
-        return Check(
-            "account",
-            Status.FAIL,
-            f"you have no association with account {account!r} (from {resolved.source('account')})",
-            fix="`sacctmgr show associations user=$USER` lists your accounts; fix --account or the profile.",
-        )
-    return Check("account", Status.PASS, f"{account} is one of your accounts")
-
-
-def check_request(transport: Transport, resolved: Resolved) -> Check:
-    """Slurm would accept the job as configured (`sbatch --test-only`: nothing is submitted)."""
-    from hpcjup.session.doctor import Check, Status, first_line
-
-    res = resolved.resources()
-    options = {
-        "partition": res.partition,
-        "account": res.account,
-        "time": res.time,
-        "nodes": str(res.nodes),
-        "cpus-per-task": str(res.cpus) if res.cpus else None,
-        "mem": res.mem,
-        "gpus": res.gpus,
-    }
-    argv = ["sbatch", "--test-only", "--job-name=hpcjup-doctor", "--output=/dev/null", "--ntasks-per-node=1"]
-    argv += [f"--{key}={value}" for key, value in options.items() if value is not None] + ["--wrap", "true"]
-    result = transport.run(argv, check=False, timeout=60)
-    text = (result.stderr.strip() or result.stdout.strip()).replace("sbatch: ", "")
-    if result.returncode != 0:
-        return Check(
-            "request",
-            Status.FAIL,
-            f"Slurm would refuse the job: {first_line(text)}",
-            fix="Change what it names (partition, account, time, resources); `sinfo -s` and `sacctmgr show assoc user=$USER` help.",
-            details=shlex.join(argv),
-        )
-    return Check("request", Status.PASS, f"Slurm would accept the job: {first_line(text) or 'ok'}")
+# One remote command for `start --dry-run` (after `set -- SCRIPT PARTITION...`, "" for the default partition).
+# Each answer is framed (base.FRAME), so the parser knows what printed it and how it exited.
+_PREVIEW = f"""
+script=$1; shift
+printf '{FRAME} sinfo\\n'; sinfo -h -o '%P|%a|%l|%F' 2>&1; printf '\\n{FRAME} end %s\\n' "$?"
+for p in "$@"; do
+    printf '{FRAME} test %s\\n' "$p"
+    printf '%s' "$script" | sbatch --test-only ${{p:+"--partition=$p"}} 2>&1
+    printf '\\n{FRAME} end %s\\n' "$?"
+done
+"""

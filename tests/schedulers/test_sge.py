@@ -20,6 +20,7 @@ from hpcjup.config.resources import Resources
 from hpcjup.errors import HpcjupError, RemoteCommandError, SubmitError, UsageError
 from hpcjup.schedulers.base import JobSpec, JobState
 from hpcjup.schedulers.sge import GridEngine, parse_qacct, parse_qstat_xml, state_of, submit_error
+from hpcjup.schedulers.sge_parse import parse_cluster_queues, parse_statuses
 from hpcjup.transport.base import CommandResult
 
 DATA = Path(__file__).parent / "data" / "sge"
@@ -155,8 +156,9 @@ def test_qstat_xml_deleting_and_error_states() -> None:
     deleting = parse_qstat_xml(recorded("qstat-xml-deleting.txt"))["2"]
     assert deleting.state is JobState.COMPLETING and deleting.state.active
     error = parse_qstat_xml(recorded("qstat-xml-error.txt"))["7"]
-    assert error.state is JobState.FAILED and not error.state.active
-    assert error.reason == "error state (Eqw): `qstat -j 7` shows why; `qdel 7` removes it"
+    # Eqw stays in the queue until deleted: active, so `stop` deletes it; never_starts says why it cannot start.
+    assert error.state is JobState.PENDING and error.state.active
+    assert error.reason == "error state (Eqw)"
 
 
 def test_qstat_xml_without_jobs() -> None:
@@ -173,7 +175,7 @@ def test_qstat_xml_without_jobs() -> None:
         ("t", JobState.CONFIGURING),
         ("dr", JobState.COMPLETING),
         ("dt", JobState.COMPLETING),
-        ("Eqw", JobState.FAILED),
+        ("Eqw", JobState.PENDING),
         ("s", JobState.SUSPENDED),
         ("S", JobState.SUSPENDED),
         ("", JobState.GONE),
@@ -207,6 +209,59 @@ def test_refusals_keep_the_schedulers_words_and_hint_what_to_run(name: str, word
     exc = submit_error(RemoteCommandError(["qsub"], 1, "", recorded(name)))
     assert isinstance(exc, SubmitError) and words in exc.message and "Exiting" not in exc.message
     assert "Unable to run job" not in exc.message and hint in (exc.hint or "")
+
+
+def test_statuses_of_jobs_in_error_state_carry_qstats_error_reason() -> None:
+    found = parse_statuses(recorded("statuses-eqw.txt"))
+    can_not_open = 'error state (Eqw): error: can\'t open output file "/nonexistent/x/y.out": No such file or directory'
+    assert (found["84"].state, found["84"].reason) == (JobState.PENDING, can_not_open)
+    assert found["85"].reason == can_not_open
+    what, hint = SGE.never_starts(found["84"]) or ("", "")
+    assert what == f"Grid Engine put it in {can_not_open}" and "qstat -j 84" in hint
+    assert all(SGE.never_starts(status) is None for job_id, status in found.items() if job_id not in ("84", "85"))
+
+
+def test_never_starts_only_for_the_error_state() -> None:
+    found = parse_qstat_xml(recorded("qstat-xml-mixed.txt"))  # running, waiting, held
+    assert all(SGE.never_starts(status) is None for status in found.values())
+
+
+def test_stop_of_a_session_in_error_state_deletes_its_job() -> None:
+    """stop() puts active jobs that do not run among the pending ones: their snippet deletes them."""
+    error = parse_statuses(recorded("statuses-eqw.txt"))["84"]
+    assert error.state.active and error.state is not JobState.RUNNING
+    assert SGE.stop_snippet([], [error.job_id]) == "qdel 84 >/dev/null 2>&1"
+
+
+# -- --directive and start --dry-run --------------------------------------------------------------------------
+def test_directives_are_written_verbatim_after_hpcjups_own() -> None:
+    spec = JobSpec(name="x", session_dir="/h/x", command=["l"], resources=Resources(directives=("-l h=vm", "-R y")))
+    directives = [line for line in SGE.render(spec).splitlines() if line.startswith("#$ ")]
+    assert directives[-2:] == ["#$ -l h=vm", "#$ -R y"] and directives[0] == "#$ -N hpcjup-x"
+
+
+def test_preview_of_a_queue_says_there_is_no_estimate_but_that_it_could_run() -> None:
+    [queue] = SGE.parse_preview(recorded("preview-all-q.txt"), ["all.q"])
+    assert queue.can_take and queue.estimate is None and "no start estimate" in (queue.note or "")
+    assert (queue.free_slots, queue.total_slots, queue.time_limit_seconds) == (4, 4, None)  # h_rt INFINITY
+    [anyq] = SGE.parse_preview(recorded("preview-any-queue.txt"), [None])
+    assert anyq.can_take and (anyq.name, anyq.free_slots, anyq.total_slots) == (None, 4, 4)
+
+
+def test_preview_refusals_keep_grid_engines_words() -> None:
+    [big] = SGE.parse_preview(recorded("preview-too-many-slots.txt"), ["all.q"])
+    assert (
+        big.refusal == 'Job 95 cannot run in PE "smp" because it only offers 0 slots; verification: no suitable queues'
+    )
+    assert "qstat -g c" in (big.hint or "")
+    [nosuch] = SGE.parse_preview(recorded("preview-unknown-queue.txt"), ["nosuch"])
+    assert nosuch.refusal == 'Job was rejected because job requests unknown queue "nosuch"'
+    assert "qconf -sql" in (nosuch.hint or "") and nosuch.total_slots is None
+
+
+def test_cluster_queue_summary() -> None:
+    text = recorded("preview-all-q.txt").split("@@hpcjup end")[0]
+    assert parse_cluster_queues(text) == {"all.q": (4, 4)}
 
 
 # -- the adapter against a replayed conversation ------------------------------------------------------------------
@@ -321,6 +376,22 @@ def test_worker_job_options_use_sgejob_names_and_grid_engines_time_format() -> N
 def test_qstat_xml_parsing_never_raises(text: str) -> None:
     for status in parse_qstat_xml(text).values():
         assert SGE.is_job_id(status.job_id)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.text(),
+        st.sampled_from([*sorted(p.name for p in DATA.glob("preview-*.txt")), "statuses-eqw.txt"]).flatmap(
+            lambda name: st.integers(0, 6000).map(lambda cut: recorded(name)[:cut])
+        ),
+    ),
+    st.lists(st.one_of(st.none(), st.sampled_from(["all.q", "nosuch"])), min_size=1, max_size=2),
+)
+def test_preview_and_status_parsing_never_raise(text: str, queues: list[str | None]) -> None:
+    previews = SGE.parse_preview(text, queues)
+    assert len(previews) == len(queues) and all(p.can_take == (p.refusal is None) for p in previews)
+    assert all(SGE.is_job_id(job_id) for job_id in parse_statuses(text))
 
 
 @settings(max_examples=300, deadline=None)

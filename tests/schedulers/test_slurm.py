@@ -4,12 +4,22 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hpcjup import job
 from hpcjup.config.resources import Resources
-from hpcjup.errors import RemoteCommandError, SubmitError
-from hpcjup.schedulers.base import JobSpec, JobState
+from hpcjup.errors import HpcjupError, RemoteCommandError, SubmitError
+from hpcjup.schedulers.base import JobSpec, JobState, PartitionPreview
 from hpcjup.schedulers.slurm import Slurm, _parse_squeue, submit_error
+from hpcjup.schedulers.slurm_parse import parse_sinfo
+
+DATA = Path(__file__).parent / "data" / "slurm"
+
+
+def recorded(name: str) -> str:
+    return (DATA / name).read_text()
+
 
 SPEC = JobSpec(
     name="lab-1a2b",
@@ -159,3 +169,103 @@ def test_local_job_environment_is_this_host(tmp_path: Path) -> None:
 def test_worker_jobs_use_dask_jobqueues_slurm_job() -> None:
     assert Slurm().jobqueue == ("slurm", "SLURMJob")
     assert Slurm().worker_job_options("batch", None, "30") == {"queue": "batch", "account": None, "walltime": "30"}
+
+
+# -- --directive ---------------------------------------------------------------------------------------------
+def test_directives_are_written_verbatim_after_hpcjups_own() -> None:
+    spec = JobSpec(
+        name="x",
+        session_dir="/h/x",
+        command=["l"],
+        resources=Resources(partition="booster", directives=("--constraint=gpu", "--qos=debug")),
+    )
+    lines = Slurm().render(spec).splitlines()
+    directives = [line for line in lines if line.startswith("#SBATCH")]
+    assert directives[-2:] == ["#SBATCH --constraint=gpu", "#SBATCH --qos=debug"]  # the last word wins in sbatch
+    assert "#SBATCH --partition=booster" in directives[:-2]
+
+
+# -- start --dry-run: recorded output of the preview snippet ---------------------------------------------------
+def test_preview_of_a_partition_and_the_default() -> None:
+    booster, default = Slurm().parse_preview(recorded("preview-booster-and-default.txt"), ["booster", None])
+    assert booster == PartitionPreview("booster", estimate="2026-12-02T01:16:25", idle_nodes=1, total_nodes=2)
+    assert default.name == "booster" and default.estimate == "2026-12-02T01:16:25"  # the partition Slurm chose
+    assert default.can_take and default.time_limit_seconds is None  # the mini-cluster's partitions have no limit
+
+
+def test_preview_refusal_keeps_slurms_words_with_a_hint() -> None:
+    [booster] = Slurm().parse_preview(recorded("preview-too-many-nodes.txt"), ["booster"])
+    assert not booster.can_take and booster.estimate is None
+    assert booster.refusal == "Requested node configuration is not available"
+    assert "--nodes" in (booster.hint or "") and booster.total_nodes == 2
+
+
+def test_preview_of_an_unknown_partition_beside_a_good_one() -> None:
+    nosuch, booster = Slurm().parse_preview(recorded("preview-unknown-partition.txt"), ["nosuch", "booster"])
+    assert nosuch.refusal == "invalid partition specified: nosuch; Invalid partition name specified"
+    assert "sinfo -s" in (nosuch.hint or "") and nosuch.total_nodes is None
+    assert booster.can_take and booster.estimate == "2026-12-02T01:16:25"
+
+
+def test_preview_of_two_busy_partitions_gives_each_its_own_estimate() -> None:
+    previews = Slurm().parse_preview(recorded("preview-two-partitions.txt"), ["booster", "batch"])
+    assert [(p.name, p.estimate) for p in previews] == [
+        ("booster", "2026-12-02T01:46:22"),
+        ("batch", "2026-12-02T01:46:22"),
+    ]
+
+
+def test_sinfo_time_limits_and_node_counts() -> None:
+    # Lines as `sinfo -h -o '%P|%a|%l|%F'` prints them (Slurm's documented formats; the mini-cluster has no limits).
+    found = parse_sinfo("gpu*|up|1-00:00:00|3/1/0/4\ndebug|down|30:00|0/0/2/2\nbad|up|x|1/2\n")
+    assert found == {"": ("up", 86400, 1, 4), "gpu": ("up", 86400, 1, 4), "debug": ("down", 1800, 0, 2)}
+
+
+def test_preview_without_sinfo_is_a_clear_error() -> None:
+    with pytest.raises(HpcjupError, match="sinfo did not answer") as caught:
+        Slurm().parse_preview("sh: 1: sinfo: not found\n", ["booster"])
+    assert "sinfo -s" in (caught.value.hint or "")
+
+
+def test_preview_snippet_passes_the_script_verbatim_to_sbatch_on_stdin(tmp_path: Path) -> None:
+    """The snippet in a real sh; sbatch and sinfo are scripts that show what they got (quoting is the point)."""
+    (tmp_path / "sinfo").write_text("#!/bin/sh\necho 'booster*|up|infinite|0/2/0/2'\n")
+    (tmp_path / "sbatch").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/args; cat > {tmp_path}/script; exit 1\n')
+    for name in ("sinfo", "sbatch"):
+        (tmp_path / name).chmod(0o755)
+    script = "#!/bin/bash\n#SBATCH --job-name='x y'\necho \"$HOME\" `id` $(id) \\ 'q'\n"
+    snippet = Slurm().preview_snippet(script, ["booster", None])
+    out = subprocess.run(
+        ["sh", "-c", snippet], env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, capture_output=True, text=True, check=True
+    ).stdout
+    assert (tmp_path / "script").read_text() == script
+    assert (tmp_path / "args").read_text().splitlines() == ["--test-only --partition=booster", "--test-only"]
+    assert [p.refusal for p in Slurm().parse_preview(out, ["booster", None])] == [
+        "sbatch --test-only exited with 1",
+        "sbatch --test-only exited with 1",
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.text(),
+        st.sampled_from(sorted(p.name for p in DATA.glob("preview-*.txt"))).flatmap(
+            lambda name: st.integers(0, 2000).map(lambda cut: recorded(name)[:cut])
+        ),
+        st.sampled_from(sorted(p.name for p in DATA.glob("preview-*.txt"))).flatmap(
+            lambda name: st.text().map(lambda noise: recorded(name).replace("\n", "\n" + noise, 3))
+        ),
+    ),
+    st.lists(st.one_of(st.none(), st.sampled_from(["booster", "batch", "nosuch"])), min_size=1, max_size=3),
+)
+def test_preview_parsing_gives_previews_or_a_clear_error(text: str, partitions: list[str | None]) -> None:
+    try:
+        previews = Slurm().parse_preview(text, partitions)
+    except HpcjupError as exc:
+        assert exc.hint
+        return
+    assert len(previews) == len(partitions)
+    for preview in previews:
+        assert preview.can_take == (preview.refusal is None)
+        assert preview.estimate is None or len(preview.estimate) == 19
