@@ -65,23 +65,16 @@ class LocalStore:
         self.save(host, name, entry)
         return entry
 
-    def _log_file(self, host: str, name: str) -> Path:
-        return self.root / "logs" / _safe(host) / f"{_safe(name)}.log"
+    def _file(self, folder: str, host: str, name: str, suffix: str) -> Path:
+        return self.root / folder / _safe(host) / f"{_safe(name)}{suffix}"
 
     def log_path(self, host: str, name: str) -> Path:
         """Where a detached tunnel holder writes its output (its directory is made 0700)."""
-        path = self._log_file(host, name)
-        _private_dirs(path.parent)
-        return path
-
-    def _lock_file(self, host: str, name: str) -> Path:
-        return self.root / "holders" / _safe(host) / f"{_safe(name)}.lock"
+        return _in_private_dir(self._file("logs", host, name, ".log"))
 
     def lock_path(self, host: str, name: str) -> Path:
         """The file a session's tunnel holder keeps locked for its whole life (its directory is made 0700)."""
-        path = self._lock_file(host, name)
-        _private_dirs(path.parent)
-        return path
+        return _in_private_dir(self._file("holders", host, name, ".lock"))
 
     def load_any(self, host: str) -> dict[str, Any] | None:
         """Some entry of `host` (to learn the host's spelling from its directory name)."""
@@ -99,8 +92,8 @@ class LocalStore:
         from hpcjup.session.holder import remove_lock
 
         self.remove(host, name)
-        self._log_file(host, name).unlink(missing_ok=True)
-        remove_lock(self._lock_file(host, name))
+        self._file("logs", host, name, ".log").unlink(missing_ok=True)
+        remove_lock(self._file("holders", host, name, ".lock"))
 
     def names(self, host: str) -> list[str]:
         """Cached session names on a host."""
@@ -111,6 +104,12 @@ class LocalStore:
         """Hosts with at least one cached session (as their directory names)."""
         base = self.root / "sessions"
         return sorted(d.name for d in base.iterdir() if d.is_dir() and any(d.glob("*.json"))) if base.is_dir() else []
+
+
+def _in_private_dir(path: Path) -> Path:
+    """`path`, its missing directories made 0700."""
+    _private_dirs(path.parent)
+    return path
 
 
 def _private_dirs(path: Path) -> None:

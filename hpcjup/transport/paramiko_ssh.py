@@ -19,6 +19,7 @@ import stat
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hpcjup.errors import ConnectError, WaitTimeout
@@ -249,26 +250,15 @@ class ParamikoTransport(Transport):
     # -- forwarding ---------------------------------------------------------------------
 
     def open_stream(self, host: str, port: int) -> Stream:
-        import paramiko
-
-        try:
-            return self._t.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=15)
-        except paramiko.ChannelException as exc:
-            raise ConnectError(
-                f"The login node could not connect to {host}:{port} ({exc.text}).",
-                hint="Is the job still running? `hpcjup ls` shows its state.",
-            ) from exc
+        return _channel(
+            lambda: self._t.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=15),
+            f"The login node could not connect to {host}:{port}",
+        )
 
     def open_unix_stream(self, path: str) -> Stream:
-        import paramiko
-
-        try:
-            return self._t.open_streamlocal(path, timeout=15)
-        except paramiko.ChannelException as exc:
-            raise ConnectError(
-                f"{self.name} could not connect to the socket {path} ({exc.text}).",
-                hint="Is the job still running? `hpcjup ls` shows its state.",
-            ) from exc
+        return _channel(
+            lambda: self._t.open_streamlocal(path, timeout=15), f"{self.name} could not connect to the socket {path}"
+        )
 
     def hop(self, node: str) -> Transport:
         own = parse_destination(check_node_name(node))  # the node's Host block: port, timeouts, known_hosts files
@@ -293,6 +283,18 @@ class ParamikoTransport(Transport):
         self._t.close()
         for hop in reversed(self._hops):
             hop.close()
+
+
+def _channel(open_channel: Callable[[], paramiko.Channel], failure: str) -> paramiko.Channel:
+    """A forwarding channel; the server's refusal as a ConnectError that starts with `failure`."""
+    import paramiko
+
+    try:
+        return open_channel()
+    except paramiko.ChannelException as exc:
+        raise ConnectError(
+            f"{failure} ({exc.text}).", hint="Is the job still running? `hpcjup ls` shows its state."
+        ) from exc
 
 
 def _log_sftp(operation: str, path: str, host: str) -> None:
