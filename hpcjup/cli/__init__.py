@@ -31,6 +31,7 @@ COMMANDS = {
     "scale": ("scale", "command", "Change a Dask worker group of a running session."),
     "stop": ("stop", "command", "Stop a session: Jupyter shuts down cleanly, the job ends."),
     "prune": ("prune", "command", "Remove ended sessions (directories, logs, cache entries)."),
+    "stats": ("stats", "command", "Queue waits, time to URL, how sessions ended, node-hours, per partition."),
 }
 
 
