@@ -138,6 +138,19 @@ def merge(current: list[SessionFigures], store: LocalStore, host: str) -> list[S
     return sorted(known.values(), key=lambda f: f.created_at)
 
 
+def remember(
+    store: LocalStore, host: str, sessions: Iterable[tuple[SessionRecord, JobReport | None, bytes | None]]
+) -> None:
+    """Archive these ended sessions' figures on this laptop (for `hpcjup prune`, before it removes them), so that
+    later statistics still count them: `sessions` are (session.json, state.json, usage.json's raw bytes or None)."""
+    archive = UsageArchive(store.root)
+    known = archive.load(host)
+    for record, report, raw in sessions:
+        figures = figures_of(record, report, read_usage(raw)[0], None, host)
+        known[figures.key] = figures
+    archive.save(host, list(known.values()))
+
+
 def figures_of(
     record: SessionRecord,
     report: JobReport | None,

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
+
+import pytest
 
 from hpcjup.job import LAUNCHER_PATH
 
@@ -44,3 +47,39 @@ def test_a_process_start_time_is_read_from_proc() -> None:
     assert started is not None and started <= time.time()
     assert process_start(str(os.getppid())) <= started  # type: ignore[operator]
     assert process_start("999999999") is None
+
+
+def test_usage_json_is_written_when_busy_time_changed_and_as_a_heartbeat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    import usage
+
+    record = usage.Usage(str(tmp_path), "77", str(tmp_path / "launcher.py"))
+    record.ready(2)
+    path = tmp_path / "usage.json"
+    first = json.loads(path.read_text())
+    assert (first["job_id"], first["submitted_at"], first["busy_seconds"], first["sample_seconds"]) == (
+        "77",
+        None,
+        0.0,
+        2,
+    )
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    record.sample([kernel("busy")])  # busy now, but written at most every MIN_WRITE seconds
+    assert json.loads(path.read_text())["busy_seconds"] == 0.0
+    monkeypatch.setattr(usage, "MIN_WRITE", 0.0)
+    time.sleep(0.2)
+    record.sample([kernel("busy")])
+    busy = json.loads(path.read_text())["busy_seconds"]
+    assert busy >= 0.2
+    monkeypatch.setattr(usage, "HEARTBEAT", 0.0)
+    monkeypatch.setattr(usage, "MIN_WRITE", 1e9)
+    before = json.loads(path.read_text())["updated_at"]
+    time.sleep(0.01)
+    record.sample(None)  # Jupyter did not answer: nothing counted, but the heartbeat still says it lives
+    assert json.loads(path.read_text())["updated_at"] > before
+    record.ended("walltime")
+    last = json.loads(path.read_text())
+    assert last["end_reason"] == "walltime" and last["ended_at"] and last["busy_seconds"] >= busy

@@ -237,3 +237,14 @@ def test_since_either_parses_or_is_a_usage_error_with_a_hint(text: str) -> None:
         assert exc.hint and "7d" in exc.hint
     else:
         assert when.tzinfo is not None and when.utcoffset() == timedelta(0)
+
+
+def test_prune_can_archive_what_it_removes(host: Any) -> None:
+    from hpcjup.session.record import JobReport, SessionRecord
+    from hpcjup.session.stats import remember
+
+    transport, store, _ = host
+    raw = json.dumps(usage(0, "walltime")).encode()
+    remember(store, "local", [(SessionRecord.from_json(json.dumps(record("gone")).encode()), JobReport("ended"), raw)])
+    (group,) = report(collect(transport, store, "local"), "local", None)["groups"]
+    assert (group["sessions"], group["ended"], group["queue_wait"]["n"]) == (1, {"walltime": 1}, 1)
