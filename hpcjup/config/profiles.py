@@ -286,8 +286,9 @@ def _check_formats(resolved: Resolved) -> None:
     for key in ("partition", "account", "time", "mem", "gpus", "directives"):
         if (value := resolved.value(key)) is None:
             continue
+        field: dict[str, Any] = {key: tuple(value) if key == "directives" else value}
         try:
-            Resources(**{key: tuple(value) if key == "directives" else value})
+            Resources(**field)
         except UsageError as exc:
             if resolved.settings[key].source == "command line":
                 raise

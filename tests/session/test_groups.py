@@ -106,8 +106,11 @@ def test_worker_prologue_sources_the_profile_environment_when_there_is_one(tmp_p
     )
 
 
-def test_the_job_side_sources_the_same_setup_file() -> None:
-    import hpcjup.job
-    from hpcjup.job import dasklaunch
+def test_the_job_side_sources_the_same_setup_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
 
+    import hpcjup.job
+
+    monkeypatch.syspath_prepend(str(hpcjup.job.LAUNCHER_PATH.parent))  # the job files import each other from there
+    dasklaunch = importlib.import_module("dasklaunch")
     assert dasklaunch.SETUP_FILE == hpcjup.job.SETUP_FILE
