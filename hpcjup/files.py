@@ -1,4 +1,4 @@
-"""Writing files on this machine: atomically, private to the user.
+"""Writing files on this machine: atomically, private to the user, in directories only the user can enter.
 
 The laptop's cache, config.toml, ssh's wrapper config and the files `--local` jobs read all hold
 secrets or must never be seen half written, so they are written one way: a temporary file in the
@@ -27,3 +27,14 @@ def write_private(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def private_dirs(path: Path) -> None:
+    """mkdir -p `path`, each directory it creates 0700 (whatever the umask)."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcjup.files import write_private
+from hpcjup.files import private_dirs, write_private
 
 
 @pytest.fixture
@@ -55,3 +55,15 @@ def test_a_relative_path_is_written_in_the_working_directory(tmp_path: Path, mon
     monkeypatch.chdir(tmp_path)
     write_private("plain", b"x")
     assert (tmp_path / "plain").read_bytes() == b"x"
+
+
+@pytest.mark.usefixtures("umask")
+def test_private_dirs_makes_each_missing_directory_0700_and_leaves_existing_ones(tmp_path: Path) -> None:
+    os.chmod(tmp_path, 0o755)
+    private_dirs(tmp_path / "a" / "b")
+    private_dirs(tmp_path / "a" / "b")  # already there: nothing to do
+    assert [stat.S_IMODE(p.stat().st_mode) for p in (tmp_path, tmp_path / "a", tmp_path / "a" / "b")] == [
+        0o755,
+        0o700,
+        0o700,
+    ]

@@ -9,11 +9,11 @@ It holds tokens, so every file is private to the user.
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
+from hpcjup.files import private_dirs as _private_dirs  # the old name, still imported from here
 from hpcjup.files import write_private
 
 
@@ -110,14 +110,3 @@ def _in_private_dir(path: Path) -> Path:
     """`path`, its missing directories made 0700."""
     _private_dirs(path.parent)
     return path
-
-
-def _private_dirs(path: Path) -> None:
-    """mkdir -p, each directory it creates 0700."""
-    missing = []
-    while not path.exists() and path != path.parent:
-        missing.append(path)
-        path = path.parent
-    for directory in reversed(missing):
-        directory.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(directory, 0o700)
