@@ -261,6 +261,18 @@ def test_save_profile_new_file_is_private(config: Path) -> None:
     assert config.parent.stat().st_mode & 0o777 == 0o700
 
 
+def test_save_profile_keeps_an_existing_files_mode_whatever_the_umask(config: Path) -> None:
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("[defaults]\n")
+    os.chmod(config, 0o660)  # shared with a group on purpose: the writer must not change that
+    old = os.umask(0o022)
+    try:
+        save_profile("p", {"host": "h"}, path=config)
+    finally:
+        os.umask(old)
+    assert config.stat().st_mode & 0o777 == 0o660 and "[profiles.p]" in config.read_text()
+
+
 def test_save_profile_refuses_what_would_not_load(config: Path) -> None:
     with pytest.raises(UsageError, match="not valid"):
         save_profile("bad name", {"host": "h"}, path=config)
