@@ -229,7 +229,7 @@ class GridEngine(Scheduler):
         if not (status.reason or "").startswith(ERROR_STATE):
             return None
         return (
-            f"Grid Engine put it in {status.reason}",
+            "Grid Engine put it in error state, where it stays until it is deleted",
             f"Fix what the error names (often a --directive's -o/-e path or a missing directory); "
             f"`qstat -j {status.job_id}` shows the whole reason.",
         )

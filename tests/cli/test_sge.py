@@ -163,3 +163,78 @@ def test_a_worker_group_runs_as_a_grid_engine_job(sge_lab: dict[str, Any], sge_c
     assert int(workers) >= 2  # the allocation's worker and the worker job's
     assert run(["scale", "sge-lab", "all.q", "0", *HOST, "--json"], sge_lab["env"]).returncode == 0
     wait_for(lambda: job_id not in sge_cell.job_ids("hpcuser"), 60, f"worker job {job_id} to end")
+
+
+# -- start --dry-run, and jobs in error state ------------------------------------------------------------------
+def test_a_dry_run_says_there_is_no_estimate_but_that_the_queue_could_run_it(
+    sge_cell: Any, laptop_env: dict[str, str]
+) -> None:
+    before = set(sge_cell.job_ids())
+    args = ["start", *HOST, *SGE, "--partition", sge_cell.queue, "--cpus", "2", "--dry-run", "--json"]
+    result = run(args, laptop_env)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert (
+        data["scheduler"] == "sge" and f"#$ -q {sge_cell.queue}" in data["script"] and "#$ -pe smp 2" in data["script"]
+    )
+    [queue] = data["partitions"]
+    assert queue["name"] == sge_cell.queue and queue["refusal"] is None and queue["estimate"] is None
+    assert "no start estimate on Grid Engine" in queue["note"] and queue["total_slots"] >= 2
+    assert set(sge_cell.job_ids()) <= before, "qsub -w v submits nothing"
+    text = run(["start", *HOST, *SGE, "--dry-run"], laptop_env)
+    assert text.returncode == 0 and "the default partition: " in text.stdout and "no start estimate" in text.stdout
+
+
+def test_a_dry_run_that_no_queue_could_ever_run_exits_5_in_grid_engines_words(
+    sge_cell: Any, laptop_env: dict[str, str]
+) -> None:
+    result = run(["start", *HOST, *SGE, "--cpus", "64", "--dry-run", "--json"], laptop_env)
+    assert result.returncode == ExitCode.SUBMIT, result.stderr
+    [queue] = json.loads(result.stdout)["partitions"]
+    assert "no suitable queues" in queue["refusal"] and "qstat -g c" in queue["hint"]
+
+
+BROKEN = "--directive=-o /nonexistent/hpcjup/job.out"  # the later -o wins: the job cannot open its log, Eqw
+
+
+def test_a_job_in_error_state_is_not_waited_for_and_is_deleted(sge_cell: Any, laptop_env: dict[str, str]) -> None:
+    """Grid Engine keeps a job in Eqw for ever: start says why (qstat -j's error reason), deletes it, exit 5."""
+    result = run(["start", *HOST, *SGE, "--name", "sge-eqw", BROKEN, "--no-dask", "-d", "--json"], laptop_env)
+    assert result.returncode == ExitCode.SUBMIT, result.stderr
+    error = json.loads(result.stdout)["error"]
+    assert "cannot start: Grid Engine put it in error state" in error["message"] and "(Eqw)" in error["message"]
+    assert 'can\'t open output file "/nonexistent/hpcjup/job.out"' in error["message"] and "qstat -j" in error["hint"]
+    assert not [j for j in sge_cell.job_ids("hpcuser") if "sge-eqw" in sge_cell.run("qstat", "-j", j).stdout]
+    assert not (SESSIONS / "sge-eqw").exists()
+
+
+def test_stop_deletes_a_session_whose_job_is_in_error_state(sge_cell: Any, laptop_env: dict[str, str]) -> None:
+    """A session left in Eqw (its `start` killed before it looked): `stop` deletes the job, it is not 'ended'."""
+    import subprocess
+
+    from tests.cli.helpers import hpcjup_argv
+
+    args = ["start", *HOST, *SGE, "--name", "sge-eqw-stop", BROKEN, "--no-dask", "--no-browser"]
+    start = subprocess.Popen(hpcjup_argv() + args, env=laptop_env, stderr=subprocess.PIPE, text=True)
+    assert start.stderr is not None
+    try:
+        line = ""
+        while "Submitted job" not in line:
+            line = start.stderr.readline()
+            assert line, "start ended before it submitted"
+    finally:
+        start.kill()  # SIGKILL: nothing of start's own cleanup runs
+        start.communicate()
+    job_id = line.split("Submitted job ", 1)[1].split()[0]
+
+    def in_error_state() -> bool:
+        return any(
+            row.split()[:1] == [job_id] and "E" in row.split()[4]
+            for row in sge_cell.run("qstat", "-u", "hpcuser").stdout.splitlines()[2:]
+        )
+
+    wait_for(in_error_state, 30, f"job {job_id} to enter Eqw")
+    stopped = run(["stop", "sge-eqw-stop", *HOST, "--json"], laptop_env)
+    assert stopped.returncode == 0, stopped.stderr
+    assert json.loads(stopped.stdout)["stopped"][0]["was_active"] is True
+    wait_for(lambda: job_id not in sge_cell.job_ids("hpcuser"), 30, f"job {job_id} to be deleted")
