@@ -45,7 +45,7 @@ def test_idle_kernels_and_nonsense_count_nothing() -> None:
 def test_a_process_start_time_is_read_from_proc() -> None:
     started = process_start()
     assert started is not None and started <= time.time()
-    assert process_start(str(os.getppid())) <= started  # type: ignore[operator]
+    assert process_start(str(os.getppid())) <= started + 0.05  # type: ignore[operator]  # 10 ms ticks, two clocks
     assert process_start("999999999") is None
 
 
