@@ -179,3 +179,88 @@ def test_cli_refusal_exit_5(site: dict[str, Any]) -> None:
     )
     assert result.returncode == 5, result.stderr
     assert REFUSALS[system] in result.stderr
+
+
+def start_detached(site: dict[str, Any], name: str, *args: str, timeout: float = 180) -> dict[str, Any]:
+    """`hpcjup start -d --json` on the stand-in's login node; the parsed answer (the test fails on an error)."""
+    from tests.cluster.fixtures import laptop_environ
+
+    argv = ["start", "--host", site["standin"].alias, "--scheduler", site["system"], "--name", name]
+    argv += ["--python", CLUSTER_PYTHON, "--no-browser", "-d", "--json", *args]
+    result = run(argv, laptop_environ(site["home"]), timeout=timeout)
+    assert result.returncode == 0, result.stderr
+    return {**json.loads(result.stdout), "stderr": result.stderr}
+
+
+def cli(site: dict[str, Any], *args: str, timeout: float = 120) -> Any:
+    """Another hpcjup command against the stand-in's host."""
+    from tests.cluster.fixtures import laptop_environ
+
+    return run([*args, "--host", site["standin"].alias], laptop_environ(site["home"]), timeout=timeout)
+
+
+@pytest.mark.parametrize("site", ["pbs"], indirect=True)
+def test_pbs_time_min_starts_now_with_the_walltime_that_fits(site: dict[str, Any]) -> None:
+    """The queue's nodes are free for 8 minutes before a reservation: a 30-minute job waits (saying why),
+    with --time-min 5 PBS's shrink-to-fit starts it now with 8 minutes, and the job's clocks follow that."""
+    waiting = cli(site, "start", "--scheduler", "pbs", "-p", "resv", "-t", "30", "--timeout", "8", "--no-browser")
+    assert waiting.returncode != 0 and "Job would conflict with reservation or top job" in waiting.stderr
+    info = start_detached(site, "shrunk", "-p", "resv", "-t", "30", "--time-min", "5", "--no-dask")
+    assert "shortened the time limit to 0:08:00" in info["stderr"]
+    assert http_get(f"http://127.0.0.1:{info['local_port']}/api/status", info["token"])[0] == 200
+    job = site["standin"].jobs()[info["job_id"]]
+    assert (job["min_walltime"], job["max_walltime"], job["walltime"]) == (300, 1800, 480)
+    usage = json.loads((SESSIONS / "shrunk" / "usage.json").read_text())
+    assert usage["time_limit"] == 480  # HPCJUP_TIME_LIMIT in the job: the granted walltime, from qstat -f
+    rows = json.loads(cli(site, "ls", "--json").stdout)["sessions"]
+    assert {r["session"]: r for r in rows}["shrunk"]["time_limit"] == 480
+    assert cli(site, "stop", "shrunk").returncode == 0
+
+
+DASK_WORKERS = """
+from dask.distributed import Client
+client = Client()
+client.wait_for_workers({n}, timeout=90)
+print(len(client.scheduler_info()["workers"]), sum(client.gather(client.map(lambda x: x * x, range(100)))))
+"""
+
+
+def test_dask_workers_on_every_host_and_a_worker_group(site: dict[str, Any]) -> None:
+    """Two nodes: one worker launched on each host of the allocation through the scheduler's own launcher
+    (pbsdsh -h HOST / blaunch HOST); `hpcjup scale` adds a worker job rendered by dask-jobqueue (PBSJob /
+    LSFJob) that joins the session's scheduler, and takes it away again."""
+    from tests.cli.kernel import run_in_kernel
+
+    name = f"{site['system']}-dask"
+    info = start_detached(site, name, "-p", "workq", "-t", "20", "-N", "2", "--cpus", "1", "--workers", "2")
+    base = f"http://127.0.0.1:{info['local_port']}"
+    workers, total = run_in_kernel(base, info["token"], DASK_WORKERS.format(n=2), timeout=150).split()
+    assert int(workers) == 2 and int(total) == sum(x * x for x in range(100))
+    launched = site["standin"].launches(info["job_id"])
+    assert len(launched) == 2 and len(set(launched)) == 2, launched  # one launch per host, every host
+
+    scaled = cli(site, "scale", name, "workq", "1", "--json")
+    assert scaled.returncode == 0, scaled.stderr
+    [worker_job] = json.loads(scaled.stdout)["jobs"]
+    job = site["standin"].jobs()[worker_job]
+    assert job["name"].startswith(f"hpcjup+{name}+") and job["queue"] == "workq"
+    workers, _ = run_in_kernel(base, info["token"], DASK_WORKERS.format(n=3), timeout=150).split()
+    assert int(workers) == 3
+    assert cli(site, "scale", name, "workq", "0", "--json").returncode == 0
+    wait_until("the worker job to end", lambda: site["standin"].jobs()[worker_job]["state"] == "finished", 60)
+    assert cli(site, "stop", name).returncode == 0
+
+
+def test_walltime_warning_ends_the_session_before_the_limit(site: dict[str, Any]) -> None:
+    """PBS sends nothing before the walltime: the launcher's own timer ends the session 30 s into a 1-minute
+    job. LSF's warning action (-wa USR1 -wt 1) signals a 2-minute job a minute before its limit. Either way
+    the session records "walltime" and the job ends by itself, not killed at the limit."""
+    minutes = "1" if site["system"] == "pbs" else "2"
+    name = f"{site['system']}-short"
+    info = start_detached(site, name, "-p", "workq", "-t", minutes, "--no-dask")
+    state = wait_until("the session to end by itself", lambda: launcher_state(name).get("reason"), 100)
+    assert state == "walltime"
+    job_id = info["job_id"]
+    wait_until("the job to end", lambda: site["standin"].jobs()[job_id]["state"] == "finished", 30)
+    job = site["standin"].jobs()[job_id]
+    assert job["code"] == 0 and not job["timed_out"], job

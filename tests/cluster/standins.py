@@ -24,8 +24,13 @@ COMMANDS = {
     "pbs": ("qsub", "qstat", "qdel", "qsig", "qselect", "pbsdsh"),
     "lsf": ("bsub", "bjobs", "bkill", "bqueues", "blaunch"),
 }
-#: The queues the stand-ins know; anything else is refused in the real systems' words.
-QUEUES = {"workq": {"max_walltime": 4 * 3600, "default_walltime": 3600}, "debug": {"max_walltime": 1800}}
+#: The queues the stand-ins know; anything else is refused in the real systems' words. `resv`'s nodes are
+#: free for 8 minutes only, before a reservation: longer jobs wait, shrink-to-fit jobs start shortened.
+QUEUES = {
+    "workq": {"max_walltime": 4 * 3600, "default_walltime": 3600},
+    "debug": {"max_walltime": 1800},
+    "resv": {"max_walltime": 4 * 3600, "default_walltime": 3600, "free_for": 8 * 60},
+}
 
 
 def install(cluster: MiniCluster, system: str, pend_seconds: float = 1.0, kill_delay: float = 10) -> Path:
@@ -91,6 +96,12 @@ class Standin:
         """The stand-in's record of the cluster user's jobs."""
         state = Path(f"/home/{self.cluster.user}/.hpcjup-standin/{self.system}/jobs.json")
         return json.loads(state.read_text())["jobs"] if state.exists() else {}
+
+    def launches(self, job_id: str) -> list[str]:
+        """The hosts pbsdsh/blaunch were asked to run on, for job `job_id`, in order."""
+        log = Path(f"/home/{self.cluster.user}/.hpcjup-standin/{self.system}/launches")
+        lines = log.read_text().splitlines() if log.exists() else []
+        return [line.split(" ", 1)[0] for line in lines if line.split(" ", 1)[1:] == [job_id]]
 
     def cancel_all(self) -> None:
         """End every job the stand-in still runs for the cluster user (a test's leftovers)."""

@@ -122,15 +122,25 @@ def run_job(job_id: str) -> None:
         job = data["jobs"][job_id]
         if job["state"] != "queued":
             return  # deleted while queued
-        job.update(state="running", stime=time.time())
+        granted = fit(job)
+        if granted is None:  # it would run into the reservation: it waits (until qdel, in the stand-in)
+            job.update(comment="Not Running: Job would conflict with reservation or top job")
+            return
+        job.update(state="running", stime=time.time(), walltime=granted)
     user = pwd.getpwuid(os.getuid())
     env, cwd, out = job_environment(job, user)
     log = open(out, "ab") if out else subprocess.DEVNULL
     # PBS runs the script with the user's login shell as a login shell (~/.profile, no -V); LSF with the
     # submitting environment, as a plain shell.
-    shell = [user.pw_shell or "/bin/sh", *(["-l"] if SYSTEM == "pbs" else [])]
+    shell = user.pw_shell or "/bin/sh"
+    argv = [shell, job["script"]]
+    if SYSTEM == "pbs":
+        # The login profile resets PATH; a PBS site's /etc/profile.d/pbs.sh then adds its commands
+        # (/opt/pbs/bin). Played here without touching /etc: the profile, then the stand-ins, then the script.
+        login = 'PATH="$1:$PATH"; export PATH; exec "$0" "$2"'
+        argv = [shell, "-l", "-c", login, shell, str(HERE / "bin"), job["script"]]
     proc = subprocess.Popen(
-        [*shell, job["script"]],
+        argv,
         cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -159,11 +169,40 @@ def run_job(job_id: str) -> None:
         job.update(state="finished", etime=time.time(), code=code, timed_out=timed_out)
 
 
+def fit(job: dict) -> int | None:
+    """The walltime the job starts with, or None if it cannot start now. A queue's `free_for` is how long
+    its nodes stay free before a reservation (or the top job) takes them: a job asking longer waits, a
+    shrink-to-fit job (PBS min_walltime/max_walltime) starts with the longest walltime that fits, as PBS's
+    scheduler shrinks it (src/scheduler/check.cpp: "Considering shrinking job to duration=...")."""
+    window = QUEUES.get(job["queue"], {}).get("free_for")
+    if job.get("min_walltime") is not None:
+        longest = job["max_walltime"] if window is None else min(job["max_walltime"], window)
+        return longest if longest >= job["min_walltime"] else None
+    return job["walltime"] if window is None or job["walltime"] <= window else None
+
+
+def node_names(count: int) -> list[str]:
+    """The allocation's hosts: this machine first (the job runs here), then names for the others, which
+    pbsdsh/blaunch run on this machine too (launch_here records each)."""
+    return [HOST, *(f"{HOST}-node{i}" for i in range(2, count + 1))]
+
+
+def output_file(job: dict, path: str | None) -> str | None:
+    """Where the job's output goes: -o FILE, or a file named as the real systems name it in -o DIR/
+    (PBS: NAME.oSEQ; LSF's %J is the job id)."""
+    if not path:
+        return None
+    path = os.path.join(job["workdir"], path.replace("%J", job["id"]))
+    if path.endswith("/") or os.path.isdir(path):
+        path = os.path.join(path, f"{job['name']}.o{job['id'].split('.')[0]}")
+    return path
+
+
 def job_environment(job: dict, user: pwd.struct_passwd) -> tuple[dict[str, str], str, str | None]:
     """The environment, working directory and output file the real system gives a batch job."""
     spool = STATE / "spool" / job["id"]
     spool.mkdir(parents=True, exist_ok=True)
-    hosts = [HOST] * job["nodes"]
+    hosts = node_names(job["nodes"])
     if SYSTEM == "pbs":
         # No -V: only the basics, PBS_O_* from qsub's environment, and the job's own variables.
         nodefile = spool / "nodefile"
@@ -196,8 +235,7 @@ def job_environment(job: dict, user: pwd.struct_passwd) -> tuple[dict[str, str],
             "NCPUS": str(job["cpus"]),
             "OMP_NUM_THREADS": str(job["cpus"]),
         }
-        out = os.path.join(job["workdir"], job["output"]) if job.get("output") else None
-        return env, user.pw_dir, out  # the job starts in the home directory
+        return env, user.pw_dir, output_file(job, job.get("output"))  # the job starts in the home directory
     # LSF copies the submitting environment into the job and adds its own.
     hostfile = spool / "hostfile"
     hostfile.write_text("".join(f"{h}\n" for h in hosts for _ in range(job["cpus"])))
@@ -218,8 +256,7 @@ def job_environment(job: dict, user: pwd.struct_passwd) -> tuple[dict[str, str],
         LSB_JOBINDEX="0",
         LSFUSER=user.pw_name,
     )
-    out = os.path.join(job["workdir"], job["output"]) if job.get("output") else None
-    return env, job["workdir"], out
+    return env, job["workdir"], output_file(job, job.get("output"))
 
 
 # -- directives -------------------------------------------------------------------------------------
@@ -264,13 +301,21 @@ def qsub(args: list[str]) -> None:
     queue = (opts.get("-q") or [DEFAULT_QUEUE])[-1]
     if queue not in QUEUES:
         fail("qsub: Unknown queue", 1)
-    resources = dict(item.split("=", 1) for spec in opts.get("-l", []) for item in [spec] if "=" in item)
+    # -l a=1,b=2 is two resources; select=2:ncpus=4 is one.
+    resources = dict(item.split("=", 1) for spec in opts.get("-l", []) for item in spec.split(",") if "=" in item)
     select = resources.get("select", "1")
     chunk = dict(part.split("=", 1) for part in select.split(":")[1:] if "=" in part)
     walltime = (
         seconds(resources["walltime"]) if "walltime" in resources else QUEUES[queue].get("default_walltime", 3600)
     )
-    if walltime > QUEUES[queue].get("max_walltime", 10**9):
+    shrink = {key: seconds(resources[key]) for key in ("min_walltime", "max_walltime") if key in resources}
+    if "max_walltime" in shrink and "min_walltime" not in shrink:
+        fail('qsub: Cannot have "max_walltime" without "min_walltime"', 1)  # pbs_messages.c msg_max_no_minwt
+    if shrink and shrink["min_walltime"] > shrink.get("max_walltime", 10**9):
+        fail('qsub: "min_walltime" can not be greater than "max_walltime"', 1)  # msg_min_gt_maxwt
+    if shrink:
+        shrink.setdefault("max_walltime", QUEUES[queue].get("max_walltime", 10**9))
+    if max(walltime, shrink.get("max_walltime", 0)) > QUEUES[queue].get("max_walltime", 10**9):
         fail("qsub: Job violates queue and/or server resource limits", 1)
     submit(
         text,
@@ -282,6 +327,7 @@ def qsub(args: list[str]) -> None:
         output=(opts.get("-o") or [None])[-1],
         account=(opts.get("-A") or [None])[-1],
         select=select,
+        **shrink,
     )
 
 
@@ -337,20 +383,23 @@ def pbs_attributes(job: dict) -> dict:
             "nodect": job["nodes"],
             "place": "scatter" if job["nodes"] > 1 else "pack",
             "select": job["select"],
-            "walltime": hms(job["walltime"]),
         },
     }
+    if job.get("min_walltime") is not None:  # shrink-to-fit: walltime only once PBS has chosen it
+        attrs["Resource_List"].update(min_walltime=hms(job["min_walltime"]), max_walltime=hms(job["max_walltime"]))
+    if job.get("min_walltime") is None or job.get("stime"):
+        attrs["Resource_List"]["walltime"] = hms(job["walltime"])
     if job.get("account"):
         attrs["Account_Name"] = job["account"]
-    vnodes = "+".join(f"({HOST}:ncpus={job['cpus']})" for _ in range(job["nodes"]))
+    vnodes = "+".join(f"({host}:ncpus={job['cpus']})" for host in node_names(job["nodes"]))
     if state == "Q":
-        attrs["comment"] = (
+        attrs["comment"] = job.get("comment") or (
             f"Not Running: Insufficient amount of resource: ncpus (R: {job['cpus']} A: 0 T: {job['cpus']})"
         )
         attrs["estimated"] = {"exec_vnode": vnodes, "start_time": ctime(job["qtime"] + PEND_SECONDS)}
     if state in ("R", "F") and job.get("stime"):
         used = (job.get("etime") or time.time()) - job["stime"]
-        attrs["exec_host"] = "+".join(f"{HOST}/0*{job['cpus']}" for _ in range(job["nodes"]))
+        attrs["exec_host"] = "+".join(f"{host}/0*{job['cpus']}" for host in node_names(job["nodes"]))
         attrs["exec_vnode"] = vnodes
         attrs["resources_used"] = {
             "cpupercent": 0,
@@ -533,7 +582,7 @@ def lsf_record(job: dict, fields: list[str], hms_times: bool) -> dict:
         "USER": job["user"],
         "QUEUE": job["queue"],
         "PROJ_NAME": job.get("project") or "default",
-        "EXEC_HOST": ":".join(f"{job['cpus']}*{HOST}" for _ in range(job["nodes"])) if job.get("stime") else "",
+        "EXEC_HOST": ":".join(f"{job['cpus']}*{host}" for host in node_names(job["nodes"])) if job.get("stime") else "",
         "PEND_REASON": "New job is waiting for scheduling;" if stat == "PEND" else "",
         "EXIT_CODE": exit_code,
         "RUNTIMELIMIT": limit,
@@ -614,9 +663,12 @@ def bqueues(args: list[str]) -> None:
 def launch_here(args: list[str]) -> None:
     """pbsdsh -h HOST -- CMD / blaunch HOST CMD: every host of the stand-in's allocation is this one."""
     if SYSTEM == "pbs":
+        host = args[args.index("-h") + 1] if "-h" in args else HOST
         args = args[args.index("--") + 1 :] if "--" in args else args[2:]
     else:
-        args = args[1:]
+        host, args = args[0], args[1:]
+    with open(STATE / "launches", "a") as log:  # which host each launch was for, for the tests
+        log.write(f"{host} {os.environ.get('PBS_JOBID') or os.environ.get('LSB_JOBID', '')}\n")
     os.execvp(args[0], args)
 
 
