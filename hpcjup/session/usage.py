@@ -143,6 +143,7 @@ class SessionFigures:
             return None
         text_ok = all(isinstance(getattr(figures, k), str) for k in ("name", "job_id", "host", "partition", "end"))
         numbers = (figures.created_at, figures.submitted_at, figures.started_at, figures.ready_at, figures.until)
+        numbers += (figures.busy_seconds, figures.time_limit)
         numbers_ok = all(n is None or (isinstance(n, (int, float)) and not isinstance(n, bool)) for n in numbers)
         counts_ok = isinstance(figures.nodes, int) and figures.nodes >= 1 and figures.created_at is not None
         return figures if text_ok and numbers_ok and counts_ok else None

@@ -177,7 +177,9 @@ def test_sessions_removed_from_the_host_still_count_from_the_laptops_archive(hos
     directory.rmdir()
     (group,) = report(collect(transport, store, "local"), "local", None)["groups"]
     assert (group["sessions"], group["ended"], group["idle_given_back"]["n"]) == (1, {"idle": 1}, 1)
-    archive.path("local").write_text('{"sessions": [{"name": 1}, "junk"]}')  # hand-edited: ignored, no crash
+    entry = json.loads(archive.path("local").read_text())["sessions"][0]
+    hostile = [{**entry, "busy_seconds": "x"}, {**entry, "nodes": 0}, {**entry, "until": True}, {"name": 1}, "junk"]
+    archive.path("local").write_text(json.dumps({"sessions": hostile}))  # hand-edited: ignored, no crash
     assert report(collect(transport, store, "local"), "local", None)["sessions"] == 0
 
 
