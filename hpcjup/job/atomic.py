@@ -5,6 +5,7 @@ Shipped beside launcher.py; the launcher and dasklaunch.py import it from there.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 
@@ -14,11 +15,16 @@ def write_private(path: str, data: bytes) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, data)
-        os.fsync(fd)  # the laptop reads it from another host (shared file system): a crash must not leave it empty
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)  # the laptop reads it from another host (shared file system): a crash must not leave it empty
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # no half-written temporary file left behind (a full disk)
+            os.unlink(tmp)
+        raise
 
 
 def now() -> str:

@@ -143,7 +143,11 @@ class Usage:
         self.write()
 
     def write(self) -> None:
+        """Write usage.json now (a failure is ignored: the next write may succeed)."""
         self.doc["busy_seconds"] = round(self.busy, 1)
         self.doc["updated_at"] = iso(time.time())
-        write_private(self.path, json.dumps(self.doc, indent=2).encode())
         self.written = time.monotonic()
+        try:
+            write_private(self.path, json.dumps(self.doc, indent=2).encode())
+        except OSError:  # a full disk or quota: statistics must never end the session (state.json says what matters)
+            pass

@@ -83,3 +83,13 @@ def test_usage_json_is_written_when_busy_time_changed_and_as_a_heartbeat(
     record.ended("walltime")
     last = json.loads(path.read_text())
     assert last["end_reason"] == "walltime" and last["ended_at"] and last["busy_seconds"] >= busy
+
+
+def test_a_usage_json_that_cannot_be_written_never_ends_the_session(tmp_path: Path) -> None:
+    import usage
+
+    (tmp_path / "usage.json").mkdir()  # os.replace onto it fails, as a full disk or a quota would
+    record = usage.Usage(str(tmp_path), "77", str(tmp_path / "launcher.py"))
+    record.ready(2)
+    record.ended("stopped")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["usage.json"], "no temporary file left behind"
