@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
@@ -14,7 +13,6 @@ from hpcjup.cli.profile import RENAMED, profile_option, typed_options
 from hpcjup.cli.serve import Holder, terminate_as_interrupt
 from hpcjup.config.profiles import resolve
 from hpcjup.config.resources import parse_duration
-from hpcjup.config.schema import KEYS
 from hpcjup.errors import ExitCode, HpcjupError, Interrupted, JobCannotStart, JobFailedError, SubmitError, UsageError
 from hpcjup.session.groups import WorkerGroup
 from hpcjup.session.layout import check_name
@@ -148,8 +146,6 @@ def command(
 
         get_scheduler(settings.value("scheduler"))  # an unknown name lists the known ones now, before connecting
     resources = settings.resources()
-    if directives and "directives" not in KEYS:  # until the profile key exists: the flag alone
-        resources = dataclasses.replace(resources, directives=directives)
     cpus, local_port = settings.value("cpus"), settings.value("local_port")
     dask = (
         None

@@ -78,3 +78,16 @@ def test_an_unknown_partition_among_several_fails_the_dry_run(minicluster: Any, 
     nosuch, booster = json.loads(result.stdout)["partitions"]
     assert "invalid partition specified: nosuch" in nosuch["refusal"] and "sinfo -s" in nosuch["hint"]
     assert booster["refusal"] is None and booster["estimate"]
+
+
+def test_directives_come_from_the_profile_unless_the_command_line_gives_them(
+    minicluster: Any, laptop_env: dict[str, str]
+) -> None:
+    config = Path(laptop_env["XDG_CONFIG_HOME"]) / "hpcjup" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text('[profiles.tagged]\ndirectives = ["--comment=from-profile", "--nice=10"]\n')
+    base = ["start", *HOST, "--profile", "tagged", "--dry-run", "--json", "--no-dask"]
+    script = json.loads(run(base, laptop_env).stdout)["script"]
+    assert "#SBATCH --comment=from-profile\n#SBATCH --nice=10\n" in script
+    script = json.loads(run([*base, "--directive=--comment=from-flag"], laptop_env).stdout)["script"]
+    assert "#SBATCH --comment=from-flag" in script and "from-profile" not in script
