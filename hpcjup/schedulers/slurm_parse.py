@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 
 from hpcjup.config.resources import time_to_seconds
-from hpcjup.errors import HpcjupError, RemoteCommandError, SubmitError
+from hpcjup.errors import RemoteCommandError, SubmitError
 from hpcjup.schedulers.base import JobState, JobStatus, PartitionPreview, sections
 
 
@@ -150,13 +150,17 @@ def parse_sinfo(text: str) -> dict[str, tuple[str, int | None, int, int]]:
 def parse_preview(stdout: str, partitions: Sequence[str | None]) -> list[PartitionPreview]:
     """One preview per partition (None: the default) from the framed output of the preview snippet."""
     parts = sections(stdout)
-    infos = [text for section, _, code, text in parts if section == "sinfo" and code == 0]
-    if not infos:
-        raise HpcjupError(
-            "sinfo did not answer on the login node: " + (_words(stdout)[:300] or "no output"),
+    infos = [(code, text) for section, _, code, text in parts if section == "sinfo"]
+    code, text = infos[0] if infos else (None, stdout)
+    if code != 0:  # Slurm does not answer (or the command was cut short): exit 10, as for any failed remote command
+        raise RemoteCommandError(
+            ["sinfo", "-h", "-o", "%P|%a|%l|%F"],
+            -1 if code is None else code,
+            _words(text)[:300],
+            "",
             hint="Check that Slurm answers: `sinfo -s` on the login node.",
         )
-    sinfo = parse_sinfo(infos[0])
+    sinfo = parse_sinfo(text)
     tests = {arg: (code, text) for section, arg, code, text in parts if section == "test"}
     return [_preview(name, tests.get(name or ""), sinfo) for name in partitions]
 

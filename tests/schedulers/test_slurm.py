@@ -222,9 +222,22 @@ def test_sinfo_time_limits_and_node_counts() -> None:
 
 
 def test_preview_without_sinfo_is_a_clear_error() -> None:
-    with pytest.raises(HpcjupError, match="sinfo did not answer") as caught:
-        Slurm().parse_preview("sh: 1: sinfo: not found\n", ["booster"])
-    assert "sinfo -s" in (caught.value.hint or "")
+    with pytest.raises(RemoteCommandError, match="sinfo: not found") as caught:
+        Slurm().parse_preview("@@hpcjup sinfo\nsh: 1: sinfo: not found\n\n@@hpcjup end 127\n", ["booster"])
+    assert "sinfo -s" in (caught.value.hint or "") and caught.value.returncode == 127
+    with pytest.raises(RemoteCommandError, match="no output"):
+        Slurm().parse_preview("", ["booster"])
+
+
+def test_schedulers_without_a_preview_say_so_plainly() -> None:
+    from hpcjup.schedulers import get_scheduler
+
+    none = get_scheduler("none")
+    assert not none.previews_start and none.preview_snippet("#!/bin/sh\n", [None]) == ""
+    [preview] = none.parse_preview("", [None])
+    assert (
+        preview.can_take and preview.estimate is None and preview.note == f"no start estimate on {none.title or 'none'}"
+    )
 
 
 def test_preview_snippet_passes_the_script_verbatim_to_sbatch_on_stdin(tmp_path: Path) -> None:
