@@ -76,10 +76,8 @@ class LSF(Scheduler):
             ("-q", res.partition) if res.partition else None,
             ("-P", res.account) if res.account else None,
             ("-gpu", f'"{_gpu_request(res.gpus)}"') if res.gpus else None,
-            ("-wa", "USR1") if spec.warn_seconds else None,  # the warning action: SIGUSR1 to the job ...
-            ("-wt", str(max(1, math.ceil(spec.warn_seconds / 60))))
-            if spec.warn_seconds
-            else None,  # ... minutes before
+            # the warning action: SIGUSR1 to the job, whole minutes before the run limit
+            *([("-wa", "USR1"), ("-wt", str(warning))] if (warning := warning_minutes(spec)) else []),
         ]
         lines = ["#!/bin/bash", f"# hpcjup session {spec.name}: JupyterLab on a compute node."]
         lines += [f"{self.directive} {flag} {value}" for flag, value in (o for o in options if o)]
@@ -101,7 +99,7 @@ class LSF(Scheduler):
             ENV_CPUS: "\"$(echo $LSB_MCPU_HOSTS | awk '{ print $2 }')\"",
             ENV_LAUNCH: shlex.quote("blaunch {host}"),
             ENV_TIME_LIMIT: str(time_to_seconds(res.time)) if res.time else "0",  # the queue's default: unknown here
-            ENV_WARN_SIGNAL: "1" if spec.warn_seconds else '""',
+            ENV_WARN_SIGNAL: "1" if warning_minutes(spec) else '""',  # else the launcher's own timer
             ENV_WARN_SECONDS: str(spec.warn_seconds or 0),
             ENV_PARTITION: '"${LSB_QUEUE:-}"',
             ENV_ACCOUNT: '"${LSB_PROJECT_NAME:-}"',
@@ -206,6 +204,16 @@ class LSF(Scheduler):
             words = (result.stderr or result.stdout).strip() or f"bqueues exited with {result.returncode}"
             return [*checks, Check("partition", Status.FAIL, f"queue {queue}: {words}", fix=fix)]
         return [*checks, Check("partition", Status.PASS, f"queue {queue} exists")]
+
+
+def warning_minutes(spec: JobSpec) -> int | None:
+    """-wt: the warning's lead in whole minutes (rounded up: never later than asked); None where that would
+    reach back to the job's start (--time 1 with a 30 s warning), which the launcher's own timer then handles."""
+    if not spec.warn_seconds:
+        return None
+    minutes = max(1, math.ceil(spec.warn_seconds / 60))
+    limit = spec.resources.time_seconds
+    return None if limit is not None and minutes * 60 >= limit else minutes
 
 
 # -- parsing what LSF prints (recorded samples in tests/schedulers/data/lsf) ---------------------------

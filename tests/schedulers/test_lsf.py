@@ -279,3 +279,15 @@ def test_bsub_any_output(text: str) -> None:
         assert LSF().is_job_id(parse_bsub(text))
     except SubmitError:
         pass
+
+
+def test_a_warning_that_would_reach_the_start_is_the_launchers_timer() -> None:
+    """--time 1 with a 30 s warning: -wt counts whole minutes, so `-wt 1` would signal the job as it starts
+    (and the session would end at once); the launcher's own timer warns instead."""
+    short = JobSpec(name="x", session_dir="/s", command=["l"], resources=Resources(time="1"), warn_seconds=30)
+    script = LSF().render(short)
+    assert "#BSUB -wa" not in script and "#BSUB -wt" not in script
+    assert f'export {job.ENV_WARN_SIGNAL}=""' in script and f"export {job.ENV_TIME_LIMIT}=60" in script
+    longer = JobSpec(name="x", session_dir="/s", command=["l"], resources=Resources(time="2"), warn_seconds=30)
+    script = LSF().render(longer)
+    assert "#BSUB -wa USR1" in script and "#BSUB -wt 1" in script and f"export {job.ENV_WARN_SIGNAL}=1" in script
