@@ -15,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from hpcjup.config.profiles import KEYS, Key, check_table, find_line, parse_toml
+from hpcjup.config.schema import KEYS, Key, check_table, find_line, parse_toml
 from hpcjup.errors import UsageError
 
 SITES_DIR = "sites"

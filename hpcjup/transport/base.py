@@ -40,15 +40,6 @@ class CommandResult:
     stderr: str
 
 
-@dataclass(frozen=True)
-class FileInfo:
-    """Name, size and modification time of a remote file."""
-
-    name: str
-    size: int
-    mtime: float
-
-
 class Stream(Protocol):
     """A bidirectional byte stream: a socket, or an SSH channel."""
 

@@ -9,7 +9,7 @@ import pytest
 from hpcjup.errors import ExitCode, SubmitError, UsageError
 from hpcjup.schedulers.base import JobState, Scheduler
 from hpcjup.schedulers.slurm import Slurm
-from hpcjup.transport.base import FileInfo, Stream, Transport
+from hpcjup.transport.base import Stream, Transport
 
 
 class ScriptedTransport(Transport):
@@ -42,9 +42,6 @@ class ScriptedTransport(Transport):
 
     def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
         raise NotImplementedError
-
-    def scan(self, directory: str) -> dict[str, FileInfo]:
-        return {}
 
     def mkdir(self, path: str, mode: int = 0o700) -> None:
         raise NotImplementedError
