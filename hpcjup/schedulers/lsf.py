@@ -46,6 +46,12 @@ _SUBMITTED = re.compile(r"Job <([0-9]{1,20})> is submitted")
 #: bjobs fields, in the order of bjobs's -o (the JSON keys are the upper-case names). -hms: times as HH:MM:SS.
 FIELDS = "jobid stat queue exec_host pend_reason exit_code runtimelimit"
 _BJOBS = ["bjobs", "-a", "-hms", "-o", FIELDS, "-json"]
+# No --time: the queue's default run limit, asked in the job (seconds; 0 if bjobs cannot tell). With -hms
+# RUNTIMELIMIT is HH:MM:SS, perhaps with "/host" (the normalising host) after it.
+_QUEUE_LIMIT = (
+    '$(bjobs -noheader -hms -o runtimelimit "$LSB_JOBID" 2>/dev/null '
+    "| awk -F'[:/]' 'NF >= 3 && !s { s = ($1 * 60 + $2) * 60 + $3 } END { print s + 0 }')"
+)
 # Variables LSF sets in a job that must not reach a job submitted from inside it; the user's defaults stay.
 _SCRUB_KEEP = "LSB_DEFAULTQUEUE LSB_DEFAULTPROJECT LSB_DEFAULT_USERGROUP LSB_DEFAULT_JOBGROUP"
 
@@ -98,7 +104,7 @@ class LSF(Scheduler):
             ENV_NODELIST: '"$(echo $LSB_MCPU_HOSTS | awk \'{ for (i = 1; i < NF; i += 2) printf "%s%s", (i > 1 ? " " : ""), $i }\')"',
             ENV_CPUS: "\"$(echo $LSB_MCPU_HOSTS | awk '{ print $2 }')\"",
             ENV_LAUNCH: shlex.quote("blaunch {host}"),
-            ENV_TIME_LIMIT: str(time_to_seconds(res.time)) if res.time else "0",  # the queue's default: unknown here
+            ENV_TIME_LIMIT: str(time_to_seconds(res.time)) if res.time else f'"{_QUEUE_LIMIT}"',
             ENV_WARN_SIGNAL: "1" if warning_minutes(spec) else '""',  # else the launcher's own timer
             ENV_WARN_SECONDS: str(spec.warn_seconds or 0),
             ENV_PARTITION: '"${LSB_QUEUE:-}"',

@@ -291,3 +291,26 @@ def test_a_warning_that_would_reach_the_start_is_the_launchers_timer() -> None:
     longer = JobSpec(name="x", session_dir="/s", command=["l"], resources=Resources(time="2"), warn_seconds=30)
     script = LSF().render(longer)
     assert "#BSUB -wa USR1" in script and "#BSUB -wt 1" in script and f"export {job.ENV_WARN_SIGNAL}=1" in script
+
+
+def test_time_limit_without_time_comes_from_bjobs(tmp_path: Path) -> None:
+    """No --time: the queue's default run limit, read from `bjobs -o runtimelimit` in the job (0 when bjobs
+    says nothing), so the Dask lifetimes and `hpcjup stats` know it."""
+    fake = tmp_path / "bjobs"
+    fake.write_text("#!/bin/sh\necho '12:00:00/hostA'\n")
+    fake.chmod(0o755)
+    lines = [
+        line
+        for line in LSF().job_environment(JobSpec(name="x", session_dir="/s", command=["l"]))
+        if job.ENV_TIME_LIMIT in line
+    ]
+    script = "\n".join(lines) + f'\necho "${job.ENV_TIME_LIMIT}"'
+    found = subprocess.run(
+        ["sh", "-c", script],
+        env={"PATH": f"{tmp_path}:/usr/bin:/bin", "LSB_JOBID": "7"},
+        capture_output=True,
+        text=True,
+    )
+    assert found.stdout.strip() == str(12 * 3600)
+    none = subprocess.run(["sh", "-c", script], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    assert none.stdout.strip() == "0"
