@@ -9,13 +9,13 @@ sessions removed from the host (`hpcjup prune`) still count in later statistics.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from hpcjup.errors import DamagedDocument
+from hpcjup.files import private_dirs, write_private
 from hpcjup.session.fields import WORD, Reader, parse_object
 
 MAX_ARCHIVED = 5000  # sessions per host in the laptop's archive: the newest are kept
@@ -142,8 +142,8 @@ class SessionFigures:
         except TypeError:
             return None
         text_ok = all(isinstance(getattr(figures, k), str) for k in ("name", "job_id", "host", "partition", "end"))
-        numbers = (figures.created_at, figures.submitted_at, figures.started_at, figures.ready_at, figures.until)
-        numbers += (figures.busy_seconds, figures.time_limit)
+        numbers = [figures.created_at, figures.submitted_at, figures.started_at, figures.ready_at, figures.until]
+        numbers += [figures.busy_seconds, figures.time_limit]
         numbers_ok = all(n is None or (isinstance(n, (int, float)) and not isinstance(n, bool)) for n in numbers)
         counts_ok = isinstance(figures.nodes, int) and figures.nodes >= 1 and figures.created_at is not None
         return figures if text_ok and numbers_ok and counts_ok else None
@@ -172,16 +172,10 @@ class UsageArchive:
 
     def save(self, host: str, figures: list[SessionFigures]) -> None:
         """Keep these (the newest MAX_ARCHIVED), atomically and readable by the user only."""
-        from hpcjup.session.store import _private_dirs
-
         newest = sorted(figures, key=lambda f: f.created_at)[-MAX_ARCHIVED:]
         path = self.path(host)
-        _private_dirs(path.parent)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump({"schema": 1, "sessions": [f.to_dict() for f in newest]}, fh)
-        os.replace(tmp, path)
+        private_dirs(path.parent)
+        write_private(path, json.dumps({"schema": 1, "sessions": [f.to_dict() for f in newest]}).encode())
 
 
 def read_usage(raw: bytes | None) -> tuple[JobUsage | None, str | None]:
