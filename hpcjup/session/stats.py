@@ -14,6 +14,7 @@ import json
 import math
 import re
 import statistics
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -109,13 +110,28 @@ def collect(transport: Transport, store: LocalStore, host: str) -> Collected:
     return out
 
 
-def _statuses(transport: Transport, parsed: list[tuple[SessionRecord, JobReport | None, Any]]) -> dict[str, JobStatus]:
+#: A launcher rewrites usage.json at least every 5 minutes while it runs; one silent for longer than this was
+#: killed outright (the margin covers clock differences between laptop and cluster): the scheduler is not asked.
+SILENT_FOR = 3600.0
+
+
+def _statuses(
+    transport: Transport, parsed: list[tuple[SessionRecord, JobReport | None, JobUsage | None]]
+) -> dict[str, JobStatus]:
     """The scheduler's word on the sessions whose launcher has not recorded an end (one query per scheduler)."""
     from hpcjup.session.overview import job_statuses
 
-    home = transport.home()
-    open_ = [Found(SessionPaths(home, r.name), r, rep) for r, rep, _ in parsed if rep is None or not rep.ended]
-    return job_statuses(transport, open_) if open_ else {}
+    home, now = transport.home(), time.time()
+    statuses: dict[str, JobStatus] = {}
+    open_ = []
+    for record, report, usage in parsed:
+        if report is not None and report.ended:
+            continue
+        if usage is not None and usage.updated_at is not None and now - usage.updated_at > SILENT_FOR:
+            statuses[record.name] = JobStatus(record.job_id, JobState.GONE)
+        else:
+            open_.append(Found(SessionPaths(home, record.name), record, report))
+    return {**statuses, **(job_statuses(transport, open_) if open_ else {})}
 
 
 def merge(current: list[SessionFigures], store: LocalStore, host: str) -> list[SessionFigures]:

@@ -250,3 +250,19 @@ def test_prune_can_archive_what_it_removes(host: Any) -> None:
     remember(store, "local", [(SessionRecord.from_json(json.dumps(record("gone")).encode()), JobReport("ended"), raw)])
     (group,) = report(collect(transport, store, "local"), "local", None)["groups"]
     assert (group["sessions"], group["ended"], group["queue_wait"]["n"]) == (1, {"walltime": 1}, 1)
+
+
+def test_a_launcher_silent_for_an_hour_is_not_asked_about(host: Any) -> None:
+    """Killed outright long ago: counted as lost without a scheduler query (one that runs no command here)."""
+    from hpcjup.session.record import JobReport, SessionRecord
+    from hpcjup.session.stats import _statuses
+    from hpcjup.session.usage import JobUsage
+
+    class NoCommands(LocalTransport):
+        def _exec_raw(self, command: str, input: bytes | None, timeout: float) -> tuple[int, bytes, bytes]:
+            raise AssertionError(f"asked the scheduler: {command}")
+
+    silent = SessionRecord.from_json(json.dumps({**record("silent"), "scheduler": "slurm", "job_id": "42"}).encode())
+    usage_doc = JobUsage(started_at=T0, updated_at=T0 + 60)  # a month before the tests' "now"
+    statuses = _statuses(NoCommands(), [(silent, JobReport("running"), usage_doc)])
+    assert ending(JobReport("running"), usage_doc, statuses["silent"]) == "lost"
