@@ -108,15 +108,41 @@ class App:
         self.ui.info(f"Connecting to {host}…")
         return self.connect(host)
 
-    def choose_scheduler(self, transport: Transport, host: str, choice: str | None) -> Scheduler:
+    def choose_scheduler(
+        self, transport: Transport, host: str, choice: str | None, *, remembered: bool = True
+    ) -> Scheduler:
         """The adapter a new session submits with: --local's, the one chosen (--scheduler, profile, site),
-        or, for "auto", the one the host has (asked in the same remote command that learns its home)."""
-        from hpcjup.schedulers import AUTO, detect, get_scheduler
+        or, for "auto", the one the host has (asked in the same remote command that learns its home).
+        With `remembered`, what the last start learned of the host stands in for asking (`start`'s
+        upload checks it before it submits: see `relearn`); `doctor` always asks."""
+        from hpcjup.schedulers import AUTO, get_scheduler
+        from hpcjup.session import hostfacts
 
         if host == LOCAL:
             return get_scheduler("local")
         choice = choice or self.scheduler_name
-        return get_scheduler(detect(transport) if choice == AUTO else choice)
+        facts = hostfacts.load(self.store, transport.destination or host) if remembered else None
+        name = facts and (facts.scheduler if choice == AUTO else choice)
+        if facts is not None and name:
+            transport._home = facts.home
+            return get_scheduler(name)
+        return self.relearn(transport, host, choice)
+
+    def relearn(self, transport: Transport, host: str, choice: str | None = None) -> Scheduler:
+        """Ask the host for its home (and, for "auto", its batch system) and remember them for the next start
+        (a scheduler chosen by name is not remembered as the host's: "auto" must still find the host's own)."""
+        from hpcjup.schedulers import AUTO, detect, get_scheduler
+        from hpcjup.session import hostfacts
+
+        key = transport.destination or host
+        choice = choice or self.scheduler_name
+        transport._home = None
+        detected = detect(transport) if choice == AUTO else None
+        before = hostfacts.load(self.store, key)
+        hostfacts.save(
+            self.store, key, hostfacts.HostFacts(transport.home(), detected or (before.scheduler if before else None))
+        )
+        return get_scheduler(detected or choice)
 
 
 def terminal_prompt(question: str, echo: bool) -> str:

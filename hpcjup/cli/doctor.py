@@ -55,7 +55,7 @@ def command(
             # Once connected: --scheduler, the profile's or site's `scheduler`, or the one the host has.
             scheduler=None
             if local
-            else lambda transport: app.choose_scheduler(transport, host, resolved.value("scheduler")),
+            else lambda transport: app.choose_scheduler(transport, host, resolved.value("scheduler"), remembered=False),
             dask=not no_dask,
             progress=line.update,
         )

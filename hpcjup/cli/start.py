@@ -20,6 +20,8 @@ from hpcjup.session.submit import DaskRequest, StartRequest
 from hpcjup.ui.tables import duration, expected_start
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from hpcjup.schedulers.base import Scheduler
     from hpcjup.session.layout import SessionPaths
     from hpcjup.session.record import Connection, SessionRecord
@@ -173,14 +175,22 @@ def command(
     host = app.resolve_host(None if local else settings.value("host"), local)
     if dry_run:
         with app.connect_with_status(host) as transport:
-            scheduler = app.choose_scheduler(transport, host, settings.value("scheduler"))
+            # Asked afresh: the script shows the host's real paths (no upload checks a remembered home here).
+            scheduler = app.choose_scheduler(transport, host, settings.value("scheduler"), remembered=False)
             scheduler.check_request(request.resources)
             return show_preview(ctx, app, transport, scheduler, request)
     detacher = Detacher.prepare(local_port, detach)
     with app.connect_with_status(host) as transport:
         scheduler = app.choose_scheduler(transport, host, settings.value("scheduler"))
         scheduler.check_request(request.resources)
-        record, paths, conn, time_left, granted = _submit_and_wait(app, transport, scheduler, request, pending)
+        scheduler, record, paths, conn, time_left, granted = _submit_and_wait(
+            app,
+            transport,
+            scheduler,
+            request,
+            pending,
+            lambda: app.relearn(transport, host, settings.value("scheduler")),
+        )
         asked = request.resources.time_seconds
         if granted and asked and granted < asked:
             app.ui.info(f"The scheduler shortened the time limit to {duration(granted)} (--time-min) to start sooner.")
@@ -259,15 +269,24 @@ def preview_line(title: str, row: dict[str, object]) -> str:
 
 
 def _submit_and_wait(
-    app: App, transport: Transport, scheduler: Scheduler, request: StartRequest, pending: int | None
-) -> tuple[SessionRecord, SessionPaths, Connection, int | None, int | None]:
-    """Submit and wait for Jupyter; interrupted before it answers, the job is cancelled (nothing to lose yet)."""
+    app: App,
+    transport: Transport,
+    scheduler: Scheduler,
+    request: StartRequest,
+    pending: int | None,
+    relearn: Callable[[], Scheduler],
+) -> tuple[Scheduler, SessionRecord, SessionPaths, Connection, int | None, int | None]:
+    """Submit and wait for Jupyter; interrupted before it answers, the job is cancelled (nothing to lose yet).
+    The scheduler returned is the one the session was submitted with (the host may have changed since the
+    last start remembered it: `relearn`)."""
+    from hpcjup.schedulers import get_scheduler
     from hpcjup.session.submit import submit
     from hpcjup.session.wait import ReadyWaiter
 
     with app.ui.status() as line, terminate_as_interrupt():
         line.update("Submitting…")
-        record, paths = submit(transport, scheduler, request)
+        record, paths = submit(transport, scheduler, request, relearn=relearn)
+        scheduler = get_scheduler(record.scheduler)
         # Cached at once: `hpcjup stop NAME` then finds the host without --host, whatever happens next.
         app.store.save(record.host, record.name, {"host": record.host, "record": asdict(record)})
         app.ui.info(f"Submitted job {record.job_id} as session {record.name} on {record.host}.")
@@ -276,7 +295,7 @@ def _submit_and_wait(
         )
         try:
             conn = waiter.wait()
-            return record, paths, conn, waiter.status.time_left, waiter.status.time_limit
+            return scheduler, record, paths, conn, waiter.status.time_left, waiter.status.time_limit
         except JobFailedError:
             raise  # the job ended by itself; its log stays in the session directory for `hpcjup logs`
         except BaseException as exc:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from hpcjup.schedulers.base import JOB_SCRIPT, PartitionPreview, Scheduler
+from hpcjup.schedulers.base import PartitionPreview, Scheduler
 from hpcjup.session.layout import SessionPaths, check_name, new_name
-from hpcjup.session.submit import StartRequest, _job_files, resolve_workdir
+from hpcjup.session.submit import StartRequest, render_job, resolve_workdir
 from hpcjup.transport.base import Transport
 
 
@@ -41,8 +41,8 @@ def preview(transport: Transport, scheduler: Scheduler, request: StartRequest) -
 
 
 def render_script(transport: Transport, scheduler: Scheduler, request: StartRequest) -> tuple[str, str]:
-    """(session name, the job script `submit` would upload for `request`): the same rendering, `_job_files`."""
+    """(session name, the job script `submit` would upload for `request`): the same rendering, `render_job`."""
     home = transport.home()
     request = dataclasses.replace(request, workdir=resolve_workdir(request.workdir, home))
     paths = SessionPaths(home, check_name(request.name) if request.name else new_name())
-    return paths.name, _job_files(paths, scheduler, request)[JOB_SCRIPT][0].decode()
+    return paths.name, render_job(paths, scheduler, request)

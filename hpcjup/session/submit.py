@@ -8,14 +8,14 @@ import posixpath
 import secrets
 import shlex
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from hpcjup import __version__
 from hpcjup.config.environment import launcher_python, setup_lines
 from hpcjup.config.resources import Resources, time_to_seconds
-from hpcjup.errors import HpcjupError, RemoteCommandError, UsageError
+from hpcjup.errors import HpcjupError, RemoteCommandError, SubmitError, UsageError
 from hpcjup.job import DASK_DIR, SETUP_FILE, job_files
 from hpcjup.schedulers.base import JOB_SCRIPT, JobSpec, Scheduler
 from hpcjup.session.layout import SESSIONS_DIR, SessionPaths, check_name, new_name
@@ -67,7 +67,13 @@ class DaskRequest:
             )
 
 
-def submit(transport: Transport, scheduler: Scheduler, request: StartRequest) -> tuple[SessionRecord, SessionPaths]:
+def submit(
+    transport: Transport,
+    scheduler: Scheduler,
+    request: StartRequest,
+    *,
+    relearn: Callable[[], Scheduler] | None = None,
+) -> tuple[SessionRecord, SessionPaths]:
     """Claim the session's name, upload every file and submit the job in one remote command, record it;
     on failure leave nothing.
 
@@ -75,10 +81,28 @@ def submit(transport: Transport, scheduler: Scheduler, request: StartRequest) ->
     name exactly one wins; the other gets "session name in use" and touches nothing of the winner's.
     Ctrl-C while the job is being submitted waits for the scheduler's answer, then cancels the job:
     no job is ever left without a record.
+
+    The home directory and scheduler may be what the last start on the host learned (hostfacts): the
+    upload's command checks both first, and if either changed, `relearn` asks the host (and the session
+    is created with what it says; the record names the scheduler used).
     """
-    request = dataclasses.replace(request, workdir=resolve_workdir(request.workdir, transport.home()))
+    asked = request
     with deferred_interrupts() as interrupted:
-        paths, job_id = _claim(transport, scheduler, request, interrupted)
+        for attempt in range(2):
+            request = dataclasses.replace(asked, workdir=resolve_workdir(asked.workdir, transport.home()))
+            try:
+                paths, job_id = _claim(transport, scheduler, request, interrupted)
+                break
+            except _HostChanged:
+                if relearn is None or attempt:
+                    need = f"`{scheduler.commands[0]}` is not on the PATH" if scheduler.commands else "it changed"
+                    raise SubmitError(
+                        f"{transport.destination or transport.name} is not as the last start found it: its home "
+                        f"directory is not {transport.home()}, or {need}.",
+                        hint="Run the command again; `hpcjup doctor` checks the host.",
+                    ) from None
+                scheduler = relearn()
+                scheduler.check_request(asked.resources)
         try:
             record = SessionRecord(
                 name=paths.name,
@@ -131,15 +155,25 @@ def _claim(
 
 
 _IN_USE = 73
+_CHANGED = 77
 _CLAIMED = "hpcjup-claimed"
+
+
+class _HostChanged(Exception):
+    """The upload found another home directory, or no scheduler command, than the start assumed."""
+
+
 # Runs on the login node (POSIX sh, tar): unpack the archive on stdin into a private staging
 # directory, then claim the name with one mkdir (atomic: of two racing starts one wins) and move
 # the files in. With a job id in $4, first move aside the ended session of that job, under a lock.
 # Then, in the session directory, the scheduler's submit command ($5): after the line _CLAIMED on
-# stderr, the exit code and output are the scheduler's.
+# stderr, the exit code and output are the scheduler's. Before anything, check that $6 is the home
+# directory and $7 (the scheduler's command) is on the PATH, as the start assumed (exit 77 if not).
 _CLAIM = r"""
 umask 077
-root=$1 name=$2 tag=$3 old=$4 submit=$5
+root=$1 name=$2 tag=$3 old=$4 submit=$5 home=$6 need=$7
+[ "$(cd -P -- "$home" 2>/dev/null && pwd -P)" = "$(cd -P && pwd -P)" ] || exit 77
+[ -z "$need" ] || command -v "$need" >/dev/null 2>&1 || exit 77
 final=$root/$name stage=$root/.stage-$tag lock=
 mkdir -p -- "$root" && mkdir -- "$stage" || exit 70
 trap 'rm -rf -- "$stage"; [ -z "$lock" ] || rmdir -- "$lock"' EXIT
@@ -165,13 +199,16 @@ def _upload_and_submit(
     """Run the claim script with the files as a tar archive on stdin, then the scheduler's submit command:
     the job id, or None if the name is in use. A refused submission leaves no directory behind."""
     tag = secrets.token_hex(4)
-    argv = ["sh", "-c", _CLAIM, "sh", paths.root, paths.name, tag, replace, scheduler.submit_command]
+    need = scheduler.commands[0] if scheduler.commands else ""
+    argv = ["sh", "-c", _CLAIM, "sh", paths.root, paths.name, tag, replace, scheduler.submit_command, paths.home, need]
     rc, out, err = transport.run_raw(argv, input=pack(files), timeout=300)
     text = err.decode(errors="replace")
     before, claimed, after = text.partition(_CLAIMED + "\n")
     if not claimed:
         if rc == _IN_USE:
             return None
+        if rc == _CHANGED:
+            raise _HostChanged
         if rc == 74:  # claimed, but a file could not be moved in: nothing was submitted, take it all back
             transport.rmtree(paths.dir)
         raise RemoteCommandError(["upload", paths.dir], rc, "", before)
@@ -217,6 +254,12 @@ def _job_files(paths: SessionPaths, scheduler: Scheduler, request: StartRequest)
         cert, key = make_credentials(paths.name)
         files[f"{DASK_DIR}/cert.pem"] = (cert, 0o600)
         files[f"{DASK_DIR}/key.pem"] = (key, 0o600)
+    files[JOB_SCRIPT] = (render_job(paths, scheduler, request).encode(), 0o700)
+    return files
+
+
+def render_job(paths: SessionPaths, scheduler: Scheduler, request: StartRequest) -> str:
+    """The job script of the session at `paths` (what `start` uploads, what `start --dry-run` shows)."""
     spec = JobSpec(
         name=paths.name,
         session_dir=paths.dir,
@@ -225,8 +268,7 @@ def _job_files(paths: SessionPaths, scheduler: Scheduler, request: StartRequest)
         warn_seconds=_warn_seconds(request.resources.time_min or request.resources.time),
         setup=(f". {shlex.quote(paths.file(SETUP_FILE))}",),
     )
-    files[JOB_SCRIPT] = (scheduler.render(spec).encode(), 0o700)
-    return files
+    return scheduler.render(spec)
 
 
 @contextlib.contextmanager

@@ -212,14 +212,17 @@ def test_zero_limits_are_refused(laptop_env: dict[str, str], flag: list[str]) ->
 
 def test_round_trips_per_command(minicluster: Any, laptop_env: dict[str, str], clean_jobs: None) -> None:
     """Issue 13's budget, counted from `-v` (one line per remote command): start <= 2 up to and including
-    the submission (detection; upload + submit), attach, logs and stop NAME <= 4, stop --all <= 3 whatever the number of sessions."""
+    the submission (detection; upload + submit), 1 on a later start from the same laptop, attach, logs and stop NAME <= 4, stop --all <= 3 whatever the number of sessions."""
     started = run(["-v", "start", *HOST, "-d", "--json", *QUICK, "-n", "rt-a"], laptop_env, timeout=150)
     assert started.returncode == 0, started.stderr
     commands = remote_commands(started.stderr)
     # The upload, the claim of the name and sbatch are one remote command (the claim script's "submit=$5").
     submitted = next(i for i, line in enumerate(commands) if "submit=$5" in line)
     assert submitted + 1 <= 2, "\n".join(commands[: submitted + 1])
-    assert start(laptop_env, *HOST, "-n", "rt-b").returncode == 0
+    # A later start on this laptop: the home and scheduler it learned stand in for the probe (the upload checks them).
+    second = run(["-v", "start", *HOST, "-d", "--json", *QUICK, "-n", "rt-b"], laptop_env, timeout=150)
+    assert second.returncode == 0, second.stderr
+    assert "submit=$5" in remote_commands(second.stderr)[0], "\n".join(remote_commands(second.stderr)[:3])
     assert run(["disconnect", "rt-a"], laptop_env).returncode == 0
     attached = run(["-v", "attach", "rt-a", *HOST, "-d", "--json", "--no-browser"], laptop_env, timeout=120)
     assert attached.returncode == 0, attached.stderr
@@ -235,3 +238,20 @@ def test_round_trips_per_command(minicluster: Any, laptop_env: dict[str, str], c
     assert {s["name"] for s in json.loads(stop_all.stdout)["stopped"]} >= {"rt-b", "rt-c", "rt-d"}
     assert len(remote_commands(stop_all.stderr)) <= 3, "\n".join(remote_commands(stop_all.stderr))
     assert not session_jobs(minicluster, ("rt-a", "rt-b", "rt-c", "rt-d"))
+
+
+def test_a_remembered_home_that_is_wrong_is_relearned(
+    minicluster: Any, laptop_env: dict[str, str], clean_jobs: None
+) -> None:
+    """What the last start learned of the host is checked by the upload before it claims anything: a wrong
+    home (the centre moved home directories) costs one probe more, and the start goes on and remembers anew."""
+    facts = Path(laptop_env["XDG_STATE_HOME"]) / "hpcjup" / "hosts" / "minicluster.json"
+    facts.parent.mkdir(parents=True, mode=0o700)
+    facts.write_text(json.dumps({"home": "/home/moved/hpcuser", "scheduler": "slurm"}))
+    started = run(["-v", "start", *HOST, "-d", "--json", *QUICK, "-n", "moved"], laptop_env, timeout=150)
+    assert started.returncode == 0, started.stderr
+    commands = remote_commands(started.stderr)
+    assert "submit=$5" in commands[0] and "-> 77" in commands[0], "\n".join(commands[:3])  # the check refused
+    assert (SESSIONS / "moved" / "session.json").exists() and not Path("/home/moved").exists()
+    assert json.loads(facts.read_text()) == {"home": "/home/hpcuser", "scheduler": "slurm"}
+    assert run(["stop", "moved", *HOST], laptop_env, timeout=120).returncode == 0

@@ -52,7 +52,8 @@ class SlowScheduler(Scheduler):
         self.cancelled.append((job_id, graceful))
 
 
-def test_ctrl_c_during_submission_cancels_the_accepted_job(tmp_path: Path) -> None:
+def test_ctrl_c_during_submission_cancels_the_accepted_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # the upload checks that the home it was given is the home
     scheduler = SlowScheduler()
     with pytest.raises(KeyboardInterrupt):
         submit(Home(tmp_path), scheduler, StartRequest(name="lab", dask=None))
@@ -122,3 +123,64 @@ def test_slurm_reasons_that_never_clear(reason: str | None, hopeless: bool) -> N
     from hpcjup.schedulers.slurm import Slurm
 
     assert (Slurm().never_starts(JobStatus("1", JobState.PENDING, reason=reason)) is not None) is hopeless
+
+
+class Quick(SlowScheduler):
+    """Accepts the job at once; needs `commands[0]` on the PATH (the upload checks it)."""
+
+    submit_command = "echo 42"
+
+    def __init__(self, commands: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.commands = commands
+
+
+class Remembered(LocalTransport):
+    """A host whose home the laptop remembers wrongly (the last start saw another one)."""
+
+    def __init__(self, remembered: str) -> None:
+        self._home = remembered
+
+    def home(self) -> str:
+        assert self._home is not None
+        return self._home
+
+
+def test_a_remembered_home_that_changed_is_relearned_before_anything_is_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home, old = tmp_path / "home", tmp_path / "old-home"
+    home.mkdir()
+    old.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    transport = Remembered(str(old))
+    relearned: list[str] = []
+
+    def relearn() -> Scheduler:
+        transport._home = str(home)
+        relearned.append("home")
+        return Quick()
+
+    record, paths = submit(transport, Quick(), StartRequest(name="lab", dask=None), relearn=relearn)
+    assert relearned == ["home"] and record.job_id == "42" and paths.dir == str(home / ".hpcjup/sessions/lab")
+    assert (home / ".hpcjup/sessions/lab/session.json").exists() and not (old / ".hpcjup").exists()
+
+
+def test_a_scheduler_that_is_gone_is_asked_for_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    gone = Quick(commands=("hpcjup-no-such-scheduler-command",))
+    record, _ = submit(Home(tmp_path), gone, StartRequest(name="lab", dask=None), relearn=lambda: Quick())
+    assert record.job_id == "42"
+
+
+def test_without_relearning_a_changed_host_is_an_error_that_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hpcjup.errors import SubmitError
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    with pytest.raises(SubmitError, match="not as the last start found it"):
+        submit(Remembered(str(tmp_path)), Quick(), StartRequest(name="lab", dask=None))
+    assert not (tmp_path / ".hpcjup").exists() and not (home / ".hpcjup").exists()
