@@ -9,7 +9,17 @@ from typing import TYPE_CHECKING
 
 from hpcjup import job
 from hpcjup.errors import RemoteCommandError, SubmitError
-from hpcjup.schedulers.base import FRAME, JOB_LOG, JOB_SCRIPT, JobSpec, JobState, JobStatus, PartitionPreview, Scheduler
+from hpcjup.schedulers.base import (
+    FRAME,
+    JOB_LOG,
+    JOB_SCRIPT,
+    JobSpec,
+    JobState,
+    JobStatus,
+    PartitionPreview,
+    Scheduler,
+    sections,
+)
 from hpcjup.schedulers.slurm_doctor import check_account as check_account
 from hpcjup.schedulers.slurm_doctor import check_partition as check_partition
 from hpcjup.schedulers.slurm_doctor import check_request as check_request
@@ -24,6 +34,38 @@ if TYPE_CHECKING:
 # squeue fields: state, reason, expected start, node list, time left, time limit.
 _SQUEUE_FORMAT = "%T|%r|%S|%N|%L|%l|%i"
 _SACCT_FIELDS = "State,ExitCode,NodeList,Timelimit"
+# One remote command for the state of many jobs ($1: ids joined by commas): squeue for all of them (one at a
+# time if the list fails: older Slurm refuses a whole list for one id it has forgotten), then, for those
+# it no longer shows, accounting (finished jobs leave squeue after MinJobAge; sacct remembers them where
+# accounting is enabled). Framed sections (base.FRAME) that `statuses` reads.
+_STATUSES = r"""
+ids=$1 fmt=$2 acct=$3 frame=$4
+printf '%s squeue\n' "$frame"
+out=$(squeue -h -t all -j "$ids" -o "$fmt" 2>/dev/null) || {
+    out=
+    old_ifs=$IFS IFS=,
+    for id in $ids; do
+        line=$(squeue -h -t all -j "$id" -o "$fmt" 2>/dev/null) && [ -n "$line" ] && out="$out
+$line"
+    done
+    IFS=$old_ifs
+}
+printf '%s\n%s end 0\n' "$out" "$frame"
+missing=
+old_ifs=$IFS IFS=,
+for id in $ids; do
+    case "$out
+" in *"|$id
+"*) ;; *) missing=${missing:+$missing,}$id ;; esac
+done
+IFS=$old_ifs
+if [ -n "$missing" ] && command -v sacct >/dev/null 2>&1; then
+    printf '%s sacct\n' "$frame"
+    sacct -n -P -X -j "$missing" -o "$acct" 2>/dev/null
+    printf '%s end %s\n' "$frame" "$?"
+fi
+exit 0
+"""
 # One worker process on one host of the allocation; --overlap: the batch step holds the first node's CPUs too.
 _LAUNCH = (
     "srun --overlap --nodes=1 --ntasks=1 -w {host} --cpus-per-task={cpus} --kill-on-bad-exit=0 --job-name=dask-worker"
@@ -137,65 +179,36 @@ class Slurm(Scheduler):
 
     def status(self, transport: Transport, job_id: str) -> JobStatus:
         job_id = self.check_job_id(job_id)  # squeue's -j takes the next word whatever it is: validation protects it
-        result = transport.run(["squeue", "-h", "-t", "all", "-j", job_id, "-o", _SQUEUE_FORMAT], check=False)
-        line = result.stdout.strip().splitlines()[0] if result.stdout.strip() else ""
-        if result.returncode == 0 and line:
-            return _parse_squeue(job_id, line)
-        return self._from_sacct(transport, job_id)
+        return self.statuses(transport, [job_id])[job_id]
 
     def statuses(self, transport: Transport, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        """One squeue call for all jobs; sacct only for those squeue no longer shows.
+        """One remote command for all jobs: squeue, and sacct for those squeue no longer shows.
 
         An id that is not a Slurm job id (a damaged session.json) is GONE and never reaches a command line.
         """
         found = {job_id: JobStatus(job_id, JobState.GONE) for job_id in job_ids if not self.is_job_id(job_id)}
-        job_ids = [job_id for job_id in job_ids if job_id not in found]
-        if not job_ids:
+        wanted = [job_id for job_id in job_ids if job_id not in found]
+        if not wanted:
             return found
-        result = transport.run(
-            ["squeue", "-h", "-t", "all", "-j", ",".join(job_ids), "-o", _SQUEUE_FORMAT], check=False
-        )
-        if result.returncode != 0 and len(job_ids) > 1:  # an id Slurm has forgotten fails the whole list
-            return {**found, **super().statuses(transport, job_ids)}
-        for line in result.stdout.splitlines() if result.returncode == 0 else []:
-            job_id = line.rsplit("|", 1)[-1].strip()
-            if job_id in job_ids:
-                found[job_id] = _parse_squeue(job_id, line)
-        missing = [job_id for job_id in job_ids if job_id not in found]
-        if len(missing) == 1:
-            found[missing[0]] = self._from_sacct(transport, missing[0])
-        elif missing:  # one sacct for all of them, whatever their number
-            found.update(self._many_from_sacct(transport, missing))
-        return found
-
-    def _many_from_sacct(self, transport: Transport, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        """Several finished jobs from accounting in one call (GONE where it does not know them)."""
-        argv = ["sacct", "-n", "-P", "-X", "-j", ",".join(job_ids), "-o", f"JobIDRaw,{_SACCT_FIELDS}"]
+        argv = ["sh", "-c", _STATUSES, "sh", ",".join(wanted), _SQUEUE_FORMAT, f"JobIDRaw,{_SACCT_FIELDS}", FRAME]
         result = transport.run(argv, check=False)
-        found = {job_id: JobStatus(job_id, JobState.GONE) for job_id in job_ids}
-        for line in result.stdout.splitlines() if result.returncode == 0 else []:
-            job_id, state, exit_code, nodes, limit = ([*line.split("|"), "", "", "", "", ""])[:5]
-            if job_id in found and state:
-                found[job_id] = JobStatus(
-                    job_id,
-                    JobState.parse(state),
-                    nodes=nodes or None,
-                    exit_code=exit_code or None,
-                    time_limit=_seconds(limit),
-                )
-        return found
-
-    def _from_sacct(self, transport: Transport, job_id: str) -> JobStatus:
-        """Finished jobs leave squeue after MinJobAge; accounting remembers them (where it is enabled)."""
-        job_id = self.check_job_id(job_id)
-        result = transport.run(["sacct", "-n", "-P", "-X", "-j", job_id, "-o", _SACCT_FIELDS], check=False)
-        line = result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else ""
-        if not line:
-            return JobStatus(job_id, JobState.GONE)
-        state, exit_code, nodes, limit = ([*line.split("|"), "", "", "", ""])[:4]
-        return JobStatus(
-            job_id, JobState.parse(state), nodes=nodes or None, exit_code=exit_code or None, time_limit=_seconds(limit)
-        )
+        if result.returncode != 0:
+            raise RemoteCommandError(["squeue", "-j", ",".join(wanted)], result.returncode, "", result.stderr)
+        for section, _, _, text in sections(result.stdout):
+            for line in text.splitlines():
+                fields = line.split("|")
+                if section == "squeue" and fields[-1].strip() in wanted:
+                    found[fields[-1].strip()] = _parse_squeue(fields[-1].strip(), line)
+                elif section == "sacct" and fields[0] in wanted and fields[0] not in found and len(fields) > 1:
+                    state, exit_code, nodes, limit = ([*fields[1:], "", "", "", ""])[:4]
+                    found[fields[0]] = JobStatus(
+                        fields[0],
+                        JobState.parse(state) if state else JobState.GONE,
+                        nodes=nodes or None,
+                        exit_code=exit_code or None,
+                        time_limit=_seconds(limit),
+                    )
+        return {**{job_id: JobStatus(job_id, JobState.GONE) for job_id in wanted}, **found}
 
     def stop_snippet(self, running: Sequence[str], pending: Sequence[str]) -> str:
         # --batch --signal=TERM: only the batch shell (the launcher) is told, and it shuts Jupyter down.

@@ -86,11 +86,13 @@ def test_a_number_from_a_damaged_session_json_is_not_an_id() -> None:
 
 
 def test_statuses_leave_non_ids_off_the_command_line() -> None:
-    transport = ScriptedTransport({"squeue": (0, "RUNNING|None|N/A|node1|10:00|1:00:00|42\n", "")})
+    answer = "@@hpcjup squeue\nRUNNING|None|N/A|node1|10:00|1:00:00|42\n@@hpcjup end 0\n"
+    transport = ScriptedTransport({"sh": (0, answer, "")})
     found = Slurm().statuses(transport, ["42", "--me", "43,44"])
     assert found["--me"].state is JobState.GONE and found["43,44"].state is JobState.GONE
     assert found["42"].state is JobState.RUNNING
-    assert transport.argvs == [["squeue", "-h", "-t", "all", "-j", "42", "-o", "%T|%r|%S|%N|%L|%l|%i"]]
+    [argv] = transport.argvs  # one remote command; the ids travel as one argument, only the valid ones
+    assert argv[:2] == ["sh", "-c"] and argv[4] == "42" and "--me" not in argv and "43,44" not in argv
 
 
 def test_statuses_of_only_non_ids_asks_nothing() -> None:
@@ -101,7 +103,8 @@ def test_statuses_of_only_non_ids_asks_nothing() -> None:
 
 @pytest.mark.parametrize("job_id", ["42", "123_4", "123+1"])
 def test_cancel_ends_scancels_options(job_id: str) -> None:
-    transport = ScriptedTransport({"squeue": (0, f"RUNNING|None|N/A|node1|10:00|1:00:00|{job_id}\n", "")})
+    answer = f"@@hpcjup squeue\nRUNNING|None|N/A|node1|10:00|1:00:00|{job_id}\n@@hpcjup end 0\n"
+    transport = ScriptedTransport({"sh": (0, answer, "")})
     Slurm().cancel(transport, job_id)
     Slurm().cancel(transport, job_id, graceful=False)
     scancels = [argv for argv in transport.argvs if argv[0] == "scancel"]
