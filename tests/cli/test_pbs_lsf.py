@@ -264,3 +264,18 @@ def test_walltime_warning_ends_the_session_before_the_limit(site: dict[str, Any]
     wait_until("the job to end", lambda: site["standin"].jobs()[job_id]["state"] == "finished", 30)
     job = site["standin"].jobs()[job_id]
     assert job["code"] == 0 and not job["timed_out"], job
+
+
+def test_doctor_checks_the_commands_and_the_queue(site: dict[str, Any]) -> None:
+    """`hpcjup doctor` through the stand-in: the scheduler's commands found over SSH, a known queue passes
+    (qstat -Q -f -F json / bqueues), an unknown one fails with the command that lists them."""
+
+    def checks(queue: str) -> dict[str, Any]:
+        result = cli(site, "doctor", "--scheduler", site["system"], "-p", queue, "--json")
+        return {check["name"]: check for check in json.loads(result.stdout)["checks"]}
+
+    good = checks("workq")
+    assert good["scheduler"]["status"] == "pass", good["scheduler"]
+    assert good["partition"]["status"] == "pass" and "workq" in good["partition"]["summary"]
+    bad = checks("nosuch")["partition"]
+    assert bad["status"] == "fail" and ("qstat -Q" if site["system"] == "pbs" else "bqueues") in bad["fix"]
