@@ -35,10 +35,22 @@ _PE_ONE_HOST = "smp"  # the customary names: $pe_slots (one host) and $round_rob
 _PE_HOSTS = "mpi"
 # All of the user's jobs; then, framed, the error reasons of those in error state (Eqw), which only
 # `qstat -j` shows: one remote command, and a second qstat only while some job is in error state.
-_QSTAT = f"""xml=$(qstat -xml -r -u "$(id -un)") || exit $?
+# Then, framed, accounting for those of the wanted jobs ($2...) that qstat no longer lists: `qacct -j ID`
+# for one, one scan of the user's last $1 days for several (each qacct reads the whole accounting file).
+_QSTAT = f"""days=$1; shift
+xml=$(qstat -xml -r -u "$(id -un)") || exit $?
 printf '%s\\n{FRAME} errors\\n' "$xml"
 ids=$(printf '%s\\n' "$xml" | awk -F'[<>]' '$2 == "JB_job_number" {{ j = $3 }} $2 == "state" && $3 ~ /E/ {{ print j }}')
 [ -z "$ids" ] || qstat -j "$(printf '%s' "$ids" | tr '\\n' ',')" 2>&1 | grep -E '^(job_number|error reason)'
+missing=
+for id in "$@"; do
+    case "$xml" in *"<JB_job_number>$id</JB_job_number>"*) ;; *) missing="$missing $id" ;; esac
+done
+set -- $missing
+if [ $# -gt 0 ] && command -v qacct >/dev/null 2>&1; then
+    printf '{FRAME} qacct\\n'
+    if [ $# -eq 1 ]; then qacct -j "$1"; else qacct -o "$(id -un)" -d "$days" -j; fi 2>/dev/null
+fi
 exit 0"""
 _UNIT_MIB = {"": 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}  # Slurm's --mem units; no unit = MiB
 _ACCOUNTING_DAYS = 30  # how far back one `qacct -o USER` scan looks for several finished jobs
@@ -164,7 +176,7 @@ class GridEngine(Scheduler):
         return self.statuses(transport, [job_id])[job_id]
 
     def statuses(self, transport: Transport, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        """One `qstat -xml` for all of the user's jobs; `qacct` once for those it no longer lists.
+        """One remote command for all jobs: `qstat -xml` of the user's jobs, and `qacct` for those it no longer lists.
 
         An id that is not a Grid Engine job id (a damaged session.json) is GONE and never reaches a command line.
         """
@@ -172,28 +184,14 @@ class GridEngine(Scheduler):
         wanted = [job_id for job_id in job_ids if job_id not in found]
         if not wanted:
             return found
-        result = transport.run(["sh", "-c", _QSTAT], check=False)
-        listed = parse_statuses(result.stdout) if result.returncode == 0 else {}
-        found.update({job_id: listed[job_id] for job_id in wanted if job_id in listed})
-        missing = [job_id for job_id in wanted if job_id not in listed]
-        if missing:
-            found.update(self._from_qacct(transport, missing))
+        result = transport.run(["sh", "-c", _QSTAT, "sh", str(_ACCOUNTING_DAYS), *wanted], check=False, timeout=60)
+        if result.returncode != 0:  # the qmaster did not answer: say so (UNKNOWN), never GONE on a guess
+            raise RemoteCommandError(["qstat", "-xml"], result.returncode, "", result.stderr)
+        live, framed, accounting = result.stdout.partition(f"\n{FRAME} qacct\n")
+        listed, finished = parse_statuses(live + "\n" if framed else live), parse_qacct(accounting)
+        for job_id in wanted:
+            found[job_id] = listed.get(job_id) or finished.get(job_id) or JobStatus(job_id, JobState.GONE)
         return found
-
-    def _from_qacct(self, transport: Transport, job_ids: Sequence[str]) -> dict[str, JobStatus]:
-        """Finished jobs from accounting (GONE where qacct is missing or does not know them yet).
-
-        One id: `qacct -j ID`; several: one scan of the user's recent jobs, since each qacct reads the
-        whole accounting file.
-        """
-        if len(job_ids) == 1:
-            argv = ["sh", "-c", 'command -v qacct >/dev/null 2>&1 && exec qacct -j "$1"', "sh", job_ids[0]]
-        else:
-            script = 'command -v qacct >/dev/null 2>&1 && exec qacct -o "$(id -un)" -d "$1" -j'
-            argv = ["sh", "-c", script, "sh", str(_ACCOUNTING_DAYS)]
-        result = transport.run(argv, check=False, timeout=60)
-        known = parse_qacct(result.stdout) if result.returncode == 0 else {}
-        return {job_id: known.get(job_id, JobStatus(job_id, JobState.GONE)) for job_id in job_ids}
 
     # -- ending jobs -----------------------------------------------------------------------------------
     def stop_snippet(self, running: Sequence[str], pending: Sequence[str]) -> str:

@@ -297,27 +297,6 @@ def test_submit_without_an_id_is_an_error() -> None:
     assert SGE.submit(Replay((0, "123.1-4:1\n", "")), "/s") == "123"  # type: ignore[arg-type]
 
 
-def test_statuses_ask_qstat_once_and_qacct_once_for_the_missing() -> None:
-    replay = Replay((0, recorded("qstat-xml-mixed.txt"), ""), (0, recorded("qacct-owner.txt"), ""))
-    found = SGE.statuses(replay, ["2", "4", "16", "999", "1;rm"])  # type: ignore[arg-type]
-    assert {k: v.state for k, v in found.items()} == {
-        "2": JobState.RUNNING,
-        "4": JobState.PENDING,
-        "16": JobState.TIMEOUT,
-        "999": JobState.GONE,
-        "1;rm": JobState.GONE,
-    }
-    assert len(replay.calls) == 2 and all("1;rm" not in word for call in replay.calls for word in call)
-
-
-def test_status_of_one_finished_job_and_of_unknown_ones() -> None:
-    replay = Replay((0, recorded("qstat-xml-none.txt"), ""), (0, recorded("qacct-completed.txt"), ""))
-    assert SGE.status(replay, "2").state is JobState.COMPLETED  # type: ignore[arg-type]
-    assert replay.calls[1][-1] == "2"
-    replay = Replay((0, recorded("qstat-xml-none.txt"), ""), (1, "", recorded("qacct-unknown.txt")))
-    assert SGE.status(replay, "999").state is JobState.GONE  # type: ignore[arg-type]
-
-
 @pytest.mark.parametrize("bad", ["", "12a", "-u", "1 2", "1\n", "12.3", "x" * 30])
 def test_job_ids_are_checked(bad: str) -> None:
     assert not SGE.is_job_id(bad)
