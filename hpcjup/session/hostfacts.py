@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 from hpcjup.files import private_dirs, write_private
 from hpcjup.schedulers import REGISTRY
-from hpcjup.session.store import LocalStore, _safe
+from hpcjup.session.store import LocalStore
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class HostFacts:
 def load(store: LocalStore, host: str) -> HostFacts | None:
     """The facts remembered for `host`, or None (none yet, or a file this version cannot use)."""
     try:
-        data = json.loads((store.root / "hosts" / f"{_safe(host)}.json").read_text())
+        data = json.loads(store.host_file("hosts", host).read_text())
     except (OSError, ValueError):
         return None
     home, scheduler = (data.get("home"), data.get("scheduler")) if isinstance(data, dict) else (None, None)
@@ -40,6 +40,6 @@ def load(store: LocalStore, host: str) -> HostFacts | None:
 
 def save(store: LocalStore, host: str, facts: HostFacts) -> None:
     """Remember `facts` for `host` (0600, like the rest of the cache)."""
-    path = store.root / "hosts" / f"{_safe(host)}.json"
+    path = store.host_file("hosts", host)
     private_dirs(path.parent)
     write_private(path, json.dumps(asdict(facts)).encode())

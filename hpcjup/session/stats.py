@@ -136,7 +136,7 @@ def _statuses(
 
 def merge(current: list[SessionFigures], store: LocalStore, host: str) -> list[SessionFigures]:
     """The host's sessions, plus those only this laptop still knows (archived figures, else the cache's record)."""
-    archive = UsageArchive(store.root)
+    archive = UsageArchive(store)
     known = archive.load(host)
     known.update({f.key: f for f in current})
     names = {f.name for f in known.values()}
@@ -159,7 +159,7 @@ def remember(
 ) -> None:
     """Archive these ended sessions' figures on this laptop (for `hpcjup prune`, before it removes them), so that
     later statistics still count them: `sessions` are (session.json, state.json, usage.json's raw bytes or None)."""
-    archive = UsageArchive(store.root)
+    archive = UsageArchive(store)
     known = archive.load(host)
     for record, report, raw in sessions:
         figures = figures_of(record, report, read_usage(raw)[0], None, host)

@@ -24,7 +24,7 @@ def state_dir() -> Path:
     return user_state_path("hpcjup", appauthor=False)
 
 
-def _safe(part: str) -> str:
+def safe_name(part: str) -> str:
     """A host alias or session name as a file name (user@host:port has characters to avoid)."""
     return re.sub(r"[^A-Za-z0-9_.@-]", "_", part)
 
@@ -36,10 +36,14 @@ class LocalStore:
         self.root = root or state_dir()
 
     def _dir(self, host: str) -> Path:
-        return self.root / "sessions" / _safe(host)
+        return self.root / "sessions" / safe_name(host)
 
     def _path(self, host: str, name: str) -> Path:
-        return self._dir(host) / f"{_safe(name)}.json"
+        return self._dir(host) / f"{safe_name(name)}.json"
+
+    def host_file(self, folder: str, host: str) -> Path:
+        """`<state dir>/FOLDER/HOST.json`: a per-host file beside the session entries (hostfacts, the usage archive)."""
+        return self.root / folder / f"{safe_name(host)}.json"
 
     def load(self, host: str, name: str) -> dict[str, Any] | None:
         """The cached entry, or None."""
@@ -66,7 +70,7 @@ class LocalStore:
         return entry
 
     def _file(self, folder: str, host: str, name: str, suffix: str) -> Path:
-        return self.root / folder / _safe(host) / f"{_safe(name)}{suffix}"
+        return self.root / folder / safe_name(host) / f"{safe_name(name)}{suffix}"
 
     def log_path(self, host: str, name: str) -> Path:
         """Where a detached tunnel holder writes its output (its directory is made 0700)."""

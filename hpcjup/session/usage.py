@@ -12,11 +12,14 @@ import json
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpcjup.errors import DamagedDocument
 from hpcjup.files import private_dirs, write_private
 from hpcjup.session.fields import WORD, Reader, parse_object
+
+if TYPE_CHECKING:
+    from hpcjup.session.store import LocalStore
 
 MAX_ARCHIVED = 5000  # sessions per host in the laptop's archive: the newest are kept
 _MAX_SECONDS = 10 * 365 * 86400.0  # a duration longer than this is not something the launcher wrote
@@ -152,13 +155,11 @@ class SessionFigures:
 class UsageArchive:
     """The laptop's record of past sessions' figures, per host: one 0600 JSON file each, bounded."""
 
-    def __init__(self, root: Path) -> None:
-        self.dir = root / "usage"
+    def __init__(self, store: LocalStore) -> None:
+        self.store = store
 
     def path(self, host: str) -> Path:
-        from hpcjup.session.store import _safe
-
-        return self.dir / f"{_safe(host)}.json"
+        return self.store.host_file("usage", host)
 
     def load(self, host: str) -> dict[str, SessionFigures]:
         """key -> figures of the sessions archived for `host`; entries that do not check out are dropped."""

@@ -170,7 +170,7 @@ def test_sessions_removed_from_the_host_still_count_from_the_laptops_archive(hos
     transport, store, home = host
     directory = session(home, "a", {"session.json": record("a"), "usage.json": usage(0, "idle")})
     collect(transport, store, "local")
-    archive = UsageArchive(store.root)
+    archive = UsageArchive(store)
     assert oct(archive.path("local").stat().st_mode & 0o777) == "0o600"
     for name in directory.iterdir():  # what `hpcjup prune` does
         name.unlink()
