@@ -31,6 +31,15 @@ class SessionView:
     report: JobReport | None
     cached: dict[str, Any] | None
     found_workers: tuple[str, ...] = ()
+    usage: bytes | None = None  # usage.json as read with the record
+
+    @property
+    def hopeless(self) -> str | None:
+        """What is wrong, when the job pends for something that will not come (the scheduler's never_starts)."""
+        if self.status.state is not JobState.PENDING:
+            return None
+        verdict = self.scheduler.never_starts(self.status)
+        return verdict[0] if verdict else None
 
     @property
     def active(self) -> bool:
@@ -174,7 +183,7 @@ def _view(found: Found, status: JobStatus | None, store: LocalStore, host: str) 
     if found.record is None or status is None:
         return DamagedView(found, store.load(host, found.paths.name))
     cached = store.load(host, found.record.name)
-    return SessionView(found.record, found.paths, status, found.report, cached, found.worker_ids)
+    return SessionView(found.record, found.paths, status, found.report, cached, found.worker_ids, found.usage)
 
 
 def overview(transport: Transport, store: LocalStore) -> list[View]:
@@ -279,14 +288,16 @@ def pick_session(transport: Transport, store: LocalStore, name: str | None) -> S
 
 
 def prunable(views: list[View]) -> list[View]:
-    """What `prune` removes: sessions whose job has ended, and damaged ones that no job can still be using
-    (not one being created right now, nor one whose launcher says it still runs)."""
+    """What `prune` removes: sessions whose job has ended, jobs that pend for what will never come (a limit
+    of the partition, an unknown account, a Grid Engine job in error state: `prune` cancels them), and
+    damaged ones that no job can still be using (not one being created now, nor one whose launcher says
+    it still runs)."""
     out: list[View] = []
     for view in views:
         if isinstance(view, DamagedView):
             if not view.found.maybe_starting and not view.may_run:
                 out.append(view)
-        elif not view.active:
+        elif not view.active or view.hopeless:
             out.append(view)
     return out
 

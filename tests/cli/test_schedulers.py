@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hpcjup.errors import ExitCode
-from tests.cli.helpers import CLUSTER_PYTHON, http_get, run, session_jobs, wait_for
+from tests.cli.helpers import CLUSTER_PYTHON, hpcjup_argv, http_get, run, session_jobs, wait_for
 
 pytestmark = pytest.mark.cluster
 HOST = ["--host", "minicluster"]
@@ -67,6 +68,33 @@ def test_a_job_that_cannot_start_is_not_waited_for(
     error = json.loads(result.stdout)["error"]
     assert "cannot start" in error["message"] and "--nodes" in error["hint"]
     assert not session_jobs(minicluster, ("toobig",)) and not (SESSIONS / "toobig").exists()
+
+
+def test_prune_cancels_a_job_that_can_never_start(
+    minicluster: Any, laptop_env: dict[str, str], clean_jobs: None
+) -> None:
+    """A start killed outright (kill -9) leaves its job pending for ever (-N 5 on a 2-node partition): `prune`
+    cancels it and removes the session, in one remote command, and keeps its figures for `hpcjup stats`."""
+    args = [*hpcjup_argv(), "start", *HOST, *QUICK, "-N", "5", "-p", "booster", "-n", "forever", "-d"]
+    start = subprocess.Popen(args, env=laptop_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: (SESSIONS / "forever" / "session.json").exists(), 60, "the session to be recorded")
+    finally:
+        start.kill()
+        start.wait()
+    job = json.loads((SESSIONS / "forever" / "session.json").read_text())["job_id"]
+    reason = ["squeue", "-h", "-j", job, "-o", "%r"]
+    wait_for(lambda: minicluster.slurm(*reason).stdout.strip() == "PartitionConfig", 60, "Slurm to say why it waits")
+    assert run(["prune", *HOST, "--dry-run", "--json"], laptop_env).returncode == 0
+    assert session_jobs(minicluster, ("forever",)), "a dry run cancels nothing"
+    pruned = run(["-v", "prune", *HOST, "--json"], laptop_env)
+    assert pruned.returncode == 0, pruned.stderr
+    [gone] = [r for r in json.loads(pruned.stdout)["removed"] if r["name"] == "forever"]
+    assert gone["why"].startswith("never starts") and gone["job_id"] == job
+    wait_for(lambda: not session_jobs(minicluster, ("forever",)), 30, "the job to be cancelled")
+    assert not (SESSIONS / "forever").exists()
+    archive = Path(laptop_env["XDG_STATE_HOME"]) / "hpcjup" / "usage" / "minicluster.json"
+    assert job in archive.read_text()
 
 
 def test_time_min_starts_a_job_that_backfill_would_leave_waiting(
