@@ -160,6 +160,14 @@ class DaskCluster:
         return cls(session_dir, address, workers, cores, args.worker_memory, lifetime)
 
     @property
+    def scratch(self) -> str:
+        """Node-local scratch for the workers (spilled data, lock files), private to this user and session. Dask's
+        default, /tmp/dask-scratch-space, belongs to whoever made it first (0700 under the job's umask): another
+        user's workers on the same node then fail with PermissionError on its lock files."""
+        session = os.path.basename(os.path.dirname(self.dir))
+        return os.path.join(os.environ.get("TMPDIR") or "/tmp", f"hpcjup-{os.getuid()}-{session}")
+
+    @property
     def env(self) -> dict:
         """The environment for every Dask process and for Jupyter's kernels (the submit wrapper first on PATH)."""
         bindir = os.path.join(self.dir, "bin")
@@ -220,7 +228,8 @@ class DaskCluster:
                     "tls": {"ca-file": cert, "scheduler": pair, "worker": pair, "client": pair},
                 },
                 "dashboard": {"link": "{JUPYTER_SERVER_ROOT}proxy/{port}/status"},
-            }
+            },
+            "temporary-directory": self.scratch,
         }
         if self.scheduler_address:
             config["scheduler-address"] = self.scheduler_address
@@ -334,3 +343,4 @@ class DaskCluster:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
+        shutil.rmtree(self.scratch, ignore_errors=True)  # this node's; other nodes' go with the job's /tmp
