@@ -37,7 +37,16 @@ from hpcjup.job import (
     ENV_WARN_SIGNAL,
 )
 from hpcjup.schedulers.base import JOB_LOG, JOB_SCRIPT, JobSpec, JobState, JobStatus, Scheduler
-from hpcjup.schedulers.pbs_parse import JOB_ID, hms, parse_qstat, parse_qsub, parse_queues, submit_error, table
+from hpcjup.schedulers.pbs_parse import (
+    JOB_ID,
+    hms,
+    hopeless,
+    parse_qstat,
+    parse_qsub,
+    parse_queues,
+    submit_error,
+    table,
+)
 from hpcjup.transport.base import Transport
 
 if TYPE_CHECKING:
@@ -168,6 +177,9 @@ class PBSPro(Scheduler):
             return found
         found.update(parse_qstat(result.stdout, ids))
         return found
+
+    def never_starts(self, status: JobStatus) -> tuple[str, str] | None:
+        return hopeless(status)
 
     # -- ending jobs ------------------------------------------------------------------------------
     def stop_snippet(self, running: Sequence[str], pending: Sequence[str]) -> str:

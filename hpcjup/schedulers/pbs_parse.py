@@ -200,3 +200,23 @@ def submit_error(exc: RemoteCommandError) -> SubmitError:
     else:
         hint = "Check the resource flags (--partition, --account, --time, --nodes, --cpus, --mem, --gpus)."
     return SubmitError(f"The scheduler refused the job: {message}", hint=hint)
+
+
+def hopeless(status: JobStatus) -> tuple[str, str] | None:
+    """(what is wrong, which flag to change) for a queued job that waiting will not start: the scheduler's
+    "Can Never Run: ..." (more than the queue or the nodes have; openpbs test/tests/functional/pbs_allpart.py),
+    or a hold by an operator or the system (Hold_Types o or s; a user hold is the user's to release)."""
+    reason = status.reason or ""
+    if reason.startswith("Can Never Run"):
+        return (
+            "it asks for more than the queue or its nodes have",
+            "Ask for less (--nodes, --cpus, --mem, --gpus, --time), or another --partition: "
+            "`qstat -Qf QUEUE` shows the queue's resources_max, `pbsnodes -aSj` the nodes.",
+        )
+    holds = reason.removeprefix("held (").split(")", 1)[0] if reason.startswith("held (") else ""
+    if "o" in holds or "s" in holds:
+        return (
+            "an operator or the system holds it",
+            "Ask your centre why: `qstat -f JOB` shows the hold and its comment.",
+        )
+    return None

@@ -279,3 +279,22 @@ def test_doctor_checks_the_commands_and_the_queue(site: dict[str, Any]) -> None:
     assert good["partition"]["status"] == "pass" and "workq" in good["partition"]["summary"]
     bad = checks("nosuch")["partition"]
     assert bad["status"] == "fail" and ("qstat -Q" if site["system"] == "pbs" else "bqueues") in bad["fix"]
+
+
+@pytest.mark.parametrize("site", ["pbs"], indirect=True)
+def test_pbs_job_that_can_never_run_is_not_waited_for(site: dict[str, Any]) -> None:
+    """20 CPUs asked of a queue with 16: PBS says "Can Never Run"; start says what is wrong and which flag to
+    change within seconds, deletes the job, exit 5."""
+    from tests.cluster.fixtures import laptop_environ
+
+    argv = ["start", "--host", site["standin"].alias, "--scheduler", "pbs", "--name", "toobig", "-p", "workq"]
+    argv += ["-N", "5", "--cpus", "4", "-t", "10", "--python", CLUSTER_PYTHON, "--no-browser", "--json"]
+    started = time.monotonic()
+    result = run(argv, laptop_environ(site["home"]), timeout=90)
+    assert result.returncode == 5, result.stderr
+    error = json.loads(result.stdout)["error"]
+    assert "cannot start" in error["message"] and "Can Never Run" in error["message"], error
+    assert "--nodes" in error["hint"]
+    assert time.monotonic() - started < 45
+    job = max((j for j in site["standin"].jobs().values() if j["name"] == "hpcjup-toobig"), key=lambda j: j["qtime"])
+    assert job["state"] == "finished" and not (SESSIONS / "toobig").exists()

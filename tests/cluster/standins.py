@@ -26,8 +26,9 @@ COMMANDS = {
 }
 #: The queues the stand-ins know; anything else is refused in the real systems' words. `resv`'s nodes are
 #: free for 8 minutes only, before a reservation: longer jobs wait, shrink-to-fit jobs start shortened.
+#: `workq` has 16 CPUs in all (PBS): a job asking more can never run.
 QUEUES = {
-    "workq": {"max_walltime": 4 * 3600, "default_walltime": 3600},
+    "workq": {"max_walltime": 4 * 3600, "default_walltime": 3600, "ncpus": 16},
     "debug": {"max_walltime": 1800},
     "resv": {"max_walltime": 4 * 3600, "default_walltime": 3600, "free_for": 8 * 60},
 }

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hpcjup import job
 from hpcjup.config.resources import Resources
 from hpcjup.errors import HpcjupError, RemoteCommandError, SubmitError, UsageError
-from hpcjup.schedulers.base import JobSpec, JobState
+from hpcjup.schedulers.base import JobSpec, JobState, JobStatus
 from hpcjup.schedulers.pbs import NCIGadi, PBSPro
 from hpcjup.schedulers.pbs_parse import exec_hosts, parse_qstat, parse_qsub, parse_queues, submit_error
 from hpcjup.transport.base import CommandResult
@@ -461,3 +461,17 @@ def test_gadi_refuses_nodes_without_cpus() -> None:
 def test_gadi_worker_jobs_charge_with_p() -> None:
     options = NCIGadi().worker_job_options("normal", "ab12", "30")
     assert options == {"queue": "normal", "account": None, "walltime": "00:30:00", "job_extra_directives": ["-P ab12"]}
+
+
+# -- jobs that can never start ----------------------------------------------------------------------------
+def test_can_never_run_and_admin_holds_are_not_waited_for() -> None:
+    """PBS's own "Can Never Run: ..." never clears; an operator's or the system's hold is not the user's to
+    release; ordinary waiting and a user hold are waited for."""
+    pbs = PBSPro()
+    found = parse_qstat(recorded("qstat_queued.json"), ["1010.pbs-server", "1011.pbs-server", "1012.pbs-server"])
+    what, hint = pbs.never_starts(found["1011.pbs-server"]) or ("", "")
+    assert "more than the queue" in what and "--nodes" in hint and "qstat -Qf" in hint
+    assert pbs.never_starts(found["1010.pbs-server"]) is None  # Insufficient amount of resource: waits
+    assert pbs.never_starts(found["1012.pbs-server"]) is None  # held (u): the user's own hold
+    held = JobStatus("1.s", JobState.PENDING, reason="held (s): job held, too many failed attempts to run")
+    assert "holds it" in (pbs.never_starts(held) or ("",))[0]

@@ -122,6 +122,13 @@ def run_job(job_id: str) -> None:
         job = data["jobs"][job_id]
         if job["state"] != "queued":
             return  # deleted while queued
+        have = QUEUES.get(job["queue"], {}).get("ncpus")
+        if have is not None and job["nodes"] * job["cpus"] > have:  # what PBS's scheduler says, for ever
+            asked = job["nodes"] * job["cpus"]
+            job.update(
+                comment=f"Can Never Run: Insufficient amount of resource: ncpus (R: {asked} A: {have} T: {have})"
+            )
+            return
         granted = fit(job)
         if granted is None:  # it would run into the reservation: it waits (until qdel, in the stand-in)
             job.update(comment="Not Running: Job would conflict with reservation or top job")
