@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -24,6 +25,34 @@ F = TypeVar("F", bound=Callable[..., Any])
 LOCAL = "local"
 
 
+@dataclass(frozen=True)
+class Reach:
+    """How a command reaches its host, resolved once (by `host_options`) and passed down: the SSH backend,
+    whether an unknown host key may be added, and the batch system a new session uses ("auto": detect)."""
+
+    ssh: str = "auto"
+    accept_new: bool = False
+    scheduler: str = "auto"
+
+    @classmethod
+    def resolve(
+        cls, ssh: str | None, accept_new: bool, scheduler: str | None, profile: str | None, has_profile: bool
+    ) -> Reach:
+        """The flags, else the settings (the profile, $HPCJUP_SSH / $HPCJUP_SCHEDULER, [defaults], a site), else
+        auto. A command without --profile still runs when the settings cannot be read (a broken config.toml,
+        a bad $HPCJUP_SSH: `stop` must always work): it says so and goes on with the command line's."""
+        from hpcjup.config.profiles import resolve
+
+        typed = {key: value for key, value in (("ssh", ssh), ("scheduler", scheduler)) if value is not None}
+        try:
+            settings = resolve(typed, profile=profile)
+            return cls(settings.value("ssh") or "auto", accept_new, settings.value("scheduler") or "auto")
+        except UsageError as exc:
+            if not has_profile:  # start and doctor resolve the whole profile next, and refuse it there (with --json)
+                App.current().ui.warn(f"{exc.message} Going on with the command line's settings only.")
+        return cls(ssh or "auto", accept_new, scheduler or "auto")
+
+
 class App:
     """Shared state of one hpcjup invocation."""
 
@@ -32,9 +61,6 @@ class App:
     def __init__(self, ui: UI) -> None:
         self.ui = ui
         self._store: LocalStore | None = None
-        self.ssh_backend = "auto"  # --ssh, or a profile's `ssh`
-        self.accept_new = False
-        self.scheduler_name = "auto"  # --scheduler: start's choice; elsewhere for records naming none this hpcjup knows
 
     @classmethod
     def create(cls, *, verbose: int = 0, quiet: bool = False) -> App:
@@ -97,20 +123,18 @@ class App:
                     found.append(entry["host"])
         return found
 
-    def connect(self, host: str) -> Transport:
+    def connect(self, host: str, reach: Reach) -> Transport:
         """The command's one connection to `host`."""
         from hpcjup.transport import connect
 
-        return connect(host, prompt=terminal_prompt, backend=self.ssh_backend, accept_new=self.accept_new)
+        return connect(host, prompt=terminal_prompt, backend=reach.ssh, accept_new=reach.accept_new)
 
-    def connect_with_status(self, host: str) -> Transport:
+    def connect_with_status(self, host: str, reach: Reach) -> Transport:
         """connect(), saying so first (a plain line, not a spinner: a passphrase or 2FA prompt may follow)."""
         self.ui.info(f"Connecting to {host}…")
-        return self.connect(host)
+        return self.connect(host, reach)
 
-    def choose_scheduler(
-        self, transport: Transport, host: str, choice: str | None, *, remembered: bool = True
-    ) -> Scheduler:
+    def choose_scheduler(self, transport: Transport, host: str, reach: Reach, *, remembered: bool = True) -> Scheduler:
         """The adapter a new session submits with: --local's, the one chosen (--scheduler, profile, site),
         or, for "auto", the one the host has (asked in the same remote command that learns its home).
         With `remembered`, what the last start learned of the host stands in for asking (`start`'s
@@ -120,22 +144,22 @@ class App:
 
         if host == LOCAL:
             return get_scheduler("local")
-        choice = choice or self.scheduler_name
+        choice = reach.scheduler
         facts = hostfacts.load(self.store, transport.destination or host) if remembered else None
         name = facts and (facts.scheduler if choice == AUTO else choice)
         if facts is not None and name:
             transport._home = facts.home
             return get_scheduler(name)
-        return self.relearn(transport, host, choice)
+        return self.relearn(transport, host, reach)
 
-    def relearn(self, transport: Transport, host: str, choice: str | None = None) -> Scheduler:
+    def relearn(self, transport: Transport, host: str, reach: Reach) -> Scheduler:
         """Ask the host for its home (and, for "auto", its batch system) and remember them for the next start
         (a scheduler chosen by name is not remembered as the host's: "auto" must still find the host's own)."""
         from hpcjup.schedulers import AUTO, detect, get_scheduler
         from hpcjup.session import hostfacts
 
         key = transport.destination or host
-        choice = choice or self.scheduler_name
+        choice = reach.scheduler
         transport._home = None
         detected = detect(transport) if choice == AUTO else None
         before = hostfacts.load(self.store, key)
@@ -176,7 +200,8 @@ def json_option(func: F) -> F:
 
 
 def host_options(func: F) -> F:
-    """Add --host and --local (where the session lives), --ssh and --accept-new-host-key (how to get there)."""
+    """Add --host and --local (where the session lives), --ssh, --accept-new-host-key and --scheduler (how to get
+    there, and what runs the job): the command gets them resolved as `reach` (a Reach)."""
 
     @click.option("--host", metavar="DEST", help="SSH destination: an alias from ~/.ssh/config or user@host[:port].")
     @click.option("--local", is_flag=True, help="This machine, without SSH or a scheduler.")
@@ -201,11 +226,8 @@ def host_options(func: F) -> F:
     def wrapper(
         *args: Any, ssh_backend: str | None, accept_new_host_key: bool, scheduler: str | None, **kwargs: Any
     ) -> Any:
-        app = App.current()
-        app.ssh_backend = ssh_backend or app.ssh_backend
-        app.accept_new = accept_new_host_key
-        if scheduler is not None:
-            app.scheduler_name = scheduler
-        return func(*args, **kwargs)
+        profile = kwargs.get("profile")  # start and doctor take --profile: its ssh and scheduler apply too
+        reach = Reach.resolve(ssh_backend, accept_new_host_key, scheduler, profile, "profile" in kwargs)
+        return func(*args, reach=reach, **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hpcjup.cli.app import App, host_options, json_option
+from hpcjup.cli.app import App, Reach, host_options, json_option
 from hpcjup.cli.complete import complete_session
 from hpcjup.cli.detach import Detacher
 from hpcjup.cli.serve import Holder, session_result
@@ -21,7 +21,14 @@ from hpcjup.cli.serve import Holder, session_result
 @json_option
 @click.pass_obj
 def command(
-    app: App, session: str | None, host: str | None, local: bool, local_port: int | None, no_browser: bool, detach: bool
+    app: App,
+    session: str | None,
+    host: str | None,
+    local: bool,
+    local_port: int | None,
+    no_browser: bool,
+    detach: bool,
+    reach: Reach,
 ) -> None:
     """Reconnect to SESSION (or the only running one). A pending job is waited for; an ended one is explained."""
     from hpcjup.session.holder import end_holder, holder_pid
@@ -31,7 +38,7 @@ def command(
 
     host = app.resolve_host(host, local, session)
     detacher = Detacher.prepare(local_port, detach)
-    with app.connect_with_status(host) as transport:
+    with app.connect_with_status(host, reach) as transport:
         view = pick_session(transport, app.store, session)
         scheduler = view.scheduler
         record = view.record
@@ -59,7 +66,7 @@ def command(
                 transport, scheduler, record, view.paths, lambda p: line.update(*progress_text(p)), known=view.status
             )
             conn = waiter.wait()  # returns at once for a running session; waits like start for a pending one
-        Holder(app, transport, record, view.paths, conn, scheduler).serve(
+        Holder(app, transport, record, view.paths, conn, scheduler, reach=reach).serve(
             local_port=local_port or _previous_port(cached),
             open_browser=not (no_browser or detach),
             on_ready=lambda: detacher.ready(app.store.log_path(record.host, record.name)),

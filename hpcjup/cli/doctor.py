@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hpcjup.cli.app import App, host_options, json_option
+from hpcjup.cli.app import App, Reach, host_options, json_option
 from hpcjup.cli.profile import RENAMED, profile_option, typed_options
 
 _MARKS = {"pass": "ok  ", "fail": "FAIL", "warn": "warn", "skip": "skip"}
@@ -32,6 +32,7 @@ def command(
     python: str | None,
     site: str | None,
     no_dask: bool,
+    reach: Reach,
 ) -> None:
     """Check that `hpcjup start` can work: SSH, the scheduler, partition, account, environment, Jupyter, Dask.
 
@@ -46,16 +47,15 @@ def command(
     # --ssh is the setting `ssh` typed on the command line: command line > $HPCJUP_SSH > profile > built-in.
     resolved = resolve(typed_options(ctx, {**RENAMED, "ssh_backend": "ssh"}), profile=profile)
     host = app.resolve_host(None if local else resolved.value("host"), local)
-    app.ssh_backend = resolved.value("ssh") or "auto"
     with app.ui.status() as line:
         report = run_checks(
             resolved,
             host,
-            app.connect,  # as every command connects: the backend above, --accept-new-host-key, the terminal prompt
+            lambda where: app.connect(where, reach),  # as every command connects: --ssh, --accept-new-host-key, prompts
             # Once connected: --scheduler, the profile's or site's `scheduler`, or the one the host has.
             scheduler=None
             if local
-            else lambda transport: app.choose_scheduler(transport, host, resolved.value("scheduler"), remembered=False),
+            else lambda transport: app.choose_scheduler(transport, host, reach, remembered=False),
             dask=not no_dask,
             progress=line.update,
         )

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from hpcjup.cli.app import App, host_options, json_option
+from hpcjup.cli.app import App, Reach, host_options, json_option
 from hpcjup.cli.complete import complete_session
 
 if TYPE_CHECKING:
@@ -24,7 +24,9 @@ _FOLLOW_EVERY = 1.0
 @click.option("-n", "--lines", type=click.IntRange(min=0), help="Only the last N lines (0: none, e.g. with -f).")
 @json_option
 @click.pass_obj
-def command(app: App, session: str | None, host: str | None, local: bool, follow: bool, lines: int | None) -> None:
+def command(
+    app: App, session: str | None, host: str | None, local: bool, follow: bool, lines: int | None, reach: Reach
+) -> None:
     """Print the job's log (Jupyter's output, tokens masked); for an ended session, say how it ended.
 
     At most the last MiB is read: a job's log can be large.
@@ -33,7 +35,7 @@ def command(app: App, session: str | None, host: str | None, local: bool, follow
     from hpcjup.session.wait import read_log
 
     host = app.resolve_host(host, local, session)
-    with app.connect(host) as transport:
+    with app.connect(host, reach) as transport:
         view = pick_session(transport, app.store, session)
         text = "" if lines == 0 else read_log(transport, view.paths, lines) or ""
         if app.ui.json_mode:

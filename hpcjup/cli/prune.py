@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from hpcjup.cli.app import App, host_options, json_option
+from hpcjup.cli.app import App, Reach, host_options, json_option
 
 if TYPE_CHECKING:
     from hpcjup.session.overview import View
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 @click.option("-n", "--dry-run", is_flag=True, help="Only show what would be removed.")
 @json_option
 @click.pass_obj
-def command(app: App, host: str | None, local: bool, dry_run: bool) -> None:
+def command(app: App, host: str | None, local: bool, dry_run: bool, reach: Reach) -> None:
     """Remove the sessions that have ended, and damaged ones: their directories on the host (job logs
     included) and this laptop's cache entries. A job that pends for what will never come (more nodes
     than the partition has, an unknown account, a Grid Engine job in error state) is cancelled first.
@@ -29,7 +29,7 @@ def command(app: App, host: str | None, local: bool, dry_run: bool) -> None:
     from hpcjup.session.stats import remember
 
     host = app.resolve_host(host, local)
-    with app.connect(host) as transport:
+    with app.connect(host, reach) as transport:
         views = overview(transport, app.store)
         doomed = prunable(views)
         removed = [{"name": view.paths.name, "job_id": view.job_id, "why": _why(view)} for view in doomed]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hpcjup.cli.app import App, host_options, json_option
+from hpcjup.cli.app import App, Reach, host_options, json_option
 from hpcjup.cli.complete import complete_session
 from hpcjup.errors import UsageError
 
@@ -21,7 +21,15 @@ from hpcjup.errors import UsageError
 @json_option
 @click.pass_obj
 def command(
-    app: App, session: str, group: str, jobs: int, host: str | None, local: bool, partition: str | None, cores: int
+    app: App,
+    session: str,
+    group: str,
+    jobs: int,
+    host: str | None,
+    local: bool,
+    partition: str | None,
+    cores: int,
+    reach: Reach,
 ) -> None:
     """Set worker GROUP of SESSION to JOBS worker jobs (0 removes them); a new group is created."""
     from hpcjup.session.groups import WorkerGroup, check_group_name, check_partition, scale_group
@@ -34,7 +42,7 @@ def command(
     host = app.resolve_host(host, local, session)
     if host == "local":
         raise UsageError("Worker groups need a batch system; --local sessions have none.")
-    with app.connect(host) as transport:
+    with app.connect(host, reach) as transport:
         view = view_of(transport, app.store, session)
         if not view.active:
             raise ended_error(view, transport)

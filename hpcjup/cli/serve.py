@@ -11,7 +11,7 @@ import shlex
 from collections.abc import Callable
 from typing import Any
 
-from hpcjup.cli.app import LOCAL, App
+from hpcjup.cli.app import LOCAL, App, Reach
 from hpcjup.errors import AuthError, JobFailedError
 from hpcjup.job import NORMAL_ENDS
 from hpcjup.schedulers import get_scheduler
@@ -40,6 +40,8 @@ class Holder:
         paths: SessionPaths,
         conn: Connection,
         scheduler: Scheduler | None = None,
+        *,
+        reach: Reach,
     ) -> None:
         self.app, self.record = app, record
         self.session = SessionHolder(
@@ -49,7 +51,7 @@ class Holder:
             conn,
             store=app.store,
             scheduler=scheduler or get_scheduler(record.scheduler),
-            connect=app.connect,
+            connect=lambda host: app.connect(host, reach),  # a reconnect goes the way the command came
             notes=app.ui,
             timings=_timings(),
         )

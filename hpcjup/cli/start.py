@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from hpcjup.cli.app import App, host_options, json_option
+from hpcjup.cli.app import App, Reach, host_options, json_option
 from hpcjup.cli.detach import Detacher
 from hpcjup.cli.profile import RENAMED, profile_option, typed_options
 from hpcjup.cli.serve import Holder, terminate_as_interrupt
@@ -129,6 +129,7 @@ def command(
     dry_run: bool,
     profile: str | None,
     site: str | None,
+    reach: Reach,
 ) -> None:
     """Submit a job that runs JupyterLab on a compute node, and open it through a tunnel.
 
@@ -141,8 +142,6 @@ def command(
         check_name(name)  # before anything else looks at the environment or the network
     settings = resolve(typed_options(ctx, {**RENAMED, "ssh_backend": "ssh", "use_socket": "socket"}), profile=profile)
     settings.check_site()
-    if app.ssh_backend == "auto":
-        app.ssh_backend = settings.value("ssh") or "auto"
     if settings.value("scheduler") not in (None, "auto"):
         from hpcjup.schedulers import get_scheduler
 
@@ -174,14 +173,14 @@ def command(
     pending = parse_duration(pending_timeout, "--timeout", allow_zero=False) if pending_timeout else None
     host = app.resolve_host(None if local else settings.value("host"), local)
     if dry_run:
-        with app.connect_with_status(host) as transport:
+        with app.connect_with_status(host, reach) as transport:
             # Asked afresh: the script shows the host's real paths (no upload checks a remembered home here).
-            scheduler = app.choose_scheduler(transport, host, settings.value("scheduler"), remembered=False)
+            scheduler = app.choose_scheduler(transport, host, reach, remembered=False)
             scheduler.check_request(request.resources)
             return show_preview(ctx, app, transport, scheduler, request)
     detacher = Detacher.prepare(local_port, detach)
-    with app.connect_with_status(host) as transport:
-        scheduler = app.choose_scheduler(transport, host, settings.value("scheduler"))
+    with app.connect_with_status(host, reach) as transport:
+        scheduler = app.choose_scheduler(transport, host, reach)
         scheduler.check_request(request.resources)
         scheduler, record, paths, conn, time_left, granted = _submit_and_wait(
             app,
@@ -189,12 +188,12 @@ def command(
             scheduler,
             request,
             pending,
-            lambda: app.relearn(transport, host, settings.value("scheduler")),
+            lambda: app.relearn(transport, host, reach),
         )
         asked = request.resources.time_seconds
         if granted and asked and granted < asked:
             app.ui.info(f"The scheduler shortened the time limit to {duration(granted)} (--time-min) to start sooner.")
-        holder = Holder(app, transport, record, paths, conn)
+        holder = Holder(app, transport, record, paths, conn, reach=reach)
         shown = False
 
         def ready() -> None:

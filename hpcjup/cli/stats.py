@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from hpcjup.cli.app import App, host_options, json_option
+from hpcjup.cli.app import App, Reach, host_options, json_option
 from hpcjup.errors import UsageError
 
 BAR_WIDTH = 40
@@ -39,7 +39,7 @@ CSV_COLUMNS = (
 @click.option("--csv", "csv_mode", is_flag=True, help="Print one CSV row per host and partition.")
 @json_option
 @click.pass_obj
-def command(app: App, host: str | None, local: bool, since: str | None, csv_mode: bool) -> None:
+def command(app: App, host: str | None, local: bool, since: str | None, csv_mode: bool, reach: Reach) -> None:
     """Per host and partition: sessions, queue wait (median, p90), job start to URL, how sessions ended,
     node-hours allocated and with a busy kernel, node-hours the idle timeout gave back."""
     from hpcjup.session.stats import collect, parse_since, report
@@ -48,7 +48,7 @@ def command(app: App, host: str | None, local: bool, since: str | None, csv_mode
         raise UsageError("--json and --csv exclude each other.", hint="Choose one.")
     cutoff = parse_since(since) if since else None  # before connecting: a typo costs no login
     host = app.resolve_host(host, local)
-    with app.connect(host) as transport:
+    with app.connect(host, reach) as transport:
         collected = collect(transport, app.store, host)
     result = report(collected, host, cutoff)
     if csv_mode:

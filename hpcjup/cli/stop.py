@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hpcjup.cli.app import App, host_options, json_option
+from hpcjup.cli.app import App, Reach, host_options, json_option
 from hpcjup.cli.complete import complete_session
 from hpcjup.errors import UsageError
 
@@ -22,7 +22,9 @@ from hpcjup.errors import UsageError
 )
 @json_option
 @click.pass_obj
-def command(app: App, session: str | None, host: str | None, local: bool, stop_all: bool, grace: int) -> None:
+def command(
+    app: App, session: str | None, host: str | None, local: bool, stop_all: bool, grace: int, reach: Reach
+) -> None:
     """Stop SESSION (or the only running one): Jupyter saves nothing new but shuts kernels down cleanly, then the job ends."""
     from hpcjup.session.holder import end_holder
     from hpcjup.session.overview import SessionView, overview, pick_session
@@ -31,7 +33,7 @@ def command(app: App, session: str | None, host: str | None, local: bool, stop_a
     if session and stop_all:
         raise UsageError("Give a SESSION or --all, not both.")
     host = app.resolve_host(host, local, session)
-    with app.connect(host) as transport:
+    with app.connect(host, reach) as transport:
         if stop_all:  # damaged sessions are skipped: `hpcjup ls` shows them, `hpcjup prune` removes them
             views = overview(transport, app.store)
             targets = [view for view in views if isinstance(view, SessionView) and view.active]
