@@ -21,8 +21,8 @@ import sys
 from typing import Any, Protocol
 
 from hpcjup.errors import UsageError
+from hpcjup.job.contract import MIN_SERVER
 
-MIN_SERVER = (2, 20)  # jupyter_server 2.20 fixed a token-stealing XSS and reports the real port for port=0
 LOCAL_EXTRA = "hpcjup[local]"
 
 # Where `module` comes from when the batch shell has no such function: the init scripts of

@@ -8,13 +8,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hpcjup.job.contract import MIN_SERVER as MIN_SERVER
+from hpcjup.job.contract import SCHEMA as SCHEMA
+
 LAUNCHER_FILE = "launcher.py"
 LAUNCHER_PATH = Path(__file__).with_name(LAUNCHER_FILE)
 #: The files that travel with every job (the launcher imports the others from beside itself).
-JOB_FILES = (LAUNCHER_FILE, "atomic.py", "endings.py", "jupyterenv.py", "jupyterapi.py", "usage.py", "dasklaunch.py")
+JOB_FILES = (
+    LAUNCHER_FILE,
+    "contract.py",
+    "atomic.py",
+    "endings.py",
+    "jupyterenv.py",
+    "jupyterapi.py",
+    "usage.py",
+    "dasklaunch.py",
+)
 DASK_DIR = "dask"
 
-SCHEMA = 1
 CONNECTION_FILE = "connection.json"
 STATE_FILE = "state.json"
 USAGE_FILE = "usage.json"  # what the session used, for `hpcjup stats` (usage.py beside the launcher)

@@ -15,9 +15,9 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+from contract import MIN_SERVER
 from endings import Ended
 
-MIN_SERVER = (2, 20)
 UPGRADE = "pip install -U 'jupyter_server>=2.20' jupyterlab"
 
 

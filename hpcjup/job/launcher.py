@@ -59,12 +59,12 @@ from typing import Any
 # The job files travel beside this one and import each other from there.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from atomic import now, write_private
+from contract import SCHEMA
 from endings import WAKE_SIGNALS, Ended, exit_code, signalled, walltime_deadline, walltime_end
 from jupyterapi import ENV_NODE, Endpoint, node_address
 from jupyterenv import check_environment, culling_args, stop_group
 from usage import Usage
 
-SCHEMA = 1
 # The job's environment, as the rendered job script exports it (hpcjup.job.ENV_*; a test checks the names).
 ENV_JOB_ID = "HPCJUP_JOB_ID"
 WATCH_EVERY = 60  # seconds between samples of Jupyter's kernels without --idle-timeout (usage.json's busy time)

@@ -23,10 +23,10 @@ import time
 from typing import Any
 
 from atomic import iso, write_private
+from contract import SCHEMA
 from endings import ENV_TIME_LIMIT, env_seconds
 
 USAGE_FILE = "usage.json"
-SCHEMA = 1
 HEARTBEAT = 300.0  # seconds: the longest a running session's usage.json goes unwritten
 MIN_WRITE = 60.0  # seconds: busy time that changed is written at most this often
 # The job's environment (hpcjup.job.ENV_*; a test checks the names).

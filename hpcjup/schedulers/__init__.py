@@ -21,11 +21,14 @@ __all__ = ["REGISTRY", "JobState", "JobStatus", "Scheduler", "detect", "get_sche
 REGISTRY = {
     "slurm": "hpcjup.schedulers.slurm:Slurm",
     "pbs": "hpcjup.schedulers.pbs:PBSPro",
+    "pbs-nci": "hpcjup.schedulers.pbs:NCIGadi",
     "lsf": "hpcjup.schedulers.lsf:LSF",
     "sge": "hpcjup.schedulers.sge:GridEngine",
     "none": "hpcjup.schedulers.none:NoScheduler",
     "local": "hpcjup.schedulers.local:LocalProcess",
 }
+#: Dialects of another adapter, chosen by name (a site preset: NCI Gadi's PBS Pro), never detected.
+CHOSEN_ONLY = frozenset({"pbs-nci"})
 #: Names a user may choose (`local` is what `--local` means, not a choice of its own).
 CHOICES = tuple(name for name in REGISTRY if name != "local")
 AUTO = "auto"
@@ -66,7 +69,11 @@ exit 0
 def detect(transport: Transport) -> str:
     """The batch system the host has, by its commands (and `qstat`'s own words for the qsub flavours);
     learns the home directory in the same remote command. SubmitError (exit 5) if it has none."""
-    entries = [f"{name}:{','.join(get_scheduler(name).commands)}" for name in REGISTRY if get_scheduler(name).commands]
+    entries = [
+        f"{name}:{','.join(get_scheduler(name).commands)}"
+        for name in REGISTRY
+        if get_scheduler(name).commands and name not in CHOSEN_ONLY
+    ]
     result = transport.run(["sh", "-c", _PROBE, "sh", *entries], check=False)
     lines = result.stdout.splitlines()
     if result.returncode != 0 or not lines or not lines[0].startswith("/"):
