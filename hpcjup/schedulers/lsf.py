@@ -137,10 +137,21 @@ class LSF(Scheduler):
             raise submit_error(exc) from exc
         return parse_bsub(result.stdout, result.stderr)
 
-    def worker_job_options(self, partition: str, account: str | None, walltime: str) -> dict[str, object]:
-        # LSFJob takes project= (bsub -P), and its walltime is bsub -W's HH:MM.
+    def worker_job_options(
+        self,
+        partition: str,
+        account: str | None,
+        walltime: str,
+        *,
+        directives: Sequence[str] = (),
+        cores: int | None = None,
+        memory: str | None = None,
+    ) -> dict[str, object]:
+        """LSFJob's project= (bsub -P) and walltime (bsub -W's HH:MM), and the session's own `directives`."""
         minutes = math.ceil(time_to_seconds(walltime) / 60)
-        return {"queue": partition, "project": account, "walltime": f"{minutes // 60:02d}:{minutes % 60:02d}"}
+        hhmm = f"{minutes // 60:02d}:{minutes % 60:02d}"
+        options: dict[str, object] = {"queue": partition, "project": account, "walltime": hhmm}
+        return {**options, "job_extra_directives": list(directives)} if directives else options
 
     # -- state ----------------------------------------------------------------------------------
     def status(self, transport: Transport, job_id: str) -> JobStatus:

@@ -157,8 +157,24 @@ class PBSPro(Scheduler):
             raise submit_error(exc) from exc
         return parse_qsub(result.stdout, result.stderr)
 
-    def worker_job_options(self, partition: str, account: str | None, walltime: str) -> dict[str, object]:
-        return {"queue": partition, "account": account, "walltime": hms(time_to_seconds(walltime))}
+    def worker_job_options(
+        self,
+        partition: str,
+        account: str | None,
+        walltime: str,
+        *,
+        directives: Sequence[str] = (),
+        cores: int | None = None,
+        memory: str | None = None,
+    ) -> dict[str, object]:
+        """PBSJob's queue, account and walltime; the session's own `directives` too (storage, group lists:
+        what the worker needs as much as the session's job). `cores`/`memory`: PBSJob's own select= here."""
+        options: dict[str, object] = {
+            "queue": partition,
+            "account": account,
+            "walltime": hms(time_to_seconds(walltime)),
+        }
+        return {**options, "job_extra_directives": list(directives)} if directives else options
 
     # -- state ----------------------------------------------------------------------------------
     def status(self, transport: Transport, job_id: str) -> JobStatus:
@@ -277,10 +293,25 @@ class NCIGadi(PBSPro):
             'echo $(( ${PBS_NCPUS:-${NCPUS:-1}} / (n > 0 ? n : 1) )))"'
         )
 
-    def worker_job_options(self, partition: str, account: str | None, walltime: str) -> dict[str, object]:
-        # PBSJob writes -A; Gadi charges with -P.
+    def worker_job_options(
+        self,
+        partition: str,
+        account: str | None,
+        walltime: str,
+        *,
+        directives: Sequence[str] = (),
+        cores: int | None = None,
+        memory: str | None = None,
+    ) -> dict[str, object]:
+        # PBSJob writes -A and select= chunks; Gadi charges with -P and takes job-wide ncpus/mem.
         options = super().worker_job_options(partition, None, walltime)
-        return {**options, "job_extra_directives": [f"-P {account}"] if account else []}
+        extra = [*([f"-P {account}"] if account else []), *directives]
+        options = {**options, "job_extra_directives": extra}
+        if cores:
+            mem = pbs_memory(memory) if memory else ""
+            mem = f",mem={mem}" if mem.endswith("b") and mem[:1].isdigit() else ""  # units PBS reads, or none
+            options["resource_spec"] = f"ncpus={cores}{mem}"
+        return options
 
 
 def _time_options(res: Resources) -> list[tuple[str, str] | None]:

@@ -314,3 +314,8 @@ def test_time_limit_without_time_comes_from_bjobs(tmp_path: Path) -> None:
     assert found.stdout.strip() == str(12 * 3600)
     none = subprocess.run(["sh", "-c", script], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
     assert none.stdout.strip() == "0"
+
+
+def test_worker_jobs_carry_the_sessions_directives() -> None:
+    options = LSF().worker_job_options("pbatch", "proj1", "30", directives=('-R "select[gpu]"',))
+    assert options["job_extra_directives"] == ['-R "select[gpu]"']

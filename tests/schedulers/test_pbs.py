@@ -475,3 +475,16 @@ def test_can_never_run_and_admin_holds_are_not_waited_for() -> None:
     assert pbs.never_starts(found["1012.pbs-server"]) is None  # held (u): the user's own hold
     held = JobStatus("1.s", JobState.PENDING, reason="held (s): job held, too many failed attempts to run")
     assert "holds it" in (pbs.never_starts(held) or ("",))[0]
+
+
+def test_worker_jobs_carry_the_sessions_directives() -> None:
+    """A worker job needs the session's own options as much as the session does (Gadi: -l storage=)."""
+    storage = ("-l storage=gdata/ab12",)
+    assert PBSPro().worker_job_options("main", "UABC0001", "30", directives=storage)["job_extra_directives"] == [
+        "-l storage=gdata/ab12"
+    ]
+    assert "job_extra_directives" not in PBSPro().worker_job_options("main", None, "30")
+    gadi = NCIGadi().worker_job_options("normal", "ab12", "30", directives=storage, cores=4, memory="16GB")
+    assert gadi["job_extra_directives"] == ["-P ab12", "-l storage=gdata/ab12"]
+    assert gadi["resource_spec"] == "ncpus=4,mem=16gb"  # no select= chunk for PBSJob to write
+    assert NCIGadi().worker_job_options("normal", None, "30", cores=2, memory="4GiB")["resource_spec"] == "ncpus=2"
