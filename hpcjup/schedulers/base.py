@@ -195,6 +195,8 @@ class Scheduler(ABC):
     estimates_start: bool = False
     #: Whether it may shorten a job's limit down to a minimum to start it sooner (Slurm --time-min, PBS shrink-to-fit).
     shrinks_time: bool = False
+    #: The prefix of the job script's directive lines ("#SBATCH", "#PBS", "#BSUB", "#$"; "" without a batch system).
+    directive: str = ""
     #: Whether it takes several partitions and starts the job in the first that can (Slurm -p a,b).
     picks_partition: bool = False
     #: Whether `preview_snippet`/`parse_preview` ask the scheduler itself (`start --dry-run`).
@@ -243,9 +245,21 @@ class Scheduler(ABC):
         """Submit one rendered worker-group job script (dask-jobqueue's); its job id. Raises SubmitError."""
         raise UsageError(f"{self.title or self.name} has no worker jobs.", hint="Worker groups need a batch system.")
 
-    def worker_job_options(self, partition: str, account: str | None, walltime: str) -> dict[str, object]:
-        """The dask-jobqueue job class's keyword arguments for where a worker job runs (queue, account, walltime)."""
-        return {"queue": partition, "account": account, "walltime": walltime}
+    def worker_job_options(
+        self,
+        partition: str,
+        account: str | None,
+        walltime: str,
+        *,
+        directives: Sequence[str] = (),
+        cores: int | None = None,
+        memory: str | None = None,
+    ) -> dict[str, object]:
+        """The dask-jobqueue job class's keyword arguments for where a worker job runs (queue, account, walltime)
+        and the session's own `directives` (what the worker needs as much as the session's job); `cores` and
+        `memory` for a dialect that must place them itself (NCI Gadi's job-wide ncpus and mem)."""
+        options: dict[str, object] = {"queue": partition, "account": account, "walltime": walltime}
+        return {**options, "job_extra_directives": list(directives)} if directives else options
 
     def doctor_checks(self, transport: Transport, settings: Resolved) -> list[Check]:
         """The scheduler's own `doctor` checks (hpcjup.session.doctor.Check objects): commands, queue, account, request."""

@@ -159,7 +159,16 @@ class GridEngine(Scheduler):
             )
         return job_id
 
-    def worker_job_options(self, partition: str, account: str | None, walltime: str) -> dict[str, object]:
+    def worker_job_options(
+        self,
+        partition: str,
+        account: str | None,
+        walltime: str,
+        *,
+        directives: Sequence[str] = (),
+        cores: int | None = None,
+        memory: str | None = None,
+    ) -> dict[str, object]:
         """SGEJob's names: the queue, the project (Grid Engine's account), h_rt as H:MM:SS; PATH as the session's job has it."""
         try:
             seconds = time_to_seconds(walltime)  # hpcjup's format: a bare number is minutes, for h_rt it is seconds
@@ -168,7 +177,12 @@ class GridEngine(Scheduler):
         else:
             h_rt = f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
         # SGEJob's script runs `python3 -m distributed...` under `#!/usr/bin/env bash`, not a login shell.
-        return {"queue": partition, "project": account, "walltime": h_rt, "job_extra_directives": ["-v PATH"]}
+        return {
+            "queue": partition,
+            "project": account,
+            "walltime": h_rt,
+            "job_extra_directives": ["-v PATH", *directives],
+        }
 
     # -- state -----------------------------------------------------------------------------------------
     def status(self, transport: Transport, job_id: str) -> JobStatus:

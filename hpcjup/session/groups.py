@@ -227,7 +227,12 @@ def _render(
         "scheduler": address,
         "name": job_name(record.name, group.name),
         "options": scheduler.worker_job_options(
-            group.partition, account if isinstance(account, str) else None, str(walltime)
+            group.partition,
+            account if isinstance(account, str) else None,
+            str(walltime),
+            directives=record.resources_obj.directives,  # storage, constraints: workers need them as the job did
+            cores=group.cores,
+            memory=group.memory or f"{group.cores}GB",
         ),
         "cores": group.cores,
         "memory": group.memory or f"{group.cores}GB",

@@ -114,3 +114,31 @@ def test_the_job_side_sources_the_same_setup_file(monkeypatch: pytest.MonkeyPatc
     monkeypatch.syspath_prepend(str(hpcjup.job.LAUNCHER_PATH.parent))  # the job files import each other from there
     dasklaunch = importlib.import_module("dasklaunch")
     assert dasklaunch.SETUP_FILE == hpcjup.job.SETUP_FILE
+
+
+def test_worker_jobs_carry_the_sessions_directives(paths: SessionPaths) -> None:
+    """`-l storage=...` (Gadi), `--constraint=gpu`: a worker job needs them as much as the session's job did."""
+    from hpcjup.schedulers.slurm import Slurm
+    from hpcjup.session.groups import WorkerGroup, _render
+    from hpcjup.session.record import SessionRecord
+    from tests.schedulers.test_job_ids import ScriptedTransport
+
+    record = SessionRecord(
+        "lab", "h", "slurm", "7", "2026-12-01T00:00:00+00:00", resources={"directives": ["--constraint=gpu"]}
+    )
+    sent: list[bytes] = []
+
+    class LoginNode(ScriptedTransport):
+        """Renders nothing itself: keeps what it was sent, and the script it was asked to write."""
+
+        def _exec_raw(self, command: str, input: bytes | None, timeout: float) -> tuple[int, bytes, bytes]:
+            sent.append(input or b"")
+            return super()._exec_raw(command, input, timeout)
+
+        def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
+            self.written = data
+
+    transport = LoginNode({"bash": (0, "#!/bin/bash\n", "")})
+    _render(transport, Slurm(), paths, record, "python3", "tls://n:1", WorkerGroup.parse("batch:2"))
+    spec = json.loads(sent[-1])
+    assert spec["options"]["job_extra_directives"] == ["--constraint=gpu"]
