@@ -62,7 +62,7 @@ COMPREPLY=(); COMP_WORDS=(hpcjup stop an); COMP_CWORD=2; _hpcjup_completion hpcj
     out = subprocess.run(
         ["bash", "-c", script], env=_env(tmp_path), capture_output=True, text=True, timeout=30
     ).stdout.splitlines()
-    assert out[0].split() == ["start", "stats", "stop"]
+    assert sorted(out[0].split()) == ["start", "stats", "stop"]
     assert out[1].split() == ["analysis"]
 
 

@@ -39,7 +39,8 @@ def test_prune_removes_ended_sessions_only(laptop_env: dict[str, str], tmp_path:
         assert pruned.returncode == 0, pruned.stderr
         assert "Removed old" in pruned.stdout and "live" not in pruned.stdout
         assert not (sessions / "old").exists() and (sessions / "live").is_dir()
-        assert {p.stem for p in cache.rglob("*.json")} == {"live"} and not list(cache.rglob("old.log"))
+        assert {p.stem for p in (cache / "sessions").rglob("*.json")} == {"live"} and not list(cache.rglob("old.log"))
+        assert '"old"' in (cache / "usage" / "local.json").read_text()  # its figures stay for `hpcjup stats`
         assert (tmp_path / "notebook.ipynb").exists()
         listed = json.loads(run(["ls", "--local", "--json"], env).stdout)
         assert [s["session"] for s in listed["sessions"]] == ["live"]

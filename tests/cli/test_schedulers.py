@@ -73,21 +73,28 @@ def test_a_job_that_cannot_start_is_not_waited_for(
 def test_prune_cancels_a_job_that_can_never_start(
     minicluster: Any, laptop_env: dict[str, str], clean_jobs: None
 ) -> None:
-    """A start killed outright (kill -9) leaves its job pending for ever (-N 5 on a 2-node partition): `prune`
-    cancels it and removes the session, in one remote command, and keeps its figures for `hpcjup stats`."""
-    args = [*hpcjup_argv(), "start", *HOST, *QUICK, "-N", "5", "-p", "booster", "-n", "forever", "-d"]
+    """A start killed outright (kill -9) while its job waits, and an administrator's hold on the job
+    (JobHeldAdmin, a reason waiting will not clear): `prune` cancels it and removes the session, in one
+    remote command, and keeps its figures for `hpcjup stats`."""
+    blocker = minicluster.run_as_user(
+        ["sbatch", "--parsable", "-p", "booster", "-N2", "--exclusive", "--wrap", "sleep 300"]
+    )
+    assert blocker.returncode == 0, blocker.stderr
+    args = [*hpcjup_argv(), "start", *HOST, *QUICK, "-p", "booster", "-n", "forever"]
     start = subprocess.Popen(args, env=laptop_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    try:  # the session's job pends behind the blocker, so start keeps waiting
         wait_for(lambda: (SESSIONS / "forever" / "session.json").exists(), 60, "the session to be recorded")
     finally:
         start.kill()
         start.wait()
     job = json.loads((SESSIONS / "forever" / "session.json").read_text())["job_id"]
+    assert minicluster.slurm("scontrol", "hold", job).returncode == 0  # as root: an administrator's hold
     reason = ["squeue", "-h", "-j", job, "-o", "%r"]
-    wait_for(lambda: minicluster.slurm(*reason).stdout.strip() == "PartitionConfig", 60, "Slurm to say why it waits")
+    wait_for(lambda: minicluster.slurm(*reason).stdout.strip() == "JobHeldAdmin", 30, "Slurm to say why it waits")
+    minicluster.slurm("scancel", blocker.stdout.strip())
     assert run(["prune", *HOST, "--dry-run", "--json"], laptop_env).returncode == 0
     assert session_jobs(minicluster, ("forever",)), "a dry run cancels nothing"
-    pruned = run(["-v", "prune", *HOST, "--json"], laptop_env)
+    pruned = run(["prune", *HOST, "--json"], laptop_env)
     assert pruned.returncode == 0, pruned.stderr
     [gone] = [r for r in json.loads(pruned.stdout)["removed"] if r["name"] == "forever"]
     assert gone["why"].startswith("never starts") and gone["job_id"] == job
