@@ -171,6 +171,17 @@ class LSF(Scheduler):
         found.update({k: v for k, v in parse_bjobs(result.stdout).items() if k in found})
         return found
 
+    def never_starts(self, status: JobStatus) -> tuple[str, str] | None:
+        # LSF refuses at bsub what no host could run ("Too many tasks requested"); of what a pending job
+        # waits for, only an administrator's suspension is known here not to clear by waiting. Other
+        # PEND_REASON texts are site-configurable (lsb.reasons), so they are shown, not judged.
+        if status.state is JobState.PENDING and "suspended by LSF admin or root" in (status.reason or ""):
+            return (
+                "an administrator suspended the job while it was pending",
+                "Ask your centre's support; `bjobs -l ID` says more.",
+            )
+        return None
+
     # -- ending jobs ------------------------------------------------------------------------------
     def stop_snippet(self, running: Sequence[str], pending: Sequence[str]) -> str:
         # bkill -s TERM sends that one signal; plain bkill sends SIGINT, SIGTERM and SIGKILL in turn

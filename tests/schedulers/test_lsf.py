@@ -319,3 +319,15 @@ def test_time_limit_without_time_comes_from_bjobs(tmp_path: Path) -> None:
 def test_worker_jobs_carry_the_sessions_directives() -> None:
     options = LSF().worker_job_options("pbatch", "proj1", "30", directives=('-R "select[gpu]"',))
     assert options["job_extra_directives"] == ['-R "select[gpu]"']
+
+
+def test_a_job_an_administrator_suspended_while_pending_is_not_waited_for() -> None:
+    """PSUSP with LSF's own words (as IBM's lsf-python-api shows them, PR #60's example output): waiting will
+    not clear it; a job pending for resources is waited for."""
+    from hpcjup.schedulers.lsf import LSF, job_status
+
+    admin = {"JOBID": "3864", "STAT": "PSUSP", "PEND_REASON": "Job was suspended by LSF admin or root while pending;"}
+    verdict = LSF().never_starts(job_status(admin))
+    assert verdict is not None and "administrator" in verdict[0]
+    waiting = {"JOBID": "3866", "STAT": "PEND", "PEND_REASON": "Job's resource requirements not satisfied: 1 host;"}
+    assert LSF().never_starts(job_status(waiting)) is None
