@@ -255,11 +255,20 @@ class Scheduler(ABC):
         cores: int | None = None,
         memory: str | None = None,
     ) -> dict[str, object]:
-        """The dask-jobqueue job class's keyword arguments for where a worker job runs (queue, account, walltime)
-        and the session's own `directives` (what the worker needs as much as the session's job); `cores` and
-        `memory` for a dialect that must place them itself (NCI Gadi's job-wide ncpus and mem)."""
-        options: dict[str, object] = {"queue": partition, "account": account, "walltime": walltime}
-        return {**options, "job_extra_directives": list(directives)} if directives else options
+        """The dask-jobqueue job class's keyword arguments for a worker job: where it runs (`worker_placement`,
+        the adapter's) and, after the adapter's own extra directives, the session's `directives` (what the
+        worker needs as much as the session's job)."""
+        options = self.worker_placement(partition, account, walltime, cores=cores, memory=memory)
+        own = options.pop("job_extra_directives", [])
+        extra = [*(own if isinstance(own, list) else []), *directives]
+        return {**options, "job_extra_directives": extra} if extra else options
+
+    def worker_placement(
+        self, partition: str, account: str | None, walltime: str, *, cores: int | None, memory: str | None
+    ) -> dict[str, object]:
+        """Where a worker job runs, in the job class's words: queue, account, walltime (and any extra directives
+        of the adapter's own); `cores` and `memory` for a dialect that places them itself (NCI Gadi)."""
+        return {"queue": partition, "account": account, "walltime": walltime}
 
     def doctor_checks(self, transport: Transport, settings: Resolved) -> list[Check]:
         """The scheduler's own `doctor` checks (hpcjup.session.doctor.Check objects): commands, queue, account, request."""

@@ -137,21 +137,12 @@ class LSF(Scheduler):
             raise submit_error(exc) from exc
         return parse_bsub(result.stdout, result.stderr)
 
-    def worker_job_options(
-        self,
-        partition: str,
-        account: str | None,
-        walltime: str,
-        *,
-        directives: Sequence[str] = (),
-        cores: int | None = None,
-        memory: str | None = None,
+    def worker_placement(
+        self, partition: str, account: str | None, walltime: str, *, cores: int | None, memory: str | None
     ) -> dict[str, object]:
-        """LSFJob's project= (bsub -P) and walltime (bsub -W's HH:MM), and the session's own `directives`."""
+        """LSFJob's project= (bsub -P) and walltime (bsub -W's HH:MM)."""
         minutes = math.ceil(time_to_seconds(walltime) / 60)
-        hhmm = f"{minutes // 60:02d}:{minutes % 60:02d}"
-        options: dict[str, object] = {"queue": partition, "project": account, "walltime": hhmm}
-        return {**options, "job_extra_directives": list(directives)} if directives else options
+        return {"queue": partition, "project": account, "walltime": f"{minutes // 60:02d}:{minutes % 60:02d}"}
 
     # -- state ----------------------------------------------------------------------------------
     def status(self, transport: Transport, job_id: str) -> JobStatus:

@@ -157,24 +157,11 @@ class PBSPro(Scheduler):
             raise submit_error(exc) from exc
         return parse_qsub(result.stdout, result.stderr)
 
-    def worker_job_options(
-        self,
-        partition: str,
-        account: str | None,
-        walltime: str,
-        *,
-        directives: Sequence[str] = (),
-        cores: int | None = None,
-        memory: str | None = None,
+    def worker_placement(
+        self, partition: str, account: str | None, walltime: str, *, cores: int | None, memory: str | None
     ) -> dict[str, object]:
-        """PBSJob's queue, account and walltime; the session's own `directives` too (storage, group lists:
-        what the worker needs as much as the session's job). `cores`/`memory`: PBSJob's own select= here."""
-        options: dict[str, object] = {
-            "queue": partition,
-            "account": account,
-            "walltime": hms(time_to_seconds(walltime)),
-        }
-        return {**options, "job_extra_directives": list(directives)} if directives else options
+        """PBSJob's queue, account and walltime (H:MM:SS); `cores`/`memory` are PBSJob's own select= here."""
+        return {"queue": partition, "account": account, "walltime": hms(time_to_seconds(walltime))}
 
     # -- state ----------------------------------------------------------------------------------
     def status(self, transport: Transport, job_id: str) -> JobStatus:
@@ -293,20 +280,12 @@ class NCIGadi(PBSPro):
             'echo $(( ${PBS_NCPUS:-${NCPUS:-1}} / (n > 0 ? n : 1) )))"'
         )
 
-    def worker_job_options(
-        self,
-        partition: str,
-        account: str | None,
-        walltime: str,
-        *,
-        directives: Sequence[str] = (),
-        cores: int | None = None,
-        memory: str | None = None,
+    def worker_placement(
+        self, partition: str, account: str | None, walltime: str, *, cores: int | None, memory: str | None
     ) -> dict[str, object]:
         # PBSJob writes -A and select= chunks; Gadi charges with -P and takes job-wide ncpus/mem.
-        options = super().worker_job_options(partition, None, walltime)
-        extra = [*([f"-P {account}"] if account else []), *directives]
-        options = {**options, "job_extra_directives": extra}
+        options = super().worker_placement(partition, None, walltime, cores=cores, memory=memory)
+        options["job_extra_directives"] = [f"-P {account}"] if account else []
         if cores:
             mem = pbs_memory(memory) if memory else ""
             mem = f",mem={mem}" if mem.endswith("b") and mem[:1].isdigit() else ""  # units PBS reads, or none

@@ -159,15 +159,8 @@ class GridEngine(Scheduler):
             )
         return job_id
 
-    def worker_job_options(
-        self,
-        partition: str,
-        account: str | None,
-        walltime: str,
-        *,
-        directives: Sequence[str] = (),
-        cores: int | None = None,
-        memory: str | None = None,
+    def worker_placement(
+        self, partition: str, account: str | None, walltime: str, *, cores: int | None, memory: str | None
     ) -> dict[str, object]:
         """SGEJob's names: the queue, the project (Grid Engine's account), h_rt as H:MM:SS; PATH as the session's job has it."""
         try:
@@ -181,7 +174,7 @@ class GridEngine(Scheduler):
             "queue": partition,
             "project": account,
             "walltime": h_rt,
-            "job_extra_directives": ["-v PATH", *directives],
+            "job_extra_directives": ["-v PATH"],
         }
 
     # -- state -----------------------------------------------------------------------------------------
