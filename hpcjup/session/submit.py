@@ -166,12 +166,12 @@ class _HostChanged(Exception):
 # Runs on the login node (POSIX sh, tar): unpack the archive on stdin into a private staging
 # directory, then claim the name with one mkdir (atomic: of two racing starts one wins) and move
 # the files in. With a job id in $4, first move aside the ended session of that job, under a lock.
-# Then, in the session directory, the scheduler's submit command ($5): after the line _CLAIMED on
+# Then, in the session directory, the scheduler's submit command ($5): after the line $8 (_CLAIMED) on
 # stderr, the exit code and output are the scheduler's. Before anything, check that $6 is the home
 # directory and $7 (the scheduler's command) is on the PATH, as the start assumed (exit 77 if not).
 _CLAIM = r"""
 umask 077
-root=$1 name=$2 tag=$3 old=$4 submit=$5 home=$6 need=$7
+root=$1 name=$2 tag=$3 old=$4 submit=$5 home=$6 need=$7 claimed=$8
 [ "$(cd -P -- "$home" 2>/dev/null && pwd -P)" = "$(cd -P && pwd -P)" ] || exit 77
 [ -z "$need" ] || command -v "$need" >/dev/null 2>&1 || exit 77
 final=$root/$name stage=$root/.stage-$tag lock=
@@ -188,7 +188,7 @@ mkdir -- "$final" 2>/dev/null || exit 73
 for f in "$stage"/*; do mv -- "$f" "$final/" || exit 74; done
 rm -rf -- "$root/.old-$tag"
 cd -- "$final" || exit 74
-printf 'hpcjup-claimed\n' >&2
+printf '%s\n' "$claimed" >&2
 eval "$submit"
 """
 
@@ -200,7 +200,8 @@ def _upload_and_submit(
     the job id, or None if the name is in use. A refused submission leaves no directory behind."""
     tag = secrets.token_hex(4)
     need = scheduler.commands[0] if scheduler.commands else ""
-    argv = ["sh", "-c", _CLAIM, "sh", paths.root, paths.name, tag, replace, scheduler.submit_command, paths.home, need]
+    args = [paths.root, paths.name, tag, replace, scheduler.submit_command, paths.home, need, _CLAIMED]
+    argv = ["sh", "-c", _CLAIM, "sh", *args]
     rc, out, err = transport.run_raw(argv, input=pack(files), timeout=300)
     text = err.decode(errors="replace")
     before, claimed, after = text.partition(_CLAIMED + "\n")
