@@ -238,3 +238,7 @@ def test_stop_deletes_a_session_whose_job_is_in_error_state(sge_cell: Any, lapto
     assert stopped.returncode == 0, stopped.stderr
     assert json.loads(stopped.stdout)["stopped"][0]["was_active"] is True
     wait_for(lambda: job_id not in sge_cell.job_ids("hpcuser"), 30, f"job {job_id} to be deleted")
+    # The job never ran, so no state.json says it ended: left behind, every later `ls` on the shared cluster
+    # would ask Grid Engine about it (and the round-trip budgets of other tests count one scheduler).
+    assert run(["prune", *HOST, "--json"], laptop_env).returncode == 0
+    assert not (SESSIONS / "sge-eqw-stop").exists()
