@@ -189,6 +189,10 @@ def other_sessions() -> dict[str, int]:
 
 def make_ended_sessions(names: list[str]) -> None:
     """Ended sessions' directories, written as the cluster user would have them (session.json, state.json)."""
+    for parent in (SESSIONS.parent, SESSIONS):  # a fresh cluster has neither: the user's start must write there
+        if not parent.is_dir():
+            parent.mkdir(mode=0o700)
+            shutil.chown(parent, USER, USER)
     for i, name in enumerate(names):
         directory = SESSIONS / name
         directory.mkdir(parents=True, exist_ok=True)
