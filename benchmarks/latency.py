@@ -232,8 +232,9 @@ def measure_session(env: dict[str, str], home: Path, name: str) -> dict[str, Any
     info = json.loads(start.stdout)
     if not answers(info["url"]):
         raise RuntimeError(f"start printed {info['url']}, which does not answer")
-    ready = json.loads((SESSIONS / name / "connection.json").read_text())["ready_at"]
-    detect = start.began + start.seconds - datetime.datetime.fromisoformat(ready).timestamp()
+    conn = json.loads((SESSIONS / name / "connection.json").read_text())
+    ready, launched = (datetime.datetime.fromisoformat(conn[k]).timestamp() for k in ("ready_at", "started_at"))
+    detect = start.began + start.seconds - ready
     # The submission travels in the upload's command (the claim script's "submit=$5"); older: its own sbatch.
     submitted = [i for i, (_, line) in enumerate(start.commands) if "submit=$5" in line or "sbatch" in line]
     at = submitted[0] if submitted else None
@@ -242,6 +243,9 @@ def measure_session(env: dict[str, str], home: Path, name: str) -> dict[str, Any
         "start_count": start.count,
         "detect": detect,
         "queue_and_jupyter": start.seconds - detect - (start.commands[at][0] if at is not None else 0.0),
+        # The submission's -v line comes when it returned; the launcher's started_at is just before Jupyter's start.
+        "to_launcher": launched - start.began - (start.commands[at][0] if at is not None else 0.0),
+        "jupyter": ready - launched,
         "submit": start.commands[at][0] if at is not None else float("nan"),
         "submit_count": at + 1 if at is not None else -1,
         "start_log": [line for _, line in start.commands],
@@ -524,6 +528,18 @@ def report(results: dict[str, Any]) -> None:
                 backend,
                 lambda r, b=backend: session_cell(r, b, "queue_and_jupyter", None),
             )
+        )
+    for backend in BACKENDS:
+        rows.append(
+            (
+                "of which: submitted -> launcher starts Jupyter",
+                backend,
+                lambda r, b=backend: session_cell(r, b, "to_launcher", None),
+            )
+        )
+    for backend in BACKENDS:
+        rows.append(
+            ("of which: JupyterLab's own start", backend, lambda r, b=backend: session_cell(r, b, "jupyter", None))
         )
     for backend in BACKENDS:
         rows.append(

@@ -21,6 +21,7 @@ JOB_FILES = (
     "endings.py",
     "jupyterenv.py",
     "jupyterapi.py",
+    "jupyterboot.py",
     "usage.py",
     "dasklaunch.py",
 )

@@ -22,7 +22,7 @@ Files in DIR (0700, made by the laptop); each 0600, written atomically (temp fil
 At the end connection.json, token and runtime/ are removed; state.json and usage.json say why it ended.
 The job files beside this one: atomic.py (private whole writes), endings.py (reasons, signals, exit codes,
 the own walltime timer), jupyterenv.py (can this Python serve), jupyterapi.py (where Jupyter listens),
-usage.py, dasklaunch.py.
+jupyterboot.py (how Jupyter is started: `python -m jupyterlab` with some imports deferred), usage.py, dasklaunch.py.
 
 Signals: SIGTERM, SIGINT, SIGHUP -> "stopped"; SIGUSR1 (sent by the scheduler before the limit) -> "walltime".
 Where the scheduler sends none (HPCJUP_WARN_SIGNAL is not "1") and grants HPCJUP_TIME_LIMIT seconds,
@@ -156,8 +156,9 @@ class Launcher:
         env.pop("JUPYTER_TOKEN", None)  # it would win over the file
         argv = [
             sys.executable,
-            "-m",
-            "jupyterlab",
+            os.path.join(
+                os.path.dirname(os.path.abspath(__file__)), "jupyterboot.py"
+            ),  # `-m jupyterlab`, without the import-time work nobody waits for
             "--no-browser",
             *self.where.jupyter_args(),
             "--ServerApp.root_dir=" + root,
