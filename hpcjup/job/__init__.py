@@ -22,6 +22,7 @@ JOB_FILES = (
     "jupyterenv.py",
     "jupyterapi.py",
     "jupyterboot.py",
+    "lazy.py",
     "usage.py",
     "dasklaunch.py",
 )

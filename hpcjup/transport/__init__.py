@@ -13,6 +13,7 @@ import os
 import shutil
 
 from hpcjup.errors import UsageError
+from hpcjup.job.lazy import install
 from hpcjup.transport.base import CommandResult, Prompter, Stream, Transport
 
 __all__ = ["BACKENDS", "CommandResult", "Prompter", "Stream", "Transport", "choose_backend", "connect"]
@@ -21,6 +22,12 @@ LOCAL_HOST = "local"
 BACKENDS = ("auto", "openssh", "paramiko")
 BACKEND_ENV = "HPCJUP_SSH"
 log = logging.getLogger("hpcjup.ssh")
+
+
+# paramiko >= 3 imports `invoke` at once, for ssh_config's `Match exec` only (which calls invoke.run):
+# 0.1 s of every command on the paramiko backend (it brings unittest.mock and asyncio), usually for
+# nothing. A stand-in imports it if `Match exec` is ever evaluated. Before anything here imports paramiko.
+install({"invoke": ("run",)})
 
 
 def choose_backend(backend: str = "auto") -> str:

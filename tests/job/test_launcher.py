@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 
 from hpcjup.job import LAUNCHER_PATH
+from tests.job.conftest import CLUSTER_PYTHON
 
-CLUSTER_PYTHON = Path("/opt/hpcjup-cluster-env/bin/python")
 CONNECTION_KEYS = {
     "schema",
     "job_id",
@@ -48,15 +48,6 @@ CONNECTION_KEYS = {
     "dask",
 }
 STATE_KEYS = {"schema", "state", "job_id", "node", "reason", "message", "exit_code", "pid", "updated_at"}
-
-
-@pytest.fixture(scope="module")
-def python() -> str:
-    if not CLUSTER_PYTHON.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CLUSTER_PYTHON} is required in CI (tests/cluster/install.sh)")
-        pytest.skip(f"{CLUSTER_PYTHON} missing (tests/cluster/install.sh creates it)")
-    return str(CLUSTER_PYTHON)
 
 
 class Run:

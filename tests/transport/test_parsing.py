@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,3 +106,22 @@ def test_other_failures() -> None:
     assert isinstance(unknown, ConnectError) and "resolve" in unknown.message
     assert isinstance(_error("/home/me/.ssh/config: line 3: Bad configuration option: foo\n"), UsageError)
     assert _error('unix_listener: path "/x" too long for Unix domain socket\n') is None
+
+
+def test_paramiko_no_longer_imports_invoke_until_match_exec_needs_it(tmp_path: Path) -> None:
+    """hpcjup.transport stands in for `invoke` (0.1 s of each paramiko start); `Match exec` still works."""
+    config = tmp_path / "config"
+    config.write_text(
+        'Match host probe exec "test -n hpcjup"\n    Port 2200\nMatch host probe exec "false"\n    User nobody\n'
+    )
+    code = f"""
+import json, pathlib, sys
+from hpcjup.transport.destination import parse_destination
+import paramiko
+stand_in = lambda: "stand-in" in (sys.modules["invoke"].__doc__ or "")
+before = stand_in()
+d = parse_destination("alice@probe", pathlib.Path({str(config)!r}))
+print(json.dumps({{"before": before, "port": d.port, "user": d.user, "after": stand_in()}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(out.stdout) == {"before": True, "port": 2200, "user": "alice", "after": False}
