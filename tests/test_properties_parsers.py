@@ -8,6 +8,8 @@ a NUL, a dash, non-ASCII digits, brackets or a 5000-digit number spliced in.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from hpcjup.config.resources import Resources, parse_duration, time_to_seconds
 from hpcjup.errors import HpcjupError, SubmitError
 from hpcjup.schedulers.base import JobState, JobStatus
 from hpcjup.schedulers.slurm import Slurm, _parse_squeue, _seconds
+from hpcjup.session import finished
 from hpcjup.session.groups import WorkerGroup
 from hpcjup.session.layout import check_name
 from hpcjup.transport.destination import parse_destination, split_destination
@@ -334,3 +337,58 @@ def test_directives(text: str) -> None:
     if value is not None:
         assert "\n" not in text and "\r" not in text and "\x00" not in text and text.startswith("-")
         assert text.isascii() and text == text.strip()
+
+
+# -- the laptop's memory of finished jobs (read back from disk, perhaps hand-edited or cut short) ------------
+
+FINAL = st.sampled_from([state for state in JobState if not state.active])
+OPTIONAL_TEXT = st.none() | st.text(max_size=30)
+FINISHED = st.builds(
+    JobStatus,
+    job_id=DIGITS,
+    state=FINAL,
+    reason=OPTIONAL_TEXT,
+    expected_start=OPTIONAL_TEXT,
+    nodes=OPTIONAL_TEXT,
+    exit_code=OPTIONAL_TEXT,
+    time_left=st.none() | st.integers(0, 10**6),
+    time_limit=st.none() | st.integers(0, 10**6),
+)
+ENTRY_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-2, 10**20), hostile(DIGITS), st.lists(DIGITS, max_size=2)
+)
+
+
+@PROPERTY
+@given(st.dictionaries(st.tuples(NAMES, DIGITS), FINISHED, max_size=5))
+def test_finished_jobs_round_trip(answers: dict[tuple[str, str], JobStatus]) -> None:
+    answers = {(name, job_id): dataclasses.replace(status, job_id=job_id) for (name, job_id), status in answers.items()}
+    assert finished.parse(finished.dump(answers)) == answers
+
+
+@PROPERTY
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        hostile(st.just('{"schema": 1, "jobs": [{"session": "lab", "job_id": "1", "state": "FAILED"}]}')).map(
+            str.encode
+        ),
+        st.lists(
+            st.dictionaries(
+                st.sampled_from(["session", "job_id", "state", "reason", "exit_code", "time_left", "time_limit"]),
+                ENTRY_VALUES | FINAL.map(lambda s: s.value) | st.sampled_from(["RUNNING", "UNKNOWN", "lab"]),
+            )
+            | ENTRY_VALUES,
+            max_size=4,
+        ).map(lambda jobs: json.dumps({"schema": 1, "jobs": jobs}).encode()),
+    )
+)
+def test_finished_jobs_from_any_file(raw: bytes) -> None:
+    """Whatever the file holds, the listing gets usable final answers (or none): never an exception."""
+    answers = finished.parse(raw)
+    for (name, job_id), status in (answers or {}).items():
+        assert check_name(name) == name and status.job_id == job_id and not status.state.active
+        for value in (status.time_left, status.time_limit):
+            assert value is None or (type(value) is int and value >= 0)
+        for text in (status.reason, status.expected_start, status.nodes, status.exit_code):
+            assert text is None or isinstance(text, str)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -12,6 +13,7 @@ from hpcjup.errors import DamagedDocument, HpcjupError, JobFailedError, SessionN
 from hpcjup.job import NORMAL_ENDS
 from hpcjup.schedulers import REGISTRY, get_scheduler
 from hpcjup.schedulers.base import JobState, JobStatus, Scheduler
+from hpcjup.session import finished
 from hpcjup.session.catalog import Found, find_session, scan_sessions
 from hpcjup.session.holder import holder_pid
 from hpcjup.session.layout import SessionPaths
@@ -19,6 +21,8 @@ from hpcjup.session.record import JobReport, SessionRecord
 from hpcjup.session.store import LocalStore
 from hpcjup.session.wait import log_tail
 from hpcjup.transport.base import Transport
+
+log = logging.getLogger("hpcjup.session")
 
 
 @dataclass(frozen=True)
@@ -192,21 +196,31 @@ def overview(transport: Transport, store: LocalStore) -> list[View]:
         _unknown_scheduler(f) if f.record is not None and f.record.scheduler not in REGISTRY else f
         for f in scan_sessions(transport)
     ]
-    statuses = job_statuses(transport, found)
-    return [_view(f, statuses.get(f.paths.name), store, _host(transport)) for f in found]
+    host = _host(transport)
+    before = finished.load(store, host)
+    statuses = job_statuses(transport, found, before or {})
+    after = _final_answers(found, statuses)
+    if after != before:  # a listing that learned nothing writes nothing
+        try:
+            finished.save(store, host, after)
+        except OSError as exc:  # only a saving lost: the next `ls` asks again
+            log.debug("could not remember finished jobs: %s", exc)
+    return [_view(f, statuses.get(f.paths.name), store, host) for f in found]
 
 
-def job_statuses(transport: Transport, found: list[Found]) -> dict[str, JobStatus]:
+def job_statuses(
+    transport: Transport, found: list[Found], remembered: dict[finished.Key, JobStatus] | None = None
+) -> dict[str, JobStatus]:
     """Session name -> its job's state, asking each session's own scheduler (as session.json records
-    it) once for all of its jobs. A record naming a scheduler this hpcjup does not know gets no status
-    (the session is shown as damaged, with the reason)."""
+    it) once for all of its jobs, but for those `_answered` already settles. A record naming a scheduler
+    this hpcjup does not know gets no status (the session is shown as damaged, with the reason)."""
     by_scheduler: dict[str, list[Found]] = {}
     statuses: dict[str, JobStatus] = {}
     for f in found:
         if f.record is None or f.record.scheduler not in REGISTRY:
             continue
-        if _long_ended(f.report):  # the scheduler has forgotten it too: asking would cost a query for nothing
-            statuses[f.paths.name] = JobStatus(f.record.job_id, JobState.GONE)
+        if (known := _answered(f, remembered or {})) is not None:
+            statuses[f.paths.name] = known
         else:
             by_scheduler.setdefault(f.record.scheduler, []).append(f)
     asks = [(name, [f.record.job_id for f in group if f.record is not None]) for name, group in by_scheduler.items()]
@@ -236,6 +250,34 @@ def _ask(transport: Transport, name: str, ids: list[str]) -> dict[str, JobStatus
 #: finished jobs after minutes (Slurm's MinJobAge is 5 minutes), and dozens of ended sessions would
 #: otherwise cost `ls` a query (and an accounting lookup) per scheduler for nothing.
 ENDED_LONG_AGO = 600.0
+
+
+def _answered(f: Found, remembered: dict[finished.Key, JobStatus]) -> JobStatus | None:
+    """The session's status when no query is needed, else None (ask): GONE for a job whose launcher recorded
+    its end long ago; what the scheduler last said of a finished job (remembered on this laptop), unless the
+    launcher now reports the job as not ended (a job that was only slow to show up: never hidden)."""
+    assert f.record is not None
+    if _long_ended(f.report):  # the scheduler has forgotten it too: asking would cost a query for nothing
+        return JobStatus(f.record.job_id, JobState.GONE)
+    return remembered.get((f.paths.name, f.record.job_id)) if _no_launcher_says_it_runs(f.report) else None
+
+
+def _no_launcher_says_it_runs(report: JobReport | None) -> bool:
+    """No state.json, or one that says the job ended: a final answer of the scheduler may stand for the job."""
+    return report is None or report.ended
+
+
+def _final_answers(found: list[Found], statuses: dict[str, JobStatus]) -> dict[finished.Key, JobStatus]:
+    """What to remember after a listing: the finished jobs `_answered` would take a remembered answer for, of
+    the sessions listed now (so a pruned session's answer goes with it). UNKNOWN is active: never remembered."""
+    answers: dict[finished.Key, JobStatus] = {}
+    for f in found:
+        status = statuses.get(f.paths.name)
+        if f.record is None or status is None or status.state.active or _long_ended(f.report):
+            continue
+        if _no_launcher_says_it_runs(f.report):
+            answers[(f.paths.name, f.record.job_id)] = status
+    return answers
 
 
 def _long_ended(report: JobReport | None) -> bool:
