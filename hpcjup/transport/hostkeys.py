@@ -13,7 +13,7 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,10 +72,17 @@ def _blob(b64: str) -> bytes:
         return b""
 
 
-def known_key_types(dest: Destination) -> list[str]:
-    """The key types known_hosts holds for this destination, so negotiation prefers them."""
+#: known_hosts names a key by its type; negotiation names the signature algorithms. An RSA key ("ssh-rsa")
+#: signs with SHA-2 (RFC 8332); paramiko >= 4 no longer offers SHA-1 "ssh-rsa" at all.
+_SIGNATURES = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")}
+
+
+def known_key_types(dest: Destination, supported: Sequence[str]) -> list[str]:
+    """The host key algorithms, of those `supported`, that verify a key known_hosts holds for this destination,
+    so negotiation prefers them (a server with several keys then shows the one we can check)."""
     entry = load_known_hosts(dest.known_hosts_files)[0].lookup(dest.known_hosts_name)
-    return list(entry.keys()) if entry else []
+    wanted = [algorithm for kind in (entry or {}) for algorithm in _SIGNATURES.get(kind, (kind,))]
+    return [algorithm for algorithm in dict.fromkeys(wanted) if algorithm in supported]
 
 
 def verify_host_key(dest: Destination, key: paramiko.PKey, accept_new: bool = False) -> None:

@@ -138,7 +138,7 @@ class ParamikoTransport(Transport):
             opts = t.get_security_options()
             fast = [c for c in _PREFERRED_CIPHERS if c in opts.ciphers]  # older paramiko lacks GCM
             opts.ciphers = [*fast, *(c for c in opts.ciphers if c not in fast)]
-            preferred = known_key_types(dest)
+            preferred = known_key_types(dest, opts.key_types)
             if preferred:
                 opts.key_types = preferred + [k for k in opts.key_types if k not in preferred]
             t.start_client(timeout=dest.connect_timeout)
@@ -164,7 +164,7 @@ class ParamikoTransport(Transport):
     def _exec_raw(self, command: str, input: bytes | None, timeout: float) -> tuple[int, bytes, bytes]:
         chan = self._t.open_session()
         try:
-            chan.exec_command(command)
+            _exec(chan, command)
             if input is not None:
                 chan.sendall(input)
             chan.shutdown_write()
@@ -181,13 +181,19 @@ class ParamikoTransport(Transport):
                     out += chan.recv(65536)
                 while chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
-            return chan.recv_exit_status(), bytes(out), bytes(err)
+            code = chan.recv_exit_status()
+            if code == -1 and not chan.event_ready and not out and not err and self._t.is_active():
+                raise ConnectError(
+                    f"{self.name} refused to run a command (its SSH server declined the exec request).",
+                    hint="A restricted account (a menu shell, a ForceCommand) cannot run hpcjup: check `ssh HOST true`.",
+                )
+            return code, bytes(out), bytes(err)
         finally:
             chan.close()
 
     def _start(self, command: str) -> RemoteProcess:
         chan = self._t.open_session()
-        chan.exec_command(command)
+        _exec(chan, command)  # refused, the channel closes: the process reads as ended at once
         return _ChannelProcess(chan)
 
     # -- files --------------------------------------------------------------------------
@@ -283,6 +289,22 @@ class ParamikoTransport(Transport):
         self._t.close()
         for hop in reversed(self._hops):
             hop.close()
+
+
+def _exec(chan: paramiko.Channel, command: str) -> None:
+    """`Channel.exec_command` without waiting for the server's answer, as OpenSSH does: one round trip less
+    per remote command (stdin may follow at once; the server takes the request first). The answer still
+    comes: success marks the channel `event_ready`, a refusal closes it (see _exec_raw)."""
+    from paramiko.common import cMSG_CHANNEL_REQUEST
+    from paramiko.message import Message
+
+    m = Message()
+    m.add_byte(cMSG_CHANNEL_REQUEST)
+    m.add_int(chan.remote_chanid)
+    m.add_string("exec")
+    m.add_boolean(True)  # want a reply
+    m.add_string(command)
+    chan.transport._send_user_message(m)
 
 
 def _channel(open_channel: Callable[[], paramiko.Channel], failure: str) -> paramiko.Channel:
