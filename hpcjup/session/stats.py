@@ -25,6 +25,7 @@ from hpcjup.config.resources import time_to_seconds
 from hpcjup.errors import DamagedDocument, UsageError
 from hpcjup.job import STATE_FILE, USAGE_FILE
 from hpcjup.schedulers.base import JobState, JobStatus
+from hpcjup.session import finished
 from hpcjup.session.catalog import Found
 from hpcjup.session.layout import NAME, RECORD_FILE, SESSIONS_DIR, SessionPaths
 from hpcjup.session.record import JobReport, SessionRecord
@@ -104,7 +105,7 @@ def collect(transport: Transport, store: LocalStore, host: str) -> Collected:
             out.problems.append(f"{name}: {problem}")
             continue
         parsed.append((record, report, usage))
-    statuses = _statuses(transport, parsed)
+    statuses = _statuses(transport, parsed, finished.load(store, host) or {})  # what `ls` learned: not asked again
     current = [figures_of(r, rep, u, statuses.get(r.name), host) for r, rep, u in parsed]
     out.figures = merge(current, store, host)
     return out
@@ -116,9 +117,12 @@ SILENT_FOR = 3600.0
 
 
 def _statuses(
-    transport: Transport, parsed: list[tuple[SessionRecord, JobReport | None, JobUsage | None]]
+    transport: Transport,
+    parsed: list[tuple[SessionRecord, JobReport | None, JobUsage | None]],
+    remembered: dict[finished.Key, JobStatus] | None = None,
 ) -> dict[str, JobStatus]:
-    """The scheduler's word on the sessions whose launcher has not recorded an end (one query per scheduler)."""
+    """The scheduler's word on the sessions whose launcher has not recorded an end (one query per scheduler),
+    but for the finished jobs this laptop remembers (`remembered`, session/finished.py)."""
     from hpcjup.session.overview import job_statuses
 
     home, now = transport.home(), time.time()
@@ -131,7 +135,7 @@ def _statuses(
             statuses[record.name] = JobStatus(record.job_id, JobState.GONE)
         else:
             open_.append(Found(SessionPaths(home, record.name), record, report))
-    return {**statuses, **(job_statuses(transport, open_) if open_ else {})}
+    return {**statuses, **(job_statuses(transport, open_, remembered) if open_ else {})}
 
 
 def merge(current: list[SessionFigures], store: LocalStore, host: str) -> list[SessionFigures]:

@@ -266,3 +266,20 @@ def test_a_launcher_silent_for_an_hour_is_not_asked_about(host: Any) -> None:
     usage_doc = JobUsage(started_at=T0, updated_at=T0 + 60)  # a month before the tests' "now"
     statuses = _statuses(NoCommands(), [(silent, JobReport("running"), usage_doc)])
     assert ending(JobReport("running"), usage_doc, statuses["silent"]) == "lost"
+
+
+def test_a_finished_job_ls_remembered_is_not_asked_about(host: Any) -> None:
+    """A job that never ran (no state.json): `ls` remembered the scheduler's last word; `stats` takes it too."""
+    from hpcjup.schedulers.base import JobState, JobStatus
+    from hpcjup.session.record import SessionRecord
+    from hpcjup.session.stats import _statuses
+
+    class NoCommands(LocalTransport):
+        def _exec_raw(self, command: str, input: bytes | None, timeout: float) -> tuple[int, bytes, bytes]:
+            raise AssertionError(f"asked the scheduler: {command}")
+
+    queued = SessionRecord.from_json(json.dumps({**record("queued"), "scheduler": "slurm", "job_id": "43"}).encode())
+    cancelled = JobStatus("43", JobState.CANCELLED)
+    statuses = _statuses(NoCommands(), [(queued, None, None)], {("queued", "43"): cancelled})
+    assert statuses["queued"] == cancelled
+    assert ending(None, None, statuses["queued"]) == "cancelled"
