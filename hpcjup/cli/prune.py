@@ -30,7 +30,7 @@ def command(app: App, host: str | None, local: bool, dry_run: bool, reach: Reach
 
     host = app.resolve_host(host, local)
     with app.connect(host, reach) as transport:
-        views = overview(transport, app.store)
+        views = overview(transport, app.store, recheck=True)  # it removes directories: no remembered answers
         doomed = prunable(views)
         removed = [{"name": view.paths.name, "job_id": view.job_id, "why": _why(view)} for view in doomed]
         if not dry_run and removed:

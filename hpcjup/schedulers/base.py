@@ -69,10 +69,11 @@ class JobState(str, Enum):
         """A scheduler's state word (e.g. "CANCELLED by 1000", "CA") as a JobState."""
         word = text.strip().split(" ")[0].rstrip("+").upper()
         word = _SHORT.get(word, word)
+        word = _SAME_AS.get(word, word)
         try:
             return cls(word)
-        except ValueError:
-            return cls.FAILED if word else cls.GONE
+        except ValueError:  # a word we do not know: not a reason to call the job over (prune would act on it)
+            return cls.UNKNOWN if word else cls.GONE
 
 
 _ACTIVE = {
@@ -98,6 +99,30 @@ _SHORT = {
     "PR": "PREEMPTED",
     "BF": "BOOT_FAIL",
     "DL": "DEADLINE",
+    "RQ": "REQUEUED",
+    "RF": "REQUEUE_FED",
+    "RH": "REQUEUE_HOLD",
+    "RD": "RESV_DEL_HOLD",
+    "RS": "RESIZING",
+    "RV": "REVOKED",
+    "SE": "SPECIAL_EXIT",
+    "SI": "SIGNALING",
+    "SO": "STAGE_OUT",
+    "ST": "STOPPED",
+}
+# Slurm's other words, as the state they amount to. A requeued job waits again under the same id
+# (REQUEUE_HOLD, SPECIAL_EXIT and RESV_DEL_HOLD until someone releases it); STOPPED keeps its CPUs.
+_SAME_AS = {
+    "REQUEUED": "PENDING",
+    "REQUEUE_FED": "PENDING",
+    "REQUEUE_HOLD": "PENDING",
+    "RESV_DEL_HOLD": "PENDING",
+    "SPECIAL_EXIT": "PENDING",
+    "RESIZING": "RUNNING",
+    "SIGNALING": "RUNNING",
+    "STAGE_OUT": "COMPLETING",
+    "STOPPED": "SUSPENDED",
+    "REVOKED": "CANCELLED",  # a federated sibling: another cluster runs the job
 }
 
 

@@ -278,7 +278,7 @@ _STATES = {
 def job_status(record: dict[str, object]) -> JobStatus:
     """One RECORDS entry as a JobStatus."""
     stat = _text(record.get("STAT")) or ""
-    state = _STATES.get(stat, JobState.FAILED if stat else JobState.GONE)
+    state = _STATES.get(stat, JobState.UNKNOWN if stat else JobState.GONE)  # a word we do not know: not over
     reason = _text(record.get("PEND_REASON"))
     if stat == "PSUSP":
         reason = "suspended while pending (bresume releases it)" + (f": {reason}" if reason else "")

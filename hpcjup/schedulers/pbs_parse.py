@@ -102,7 +102,7 @@ def _state(state: str, exit_status: int | None) -> JobState:
     if state in _STATES:
         return _STATES[state]
     if state not in ("F", "X"):  # finished; X: a finished subjob
-        return JobState.FAILED if state else JobState.GONE
+        return JobState.UNKNOWN if state else JobState.GONE  # a letter we do not know: not over on a guess
     if exit_status is None:
         return JobState.CANCELLED  # deleted before it ran
     if exit_status == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 from collections.abc import Sequence
@@ -41,16 +42,23 @@ _SACCT_FIELDS = "State,ExitCode,NodeList,Timelimit"
 _STATUSES = r"""
 ids=$1 fmt=$2 acct=$3 frame=$4
 printf '%s squeue\n' "$frame"
+asked=1
 out=$(squeue -h -t all -j "$ids" -o "$fmt" 2>/dev/null) || {
-    out=
+    out= asked=
     old_ifs=$IFS IFS=,
     for id in $ids; do
-        line=$(squeue -h -t all -j "$id" -o "$fmt" 2>/dev/null) && [ -n "$line" ] && out="$out
+        if line=$(squeue -h -t all -j "$id" -o "$fmt" 2>/dev/null); then
+            asked=1
+            [ -n "$line" ] && out="$out
 $line"
+        fi
     done
     IFS=$old_ifs
+    # Every id refused: all forgotten (older Slurm), or no controller to ask. A query of one's own jobs tells.
+    [ -n "$asked" ] || squeue -h -u "$(id -un)" -o %i >/dev/null 2>&1 && asked=1
 }
-printf '%s\n%s end 0\n' "$out" "$frame"
+[ -n "$asked" ] && asked=0 || asked=1
+printf '%s\n%s end %s\n' "$out" "$frame" "$asked"
 missing=
 old_ifs=$IFS IFS=,
 for id in $ids; do
@@ -194,7 +202,10 @@ class Slurm(Scheduler):
         result = transport.run(argv, check=False)
         if result.returncode != 0:
             raise RemoteCommandError(["squeue", "-j", ",".join(wanted)], result.returncode, "", result.stderr)
-        for section, _, _, text in sections(result.stdout):
+        unanswered = None  # squeue could not reach the controller: what it does not show is not GONE
+        for section, _, code, text in sections(result.stdout):
+            if section == "squeue" and code != 0:
+                unanswered = JobStatus("", JobState.UNKNOWN, reason="squeue cannot reach the Slurm controller")
             for line in text.splitlines():
                 fields = line.split("|")
                 if section == "squeue" and fields[-1].strip() in wanted:
@@ -208,6 +219,8 @@ class Slurm(Scheduler):
                         exit_code=exit_code or None,
                         time_limit=_seconds(limit),
                     )
+        if unanswered is not None:
+            return {**{job_id: dataclasses.replace(unanswered, job_id=job_id) for job_id in wanted}, **found}
         return {**{job_id: JobStatus(job_id, JobState.GONE) for job_id in wanted}, **found}
 
     def stop_snippet(self, running: Sequence[str], pending: Sequence[str]) -> str:

@@ -48,9 +48,14 @@ def save(store: LocalStore, host: str, answers: dict[Key, JobStatus]) -> None:
     write_private(path, dump(answers))
 
 
+def bounded(answers: dict[Key, JobStatus]) -> dict[Key, JobStatus]:
+    """The answers a save keeps: the last MAX_REMEMBERED (compare with this, or more would be rewritten each time)."""
+    return dict(list(answers.items())[-MAX_REMEMBERED:])
+
+
 def dump(answers: dict[Key, JobStatus]) -> bytes:
     """The file's bytes: {"schema": 1, "jobs": [{"session": NAME, **JobStatus.to_dict()}, ...]}."""
-    jobs = [{"session": name, **status.to_dict()} for (name, _), status in list(answers.items())[-MAX_REMEMBERED:]]
+    jobs = [{"session": name, **status.to_dict()} for (name, _), status in bounded(answers).items()]
     return json.dumps({"schema": SCHEMA, "jobs": jobs}).encode()
 
 

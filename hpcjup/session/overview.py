@@ -190,16 +190,17 @@ def _view(found: Found, status: JobStatus | None, store: LocalStore, host: str) 
     return SessionView(found.record, found.paths, status, found.report, cached, found.worker_ids, found.usage)
 
 
-def overview(transport: Transport, store: LocalStore) -> list[View]:
-    """Every session on the host, damaged ones included: one read for all records, one query per scheduler."""
+def overview(transport: Transport, store: LocalStore, *, recheck: bool = False) -> list[View]:
+    """Every session on the host, damaged ones included: one read for all records, one query per scheduler.
+    `recheck`: ask about the finished jobs this laptop remembers too (prune removes what it is told is over)."""
     found = [
         _unknown_scheduler(f) if f.record is not None and f.record.scheduler not in REGISTRY else f
         for f in scan_sessions(transport)
     ]
     host = _host(transport)
     before = finished.load(store, host)
-    statuses = job_statuses(transport, found, before or {})
-    after = _final_answers(found, statuses)
+    statuses = job_statuses(transport, found, {} if recheck else before or {})
+    after = finished.bounded(_final_answers(found, statuses))
     if after != before:  # a listing that learned nothing writes nothing
         try:
             finished.save(store, host, after)

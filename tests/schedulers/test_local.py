@@ -88,7 +88,7 @@ def test_cancel_outright_ends_the_whole_tree(local_session: dict[str, Any]) -> N
     wait_for(lambda: any("ipykernel" in args_of(p) for p in descendants(launcher)), 60, "the kernel to start")
     tree = [launcher, *descendants(launcher)]
     names = " ".join(args_of(p) for p in tree)
-    for part in ("launcher.py", "jupyterlab", "ipykernel", "dask_scheduler", "dask_worker"):
+    for part in ("launcher.py", "jupyterboot.py", "ipykernel", "dask_scheduler", "dask_worker"):
         assert part in names, f"{part} runs under the launcher"
     scheduler, transport = LocalProcess(), LocalTransport()
     assert scheduler.status(transport, str(launcher)).state is JobState.RUNNING

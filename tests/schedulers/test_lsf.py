@@ -331,3 +331,11 @@ def test_a_job_an_administrator_suspended_while_pending_is_not_waited_for() -> N
     assert verdict is not None and "administrator" in verdict[0]
     waiting = {"JOBID": "3866", "STAT": "PEND", "PEND_REASON": "Job's resource requirements not satisfied: 1 host;"}
     assert LSF().never_starts(job_status(waiting)) is None
+
+
+def test_a_state_word_we_do_not_know_is_not_taken_for_an_end() -> None:
+    """UNKNOWN is active: prune never removes a session on a guess (it was FAILED)."""
+    from hpcjup.schedulers.base import JobState
+    from hpcjup.schedulers.lsf import job_status
+
+    assert job_status({"JOBID": "3867", "STAT": "NEWSTATE"}).state is JobState.UNKNOWN

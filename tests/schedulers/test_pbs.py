@@ -488,3 +488,11 @@ def test_worker_jobs_carry_the_sessions_directives() -> None:
     assert gadi["job_extra_directives"] == ["-P ab12", "-l storage=gdata/ab12"]
     assert gadi["resource_spec"] == "ncpus=4,mem=16gb"  # no select= chunk for PBSJob to write
     assert NCIGadi().worker_job_options("normal", None, "30", cores=2, memory="4GiB")["resource_spec"] == "ncpus=2"
+
+
+def test_a_state_letter_we_do_not_know_is_not_taken_for_an_end() -> None:
+    """UNKNOWN is active: prune never removes a session on a guess (it was FAILED)."""
+    from hpcjup.schedulers.base import JobState
+    from hpcjup.schedulers.pbs_parse import _state
+
+    assert _state("Z", None) is JobState.UNKNOWN and _state("", None) is JobState.GONE

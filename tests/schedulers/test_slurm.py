@@ -93,7 +93,14 @@ def test_parse_squeue(line: str, state: JobState, reason: str | None, start: str
         ("CANCELLED by 1000", JobState.CANCELLED),
         ("OOM", JobState.OUT_OF_MEMORY),
         ("TO", JobState.TIMEOUT),
-        ("REQUEUED", JobState.FAILED),
+        ("REQUEUED", JobState.PENDING),  # waits again under the same id: not over (it was FAILED)
+        ("RH", JobState.PENDING),
+        ("SPECIAL_EXIT", JobState.PENDING),
+        ("STOPPED", JobState.SUSPENDED),
+        ("STAGE_OUT", JobState.COMPLETING),
+        ("SIGNALING", JobState.RUNNING),
+        ("REVOKED", JobState.CANCELLED),
+        ("SOMETHING_NEW", JobState.UNKNOWN),  # a word we do not know is no reason to call the job over
         ("", JobState.GONE),
     ],
 )

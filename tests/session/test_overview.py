@@ -121,12 +121,16 @@ def test_a_job_that_never_ran_is_asked_about_once_then_shown_as_the_scheduler_le
     assert (ended["state"], ended["exit_code"], ended["ended_because"]) == ("CANCELLED", "0:0", "cancelled")
     path = store.host_file("finished", "local")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    # `prune` and `stop --all` take the remembered answer too: the session is over, so prune would remove it.
-    assert [view.paths.name for view in overview.prunable(overview.overview(transport, store))] == ["never-ran"]
-    assert slurm.asked[2:] == [["102"]]
+    # `stop --all` takes the remembered answer (an ended session is skipped); `prune`, which removes directories,
+    # asks again about every job it could remove (a requeued job waits again under the same id).
+    assert overview.overview(transport, store)[0].paths.name and slurm.asked[2:] == [["102"]]
+    assert [view.paths.name for view in overview.prunable(overview.overview(transport, store, recheck=True))] == [
+        "never-ran"
+    ]
+    assert slurm.asked[3:] == [["101", "102"]]
     # One session by name (stop, attach, logs) is still asked about: stop must see the truth.
     assert overview.view_of(transport, store, "never-ran").status.state is JobState.CANCELLED
-    assert slurm.asked[3:] == [["101"]]
+    assert slurm.asked[4:] == [["101"]]
 
 
 def test_a_reused_name_with_a_new_job_is_asked_about(cluster: Any) -> None:
