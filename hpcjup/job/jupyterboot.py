@@ -10,27 +10,41 @@ node; others report 0.85 s on faster ones (jupyter_server#1559, jsonschema#1428)
 stood in for (lazy.py) by a module whose named functions import the real one on their first
 call: the same answers, paid for only if they are ever asked.
 
-HPCJUP_LAZY_IMPORTS=0 in the job's environment (a profile's setup line) turns this off.
+HPCJUP_LAZY_IMPORTS=0 in the job's environment (a profile's setup line) turns this off: the launcher
+then runs `python -m jupyterlab` itself.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import runpy
 import sys
-
-# Shipped beside this file; imported before main() puts the working directory in its place on sys.path.
-from lazy import install
+import types
 
 #: module -> the functions its importers take (lazy.py): jsonschema's `from rfc3987_syntax import is_valid_syntax`.
 LAZY = {"rfc3987_syntax": ("is_valid_syntax",)}
+#: what each imports at once: without lark, rfc3987_syntax fails at import, which jsonschema expects there.
+REQUIRES = {"rfc3987_syntax": ("lark",)}
+
+
+def lazy_module() -> types.ModuleType:
+    """lazy.py beside this file, loaded by its path under a private name: sys.path stays as Python made it
+    (PYTHONSAFEPATH puts no script directory there) and Jupyter's extensions see no top-level `lazy`."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lazy.py")
+    spec = importlib.util.spec_from_file_location("_hpcjup_lazy", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def main() -> None:
-    # As `python -m` has it: the working directory first on sys.path, not this file's (the job's) directory.
-    sys.path[0] = os.getcwd()
-    install(LAZY)
-    sys.argv[0] = "jupyter-lab"
+    # As `python -m` has it: the working directory first on sys.path where Python put this file's (the
+    # job's) directory; with PYTHONSAFEPATH it put neither, and sys.path[0] is someone's (PYTHONPATH).
+    if not getattr(sys.flags, "safe_path", False):
+        sys.path[0] = os.getcwd()
+    lazy_module().install(LAZY, REQUIRES)
     runpy.run_module("jupyterlab", run_name="__main__", alter_sys=True)
 
 

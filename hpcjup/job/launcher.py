@@ -70,6 +70,14 @@ ENV_JOB_ID = "HPCJUP_JOB_ID"
 WATCH_EVERY = 60  # seconds between samples of Jupyter's kernels without --idle-timeout (usage.json's busy time)
 
 
+def jupyter_start() -> list[str]:
+    """How Python starts JupyterLab: jupyterboot.py (`-m jupyterlab` without the import-time work nobody waits
+    for), or `-m jupyterlab` itself where the job's environment opts out (HPCJUP_LAZY_IMPORTS=0)."""
+    if os.environ.get("HPCJUP_LAZY_IMPORTS") == "0":
+        return ["-m", "jupyterlab"]
+    return [os.path.join(os.path.dirname(os.path.abspath(__file__)), "jupyterboot.py")]
+
+
 def log(message: str) -> None:
     sys.stderr.write(f"[hpcjup launcher] {message}\n")
     sys.stderr.flush()
@@ -156,9 +164,7 @@ class Launcher:
         env.pop("JUPYTER_TOKEN", None)  # it would win over the file
         argv = [
             sys.executable,
-            os.path.join(
-                os.path.dirname(os.path.abspath(__file__)), "jupyterboot.py"
-            ),  # `-m jupyterlab`, without the import-time work nobody waits for
+            *jupyter_start(),
             "--no-browser",
             *self.where.jupyter_args(),
             "--ServerApp.root_dir=" + root,

@@ -41,6 +41,7 @@ def stand_in(name: str, functions: tuple[str, ...]) -> types.ModuleType:
             return getattr(load(), function)(*args, **kwargs)
 
         call.__name__ = call.__qualname__ = function
+        call.__module__ = name  # pickled by reference, as the real function would be
         return call
 
     def __getattr__(attr: str) -> object:
@@ -54,14 +55,17 @@ def stand_in(name: str, functions: tuple[str, ...]) -> types.ModuleType:
     return stub
 
 
-def install(lazy: Mapping[str, tuple[str, ...]]) -> list[str]:
+def install(lazy: Mapping[str, tuple[str, ...]], requires: Mapping[str, tuple[str, ...]] | None = None) -> list[str]:
     """A stand-in in sys.modules for each installed, not yet imported module of `lazy` (name -> the
-    functions its importers take); the names it stood in for."""
+    functions its importers take); the names it stood in for. `requires`: modules a module imports at
+    once; if one is missing, the module is left to fail at import as it would (its importers expect that
+    ImportError there, not from the first call)."""
     if os.environ.get(OPT_OUT) == "0":
         return []
     done = []
     for name, functions in lazy.items():
-        if name in sys.modules or importlib.util.find_spec(name) is None:
+        needed = (name, *(requires or {}).get(name, ()))
+        if name in sys.modules or any(importlib.util.find_spec(module) is None for module in needed):
             continue
         sys.modules[name] = stand_in(name, functions)
         done.append(name)

@@ -165,9 +165,13 @@ class ParamikoTransport(Transport):
         chan = self._t.open_session()
         try:
             _exec(chan, command)
-            if input is not None:
-                chan.sendall(input)
-            chan.shutdown_write()
+            try:
+                if input is not None:
+                    chan.sendall(input)
+                chan.shutdown_write()
+            except OSError:  # the channel closed under us: a refused exec, or a command that ended unread
+                if not chan.closed:
+                    raise
             out, err = bytearray(), bytearray()
             deadline = time.monotonic() + timeout
             while not (chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready()):

@@ -14,13 +14,15 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from hpcjup.job import JOB_FILES, LAUNCHER_PATH
 
 BOOT = LAUNCHER_PATH.with_name("jupyterboot.py")
 
 
 def child(python: str, code: str, path: Path | None = None, **env: str) -> dict:
-    """Run `code` after `import jupyterboot` (which imports lazy) in a fresh interpreter; the JSON it prints last."""
+    """Run `code` after `import jupyterboot` in a fresh interpreter; the JSON it prints last."""
     prelude = f"import json, sys; sys.path.insert(0, {str(BOOT.parent)!r}); import jupyterboot\n"
     environ = {k: v for k, v in os.environ.items() if k != "HPCJUP_LAZY_IMPORTS"}
     environ.update(env)
@@ -51,8 +53,14 @@ print(json.dumps({"done": done, "loaded_at_import": loaded_at_import, "answers":
 
 def test_jupyter_events_no_longer_builds_the_iri_parsers_at_import(python: str) -> None:
     """The cluster env's jsonschema uses rfc3987_syntax: deferred, it answers the same as when loaded at once."""
-    deferred = child(python, "done = jupyterboot.install(jupyterboot.LAZY)\n" + CHECK_IRI)
-    at_once = child(python, "done = jupyterboot.install(jupyterboot.LAZY)\n" + CHECK_IRI, HPCJUP_LAZY_IMPORTS="0")
+    deferred = child(
+        python, "done = jupyterboot.lazy_module().install(jupyterboot.LAZY, jupyterboot.REQUIRES)\n" + CHECK_IRI
+    )
+    at_once = child(
+        python,
+        "done = jupyterboot.lazy_module().install(jupyterboot.LAZY, jupyterboot.REQUIRES)\n" + CHECK_IRI,
+        HPCJUP_LAZY_IMPORTS="0",
+    )
     assert at_once["done"] == [] and at_once["loaded_at_import"], "the env no longer has the slow import"
     assert deferred["done"] == ["rfc3987_syntax"] and not deferred["loaded_at_import"]
     assert deferred["answers"] == at_once["answers"] == [True, False, True, False]
@@ -80,6 +88,33 @@ def test_main_runs_jupyterlab_as_python_m_does(tmp_path: Path) -> None:
         "argv": ["--no-browser", "--ServerApp.port=0"],
         "name": "__main__",
     }
+
+
+def test_with_pythonsafepath_sys_path_is_left_as_python_made_it(tmp_path: Path) -> None:
+    """PYTHONSAFEPATH (3.11+) puts neither the script's directory nor the cwd on sys.path: lazy.py is still found,
+    sys.path[0] (here PYTHONPATH's entry) is kept, and no top-level `lazy` module is left for extensions."""
+    if sys.version_info < (3, 11):
+        pytest.skip("PYTHONSAFEPATH is Python 3.11's")
+    site = tmp_path / "site"
+    (site / "jupyterlab").mkdir(parents=True)
+    (site / "jupyterlab" / "__init__.py").write_text("")
+    (site / "jupyterlab" / "__main__.py").write_text(
+        "import json, sys\nprint(json.dumps({'path0': sys.path[0], 'lazy': 'lazy' in sys.modules}))\n"
+    )
+    env = {**os.environ, "PYTHONSAFEPATH": "1", "PYTHONPATH": str(site)}
+    out = subprocess.run(
+        [sys.executable, str(BOOT)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert json.loads(out.stdout) == {"path0": str(site), "lazy": False}
+
+
+def test_the_opt_out_starts_jupyterlab_with_python_m(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(BOOT.parent))
+    import launcher  # the job's launcher, as the job imports it
+
+    assert launcher.jupyter_start() == [str(BOOT)]
+    monkeypatch.setenv("HPCJUP_LAZY_IMPORTS", "0")
+    assert launcher.jupyter_start() == ["-m", "jupyterlab"]
 
 
 def test_the_real_jupyterlab_answers_through_it(python: str, tmp_path: Path) -> None:

@@ -114,3 +114,33 @@ def test_a_module_already_imported_is_left_alone(slowpkg: Path) -> None:
         slowpkg,
     )
     assert got == {"done": [], "same": True}
+
+
+def test_a_module_whose_requirement_is_missing_is_left_to_fail_at_import(slowpkg: Path) -> None:
+    """rfc3987_syntax without lark fails at import, where jsonschema's suppress(ImportError) expects it."""
+    got = child(
+        sys.executable,
+        """
+        from lazy import install
+        print(json.dumps({"done": install({"slowpkg": ()}, {"slowpkg": ("no_such_dep_hpcjup",)}),
+                          "with": install({"slowpkg": ()}, {"slowpkg": ("json",)})}))
+        """,
+        slowpkg,
+    )
+    assert got == {"done": [], "with": ["slowpkg"]}
+
+
+def test_a_forwarded_function_pickles_as_the_real_one(slowpkg: Path) -> None:
+    got = child(
+        sys.executable,
+        """
+        import pickle
+        from lazy import install
+        install({"slowpkg": ("is_valid_syntax",)})
+        from slowpkg import is_valid_syntax
+        again = pickle.loads(pickle.dumps(is_valid_syntax))
+        print(json.dumps({"module": is_valid_syntax.__module__, "answer": again("iri", "a:b")}))
+        """,
+        slowpkg,
+    )
+    assert got == {"module": "slowpkg", "answer": True}

@@ -125,6 +125,9 @@ def test_a_refused_command_says_so(login: ParamikoTransport) -> None:
         login.run(["uname", "-a"])
     assert "ssh HOST true" in (err.value.hint or "")
     assert login.run(["echo", "usable"]).stdout == "usable\n"  # the connection is still good
+    # Refused while its stdin is still being sent (more than the server's window: sendall waits for it).
+    with pytest.raises(ConnectError, match="refused to run a command"):
+        login.run(["tar", "-x"], input=b"x" * (8 << 20))
 
 
 def test_known_host_key_types_become_algorithms_paramiko_can_negotiate(tmp_path: Path) -> None:
