@@ -244,6 +244,7 @@ def measure_session(env: dict[str, str], home: Path, name: str) -> dict[str, Any
         "detect": detect,
         "queue_and_jupyter": start.seconds - detect - (start.commands[at][0] if at is not None else 0.0),
         # The submission's -v line comes when it returned; the launcher's started_at is just before Jupyter's start.
+        # The node's clock against the laptop's: one machine here (a real cluster would need its clock offset).
         "to_launcher": launched - start.began - (start.commands[at][0] if at is not None else 0.0),
         "jupyter": ready - launched,
         "submit": start.commands[at][0] if at is not None else float("nan"),
