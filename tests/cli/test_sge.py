@@ -7,6 +7,7 @@ through the mini-cluster's sshd, so every command goes over real SSH to real qsu
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,22 @@ pytestmark = pytest.mark.cluster
 HOST = ["--host", "minicluster"]
 SGE = ["--scheduler", "sge"]
 SESSIONS = Path("/home/hpcuser/.hpcjup/sessions")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_grid_engine_sessions_left(sge_cell: Any) -> Iterator[None]:
+    """After this module, no Grid Engine session stays in the shared cluster home: the cell goes down with the
+    test run, and a session whose job it no longer answers for is UNKNOWN (active) to every later `ls`, which
+    then asks Grid Engine too. A later pass's round-trip counts (tests/cli/test_isolation.py) saw that query."""
+    yield
+    for directory in SESSIONS.iterdir() if SESSIONS.is_dir() else []:
+        try:
+            scheduler = json.loads((directory / "session.json").read_text()).get("scheduler")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if scheduler == "sge":
+            sge_cell.run("qdel", "-u", "hpcuser")  # whatever is left of this module's jobs
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
