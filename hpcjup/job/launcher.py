@@ -63,6 +63,7 @@ from contract import SCHEMA
 from endings import WAKE_SIGNALS, Ended, exit_code, signalled, walltime_deadline, walltime_end
 from jupyterapi import ENV_NODE, Endpoint, node_address
 from jupyterenv import check_environment, culling_args, stop_group
+from lazy import OPT_OUT as LAZY_OPT_OUT
 from usage import Usage
 
 # The job's environment, as the rendered job script exports it (hpcjup.job.ENV_*; a test checks the names).
@@ -73,7 +74,7 @@ WATCH_EVERY = 60  # seconds between samples of Jupyter's kernels without --idle-
 def jupyter_start() -> list[str]:
     """How Python starts JupyterLab: jupyterboot.py (`-m jupyterlab` without the import-time work nobody waits
     for), or `-m jupyterlab` itself where the job's environment opts out (HPCJUP_LAZY_IMPORTS=0)."""
-    if os.environ.get("HPCJUP_LAZY_IMPORTS") == "0":
+    if os.environ.get(LAZY_OPT_OUT) == "0":
         return ["-m", "jupyterlab"]
     return [os.path.join(os.path.dirname(os.path.abspath(__file__)), "jupyterboot.py")]
 
