@@ -260,12 +260,13 @@ def _answered(f: Found, remembered: dict[finished.Key, JobStatus]) -> JobStatus 
     assert f.record is not None
     if _long_ended(f.report):  # the scheduler has forgotten it too: asking would cost a query for nothing
         return JobStatus(f.record.job_id, JobState.GONE)
-    return remembered.get((f.paths.name, f.record.job_id)) if _no_launcher_says_it_runs(f.report) else None
+    return remembered.get((f.paths.name, f.record.job_id)) if _may_remember(f.report) else None
 
 
-def _no_launcher_says_it_runs(report: JobReport | None) -> bool:
-    """No state.json, or one that says the job ended: a final answer of the scheduler may stand for the job."""
-    return report is None or report.ended
+def _may_remember(report: JobReport | None) -> bool:
+    """Whether a final answer of the scheduler may stand for the job: no state.json, or one that says the job
+    ended, but not long ago (then `_long_ended` settles it without any answer)."""
+    return (report is None or report.ended) and not _long_ended(report)
 
 
 def _final_answers(found: list[Found], statuses: dict[str, JobStatus]) -> dict[finished.Key, JobStatus]:
@@ -274,9 +275,7 @@ def _final_answers(found: list[Found], statuses: dict[str, JobStatus]) -> dict[f
     answers: dict[finished.Key, JobStatus] = {}
     for f in found:
         status = statuses.get(f.paths.name)
-        if f.record is None or status is None or status.state.active or _long_ended(f.report):
-            continue
-        if _no_launcher_says_it_runs(f.report):
+        if f.record is not None and status is not None and not status.state.active and _may_remember(f.report):
             answers[(f.paths.name, f.record.job_id)] = status
     return answers
 
