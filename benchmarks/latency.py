@@ -238,16 +238,18 @@ def measure_session(env: dict[str, str], home: Path, name: str) -> dict[str, Any
     # The submission travels in the upload's command (the claim script's "submit=$5"); older: its own sbatch.
     submitted = [i for i, (_, line) in enumerate(start.commands) if "submit=$5" in line or "sbatch" in line]
     at = submitted[0] if submitted else None
+    # The submission's -v line comes when it returned (seconds after the invocation).
+    submitted_at = start.commands[at][0] if at is not None else 0.0
     result: dict[str, Any] = {
         "start": start.seconds,
         "start_count": start.count,
         "detect": detect,
-        "queue_and_jupyter": start.seconds - detect - (start.commands[at][0] if at is not None else 0.0),
-        # The submission's -v line comes when it returned; the launcher's started_at is just before Jupyter's start.
-        # The node's clock against the laptop's: one machine here (a real cluster would need its clock offset).
-        "to_launcher": launched - start.began - (start.commands[at][0] if at is not None else 0.0),
+        "queue_and_jupyter": start.seconds - detect - submitted_at,
+        # The launcher's started_at is just before Jupyter's start. The node's clock against the laptop's:
+        # one machine here (a real cluster would need its clock offset).
+        "to_launcher": launched - start.began - submitted_at,
         "jupyter": ready - launched,
-        "submit": start.commands[at][0] if at is not None else float("nan"),
+        "submit": submitted_at if at is not None else float("nan"),
         "submit_count": at + 1 if at is not None else -1,
         "start_log": [line for _, line in start.commands],
     }
