@@ -92,14 +92,20 @@ def test_one_status_is_one_command(host: tuple[Host, Path]) -> None:
     assert Slurm().status(transport, "43").state is JobState.COMPLETED and len(transport.argvs) == 1
 
 
+def squeue_without_accounting(transport: Host, script: str) -> None:
+    """This squeue stand-in instead of the recorded one, and no sacct (accounting off)."""
+    bin_dir = Path(transport.env["PATH"].split(":")[0])
+    (bin_dir / "squeue").write_text(script)
+    (bin_dir / "sacct").unlink()
+
+
 def test_without_a_controller_no_job_is_called_gone(host: tuple[Host, Path]) -> None:
     """squeue cannot reach slurmctld (and accounting is off): UNKNOWN, which prune never acts on (it was GONE)."""
     transport, _ = host
-    bin_dir = Path(transport.env["PATH"].split(":")[0])
-    (bin_dir / "squeue").write_text(
-        "#!/bin/sh\necho 'slurm_load_jobs error: Unable to contact slurm controller (connect failure)' >&2\nexit 1\n"
+    squeue_without_accounting(
+        transport,
+        "#!/bin/sh\necho 'slurm_load_jobs error: Unable to contact slurm controller (connect failure)' >&2\nexit 1\n",
     )
-    (bin_dir / "sacct").unlink()
     found = Slurm().statuses(transport, ["42", "43"])
     assert {s.state for s in found.values()} == {JobState.UNKNOWN} and len(transport.argvs) == 1
     assert "controller" in (found["42"].reason or "")
@@ -108,10 +114,9 @@ def test_without_a_controller_no_job_is_called_gone(host: tuple[Host, Path]) -> 
 def test_older_slurm_refusing_every_forgotten_id_still_means_gone(host: tuple[Host, Path]) -> None:
     """All ids forgotten on a Slurm that refuses each one: its own-jobs query answers, so they are GONE."""
     transport, _ = host
-    bin_dir = Path(transport.env["PATH"].split(":")[0])
-    (bin_dir / "squeue").write_text(
-        '#!/bin/sh\ncase "$*" in *" -j "*) echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1;; esac\n'
+    squeue_without_accounting(
+        transport,
+        '#!/bin/sh\ncase "$*" in *" -j "*) echo "slurm_load_jobs error: Invalid job id specified" >&2; exit 1;; esac\n',
     )
-    (bin_dir / "sacct").unlink()
     found = Slurm().statuses(transport, ["45", "46"])
     assert {s.state for s in found.values()} == {JobState.GONE}
