@@ -107,6 +107,8 @@ class SessionView:
             "pending_reason": self.status.reason if self.status.state is JobState.PENDING else None,
             "expected_start": self.status.expected_start if self.status.state is JobState.PENDING else None,
             "ended_because": self.why,
+            # The scheduler gave no answer (controller down, query cut off): its words, so the user sees why.
+            "unknown_because": self.status.reason if self.status.state is JobState.UNKNOWN else None,
             "message": self.report.message if self.report and not self.active else None,
             "exit_code": self.exit_code,
             "partition": res.get("partition"),
@@ -167,6 +169,7 @@ class DamagedView:
             "pending_reason": None,
             "expected_start": None,
             "ended_because": self.why,
+            "unknown_because": None,
             "message": self.found.problem,
             "exit_code": None,
             "partition": None,
