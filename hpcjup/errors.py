@@ -91,6 +91,12 @@ class WaitTimeout(HpcjupError):
     exit_code = ExitCode.TIMEOUT
 
 
+class SchedulerUnavailable(HpcjupError):
+    """The scheduler did not answer, so what a command would change cannot be confirmed: nothing was changed."""
+
+    exit_code = ExitCode.REMOTE
+
+
 class SessionNotFound(HpcjupError):
     """No session by that name."""
 
