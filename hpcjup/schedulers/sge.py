@@ -101,6 +101,7 @@ class GridEngine(Scheduler):
             "-S /bin/bash",  # queues in posix_compliant mode ignore the #! line
             "-v PATH",  # only PATH of the submitting shell: never the whole login environment (-V)
             "-notify",  # qdel sends the notify signal (SIGTERM with NOTIFY_KILL=TERM) before SIGKILL
+            "-r n",  # not rerunnable: a rerun would write into a session directory pruned or reused since
         ]
         options += [f"-q {res.partition}"] if res.partition else []
         options += [f"-P {res.account}"] if res.account else []

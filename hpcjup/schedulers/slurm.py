@@ -129,6 +129,9 @@ class Slurm(Scheduler):
         ]
         lines = ["#!/bin/bash -l", f"# hpcjup session {spec.name}: JupyterLab on a compute node."]
         lines += [f"{self.directive} --{key}={value}" for key, value in options if value is not None]
+        # Never requeued (a preempted or failed node's job would start again, later, writing into a session
+        # directory that `prune` may have removed or a new session may hold); --directive=--requeue after it wins.
+        lines += [f"{self.directive} --no-requeue"]
         lines += [f"{self.directive} {directive}" for directive in res.directives]  # --directive: after hpcjup's own
         lines += ["", *self.job_environment(spec), "umask 077", *spec.setup, self.exec_line(spec.command), ""]
         return "\n".join(lines)

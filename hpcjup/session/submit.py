@@ -224,7 +224,9 @@ def _upload_and_submit(
 
 
 def _replaceable(transport: Transport, scheduler: Scheduler, paths: SessionPaths) -> str:
-    """The job id of the session holding the name if that session has ended ("" if it has not, or is damaged)."""
+    """The job id of the session holding the name if its scheduler says its job has ended ("" if it has not,
+    did not answer, or the session is damaged). Always asked: a state.json that says "ended" is not enough,
+    a requeued job's says so while it waits to run again in that directory."""
     from hpcjup.session.catalog import find_session
 
     try:
@@ -234,8 +236,6 @@ def _replaceable(transport: Transport, scheduler: Scheduler, paths: SessionPaths
     record = found.record
     if record is None:
         return ""  # damaged or still being created: never removed here (`hpcjup prune` decides)
-    if found.report is not None and found.report.ended:
-        return record.job_id
     return "" if scheduler.status(transport, record.job_id).state.active else record.job_id
 
 
