@@ -97,6 +97,12 @@ class SchedulerUnavailable(HpcjupError):
     exit_code = ExitCode.REMOTE
 
 
+class UnsafeSessionRoot(HpcjupError):
+    """The cluster's ~/.hpcjup (or its sessions directory) belongs to someone else, or others may write to it."""
+
+    exit_code = ExitCode.REMOTE
+
+
 class SessionNotFound(HpcjupError):
     """No session by that name."""
 
