@@ -71,7 +71,9 @@ def stop_sessions(transport: Transport, views: Sequence[SessionView], grace: flo
     after.append(shlex.join(["rm", "-f", "--", *(v.paths.file(name) for v in views for name in SECRETS)]))
     reports: dict[str, JobReport] = {}
     watched = [f"{v.paths.name}/{STATE_FILE}" for v in running]
-    script_before, script_after = "; ".join(p for p in before if p), "\n".join(p for p in after if p)
+    script_before, script_after = surviving(
+        "; ".join(p for p in before if p), "\n".join(p for p in after if p), [v.paths.state for v in running], grace
+    )
     with Watch(transport, root, watched, before=script_before, after=script_after) as watch:
         end = time.monotonic() + grace
         try:
@@ -87,6 +89,23 @@ def stop_sessions(transport: Transport, views: Sequence[SessionView], grace: flo
     cancelled = {output[i + 1] for i, word in enumerate(output[:-1]) if word == "hpcjup-cancelled"}
     outcomes.update({v.paths.name: _outcome(v, reports.get(v.paths.name), killed, cancelled) for v in views})
     return list(outcomes.values())
+
+
+def surviving(before: str, after: str, states: Sequence[str], grace: float) -> tuple[str, str]:
+    """`before` and `after` for the remote watcher, made to survive the loss of the connection: SIGHUP and
+    SIGPIPE ignored (the cleanup died of SIGPIPE at its first line once the laptop had gone), and `after`, which
+    runs as soon as the watcher's stdin closes (a dropped connection too), first waits out the grace period by
+    the cluster's clock until every launcher in `states` has recorded its end."""
+    start = f"trap '' HUP PIPE; hpcjup_until=$(( $(date +%s) + {int(grace)} ))"
+    files = " ".join(shlex.quote(state) for state in states)
+    wait = (
+        f'while [ "$(date +%s)" -lt "$hpcjup_until" ]; do hpcjup_left=; for f in {files}; do '
+        'grep -q \'"state": "ended"\' "$f" 2>/dev/null || hpcjup_left=1; done; '
+        '[ -n "$hpcjup_left" ] || break; sleep 1; done'
+        if states
+        else ":"
+    )
+    return f"{start}; {before}" if before else start, f"trap '' HUP PIPE\n{wait}\n{after}"
 
 
 def unanswered(views: Sequence[SessionView]) -> list[SessionView]:

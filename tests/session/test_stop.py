@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from hpcjup.schedulers.base import JobState, JobStatus
 from hpcjup.session.layout import SessionPaths
 from hpcjup.session.overview import SessionView
@@ -33,3 +36,40 @@ def test_an_unanswered_session_is_left_as_it_is() -> None:
         "UNKNOWN",
         NO_CONTROLLER,
     )
+
+
+def test_the_cleanup_outlives_a_dropped_connection_and_keeps_the_grace(tmp_path: Path) -> None:
+    """As the watcher runs them (one sh: `eval "$before"`, the watcher, `eval "$after"`), with the laptop gone at
+    once: stdout is a closed pipe (SIGPIPE at the first write) and stdin at its end. The cleanup waits for the
+    launcher until the grace is over, then runs every line (it ran at once and died after its first line)."""
+    import subprocess
+    import time
+
+    from hpcjup.session.stop import surviving
+
+    state, marks = tmp_path / "state.json", tmp_path / "marks"
+    state.write_text('{"state": "running"}')
+    after = f"echo hpcjup-killed 42; echo first >> {marks}; echo hpcjup-cancelled 43; echo second >> {marks}"
+    before, after = surviving("echo asked", after, [str(state)], grace=3)
+    read, write = os.pipe()
+    os.close(read)  # the laptop is gone: every write to stdout is SIGPIPE
+    started = time.monotonic()
+    argv = ["sh", "-c", 'eval "$1"; cat >/dev/null; eval "$2"', "sh", before, after]
+    subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=write, timeout=30)
+    os.close(write)
+    assert time.monotonic() - started >= 2.5, "the grace period was kept"
+    assert marks.read_text().split() == ["first", "second"]
+
+
+def test_the_cleanup_goes_ahead_at_once_when_the_launcher_has_ended(tmp_path: Path) -> None:
+    import subprocess
+    import time
+
+    from hpcjup.session.stop import surviving
+
+    state, marks = tmp_path / "state.json", tmp_path / "marks"
+    state.write_text('{"state": "ended", "reason": "stopped"}')
+    before, after = surviving("", f"echo done >> {marks}", [str(state)], grace=30)
+    started = time.monotonic()
+    subprocess.run(["sh", "-c", 'eval "$1"; eval "$2"', "sh", before, after], stdin=subprocess.DEVNULL, timeout=30)
+    assert time.monotonic() - started < 5 and marks.read_text() == "done\n"
