@@ -91,6 +91,18 @@ class WaitTimeout(HpcjupError):
     exit_code = ExitCode.TIMEOUT
 
 
+class SchedulerUnavailable(HpcjupError):
+    """The scheduler did not answer, so what a command would change cannot be confirmed: nothing was changed."""
+
+    exit_code = ExitCode.REMOTE
+
+
+class UnsafeSessionRoot(HpcjupError):
+    """The cluster's ~/.hpcjup (or its sessions directory) belongs to someone else, or others may write to it."""
+
+    exit_code = ExitCode.REMOTE
+
+
 class SessionNotFound(HpcjupError):
     """No session by that name."""
 

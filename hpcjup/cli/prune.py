@@ -25,6 +25,7 @@ def command(app: App, host: str | None, local: bool, dry_run: bool, reach: Reach
     Running and pending sessions are never touched otherwise, and notebooks live in Jupyter's working
     directory, not here. The sessions' figures stay in this laptop's archive for `hpcjup stats`.
     """
+    from hpcjup.session.catalog import REMOVE_SCRIPT, STARTING_GRACE
     from hpcjup.session.overview import SessionView, overview, prunable
     from hpcjup.session.stats import remember
 
@@ -36,10 +37,15 @@ def command(app: App, host: str | None, local: bool, dry_run: bool, reach: Reach
         if not dry_run and removed:
             sessions = [view for view in doomed if isinstance(view, SessionView)]
             remember(app.store, host, [(view.record, view.report, view.usage) for view in sessions])
-            # One command for all of them, whatever their number: cancel the hopeless jobs, remove the directories.
+            # One command for all of them, whatever their number: cancel the hopeless jobs, remove the directories
+            # that are still what this listing saw (catalog.REMOVE_SCRIPT: a start may have reused a name since).
             kills = [view.scheduler.kill_snippet([view.job_id]) for view in sessions if view.active]
-            remove = shlex.join(["rm", "-rf", "--", *(view.paths.dir for view in doomed)])
-            transport.run(["sh", "-c", "; ".join([*filter(None, kills), remove])])
+            grace = str(int(STARTING_GRACE // 60))
+            triples = [word for view in doomed for word in (view.paths.name, view.job_id or "", _kind(view))]
+            remove = shlex.join(["sh", "-c", REMOVE_SCRIPT, "sh", doomed[0].paths.root, grace, *triples])
+            done = transport.run(["sh", "-c", "; ".join([*filter(None, kills), remove])]).stdout.split()
+            gone = {done[i + 1] for i, word in enumerate(done[:-1]) if word == "removed"}
+            removed = [item for item in removed if item["name"] in gone]
             for item in removed:
                 app.store.forget(host, str(item["name"]))
     on_host = {view.paths.name for view in views}
@@ -54,6 +60,15 @@ def command(app: App, host: str | None, local: bool, dry_run: bool, reach: Reach
         {"host": host, "dry_run": dry_run, "removed": removed, "forgotten": stale},
         text="\n".join(lines) or f"No ended sessions on {host}.",
     )
+
+
+def _kind(view: View) -> str:
+    """What the removal checks again on the cluster before removing (catalog.REMOVE_SCRIPT)."""
+    from hpcjup.session.overview import DamagedView
+
+    if not isinstance(view, DamagedView):
+        return "ended"
+    return "new" if not view.found.has_record_file else "damaged"
 
 
 def _why(view: View) -> str | None:

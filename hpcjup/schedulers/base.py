@@ -38,6 +38,23 @@ if TYPE_CHECKING:
 JOB_SCRIPT = "job.sh"
 JOB_LOG = "job.out"
 
+#: Seconds one scheduler query may take before it counts as unanswered. squeue gives up on a stopped
+#: controller only after its own retries (about 18 s with Slurm's default MessageTimeout of 10 s, longer
+#: where a site raises it); bounded here so that every command answers within 30 s, and above Slurm's
+#: own give-up so that, with defaults, the user sees Slurm's words rather than ours.
+QUERY_SECONDS = 20
+#: sh: `bounded CMD...` runs CMD under coreutils' `timeout` where the host has one (exit 124 when cut off).
+BOUNDED = f'bounded() {{ if command -v timeout >/dev/null 2>&1; then timeout {QUERY_SECONDS} "$@"; else "$@"; fi; }}'
+
+
+def unanswered(words: str, code: int | None, command: str) -> str:
+    """Why a scheduler query gave no answer, in the scheduler's own words (its last error line) where it said any."""
+    if code == 124:
+        return f"{command} did not answer within {QUERY_SECONDS} s"
+    lines = [line.strip() for line in words.splitlines() if line.strip()]
+    said = [line for line in lines if "error" in line.lower()] or lines
+    return said[-1][:300] if said else f"{command} failed (exit code {code})"
+
 
 class JobState(str, Enum):
     """A job's state, with Slurm's names as the common vocabulary."""

@@ -84,9 +84,12 @@ class LSF(Scheduler):
             ("-gpu", f'"{_gpu_request(res.gpus)}"') if res.gpus else None,
             # the warning action: SIGUSR1 to the job, whole minutes before the run limit
             *([("-wa", "USR1"), ("-wt", str(warning))] if (warning := warning_minutes(spec)) else []),
+            # not rerunnable, whatever the queue's RERUNNABLE says: a rerun would write into a session directory
+            # pruned or reused since
+            ("-rn", ""),
         ]
         lines = ["#!/bin/bash", f"# hpcjup session {spec.name}: JupyterLab on a compute node."]
-        lines += [f"{self.directive} {flag} {value}" for flag, value in (o for o in options if o)]
+        lines += [f"{self.directive} {flag} {value}".rstrip() for flag, value in (o for o in options if o)]
         # The user's own options come last (--directive, a profile's `directives`), as given.
         lines += [f"{self.directive} {directive}" for directive in res.directives]
         # The log while the job runs: LSF copies -o at the end unless the site sets LSB_STDOUT_DIRECT.

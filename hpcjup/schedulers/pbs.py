@@ -92,6 +92,7 @@ class PBSPro(Scheduler):
             *_time_options(res),
             ("-q", res.partition) if res.partition else None,
             (self.project_flag, res.account) if res.account else None,
+            ("-r", "n"),  # not rerunnable: a rerun would write into a session directory pruned or reused since
         ]
         lines = ["#!/bin/bash", f"# hpcjup session {spec.name}: JupyterLab on a compute node."]
         lines += [f"{self.directive} {flag} {value}" for flag, value in (o for o in options if o)]

@@ -9,6 +9,7 @@ environment is not exported wholesale (no `-V`): only PATH, as the login shell t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import shlex
@@ -18,7 +19,18 @@ from typing import TYPE_CHECKING
 from hpcjup import job
 from hpcjup.config.resources import time_to_seconds
 from hpcjup.errors import RemoteCommandError, SubmitError, UsageError
-from hpcjup.schedulers.base import FRAME, JOB_LOG, JOB_SCRIPT, JobSpec, JobState, JobStatus, PartitionPreview, Scheduler
+from hpcjup.schedulers.base import (
+    BOUNDED,
+    FRAME,
+    JOB_LOG,
+    JOB_SCRIPT,
+    JobSpec,
+    JobState,
+    JobStatus,
+    PartitionPreview,
+    Scheduler,
+    unanswered,
+)
 from hpcjup.schedulers.sge_parse import ERROR_STATE, _hint, _message, parse_preview, parse_qacct, parse_statuses
 from hpcjup.schedulers.sge_parse import parse_qstat_xml as parse_qstat_xml
 from hpcjup.schedulers.sge_parse import state_of as state_of
@@ -37,11 +49,13 @@ _PE_HOSTS = "mpi"
 # `qstat -j` shows: one remote command, and a second qstat only while some job is in error state.
 # Then, framed, accounting for those of the wanted jobs ($2...) that qstat no longer lists: `qacct -j ID`
 # for one, one scan of the user's last $1 days for several (each qacct reads the whole accounting file).
-_QSTAT = f"""days=$1; shift
-xml=$(qstat -xml -r -u "$(id -un)") || exit $?
+# Each query bounded (base.BOUNDED): a qmaster that takes the connection and never answers costs one wait.
+_QSTAT = f"""{BOUNDED}
+days=$1; shift
+xml=$(bounded qstat -xml -r -u "$(id -un)") || exit $?
 printf '%s\\n{FRAME} errors\\n' "$xml"
 ids=$(printf '%s\\n' "$xml" | awk -F'[<>]' '$2 == "JB_job_number" {{ j = $3 }} $2 == "state" && $3 ~ /E/ {{ print j }}')
-[ -z "$ids" ] || qstat -j "$(printf '%s' "$ids" | tr '\\n' ',')" 2>&1 | grep -E '^(job_number|error reason)'
+[ -z "$ids" ] || bounded qstat -j "$(printf '%s' "$ids" | tr '\\n' ',')" 2>&1 | grep -E '^(job_number|error reason)'
 missing=
 for id in "$@"; do
     case "$xml" in *"<JB_job_number>$id</JB_job_number>"*) ;; *) missing="$missing $id" ;; esac
@@ -49,7 +63,7 @@ done
 set -- $missing
 if [ $# -gt 0 ] && command -v qacct >/dev/null 2>&1; then
     printf '{FRAME} qacct\\n'
-    if [ $# -eq 1 ]; then qacct -j "$1"; else qacct -o "$(id -un)" -d "$days" -j; fi 2>/dev/null
+    if [ $# -eq 1 ]; then bounded qacct -j "$1"; else bounded qacct -o "$(id -un)" -d "$days" -j; fi 2>/dev/null
 fi
 exit 0"""
 _UNIT_MIB = {"": 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}  # Slurm's --mem units; no unit = MiB
@@ -87,6 +101,7 @@ class GridEngine(Scheduler):
             "-S /bin/bash",  # queues in posix_compliant mode ignore the #! line
             "-v PATH",  # only PATH of the submitting shell: never the whole login environment (-V)
             "-notify",  # qdel sends the notify signal (SIGTERM with NOTIFY_KILL=TERM) before SIGKILL
+            "-r n",  # not rerunnable: a rerun would write into a session directory pruned or reused since
         ]
         options += [f"-q {res.partition}"] if res.partition else []
         options += [f"-P {res.account}"] if res.account else []
@@ -192,8 +207,9 @@ class GridEngine(Scheduler):
         if not wanted:
             return found
         result = transport.run(["sh", "-c", _QSTAT, "sh", str(_ACCOUNTING_DAYS), *wanted], check=False, timeout=60)
-        if result.returncode != 0:  # the qmaster did not answer: say so (UNKNOWN), never GONE on a guess
-            raise RemoteCommandError(["qstat", "-xml"], result.returncode, "", result.stderr)
+        if result.returncode != 0:  # the qmaster did not answer: UNKNOWN in its words, never GONE on a guess
+            unknown = JobStatus("", JobState.UNKNOWN, reason=unanswered(result.stderr, result.returncode, "qstat"))
+            return {**found, **{job_id: dataclasses.replace(unknown, job_id=job_id) for job_id in wanted}}
         live, framed, accounting = result.stdout.partition(f"\n{FRAME} qacct\n")
         listed, finished = parse_statuses(live + "\n" if framed else live), parse_qacct(accounting)
         for job_id in wanted:

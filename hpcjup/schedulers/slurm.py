@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from hpcjup import job
 from hpcjup.errors import RemoteCommandError, SubmitError
 from hpcjup.schedulers.base import (
+    BOUNDED,
     FRAME,
     JOB_LOG,
     JOB_SCRIPT,
@@ -20,6 +21,7 @@ from hpcjup.schedulers.base import (
     PartitionPreview,
     Scheduler,
     sections,
+    unanswered,
 )
 from hpcjup.schedulers.slurm_doctor import check_account as check_account
 from hpcjup.schedulers.slurm_doctor import check_partition as check_partition
@@ -35,30 +37,41 @@ if TYPE_CHECKING:
 # squeue fields: state, reason, expected start, node list, time left, time limit.
 _SQUEUE_FORMAT = "%T|%r|%S|%N|%L|%l|%i"
 _SACCT_FIELDS = "State,ExitCode,NodeList,Timelimit"
-# One remote command for the state of many jobs ($1: ids joined by commas): squeue for all of them (one at a
-# time if the list fails: older Slurm refuses a whole list for one id it has forgotten), then, for those
-# it no longer shows, accounting (finished jobs leave squeue after MinJobAge; sacct remembers them where
-# accounting is enabled). Framed sections (base.FRAME) that `statuses` reads.
-_STATUSES = r"""
+# One remote command for the state of many jobs ($1: ids joined by commas): squeue for all of them, then,
+# for those it no longer shows, accounting (finished jobs leave squeue after MinJobAge; sacct remembers
+# them where accounting is enabled). Older Slurm refuses a whole list for one id it has forgotten
+# ("Invalid job id specified"): then one id at a time. Any other failure (no controller to ask) is the
+# answer for all of them: no second query, no accounting (bounded: base.BOUNDED), so a stopped controller
+# costs one bounded wait, not one per job. Framed sections (base.FRAME) that `statuses` reads; the squeue
+# section holds Slurm's own words when it ends with a non-zero code.
+_STATUSES = (
+    BOUNDED
+    + r"""
 ids=$1 fmt=$2 acct=$3 frame=$4
 printf '%s squeue\n' "$frame"
-asked=1
-out=$(squeue -h -t all -j "$ids" -o "$fmt" 2>/dev/null) || {
-    out= asked=
+out=$(bounded squeue -h -t all -j "$ids" -o "$fmt" 2>&1); rc=$?
+case $rc:$out in
+0:*) ;;
+*"Invalid job id"*)
+    out= rc=0 some=
     old_ifs=$IFS IFS=,
     for id in $ids; do
-        if line=$(squeue -h -t all -j "$id" -o "$fmt" 2>/dev/null); then
-            asked=1
+        if line=$(bounded squeue -h -t all -j "$id" -o "$fmt" 2>&1); then
+            some=1
             [ -n "$line" ] && out="$out
 $line"
+            continue
         fi
+        case $line in *"Invalid job id"*) ;; *) out=$line rc=1; break ;; esac
     done
     IFS=$old_ifs
-    # Every id refused: all forgotten (older Slurm), or no controller to ask. A query of one's own jobs tells.
-    [ -n "$asked" ] || squeue -h -u "$(id -un)" -o %i >/dev/null 2>&1 && asked=1
-}
-[ -n "$asked" ] && asked=0 || asked=1
-printf '%s\n%s end %s\n' "$out" "$frame" "$asked"
+    # Every id refused as forgotten: a query of one's own jobs tells that from a controller that cannot answer.
+    if [ "$rc" = 0 ] && [ -z "$some" ]; then
+        line=$(bounded squeue -h -u "$(id -un)" -o %i 2>&1) || { out=$line rc=1; }
+    fi ;;
+esac
+printf '%s\n%s end %s\n' "$out" "$frame" "$rc"
+[ "$rc" = 0 ] || exit 0
 missing=
 old_ifs=$IFS IFS=,
 for id in $ids; do
@@ -69,11 +82,12 @@ done
 IFS=$old_ifs
 if [ -n "$missing" ] && command -v sacct >/dev/null 2>&1; then
     printf '%s sacct\n' "$frame"
-    sacct -n -P -X -j "$missing" -o "$acct" 2>/dev/null
+    bounded sacct -n -P -X -j "$missing" -o "$acct" 2>/dev/null
     printf '%s end %s\n' "$frame" "$?"
 fi
 exit 0
 """
+)
 # One worker process on one host of the allocation; --overlap: the batch step holds the first node's CPUs too.
 _LAUNCH = (
     "srun --overlap --nodes=1 --ntasks=1 -w {host} --cpus-per-task={cpus} --kill-on-bad-exit=0 --job-name=dask-worker"
@@ -115,6 +129,9 @@ class Slurm(Scheduler):
         ]
         lines = ["#!/bin/bash -l", f"# hpcjup session {spec.name}: JupyterLab on a compute node."]
         lines += [f"{self.directive} --{key}={value}" for key, value in options if value is not None]
+        # Never requeued (a preempted or failed node's job would start again, later, writing into a session
+        # directory that `prune` may have removed or a new session may hold); --directive=--requeue after it wins.
+        lines += [f"{self.directive} --no-requeue"]
         lines += [f"{self.directive} {directive}" for directive in res.directives]  # --directive: after hpcjup's own
         lines += ["", *self.job_environment(spec), "umask 077", *spec.setup, self.exec_line(spec.command), ""]
         return "\n".join(lines)
@@ -202,10 +219,10 @@ class Slurm(Scheduler):
         result = transport.run(argv, check=False)
         if result.returncode != 0:
             raise RemoteCommandError(["squeue", "-j", ",".join(wanted)], result.returncode, "", result.stderr)
-        unanswered = None  # squeue could not reach the controller: what it does not show is not GONE
         for section, _, code, text in sections(result.stdout):
-            if section == "squeue" and code != 0:
-                unanswered = JobStatus("", JobState.UNKNOWN, reason="squeue cannot reach the Slurm controller")
+            if section == "squeue" and code != 0:  # no answer from the controller: UNKNOWN, in Slurm's words
+                unknown = JobStatus("", JobState.UNKNOWN, reason=unanswered(text, code, "squeue"))
+                return {**found, **{job_id: dataclasses.replace(unknown, job_id=job_id) for job_id in wanted}}
             for line in text.splitlines():
                 fields = line.split("|")
                 if section == "squeue" and fields[-1].strip() in wanted:
@@ -219,8 +236,6 @@ class Slurm(Scheduler):
                         exit_code=exit_code or None,
                         time_limit=_seconds(limit),
                     )
-        if unanswered is not None:
-            return {**{job_id: dataclasses.replace(unanswered, job_id=job_id) for job_id in wanted}, **found}
         return {**{job_id: JobStatus(job_id, JobState.GONE) for job_id in wanted}, **found}
 
     def stop_snippet(self, running: Sequence[str], pending: Sequence[str]) -> str:

@@ -21,6 +21,27 @@ from hpcjup.transport.base import Transport
 STARTING_GRACE = 600.0
 
 
+#: `prune`'s removal, on the cluster, in one command: after the root and the grace in minutes, triples NAME JOB
+#: KIND. Each under the lock a `start` takes to reuse an ended session's name (submit.py's claim), and only if
+#: the directory is still what `prune` decided on: "ended", session.json still names JOB (a start may have
+#: reused the name since); "new", still no session.json and older than the grace by the cluster's own clock
+#: (the laptop's may be skewed); "damaged", as it was. Prints "removed NAME" for each directory removed.
+REMOVE_SCRIPT = r"""
+root=$1 grace=$2; shift 2
+while [ $# -ge 3 ]; do
+    name=$1 job=$2 kind=$3; shift 3
+    dir=$root/$name lock=$root/.lock-$name
+    mkdir -- "$lock" 2>/dev/null || continue
+    case $kind in
+    ended) grep -qF "\"job_id\": \"$job\"" "$dir/session.json" 2>/dev/null ;;
+    new) [ ! -e "$dir/session.json" ] && [ -n "$(find "$dir" -maxdepth 0 -mmin "+$grace" 2>/dev/null)" ] ;;
+    *) true ;;
+    esac && rm -rf -- "$dir" && echo "removed $name"
+    rmdir -- "$lock"
+done
+"""
+
+
 @dataclass(frozen=True)
 class Found:
     """One session directory: its record and report, or why they cannot be used."""

@@ -107,6 +107,8 @@ class SessionView:
             "pending_reason": self.status.reason if self.status.state is JobState.PENDING else None,
             "expected_start": self.status.expected_start if self.status.state is JobState.PENDING else None,
             "ended_because": self.why,
+            # The scheduler gave no answer (controller down, query cut off): its words, so the user sees why.
+            "unknown_because": self.status.reason if self.status.state is JobState.UNKNOWN else None,
             "message": self.report.message if self.report and not self.active else None,
             "exit_code": self.exit_code,
             "partition": res.get("partition"),
@@ -167,6 +169,7 @@ class DamagedView:
             "pending_reason": None,
             "expected_start": None,
             "ended_because": self.why,
+            "unknown_because": None,
             "message": self.found.problem,
             "exit_code": None,
             "partition": None,
@@ -192,14 +195,16 @@ def _view(found: Found, status: JobStatus | None, store: LocalStore, host: str) 
 
 def overview(transport: Transport, store: LocalStore, *, recheck: bool = False) -> list[View]:
     """Every session on the host, damaged ones included: one read for all records, one query per scheduler.
-    `recheck`: ask about the finished jobs this laptop remembers too (prune removes what it is told is over)."""
+    `recheck`: ask about every job, the finished ones this laptop remembers and those whose launcher recorded
+    their end too (prune removes what it is told is over: a requeued job's state.json says "ended" while the
+    job waits to run again)."""
     found = [
         _unknown_scheduler(f) if f.record is not None and f.record.scheduler not in REGISTRY else f
         for f in scan_sessions(transport)
     ]
     host = _host(transport)
     before = finished.load(store, host)
-    statuses = job_statuses(transport, found, {} if recheck else before or {})
+    statuses = job_statuses(transport, found, None if recheck else before or {})
     after = finished.bounded(_final_answers(found, statuses))
     if after != before:  # a listing that learned nothing writes nothing
         try:
@@ -213,14 +218,15 @@ def job_statuses(
     transport: Transport, found: list[Found], remembered: dict[finished.Key, JobStatus] | None = None
 ) -> dict[str, JobStatus]:
     """Session name -> its job's state, asking each session's own scheduler (as session.json records
-    it) once for all of its jobs, but for those `_answered` already settles. A record naming a scheduler
-    this hpcjup does not know gets no status (the session is shown as damaged, with the reason)."""
+    it) once for all of its jobs, but for those `_answered` already settles (`remembered` None: none, every
+    job is asked about). A record naming a scheduler this hpcjup does not know gets no status (the session
+    is shown as damaged, with the reason)."""
     by_scheduler: dict[str, list[Found]] = {}
     statuses: dict[str, JobStatus] = {}
     for f in found:
         if f.record is None or f.record.scheduler not in REGISTRY:
             continue
-        if (known := _answered(f, remembered or {})) is not None:
+        if remembered is not None and (known := _answered(f, remembered)) is not None:
             statuses[f.paths.name] = known
         else:
             by_scheduler.setdefault(f.record.scheduler, []).append(f)
@@ -297,7 +303,7 @@ def view_of(transport: Transport, store: LocalStore, name: str) -> SessionView:
     found = find_session(transport, name)
     if found.record is not None and found.record.scheduler not in REGISTRY:
         found = _unknown_scheduler(found)
-    view = _view(found, job_statuses(transport, [found]).get(found.paths.name), store, _host(transport))
+    view = _view(found, job_statuses(transport, [found], {}).get(found.paths.name), store, _host(transport))
     if isinstance(view, DamagedView):
         raise view.error()
     return view

@@ -1,5 +1,8 @@
 """End sessions: Jupyter shuts down cleanly, the jobs end, the secrets go; one remote command for all.
 
+A session whose scheduler did not answer (UNKNOWN: a stopped controller) is left exactly as it is: its
+job may run on, so its secrets stay, nothing is cancelled, and the outcome says it was not stopped.
+
 After one read of the records and one scheduler query (the caller's overview), a single long-lived
 remote command does the rest: it asks the running jobs to end (SIGTERM to each launcher) and cancels
 the pending ones, watches every launcher's state.json until it records its end, and when the laptop
@@ -41,12 +44,19 @@ class StopOutcome:
     was_active: bool
     graceful: bool  # Jupyter shut down by itself before the deadline
     state: str  # ENDED (the launcher recorded its end), CANCELLED, or the state it had already ended in
-    reason: str | None  # the launcher's reason (stopped, walltime, ...)
+    reason: str | None  # the launcher's reason (stopped, walltime, ...); the scheduler's words when not stopped
     workers_cancelled: tuple[str, ...] = ()
+    stopped: bool = True  # False: the scheduler did not answer, so nothing was done (the job may run on)
 
 
 def stop_sessions(transport: Transport, views: Sequence[SessionView], grace: float = 60.0) -> list[StopOutcome]:
-    """Stop these sessions together (each through its own scheduler's snippets); returns how each went."""
+    """Stop these sessions together (each through its own scheduler's snippets); returns how each went.
+    Those whose scheduler did not answer are not touched (`unanswered`)."""
+    unknown = unanswered(views)
+    outcomes = {v.paths.name: _not_stopped(v) for v in unknown}
+    views = [v for v in views if v not in unknown]
+    if not views:
+        return list(outcomes.values())
     active = [v for v in views if v.active]
     running = [v for v in active if v.status.state is JobState.RUNNING]
     root = views[0].paths.root if views else ""
@@ -61,7 +71,9 @@ def stop_sessions(transport: Transport, views: Sequence[SessionView], grace: flo
     after.append(shlex.join(["rm", "-f", "--", *(v.paths.file(name) for v in views for name in SECRETS)]))
     reports: dict[str, JobReport] = {}
     watched = [f"{v.paths.name}/{STATE_FILE}" for v in running]
-    script_before, script_after = "; ".join(p for p in before if p), "\n".join(p for p in after if p)
+    script_before, script_after = surviving(
+        "; ".join(p for p in before if p), "\n".join(p for p in after if p), [v.paths.state for v in running], grace
+    )
     with Watch(transport, root, watched, before=script_before, after=script_after) as watch:
         end = time.monotonic() + grace
         try:
@@ -75,7 +87,35 @@ def stop_sessions(transport: Transport, views: Sequence[SessionView], grace: flo
         output = watch.finish().decode(errors="replace").split()
     killed = {output[i + 1] for i, word in enumerate(output[:-1]) if word == _KILLED}
     cancelled = {output[i + 1] for i, word in enumerate(output[:-1]) if word == "hpcjup-cancelled"}
-    return [_outcome(v, reports.get(v.paths.name), killed, cancelled) for v in views]
+    outcomes.update({v.paths.name: _outcome(v, reports.get(v.paths.name), killed, cancelled) for v in views})
+    return list(outcomes.values())
+
+
+def surviving(before: str, after: str, states: Sequence[str], grace: float) -> tuple[str, str]:
+    """`before` and `after` for the remote watcher, made to survive the loss of the connection: SIGHUP and
+    SIGPIPE ignored (the cleanup died of SIGPIPE at its first line once the laptop had gone), and `after`, which
+    runs as soon as the watcher's stdin closes (a dropped connection too), first waits out the grace period by
+    the cluster's clock until every launcher in `states` has recorded its end."""
+    start = f"trap '' HUP PIPE; hpcjup_until=$(( $(date +%s) + {int(grace)} ))"
+    files = " ".join(shlex.quote(state) for state in states)
+    wait = (
+        f'while [ "$(date +%s)" -lt "$hpcjup_until" ]; do hpcjup_left=; for f in {files}; do '
+        'grep -q \'"state": "ended"\' "$f" 2>/dev/null || hpcjup_left=1; done; '
+        '[ -n "$hpcjup_left" ] || break; sleep 1; done'
+        if states
+        else ":"
+    )
+    return f"{start}; {before}" if before else start, f"trap '' HUP PIPE\n{wait}\n{after}"
+
+
+def unanswered(views: Sequence[SessionView]) -> list[SessionView]:
+    """The sessions whose scheduler gave no answer (UNKNOWN): whether their job runs cannot be confirmed."""
+    return [v for v in views if v.status.state is JobState.UNKNOWN]
+
+
+def _not_stopped(view: SessionView) -> StopOutcome:
+    why = view.status.reason or "no answer"
+    return StopOutcome(view.record.name, view.record.job_id, True, False, "UNKNOWN", why, stopped=False)
 
 
 def _killed_unless_ended(scheduler: Scheduler, view: SessionView) -> str:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from hpcjup import __version__
 from hpcjup.config.environment import launcher_python, setup_lines
 from hpcjup.config.resources import Resources, time_to_seconds
-from hpcjup.errors import HpcjupError, RemoteCommandError, SubmitError, UsageError
+from hpcjup.errors import HpcjupError, RemoteCommandError, SubmitError, UnsafeSessionRoot, UsageError
 from hpcjup.job import DASK_DIR, SETUP_FILE, job_files
 from hpcjup.schedulers.base import JOB_SCRIPT, JobSpec, Scheduler
 from hpcjup.session.layout import SESSIONS_DIR, SessionPaths, check_name, new_name
@@ -156,6 +156,7 @@ def _claim(
 
 _IN_USE = 73
 _CHANGED = 77
+_UNSAFE = 78
 _CLAIMED = "hpcjup-claimed"
 
 
@@ -163,7 +164,9 @@ class _HostChanged(Exception):
     """The upload found another home directory, or no scheduler command, than the start assumed."""
 
 
-# Runs on the login node (POSIX sh, tar): unpack the archive on stdin into a private staging
+# Runs on the login node (POSIX sh, tar). First, ~/.hpcjup and its sessions directory must be the user's own
+# and writable by no one else (exit 78): another user who can write there could swap a session's files.
+# Then unpack the archive on stdin into a private staging
 # directory, then claim the name with one mkdir (atomic: of two racing starts one wins) and move
 # the files in. With a job id in $4, first move aside the ended session of that job, under a lock.
 # Then, in the session directory, the scheduler's submit command ($5): after the line $8 (_CLAIMED) on
@@ -175,8 +178,13 @@ root=$1 name=$2 tag=$3 old=$4 submit=$5 home=$6 need=$7 claimed=$8
 [ "$(cd -P -- "$home" 2>/dev/null && pwd -P)" = "$(cd -P && pwd -P)" ] || exit 77
 [ -z "$need" ] || command -v "$need" >/dev/null 2>&1 || exit 77
 final=$root/$name stage=$root/.stage-$tag lock=
-mkdir -p -- "$root" && mkdir -- "$stage" || exit 70
-trap 'rm -rf -- "$stage"; [ -z "$lock" ] || rmdir -- "$lock"' EXIT
+mkdir -p -- "$root" || exit 70
+for d in "${root%/*}" "$root"; do
+    [ -O "$d" ] || exit 78
+    case $(ls -ld -- "$d") in ?????w*|????????w*) exit 78 ;; esac
+done
+mkdir -- "$stage" || exit 70
+trap 'rm -rf -- "$stage" "$root/.old-$tag"; [ -z "$lock" ] || rmdir -- "$lock"' EXIT
 tar -xf - -C "$stage" || exit 72
 if [ -n "$old" ]; then
     mkdir -- "$root/.lock-$name" 2>/dev/null || exit 73
@@ -210,6 +218,13 @@ def _upload_and_submit(
             return None
         if rc == _CHANGED:
             raise _HostChanged
+        if rc == _UNSAFE:
+            raise UnsafeSessionRoot(
+                f"{paths.root} (or {posixpath.dirname(paths.root)}) on {transport.destination or transport.name} is "
+                "not yours alone: it belongs to another user, or others may write to it. Nothing was created.",
+                hint=f"On the cluster: `ls -ld {posixpath.dirname(paths.root)} {paths.root}`; make both yours with "
+                f"`chmod go-w` (or move them away if another user owns them).",
+            )
         if rc == 74:  # claimed, but a file could not be moved in: nothing was submitted, take it all back
             transport.rmtree(paths.dir)
         raise RemoteCommandError(["upload", paths.dir], rc, "", before)
@@ -224,7 +239,9 @@ def _upload_and_submit(
 
 
 def _replaceable(transport: Transport, scheduler: Scheduler, paths: SessionPaths) -> str:
-    """The job id of the session holding the name if that session has ended ("" if it has not, or is damaged)."""
+    """The job id of the session holding the name if its scheduler says its job has ended ("" if it has not,
+    did not answer, or the session is damaged). Always asked: a state.json that says "ended" is not enough,
+    a requeued job's says so while it waits to run again in that directory."""
     from hpcjup.session.catalog import find_session
 
     try:
@@ -234,8 +251,6 @@ def _replaceable(transport: Transport, scheduler: Scheduler, paths: SessionPaths
     record = found.record
     if record is None:
         return ""  # damaged or still being created: never removed here (`hpcjup prune` decides)
-    if found.report is not None and found.report.ended:
-        return record.job_id
     return "" if scheduler.status(transport, record.job_id).state.active else record.job_id
 
 

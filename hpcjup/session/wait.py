@@ -139,11 +139,16 @@ class ReadyWaiter:
         if state is None or not state.data:
             return None
         try:
-            return Connection.from_json(state.data.encode())
+            conn = Connection.from_json(state.data.encode())
         except DamagedDocument:
             if state.size > len(state.data.encode()):
                 return None  # caught mid-write by a non-atomic writer: the next change brings it whole
             raise
+        if conn.job_id != self.record.job_id:  # another job wrote it (a requeued one that held this directory)
+            raise DamagedDocument(
+                CONNECTION_FILE, f"was written by job {conn.job_id}, not by this session's job {self.record.job_id}"
+            )
+        return conn
 
     def _check_deadlines(self, waited: float, running_for: float | None) -> None:
         job = self.record.job_id

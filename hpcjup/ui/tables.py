@@ -59,6 +59,8 @@ def sessions_table(rows: list[dict[str, Any]], host: str, *, color: bool) -> str
             detail = f"pending: {row['pending_reason']}" + (
                 f", start {expected_start(row['expected_start'])}" if row["expected_start"] else ""
             )
+        elif row.get("unknown_because"):
+            detail = f"scheduler did not answer: {row['unknown_because']}"
         elif row["ended_because"]:
             detail = row["ended_because"] + (
                 f" (exit {row['exit_code']})" if row["exit_code"] not in (None, 0, "0:0") else ""

@@ -325,6 +325,45 @@ class MiniCluster:
         self.stop_sshd()
         self.start_sshd()
 
+    @contextlib.contextmanager
+    def controller_stopped(self, most: float = 60) -> Iterator[float]:
+        """slurmctld stopped for the block, as a crash or an admin would leave it; running jobs run on.
+
+        Other test runs share this cluster: the harness lock is held throughout (so no `up` of theirs takes
+        the stopped controller for a broken cluster and restarts everything), and the controller is started
+        again in a `finally`, whatever the block did. Yields the moment (time.monotonic()) it stopped; the
+        outage must stay under `most` seconds (the others' commands wait for it), which is asserted after.
+        """
+        with self._lock():
+            self.stop_controller()
+            stopped = time.monotonic()
+            try:
+                yield stopped
+            finally:
+                self.start_controller()
+            outage = time.monotonic() - stopped
+            assert outage < most, f"the controller was down for {outage:.0f} s (at most {most:.0f} s)"
+
+    def stop_controller(self) -> None:
+        """Stop slurmctld (SIGTERM: it saves its state, jobs and all). Call `start_controller` after."""
+        pid = self.pids()["slurmctld"]
+        if pid is not None:
+            procs.stop([pid])
+
+    def start_controller(self, timeout: float = 30) -> None:
+        """Start slurmctld again from its saved state (no -c: jobs that ran on stay known) and wait until it
+        answers and both nodes are usable."""
+        if self.pids()["slurmctld"] is None:
+            self._daemon("slurmctld", ["slurmctld", "-f", str(self.conf)])
+        deadline = time.monotonic() + timeout
+        wait_until(lambda: "is UP" in self.slurm("scontrol", "ping").stdout, _left(deadline), "slurmctld to answer")
+        wait_until(
+            lambda: len(states := self._node_states()) == len(NODES) and all(map(_usable, states.values())),
+            _left(deadline),
+            "both nodes to be usable again",
+            interval=0.3,
+        )
+
     def down(self, purge: bool = False) -> None:
         """Cancel every job, stop every daemon and leftover process; remove the root if `purge`."""
         with self._lock():

@@ -63,7 +63,13 @@ def test_render_minimal_request() -> None:
         for ln in LSF().render(JobSpec(name="x", session_dir="/s", command=["l"])).splitlines()
         if ln.startswith("#BSUB")
     ]
-    assert directives == ["#BSUB -J hpcjup-x", "#BSUB -o job.out", "#BSUB -n 1", '#BSUB -R "span[ptile=1]"']
+    assert directives == [
+        "#BSUB -J hpcjup-x",
+        "#BSUB -o job.out",
+        "#BSUB -n 1",
+        '#BSUB -R "span[ptile=1]"',
+        "#BSUB -rn",
+    ]
 
 
 def test_typed_gpus_and_odd_times() -> None:

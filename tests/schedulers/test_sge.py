@@ -52,6 +52,7 @@ def test_render_directives() -> None:
         "#$ -S /bin/bash",
         "#$ -v PATH",
         "#$ -notify",
+        "#$ -r n",
         "#$ -q all.q",
         "#$ -P proj1",
         "#$ -l h_rt=7200",

@@ -120,3 +120,38 @@ def test_older_slurm_refusing_every_forgotten_id_still_means_gone(host: tuple[Ho
     )
     found = Slurm().statuses(transport, ["45", "46"])
     assert {s.state for s in found.values()} == {JobState.GONE}
+
+
+# What squeue 22.05 prints after ~18 s when slurmctld is stopped (seen on the mini-cluster).
+NO_CONTROLLER = "slurm_load_jobs error: Unable to contact slurm controller (connect failure)"
+
+
+def test_a_stopped_controller_is_asked_once_whatever_the_number_of_jobs(host: tuple[Host, Path]) -> None:
+    """One failing squeue answers for every job: no id-by-id retries, no own-jobs query, no accounting (each
+    of those waited another ~18 s for the absent controller: `ls` of three sessions took 121 s)."""
+    transport, log = host
+    bin_dir = Path(transport.env["PATH"].split(":")[0])
+    (bin_dir / "squeue").write_text(
+        f"#!/bin/sh\nprintf '%s\\n' \"$*\" >> \"$LOG\"\necho '{NO_CONTROLLER}' >&2\nexit 1\n"
+    )
+    found = Slurm().statuses(transport, ["42", "43", "44"])
+    assert {s.state for s in found.values()} == {JobState.UNKNOWN}
+    assert {s.reason for s in found.values()} == {NO_CONTROLLER}  # Slurm's own words
+    calls = log.read_text().splitlines()
+    assert len(calls) == 1 and not any(call.startswith("sacct") for call in calls)
+
+
+def test_a_squeue_that_never_answers_is_cut_off(host: tuple[Host, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A controller that takes the connection but never answers: the query is bounded (coreutils timeout)."""
+    import time
+
+    from hpcjup.schedulers import base, slurm
+
+    transport, _ = host
+    monkeypatch.setattr(slurm, "_STATUSES", slurm._STATUSES.replace(f"timeout {base.QUERY_SECONDS} ", "timeout 1 "))
+    squeue_without_accounting(transport, "#!/bin/sh\nexec sleep 30\n")
+    started = time.monotonic()
+    found = Slurm().statuses(transport, ["42", "43"])
+    assert time.monotonic() - started < 10
+    assert {s.state for s in found.values()} == {JobState.UNKNOWN}
+    assert found["42"].reason == f"squeue did not answer within {base.QUERY_SECONDS} s"

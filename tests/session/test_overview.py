@@ -186,3 +186,15 @@ def test_a_removed_session_is_forgotten_and_a_corrupt_file_is_ignored_and_rewrit
     shutil.rmtree(home / ".hpcjup" / "sessions" / "never-ran")  # what `prune` does on the host
     assert list(_listed(transport, store)) == ["runs"]
     assert json.loads(path.read_text())["jobs"] == []
+
+
+def test_prune_asks_about_a_job_whose_launcher_recorded_its_end_long_ago(cluster: Any) -> None:
+    """A requeued job: its launcher wrote "ended" (preempted), and the job pends under the same id to run again
+    in that directory. `ls` trusts an old "ended" without a query; `prune`, which deletes, asks, and keeps it."""
+    transport, store, home, slurm = cluster
+    _session(home, "requeued", "104", {"state": "ended", "reason": "stopped", "updated_at": "2026-01-01T00:00:00Z"})
+    slurm.answers["104"] = JobStatus("104", JobState.PENDING, reason="BeginTime")
+    assert _listed(transport, store)["requeued"]["state"] == "ENDED" and "104" not in slurm.asked[-1]
+    views = overview.overview(transport, store, recheck=True)
+    assert "104" in slurm.asked[-1]
+    assert "requeued" not in [view.paths.name for view in overview.prunable(views)]

@@ -184,3 +184,84 @@ def test_without_relearning_a_changed_host_is_an_error_that_leaves_nothing(
     with pytest.raises(SubmitError, match="not as the last start found it"):
         submit(Remembered(str(tmp_path)), Quick(), StartRequest(name="lab", dask=None))
     assert not (tmp_path / ".hpcjup").exists() and not (home / ".hpcjup").exists()
+
+
+def test_a_name_whose_job_was_requeued_is_not_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its state.json says "ended" (the launcher was preempted), but the scheduler holds the job to run it again
+    in that directory: the name is in use, and the directory is left whole."""
+    from hpcjup.errors import UsageError
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    first = Quick()
+    submit(Home(tmp_path), first, StartRequest(name="lab", dask=None))
+    state = tmp_path / ".hpcjup/sessions/lab/state.json"
+    state.write_text('{"schema": 1, "state": "ended", "reason": "stopped"}')
+    requeued = Quick()
+    requeued.states = [JobState.PENDING]
+    with pytest.raises(UsageError, match="in use"):
+        submit(Home(tmp_path), requeued, StartRequest(name="lab", dask=None))
+    assert state.exists() and requeued.cancelled == []
+    over = Quick()
+    over.states = [JobState.COMPLETED]
+    record, _ = submit(Home(tmp_path), over, StartRequest(name="lab", dask=None))  # asked: it is over
+    assert record.job_id == "42" and not state.exists()
+
+
+def test_a_connection_file_of_another_job_is_not_taken(tmp_path: Path) -> None:
+    """connection.json written by another job (a requeued one that once held the directory) is not this session's."""
+    from hpcjup.errors import DamagedDocument
+
+    paths = SessionPaths(str(tmp_path), "lab")
+    Path(paths.dir).mkdir(parents=True)
+    doc = '{"job_id": "6", "node": "node1", "address": "127.0.0.1", "port": 1, "token": "%s"}' % ("a" * 32)
+    Path(paths.connection).write_text(doc)
+    record = SessionRecord("lab", "h", "slurm", "7", "2026-12-01T00:00:00+00:00")
+    with pytest.raises(DamagedDocument, match="job 6"):
+        ReadyWaiter(Home(tmp_path), SlowScheduler(), record, paths, ready_timeout=5).wait()
+
+
+@pytest.mark.parametrize("unsafe", ["group-writable", "world-writable", "another user's"])
+def test_a_session_root_that_is_not_the_users_alone_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unsafe: str
+) -> None:
+    """Checked in the upload's own command (no extra round trip); nothing is created or submitted."""
+    import pwd
+
+    from hpcjup.errors import ExitCode, UnsafeSessionRoot
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    root = tmp_path / ".hpcjup"
+    root.mkdir(mode=0o700)
+    if unsafe == "another user's":
+        if os.geteuid() != 0:
+            pytest.skip("needs root to give the directory away")
+        os.chown(root, pwd.getpwnam("nobody").pw_uid, -1)
+    else:
+        root.chmod(0o770 if unsafe == "group-writable" else 0o703)
+    scheduler = Quick()
+    with pytest.raises(UnsafeSessionRoot) as info:
+        submit(Home(tmp_path), scheduler, StartRequest(name="lab", dask=None))
+    assert info.value.exit_code == ExitCode.REMOTE and str(root) in info.value.message
+    assert not (root / "sessions").exists() or not any((root / "sessions").iterdir())
+
+
+def test_a_lost_race_for_a_reused_name_leaves_no_hidden_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ended session is moved aside, and another start takes the name that very moment: the claim is lost,
+    and the moved-aside directory goes too (it was left as a hidden .old-TAG)."""
+    from hpcjup.errors import UsageError
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    over = Quick()
+    over.states = [JobState.COMPLETED]
+    submit(Home(tmp_path), over, StartRequest(name="lab", dask=None))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    racer = bin_dir / "mv"  # the other start: it claims the name right after the old session is moved aside
+    racer.write_text('#!/bin/sh\n/bin/mv "$@" || exit\ncase "$3" in */.old-*) mkdir "${2}" ;; esac\n')
+    racer.chmod(0o700)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    with pytest.raises(UsageError, match="in use"):
+        submit(Home(tmp_path), over, StartRequest(name="lab", dask=None))
+    assert sorted(p.name for p in (tmp_path / ".hpcjup/sessions").iterdir()) == ["lab"]
