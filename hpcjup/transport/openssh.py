@@ -36,6 +36,7 @@ from hpcjup.transport.destination import (
     wrapper_config,
 )
 from hpcjup.transport.hostkeys import ssh_error
+from hpcjup.transport.loginshell import for_login_shell
 from hpcjup.transport.mux import Mux, MuxRefused, MuxStream
 from hpcjup.transport.sshmaster import Master, MuxUnavailable, resolve_options, terminate
 
@@ -151,7 +152,7 @@ class OpenSSHTransport(Transport):
 
     def _client(self, command: str, input: bytes | None, timeout: float) -> tuple[int, bytes, bytes]:
         """Run one command as a mux client; (exit code, stdout, stderr) as bytes."""
-        argv = [*self._master.client(), "-T", self.name, "--", command]
+        argv = [*self._master.client(), "-T", self.name, "--", for_login_shell(command)]
         try:
             proc = subprocess.run(
                 argv,
@@ -175,7 +176,7 @@ class OpenSSHTransport(Transport):
         return self._client(command, input, timeout)
 
     def _start(self, command: str) -> RemoteProcess:
-        argv = [*self._master.client(), "-T", self.name, "--", command]
+        argv = [*self._master.client(), "-T", self.name, "--", for_login_shell(command)]
         stdio = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.DEVNULL}
         return PipeProcess(subprocess.Popen(argv, **stdio, start_new_session=True))  # type: ignore[call-overload]
 
