@@ -27,7 +27,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hpcjup.errors import ConnectError, HpcjupError, WaitTimeout
-from hpcjup.transport.base import PipeProcess, Prompter, RemoteProcess, Stream, Transport, one_line
+from hpcjup.transport.base import (
+    FILE_LIMIT,
+    PipeProcess,
+    Prompter,
+    RemoteProcess,
+    Stream,
+    Transport,
+    bounded,
+    one_line,
+)
 from hpcjup.transport.destination import (
     check_node_name,
     control_dir,
@@ -206,7 +215,8 @@ class OpenSSHTransport(Transport):
         return self._home
 
     def read_file(self, path: str) -> bytes:
-        return self._script('[ -e "$1" ] || exit 66; [ -d "$1" ] && exit 67; exec cat -- "$1"', path, timeout=600)
+        script = '[ -e "$1" ] || exit 66; [ -d "$1" ] && exit 67; exec head -c "$2" -- "$1"'
+        return bounded(path, self._script(script, path, str(FILE_LIMIT + 1), timeout=600))
 
     def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
         # Created under umask 077 (private before any byte lands), then chmod, then an atomic rename.
