@@ -94,3 +94,107 @@ def test_close_ends_open_connections_and_frees_the_port(echo: tuple[str, int]) -
     sock.close()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2)
+
+
+# A tunnel to an echo server in a process whose open-file limit is 40 (soft and hard: it cannot be raised).
+LOW_LIMIT_TUNNEL = """
+import resource, socket, socketserver, sys, threading
+from hpcjup.tunnel import Tunnel
+
+class Echo(socketserver.BaseRequestHandler):
+    def handle(self):
+        while data := self.request.recv(65536):
+            self.request.sendall(data)
+
+resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40))
+server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo)
+server.daemon_threads = True
+threading.Thread(target=server.serve_forever, daemon=True).start()
+# More forwards allowed than descriptors exist (the default bound would avoid the shortage this test is about).
+tunnel = Tunnel(lambda: socket.create_connection(server.server_address), max_forwards=1000)
+print(tunnel.start(), flush=True)
+sys.stdin.read()  # until the test closes it
+print(tunnel.shortages, repr(tunnel.error), flush=True)
+"""
+
+
+def test_running_out_of_file_descriptors_does_not_end_the_tunnel() -> None:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", LOW_LIMIT_TUNNEL], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        port = int(child.stdout.readline())
+        crowd = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(60)]  # 3 descriptors each
+        for sock in crowd:
+            sock.sendall(b"x")
+        for sock in crowd:  # some are echoed, some closed (no descriptor to forward them), the rest wait
+            try:
+                sock.recv(1)
+            except TimeoutError:
+                break
+        for sock in crowd:
+            sock.close()
+        # Descriptors are free again: a new connection is served (the accept thread is alive).
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"after")
+            assert sock.recv(5) == b"after"
+        child.stdin.close()
+        shortages, error = child.stdout.readline().split(" ", 1)
+        assert int(shortages) > 0 and error.strip() == "None"
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_at_most_max_forwards_at_once_and_the_rest_wait(echo: tuple[str, int]) -> None:
+    with Tunnel(_opener(echo), max_forwards=4) as tunnel:
+        clients = [socket.create_connection(("127.0.0.1", tunnel.local_port), timeout=0.5) for _ in range(10)]
+        for sock in clients:
+            sock.sendall(b"x")
+
+        def echoed(sock: socket.socket) -> bool:
+            try:
+                return sock.recv(1) == b"x"
+            except TimeoutError:
+                return False
+
+        first = [echoed(sock) for sock in clients]
+        assert first.count(True) == 4 and tunnel.connections == 4
+        for sock, served in zip(clients, first, strict=True):
+            if served:
+                sock.close()
+        waiting = [sock for sock, served in zip(clients, first, strict=True) if not served]
+        for sock in waiting:
+            sock.settimeout(5)
+        assert all(echoed(sock) for sock in waiting[:4])  # the queued ones are served as slots free up
+        for sock in waiting:
+            sock.close()
+
+
+def test_the_default_bound_leaves_descriptors_for_everything_else() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, socket; from hpcjup.tunnel import Tunnel;"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256)); t = Tunnel(socket.socket); t.start();"
+        "print(t.max_forwards); t.close()"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["48"]  # macOS's 256 when it cannot be raised: (256 - 64) / 4
+
+
+def test_raise_descriptor_limit_goes_up_to_the_hard_limit_only() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import resource; from hpcjup.tunnel import raise_descriptor_limit as r;"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 1000)); print(r(), r(100), r(5000))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["1000", "1000", "1000"]  # raised to the hard limit, never lowered

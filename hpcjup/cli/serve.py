@@ -125,6 +125,8 @@ def report_end(app: App, record: SessionRecord, end: HoldEnd) -> None:
             f"Job {record.job_id} keeps running.",
             hint=f"{exc.hint + ' ' if exc.hint else ''}Then come back with `hpcjup attach {name} {where}`.",
         )
+    if end.tunnel is not None:  # the local tunnel died (session/hold.py): the command's error, the job runs on
+        raise end.tunnel
     if end.ended is None:
         app.ui.info(
             f"Detached. Job {record.job_id} keeps running.\n"

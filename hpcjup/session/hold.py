@@ -15,6 +15,7 @@ connect, the cache and the scheduler adapter. Nothing here prints or exits.
 from __future__ import annotations
 
 import contextlib
+import shlex
 import signal
 import threading
 import time
@@ -24,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
-from hpcjup.errors import AuthError, HpcjupError
+from hpcjup.errors import AuthError, ConnectError, HpcjupError
 from hpcjup.schedulers.base import JobState, Scheduler
 from hpcjup.session.holder import HolderLock
 from hpcjup.session.jupyter import api_status, lab_url
@@ -57,14 +58,21 @@ class Timings:
 
 @dataclass(frozen=True)
 class HoldEnd:
-    """Why holding stopped: detached (nothing set), the job ended (`ended`), or a reconnect was refused (`auth`)."""
+    """Why holding stopped: detached (nothing set), the job ended (`ended`), a reconnect was refused (`auth`),
+    or the local tunnel stopped accepting connections (`tunnel`)."""
 
     ended: str | None = None  # the launcher's reason, or what the scheduler says
     auth: AuthError | None = None
+    tunnel: ConnectError | None = None
 
     @property
     def detached(self) -> bool:
-        return self.ended is None and self.auth is None
+        return self.ended is None and self.auth is None and self.tunnel is None
+
+    @property
+    def error(self) -> HpcjupError | None:
+        """Why the tunnel closed while the job runs on (recorded in the laptop's cache for `ls`)."""
+        return self.auth or self.tunnel
 
 
 class SessionHolder:
@@ -135,9 +143,9 @@ class SessionHolder:
     def _uncache(self, end: HoldEnd, local_port: int) -> None:
         """The tunnel is gone from the cache; a refused reconnect is recorded there for `ls`."""
         error = None
-        if end.auth is not None:
+        if end.error is not None:
             at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            error = {"message": end.auth.message, "hint": end.auth.hint, "at": at}
+            error = {"message": end.error.message, "hint": end.error.hint, "at": at}
         self.store.update(self.host, self.record.name, tunnel=None, tunnel_error=error, last_local_port=local_port)
 
     def _hold(self, time_left: int | None, detached: threading.Event) -> HoldEnd:
@@ -147,6 +155,8 @@ class SessionHolder:
         next_state = time.monotonic() + t.state_every
         next_scheduler = time.monotonic() + t.scheduler_every
         while not detached.wait(t.alive_every):
+            if self.tunnel is not None and self.tunnel.error is not None:
+                return HoldEnd(tunnel=self._tunnel_failed(self.tunnel))
             if not self.transport.alive:
                 end = self._reconnect(detached)
                 if end is not None:
@@ -167,6 +177,16 @@ class SessionHolder:
                 if reason:
                     return HoldEnd(ended=reason)
         return HoldEnd()
+
+    def _tunnel_failed(self, tunnel: Tunnel) -> ConnectError:
+        """The error for a tunnel whose accept thread died: holding on would leave browsers hanging."""
+        exc = tunnel.take_error()  # reported here, not re-raised when the tunnel closes
+        self.notes.warn(f"The tunnel on port {tunnel.local_port} stopped accepting connections ({exc}).")
+        return ConnectError(
+            f"The tunnel to session {self.record.name} on port {tunnel.local_port} stopped accepting connections "
+            f"({exc}). Job {self.record.job_id} keeps running.",
+            hint=f"`hpcjup attach {shlex.quote(self.record.name)}` opens a new tunnel.",
+        )
 
     def _launcher_end(self) -> str | None:
         """The launcher's reason if state.json says the session ended."""

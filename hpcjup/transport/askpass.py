@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcjup.errors import AuthError, HpcjupError
+from hpcjup.text import CONTROL, visible
 from hpcjup.transport.base import Prompter
 
 log = logging.getLogger("hpcjup.ssh")
@@ -33,14 +34,16 @@ _SOCKET_ENV = "HPCJUP_ASKPASS_SOCKET"
 _SSH_ASKPASS_VARS = ("SSH_ASKPASS", "SSH_ASKPASS_REQUIRE", "DISPLAY")
 
 # Runs as SSH_ASKPASS: sends the prompt to the waiting hpcjup, prints the answer (stdlib only, so it
-# works whether or not hpcjup is importable from ssh's working directory).
+# works whether or not hpcjup is importable from ssh's working directory). A notice it shows itself
+# goes through hpcjup.text's CONTROL pattern (substituted in as CONTROL_PATTERN): no escape reaches the tty.
 _HELPER = r"""
-import json, os, socket, sys
+import json, os, re, socket, sys
 kind = os.environ.get("SSH_ASKPASS_PROMPT", "")
 if kind == "none":  # a notice ("confirm user presence": touch your security key), not a question
+    notice = re.sub(CONTROL_PATTERN, lambda m: "\\x%02x" % ord(m.group()), sys.argv[1] if len(sys.argv) > 1 else "")
     try:
         with open("/dev/tty", "w") as tty:
-            tty.write((sys.argv[1] if len(sys.argv) > 1 else "") + "\n")
+            tty.write(notice + "\n")
     except OSError:
         pass
     sys.exit(0)
@@ -128,7 +131,8 @@ class AskpassBridge:
             os.umask(old)
         self._server.listen(4)
         self._server.settimeout(0.2)
-        script = f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -c {shlex.quote(_HELPER)} "$@"\n'
+        helper = _HELPER.replace("CONTROL_PATTERN", repr(CONTROL.pattern))
+        script = f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -c {shlex.quote(helper)} "$@"\n'
         fd = os.open(self._helper, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
         with os.fdopen(fd, "w") as fh:
             fh.write(script)
@@ -165,7 +169,9 @@ class AskpassBridge:
         if self.error is None:  # after one refusal, refuse the rest instead of asking again
             try:
                 self.asked += 1
-                reply["answer"] = self.prompt(str(request.get("prompt", "")), request.get("kind") == "confirm")
+                # ssh passes on the server's keyboard-interactive text: its control characters are shown, not sent.
+                question = visible(str(request.get("prompt", "")))
+                reply["answer"] = self.prompt(question, request.get("kind") == "confirm")
             except HpcjupError as exc:
                 self.error = exc
             except (EOFError, KeyboardInterrupt) as exc:

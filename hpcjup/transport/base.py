@@ -21,10 +21,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from hpcjup.errors import RemoteCommandError
+from hpcjup.errors import DamagedDocument, RemoteCommandError
 from hpcjup.transport.batch import Entry, read_script, unpack
 
 log = logging.getLogger("hpcjup.remote")
+
+#: read_file reads at most this much: hpcjup's files on the cluster are a few KB, and a file that
+#: grew without bound (or a hostile one) must not fill the laptop's memory.
+FILE_LIMIT = 1024 * 1024
 
 # Asks the user a question (a passphrase, a 2FA code); `echo` says whether the answer may be shown.
 Prompter = Callable[[str, bool], str]
@@ -47,6 +51,15 @@ class Stream(Protocol):
     def sendall(self, data: bytes) -> None: ...
     def fileno(self) -> int: ...
     def close(self) -> None: ...
+
+
+def bounded(path: str, data: bytes) -> bytes:
+    """`data` read from `path`, or DamagedDocument if it is larger than FILE_LIMIT."""
+    if len(data) > FILE_LIMIT:
+        raise DamagedDocument(
+            path, f"is larger than {FILE_LIMIT // 1024 // 1024} MiB, far more than any file hpcjup writes"
+        )
+    return data
 
 
 def one_line(command: str) -> str:
@@ -166,7 +179,8 @@ class Transport(ABC):
 
     @abstractmethod
     def read_file(self, path: str) -> bytes:
-        """The content of a remote file; FileNotFoundError if it is missing."""
+        """The content of a remote file; FileNotFoundError if it is missing, DamagedDocument if it is
+        larger than FILE_LIMIT (backends read at most FILE_LIMIT + 1 bytes and call `bounded`)."""
 
     @abstractmethod
     def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:

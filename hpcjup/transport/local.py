@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hpcjup.errors import WaitTimeout
 from hpcjup.files import write_private
-from hpcjup.transport.base import PipeProcess, RemoteProcess, Stream, Transport
+from hpcjup.transport.base import FILE_LIMIT, PipeProcess, RemoteProcess, Stream, Transport, bounded
 
 
 class LocalTransport(Transport):
@@ -32,7 +32,8 @@ class LocalTransport(Transport):
         return str(Path.home())
 
     def read_file(self, path: str) -> bytes:
-        return Path(path).read_bytes()
+        with open(path, "rb") as fh:
+            return bounded(path, fh.read(FILE_LIMIT + 1))
 
     def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
         write_private(path, data, mode)

@@ -27,7 +27,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hpcjup.errors import ConnectError, HpcjupError, WaitTimeout
-from hpcjup.transport.base import PipeProcess, Prompter, RemoteProcess, Stream, Transport, one_line
+from hpcjup.transport.base import (
+    FILE_LIMIT,
+    PipeProcess,
+    Prompter,
+    RemoteProcess,
+    Stream,
+    Transport,
+    bounded,
+    one_line,
+)
 from hpcjup.transport.destination import (
     check_node_name,
     control_dir,
@@ -36,6 +45,7 @@ from hpcjup.transport.destination import (
     wrapper_config,
 )
 from hpcjup.transport.hostkeys import ssh_error
+from hpcjup.transport.loginshell import for_login_shell
 from hpcjup.transport.mux import Mux, MuxRefused, MuxStream
 from hpcjup.transport.sshmaster import Master, MuxUnavailable, resolve_options, terminate
 
@@ -151,7 +161,7 @@ class OpenSSHTransport(Transport):
 
     def _client(self, command: str, input: bytes | None, timeout: float) -> tuple[int, bytes, bytes]:
         """Run one command as a mux client; (exit code, stdout, stderr) as bytes."""
-        argv = [*self._master.client(), "-T", self.name, "--", command]
+        argv = [*self._master.client(), "-T", self.name, "--", for_login_shell(command)]
         try:
             proc = subprocess.run(
                 argv,
@@ -175,7 +185,7 @@ class OpenSSHTransport(Transport):
         return self._client(command, input, timeout)
 
     def _start(self, command: str) -> RemoteProcess:
-        argv = [*self._master.client(), "-T", self.name, "--", command]
+        argv = [*self._master.client(), "-T", self.name, "--", for_login_shell(command)]
         stdio = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.DEVNULL}
         return PipeProcess(subprocess.Popen(argv, **stdio, start_new_session=True))  # type: ignore[call-overload]
 
@@ -205,7 +215,8 @@ class OpenSSHTransport(Transport):
         return self._home
 
     def read_file(self, path: str) -> bytes:
-        return self._script('[ -e "$1" ] || exit 66; [ -d "$1" ] && exit 67; exec cat -- "$1"', path, timeout=600)
+        script = '[ -e "$1" ] || exit 66; [ -d "$1" ] && exit 67; exec head -c "$2" -- "$1"'
+        return bounded(path, self._script(script, path, str(FILE_LIMIT + 1), timeout=600))
 
     def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
         # Created under umask 077 (private before any byte lands), then chmod, then an atomic rename.

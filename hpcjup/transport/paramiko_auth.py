@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpcjup.errors import AuthError
+from hpcjup.text import visible
 from hpcjup.transport.base import Prompter
 from hpcjup.transport.destination import Destination
 
@@ -104,4 +105,7 @@ class Authenticator:
             return None
 
     def _interactive_handler(self, title: str, instructions: str, prompts: list[tuple[str, bool]]) -> list[str]:
-        return [self.prompt(text, echo) for text, echo in prompts]
+        # All of it is the server's text: control characters are shown, never sent to the terminal. The
+        # name and instructions (e.g. "Use your token") go before the first question, as OpenSSH shows them.
+        header = "".join(f"{visible(line)}\n" for line in (title, instructions) if line.strip())
+        return [self.prompt((header if i == 0 else "") + visible(text), echo) for i, (text, echo) in enumerate(prompts)]

@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 from hpcjup.errors import ConnectError, WaitTimeout
 from hpcjup.transport.askpass import effective_prompter
-from hpcjup.transport.base import Prompter, RemoteProcess, Stream, Transport
+from hpcjup.transport.base import FILE_LIMIT, Prompter, RemoteProcess, Stream, Transport, bounded
 from hpcjup.transport.destination import Destination, check_node_name, jump_chain, parse_destination
 from hpcjup.transport.hostkeys import known_key_types, verify_host_key
+from hpcjup.transport.loginshell import for_login_shell
 from hpcjup.transport.paramiko_auth import Authenticator, no_prompt
 
 if TYPE_CHECKING:
@@ -220,7 +221,7 @@ class ParamikoTransport(Transport):
     def read_file(self, path: str) -> bytes:
         _log_sftp("read_file", path, self.name)
         with self.sftp.open(path, "rb") as fh:
-            return fh.read()
+            return bounded(path, fh.read(FILE_LIMIT + 1))
 
     def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
         _log_sftp("write_file", path, self.name)
@@ -307,7 +308,7 @@ def _exec(chan: paramiko.Channel, command: str) -> None:
     m.add_int(chan.remote_chanid)
     m.add_string("exec")
     m.add_boolean(True)  # want a reply
-    m.add_string(command)
+    m.add_string(for_login_shell(command))  # sshd runs it through the user's login shell, whichever that is
     chan.transport._send_user_message(m)
 
 

@@ -122,6 +122,42 @@ def ensure_user(user: str, conf: Path) -> Path:
     return home
 
 
+def shell_startup(shell: str, conf: Path) -> tuple[str, str, str]:
+    """(login shell program, start-up file relative to home, its lines putting the cluster env on PATH).
+
+    sshd runs every remote command as `SHELL -c CMD`, and tcsh reads ~/.cshrc, fish its config.fish
+    for those too: the cluster environment belongs there, in the shell's own syntax.
+    """
+    if shell == "tcsh":
+        lines = f"setenv PATH {CLUSTER_ENV}/bin:$PATH\nif (! $?SLURM_CONF) setenv SLURM_CONF {conf}\n"
+        return "/usr/bin/tcsh", ".cshrc", lines
+    if shell == "fish":
+        lines = f"set -gx PATH {CLUSTER_ENV}/bin $PATH\nset -q SLURM_CONF; or set -gx SLURM_CONF {conf}\n"
+        return "/usr/bin/fish", ".config/fish/config.fish", lines
+    raise ValueError(f"no start-up file known for the login shell {shell!r}")
+
+
+def ensure_shell_user(user: str, shell: str, conf: Path) -> Path:
+    """A cluster user whose login shell is `shell` (tcsh, fish), unlocked for key logins, its cluster
+    environment in that shell's own start-up file (setenv, set -gx); its home."""
+    program, startup, lines = shell_startup(shell, conf)
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        subprocess.run(["useradd", "-m", "-s", program, user], check=True)
+    subprocess.run(["usermod", "-s", program, "-p", "*", user], check=True)
+    entry = pwd.getpwnam(user)
+    home = Path(entry.pw_dir)
+    os.chmod(home, home.stat().st_mode & 0o755)
+    path = home / startup
+    for directory in reversed(path.relative_to(home).parents[:-1]):
+        (home / directory).mkdir(exist_ok=True)
+        os.chown(home / directory, entry.pw_uid, entry.pw_gid)
+    path.write_text(f"{BLOCK_BEGIN}\n{lines}{BLOCK_END}\n")
+    os.chown(path, entry.pw_uid, entry.pw_gid)
+    return home
+
+
 def authorize_key(user: str, public_key: str) -> None:
     """Add `public_key` to the user's authorized_keys (0600 in a 0700 ~/.ssh), keeping others."""
     entry = pwd.getpwnam(user)
@@ -189,9 +225,22 @@ def write_laptop_ssh(home: Path, alias: str, port: int, user: str, key: Path, ho
     shutil.copyfile(key, identity)
     os.chmod(identity, 0o600)
     config = ssh / "config"
-    config.write_text(
+    config.write_text(host_block(alias, port, user, identity))
+    os.chmod(config, 0o600)
+    (ssh / "known_hosts").write_text(host_key_line + "\n")
+
+
+def host_block(alias: str, port: int, user: str, identity: Path) -> str:
+    """One `Host` entry of a laptop's ~/.ssh/config for the cluster's sshd."""
+    return (
         f"Host {alias}\n    HostName 127.0.0.1\n    Port {port}\n    User {user}\n"
         f"    IdentityFile {identity}\n    IdentitiesOnly yes\n"
     )
-    os.chmod(config, 0o600)
-    (ssh / "known_hosts").write_text(host_key_line + "\n")
+
+
+def add_laptop_host(home: Path, alias: str, port: int, user: str) -> None:
+    """Another `Host alias` in a laptop's ~/.ssh/config (written by write_laptop_ssh): the same key and
+    sshd, logging in as `user`."""
+    ssh = home / ".ssh"
+    config = ssh / "config"
+    config.write_text(config.read_text() + host_block(alias, port, user, ssh / "id_minicluster"))

@@ -88,6 +88,32 @@ def node_sshd(minicluster: MiniCluster) -> Iterator[NodeSshd]:
     server.stop()
 
 
+#: Cluster users whose login shell is not bash: {shell: user}; each laptop reaches one as Host `minicluster-SHELL`.
+SHELL_USERS = {"tcsh": "hpctcsh", "fish": "hpcfish"}
+
+
+@pytest.fixture(scope="session")
+def shell_users(minicluster: MiniCluster) -> Iterator[dict[str, str]]:
+    """The users of SHELL_USERS, created once (tcsh/fish login shells, the harness key authorized); their
+    jobs are cancelled at the end."""
+    from tests.cluster import files
+
+    for shell, user in SHELL_USERS.items():
+        files.ensure_shell_user(user, shell, minicluster.conf)
+        files.authorize_key(user, (minicluster.root / "client_ed25519.pub").read_text())
+    yield dict(SHELL_USERS)
+    for user in SHELL_USERS.values():
+        minicluster.cancel_all(user)
+
+
+def add_shell_hosts(home: Path, cluster: MiniCluster) -> None:
+    """Give a laptop (made by make_laptop_home with `cluster`) the Host aliases `minicluster-SHELL`."""
+    from tests.cluster import files
+
+    for shell, user in SHELL_USERS.items():
+        files.add_laptop_host(home, f"minicluster-{shell}", cluster.ssh_port, user)
+
+
 @pytest.fixture
 def clean_jobs(minicluster: MiniCluster) -> Iterator[None]:
     """After the test, scancel the cluster user's jobs and wait until none is active."""

@@ -13,7 +13,7 @@ ENV_DIR=/opt/hpcjup-cluster-env
 # Lmod (JUWELS, JURECA) beside Environment Modules: Debian's lmod and environment-modules conflict (each
 # Conflicts: the other), so environment-modules is installed and lmod is unpacked here, its Lua libraries from apt.
 LMOD_DIR=/opt/hpcjup-lmod
-PACKAGES=(slurm-wlm munge openssh-server chromium chromium-driver oathtool libpam-google-authenticator zsh fish
+PACKAGES=(slurm-wlm munge openssh-server chromium chromium-driver oathtool libpam-google-authenticator zsh fish tcsh
           environment-modules charliecloud-runtime
           lua5.3 lua-posix lua-filesystem lua-json lua-term tcl  # what lmod depends on
           python3 python3-venv  # Debian's python3 has no ensurepip (so no venv) without python3-venv
@@ -34,7 +34,8 @@ lmod_works() {
 }
 
 need_apt=0
-for bin in sbatch slurmctld slurmd munged sshd chromium chromedriver oathtool ssh-keygen zsh fish ch-run lua5.3 tclsh \
+for bin in sbatch slurmctld slurmd munged sshd chromium chromedriver oathtool ssh-keygen zsh fish tcsh ch-run \
+    lua5.3 tclsh \
     sge_qmaster sge_execd qsub qacct; do
     command -v "$bin" >/dev/null 2>&1 || { echo "install.sh: $bin is missing" >&2; need_apt=1; }
 done

@@ -206,3 +206,31 @@ def test_a_cancelled_job_ends_the_hold_at_once(tmp_path: Path) -> None:
     holder = session_holder(tmp_path, Up(), lambda host: Up(), Squeue(JobState.CANCELLED), scheduler_every=0.01)
     end = holder._hold(None, threading.Event())
     assert end.ended and "CANCELLED" in end.ended
+
+
+def test_a_dead_tunnel_ends_the_hold_and_is_recorded_for_ls(tmp_path: Path) -> None:
+    """The accept thread died for good (not a descriptor shortage): holding on would leave browsers hanging."""
+    import socket
+
+    from hpcjup.tunnel import Tunnel
+
+    holder = session_holder(tmp_path, Up(), lambda host: Up())
+    tunnel = Tunnel(lambda: socket.create_connection(("127.0.0.1", 9)))
+    port = tunnel.start()
+    holder.tunnel = tunnel
+    try:
+        assert tunnel._listener is not None
+        tunnel._listener.close()  # the listening socket is gone under the accept thread: accept() fails (EBADF)
+        tunnel._wake_w.send(b"x")
+        detached = threading.Event()
+        threading.Timer(5, detached.set).start()  # a holder that does not notice would hold on (detached at 5 s)
+        end = holder._hold(None, detached)
+        assert end.tunnel is not None and not end.detached and end.ended is None
+        assert f"port {port} stopped accepting connections" in end.tunnel.message and "hpcjup attach lab" in (
+            end.tunnel.hint or ""
+        )
+        holder._uncache(end, port)
+        recorded = holder.store.load(holder.host, "lab") or {}
+        assert "stopped accepting connections" in recorded["tunnel_error"]["message"]
+    finally:
+        tunnel.__exit__(None, None, None)  # the error was reported by the holder: leaving does not raise it again

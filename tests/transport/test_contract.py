@@ -73,6 +73,19 @@ def test_files(transport: Transport, workdir: str) -> None:
         transport.read_file(f"{workdir}/missing")
 
 
+def test_read_file_is_bounded(transport: Transport, workdir: str) -> None:
+    """A file that grew without bound (or a hostile one) is an error naming it, not the laptop's memory filled."""
+    from hpcjup.errors import DamagedDocument
+    from hpcjup.transport.base import FILE_LIMIT
+
+    Path(f"{workdir}/limit").write_bytes(b"x" * FILE_LIMIT)
+    assert len(transport.read_file(f"{workdir}/limit")) == FILE_LIMIT
+    with open(f"{workdir}/huge", "wb") as fh:  # sparse: it takes no disk space
+        fh.truncate(64 * 1024**2)
+    with pytest.raises(DamagedDocument, match=r"huge.* larger than 1 MiB"):
+        transport.read_file(f"{workdir}/huge")
+
+
 def test_directories(transport: Transport, workdir: str) -> None:
     transport.mkdir(f"{workdir}/d", 0o700)
     assert stat.S_IMODE(os.stat(f"{workdir}/d").st_mode) == 0o700
