@@ -38,6 +38,9 @@ def command(app: App, host: str | None, local: bool, dry_run: bool, reach: Reach
             remember(app.store, host, [(view.record, view.report, view.usage) for view in sessions])
             # One command for all of them, whatever their number: cancel the hopeless jobs, remove the directories.
             kills = [view.scheduler.kill_snippet([view.job_id]) for view in sessions if view.active]
+            kills += [
+                view.scheduler.leftovers_snippet(view.paths.dir) for view in sessions
+            ]  # a launcher killed outright
             remove = shlex.join(["rm", "-rf", "--", *(view.paths.dir for view in doomed)])
             transport.run(["sh", "-c", "; ".join([*filter(None, kills), remove])])
             for item in removed:
