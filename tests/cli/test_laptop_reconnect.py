@@ -30,7 +30,7 @@ def point(home: Path, cluster: Any, alias: str, port: int) -> None:
 
 
 def test_a_reconnect_uses_this_laptops_destination(
-    minicluster: Any, laptop_env: dict[str, str], tmp_path: Path, clean_jobs: None
+    minicluster: Any, laptop_env: dict[str, str], tmp_path: Path
 ) -> None:
     name = f"roam-{uuid.uuid4().hex[:6]}"
     started = run(["start", "--host", "minicluster", "-d", "--json", "--no-dask", "--name", name], laptop_env)
