@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from hpcjup.cli.app import App, Reach, host_options, json_option
@@ -41,7 +43,9 @@ def command(
     with app.connect_with_status(host, reach) as transport:
         view = pick_session(transport, app.store, session)
         scheduler = view.scheduler
-        record = view.record
+        # The destination as this laptop reached it: session.json has it as the starting laptop spelt it, which
+        # this one's ~/.ssh/config may not know. Reconnects, the cache, the log and every hint go by it.
+        record = dataclasses.replace(view.record, host=host)
         if not view.active:
             raise ended_error(view, transport)
         cached = view.cached or {}

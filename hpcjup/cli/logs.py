@@ -1,8 +1,15 @@
-"""`hpcjup logs`: the job's log (tokens masked), and how the session ended."""
+"""`hpcjup logs`: the job's log (tokens masked), and how the session ended.
+
+A job's log is whatever the job's programs printed, and on a terminal an escape sequence in it would
+act rather than show (retitle the window, rewrite the screen, answer back into the shell, hide lines
+behind a carriage return). So on a terminal its control characters are shown as escapes (\\x1b,
+\\x0d); piped or redirected, and with --raw, the log is written as it is, for tools that want it so.
+"""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import click
@@ -22,14 +29,25 @@ _FOLLOW_EVERY = 1.0
 @host_options
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the job ends (Ctrl-C stops).")
 @click.option("-n", "--lines", type=click.IntRange(min=0), help="Only the last N lines (0: none, e.g. with -f).")
+@click.option(
+    "--raw", is_flag=True, help="Write control characters as they are, also to a terminal (piped, they always are)."
+)
 @json_option
 @click.pass_obj
 def command(
-    app: App, session: str | None, host: str | None, local: bool, follow: bool, lines: int | None, reach: Reach
+    app: App,
+    session: str | None,
+    host: str | None,
+    local: bool,
+    follow: bool,
+    lines: int | None,
+    raw: bool,
+    reach: Reach,
 ) -> None:
     """Print the job's log (Jupyter's output, tokens masked); for an ended session, say how it ended.
 
-    At most the last MiB is read: a job's log can be large.
+    At most the last MiB is read: a job's log can be large. On a terminal, control characters (escape
+    sequences) are shown as \\xNN unless --raw is given.
     """
     from hpcjup.session.overview import pick_session
     from hpcjup.session.wait import read_log
@@ -41,16 +59,30 @@ def command(
         if app.ui.json_mode:
             app.ui.result({**view.to_dict(), "log": text, "log_path": view.paths.log})
             return
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        write = _writer(raw)
+        write(text)
         if not view.active:
             message = f" ({view.report.message})" if view.report and view.report.message else ""
             app.ui.info(f"Session {view.record.name} ended: {view.why}{message}.")
         elif follow:
-            _follow(app, transport, view)
+            _follow(app, transport, view, write)
 
 
-def _follow(app: App, transport: Transport, view: SessionView) -> None:
+def _writer(raw: bool) -> Callable[[str], None]:
+    """Writes log text to stdout: as it is with --raw or when stdout is no terminal, else with control
+    characters made visible."""
+    from hpcjup.ui import visible
+
+    as_is = raw or not sys.stdout.isatty()
+
+    def write(text: str) -> None:
+        sys.stdout.write(text if as_is else visible(text))
+        sys.stdout.flush()
+
+    return write
+
+
+def _follow(app: App, transport: Transport, view: SessionView, write: Callable[[str], None]) -> None:
     """Print what the log gains (one remote watcher tells when) until the launcher records its end."""
     from hpcjup.job import STATE_FILE
     from hpcjup.schedulers.base import JOB_LOG
@@ -68,8 +100,7 @@ def _follow(app: App, transport: Transport, view: SessionView) -> None:
                         offset = log.size  # the first report: what was printed above
                     elif log.size > offset:
                         _, data, _ = transport.run_raw(["tail", "-c", f"+{offset + 1}", "--", view.paths.log])
-                        sys.stdout.write(mask_tokens(data.decode(errors="replace")))
-                        sys.stdout.flush()
+                        write(mask_tokens(data.decode(errors="replace")))
                         offset += len(data)
                 report = report_of(changes.get(STATE_FILE)) if STATE_FILE in changes else None
                 if report is not None and report.ended:

@@ -40,6 +40,9 @@ def command(app: App, host: str | None, local: bool, dry_run: bool, reach: Reach
             # One command for all of them, whatever their number: cancel the hopeless jobs, remove the directories
             # that are still what this listing saw (catalog.REMOVE_SCRIPT: a start may have reused a name since).
             kills = [view.scheduler.kill_snippet([view.job_id]) for view in sessions if view.active]
+            kills += [
+                view.scheduler.leftovers_snippet(view.paths.dir) for view in sessions
+            ]  # a launcher killed outright
             grace = str(int(STARTING_GRACE // 60))
             triples = [word for view in doomed for word in (view.paths.name, view.job_id or "", _kind(view))]
             remove = shlex.join(["sh", "-c", REMOVE_SCRIPT, "sh", doomed[0].paths.root, grace, *triples])

@@ -23,7 +23,10 @@ from typing import Any, Protocol
 from hpcjup.errors import UsageError
 from hpcjup.job.contract import MIN_SERVER
 
-LOCAL_EXTRA = "hpcjup[local]"
+#: The extra of hpcjup's own metadata that lists what `--local` needs (pyproject.toml's `local`). The hint names
+#: its requirements one by one: `hpcjup[local]` would ask the index for a project called hpcjup, a name on PyPI
+#: that is not this project's (anyone could publish there under it).
+LOCAL_EXTRA = "local"
 
 # Where `module` comes from when the batch shell has no such function: the init scripts of
 # Lmod and Environment Modules, for sh (which bash runs too). $MODULESHOME and $LMOD_PKG are set
@@ -169,12 +172,26 @@ def local_python(own: str = sys.executable) -> str:
     on_path = shutil.which("python3")
     if on_path and has_jupyterlab(on_path):
         return "python3"
-    install = shlex.join([own, "-m", "pip", "install", LOCAL_EXTRA])
+    install = shlex.join([own, "-m", "pip", "install", *local_requirements()])
     raise UsageError(
         f"No JupyterLab for --local: neither hpcjup's Python ({own}) nor python3 on PATH "
         f"({on_path or 'none'}) has jupyterlab and jupyter_server >= {'.'.join(map(str, MIN_SERVER))}.",
         hint=f"Install them next to hpcjup: {install}   (or name a Python that has them: --python PATH).",
     )
+
+
+def local_requirements() -> list[str]:
+    """What `--local` needs in hpcjup's own environment, as pip requirements: the `local` extra of the installed
+    hpcjup's metadata (pyproject.toml is the one list), else JupyterLab and the jupyter_server it needs."""
+    import importlib.metadata
+
+    extra = re.compile(r"""extra\s*==\s*["']""" + LOCAL_EXTRA + r"""["']""")
+    try:
+        found = importlib.metadata.requires("hpcjup") or []
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        found = []
+    wanted = [req.strip() for req, _, marker in (line.partition(";") for line in found) if extra.search(marker)]
+    return wanted or ["jupyterlab>=4", f"jupyter_server>={'.'.join(map(str, MIN_SERVER))}"]
 
 
 # Run by another Python: does it have JupyterLab and a recent enough jupyter_server? (stdlib only, nothing imported)

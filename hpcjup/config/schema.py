@@ -24,6 +24,11 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 
+#: What a `python` setting may be: one word a shell reads as it is (worker-group job scripts run it unquoted),
+#: a path or a command name, no leading `-`, `~/` only in front. session.json's `python` is read against it too.
+PYTHON_WORD = re.compile(r"(?:~/)?[A-Za-z0-9_./+][A-Za-z0-9_./+-]{0,1023}")
+
+
 @dataclass(frozen=True)
 class Key:
     """One setting: its name (as in `hpcjup start --NAME`), its type, and a line of help."""
@@ -35,6 +40,7 @@ class Key:
     default: Any = None
     low: int = 0  # int keys: the smallest value
     high: int | None = None
+    shape: tuple[re.Pattern[str], str] | None = None  # str keys: the pattern the whole value matches, and its words
 
 
 KEYS: dict[str, Key] = {
@@ -51,7 +57,13 @@ KEYS: dict[str, Key] = {
         Key("gpus", str, "GPUs, e.g. 4 or a100:4"),
         Key("directives", list, "extra batch-system options, verbatim, e.g. ['-l storage=gdata/ab12'] (PBS)"),
         Key("workdir", str, "Jupyter's root directory on the cluster"),
-        Key("python", str, "the cluster-side Python with JupyterLab", default="python3"),
+        Key(
+            "python",
+            str,
+            "the cluster-side Python with JupyterLab",
+            default="python3",
+            shape=(PYTHON_WORD, "a path or command name without spaces or shell characters, e.g. ~/env/bin/python"),
+        ),
         Key("idle_timeout", str, "end the session after this long unused (0: never)", default="1h"),
         Key("local_port", int, "local end of the tunnel", low=1, high=65535),
         Key("socket", bool, "Jupyter on a Unix socket on the node, reached by SSH to the node", default=False),
@@ -120,6 +132,8 @@ def coerce(key: Key, raw: Any, label: str) -> Any:
         raise UsageError(f"{label} is empty.", hint=f"{key.name}: {key.help}; remove the line to leave it unset.")
     if key.choices and value not in key.choices:
         raise UsageError(f"{label} is {value!r}, not one of {', '.join(key.choices)}.")
+    if key.shape and not key.shape[0].fullmatch(value):
+        raise UsageError(f"{label} is {value!r}: it must be {key.shape[1]}.", hint=f"{key.name}: {key.help}.")
     if key.type is int and not key.low <= value <= (key.high if key.high is not None else value):
         raise UsageError(
             f"{label} is {value}: it must be at least {key.low}" + (f" and at most {key.high}." if key.high else ".")

@@ -266,7 +266,7 @@ class Launcher:
         self.usage.write()
         address = self.args.bind or node_address()
         self.endpoint = Endpoint(address, use_socket=self.args.socket)
-        root = os.path.abspath(os.path.expanduser(self.args.workdir or "~"))
+        root = os.path.abspath(os.path.expanduser(os.path.expandvars(self.args.workdir or "~")))  # $VAR: the job's
         self.sleep(0)  # a stop that came before Jupyter started
         started, clock = now(), time.monotonic()
         log(

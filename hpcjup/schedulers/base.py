@@ -354,6 +354,11 @@ class Scheduler(ABC):
         """sh that ends these jobs at once."""
         raise NotImplementedError
 
+    def leftovers_snippet(self, session_dir: str) -> str:
+        """sh that ends what a session whose launcher is gone left running (no batch system ends it: `--local`,
+        `--scheduler none`); empty where the scheduler's own end of the job takes all of it."""
+        return ""
+
     def cancel_own_snippet(self, job_ids: Sequence[str]) -> str:
         """sh that cancels those of these (worker) jobs that are still active and the user's own, printing
         `hpcjup-cancelled ID` for each; empty where the scheduler has no worker jobs."""

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from hpcjup.config.schema import PYTHON_WORD
 from hpcjup.errors import DamagedDocument
 
 T = TypeVar("T")
@@ -22,6 +23,15 @@ HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})")
 ADDRESS = re.compile(r"[A-Za-z0-9.:%-]{1,253}")  # IPv4, IPv6 (with a zone), or a host name
 TOKEN = re.compile(r"[A-Za-z0-9_-]{16,256}")
 WORD = re.compile(r"[a-z][a-z0-9-]{0,63}")
+#: The cluster-side Python (session.json's `python`): a worker-group job script runs it as a word of a shell
+#: line, so nothing a shell reads (no space, quote, `;`, `$`...), no leading `-`; `~/` only in front.
+PYTHON = PYTHON_WORD  # the `python` setting is checked against the same pattern (config.schema), so start never
+# writes a session.json that later reads as damaged
+#: The Dask scheduler's address (connection.json's `dask.scheduler`): tls:// or tcp://, a host name or an IP
+#: address (IPv6 in brackets), a port. It reaches worker jobs' command lines and the user's notebooks.
+_DASK_ADDRESS = re.compile(
+    r"(?:tls|tcp)://(?:\[[0-9A-Fa-f:.]{2,45}(?:%[A-Za-z0-9_.-]{1,32})?\]|[A-Za-z0-9][A-Za-z0-9.-]{0,252}):([0-9]{1,5})"
+)
 
 
 def parse_object(raw: bytes, what: str) -> dict[str, Any]:
@@ -99,4 +109,14 @@ def base_url(value: Any) -> str:
         raise ValueError(f"{str(value)[:80]!r} is not a path starting with '/'")
     if _CONTROL.search(value) or any(c in value for c in " ?#\\\"'<>`"):
         raise ValueError(f"{value[:80]!r} has characters a URL path may not have")
+    return value
+
+
+def dask_address(value: Any) -> str | None:
+    """The Dask scheduler's address as the launcher writes it (`tls://HOST:PORT`), or None when there is none."""
+    if value is None or value == "":
+        return None
+    match = _DASK_ADDRESS.fullmatch(value) if isinstance(value, str) else None
+    if match is None or not 0 < int(match.group(1)) <= 65535:
+        raise ValueError(f"{str(value)[:80]!r} is not a Dask address such as tls://node1:8786")
     return value

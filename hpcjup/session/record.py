@@ -11,7 +11,7 @@ from typing import Any
 from hpcjup.config.resources import Resources
 from hpcjup.errors import DamagedDocument, HpcjupError
 from hpcjup.job import SCHEMA
-from hpcjup.session.fields import ADDRESS, HOST_NAME, TOKEN, WORD, Reader, base_url, parse_object
+from hpcjup.session.fields import ADDRESS, HOST_NAME, PYTHON, TOKEN, WORD, Reader, base_url, dask_address, parse_object
 from hpcjup.session.layout import NAME
 from hpcjup.transport.base import Transport
 
@@ -67,7 +67,7 @@ class SessionRecord:
             resources=r.mapping("resources") or {},
             workdir=r.text("workdir"),
             idle_timeout=r.integer("idle_timeout"),
-            python=r.text("python", default="python3"),
+            python=r.text("python", default="python3", pattern=PYTHON),
             hpcjup_version=r.text("hpcjup_version", default=""),
             schema=r.integer("schema", default=SCHEMA),
         )
@@ -104,7 +104,11 @@ class Connection:
         dask = r.mapping("dask")
         if dask is not None:
             d = Reader(dask, f"{what} (dask)")
-            dask = {**dask, "scheduler": d.text("scheduler"), "dashboard_port": d.integer("dashboard_port", high=65535)}
+            dask = {
+                **dask,
+                "scheduler": d.checked("scheduler", dask_address),
+                "dashboard_port": d.integer("dashboard_port", high=65535),
+            }
         return cls(
             job_id=r.text("job_id", required=True, pattern=_JOB_ID),
             node=r.text("node", required=True, pattern=HOST_NAME),

@@ -67,6 +67,7 @@ def stop_sessions(transport: Transport, views: Sequence[SessionView], grace: flo
         pending_ids = [v.record.job_id for v in mine if v in active and v not in running]  # no launcher yet
         before.append(scheduler.stop_snippet(run_ids, pending_ids))
         after += [_killed_unless_ended(scheduler, v) for v in mine if v in running]
+        after += [scheduler.leftovers_snippet(v.paths.dir) for v in mine if v in running or not v.active]
         after.append(scheduler.cancel_own_snippet([job for v in mine for job in v.worker_ids]))
     after.append(shlex.join(["rm", "-f", "--", *(v.paths.file(name) for v in views for name in SECRETS)]))
     reports: dict[str, JobReport] = {}

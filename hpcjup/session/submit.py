@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import posixpath
+import re
 import secrets
 import shlex
 import threading
@@ -300,15 +301,21 @@ def deferred_interrupts() -> Iterator[threading.Event]:
         yield event
 
 
+_HOME_VAR = re.compile(r"\$HOME\b|\$\{HOME\}")
+
+
 def resolve_workdir(workdir: str | None, home: str) -> str | None:
     """Jupyter's root directory: relative to the home directory, never inside hpcjup's session tree
     (`hpcjup prune` deletes that tree, and with it any notebook kept there)."""
     if workdir is None:
         return None
-    if workdir.startswith("$"):
-        return workdir  # $PROJECT/... is for the job's shell to expand
     home = home.rstrip("/")
-    expanded = home + workdir[1:] if workdir == "~" or workdir.startswith("~/") else workdir
+    # $HOME is the home this start found: expanded here, so that the check below sees where the path goes
+    # ($HOME/.hpcjup/x slipped past it). Any other $VAR is the job's: the launcher expands it, after the setup.
+    expanded = _HOME_VAR.sub(lambda _: home, workdir)
+    expanded = home + expanded[1:] if expanded == "~" or expanded.startswith("~/") else expanded
+    if expanded.startswith("$"):
+        return expanded
     path = posixpath.normpath(posixpath.join(home, expanded))
     own = posixpath.join(home, SESSIONS_DIR.split("/")[0])  # ~/.hpcjup
     if path == own or path.startswith(own + "/"):

@@ -1,5 +1,5 @@
 """Output: rich text on a terminal, one JSON object for scripts. The only package that imports rich."""
 
-from hpcjup.ui.console import UI, escape
+from hpcjup.ui.console import UI, escape, visible
 
-__all__ = ["UI", "escape"]
+__all__ = ["UI", "escape", "visible"]

@@ -24,6 +24,7 @@ from hpcjup.config.environment import (
     has_jupyterlab,
     launcher_python,
     local_python,
+    local_requirements,
     module_lines,
     setup_lines,
     shell_path,
@@ -505,8 +506,21 @@ def test_local_python_names_the_install_command_when_nothing_has_jupyterlab(
     monkeypatch.setenv("PATH", str(bin_with_python3(tmp_path / "path", fake_jupyter_python(tmp_path / "p", None))))
     with pytest.raises(UsageError) as raised:
         local_python(own)
-    assert f"{own} -m pip install 'hpcjup[local]'" in (raised.value.hint or "")
     assert raised.value.exit_code == 2
+    hint = raised.value.hint or ""
+    # Not `pip install 'hpcjup[local]'`: on an index that asks PyPI, that is whoever registers the name hpcjup there.
+    assert "hpcjup[" not in hint, hint
+    command = shlex.split(hint.split("next to hpcjup: ", 1)[1].split("   (", 1)[0])
+    assert command[:4] == [own, "-m", "pip", "install"], command
+    assert command[4:] == local_requirements(), command
+
+
+def test_the_local_requirements_are_the_local_extra_of_the_installed_metadata() -> None:
+    import importlib.metadata
+
+    declared = [r.split(";")[0].strip() for r in importlib.metadata.requires("hpcjup") or [] if 'extra == "local"' in r]
+    assert declared and local_requirements() == declared
+    assert {"jupyterlab>=4", "jupyter_server>=2.20"} <= set(local_requirements())
 
 
 def bin_with_python3(directory: Path, python: str) -> Path:

@@ -361,7 +361,7 @@ def test_local_without_jupyterlab_anywhere_is_a_usage_error(
     monkeypatch.setenv("PATH", str(bin_with_python3(tmp_path / "path", fake_jupyter_python(tmp_path / "p", None))))
     with pytest.raises(UsageError, match="No JupyterLab for --local") as raised:
         resolve({"local": True}, profile=None, env={}, path=config)
-    assert f"{sys.executable} -m pip install 'hpcjup[local]'" in (raised.value.hint or "")
+    assert f"{sys.executable} -m pip install 'jupyterlab>=4' 'jupyter_server>=2.20'" in (raised.value.hint or "")
 
 
 def test_typed_options_pass_local_on() -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from rich.console import Console
 
 from hpcjup.errors import JobFailedError
-from hpcjup.ui import UI, escape
+from hpcjup.ui import UI, escape, visible
 from hpcjup.ui.tables import sessions_table
 
 # A pending reason, node name or job log line as the cluster (or anyone who can edit the session's files) sends it.
@@ -113,3 +115,21 @@ def test_ls_table_cells_are_literal(text: str, color: bool) -> None:
     ]
     table = sessions_table(rows, "juwels", color=color)
     assert f"pending: {text}" in table and text in table.splitlines()[2]
+
+
+@given(st.text())
+def test_visible_leaves_nothing_a_terminal_acts_on(text: str) -> None:
+    shown = visible(text)
+    assert not any(
+        (ord(c) < 0x20 and c not in "\n\t")
+        or 0x7F <= ord(c) <= 0x9F
+        or 0x202A <= ord(c) <= 0x202E
+        or 0x2066 <= ord(c) <= 0x2069
+        for c in shown
+    )
+    assert shown.count("\n") == text.count("\n")  # lines stay lines
+
+
+@given(st.text(st.characters(blacklist_categories=("Cc", "Cf"))))
+def test_visible_keeps_printable_text_as_it_is(text: str) -> None:
+    assert visible(text) == text
