@@ -125,7 +125,6 @@ class LocalProcess(Scheduler):
         lines = [
             "#!/bin/sh",
             f"# hpcjup session {spec.name}: JupyterLab on this machine.",
-            _START_TIME,
             *self.job_environment(spec),
             "umask 077",
             *spec.setup,
@@ -141,6 +140,7 @@ class LocalProcess(Scheduler):
         limit = spec.resources.time_seconds or 0
         return [
             f"export {job.ENV_SCHEDULER}={self.name}",
+            _START_TIME,
             f'hpcjup_t=$(hpcjup_start $$); export {job.ENV_JOB_ID}="$$.${{hpcjup_t:-0}}"',
             f'export {job.ENV_NODE}="$(hostname -s 2>/dev/null || hostname)"',
             f'export {job.ENV_NODELIST}="${job.ENV_NODE}"',

@@ -169,7 +169,8 @@ def test_local_job_environment_is_this_host(tmp_path: Path) -> None:
     spec = JobSpec(name="x", session_dir="/h/x", command=["true"], resources=Resources(time="1:00:00"), warn_seconds=60)
     got = exported(LocalProcess().job_environment(spec), {"PATH": "/usr/bin:/bin"}, tmp_path)
     assert got["HPCJUP_NODELIST"] == got["HPCJUP_NODE"] and got["HPCJUP_LAUNCH"] == "" and got["HPCJUP_SUBMIT"] == ""
-    assert int(got["HPCJUP_CPUS"]) >= 1 and got["HPCJUP_JOB_ID"].isdigit()
+    pid, _, start = got["HPCJUP_JOB_ID"].partition(".")  # PID.START: the launcher's pid and its start time
+    assert int(got["HPCJUP_CPUS"]) >= 1 and pid.isdigit() and start.isdigit() and int(start) > 0
     assert (got["HPCJUP_TIME_LIMIT"], got["HPCJUP_WARN_SIGNAL"], got["HPCJUP_WARN_SECONDS"]) == ("3600", "0", "60")
 
 
