@@ -2,9 +2,11 @@
 
 Standard library only (it starts `distributed` in subprocesses, from the job's Python).
 The session's TLS credentials (dask/cert.pem, dask/key.pem, made by the laptop, 0600) are
-used by scheduler, workers and clients; plain connections are refused. The dashboard
-listens on the node's loopback only: it is reached through Jupyter's authenticated
-proxy (jupyter-server-proxy), never open on the cluster network. A dask config file
+used by scheduler, workers and clients; plain connections are refused. No Dask process of
+the session listens on a TCP port for HTTP (daskhttp.py, loaded into each as a preload): the
+scheduler serves its dashboard on a Unix socket in the session's private node-local directory,
+which Jupyter's authenticated proxy reaches (jupyter-server-proxy, `{base_url}dask-dashboard/`);
+without jupyter-server-proxy there is no dashboard. A dask config file
 (dask/config/distributed.yaml, JSON is valid YAML) makes `Client()` in a notebook
 connect with no arguments: DASK_CONFIG points at it for Jupyter, its kernels and workers.
 """
@@ -12,6 +14,7 @@ connect with no arguments: DASK_CONFIG points at it for Jupyter, its kernels and
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -27,6 +30,10 @@ from atomic import write_private  # beside this file (the launcher puts its dire
 
 JOBS_FILE = "jobs"  # in dask/: the ids of the jobs the notebook submitted, one a line
 SETUP_FILE = "setup.sh"  # in the session directory: the profile's environment (hpcjup.job.SETUP_FILE)
+PRELOAD_FILE = "daskhttp.py"  # beside this file: Dask's HTTP server on a Unix socket or nowhere
+DASHBOARD_SOCKET = "dask-dashboard.sock"  # in the private directory
+DASHBOARD_NAME = "dask-dashboard"  # jupyter-server-proxy's name for it: {base_url}dask-dashboard/status
+DASHBOARD_PATH = DASHBOARD_NAME + "/status"  # (hpcjup.job.DASHBOARD_PATH: the laptop builds the URL from it)
 
 
 # The job's environment (hpcjup.job.ENV_*: the rendered job script exports them; a test checks the names).
@@ -130,9 +137,17 @@ class DaskCluster:
     """Scheduler and workers of one session."""
 
     def __init__(
-        self, session_dir: str, address: str, workers: int, worker_cores: int, worker_memory: str, lifetime: int
+        self,
+        session_dir: str,
+        address: str,
+        workers: int,
+        worker_cores: int,
+        worker_memory: str,
+        lifetime: int,
+        private: str,
     ) -> None:
         self.dir = os.path.join(session_dir, "dask")
+        self.private = private  # the session's private node-local directory (private.py)
         self.config_dir = os.path.join(self.dir, "config")
         self.address = address
         self.workers, self.worker_cores, self.worker_memory, self.lifetime = (
@@ -144,10 +159,12 @@ class DaskCluster:
         self.scheduler = None  # type: subprocess.Popen | None
         self.worker_procs = []  # type: list[subprocess.Popen]
         self.scheduler_address = ""
-        self.dashboard_port = 0
+        self.dashboard_port = 0  # Dask reports its HTTP port here: 0, or its HTTP server is open on TCP
+        # The dashboard only where Jupyter can proxy it (a Unix socket needs a named jupyter-server-proxy entry).
+        self.dashboard = importlib.util.find_spec("jupyter_server_proxy") is not None
 
     @classmethod
-    def from_args(cls, session_dir: str, address: str, args) -> DaskCluster:
+    def from_args(cls, session_dir: str, address: str, args, private: str) -> DaskCluster:
         """From the launcher's options; defaults fill the allocation: one worker per node, the task's CPUs each."""
         nodes = max(1, len(hosts()))
         workers = args.workers if args.workers >= 0 else nodes
@@ -157,15 +174,27 @@ class DaskCluster:
         lifetime = args.lifetime
         if granted > 0 and lifetime > 0:
             lifetime = max(60, min(lifetime, granted - warn - 60))
-        return cls(session_dir, address, workers, cores, args.worker_memory, lifetime)
+        return cls(session_dir, address, workers, cores, args.worker_memory, lifetime, private)
 
     @property
     def scratch(self) -> str:
-        """Node-local scratch for the workers (spilled data, lock files), private to this user and session. Dask's
-        default, /tmp/dask-scratch-space, belongs to whoever made it first (0700 under the job's umask): another
-        user's workers on the same node then fail with PermissionError on its lock files."""
-        session = os.path.basename(os.path.dirname(self.dir))
-        return os.path.join(os.environ.get("TMPDIR") or "/tmp", f"hpcjup-{os.getuid()}-{session}")
+        """Node-local scratch for the workers (spilled data, lock files), in the session's private directory. Dask's
+        default, /tmp/dask-scratch-space, belongs to whoever made it first; a predictable name of our own
+        (/tmp/hpcjup-UID-SESSION) could be made first by another user. The private directory's name is
+        unguessable: on other nodes the workers create the same path (umask 077), and nobody can have made it."""
+        return os.path.join(self.private, "dask-scratch")
+
+    @property
+    def dashboard_socket(self) -> str:
+        return os.path.join(self.private, DASHBOARD_SOCKET)
+
+    def proxy_args(self) -> list[str]:
+        """Jupyter's options that serve the dashboard at {base_url}dask-dashboard/ (jupyter-server-proxy, behind
+        Jupyter's token), from the scheduler's Unix socket; none without jupyter-server-proxy."""
+        if not self.dashboard:
+            return []
+        spec = {"unix_socket": self.dashboard_socket, "launcher_entry": {"enabled": False}}
+        return [f"--ServerProxy.servers={DASHBOARD_NAME}={spec!r}"]  # a Python literal: traitlets reads it so
 
     @property
     def env(self) -> dict:
@@ -198,6 +227,7 @@ class DaskCluster:
             return {}
         setup = shlex.quote(os.path.join(os.path.dirname(self.dir), SETUP_FILE))
         prologue = [
+            "umask 077",  # Dask's scratch and logs on the worker's node are nobody else's
             f"if [ -r {setup} ]; then . {setup}; fi",  # the profile's environment; older sessions have none
             f"export DASK_CONFIG={shlex.quote(self.config_dir)}",
             f"export PATH={shlex.quote(os.path.dirname(sys.executable))}:$PATH",
@@ -221,13 +251,17 @@ class DaskCluster:
     def write_config(self) -> None:
         cert, key = os.path.join(self.dir, "cert.pem"), os.path.join(self.dir, "key.pem")
         pair = {"cert": cert, "key": key}
+        preload = os.path.join(os.path.dirname(os.path.abspath(__file__)), PRELOAD_FILE)  # shipped beside this file
         config: dict[str, Any] = {
             "distributed": {
                 "comm": {
                     "require-encryption": True,
                     "tls": {"ca-file": cert, "scheduler": pair, "worker": pair, "client": pair},
                 },
-                "dashboard": {"link": "{JUPYTER_SERVER_ROOT}proxy/{port}/status"},
+                "dashboard": {"link": "{JUPYTER_SERVER_ROOT}" + DASHBOARD_PATH},
+                # Every Dask process of the session (also a notebook's worker jobs) loads daskhttp.py first.
+                "scheduler": {"preload": [preload]},
+                "worker": {"preload": [preload]},
             },
             "temporary-directory": self.scratch,
         }
@@ -252,12 +286,11 @@ class DaskCluster:
             self.address,
             "--port",
             "0",
-            "--dashboard-address",
-            "127.0.0.1:0",
             "--scheduler-file",
             os.path.join(self.dir, "scheduler.json"),
         ]
-        self.scheduler = subprocess.Popen(argv, env=self.env, start_new_session=True)
+        env = dict(self.env, HPCJUP_DASK_HTTP_SOCKET=self.dashboard_socket) if self.dashboard else self.env
+        self.scheduler = subprocess.Popen(argv, env=env, start_new_session=True)
 
     def poll_scheduler(self) -> bool:
         """True once the scheduler file names the address (then the config gets it, and workers start)."""
@@ -268,6 +301,8 @@ class DaskCluster:
             return False
         self.scheduler_address = info["address"]
         self.dashboard_port = int((info.get("services") or {}).get("dashboard") or 0)
+        if self.dashboard_port:  # daskhttp.py did not take effect: never run a session whose dashboard is open
+            return True
         self.write_config()
         self.start_workers()
         return True
@@ -279,6 +314,11 @@ class DaskCluster:
             if self.failed() or time.monotonic() > deadline:
                 return self.failed() or f"the Dask scheduler did not start within {timeout:.0f} s"
             sleep(0.1)
+        if self.dashboard_port:
+            return (
+                f"the Dask scheduler's HTTP server listens on TCP port {self.dashboard_port}, open to every user "
+                f"of the node ({PRELOAD_FILE} did not replace it: an unsupported version of distributed?)"
+            )
         return None
 
     def start_workers(self) -> None:
@@ -321,7 +361,8 @@ class DaskCluster:
     def info(self) -> dict:
         return {
             "scheduler": self.scheduler_address,
-            "dashboard_port": self.dashboard_port,
+            "dashboard_port": 0,  # older hpcjup versions read this; the dashboard is on no port now
+            "dashboard": DASHBOARD_PATH if self.dashboard else None,  # below Jupyter's base_url
             "workers": self.workers,
             "worker_cores": self.worker_cores,
             "config": self.config_dir,

@@ -16,10 +16,13 @@ Files in DIR (0700, made by the laptop); each 0600, written atomically (temp fil
   job_id, node, address, port, socket, token, base_url, url (no token), pid (Jupyter), launcher_pid,
   python, jupyter_server_version, jupyterlab_version, root_dir, started_at, ready_at}. With
   --socket, Jupyter listens only on `socket` (0600, in a 0700 directory on node-local /tmp) and port is 0.
-- runtime/ (0700): Jupyter's JUPYTER_RUNTIME_DIR; it reports its port=0 choice in jpserver-PID.json.
+Node-local, private (private.py: a fresh 0700 directory under $TMPDIR or /tmp, unguessable, checked): Jupyter's
+JUPYTER_RUNTIME_DIR (it reports its port=0 choice in jpserver-PID.json), the kernels' connection files and their
+ZeroMQ channels (IPC sockets, never TCP: any user of the node could read a TCP loopback port), the Dask
+dashboard's socket and Dask's scratch space.
 - usage.json (usage.py): when the job was submitted, started, answered and ended, why, its nodes and the
   time a kernel was busy (sampled with the idle check), for `hpcjup stats`.
-At the end connection.json, token and runtime/ are removed; state.json and usage.json say why it ended.
+At the end connection.json, token and the private directory are removed; state.json and usage.json say why it ended.
 The job files beside this one: atomic.py (private whole writes), endings.py (reasons, signals, exit codes,
 the own walltime timer), jupyterenv.py (can this Python serve), jupyterapi.py (where Jupyter listens),
 jupyterboot.py (how Jupyter is started: `python -m jupyterlab` with some imports deferred), usage.py, dasklaunch.py.
@@ -64,6 +67,7 @@ from endings import WAKE_SIGNALS, Ended, exit_code, signalled, walltime_deadline
 from jupyterapi import ENV_NODE, Endpoint, node_address
 from jupyterenv import check_environment, culling_args, stop_group
 from lazy import OPT_OUT as LAZY_OPT_OUT
+from private import make_private_dir
 from usage import Usage
 
 # The job's environment, as the rendered job script exports it (hpcjup.job.ENV_*; a test checks the names).
@@ -88,7 +92,7 @@ class Launcher:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.dir = os.path.abspath(args.session_dir)
-        self.runtime = self.path("runtime")
+        self.private = ""  # the private node-local directory (made in serve): Jupyter's runtime dir, sockets
         self.job_id = os.environ.get(ENV_JOB_ID) or str(os.getpid())
         self.node = os.environ.get(ENV_NODE) or socket.gethostname().split(".")[0]
         self.limit_at = walltime_deadline(time.monotonic())  # the own timer's moment, or None
@@ -98,6 +102,13 @@ class Launcher:
         self.wakeup = -1
         self.dask: Any = None  # a dasklaunch.DaskCluster with --dask
         self.usage = Usage(self.dir, self.job_id, self.path("launcher.py"))
+
+    @property
+    def runtime(self) -> str:
+        """JUPYTER_RUNTIME_DIR: the private node-local directory (kernels' IPC sockets go beside their connection files)."""
+        if not self.private:
+            raise RuntimeError("no private directory yet")
+        return self.private
 
     @property
     def jupyter(self) -> subprocess.Popen:
@@ -156,8 +167,6 @@ class Launcher:
 
     # -- Jupyter -------------------------------------------------------------------------------
     def start_jupyter(self, root: str) -> None:
-        os.makedirs(self.runtime, mode=0o700, exist_ok=True)
-        os.chmod(self.runtime, 0o700)
         self.token = secrets.token_hex(32)
         write_private(self.path("token"), self.token.encode())  # no newline: Jupyter would make it part of the token
         base = self.dask.env if self.dask else os.environ  # kernels find the session's Dask through DASK_CONFIG
@@ -168,6 +177,10 @@ class Launcher:
             *jupyter_start(),
             "--no-browser",
             *self.where.jupyter_args(),
+            # The kernels' ZeroMQ channels as Unix sockets in the private directory: on TCP loopback any user of
+            # the node can subscribe to a kernel's output (message signing stops injection, not reading).
+            "--KernelManager.transport=ipc",
+            *(self.dask.proxy_args() if self.dask else []),
             "--ServerApp.root_dir=" + root,
         ]
         idle = self.args.idle_timeout
@@ -265,6 +278,7 @@ class Launcher:
         self.write_state("starting", message="starting JupyterLab")
         self.usage.write()
         address = self.args.bind or node_address()
+        self.private = make_private_dir()
         self.endpoint = Endpoint(address, use_socket=self.args.socket)
         root = os.path.abspath(os.path.expanduser(self.args.workdir or "~"))
         self.sleep(0)  # a stop that came before Jupyter started
@@ -313,7 +327,11 @@ class Launcher:
 
         if missing():
             raise Ended("no-dask", missing())
-        self.dask = DaskCluster.from_args(self.dir, address, self.args)
+        self.dask = DaskCluster.from_args(self.dir, address, self.args, self.private)
+        if not self.dask.dashboard:
+            log(
+                "no Dask dashboard: it is served only through Jupyter's proxy, and jupyter-server-proxy is not installed"
+            )
         self.dask.start_scheduler()
 
     def wait_dask(self) -> None:
@@ -355,12 +373,13 @@ class Launcher:
             self.dask = None
 
     def remove_secrets(self) -> None:
-        """No stale rendezvous, no secret left: connection.json, token, runtime/ (jpserver-*.json has the token),
-        and the Dask private key (dask/key.pem, made by the laptop for this session only)."""
+        """No stale rendezvous, no secret left: connection.json, token, the private directory (jpserver-*.json has
+        the token), and the Dask private key (dask/key.pem, made by the laptop for this session only)."""
         for name in ("connection.json", "token", os.path.join("dask", "key.pem")):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path(name))
-        shutil.rmtree(self.runtime, ignore_errors=True)
+        if self.private:
+            shutil.rmtree(self.private, ignore_errors=True)
         if self.endpoint is not None:
             self.endpoint.remove()
 

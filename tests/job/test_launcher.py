@@ -145,8 +145,8 @@ def run(python: str, tmp_path: Path) -> Iterator[Any]:
 
 
 def leftovers(session_dir: Path) -> list[int]:
-    """Live processes started for this session (Jupyter and kernels inherit JUPYTER_RUNTIME_DIR)."""
-    marker = f"JUPYTER_RUNTIME_DIR={session_dir}/runtime".encode()
+    """Live processes started for this session (Jupyter and kernels inherit JUPYTER_TOKEN_FILE)."""
+    marker = f"JUPYTER_TOKEN_FILE={session_dir}/token".encode()
     found = []
     for proc in Path("/proc").iterdir():
         try:
@@ -155,6 +155,12 @@ def leftovers(session_dir: Path) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def jupyter_environ(pid: int) -> dict[str, str]:
+    """A process's environment."""
+    pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(pair.decode().split("=", 1) for pair in pairs if b"=" in pair)
 
 
 def alive(pid: int) -> bool:
@@ -260,7 +266,10 @@ def test_rendezvous_files_token_auth_and_shutdown_from_the_menu(run: Any, tmp_pa
     assert token == conn["token"].encode() and len(token) == 64 and int(token, 16) >= 0 and not token.endswith(b"\n")
     for name in ("connection.json", "token", "state.json"):
         assert stat.S_IMODE((r.dir / name).stat().st_mode) == 0o600, name
-    assert stat.S_IMODE((r.dir / "runtime").stat().st_mode) == 0o700
+    # Jupyter's runtime files (and the kernels' IPC sockets) are in a private node-local directory, not the session's.
+    runtime = jupyter_environ(conn["pid"])["JUPYTER_RUNTIME_DIR"]
+    assert not runtime.startswith(str(r.dir)) and Path(runtime, f"jpserver-{conn['pid']}.json").exists()
+    assert (stat.S_IMODE(os.stat(runtime).st_mode), os.stat(runtime).st_uid) == (0o700, os.getuid())
     state = r.json("state.json")
     assert (state["state"], state["reason"], state["exit_code"], state["pid"]) == ("running", None, None, r.proc.pid)
     assert api(conn, "/api/status")[0] == 200
