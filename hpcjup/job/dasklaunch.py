@@ -52,10 +52,26 @@ _COMMAND = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")  # the submit comman
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # a variable, or a prefix of variables (goes into a sed regex)
 
 # The submit wrapper put first on PATH for Jupyter's kernels, under the submit command's name
-# (@REAL@, @JOBS@: quoted paths; @SCRUB@, @KEEP@: checked words).
+# (@REAL@, @JOBS@, @NAME@: quoted; @SCRUB@, @KEEP@: checked words). It records only the session's Dask scale-out
+# jobs: dask-jobqueue submits `COMMAND [EXTRA...] SCRIPT` whose header names the job (the name the session's
+# jobqueue config gives: hpcjup+SESSION+scale); anything else (a job submitted by hand from a terminal or a
+# cell, `sbatch --wrap ... -J production-run`) is the user's own, and `hpcjup stop` must never cancel it.
 _SUBMIT_WRAPPER = r"""#!/bin/sh
-# hpcjup: @SCRUBBING@record the job's id.
-@SCRUB@# The trailing x keeps the output's own trailing newlines; the subshell's exit code is the command's.
+# hpcjup: @SCRUBBING@record the id of the session's own Dask jobs.
+@SCRUB@name=@NAME@
+ours=no
+for arg; do script=$arg; done
+if [ -n "$name" ] && [ "$#" -ge 1 ] && [ -f "$script" ] && [ -r "$script" ] && \
+    grep -qxF -e "#SBATCH -J $name" -e "#PBS -N $name" -e "#BSUB -J $name" -e "#\$ -N $name" "$script"; then
+    ours=yes
+    i=1
+    for arg; do  # a name given on the command line wins over the script's: then it is not ours
+        [ "$i" -lt "$#" ] || break
+        case $arg in -J* | -N* | --job-name*) ours=no ;; esac
+        i=$((i + 1))
+    done
+fi
+# The trailing x keeps the output's own trailing newlines; the subshell's exit code is the command's.
 out=$(@REAL@ "$@"; code=$?; printf x; exit $code)
 code=$?
 out=${out%x}
@@ -68,7 +84,7 @@ if [ "$code" -eq 0 ]; then
         -e 's/^\([0-9][0-9]*\.[A-Za-z0-9][A-Za-z0-9.-]*\)$/\1/p' \
         -e 's/^Job <\([0-9][0-9]*\)> is submitted.*/\1/p' \
         -e 's/^Your job\(-array\)\{0,1\} \([0-9][0-9]*\).*/\2/p' | head -n 1)
-    [ -z "$id" ] || (umask 077 && printf '%s\n' "$id" >>@JOBS@)
+    [ -z "$id" ] || [ "$ours" != yes ] || (umask 077 && printf '%s\n' "$id" >>@JOBS@)
 fi
 exit $code
 """
@@ -80,9 +96,10 @@ done
 """
 
 
-def submit_wrapper(real: str, jobs_file: str, scrub: str = "", keep: str = "") -> str:
+def submit_wrapper(real: str, jobs_file: str, scrub: str = "", keep: str = "", name: str = "") -> str:
     """The wrapper script: drop the `scrub`-prefixed variables (but those in `keep`), run the real
-    submit command, record the id it printed, pass its output and exit code on unchanged."""
+    submit command, pass its output and exit code on unchanged, and record the id it printed if the job
+    is the session's: a job script whose header names it `name` (empty: record nothing)."""
     scrub = scrub if _VARIABLE.fullmatch(scrub) else ""
     keep = " ".join(name for name in keep.split() if _VARIABLE.fullmatch(name))
     block = _SCRUB.replace("@PREFIX@", scrub).replace("@KEEP@", keep) if scrub else ""
@@ -91,6 +108,7 @@ def submit_wrapper(real: str, jobs_file: str, scrub: str = "", keep: str = "") -
         .replace("@SCRUB@", block)
         .replace("@REAL@", shlex.quote(real))
         .replace("@JOBS@", shlex.quote(jobs_file))
+        .replace("@NAME@", shlex.quote(name))
     )
 
 
@@ -202,11 +220,16 @@ class DaskCluster:
         bindir = os.path.join(self.dir, "bin")
         return dict(os.environ, DASK_CONFIG=self.config_dir, PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
 
+    @property
+    def scale_name(self) -> str:
+        """The name of the notebook's Dask scale-out jobs (dask-jobqueue's config): '+' is in no session name."""
+        return f"hpcjup+{os.path.basename(os.path.dirname(self.dir))}+scale"
+
     def write_submit_wrapper(self) -> None:
         """The submit command (HPCJUP_SUBMIT, e.g. Slurm's) for kernels, wrapped: jobs submitted from inside a
         job inherit its variables, and those under HPCJUP_SCRUB break the submission (but HPCJUP_SCRUB_KEEP's);
-        the wrapper drops them. It appends each accepted job's id to dask/jobs (0600): `hpcjup stop` cancels
-        those and only those. The command's output and exit code pass through unchanged."""
+        the wrapper drops them. It appends the id of each accepted scale-out job of the session (named
+        scale_name) to dask/jobs (0600): `hpcjup stop` cancels those and only those, never a job of the user's own. The command's output and exit code pass through unchanged."""
         name = os.environ.get(ENV_SUBMIT, "")
         real = shutil.which(name) if _COMMAND.fullmatch(name) else None
         if real is None:
@@ -215,7 +238,8 @@ class DaskCluster:
         os.makedirs(bindir, mode=0o700, exist_ok=True)
         path = os.path.join(bindir, name)
         scrub, keep = os.environ.get(ENV_SCRUB, ""), os.environ.get(ENV_SCRUB_KEEP, "")
-        write_private(path, submit_wrapper(real, os.path.join(self.dir, JOBS_FILE), scrub, keep).encode())
+        script = submit_wrapper(real, os.path.join(self.dir, JOBS_FILE), scrub, keep, self.scale_name)
+        write_private(path, script.encode())
         os.chmod(path, 0o700)
 
     def jobqueue_config(self) -> dict:
@@ -240,7 +264,7 @@ class DaskCluster:
             "queue": os.environ.get(ENV_PARTITION) or None,
             "account": os.environ.get(ENV_ACCOUNT) or None,
             "walltime": "01:00:00",
-            "name": f"hpcjup+{os.path.basename(os.path.dirname(self.dir))}+scale",  # '+' is in no session name
+            "name": self.scale_name,
             "job-script-prologue": prologue,
             "worker-extra-args": ["--death-timeout", "60"],
             "log-directory": os.path.join(self.dir, "logs"),
