@@ -27,6 +27,7 @@ JOB_FILES = (
     "dasklaunch.py",
     "daskhttp.py",
     "private.py",
+    "lifeline.py",
 )
 DASK_DIR = "dask"
 #: Where the Dask dashboard is, below Jupyter's base_url (jupyter-server-proxy; dasklaunch.DASHBOARD_PATH).

@@ -175,6 +175,10 @@ class DaskCluster:
             lifetime,
         )
         self.scheduler = None  # type: subprocess.Popen | None
+        # Set by the launcher: Popen options and the pipe's read end that make local Dask processes end with it
+        # (lifeline.py); processes on other hosts end through their launch command (srun ends with the launcher).
+        self.guard = {}  # type: dict
+        self.lifeline = -1
         self.worker_procs = []  # type: list[subprocess.Popen]
         self.scheduler_address = ""
         self.dashboard_port = 0  # Dask reports its HTTP port here: 0, or its HTTP server is open on TCP
@@ -301,9 +305,7 @@ class DaskCluster:
         self.write_config()
         self.write_submit_wrapper()
         argv = [
-            sys.executable,
-            "-m",
-            "distributed.cli.dask_scheduler",
+            *self.watched("distributed.cli.dask_scheduler"),
             "--protocol",
             "tls",
             "--host",
@@ -313,8 +315,8 @@ class DaskCluster:
             "--scheduler-file",
             os.path.join(self.dir, "scheduler.json"),
         ]
-        env = dict(self.env, HPCJUP_DASK_HTTP_SOCKET=self.dashboard_socket) if self.dashboard else self.env
-        self.scheduler = subprocess.Popen(argv, env=env, start_new_session=True)
+        env = dict(self.env, HPCJUP_DASK_HTTP_SOCKET=self.dashboard_socket) if self.dashboard else dict(self.env)
+        self.scheduler = subprocess.Popen(argv, env=self.watched_env(env), start_new_session=True, **self.guard)
 
     def poll_scheduler(self) -> bool:
         """True once the scheduler file names the address (then the config gets it, and workers start)."""
@@ -345,13 +347,19 @@ class DaskCluster:
             )
         return None
 
+    def watched(self, module: str) -> list[str]:
+        """argv of `python -m module` for a process of this host, through lifeline.py when the launcher gave a pipe."""
+        if self.lifeline < 0:
+            return [sys.executable, "-m", module]
+        return [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lifeline.py"), "-m", module]
+
+    def watched_env(self, env: dict) -> dict:
+        return dict(env, HPCJUP_LAUNCHER_FD=str(self.lifeline)) if self.lifeline >= 0 else env
+
     def start_workers(self) -> None:
         if self.workers <= 0:
             return
-        worker = [
-            sys.executable,
-            "-m",
-            "distributed.cli.dask_worker",
+        options = [
             "--scheduler-file",
             os.path.join(self.dir, "scheduler.json"),
             "--nthreads",
@@ -361,12 +369,16 @@ class DaskCluster:
             "--no-dashboard",
         ]
         if self.lifetime:
-            worker += ["--lifetime", f"{self.lifetime}s", "--lifetime-stagger", "30s"]
+            options += ["--lifetime", f"{self.lifetime}s", "--lifetime-stagger", "30s"]
         launch, nodes = shlex.split(os.environ.get(ENV_LAUNCH, "")), hosts()
         if not launch or not nodes:  # the allocation is this host: all workers here, one process each
-            argv = [*worker, "--nworkers", str(self.workers)]
-            self.worker_procs.append(subprocess.Popen(argv, env=self.env, start_new_session=True))
+            argv = [*self.watched("distributed.cli.dask_worker"), *options, "--nworkers", str(self.workers)]
+            env = self.watched_env(self.env)
+            self.worker_procs.append(subprocess.Popen(argv, env=env, start_new_session=True, **self.guard))
             return
+        # On other hosts the pipe does not exist: the launch command (srun, ...) ends with the launcher instead.
+        worker = [sys.executable, "-m", "distributed.cli.dask_worker", *options]
+        preexec = {"preexec_fn": self.guard["preexec_fn"]} if "preexec_fn" in self.guard else {}
         # One launch per host of the allocation (HPCJUP_LAUNCH: the scheduler's own way to run on a host), each
         # with that host's share of the workers and the CPUs they use.
         for host, count in zip(nodes, spread(self.workers, len(nodes))):
@@ -374,7 +386,7 @@ class DaskCluster:
                 cpus = str(count * self.worker_cores)
                 words = [word.replace("{host}", host).replace("{cpus}", cpus) for word in launch]
                 argv = [*words, *worker, "--nworkers", str(count)]
-                self.worker_procs.append(subprocess.Popen(argv, env=self.env, start_new_session=True))
+                self.worker_procs.append(subprocess.Popen(argv, env=self.env, start_new_session=True, **preexec))
 
     def failed(self) -> str | None:
         """Why the scheduler is gone, if it is."""

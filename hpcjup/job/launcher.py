@@ -67,6 +67,8 @@ from endings import WAKE_SIGNALS, Ended, exit_code, signalled, walltime_deadline
 from jupyterapi import ENV_NODE, Endpoint, node_address
 from jupyterenv import check_environment, culling_args, stop_group
 from lazy import OPT_OUT as LAZY_OPT_OUT
+from lifeline import ENV_FD as WATCHDOG_FD
+from lifeline import preexec
 from private import make_private_dir
 from usage import Usage
 
@@ -77,10 +79,12 @@ WATCH_EVERY = 60  # seconds between samples of Jupyter's kernels without --idle-
 
 def jupyter_start() -> list[str]:
     """How Python starts JupyterLab: jupyterboot.py (`-m jupyterlab` without the import-time work nobody waits
-    for), or `-m jupyterlab` itself where the job's environment opts out (HPCJUP_LAZY_IMPORTS=0)."""
+    for), or `-m jupyterlab` itself where the job's environment opts out (HPCJUP_LAZY_IMPORTS=0), through
+    lifeline.py. Either way Jupyter watches the launcher and ends with it (lifeline.py)."""
+    here = os.path.dirname(os.path.abspath(__file__))
     if os.environ.get(LAZY_OPT_OUT) == "0":
-        return ["-m", "jupyterlab"]
-    return [os.path.join(os.path.dirname(os.path.abspath(__file__)), "jupyterboot.py")]
+        return [os.path.join(here, "lifeline.py"), "-m", "jupyterlab"]
+    return [os.path.join(here, "jupyterboot.py")]
 
 
 def log(message: str) -> None:
@@ -100,6 +104,9 @@ class Launcher:
         self.endpoint: Endpoint | None = None  # where Jupyter listens (made in serve)
         self.proc: subprocess.Popen | None = None
         self.wakeup = -1
+        # The pipe the children watch (lifeline.py): this process holds the only write end, so its death, however
+        # it comes, is the end of file they wait for.
+        self.lifeline, self.lifeline_write = os.pipe()
         self.dask: Any = None  # a dasklaunch.DaskCluster with --dask
         self.usage = Usage(self.dir, self.job_id, self.path("launcher.py"))
 
@@ -172,6 +179,7 @@ class Launcher:
         base = self.dask.env if self.dask else os.environ  # kernels find the session's Dask through DASK_CONFIG
         env = dict(base, JUPYTER_RUNTIME_DIR=self.runtime, JUPYTER_TOKEN_FILE=self.path("token"))
         env.pop("JUPYTER_TOKEN", None)  # it would win over the file
+        env[WATCHDOG_FD] = str(self.lifeline)
         argv = [
             sys.executable,
             *jupyter_start(),
@@ -192,8 +200,12 @@ class Launcher:
         # Own session: the terminal's Ctrl-C or a signal for the launcher reaches Jupyter only through us.
         # Output goes straight to the job log: jupyter_server prints a token from a file as "token=...".
         self.proc = subprocess.Popen(
-            argv, env=env, cwd=root, stdin=subprocess.DEVNULL, start_new_session=True
+            argv, env=env, cwd=root, stdin=subprocess.DEVNULL, start_new_session=True, **self.guard()
         )  # cwd: kernels start here
+
+    def guard(self) -> dict:
+        """Popen options that make a child end with this launcher (lifeline.py): the pipe, and on Linux PDEATHSIG."""
+        return {"pass_fds": (self.lifeline,), "preexec_fn": preexec(os.getpid())}
 
     def watch_interval(self) -> int:
         """Seconds between samples of Jupyter's activity: a tenth of --idle-timeout (1 to 60), else WATCH_EVERY."""
@@ -328,6 +340,8 @@ class Launcher:
         if missing():
             raise Ended("no-dask", missing())
         self.dask = DaskCluster.from_args(self.dir, address, self.args, self.private)
+        self.dask.guard = self.guard()
+        self.dask.lifeline = self.lifeline
         if not self.dask.dashboard:
             log(
                 "no Dask dashboard: it is served only through Jupyter's proxy, and jupyter-server-proxy is not installed"
