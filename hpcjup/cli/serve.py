@@ -13,7 +13,7 @@ from typing import Any
 
 from hpcjup.cli.app import LOCAL, App, Reach
 from hpcjup.errors import AuthError, JobFailedError
-from hpcjup.job import NORMAL_ENDS
+from hpcjup.job import DASHBOARD_PATH, NORMAL_ENDS
 from hpcjup.schedulers import get_scheduler
 from hpcjup.schedulers.base import Scheduler
 from hpcjup.session.hold import HoldEnd, SessionHolder, Timings, detach_signals, terminate_as_interrupt
@@ -157,8 +157,11 @@ def session_result(record: SessionRecord, conn: Connection, local_port: int, url
         "url": url,
         "token": conn.token,
         "dask_scheduler": dask.get("scheduler"),
-        # Through Jupyter's authenticated proxy (jupyter-server-proxy): the dashboard itself listens on the node's loopback.
-        "dashboard_url": f"http://127.0.0.1:{local_port}/proxy/{dashboard}/status?token={conn.token}"
+        # Through Jupyter's authenticated proxy (jupyter-server-proxy), below its base_url: the dashboard itself
+        # listens on a Unix socket only the user can open (older sessions: a loopback port).
+        "dashboard_url": f"http://127.0.0.1:{local_port}{conn.base_url}{DASHBOARD_PATH}?token={conn.token}"
+        if dask.get("dashboard") == DASHBOARD_PATH
+        else f"http://127.0.0.1:{local_port}{conn.base_url}proxy/{dashboard}/status?token={conn.token}"
         if dashboard
         else None,
     }

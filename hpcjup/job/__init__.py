@@ -25,8 +25,13 @@ JOB_FILES = (
     "lazy.py",
     "usage.py",
     "dasklaunch.py",
+    "daskhttp.py",
+    "private.py",
+    "lifeline.py",
 )
 DASK_DIR = "dask"
+#: Where the Dask dashboard is, below Jupyter's base_url (jupyter-server-proxy; dasklaunch.DASHBOARD_PATH).
+DASHBOARD_PATH = "dask-dashboard/status"
 
 CONNECTION_FILE = "connection.json"
 STATE_FILE = "state.json"

@@ -2,9 +2,11 @@
 
 Standard library only (it starts `distributed` in subprocesses, from the job's Python).
 The session's TLS credentials (dask/cert.pem, dask/key.pem, made by the laptop, 0600) are
-used by scheduler, workers and clients; plain connections are refused. The dashboard
-listens on the node's loopback only: it is reached through Jupyter's authenticated
-proxy (jupyter-server-proxy), never open on the cluster network. A dask config file
+used by scheduler, workers and clients; plain connections are refused. No Dask process of
+the session listens on a TCP port for HTTP (daskhttp.py, loaded into each as a preload): the
+scheduler serves its dashboard on a Unix socket in the session's private node-local directory,
+which Jupyter's authenticated proxy reaches (jupyter-server-proxy, `{base_url}dask-dashboard/`);
+without jupyter-server-proxy there is no dashboard. A dask config file
 (dask/config/distributed.yaml, JSON is valid YAML) makes `Client()` in a notebook
 connect with no arguments: DASK_CONFIG points at it for Jupyter, its kernels and workers.
 """
@@ -12,6 +14,7 @@ connect with no arguments: DASK_CONFIG points at it for Jupyter, its kernels and
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -27,6 +30,10 @@ from atomic import write_private  # beside this file (the launcher puts its dire
 
 JOBS_FILE = "jobs"  # in dask/: the ids of the jobs the notebook submitted, one a line
 SETUP_FILE = "setup.sh"  # in the session directory: the profile's environment (hpcjup.job.SETUP_FILE)
+PRELOAD_FILE = "daskhttp.py"  # beside this file: Dask's HTTP server on a Unix socket or nowhere
+DASHBOARD_SOCKET = "dask-dashboard.sock"  # in the private directory
+DASHBOARD_NAME = "dask-dashboard"  # jupyter-server-proxy's name for it: {base_url}dask-dashboard/status
+DASHBOARD_PATH = DASHBOARD_NAME + "/status"  # (hpcjup.job.DASHBOARD_PATH: the laptop builds the URL from it)
 
 
 # The job's environment (hpcjup.job.ENV_*: the rendered job script exports them; a test checks the names).
@@ -45,10 +52,26 @@ _COMMAND = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")  # the submit comman
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # a variable, or a prefix of variables (goes into a sed regex)
 
 # The submit wrapper put first on PATH for Jupyter's kernels, under the submit command's name
-# (@REAL@, @JOBS@: quoted paths; @SCRUB@, @KEEP@: checked words).
+# (@REAL@, @JOBS@, @NAME@: quoted; @SCRUB@, @KEEP@: checked words). It records only the session's Dask scale-out
+# jobs: dask-jobqueue submits `COMMAND [EXTRA...] SCRIPT` whose header names the job (the name the session's
+# jobqueue config gives: hpcjup+SESSION+scale); anything else (a job submitted by hand from a terminal or a
+# cell, `sbatch --wrap ... -J production-run`) is the user's own, and `hpcjup stop` must never cancel it.
 _SUBMIT_WRAPPER = r"""#!/bin/sh
-# hpcjup: @SCRUBBING@record the job's id.
-@SCRUB@# The trailing x keeps the output's own trailing newlines; the subshell's exit code is the command's.
+# hpcjup: @SCRUBBING@record the id of the session's own Dask jobs.
+@SCRUB@name=@NAME@
+ours=no
+for arg; do script=$arg; done
+if [ -n "$name" ] && [ "$#" -ge 1 ] && [ -f "$script" ] && [ -r "$script" ] && \
+    grep -qxF -e "#SBATCH -J $name" -e "#PBS -N $name" -e "#BSUB -J $name" -e "#\$ -N $name" "$script"; then
+    ours=yes
+    i=1
+    for arg; do  # a name given on the command line wins over the script's: then it is not ours
+        [ "$i" -lt "$#" ] || break
+        case $arg in -J* | -N* | --job-name*) ours=no ;; esac
+        i=$((i + 1))
+    done
+fi
+# The trailing x keeps the output's own trailing newlines; the subshell's exit code is the command's.
 out=$(@REAL@ "$@"; code=$?; printf x; exit $code)
 code=$?
 out=${out%x}
@@ -61,7 +84,7 @@ if [ "$code" -eq 0 ]; then
         -e 's/^\([0-9][0-9]*\.[A-Za-z0-9][A-Za-z0-9.-]*\)$/\1/p' \
         -e 's/^Job <\([0-9][0-9]*\)> is submitted.*/\1/p' \
         -e 's/^Your job\(-array\)\{0,1\} \([0-9][0-9]*\).*/\2/p' | head -n 1)
-    [ -z "$id" ] || (umask 077 && printf '%s\n' "$id" >>@JOBS@)
+    [ -z "$id" ] || [ "$ours" != yes ] || (umask 077 && printf '%s\n' "$id" >>@JOBS@)
 fi
 exit $code
 """
@@ -73,9 +96,10 @@ done
 """
 
 
-def submit_wrapper(real: str, jobs_file: str, scrub: str = "", keep: str = "") -> str:
+def submit_wrapper(real: str, jobs_file: str, scrub: str = "", keep: str = "", name: str = "") -> str:
     """The wrapper script: drop the `scrub`-prefixed variables (but those in `keep`), run the real
-    submit command, record the id it printed, pass its output and exit code on unchanged."""
+    submit command, pass its output and exit code on unchanged, and record the id it printed if the job
+    is the session's: a job script whose header names it `name` (empty: record nothing)."""
     scrub = scrub if _VARIABLE.fullmatch(scrub) else ""
     keep = " ".join(name for name in keep.split() if _VARIABLE.fullmatch(name))
     block = _SCRUB.replace("@PREFIX@", scrub).replace("@KEEP@", keep) if scrub else ""
@@ -84,6 +108,7 @@ def submit_wrapper(real: str, jobs_file: str, scrub: str = "", keep: str = "") -
         .replace("@SCRUB@", block)
         .replace("@REAL@", shlex.quote(real))
         .replace("@JOBS@", shlex.quote(jobs_file))
+        .replace("@NAME@", shlex.quote(name))
     )
 
 
@@ -130,9 +155,17 @@ class DaskCluster:
     """Scheduler and workers of one session."""
 
     def __init__(
-        self, session_dir: str, address: str, workers: int, worker_cores: int, worker_memory: str, lifetime: int
+        self,
+        session_dir: str,
+        address: str,
+        workers: int,
+        worker_cores: int,
+        worker_memory: str,
+        lifetime: int,
+        private: str,
     ) -> None:
         self.dir = os.path.join(session_dir, "dask")
+        self.private = private  # the session's private node-local directory (private.py)
         self.config_dir = os.path.join(self.dir, "config")
         self.address = address
         self.workers, self.worker_cores, self.worker_memory, self.lifetime = (
@@ -142,12 +175,18 @@ class DaskCluster:
             lifetime,
         )
         self.scheduler = None  # type: subprocess.Popen | None
+        # Set by the launcher: Popen options and the pipe's read end that make local Dask processes end with it
+        # (lifeline.py); processes on other hosts end through their launch command (srun ends with the launcher).
+        self.guard = {}  # type: dict
+        self.lifeline = -1
         self.worker_procs = []  # type: list[subprocess.Popen]
         self.scheduler_address = ""
-        self.dashboard_port = 0
+        self.dashboard_port = 0  # Dask reports its HTTP port here: 0, or its HTTP server is open on TCP
+        # The dashboard only where Jupyter can proxy it (a Unix socket needs a named jupyter-server-proxy entry).
+        self.dashboard = importlib.util.find_spec("jupyter_server_proxy") is not None
 
     @classmethod
-    def from_args(cls, session_dir: str, address: str, args) -> DaskCluster:
+    def from_args(cls, session_dir: str, address: str, args, private: str) -> DaskCluster:
         """From the launcher's options; defaults fill the allocation: one worker per node, the task's CPUs each."""
         nodes = max(1, len(hosts()))
         workers = args.workers if args.workers >= 0 else nodes
@@ -157,15 +196,27 @@ class DaskCluster:
         lifetime = args.lifetime
         if granted > 0 and lifetime > 0:
             lifetime = max(60, min(lifetime, granted - warn - 60))
-        return cls(session_dir, address, workers, cores, args.worker_memory, lifetime)
+        return cls(session_dir, address, workers, cores, args.worker_memory, lifetime, private)
 
     @property
     def scratch(self) -> str:
-        """Node-local scratch for the workers (spilled data, lock files), private to this user and session. Dask's
-        default, /tmp/dask-scratch-space, belongs to whoever made it first (0700 under the job's umask): another
-        user's workers on the same node then fail with PermissionError on its lock files."""
-        session = os.path.basename(os.path.dirname(self.dir))
-        return os.path.join(os.environ.get("TMPDIR") or "/tmp", f"hpcjup-{os.getuid()}-{session}")
+        """Node-local scratch for the workers (spilled data, lock files), in the session's private directory. Dask's
+        default, /tmp/dask-scratch-space, belongs to whoever made it first; a predictable name of our own
+        (/tmp/hpcjup-UID-SESSION) could be made first by another user. The private directory's name is
+        unguessable: on other nodes the workers create the same path (umask 077), and nobody can have made it."""
+        return os.path.join(self.private, "dask-scratch")
+
+    @property
+    def dashboard_socket(self) -> str:
+        return os.path.join(self.private, DASHBOARD_SOCKET)
+
+    def proxy_args(self) -> list[str]:
+        """Jupyter's options that serve the dashboard at {base_url}dask-dashboard/ (jupyter-server-proxy, behind
+        Jupyter's token), from the scheduler's Unix socket; none without jupyter-server-proxy."""
+        if not self.dashboard:
+            return []
+        spec = {"unix_socket": self.dashboard_socket, "launcher_entry": {"enabled": False}}
+        return [f"--ServerProxy.servers={DASHBOARD_NAME}={spec!r}"]  # a Python literal: traitlets reads it so
 
     @property
     def env(self) -> dict:
@@ -173,11 +224,16 @@ class DaskCluster:
         bindir = os.path.join(self.dir, "bin")
         return dict(os.environ, DASK_CONFIG=self.config_dir, PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
 
+    @property
+    def scale_name(self) -> str:
+        """The name of the notebook's Dask scale-out jobs (dask-jobqueue's config): '+' is in no session name."""
+        return f"hpcjup+{os.path.basename(os.path.dirname(self.dir))}+scale"
+
     def write_submit_wrapper(self) -> None:
         """The submit command (HPCJUP_SUBMIT, e.g. Slurm's) for kernels, wrapped: jobs submitted from inside a
         job inherit its variables, and those under HPCJUP_SCRUB break the submission (but HPCJUP_SCRUB_KEEP's);
-        the wrapper drops them. It appends each accepted job's id to dask/jobs (0600): `hpcjup stop` cancels
-        those and only those. The command's output and exit code pass through unchanged."""
+        the wrapper drops them. It appends the id of each accepted scale-out job of the session (named
+        scale_name) to dask/jobs (0600): `hpcjup stop` cancels those and only those, never a job of the user's own. The command's output and exit code pass through unchanged."""
         name = os.environ.get(ENV_SUBMIT, "")
         real = shutil.which(name) if _COMMAND.fullmatch(name) else None
         if real is None:
@@ -186,7 +242,8 @@ class DaskCluster:
         os.makedirs(bindir, mode=0o700, exist_ok=True)
         path = os.path.join(bindir, name)
         scrub, keep = os.environ.get(ENV_SCRUB, ""), os.environ.get(ENV_SCRUB_KEEP, "")
-        write_private(path, submit_wrapper(real, os.path.join(self.dir, JOBS_FILE), scrub, keep).encode())
+        script = submit_wrapper(real, os.path.join(self.dir, JOBS_FILE), scrub, keep, self.scale_name)
+        write_private(path, script.encode())
         os.chmod(path, 0o700)
 
     def jobqueue_config(self) -> dict:
@@ -198,6 +255,7 @@ class DaskCluster:
             return {}
         setup = shlex.quote(os.path.join(os.path.dirname(self.dir), SETUP_FILE))
         prologue = [
+            "umask 077",  # Dask's scratch and logs on the worker's node are nobody else's
             f"if [ -r {setup} ]; then . {setup}; fi",  # the profile's environment; older sessions have none
             f"export DASK_CONFIG={shlex.quote(self.config_dir)}",
             f"export PATH={shlex.quote(os.path.dirname(sys.executable))}:$PATH",
@@ -210,7 +268,7 @@ class DaskCluster:
             "queue": os.environ.get(ENV_PARTITION) or None,
             "account": os.environ.get(ENV_ACCOUNT) or None,
             "walltime": "01:00:00",
-            "name": f"hpcjup+{os.path.basename(os.path.dirname(self.dir))}+scale",  # '+' is in no session name
+            "name": self.scale_name,
             "job-script-prologue": prologue,
             "worker-extra-args": ["--death-timeout", "60"],
             "log-directory": os.path.join(self.dir, "logs"),
@@ -221,13 +279,17 @@ class DaskCluster:
     def write_config(self) -> None:
         cert, key = os.path.join(self.dir, "cert.pem"), os.path.join(self.dir, "key.pem")
         pair = {"cert": cert, "key": key}
+        preload = os.path.join(os.path.dirname(os.path.abspath(__file__)), PRELOAD_FILE)  # shipped beside this file
         config: dict[str, Any] = {
             "distributed": {
                 "comm": {
                     "require-encryption": True,
                     "tls": {"ca-file": cert, "scheduler": pair, "worker": pair, "client": pair},
                 },
-                "dashboard": {"link": "{JUPYTER_SERVER_ROOT}proxy/{port}/status"},
+                "dashboard": {"link": "{JUPYTER_SERVER_ROOT}" + DASHBOARD_PATH},
+                # Every Dask process of the session (also a notebook's worker jobs) loads daskhttp.py first.
+                "scheduler": {"preload": [preload]},
+                "worker": {"preload": [preload]},
             },
             "temporary-directory": self.scratch,
         }
@@ -243,21 +305,18 @@ class DaskCluster:
         self.write_config()
         self.write_submit_wrapper()
         argv = [
-            sys.executable,
-            "-m",
-            "distributed.cli.dask_scheduler",
+            *self.watched("distributed.cli.dask_scheduler"),
             "--protocol",
             "tls",
             "--host",
             self.address,
             "--port",
             "0",
-            "--dashboard-address",
-            "127.0.0.1:0",
             "--scheduler-file",
             os.path.join(self.dir, "scheduler.json"),
         ]
-        self.scheduler = subprocess.Popen(argv, env=self.env, start_new_session=True)
+        env = dict(self.env, HPCJUP_DASK_HTTP_SOCKET=self.dashboard_socket) if self.dashboard else dict(self.env)
+        self.scheduler = subprocess.Popen(argv, env=self.watched_env(env), start_new_session=True, **self.guard)
 
     def poll_scheduler(self) -> bool:
         """True once the scheduler file names the address (then the config gets it, and workers start)."""
@@ -268,6 +327,8 @@ class DaskCluster:
             return False
         self.scheduler_address = info["address"]
         self.dashboard_port = int((info.get("services") or {}).get("dashboard") or 0)
+        if self.dashboard_port:  # daskhttp.py did not take effect: never run a session whose dashboard is open
+            return True
         self.write_config()
         self.start_workers()
         return True
@@ -279,15 +340,26 @@ class DaskCluster:
             if self.failed() or time.monotonic() > deadline:
                 return self.failed() or f"the Dask scheduler did not start within {timeout:.0f} s"
             sleep(0.1)
+        if self.dashboard_port:
+            return (
+                f"the Dask scheduler's HTTP server listens on TCP port {self.dashboard_port}, open to every user "
+                f"of the node ({PRELOAD_FILE} did not replace it: an unsupported version of distributed?)"
+            )
         return None
+
+    def watched(self, module: str) -> list[str]:
+        """argv of `python -m module` for a process of this host, through lifeline.py when the launcher gave a pipe."""
+        if self.lifeline < 0:
+            return [sys.executable, "-m", module]
+        return [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lifeline.py"), "-m", module]
+
+    def watched_env(self, env: dict) -> dict:
+        return dict(env, HPCJUP_LAUNCHER_FD=str(self.lifeline)) if self.lifeline >= 0 else env
 
     def start_workers(self) -> None:
         if self.workers <= 0:
             return
-        worker = [
-            sys.executable,
-            "-m",
-            "distributed.cli.dask_worker",
+        options = [
             "--scheduler-file",
             os.path.join(self.dir, "scheduler.json"),
             "--nthreads",
@@ -297,12 +369,16 @@ class DaskCluster:
             "--no-dashboard",
         ]
         if self.lifetime:
-            worker += ["--lifetime", f"{self.lifetime}s", "--lifetime-stagger", "30s"]
+            options += ["--lifetime", f"{self.lifetime}s", "--lifetime-stagger", "30s"]
         launch, nodes = shlex.split(os.environ.get(ENV_LAUNCH, "")), hosts()
         if not launch or not nodes:  # the allocation is this host: all workers here, one process each
-            argv = [*worker, "--nworkers", str(self.workers)]
-            self.worker_procs.append(subprocess.Popen(argv, env=self.env, start_new_session=True))
+            argv = [*self.watched("distributed.cli.dask_worker"), *options, "--nworkers", str(self.workers)]
+            env = self.watched_env(self.env)
+            self.worker_procs.append(subprocess.Popen(argv, env=env, start_new_session=True, **self.guard))
             return
+        # On other hosts the pipe does not exist: the launch command (srun, ...) ends with the launcher instead.
+        worker = [sys.executable, "-m", "distributed.cli.dask_worker", *options]
+        preexec = {"preexec_fn": self.guard["preexec_fn"]} if "preexec_fn" in self.guard else {}
         # One launch per host of the allocation (HPCJUP_LAUNCH: the scheduler's own way to run on a host), each
         # with that host's share of the workers and the CPUs they use.
         for host, count in zip(nodes, spread(self.workers, len(nodes))):
@@ -310,7 +386,7 @@ class DaskCluster:
                 cpus = str(count * self.worker_cores)
                 words = [word.replace("{host}", host).replace("{cpus}", cpus) for word in launch]
                 argv = [*words, *worker, "--nworkers", str(count)]
-                self.worker_procs.append(subprocess.Popen(argv, env=self.env, start_new_session=True))
+                self.worker_procs.append(subprocess.Popen(argv, env=self.env, start_new_session=True, **preexec))
 
     def failed(self) -> str | None:
         """Why the scheduler is gone, if it is."""
@@ -321,7 +397,8 @@ class DaskCluster:
     def info(self) -> dict:
         return {
             "scheduler": self.scheduler_address,
-            "dashboard_port": self.dashboard_port,
+            "dashboard_port": 0,  # older hpcjup versions read this; the dashboard is on no port now
+            "dashboard": DASHBOARD_PATH if self.dashboard else None,  # below Jupyter's base_url
             "workers": self.workers,
             "worker_cores": self.worker_cores,
             "config": self.config_dir,

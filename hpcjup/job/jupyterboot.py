@@ -28,11 +28,11 @@ LAZY = {"rfc3987_syntax": ("is_valid_syntax",)}
 REQUIRES = {"rfc3987_syntax": ("lark",)}
 
 
-def lazy_module() -> types.ModuleType:
-    """lazy.py beside this file, loaded by its path under a private name: sys.path stays as Python made it
-    (PYTHONSAFEPATH puts no script directory there) and Jupyter's extensions see no top-level `lazy`."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lazy.py")
-    spec = importlib.util.spec_from_file_location("_hpcjup_lazy", path)
+def lazy_module(name: str = "lazy") -> types.ModuleType:
+    """lazy.py (or another job file) beside this file, loaded by its path under a private name: sys.path stays as
+    Python made it (PYTHONSAFEPATH puts no script directory there) and Jupyter's extensions see no top-level `lazy`."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"_hpcjup_{name}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -44,6 +44,7 @@ def main() -> None:
     # job's) directory; with PYTHONSAFEPATH it put neither, and sys.path[0] is someone's (PYTHONPATH).
     if not getattr(sys.flags, "safe_path", False):
         sys.path[0] = os.getcwd()
+    lazy_module("lifeline").arm()  # Jupyter ends with the launcher, even one killed outright
     lazy_module().install(LAZY, REQUIRES)
     runpy.run_module("jupyterlab", run_name="__main__", alter_sys=True)
 

@@ -16,10 +16,13 @@ Files in DIR (0700, made by the laptop); each 0600, written atomically (temp fil
   job_id, node, address, port, socket, token, base_url, url (no token), pid (Jupyter), launcher_pid,
   python, jupyter_server_version, jupyterlab_version, root_dir, started_at, ready_at}. With
   --socket, Jupyter listens only on `socket` (0600, in a 0700 directory on node-local /tmp) and port is 0.
-- runtime/ (0700): Jupyter's JUPYTER_RUNTIME_DIR; it reports its port=0 choice in jpserver-PID.json.
+Node-local, private (private.py: a fresh 0700 directory under $TMPDIR or /tmp, unguessable, checked): Jupyter's
+JUPYTER_RUNTIME_DIR (it reports its port=0 choice in jpserver-PID.json), the kernels' connection files and their
+ZeroMQ channels (IPC sockets, never TCP: any user of the node could read a TCP loopback port), the Dask
+dashboard's socket and Dask's scratch space.
 - usage.json (usage.py): when the job was submitted, started, answered and ended, why, its nodes and the
   time a kernel was busy (sampled with the idle check), for `hpcjup stats`.
-At the end connection.json, token and runtime/ are removed; state.json and usage.json say why it ended.
+At the end connection.json, token and the private directory are removed; state.json and usage.json say why it ended.
 The job files beside this one: atomic.py (private whole writes), endings.py (reasons, signals, exit codes,
 the own walltime timer), jupyterenv.py (can this Python serve), jupyterapi.py (where Jupyter listens),
 jupyterboot.py (how Jupyter is started: `python -m jupyterlab` with some imports deferred), usage.py, dasklaunch.py.
@@ -64,6 +67,9 @@ from endings import WAKE_SIGNALS, Ended, exit_code, signalled, walltime_deadline
 from jupyterapi import ENV_NODE, Endpoint, node_address
 from jupyterenv import check_environment, culling_args, stop_group
 from lazy import OPT_OUT as LAZY_OPT_OUT
+from lifeline import ENV_FD as WATCHDOG_FD
+from lifeline import preexec
+from private import make_private_dir
 from usage import Usage
 
 # The job's environment, as the rendered job script exports it (hpcjup.job.ENV_*; a test checks the names).
@@ -73,10 +79,12 @@ WATCH_EVERY = 60  # seconds between samples of Jupyter's kernels without --idle-
 
 def jupyter_start() -> list[str]:
     """How Python starts JupyterLab: jupyterboot.py (`-m jupyterlab` without the import-time work nobody waits
-    for), or `-m jupyterlab` itself where the job's environment opts out (HPCJUP_LAZY_IMPORTS=0)."""
+    for), or `-m jupyterlab` itself where the job's environment opts out (HPCJUP_LAZY_IMPORTS=0), through
+    lifeline.py. Either way Jupyter watches the launcher and ends with it (lifeline.py)."""
+    here = os.path.dirname(os.path.abspath(__file__))
     if os.environ.get(LAZY_OPT_OUT) == "0":
-        return ["-m", "jupyterlab"]
-    return [os.path.join(os.path.dirname(os.path.abspath(__file__)), "jupyterboot.py")]
+        return [os.path.join(here, "lifeline.py"), "-m", "jupyterlab"]
+    return [os.path.join(here, "jupyterboot.py")]
 
 
 def log(message: str) -> None:
@@ -88,7 +96,7 @@ class Launcher:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.dir = os.path.abspath(args.session_dir)
-        self.runtime = self.path("runtime")
+        self.private = ""  # the private node-local directory (made in serve): Jupyter's runtime dir, sockets
         self.job_id = os.environ.get(ENV_JOB_ID) or str(os.getpid())
         self.node = os.environ.get(ENV_NODE) or socket.gethostname().split(".")[0]
         self.limit_at = walltime_deadline(time.monotonic())  # the own timer's moment, or None
@@ -96,8 +104,18 @@ class Launcher:
         self.endpoint: Endpoint | None = None  # where Jupyter listens (made in serve)
         self.proc: subprocess.Popen | None = None
         self.wakeup = -1
+        # The pipe the children watch (lifeline.py): this process holds the only write end, so its death, however
+        # it comes, is the end of file they wait for.
+        self.lifeline, self.lifeline_write = os.pipe()
         self.dask: Any = None  # a dasklaunch.DaskCluster with --dask
         self.usage = Usage(self.dir, self.job_id, self.path("launcher.py"))
+
+    @property
+    def runtime(self) -> str:
+        """JUPYTER_RUNTIME_DIR: the private node-local directory (kernels' IPC sockets go beside their connection files)."""
+        if not self.private:
+            raise RuntimeError("no private directory yet")
+        return self.private
 
     @property
     def jupyter(self) -> subprocess.Popen:
@@ -156,18 +174,21 @@ class Launcher:
 
     # -- Jupyter -------------------------------------------------------------------------------
     def start_jupyter(self, root: str) -> None:
-        os.makedirs(self.runtime, mode=0o700, exist_ok=True)
-        os.chmod(self.runtime, 0o700)
         self.token = secrets.token_hex(32)
         write_private(self.path("token"), self.token.encode())  # no newline: Jupyter would make it part of the token
         base = self.dask.env if self.dask else os.environ  # kernels find the session's Dask through DASK_CONFIG
         env = dict(base, JUPYTER_RUNTIME_DIR=self.runtime, JUPYTER_TOKEN_FILE=self.path("token"))
         env.pop("JUPYTER_TOKEN", None)  # it would win over the file
+        env[WATCHDOG_FD] = str(self.lifeline)
         argv = [
             sys.executable,
             *jupyter_start(),
             "--no-browser",
             *self.where.jupyter_args(),
+            # The kernels' ZeroMQ channels as Unix sockets in the private directory: on TCP loopback any user of
+            # the node can subscribe to a kernel's output (message signing stops injection, not reading).
+            "--KernelManager.transport=ipc",
+            *(self.dask.proxy_args() if self.dask else []),
             "--ServerApp.root_dir=" + root,
         ]
         idle = self.args.idle_timeout
@@ -179,8 +200,12 @@ class Launcher:
         # Own session: the terminal's Ctrl-C or a signal for the launcher reaches Jupyter only through us.
         # Output goes straight to the job log: jupyter_server prints a token from a file as "token=...".
         self.proc = subprocess.Popen(
-            argv, env=env, cwd=root, stdin=subprocess.DEVNULL, start_new_session=True
+            argv, env=env, cwd=root, stdin=subprocess.DEVNULL, start_new_session=True, **self.guard()
         )  # cwd: kernels start here
+
+    def guard(self) -> dict:
+        """Popen options that make a child end with this launcher (lifeline.py): the pipe, and on Linux PDEATHSIG."""
+        return {"pass_fds": (self.lifeline,), "preexec_fn": preexec(os.getpid())}
 
     def watch_interval(self) -> int:
         """Seconds between samples of Jupyter's activity: a tenth of --idle-timeout (1 to 60), else WATCH_EVERY."""
@@ -265,6 +290,7 @@ class Launcher:
         self.write_state("starting", message="starting JupyterLab")
         self.usage.write()
         address = self.args.bind or node_address()
+        self.private = make_private_dir()
         self.endpoint = Endpoint(address, use_socket=self.args.socket)
         root = os.path.abspath(os.path.expanduser(os.path.expandvars(self.args.workdir or "~")))  # $VAR: the job's
         self.sleep(0)  # a stop that came before Jupyter started
@@ -313,7 +339,13 @@ class Launcher:
 
         if missing():
             raise Ended("no-dask", missing())
-        self.dask = DaskCluster.from_args(self.dir, address, self.args)
+        self.dask = DaskCluster.from_args(self.dir, address, self.args, self.private)
+        self.dask.guard = self.guard()
+        self.dask.lifeline = self.lifeline
+        if not self.dask.dashboard:
+            log(
+                "no Dask dashboard: it is served only through Jupyter's proxy, and jupyter-server-proxy is not installed"
+            )
         self.dask.start_scheduler()
 
     def wait_dask(self) -> None:
@@ -355,12 +387,13 @@ class Launcher:
             self.dask = None
 
     def remove_secrets(self) -> None:
-        """No stale rendezvous, no secret left: connection.json, token, runtime/ (jpserver-*.json has the token),
-        and the Dask private key (dask/key.pem, made by the laptop for this session only)."""
+        """No stale rendezvous, no secret left: connection.json, token, the private directory (jpserver-*.json has
+        the token), and the Dask private key (dask/key.pem, made by the laptop for this session only)."""
         for name in ("connection.json", "token", os.path.join("dask", "key.pem")):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path(name))
-        shutil.rmtree(self.runtime, ignore_errors=True)
+        if self.private:
+            shutil.rmtree(self.private, ignore_errors=True)
         if self.endpoint is not None:
             self.endpoint.remove()
 

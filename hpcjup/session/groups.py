@@ -256,10 +256,13 @@ def _render(
 
 
 def worker_prologue(paths: SessionPaths) -> list[str]:
-    """Shell lines before a worker starts: the profile's environment (if the session wrote one), the Dask config."""
+    """Shell lines before a worker starts: a private umask, the profile's environment (if the session wrote one), the
+    Dask config (which also makes the worker load daskhttp.py: no HTTP port)."""
     setup = shlex.quote(paths.file(SETUP_FILE))
     config = shlex.quote(paths.file(f"{DASK_DIR}/config"))
-    return [f"if [ -r {setup} ]; then . {setup}; fi", f"export DASK_CONFIG={config}"]
+    # umask 077: Dask's scratch (in the session's private directory's name, made here on this node) and what the
+    # worker writes are nobody else's.
+    return ["umask 077", f"if [ -r {setup} ]; then . {setup}; fi", f"export DASK_CONFIG={config}"]
 
 
 # -- the recorded jobs, through the adapter ----------------------------------------------------------

@@ -268,7 +268,8 @@ def _job_files(paths: SessionPaths, scheduler: Scheduler, request: StartRequest)
     if request.dask is not None:
         from hpcjup.session.dasktls import make_credentials
 
-        cert, key = make_credentials(paths.name)
+        limit = request.resources.time
+        cert, key = make_credentials(paths.name, time_to_seconds(limit) if limit else None)
         files[f"{DASK_DIR}/cert.pem"] = (cert, 0o600)
         files[f"{DASK_DIR}/key.pem"] = (key, 0o600)
     files[JOB_SCRIPT] = (render_job(paths, scheduler, request).encode(), 0o700)

@@ -51,14 +51,21 @@ def test_stop_ends_only_the_jobs_the_session_submitted(
     names = {job["id"]: job["name"] for job in minicluster.active_jobs()}
     assert names[group_ids[0]] == "hpcjup+lab+batch"
 
-    # A notebook's jobs go through the session's sbatch wrapper: output and exit code unchanged, id recorded.
-    code, out, err = sbatch_wrapper(minicluster, "lab", "-t", "5", "-J", "nb", "--wrap", "sleep 600")
+    # A notebook's jobs go through the session's sbatch wrapper: output and exit code unchanged; the id is recorded
+    # for the session's Dask scale-out jobs (named hpcjup+lab+scale, as dask-jobqueue names them from its config).
+    script = SESSIONS / "lab/dask/scale-test.sh"
+    script.write_text("#!/bin/sh\n#SBATCH -J hpcjup+lab+scale\n#SBATCH -t 5\nsleep 600\n")
+    shutil.chown(script, "hpcuser", "hpcuser")
+    code, out, err = sbatch_wrapper(minicluster, "lab", str(script))
     assert code == 0, err
     plain = re.fullmatch(r"Submitted batch job ([0-9]+)\n", out)
     assert plain, out
-    code, out, err = sbatch_wrapper(minicluster, "lab", "--parsable", "-t", "5", "--wrap", "sleep 600")
+    code, out, err = sbatch_wrapper(minicluster, "lab", "--parsable", str(script))
     assert code == 0 and re.fullmatch(r"[0-9]+\n", out), (out, err)
     notebook_ids = [plain[1], out.strip()]
+    code, out, err = sbatch_wrapper(minicluster, "lab", "--parsable", "-t", "5", "-J", "nb", "--wrap", "sleep 600")
+    assert code == 0, err
+    own_id = out.strip()  # the user's own job: never recorded, never cancelled by stop
     code, out, err = sbatch_wrapper(minicluster, "lab", "-p", "nosuch", "--wrap", "true")
     assert (code, out) == (1, "") and "invalid partition" in err.lower(), "a refusal passes through as it was"
     jobs_file = SESSIONS / "lab/dask/jobs"
@@ -69,8 +76,10 @@ def test_stop_ends_only_the_jobs_the_session_submitted(
     assert stopped.returncode == 0, stopped.stderr
     lab_jobs = {lab["job_id"], *group_ids, *notebook_ids}
     wait_for(lambda: not lab_jobs & set(states(minicluster)), 60, "lab's jobs to end")
-    # The other sessions' main jobs (hpcjup-lab-c927, hpcjup-lab-2 start with hpcjup-lab-) go on running.
+    # The other sessions' main jobs (hpcjup-lab-c927, hpcjup-lab-2 start with hpcjup-lab-) go on running, and so
+    # does the job the user submitted by hand.
     still = states(minicluster)
+    assert still.get(own_id) in ("RUNNING", "PENDING")
     assert [still.get(info["job_id"]) for info in others] == ["RUNNING", "RUNNING"]
     for info in others:  # tidy up (their holders); clean_jobs cancels whatever is left
         run(["stop", info["session"], *HOST], laptop_env)

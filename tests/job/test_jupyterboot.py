@@ -114,7 +114,7 @@ def test_the_opt_out_starts_jupyterlab_with_python_m(monkeypatch: pytest.MonkeyP
 
     assert launcher.jupyter_start() == [str(BOOT)]
     monkeypatch.setenv("HPCJUP_LAZY_IMPORTS", "0")
-    assert launcher.jupyter_start() == ["-m", "jupyterlab"]
+    assert launcher.jupyter_start() == [str(BOOT.with_name("lifeline.py")), "-m", "jupyterlab"]
 
 
 def test_the_real_jupyterlab_answers_through_it(python: str, tmp_path: Path) -> None:

@@ -145,8 +145,8 @@ def run(python: str, tmp_path: Path) -> Iterator[Any]:
 
 
 def leftovers(session_dir: Path) -> list[int]:
-    """Live processes started for this session (Jupyter and kernels inherit JUPYTER_RUNTIME_DIR)."""
-    marker = f"JUPYTER_RUNTIME_DIR={session_dir}/runtime".encode()
+    """Live processes started for this session (Jupyter and kernels inherit JUPYTER_TOKEN_FILE)."""
+    marker = f"JUPYTER_TOKEN_FILE={session_dir}/token".encode()
     found = []
     for proc in Path("/proc").iterdir():
         try:
@@ -155,6 +155,12 @@ def leftovers(session_dir: Path) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def jupyter_environ(pid: int) -> dict[str, str]:
+    """A process's environment."""
+    pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(pair.decode().split("=", 1) for pair in pairs if b"=" in pair)
 
 
 def alive(pid: int) -> bool:
@@ -260,7 +266,10 @@ def test_rendezvous_files_token_auth_and_shutdown_from_the_menu(run: Any, tmp_pa
     assert token == conn["token"].encode() and len(token) == 64 and int(token, 16) >= 0 and not token.endswith(b"\n")
     for name in ("connection.json", "token", "state.json"):
         assert stat.S_IMODE((r.dir / name).stat().st_mode) == 0o600, name
-    assert stat.S_IMODE((r.dir / "runtime").stat().st_mode) == 0o700
+    # Jupyter's runtime files (and the kernels' IPC sockets) are in a private node-local directory, not the session's.
+    runtime = jupyter_environ(conn["pid"])["JUPYTER_RUNTIME_DIR"]
+    assert not runtime.startswith(str(r.dir)) and Path(runtime, f"jpserver-{conn['pid']}.json").exists()
+    assert (stat.S_IMODE(os.stat(runtime).st_mode), os.stat(runtime).st_uid) == (0o700, os.getuid())
     state = r.json("state.json")
     assert (state["state"], state["reason"], state["exit_code"], state["pid"]) == ("running", None, None, r.proc.pid)
     assert api(conn, "/api/status")[0] == 200
@@ -545,3 +554,45 @@ def test_dask_workers_run_through_the_per_host_launch(run: Any) -> None:
         time.sleep(0.2)
     assert r.stop(signal.SIGTERM, timeout=90) == 0
     assert not dask_processes(r.dir)
+
+
+def test_a_launcher_killed_outright_takes_jupyter_kernels_and_dask_with_it(run: Any) -> None:
+    """kill -9 (or the OOM killer) leaves no cleanup to the launcher: its children end by themselves (issue 23)."""
+    from hpcjup.session.dasktls import make_credentials
+
+    cert, key = make_credentials("lab")
+    r = run("--dask", "--workers", "1", files={"dask/cert.pem": cert, "dask/key.pem": key})
+    conn = r.wait_file("connection.json", timeout=120)
+    assert api(conn, "/api/kernels", method="POST", body={})[0] == 201
+    deadline = time.monotonic() + 60
+    while (len(leftovers(r.dir)) < 2 or len(dask_processes(r.dir)) < 2) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    before = set(leftovers(r.dir)) | set(dask_processes(r.dir))
+    assert len(leftovers(r.dir)) >= 2 and len(dask_processes(r.dir)) >= 2, "Jupyter, its kernel and Dask run"
+    r.proc.kill()
+    r.proc.wait()
+    deadline = time.monotonic() + 30
+    while [pid for pid in before if alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in before if alive(pid)], "the launcher's children outlived it"
+
+
+def test_the_lifeline_ends_a_child_without_a_parent_death_signal(tmp_path: Path) -> None:
+    """The portable half (macOS has no PR_SET_PDEATHSIG): the child ends once the pipe's write end is gone."""
+    read, write = os.pipe()
+    code = (
+        f"import sys, time; sys.path.insert(0, {str(LAUNCHER_PATH.parent)!r}); import lifeline; "
+        "lifeline.arm(grace=5); print('armed', flush=True); time.sleep(60)"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env={**os.environ, "HPCJUP_LAUNCHER_FD": str(read)},
+        pass_fds=(read,),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    os.close(read)
+    assert child.stdout is not None and child.stdout.readline() == "armed\n"
+    assert child.poll() is None
+    os.close(write)  # what the launcher's death does
+    assert child.wait(10) == -signal.SIGTERM

@@ -96,6 +96,7 @@ def test_worker_prologue_sources_the_profile_environment_when_there_is_one(tmp_p
 
     paths = SessionPaths(str(tmp_path / "it's here"), "lab")
     Path(paths.dir, "dask").mkdir(parents=True)
+    assert worker_prologue(paths)[0] == "umask 077"  # the worker's scratch and files are nobody else's
     script = "\n".join([*worker_prologue(paths), 'echo "${FROM_SETUP:-none} $DASK_CONFIG"'])
     assert (
         subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout == f"none {paths.dir}/dask/config\n"
