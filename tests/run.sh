@@ -13,13 +13,19 @@ fi
 # The laptop side lives in its own venv, like a user's pipx install.
 venv="${HPCJUP_TEST_VENV:-.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,docs]'
 
 # The habits the tools keep: formatted, linted, typed. A failure here fails the run.
 echo "run.sh: ruff format --check, ruff check, mypy" >&2
 "$venv/bin/ruff" format --check --quiet .
 "$venv/bin/ruff" check --quiet .
 "$venv/bin/mypy"
+
+# The documentation site: --strict turns every broken link, anchor or README include into a failure.
+echo "run.sh: mkdocs build --strict" >&2
+site="$(mktemp -d)"
+NO_MKDOCS_2_WARNING=1 "$venv/bin/mkdocs" build --strict --site-dir "$site"
+rm -rf "$site"
 
 pytest() {
     local rc=0
