@@ -13,13 +13,19 @@ fi
 # The laptop side lives in its own venv, like a user's pipx install.
 venv="${HPCJUP_TEST_VENV:-.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,docs]'
 
 # The habits the tools keep: formatted, linted, typed. A failure here fails the run.
 echo "run.sh: ruff format --check, ruff check, mypy" >&2
 "$venv/bin/ruff" format --check --quiet .
 "$venv/bin/ruff" check --quiet .
 "$venv/bin/mypy"
+
+# The documentation site: --strict turns every broken link, anchor or README include into a failure.
+echo "run.sh: mkdocs build --strict" >&2
+site="$(mktemp -d)"
+NO_MKDOCS_2_WARNING=1 "$venv/bin/mkdocs" build --strict --site-dir "$site"
+rm -rf "$site"
 
 pytest() {
     local rc=0
@@ -32,11 +38,35 @@ pytest() {
 }
 
 status=0
-pytest "$@" || status=$?
-if [ "$#" -eq 0 ] && [ "$status" -eq 0 ]; then
-    # The first pass takes the `auto` SSH backend (OpenSSH here); every CLI test (start, attach,
-    # stop, sessions, failures, Dask, socket mode) runs once more on paramiko.
-    echo "run.sh: the CLI tests again with HPCJUP_SSH=paramiko" >&2
-    HPCJUP_SSH=paramiko pytest tests/cli || status=$?
+if [ "$#" -gt 0 ]; then
+    # Arguments given (`bash tests/run.sh -k tunnel -x`): one plain pass with them, as before.
+    pytest "$@" || status=$?
+    exit "$status"
 fi
+
+# Coverage of every tier goes into one data file (artifacts/.coverage); the last tier prints the
+# summary. The CLI's subprocesses are measured only with HPCJUP_COVERAGE_SUBPROCESS=1 (see
+# [tool.coverage.run] in pyproject.toml). Each tier lists its 25 slowest tests.
+mkdir -p artifacts  # ignored by git
+export COVERAGE_FILE="$PWD/artifacts/.coverage"
+rm -f "$COVERAGE_FILE" "$COVERAGE_FILE".*
+if [ "${HPCJUP_COVERAGE_SUBPROCESS:-0}" = 1 ]; then
+    export COVERAGE_PROCESS_START="$PWD/pyproject.toml"  # the CLI's subprocesses too (slower; see pyproject)
+fi
+common=(--durations=25 --cov=hpcjup --cov-append --cov-report=)
+
+# 1. The unit tier: everything that does not reach the mini-cluster, on both cores. tests/conftest.py
+#    marks `cluster` whatever does, and stops a test in this tier that reaches it unmarked.
+echo "run.sh: unit tier (-m 'not cluster', pytest-xdist -n 2)" >&2
+HPCJUP_UNIT_TIER=1 pytest -m "not cluster" -n 2 "${common[@]}" || status=$?
+
+# 2. The cluster tier: the real Slurm, Grid Engine, sshd and browser, one test at a time (the tests
+#    share one cluster and count its jobs, logins and sessions). The `auto` SSH backend: OpenSSH here.
+echo "run.sh: cluster tier (-m cluster)" >&2
+pytest -m cluster "${common[@]}" || status=$?
+
+# 3. The CLI tests whose outcome depends on the SSH backend (marked `transport`; the list and the rule
+#    are in tests/cli/conftest.py) once more, on paramiko. tests/transport covers both backends itself.
+echo "run.sh: the CLI's transport tests again with HPCJUP_SSH=paramiko (-m transport)" >&2
+HPCJUP_SSH=paramiko pytest tests/cli -m transport "${common[@]}" --cov-report=term:skip-covered || status=$?
 exit "$status"

@@ -22,9 +22,15 @@ class _Echo(socketserver.BaseRequestHandler):
             self.request.sendall(data)
 
 
+class _EchoServer(socketserver.ThreadingTCPServer):
+    # socketserver's default backlog is 5: with 64 connections at once on a loaded machine the
+    # kernel refused some, the tunnel (rightly) closed those, and the test saw empty echoes.
+    request_queue_size = 128
+
+
 @pytest.fixture
 def echo() -> Iterator[tuple[str, int]]:
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Echo)
+    server = _EchoServer(("127.0.0.1", 0), _Echo)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server.server_address

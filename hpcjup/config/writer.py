@@ -19,7 +19,6 @@ from hpcjup.errors import UsageError
 from hpcjup.files import write_private
 
 PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # a bare TOML key: no quoting in [profiles.NAME]
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
 
 
 def save_profile(name: str, values: Mapping[str, Any], *, path: Path | None = None, replace: bool = False) -> Path:
@@ -46,20 +45,13 @@ def save_profile(name: str, values: Mapping[str, Any], *, path: Path | None = No
 
 
 def toml_value(value: Any) -> str:
-    """A TOML literal for a str, int, bool or list of str (the value types of settings)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return (
-            '"'
-            + "".join(_ESCAPES.get(c, c if ord(c) >= 0x20 and c != "\x7f" else f"\\u{ord(c):04x}") for c in value)
-            + '"'
-        )
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML form for {type(value).__name__}")
+    """A TOML literal for a str, int, bool or list of those (the value types of settings), as tomlkit writes it."""
+    import tomlkit  # only `profile create` writes TOML; --help and every other command never load it
+
+    items = value if isinstance(value, (list, tuple)) else [value]
+    if not all(isinstance(v, (bool, int, str)) for v in items):
+        raise TypeError(f"no TOML form for {type(value).__name__}")
+    return tomlkit.item(list(value) if isinstance(value, tuple) else value).as_string()
 
 
 def replace_table(text: str, table: str, block: str, path: Path) -> str:

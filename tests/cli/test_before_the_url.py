@@ -8,9 +8,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from hpcjup.errors import ExitCode
 from tests.cli.helpers import hpcjup_argv, local_env
 from tests.cluster.procs import free_port
+
+pytestmark = pytest.mark.one_backend  # --local: no SSH at all
 
 
 def alive(pid: str) -> bool:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.cli.helpers import have_chromium
 
-pytestmark = [pytest.mark.cluster, pytest.mark.browser]
+pytestmark = [pytest.mark.cluster, pytest.mark.browser, pytest.mark.transport]
 ARTIFACTS = Path(os.environ.get("HPCJUP_ARTIFACTS", Path(__file__).resolve().parents[2] / "artifacts"))
 
 

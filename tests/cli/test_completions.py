@@ -13,6 +13,8 @@ import pytest
 from hpcjup.session.store import LocalStore
 from tests.cli.helpers import hpcjup_argv
 
+pytestmark = pytest.mark.one_backend
+
 ROOT = Path(__file__).resolve().parents[2]
 SHELLS = ("bash", "zsh", "fish")
 

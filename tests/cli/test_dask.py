@@ -15,7 +15,7 @@ from hpcjup.errors import ExitCode
 from tests.cli.helpers import CLUSTER_PYTHON, http_get, run, wait_for
 from tests.cli.kernel import run_in_kernel
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.one_backend]
 HOST = ["--host", "minicluster"]
 SESSIONS = Path("/home/hpcuser/.hpcjup/sessions")
 

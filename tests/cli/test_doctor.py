@@ -19,6 +19,8 @@ from hpcjup.errors import ConnectError, ExitCode
 from hpcjup.session.doctor import Check, Report, Status, run_checks
 from tests.cli.helpers import CLUSTER_PYTHON
 
+pytestmark = pytest.mark.one_backend
+
 # Registers the new commands for a real `hpcjup` process until the lead adds them to COMMANDS.
 REGISTER = (
     "import sys; from hpcjup.cli import COMMANDS, main; "
@@ -62,6 +64,7 @@ def statuses(stdout: str) -> dict[str, str]:
 
 
 @pytest.mark.cluster
+@pytest.mark.transport  # counts authentications
 def test_healthy_profile_passes(minicluster: Any, laptop_env: dict[str, str]) -> None:
     write_config(laptop_env, HEALTHY)
     auths = minicluster.auth_count()

@@ -13,7 +13,7 @@ from hpcjup.errors import ExitCode
 from tests.cli.helpers import run
 from tests.cli.test_isolation import remote_commands
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.one_backend]
 HOST = ["--host", "minicluster"]
 SESSIONS = Path("/home/hpcuser/.hpcjup/sessions")
 

@@ -11,7 +11,7 @@ from hpcjup.schedulers.base import JobState
 from tests.cli.helpers import run
 from tests.cli.test_isolation import HOST, SESSIONS, remote_commands, write_as_user
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.one_backend]
 
 
 def test_a_job_cancelled_while_pending_is_asked_about_once(

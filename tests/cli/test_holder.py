@@ -13,7 +13,7 @@ import pytest
 from tests.cli.helpers import http_get, port_listening, run, wait_for
 from tests.cluster import procs
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.transport]
 HOST = ["--host", "minicluster"]
 
 

@@ -14,7 +14,7 @@ import pytest
 from hpcjup.errors import ExitCode
 from tests.cli.helpers import run, session_jobs
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.one_backend]
 HOST = ["--host", "minicluster"]
 SESSIONS = Path("/home/hpcuser/.hpcjup/sessions")
 QUICK = ["--no-dask", "--idle-timeout", "0", "--time", "10", "--no-browser"]
@@ -179,6 +179,7 @@ def remote_commands(stderr: str) -> list[str]:
     ]
 
 
+@pytest.mark.transport  # counts remote commands, which each backend issues its own way
 def test_ls_costs_the_same_whatever_the_number_of_sessions(
     minicluster: Any, laptop_env: dict[str, str], clean_jobs: None
 ) -> None:
@@ -210,6 +211,7 @@ def test_zero_limits_are_refused(laptop_env: dict[str, str], flag: list[str]) ->
     assert result.returncode == ExitCode.USAGE and flag[0] in result.stderr, result.stderr
 
 
+@pytest.mark.transport  # counts remote commands, which each backend issues its own way
 def test_round_trips_per_command(minicluster: Any, laptop_env: dict[str, str], clean_jobs: None) -> None:
     """Issue 13's budget, counted from `-v` (one line per remote command): start <= 2 up to and including
     the submission (detection; upload + submit), 1 on a later start from the same laptop, attach, logs and stop NAME <= 4, stop --all <= 3 whatever the number of sessions."""

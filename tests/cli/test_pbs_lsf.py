@@ -29,6 +29,8 @@ from tests.cli.helpers import CLUSTER_PYTHON, Foreground, http_get, run
 from tests.cluster.fixtures import XDG_DIRS, make_laptop_home
 from tests.cluster.standins import Standin, lsf_standin, pbs_standin  # noqa: F401  (fixtures)
 
+pytestmark = [pytest.mark.cluster, pytest.mark.one_backend]
+
 SYSTEMS = {"pbs": PBSPro, "lsf": LSF}
 REFUSALS = {"pbs": "Unknown queue", "lsf": "nosuch: No such queue. Job not submitted."}
 SESSIONS = Path("/home/hpcuser/.hpcjup/sessions")

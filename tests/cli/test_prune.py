@@ -6,7 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.cli.helpers import local_env, run
+
+pytestmark = pytest.mark.one_backend
 
 
 def _start(name: str, env: dict[str, str], workdir: Path) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import pytest
 from hpcjup.errors import ExitCode
 from tests.cli.helpers import run
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.one_backend]
 HOST = ["--host", "minicluster"]
 
 

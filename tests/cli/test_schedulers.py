@@ -12,7 +12,7 @@ import pytest
 from hpcjup.errors import ExitCode
 from tests.cli.helpers import CLUSTER_PYTHON, hpcjup_argv, http_get, run, session_jobs, wait_for
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.one_backend]
 HOST = ["--host", "minicluster"]
 SESSIONS = Path("/home/hpcuser/.hpcjup/sessions")
 QUICK = ["--no-dask", "--idle-timeout", "0", "--no-browser"]

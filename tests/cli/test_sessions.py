@@ -15,7 +15,7 @@ from hpcjup.errors import ExitCode
 from tests.cli.helpers import http_get, port_listening, run, session_jobs, wait_for
 from tests.cli.kernel import run_in_kernel
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.transport]
 HOST = ["--host", "minicluster"]
 HOME = Path("/home/hpcuser")
 

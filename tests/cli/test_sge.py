@@ -19,7 +19,7 @@ from hpcjup.errors import ExitCode
 from tests.cli.helpers import Foreground, http_get, run, wait_for
 from tests.cli.kernel import run_in_kernel
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.one_backend]
 HOST = ["--host", "minicluster"]
 SGE = ["--scheduler", "sge"]
 SESSIONS = Path("/home/hpcuser/.hpcjup/sessions")

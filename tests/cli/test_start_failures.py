@@ -12,7 +12,7 @@ import pytest
 from hpcjup.errors import ExitCode
 from tests.cli.helpers import run
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.transport]
 HOST = ["--host", "minicluster"]
 SESSIONS = Path("/home/hpcuser/.hpcjup/sessions")
 

@@ -12,7 +12,7 @@ import pytest
 from tests.cli.helpers import Foreground, http_get, port_listening, run, wait_for
 from tests.cli.kernel import run_in_kernel
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.transport]
 HOST = ["--host", "minicluster"]
 
 

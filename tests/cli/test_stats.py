@@ -14,6 +14,8 @@ from hpcjup.cli.stats import bar, render, short, to_csv
 from tests.cli.helpers import run, wait_for
 from tests.cli.kernel import run_in_kernel
 
+pytestmark = pytest.mark.one_backend
+
 HOST = ["--host", "minicluster"]
 
 

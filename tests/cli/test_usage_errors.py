@@ -9,6 +9,8 @@ import pytest
 from hpcjup.errors import ExitCode
 from tests.cli.helpers import run
 
+pytestmark = pytest.mark.one_backend
+
 CASES = [  # (argv with --json, what click says, the command to ask for help); without --json for the text form
     (["ls", "--json", "--bogus"], "No such option '--bogus'", "hpcjup ls"),
     (

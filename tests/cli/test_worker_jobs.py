@@ -14,7 +14,7 @@ import pytest
 from hpcjup.errors import ExitCode
 from tests.cli.helpers import run, wait_for
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.one_backend]
 HOST = ["--host", "minicluster"]
 SESSIONS = Path("/home/hpcuser/.hpcjup/sessions")
 SHORT = ["--time", "10", "--idle-timeout", "0", "-d", "--json"]

@@ -101,7 +101,12 @@ def test_cancel_outright_ends_the_whole_tree(local_session: dict[str, Any]) -> N
     assert scheduler.status(transport, local_session["job_id"]).state is JobState.GONE
 
 
-@pytest.mark.parametrize("job_id", ["-1", "0 1", "1;true", "", "--all", "\u0663", f"{os.getpid()}\n"])
+@pytest.mark.parametrize(
+    "job_id",
+    ["-1", "0 1", "1;true", "", "--all", "\u0663", f"{os.getpid()}\n"],
+    # ids without the pid: pytest-xdist's workers must collect the same test names
+    ids=["negative", "two-words", "shell", "empty", "option", "arabic-digit", "own-pid-newline"],
+)
 def test_no_pid_of_another_shape_reaches_a_command(job_id: str) -> None:
     scheduler, transport = LocalProcess(), LocalTransport()
     assert scheduler.status(transport, job_id).state is JobState.GONE
