@@ -13,9 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from hpcjup.errors import ExitCode
 from tests.cli.helpers import run
 from tests.cluster.minicluster import wait_until
+
+pytestmark = [pytest.mark.cluster, pytest.mark.one_backend]
 
 HOST = ["--host", "minicluster"]
 LIMIT = 30.0  # seconds: DESIGN.md's "every command when a scheduler does not answer"

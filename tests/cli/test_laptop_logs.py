@@ -20,6 +20,8 @@ import pytest
 
 from tests.cli.helpers import CLUSTER_PYTHON, hpcjup_argv, local_env, run
 
+pytestmark = pytest.mark.one_backend  # --local: no SSH at all
+
 # Retitle the window, clear the screen, hide a line behind a carriage return, reorder text (bidi override).
 HOSTILE = "\x1b]0;owned\x07\x1b[2J\x1b[31mred\x1b[0m\rhidden\u202eright-to-left\x9b6n\n"
 

@@ -20,7 +20,7 @@ from tests.cluster.delay import DelayProxy
 from tests.cluster.fixtures import laptop_environ, make_laptop_home
 from tests.cluster.minicluster import USER
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.transport]
 
 
 def point(home: Path, cluster: Any, alias: str, port: int) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.cli.helpers import http_get, run
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.one_backend]
 HOST = ["--host", "minicluster"]
 
 

@@ -17,7 +17,7 @@ import pytest
 from tests.cli.helpers import http_get, run, wait_for
 from tests.cluster.fixtures import SHELL_USERS, add_shell_hosts, make_laptop_env
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.transport]
 # The job's shell is `bash -l`, which reads neither ~/.cshrc nor config.fish: a tcsh or fish user
 # names the Python that has JupyterLab, as they would in their profile.
 PYTHON = ["--python", "/opt/hpcjup-cluster-env/bin/python"]

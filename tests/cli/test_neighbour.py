@@ -25,7 +25,7 @@ from tests.cli.helpers import http_get, run, wait_for
 from tests.cli.kernel import run_in_kernel
 from tests.cluster import neighbour
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.one_backend]
 HOST = ["--host", "minicluster"]
 SESSIONS = Path("/home/hpcuser/.hpcjup/sessions")
 
