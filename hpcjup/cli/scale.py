@@ -56,7 +56,7 @@ def command(
         if not address:
             raise UsageError(f"Session {session} has no Dask cluster (started with --no-dask).")
         spec = WorkerGroup(group, partition or group, jobs, cores)
-        ids = scale_group(transport, view.paths, view.record, view.record.python, address, spec, jobs)
+        ids = scale_group(transport, view.paths, view.record, address, spec, jobs)
     app.ui.result(
         {"session": session, "group": group, "jobs": ids},
         text=f"Worker group {group} of {session}: {len(ids)} job(s) {' '.join(ids)}".rstrip(),

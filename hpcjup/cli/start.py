@@ -374,9 +374,7 @@ def _start_groups(
 
     for group in groups:
         try:
-            ids = scale_group(
-                transport, paths, record, record.python, (conn.dask or {})["scheduler"], group, group.jobs
-            )
+            ids = scale_group(transport, paths, record, (conn.dask or {})["scheduler"], group, group.jobs)
             app.ui.info(f"Worker group {group.name}: job(s) {' '.join(ids)} on partition {group.partition}.")
         except SubmitError as exc:
             app.ui.warn(

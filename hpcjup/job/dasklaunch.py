@@ -179,6 +179,9 @@ class DaskCluster:
         # (lifeline.py); processes on other hosts end through their launch command (srun ends with the launcher).
         self.guard = {}  # type: dict
         self.lifeline = -1
+        # How scale-out jobs run Python: this one, or the launcher's --python-command (a container runtime's prefix,
+        # so the notebook's workers run in the session's container, as its worker groups do).
+        self.python_command = shlex.quote(sys.executable)
         self.worker_procs = []  # type: list[subprocess.Popen]
         self.scheduler_address = ""
         self.dashboard_port = 0  # Dask reports its HTTP port here: 0, or its HTTP server is open on TCP
@@ -196,7 +199,9 @@ class DaskCluster:
         lifetime = args.lifetime
         if granted > 0 and lifetime > 0:
             lifetime = max(60, min(lifetime, granted - warn - 60))
-        return cls(session_dir, address, workers, cores, args.worker_memory, lifetime, private)
+        cluster = cls(session_dir, address, workers, cores, args.worker_memory, lifetime, private)
+        cluster.python_command = getattr(args, "python_command", "") or cluster.python_command
+        return cluster
 
     @property
     def scratch(self) -> str:
@@ -264,7 +269,7 @@ class DaskCluster:
             "cores": self.worker_cores,
             "processes": 1,
             "memory": f"{max(1, self.worker_cores)}GB",
-            "python": sys.executable,
+            "python": self.python_command,
             "queue": os.environ.get(ENV_PARTITION) or None,
             "account": os.environ.get(ENV_ACCOUNT) or None,
             "walltime": "01:00:00",

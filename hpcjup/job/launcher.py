@@ -414,6 +414,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--worker-cores", type=int, default=0, help="threads per worker (default: the task's CPUs)")
     parser.add_argument("--worker-memory", default="auto")
     parser.add_argument("--lifetime", type=int, default=0, help="workers retire after this many seconds")
+    parser.add_argument(
+        "--python-command",
+        default="",
+        help="the shell-quoted command that runs this Python when it is more than its path (a container runtime's "
+        "prefix): the notebook's scale-out jobs run their workers with it",
+    )
     parser.add_argument("jupyter_args", nargs="*", help="after --: passed to Jupyter")
     return parser.parse_args(argv)
 

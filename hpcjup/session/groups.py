@@ -173,7 +173,6 @@ def scale_group(
     transport: Transport,
     paths: SessionPaths,
     record: SessionRecord,
-    python: str,
     address: str,
     group: WorkerGroup,
     jobs: int,
@@ -196,7 +195,7 @@ def scale_group(
             cancel_ids(transport, scheduler, current[jobs:])
             del current[jobs:]
         elif jobs > len(current):
-            script = _render(transport, scheduler, paths, record, python, address, group)
+            script = _render(transport, scheduler, paths, record, address, group)
             for _ in range(jobs - len(current)):
                 current.append(scheduler.submit_worker(transport, script))
     finally:  # also after a refused submission: the jobs already accepted stay on record
@@ -209,7 +208,6 @@ def _render(
     scheduler: Scheduler,
     paths: SessionPaths,
     record: SessionRecord,
-    python: str,
     address: str,
     group: WorkerGroup,
 ) -> str:
@@ -219,6 +217,7 @@ def _render(
             hint="Use the session's own Dask workers (--workers), or start it on a cluster.",
         )
     module, cls = scheduler.jobqueue
+    python = record.worker_python  # the session's Python, through its container runtime if it has one
     account = record.resources.get("account")
     walltime = record.resources.get("time") or "01:00:00"
     spec = {
@@ -236,14 +235,15 @@ def _render(
         ),
         "cores": group.cores,
         "memory": group.memory or f"{group.cores}GB",
-        "python": python,
+        "python": shlex.join(python),  # dask-jobqueue writes it into the worker's command line as it is
         "group": group.name,
         "prologue": worker_prologue(paths),
         "logdir": paths.file(f"{DASK_DIR}/logs"),
     }
     try:
         # umask 077: dask-jobqueue creates the log directory, and the worker logs are nobody else's business.
-        argv = ["bash", "-lc", 'umask 077 && exec "$0" -c "$1"', python, _RENDER]
+        # The render runs where the workers will (inside the session's container, if any): dask-jobqueue is there.
+        argv = ["bash", "-lc", 'umask 077 && exec "$@"', "bash", *python, "-c", _RENDER]
         result = transport.run(argv, input=json.dumps(spec).encode())
     except RemoteCommandError as exc:
         raise SubmitError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -31,6 +32,16 @@ def _created_at(value: Any) -> str:
     return value
 
 
+def _command(value: Any) -> str:
+    """A shell-quoted command line (python_command): text that shlex splits into words; "" when absent."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > 4096 or any(ord(c) < 32 for c in value):
+        raise ValueError("not a one-line command")
+    shlex.split(value)  # ValueError on unbalanced quotes
+    return value
+
+
 @dataclass(frozen=True)
 class SessionRecord:
     """session.json: written by the laptop after submission; the source of truth for attach and ls."""
@@ -43,9 +54,17 @@ class SessionRecord:
     resources: dict[str, Any] = field(default_factory=dict)
     workdir: str | None = None
     idle_timeout: int | None = None
-    python: str = "python3"  # the cluster-side Python the job runs (worker groups use it too)
+    python: str = "python3"  # the cluster-side Python the job runs
+    # The whole command that ran it, shell-quoted, when more than `python` (a container: `ch-run IMG -- python3`):
+    # worker groups run theirs the same way. "" for sessions of older versions and plain Pythons.
+    python_command: str = ""
     hpcjup_version: str = ""
     schema: int = SCHEMA
+
+    @property
+    def worker_python(self) -> list[str]:
+        """The argv prefix worker jobs run Python with: the session's own, inside its container if it has one."""
+        return shlex.split(self.python_command) if self.python_command else [self.python]
 
     @property
     def resources_obj(self) -> Resources:
@@ -68,6 +87,7 @@ class SessionRecord:
             workdir=r.text("workdir"),
             idle_timeout=r.integer("idle_timeout"),
             python=r.text("python", default="python3", pattern=PYTHON),
+            python_command=r.checked("python_command", _command),
             hpcjup_version=r.text("hpcjup_version", default=""),
             schema=r.integer("schema", default=SCHEMA),
         )

@@ -115,6 +115,7 @@ def submit(
                 workdir=request.workdir,
                 idle_timeout=request.idle_timeout or None,
                 python=request.python,
+                python_command=_python_command(request, paths),
                 hpcjup_version=__version__,
             )
             transport.write_file(paths.record, record.to_json(), 0o600)
@@ -327,9 +328,18 @@ def resolve_workdir(workdir: str | None, home: str) -> str | None:
     return path
 
 
+def _python_command(request: StartRequest, paths: SessionPaths) -> str:
+    """The command that runs the session's Python, shell-quoted, when it is more than `python` (a container
+    runtime's prefix): worker groups and the notebook's scale-out jobs run theirs the same way. "" otherwise."""
+    python = launcher_python(request.settings, paths.home) if request.settings else [request.python]
+    return shlex.join(python) if len(python) > 1 else ""
+
+
 def _launcher_command(request: StartRequest, paths: SessionPaths, scheduler: Scheduler) -> list[str]:
     python = launcher_python(request.settings, paths.home) if request.settings else [request.python]
     command = [*python, paths.launcher, "--session-dir", paths.dir, "--ready-timeout", str(request.ready_timeout)]
+    if len(python) > 1:
+        command += ["--python-command", shlex.join(python)]
     if request.workdir:
         command += ["--workdir", request.workdir]
     if scheduler.bind_address:

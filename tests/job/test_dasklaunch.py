@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import os
@@ -96,3 +97,19 @@ def test_the_scratch_directory_goes_when_the_cluster_stops(dasklaunch, tmp_path:
     Path(cluster.scratch, "dask-scratch-space").mkdir(parents=True)
     cluster.stop(grace=0.1)
     assert not Path(cluster.scratch).exists()
+
+
+def test_scale_out_jobs_run_python_as_the_session_does(dasklaunch, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """In a container, the notebook's SLURMCluster workers run through the container runtime, as the launcher did
+    (issue 23: they ran the container's Python path on the bare node)."""
+    monkeypatch.setenv("HPCJUP_JOBQUEUE", "slurm")
+    session = tmp_path / "lab-3"
+    session.mkdir()
+    args = argparse.Namespace(
+        workers=1, worker_cores=1, worker_memory="auto", lifetime=0, python_command="ch-run -b /h /img -- python3"
+    )
+    cluster = dasklaunch.DaskCluster.from_args(str(session), "127.0.0.1", args, str(tmp_path / "private"))
+    assert cluster.jobqueue_config()["jobqueue"]["slurm"]["python"] == "ch-run -b /h /img -- python3"
+    args.python_command = ""  # a plain Python: this one, as before
+    plain = dasklaunch.DaskCluster.from_args(str(session), "127.0.0.1", args, str(tmp_path / "private"))
+    assert plain.jobqueue_config()["jobqueue"]["slurm"]["python"] == dasklaunch.sys.executable

@@ -140,6 +140,36 @@ def test_worker_jobs_carry_the_sessions_directives(paths: SessionPaths) -> None:
             self.written = data
 
     transport = LoginNode({"bash": (0, "#!/bin/bash\n", "")})
-    _render(transport, Slurm(), paths, record, "python3", "tls://n:1", WorkerGroup.parse("batch:2"))
+    _render(transport, Slurm(), paths, record, "tls://n:1", WorkerGroup.parse("batch:2"))
     spec = json.loads(sent[-1])
     assert spec["options"]["job_extra_directives"] == ["--constraint=gpu"]
+
+
+def test_worker_groups_run_in_the_sessions_container(paths: SessionPaths) -> None:
+    """A session started in a container records the runtime's whole command; its worker-group jobs are rendered
+    (by the real dask-jobqueue) and run through the same command, not with the bare Python path (issue 23).
+    `env VAR=1 PYTHON` stands in for a container runtime's prefix: like `ch-run IMG --`, it runs the next words."""
+    import shlex
+
+    from hpcjup.schedulers.slurm import Slurm
+    from hpcjup.session.groups import _render
+    from hpcjup.session.record import SessionRecord
+    from tests.cli.helpers import CLUSTER_PYTHON
+
+    if not Path(CLUSTER_PYTHON).exists():
+        pytest.skip(f"{CLUSTER_PYTHON} missing (tests/cluster/install.sh creates it)")
+    command = ["env", "HPCJUP_IN_CONTAINER=1", CLUSTER_PYTHON]
+    record = SessionRecord("lab", "h", "slurm", "7", "2026-12-01T00:00:00+00:00", python_command=shlex.join(command))
+    assert SessionRecord.from_json(record.to_json()).worker_python == command
+    script = Path(_render(LocalTransport(), Slurm(), paths, record, "tls://n:1", WorkerGroup.parse("batch:2")))
+    assert f"{shlex.join(command)} -m distributed.cli.dask_worker tls://n:1" in script.read_text()
+
+
+@pytest.mark.parametrize("value", ["ch-run 'img", "a\nb", 7, "x" * 5000])
+def test_a_python_command_that_is_no_one_line_command_is_damaged(value: object) -> None:
+    from hpcjup.errors import DamagedDocument
+    from hpcjup.session.record import SessionRecord
+
+    doc = json.loads(SessionRecord("lab", "h", "slurm", "7", "2026-12-01T00:00:00+00:00").to_json())
+    with pytest.raises(DamagedDocument, match="python_command"):
+        SessionRecord.from_json(json.dumps(dict(doc, python_command=value)).encode())
