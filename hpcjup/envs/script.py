@@ -225,6 +225,7 @@ EOF
 
 list() {
     root=$(absroot "$1") || exit 3
+    say root "$root"
     for m in "$root"/*/.hpcjup-env.json; do
         [ -f "$m" ] || continue
         d=${m%/.hpcjup-env.json}
@@ -236,11 +237,14 @@ list() {
 
 remove() {
     root=$(absroot "$1") || exit 3; shift
-    for name; do
+    for name; do  # all or nothing: check every name before removing any
         case $name in */*|.*|'') echo "bad name $name" >&2; exit 2 ;; esac
         if [ -d "$root/.lock-$name" ]; then echo "$name is being built" >&2; exit 5; fi
         [ -e "$root/$name" ] || { echo "no environment $name" >&2; exit 6; }
-        rm -rf "$root/$name" "$root/$name.log" "$root/$name.failed.log"
+    done
+    for name; do
+        # Renamed first: a start checking at this moment sees it gone, never half removed.
+        mv "$root/$name" "$root/.rm-$name-$$" && rm -rf "$root/.rm-$name-$$" "$root/$name.log" "$root/$name.failed.log"
         say removed "$name"
     done
 }
