@@ -170,8 +170,8 @@ def ensure(
         raise EnvBuildError(f"Could not stage the spec under {probe.root} on {transport.name}.", details=result.stderr)
     uv = _uv_for(transport, probe, version, progress)
     argv = ["sh", "-c", script.SCRIPT, "hpcjup-env", "build", probe.root, probe.name, probe.stage]
-    _stream(transport, [*argv, probe.interpreter, uv], progress)
-    return BuiltEnv(probe.name, probe.path, True, time.monotonic() - started)
+    how = _stream(transport, [*argv, probe.interpreter, uv], progress)
+    return BuiltEnv(probe.name, probe.path, how == "built", time.monotonic() - started)
 
 
 def _checked(probe: Probe, spec: EnvSpec, python: str, transport: Transport) -> Probe:
@@ -211,7 +211,8 @@ def _uv_for(transport: Transport, probe: Probe, version: str, progress: Progress
 
 
 def _stream(transport: Transport, argv: Sequence[str], progress: Progress) -> str:
-    """Run the build, passing its lines on; the environment's path, or EnvBuildError with the tools' last words."""
+    """Run the build, passing its lines on: "built", or "reused" (another builder was first); else
+    EnvBuildError with the tools' last words."""
     tail: collections.deque[str] = collections.deque(maxlen=TAIL)
     proc = transport.start_process(argv)
     buffer = b""
@@ -250,7 +251,7 @@ def _line(line: str, tail: collections.deque[str], progress: Progress, transport
     if word == "phase":
         progress.phase(rest)
     elif word == "done":
-        return rest.rsplit(" ", 1)[0]
+        return rest.rsplit(" ", 1)[-1]
     elif word == "failed":
         phase, _, log = rest.partition(" ")
         what = {"resolving": "the packages did not resolve or install", "postBuild": "postBuild failed"}.get(

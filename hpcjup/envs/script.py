@@ -180,6 +180,9 @@ build() {
     rm -rf "$final"  # an in-place build a killed builder left (pip: no marker, never used)
     started=$(date +%s)
     export UV_CACHE_DIR="${UV_CACHE_DIR:-$root/.uv-cache}" UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1 NO_COLOR=1
+    # The login node's certificate store is the one its site keeps (a site CA, a TLS-inspecting proxy):
+    # uv's built-in roots would refuse those. Both names: UV_NATIVE_TLS for older uv on the host.
+    export UV_SYSTEM_CERTS="${UV_SYSTEM_CERTS:-1}" UV_NATIVE_TLS="${UV_NATIVE_TLS:-1}"
     if [ -n "$uv" ]; then
         tmp="$root/.tmp-$name-$$"
     else
