@@ -119,11 +119,12 @@ cleanup() {
     [ -n "$locked" ] && rm -rf "$lock"
 }
 
-fail() {  # $1: the phase; the tools' words are in the log
-    [ -f "$log" ] && mv -f "$log" "$root/$name.failed.log"
+fail() {  # $1: the phase (or "interrupted"), $2: the exit code; the tools' words stay in NAME.failed.log
+    trap '' INT TERM HUP
+    [ -n "$log" ] && [ -f "$log" ] && mv -f "$log" "$root/$name.failed.log"
     cleanup
     say failed "$1" "$root/$name.failed.log"
-    exit 1
+    exit "${2:-1}"
 }
 
 step() {  # run a command, its output to the laptop and to the log; its exit code
@@ -165,9 +166,9 @@ build() {
     root=$(absroot "$1") || exit 3
     name=$2 stage=$3 py=$4 uv=$5
     STALE=${HPCJUP_LOCK_STALE:-3600}
-    final="$root/$name" lock="$root/.lock-$name" tmp= work= locked= watchdog=
+    final="$root/$name" lock="$root/.lock-$name" tmp= work= log= locked= watchdog=
     trap '' PIPE
-    trap 'cleanup; say failed interrupted; exit 130' INT TERM HUP
+    trap 'fail interrupted 130' INT TERM HUP
     # The laptop keeps our stdin open; its end (Ctrl-C, a lost connection) stops the whole build.
     exec 3<&0
     ( cat <&3 >/dev/null 2>&1; kill -TERM 0 2>/dev/null ) &
