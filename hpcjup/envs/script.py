@@ -154,8 +154,11 @@ install_pip() {  # the spec's packages into $tmp with uv (or pip, when there is 
 
 write_lock() {  # the exact result: versions and hashes (uv), else versions (pip)
     if [ -n "$uv" ]; then
+        # The hashes come from the index pages the install just cached (--offline: no second round of
+        # requests); online only if the cache lacks some, and versions alone if even that fails.
+        set -- pip compile -q --no-header --no-annotate --generate-hashes --python "$tmp/bin/python" -o "$tmp/.hpcjup-lock.txt"
         "$uv" pip freeze --python "$tmp/bin/python" >"$work.req" 2>>"$log" &&
-        { "$uv" pip compile -q --no-header --no-annotate --generate-hashes --python "$tmp/bin/python" -o "$tmp/.hpcjup-lock.txt" "$work.req" >>"$log" 2>&1 ||
+        { "$uv" "$@" --offline "$work.req" >>"$log" 2>&1 || "$uv" "$@" "$work.req" >>"$log" 2>&1 ||
           cp "$work.req" "$tmp/.hpcjup-lock.txt"; }
     else
         "$tmp/bin/python" -m pip freeze >"$tmp/.hpcjup-lock.txt" 2>>"$log"
