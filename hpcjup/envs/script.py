@@ -99,16 +99,21 @@ take_lock() {  # one builder per name; a second waits, then finds the env built 
     while ! mkdir "$lock" 2>/dev/null; do
         owner=$(cat "$lock/owner" 2>/dev/null)
         set -- $owner
-        if [ -n "$owner" ] && [ "$1" = "$(uname -n)" ] && ! kill -0 "$2" 2>/dev/null; then
-            say stale-lock "$owner"; rm -rf "$lock"; continue
-        fi
-        if [ -n "$(find "$lock" -maxdepth 0 -mmin +$((STALE / 60)) 2>/dev/null)" ]; then
-            say stale-lock "$owner"; rm -rf "$lock"; continue
+        # A builder killed outright (kill -9, a rebooted login node) leaves its lock: on this host a dead
+        # pid shows it; from another login node only the lock's age can. Its half-built directory goes too.
+        if { [ -n "$owner" ] && [ "$1" = "$(uname -n)" ] && ! kill -0 "$2" 2>/dev/null; } ||
+            [ -n "$(find "$lock" -maxdepth 0 -mmin +$((STALE / 60)) 2>/dev/null)" ]; then
+            say stale-lock "$owner"
+            dead=$(cat "$lock/stage" 2>/dev/null)
+            case $dead in "$root/.stage-$name-"*) rm -rf "$dead" ;; esac
+            rm -rf "$lock" "$root/.tmp-$name-$2" "$root/.tmp-$name-$2.log" "$root/.tmp-$name-$2.rc" "$root/.tmp-$name-$2.req"
+            continue
         fi
         [ -n "$said" ] || { say phase waiting "$owner"; said=1; }
         sleep 1
     done
     echo "$(uname -n) $$" >"$lock/owner"
+    printf '%s' "$stage" >"$lock/stage"
 }
 
 cleanup() {

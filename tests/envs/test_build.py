@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -13,6 +15,7 @@ from hpcjup.envs.identity import env_name
 from hpcjup.envs.spec import EnvSpec
 from hpcjup.errors import ExitCode
 from hpcjup.transport import Transport
+from tests.cluster.procs import wait_until
 from tests.envs.conftest import TEST_ROOT, leftovers
 
 pytestmark = pytest.mark.cluster
@@ -108,3 +111,38 @@ def test_a_python_older_than_the_spec_asks_for(host: Host, make_spec: MakeSpec) 
     with pytest.raises(EnvBuildError, match=r"No Python 3\.13 on minicluster \(runtime.txt asks for 3\.13\)") as caught:
         ensure(host(), spec, TEST_ROOT)
     assert caught.value.exit_code == 11 and "module" in (caught.value.hint or "")
+
+
+def test_a_killed_builders_lock_is_taken_over(host: Host, make_spec: MakeSpec, minicluster: Any) -> None:
+    # postBuild waits while a flag file exists: the first build hangs there, the second (same spec) does not.
+    marker = f"hang-{secrets.token_hex(4)}"
+    flag = f"{TEST_ROOT}/{marker}.flag"
+    post = f"#!/bin/sh\nif [ -e \"$HOME/{flag}\" ]; then exec python3 -c 'import time; time.sleep(120)' {marker}; fi\n"
+    spec = make_spec({"requirements.txt": "six\n", "postBuild": post})
+    transport = host()
+    transport.run(["sh", "-c", f'mkdir -p "$HOME/{TEST_ROOT}" && touch "$HOME/{flag}"'])
+    name = check(transport, spec, TEST_ROOT).name
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            ensure(host(), spec, TEST_ROOT)
+        except BaseException as exc:  # the build is killed under it: an error is what it should see
+            errors.append(exc)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    pattern = f"'[{marker[0]}]{marker[1:]}'"
+    running = f'pgrep -u "$(id -u)" -f {pattern} || true'
+    wait_until(lambda: transport.run(["sh", "-c", running]).stdout.strip(), 60, "postBuild")
+    owner = transport.read_file(f"{transport.home()}/{TEST_ROOT}/.lock-{name}/owner").decode().split()
+    # kill -9 of the builder, then of its postBuild, as a login node's OOM killer or reboot would.
+    transport.run(["sh", "-c", f'kill -9 {owner[1]}; pkill -9 -u "$(id -u)" -f {pattern} || true'])
+    transport.run(["rm", "-f", f"{transport.home()}/{flag}"])
+    thread.join(60)
+    assert errors and isinstance(errors[0], EnvBuildError)
+    assert transport.run(["test", "-d", f"{transport.home()}/{TEST_ROOT}/.lock-{name}"], check=False).returncode == 0
+
+    built = ensure(transport, spec, TEST_ROOT)
+    assert built.built_now and built.name == name
+    assert leftovers(transport, name) == []
