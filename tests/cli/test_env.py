@@ -157,3 +157,19 @@ def test_server_env_runs_a_session_and_cannot_be_removed_under_it(
     finally:
         run(["stop", fg.info.get("session", ""), *HOST], laptop_env)
         fg.kill()
+
+
+def test_local_builds_the_same_env_with_the_laptops_uv(
+    minicluster: Any, laptop_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`--local`: the same spec, the same rule, the laptop's own uv (nothing uploaded); on the same Python X.Y
+    and platform it is the very environment the cluster builds."""
+    spec = _spec(tmp_path, {"requirements.txt": f"# {secrets.token_hex(4)}\nsix\n"})
+    root = tmp_path / "local-envs"
+    local = run(["env", "build", str(spec), "--local", "--root", str(root), "--json"], laptop_env)
+    assert local.returncode == 0, local.stderr
+    here = json.loads(local.stdout)
+    assert here["built"] and Path(here["path"], "bin", "python").exists()
+    assert not (Path(laptop_env["HOME"]) / ".hpcjup" / "bin").exists()  # no uv brought to this machine
+    remote = json.loads(run(["env", "build", str(spec), *HOST, "--root", ROOT, "--json"], laptop_env).stdout)
+    assert remote["name"] == here["name"]

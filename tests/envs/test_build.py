@@ -146,3 +146,14 @@ def test_a_killed_builders_lock_is_taken_over(host: Host, make_spec: MakeSpec, m
     built = ensure(transport, spec, TEST_ROOT)
     assert built.built_now and built.name == name
     assert leftovers(transport, name) == []
+
+
+@pytest.mark.slow
+def test_the_analysis_spec_builds_and_imports_on_a_compute_node(host: Host, make_spec: MakeSpec) -> None:
+    """The issue's analysis spec, once (real PyPI, a few seconds with uv): every package imports inside a job."""
+    spec = make_spec({"requirements.txt": "numpy\nxarray\nnetCDF4\ndask\ndistributed\n"})
+    transport = host()
+    built = ensure(transport, spec, TEST_ROOT)
+    code = "import numpy, xarray, netCDF4, dask, distributed; print(distributed.__version__)"
+    out = transport.run(["srun", "-N1", "-t", "2", built.python, "-c", code], timeout=300).stdout
+    assert out.strip() and out.strip() in transport.read_file(f"{built.path}/.hpcjup-lock.txt").decode()
