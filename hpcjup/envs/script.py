@@ -116,6 +116,20 @@ take_lock() {  # one builder per name; a second waits, then finds the env built 
     printf '%s' "$stage" >"$lock/stage"
 }
 
+sweep() {  # what killed builders of other specs left on this host (their dead pid shows it), and old stages
+    for other in "$root"/.lock-*; do
+        [ -d "$other" ] && [ "$other" != "$lock" ] || continue
+        set -- $(cat "$other/owner" 2>/dev/null)
+        [ "$#" -ge 2 ] && [ "$1" = "$(uname -n)" ] && ! kill -0 "$2" 2>/dev/null || continue
+        n=${other#"$root/.lock-"}
+        dead=$(cat "$other/stage" 2>/dev/null)
+        case $dead in "$root/.stage-$n-"*) rm -rf "$dead" ;; esac
+        rm -rf "$other" "$root/.tmp-$n-$2" "$root/.tmp-$n-$2.log" "$root/.tmp-$n-$2.rc" "$root/.tmp-$n-$2.req"
+    done
+    # A stage whose build never started (the laptop went away after the probe): gone after a day.
+    find "$root" -maxdepth 1 -name '.stage-*' -mmin +1440 -exec rm -rf {} + 2>/dev/null
+}
+
 cleanup() {
     [ -n "$watchdog" ] && kill "$watchdog" 2>/dev/null
     [ -n "$tmp" ] && rm -rf "$tmp"
@@ -183,6 +197,7 @@ build() {
     watchdog=$!
     exec 3<&-
     take_lock; locked=1
+    sweep
     if [ -f "$final/.hpcjup-env.json" ]; then
         : >"$final/.hpcjup-used"; cleanup; say done "$final" reused; exit 0
     fi
