@@ -24,6 +24,7 @@ class ExitCode(IntEnum):
     NOT_FOUND = 8  # no such session
     PORT_BUSY = 9  # the requested local port is in use
     REMOTE = 10  # a command on the cluster failed unexpectedly
+    ENV_BUILD = 11  # an environment did not build (a spec that does not resolve, postBuild failed)
     INTERRUPTED = 130  # Ctrl-C before anything was submitted
 
 

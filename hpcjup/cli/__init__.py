@@ -32,6 +32,7 @@ COMMANDS = {
     "stop": ("stop", "command", "Stop a session: Jupyter shuts down cleanly, the job ends."),
     "prune": ("prune", "command", "Remove ended sessions (directories, logs, cache entries)."),
     "stats": ("stats", "command", "Queue waits, time to URL, how sessions ended, node-hours, per partition."),
+    "env": ("env", "command", "Environments from your spec files, built once per host: ls, build, rm, lock."),
 }
 
 

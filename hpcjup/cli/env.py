@@ -1,0 +1,201 @@
+"""`hpcjup env ls | build | rm | lock | upgrade-server`: environments built from spec files on a host."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from hpcjup.cli.app import App, Reach, host_options, json_option
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from hpcjup.envs.build import BuiltEnv
+    from hpcjup.envs.spec import EnvSpec
+    from hpcjup.transport.base import Transport
+
+F = TypeVar("F", bound="Callable[..., Any]")
+
+
+def root_option(func: F) -> F:
+    """--root: the env root on the host (default $HPCJUP_ENV_ROOT, else ~/.hpcjup/envs)."""
+    return click.option(
+        "--root",
+        metavar="DIR",
+        help="Where environments live on the host (default: $HPCJUP_ENV_ROOT, else ~/.hpcjup/envs; $VAR/... is "
+        "expanded there).",
+    )(func)
+
+
+@click.group()
+def command() -> None:
+    """Environments built from your spec files (requirements.txt, environment.yml, pyproject.toml, Binder's
+    binder/ directory), once per host, reused by every session."""
+
+
+@command.command("ls")
+@host_options
+@root_option
+@json_option
+@click.pass_obj
+def ls_command(app: App, host: str | None, local: bool, root: str | None, reach: Reach) -> None:
+    """List a host's environments: name, spec, Python, size, files, last used."""
+    from hpcjup.envs.catalog import list_envs
+    from hpcjup.envs.identity import env_root
+
+    host = app.resolve_host(host, local)
+    with app.connect(host, reach) as transport:
+        absolute, envs = list_envs(transport, env_root(root))
+    rows = [env.to_dict() for env in envs]
+    app.ui.result({"host": host, "root": absolute, "envs": rows}, text=lambda: _table(envs, host, absolute))
+
+
+@command.command("build")
+@click.argument("spec", metavar="DIR|FILE", required=False)
+@click.option("--server", is_flag=True, help="Build hpcjup's server environment (JupyterLab) instead of a spec.")
+@click.option("--python", metavar="CMD|X.Y", default="python3", show_default=True, help="The host's base Python.")
+@host_options
+@root_option
+@json_option
+@click.pass_obj
+def build_command(
+    app: App, spec: str | None, server: bool, python: str, host: str | None, local: bool, root: str | None, reach: Reach
+) -> None:
+    """Build a spec's environment on the host ahead of time (nothing to do if it is built)."""
+    built, env_spec, host = _build(app, spec, server, python, host, local, root, reach)
+    verb = "Built" if built.built_now else "Already built:"
+    app.ui.result(
+        {"host": host, "name": built.name, "path": built.path, "built": built.built_now, "seconds": built.seconds},
+        text=f"{verb} {built.name} at {built.path} ({env_spec.source}, {built.seconds:.1f} s)",
+    )
+
+
+@command.command("lock")
+@click.argument("spec", metavar="DIR")
+@click.option("--python", metavar="CMD|X.Y", default="python3", show_default=True, help="The host's base Python.")
+@host_options
+@root_option
+@json_option
+@click.pass_obj
+def lock_command(
+    app: App, spec: str, python: str, host: str | None, local: bool, root: str | None, reach: Reach
+) -> None:
+    """Write the exact result of a spec's build (versions and hashes) beside the spec as hpcjup.lock, to commit.
+    A spec directory with hpcjup.lock builds exactly that."""
+    from hpcjup.envs.spec import LOCK_FILE
+    from hpcjup.errors import UsageError
+
+    if not Path(spec).is_dir():
+        raise UsageError(f"{spec} is not a directory.", hint="`env lock` writes hpcjup.lock into the spec's directory.")
+    host = app.resolve_host(host, local)
+    with app.connect(host, reach) as transport:
+        built, _ = _ensure(app, transport, spec, False, python, root)
+        lock = transport.read_file(f"{built.path}/.hpcjup-lock.txt")
+    where = Path(spec) / ("binder" if (Path(spec) / "binder").is_dir() else "")
+    where = Path(spec) / ".binder" if (Path(spec) / ".binder").is_dir() else where
+    target = where / LOCK_FILE
+    target.write_bytes(lock)
+    app.ui.result(
+        {"host": host, "name": built.name, "lock": str(target), "packages": _count(lock)},
+        text=f"Wrote {target} ({_count(lock)} packages, from {built.name} on {host}).",
+    )
+
+
+@command.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@host_options
+@root_option
+@json_option
+@click.pass_obj
+def rm_command(app: App, names: tuple[str, ...], host: str | None, local: bool, root: str | None, reach: Reach) -> None:
+    """Remove environments by name (refused while a running session uses one)."""
+    from hpcjup.envs.catalog import remove
+    from hpcjup.envs.identity import env_root
+    from hpcjup.session.overview import overview
+
+    host = app.resolve_host(host, local)
+    with app.connect(host, reach) as transport:
+        absolute = remove(transport, env_root(root), list(names), overview(transport, app.store))
+    app.ui.result(
+        {"host": host, "root": absolute, "removed": list(names)}, text=f"Removed {', '.join(names)} from {absolute}."
+    )
+
+
+@command.command("upgrade-server")
+@click.option("--python", metavar="CMD|X.Y", default="python3", show_default=True, help="The host's base Python.")
+@host_options
+@root_option
+@json_option
+@click.pass_obj
+def upgrade_server_command(
+    app: App, python: str, host: str | None, local: bool, root: str | None, reach: Reach
+) -> None:
+    """Build the newest JupyterLab server environment and make new sessions use it (running ones keep theirs)."""
+    from hpcjup.envs import server
+    from hpcjup.envs.build import ensure
+    from hpcjup.envs.identity import SERVER_PREFIX, env_root
+    from hpcjup.envs.progress import BuildDisplay
+
+    host = app.resolve_host(host, local)
+    spec = server.upgraded_spec()
+    with app.connect(host, reach) as transport, BuildDisplay(app.ui, "server environment") as display:
+        built = ensure(transport, spec, env_root(root), python, prefix=SERVER_PREFIX, progress=display)
+        transport.run(server.point_argv(built.path.rsplit("/", 1)[0], built.name))
+    app.ui.result(
+        {"host": host, "name": built.name, "path": built.path, "built": built.built_now},
+        text=f"New sessions on {host} run JupyterLab from {built.name}.",
+    )
+
+
+def _build(
+    app: App, spec: str | None, server: bool, python: str, host: str | None, local: bool, root: str | None, reach: Reach
+) -> tuple[BuiltEnv, EnvSpec, str]:
+    host = app.resolve_host(host, local)
+    with app.connect(host, reach) as transport:
+        built, env_spec = _ensure(app, transport, spec, server, python, root)
+    return built, env_spec, host
+
+
+def _ensure(
+    app: App, transport: Transport, spec: str | None, server: bool, python: str, root: str | None
+) -> tuple[BuiltEnv, EnvSpec]:
+    """Read the spec (or take the server's), say what differs from Binder, build it with progress shown."""
+    from hpcjup.envs import server as server_env
+    from hpcjup.envs.build import ensure
+    from hpcjup.envs.identity import SERVER_PREFIX, USER_PREFIX, env_root
+    from hpcjup.envs.progress import BuildDisplay
+    from hpcjup.envs.spec import read_spec
+    from hpcjup.errors import UsageError
+
+    if server == (spec is not None):
+        raise UsageError("Give a spec (a directory or a file) or --server.", hint="e.g. hpcjup env build ./binder")
+    env_spec = server_env.server_spec() if server else read_spec(str(spec))
+    for note in env_spec.notes:
+        app.ui.info(f"note: {note}")
+    prefix = SERVER_PREFIX if server else USER_PREFIX
+    with BuildDisplay(app.ui, "environment" if not server else "server environment") as display:
+        built = ensure(transport, env_spec, env_root(root), python, prefix=prefix, progress=display)
+    return built, env_spec
+
+
+def _count(lock: bytes) -> int:
+    return sum(1 for line in lock.decode(errors="replace").splitlines() if "==" in line and not line.startswith(" "))
+
+
+def _table(envs: list[Any], host: str, root: str) -> str:
+    """`env ls` as text: one line per environment."""
+    import time
+
+    from hpcjup.ui.tables import duration
+
+    if not envs:
+        return f"No environments under {root} on {host}."
+    lines = [f"{'NAME':<24} {'PYTHON':<8} {'SIZE':>9} {'FILES':>7}  {'LAST USED':<12} SPEC"]
+    for env in envs:
+        ago = duration(int(time.time()) - env.last_used) + " ago"
+        size = f"{env.kb / 1024:.1f} MB"
+        python = str(env.meta.get("python", "?"))
+        lines.append(f"{env.name:<24} {python:<8} {size:>9} {env.files:>7}  {ago:<12} {env.meta.get('source', '?')}")
+    return "\n".join(lines)

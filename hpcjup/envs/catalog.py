@@ -1,0 +1,91 @@
+"""The environments built on a host: listed (one remote command for all), and removed."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from hpcjup.envs import script
+from hpcjup.envs.errors import EnvBuildError, EnvInUse, EnvNotFound
+from hpcjup.transport.base import Transport
+
+if TYPE_CHECKING:
+    from hpcjup.session.overview import View
+
+
+@dataclass(frozen=True)
+class EnvInfo:
+    """One built environment: its name and path, size, file count, last use, and what it was built from."""
+
+    name: str
+    path: str
+    kb: int
+    files: int
+    last_used: int  # epoch seconds: the last start (or build) that used it
+    meta: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def list_envs(transport: Transport, root: str) -> tuple[str, list[EnvInfo]]:
+    """The env root (absolute, on the host) and every environment built under it."""
+    result = transport.run(["sh", "-c", script.SCRIPT, "hpcjup-env", "ls", root], timeout=600)
+    lines = result.stdout.splitlines()
+    absolute = next((line[len("@@hpcjup root ") :] for line in lines if line.startswith("@@hpcjup root ")), root)
+    found: list[EnvInfo] = []
+    for head, body in itertools.pairwise(lines):
+        if not head.startswith("@@env "):
+            continue
+        parts = head.split(" ")
+        if len(parts) != 5 or not all(p.isdigit() for p in parts[2:]):
+            continue
+        try:
+            meta = json.loads(body)
+        except ValueError:
+            meta = {}
+        name = parts[1]
+        found.append(EnvInfo(name, f"{absolute}/{name}", int(parts[2]), int(parts[3]), int(parts[4]), meta))
+    return absolute, found
+
+
+def users(views: list[View], path: str) -> list[str]:
+    """The sessions, running or pending, whose record names the environment's directory (its python, a kernel)."""
+    from hpcjup.session.overview import SessionView
+
+    using = []
+    for view in views:
+        if isinstance(view, SessionView) and view.active and _mentions(asdict(view.record), path):
+            using.append(view.paths.name)
+    return using
+
+
+def _mentions(value: Any, path: str) -> bool:
+    if isinstance(value, str):
+        return value == path or value.startswith(path.rstrip("/") + "/")
+    if isinstance(value, dict):
+        return any(_mentions(v, path) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_mentions(v, path) for v in value)
+    return False
+
+
+def remove(transport: Transport, root: str, names: list[str], views: list[View]) -> str:
+    """Remove environments by name (all or none); refused while a running session uses one. The absolute root."""
+    absolute, envs = list_envs(transport, root)
+    known = {env.name: env for env in envs}
+    for name in names:
+        if name not in known:
+            raise EnvNotFound(f"No environment {name!r} under {absolute}.", hint="`hpcjup env ls` lists them.")
+        using = users(views, known[name].path)
+        if using:
+            raise EnvInUse(
+                f"{name} is used by running session(s) {', '.join(using)}.",
+                hint="Stop them first (`hpcjup stop NAME`), then remove it.",
+            )
+    result = transport.run(["sh", "-c", script.SCRIPT, "hpcjup-env", "rm", root, *names], check=False)
+    if result.returncode != 0:
+        raise EnvBuildError(f"Could not remove {', '.join(names)}: {result.stderr.strip()}", hint="Try again.")
+    return absolute

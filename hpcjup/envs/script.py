@@ -1,0 +1,286 @@
+"""The POSIX sh that checks and builds environments on the login node (one remote command each).
+
+`sh -c SCRIPT hpcjup-env ACTION ARGS...`, actions:
+
+- `probe ROOT PREFIX DIGEST PYTHON [UVVERSION stage]` (with `stage`, stdin is a tar of the spec): finds the
+  Python (`3.12` or a command), names the environment (hash of digest, Python X.Y, machine, libc),
+  says whether it is built (and marks it used), and stages the spec for a build. Lines:
+  `@@hpcjup python VERSION MACHINE LIBC PATH`, `@@hpcjup root ABSROOT`, `@@hpcjup home HOME`, `@@hpcjup env NAME built|missing`,
+  `@@hpcjup stage DIR`, `@@hpcjup uv PATH host|SHA256` or `@@hpcjup uv none`. The check of a start that rides in another command
+  is this action with an empty stdin.
+- `build ROOT NAME STAGE PYTHONPATH UV` (stdin kept open by the laptop: its end, when the laptop
+  goes away or is interrupted, stops the build): one builder per name (a mkdir lock; a dead
+  builder's lock on this host is taken over, another host's after LOCK_STALE seconds), builds into
+  ROOT/.tmp-NAME-PID, runs postBuild, writes the lock, renames to ROOT/NAME. Failure or a signal
+  leaves nothing but ROOT/NAME.failed.log. Progress: `@@hpcjup phase P`, the tools' own lines,
+  then `@@hpcjup done PATH built|reused` or `@@hpcjup failed PHASE`.
+- `ls ROOT`: one line per built environment: `@@env NAME KB FILES USED` then its metadata JSON line.
+- `rm ROOT NAME...`: removes environments (and their logs) not being built right now.
+"""
+
+from __future__ import annotations
+
+# Marker written last inside a built env: its metadata. Its presence is what "built" means.
+MARKER = ".hpcjup-env.json"
+USED = ".hpcjup-used"
+LOCK_STALE = 3600
+
+SCRIPT = r"""
+export LC_ALL=C
+umask 077
+action=$1; shift
+say() { printf '@@hpcjup %s\n' "$*"; }
+
+absroot() {  # a root like $PROJECT/envs or ~/x, expanded without eval, made and printed absolute
+    r=$1
+    case $r in
+        '~'/*) r="$HOME/${r#'~/'}" ;;
+        '$'*) v=${r#'$'}; v=${v%%/*}; rest=${r#'$'"$v"}; val=$(printenv "$v") || { echo "no \$$v here" >&2; return 1; }; r="$val$rest" ;;
+        /*) ;;
+        *) r="$HOME/$r" ;;
+    esac
+    mkdir -p "$r" && cd "$r" && pwd -P
+}
+
+find_python() {  # $1: 3.12 (a version: python3.12, else python3 of that version) or a command
+    case $1 in
+        [0-9]*.[0-9]*)
+            for c in "python$1" python3; do
+                p=$(command -v "$c") || continue
+                v=$("$p" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+                [ "$v" = "$1" ] && { echo "$p"; return 0; }
+            done
+            return 1 ;;
+        *) command -v "$1" ;;
+    esac
+}
+
+INFO='import sys, platform, hashlib
+v = "%d.%d" % sys.version_info[:2]
+m = platform.machine() or "unknown"
+lib, lv = platform.libc_ver()
+c = (lib + lv) or "unknown"
+n = hashlib.sha256(("%s\n%s\n%s\n%s" % (sys.argv[1], v, m, c)).encode()).hexdigest()[:16]
+print(v, m, c, sys.argv[2] + "-" + n)'
+
+probe() {
+    root=$(absroot "$1") || exit 3
+    prefix=$2 digest=$3 request=$4 uvversion=$5 staging=$6
+    say root "$root"
+    say home "$HOME"
+    py=$(find_python "$request") || { say python none "$request"; exit 0; }
+    info=$("$py" -c "$INFO" "$digest" "$prefix") || { say python none "$request"; exit 0; }
+    set -- $info
+    say python "$1" "$2" "$3" "$py"
+    name=$4
+    if [ -f "$root/$name/.hpcjup-env.json" ]; then
+        : >"$root/$name/.hpcjup-used"
+        say env "$name" built
+        exit 0
+    fi
+    say env "$name" missing
+    [ "$staging" = stage ] || exit 0
+    stage="$root/.stage-$name-$$"
+    mkdir -p "$stage" && (cd "$stage" && tar -xf - 2>/dev/null) || { rm -rf "$stage"; stage=; }
+    [ -n "$stage" ] && [ -n "$(ls -A "$stage")" ] && say stage "$stage" || { [ -n "$stage" ] && rm -rf "$stage"; }
+    # The host's own uv first; else the one hpcjup brought (the laptop checks its sha256).
+    if uv=$(command -v uv 2>/dev/null) && "$uv" --version >/dev/null 2>&1; then
+        say uv "$uv" host
+    elif [ -n "$uvversion" ] && [ -x "$HOME/.hpcjup/bin/uv-$uvversion" ]; then
+        uv="$HOME/.hpcjup/bin/uv-$uvversion"
+        say uv "$uv" "$(sha256sum <"$uv" 2>/dev/null | cut -d' ' -f1)"
+    else
+        say uv none
+    fi
+}
+
+take_lock() {  # one builder per name; a second waits, then finds the env built (or builds it)
+    said=
+    while ! mkdir "$lock" 2>/dev/null; do
+        owner=$(cat "$lock/owner" 2>/dev/null)
+        set -- $owner
+        # A builder killed outright (kill -9, a rebooted login node) leaves its lock: on this host a dead
+        # pid shows it; from another login node only the lock's age can. Its half-built directory goes too.
+        if { [ -n "$owner" ] && [ "$1" = "$(uname -n)" ] && ! kill -0 "$2" 2>/dev/null; } ||
+            [ -n "$(find "$lock" -maxdepth 0 -mmin +$((STALE / 60)) 2>/dev/null)" ]; then
+            say stale-lock "$owner"
+            dead=$(cat "$lock/stage" 2>/dev/null)
+            case $dead in "$root/.stage-$name-"*) rm -rf "$dead" ;; esac
+            rm -rf "$lock" "$root/.tmp-$name-$2" "$root/.tmp-$name-$2.log" "$root/.tmp-$name-$2.rc" "$root/.tmp-$name-$2.req"
+            continue
+        fi
+        [ -n "$said" ] || { say phase waiting "$owner"; said=1; }
+        sleep 1
+    done
+    echo "$(uname -n) $$" >"$lock/owner"
+    printf '%s' "$stage" >"$lock/stage"
+}
+
+sweep() {  # what killed builders of other specs left on this host (their dead pid shows it), and old stages
+    for other in "$root"/.lock-*; do
+        [ -d "$other" ] && [ "$other" != "$lock" ] || continue
+        set -- $(cat "$other/owner" 2>/dev/null)
+        [ "$#" -ge 2 ] && [ "$1" = "$(uname -n)" ] && ! kill -0 "$2" 2>/dev/null || continue
+        n=${other#"$root/.lock-"}
+        dead=$(cat "$other/stage" 2>/dev/null)
+        case $dead in "$root/.stage-$n-"*) rm -rf "$dead" ;; esac
+        rm -rf "$other" "$root/.tmp-$n-$2" "$root/.tmp-$n-$2.log" "$root/.tmp-$n-$2.rc" "$root/.tmp-$n-$2.req"
+    done
+    # A stage whose build never started (the laptop went away after the probe): gone after a day.
+    find "$root" -maxdepth 1 -name '.stage-*' -mmin +1440 -exec rm -rf {} + 2>/dev/null
+}
+
+cleanup() {
+    [ -n "$watchdog" ] && kill "$watchdog" 2>/dev/null
+    [ -n "$tmp" ] && rm -rf "$tmp"
+    [ -n "$work" ] && rm -f "$work.rc" "$work.req"
+    [ -n "$stage" ] && rm -rf "$stage"
+    [ -n "$locked" ] && rm -rf "$lock"
+}
+
+fail() {  # $1: the phase (or "interrupted"), $2: the exit code; the tools' words stay in NAME.failed.log
+    trap '' INT TERM HUP
+    [ -n "$log" ] && [ -f "$log" ] && mv -f "$log" "$root/$name.failed.log"
+    cleanup
+    say failed "$1" "$root/$name.failed.log"
+    exit "${2:-1}"
+}
+
+step() {  # run a command, its output to the laptop and to the log; its exit code
+    { "$@" </dev/null; echo $? >"$work.rc"; } 2>&1 | tee -a "$log"
+    rc=$(cat "$work.rc" 2>/dev/null || echo 1)
+    return "$rc"
+}
+
+install_pip() {  # the spec's packages into $tmp with uv (or pip, when there is no uv)
+    cd "$stage" || return 1
+    if [ -n "$uv" ]; then
+        p="--python $tmp/bin/python"
+        if [ -f hpcjup.lock ]; then step "$uv" pip sync $p hpcjup.lock; return; fi
+        if [ -f uv.lock ]; then
+            step "$uv" export --frozen --no-emit-project --format requirements-txt -o "$work.req" || return 1
+            step "$uv" pip sync $p "$work.req"; return
+        fi
+        if [ -f pylock.toml ]; then step "$uv" pip sync $p pylock.toml; return; fi
+        [ ! -f requirements.txt ] || step "$uv" pip install $p -r requirements.txt || return 1
+        [ ! -f pyproject.toml ] || step "$uv" pip install $p -r pyproject.toml
+    else
+        pip="$tmp/bin/python -m pip"
+        if [ -f hpcjup.lock ]; then step $pip install --no-deps --require-hashes -r hpcjup.lock; return; fi
+        [ ! -f requirements.txt ] || step $pip install -r requirements.txt
+    fi
+}
+
+write_lock() {  # the exact result: versions and hashes (uv), else versions (pip)
+    if [ -n "$uv" ]; then
+        # The hashes come from the index pages the install just cached (--offline: no second round of
+        # requests); online only if the cache lacks some, and versions alone if even that fails.
+        set -- pip compile -q --no-header --no-annotate --generate-hashes --python "$tmp/bin/python" -o "$tmp/.hpcjup-lock.txt"
+        "$uv" pip freeze --python "$tmp/bin/python" >"$work.req" 2>>"$log" &&
+        { "$uv" "$@" --offline "$work.req" >>"$log" 2>&1 || "$uv" "$@" "$work.req" >>"$log" 2>&1 ||
+          cp "$work.req" "$tmp/.hpcjup-lock.txt"; }
+    else
+        "$tmp/bin/python" -m pip freeze >"$tmp/.hpcjup-lock.txt" 2>>"$log"
+    fi
+}
+
+build() {
+    root=$(absroot "$1") || exit 3
+    name=$2 stage=$3 py=$4 uv=$5
+    STALE=${HPCJUP_LOCK_STALE:-3600}
+    final="$root/$name" lock="$root/.lock-$name" tmp= work= log= locked= watchdog=
+    trap '' PIPE
+    trap 'fail interrupted 130' INT TERM HUP
+    # The laptop keeps our stdin open; its end (Ctrl-C, a lost connection) stops the whole build.
+    exec 3<&0
+    ( cat <&3 >/dev/null 2>&1; kill -TERM 0 2>/dev/null ) &
+    watchdog=$!
+    exec 3<&-
+    take_lock; locked=1
+    sweep
+    if [ -f "$final/.hpcjup-env.json" ]; then
+        : >"$final/.hpcjup-used"; cleanup; say done "$final" reused; exit 0
+    fi
+    rm -rf "$final"  # an in-place build a killed builder left (pip: no marker, never used)
+    started=$(date +%s)
+    export UV_CACHE_DIR="${UV_CACHE_DIR:-$root/.uv-cache}" UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1 NO_COLOR=1
+    # The login node's certificate store is the one its site keeps (a site CA, a TLS-inspecting proxy):
+    # uv's built-in roots would refuse those. Both names: UV_NATIVE_TLS for older uv on the host.
+    export UV_SYSTEM_CERTS="${UV_SYSTEM_CERTS:-1}" UV_NATIVE_TLS="${UV_NATIVE_TLS:-1}"
+    if [ -n "$uv" ]; then
+        tmp="$root/.tmp-$name-$$"
+    else
+        tmp=$final  # venv + pip write absolute paths: built in place, the marker (last) says it is complete
+    fi
+    work="$root/.tmp-$name-$$"
+    log="$work.log"
+    : >"$log"
+    say phase creating
+    if [ -n "$uv" ]; then
+        step "$uv" venv -q --relocatable --python "$py" "$tmp" || fail creating
+    else
+        step "$py" -m venv "$tmp" || fail creating
+    fi
+    say phase resolving
+    install_pip || fail resolving
+    if [ -f "$stage/postBuild" ]; then
+        say phase postBuild
+        chmod +x "$stage/postBuild"
+        (cd "$stage" && export PATH="$tmp/bin:$PATH" VIRTUAL_ENV="$tmp" && step ./postBuild) || fail postBuild
+    fi
+    say phase locking
+    write_lock || fail locking
+    mkdir -p "$tmp/.hpcjup-spec" && cp -R "$stage/." "$tmp/.hpcjup-spec/" || fail locking
+    "$py" - "$stage/spec.json" "$tmp/.hpcjup-env.json" "$name" "$started" "${uv:-pip}" <<'EOF' || fail locking
+import json, sys, time, platform
+meta = json.load(open(sys.argv[1]))
+lib, lv = platform.libc_ver()
+meta.update(name=sys.argv[3], python="%d.%d.%d" % sys.version_info[:3], machine=platform.machine(),
+            libc=(lib + lv) or "unknown", built_at=int(time.time()), seconds=int(time.time()) - int(sys.argv[4]),
+            tool="uv" if sys.argv[5] != "pip" else "pip")
+with open(sys.argv[2], "w") as f:
+    json.dump(meta, f, sort_keys=True)
+EOF
+    : >"$tmp/.hpcjup-used"
+    if [ "$tmp" != "$final" ]; then mv "$tmp" "$final" || fail locking; fi
+    tmp=
+    mv -f "$log" "$root/$name.log"
+    rm -f "$root/$name.failed.log"
+    cleanup
+    say done "$final" built
+}
+
+list() {
+    root=$(absroot "$1") || exit 3
+    say root "$root"
+    for m in "$root"/*/.hpcjup-env.json; do
+        [ -f "$m" ] || continue
+        d=${m%/.hpcjup-env.json}
+        used=$(stat -c %Y "$d/.hpcjup-used" 2>/dev/null || stat -c %Y "$m")
+        printf '@@env %s %s %s %s\n' "${d##*/}" "$(du -sk "$d" | cut -f1)" "$(find "$d" | wc -l)" "$used"
+        cat "$m"; echo
+    done
+}
+
+remove() {
+    root=$(absroot "$1") || exit 3; shift
+    for name; do  # all or nothing: check every name before removing any
+        case $name in */*|.*|'') echo "bad name $name" >&2; exit 2 ;; esac
+        if [ -d "$root/.lock-$name" ]; then echo "$name is being built" >&2; exit 5; fi
+        [ -e "$root/$name" ] || { echo "no environment $name" >&2; exit 6; }
+    done
+    for name; do
+        # Renamed first: a start checking at this moment sees it gone, never half removed.
+        mv "$root/$name" "$root/.rm-$name-$$" && rm -rf "$root/.rm-$name-$$" "$root/$name.log" "$root/$name.failed.log"
+        say removed "$name"
+    done
+}
+
+case $action in
+    probe) probe "$@" ;;
+    build) build "$@" ;;
+    ls) list "$@" ;;
+    rm) remove "$@" ;;
+    *) echo "unknown action $action" >&2; exit 2 ;;
+esac
+"""
