@@ -14,7 +14,7 @@ import pytest
 
 from tests.cli.helpers import Foreground, hpcjup_argv, run, wait_for
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.one_backend]
 
 HOST = ["--host", "minicluster"]
 ROOT = ".hpcjup/envs-test"  # the same test root as tests/envs: envs are named by content, uv's cache stays warm
