@@ -88,11 +88,12 @@ def submit(
     is created with what it says; the record names the scheduler used).
     """
     asked = request
+    created_at = now_iso()
     with deferred_interrupts() as interrupted:
         for attempt in range(2):
             request = dataclasses.replace(asked, workdir=resolve_workdir(asked.workdir, transport.home()))
             try:
-                paths, job_id = _claim(transport, scheduler, request, interrupted)
+                paths, job_id, recorded = _claim(transport, scheduler, request, interrupted, created_at)
                 break
             except _HostChanged:
                 if relearn is None or attempt:
@@ -105,20 +106,9 @@ def submit(
                 scheduler = relearn()
                 scheduler.check_request(asked.resources)
         try:
-            record = SessionRecord(
-                name=paths.name,
-                host=transport.destination or transport.name,
-                scheduler=scheduler.name,
-                job_id=job_id,
-                created_at=now_iso(),
-                resources=request.resources.to_dict(),
-                workdir=request.workdir,
-                idle_timeout=request.idle_timeout or None,
-                python=request.python,
-                python_command=_python_command(request, paths),
-                hpcjup_version=__version__,
-            )
-            transport.write_file(paths.record, record.to_json(), 0o600)
+            record = _record(transport, scheduler, request, paths, created_at, job_id)
+            if recorded != job_id:  # the claim could not read the id the way the adapter does: the laptop's word
+                transport.write_file(paths.record, record.to_json(), 0o600)
             if interrupted.is_set():
                 raise KeyboardInterrupt
         except BaseException:
@@ -128,21 +118,52 @@ def submit(
     return record, paths
 
 
+def _record(
+    transport: Transport,
+    scheduler: Scheduler,
+    request: StartRequest,
+    paths: SessionPaths,
+    created_at: str,
+    job_id: str,
+) -> SessionRecord:
+    """The session's session.json (with JOB_ID_SLOT for its job id, as the claim script completes it)."""
+    return SessionRecord(
+        name=paths.name,
+        host=transport.destination or transport.name,
+        scheduler=scheduler.name,
+        job_id=job_id,
+        created_at=created_at,
+        resources=request.resources.to_dict(),
+        workdir=request.workdir,
+        idle_timeout=request.idle_timeout or None,
+        python=request.python,
+        python_command=_python_command(request, paths),
+        hpcjup_version=__version__,
+    )
+
+
 def _claim(
-    transport: Transport, scheduler: Scheduler, request: StartRequest, interrupted: threading.Event
-) -> tuple[SessionPaths, str]:
-    """Upload the session's files under a name that is free, or whose session has ended, and submit the job."""
+    transport: Transport,
+    scheduler: Scheduler,
+    request: StartRequest,
+    interrupted: threading.Event,
+    created_at: str,
+) -> tuple[SessionPaths, str, str]:
+    """Upload the session's files under a name that is free, or whose session has ended, and submit the job:
+    (paths, job id, the job id the claim recorded in session.json, "" if it could not)."""
     home = transport.home()
     for _ in range(5 if request.name is None else 2):
         paths = SessionPaths(home, check_name(request.name) if request.name else new_name())
         files = _job_files(paths, scheduler, request)
+        template = _record(transport, scheduler, request, paths, created_at, JOB_ID_SLOT)
+        files[RECORD_TEMPLATE] = (template.to_json(), 0o600)
         replace = ""
         for attempt in range(2):
             if interrupted.is_set():
                 raise KeyboardInterrupt  # nothing submitted yet: nothing to take back
-            job_id = _upload_and_submit(transport, scheduler, paths, files, replace)
-            if job_id is not None:
-                return paths, job_id
+            submitted = _upload_and_submit(transport, scheduler, paths, files, replace)
+            if submitted is not None:
+                return paths, *submitted
             if request.name is None:
                 break
             if attempt == 0:
@@ -160,6 +181,11 @@ _IN_USE = 73
 _CHANGED = 77
 _UNSAFE = 78
 _CLAIMED = "hpcjup-claimed"
+_RECORDED = "hpcjup-recorded"
+#: session.json as uploaded, its job id still to come: the claim completes it right after the submission, in the
+#: same remote command, so a connection lost in between leaves no job without a record.
+RECORD_TEMPLATE = "session.json.in"
+JOB_ID_SLOT = "@HPCJUP_JOB_ID@"
 
 
 class _HostChanged(Exception):
@@ -174,9 +200,13 @@ class _HostChanged(Exception):
 # Then, in the session directory, the scheduler's submit command ($5): after the line $8 (_CLAIMED) on
 # stderr, the exit code and output are the scheduler's. Before anything, check that $6 is the home
 # directory and $7 (the scheduler's command) is on the PATH, as the start assumed (exit 77 if not).
+# Once the scheduler took the job, session.json is the uploaded template ($10) with the job id in its slot ($11):
+# the id is the last line the submit command printed, cut at a ";" (Slurm's "id;cluster"), or the N of LSF's
+# "Job <N> is submitted ...". The line "$9 ID" on stderr says it was recorded; the laptop still parses the
+# output the adapter's way (parse_submission) and rewrites the record if the two differ.
 _CLAIM = r"""
 umask 077
-root=$1 name=$2 tag=$3 old=$4 submit=$5 home=$6 need=$7 claimed=$8
+root=$1 name=$2 tag=$3 old=$4 submit=$5 home=$6 need=$7 claimed=$8 recorded=$9 template=${10} slot=${11}
 [ "$(cd -P -- "$home" 2>/dev/null && pwd -P)" = "$(cd -P && pwd -P)" ] || exit 77
 [ -z "$need" ] || command -v "$need" >/dev/null 2>&1 || exit 77
 final=$root/$name stage=$root/.stage-$tag lock=
@@ -199,18 +229,28 @@ for f in "$stage"/*; do mv -- "$f" "$final/" || exit 74; done
 rm -rf -- "$root/.old-$tag"
 cd -- "$final" || exit 74
 printf '%s\n' "$claimed" >&2
-eval "$submit"
+out=$(eval "$submit")
+rc=$?
+printf '%s\n' "$out"
+[ "$rc" -eq 0 ] || exit "$rc"
+id=$(printf '%s\n' "$out" | sed -n '$s/^Job <\([^>]*\)>.*/\1/;$s/;.*//;$p')
+case $id in ''|*[!A-Za-z0-9_.+-]*) exit 0 ;; esac
+sed "s/\"job_id\": \"$slot\"/\"job_id\": \"$id\"/" "$template" >.session.json.new &&
+    mv -f -- .session.json.new session.json && rm -f -- "$template" && printf '%s %s\n' "$recorded" "$id" >&2
+exit 0
 """
 
 
 def _upload_and_submit(
     transport: Transport, scheduler: Scheduler, paths: SessionPaths, files: dict[str, tuple[bytes, int]], replace: str
-) -> str | None:
+) -> tuple[str, str] | None:
     """Run the claim script with the files as a tar archive on stdin, then the scheduler's submit command:
-    the job id, or None if the name is in use. A refused submission leaves no directory behind."""
+    (the job id, the id session.json was completed with or ""), or None if the name is in use. A refused
+    submission leaves no directory behind."""
     tag = secrets.token_hex(4)
     need = scheduler.commands[0] if scheduler.commands else ""
-    args = [paths.root, paths.name, tag, replace, scheduler.submit_command, paths.home, need, _CLAIMED]
+    args = [paths.root, paths.name, tag, replace, scheduler.submit_command, paths.home, need, _CLAIMED, _RECORDED]
+    args += [RECORD_TEMPLATE, JOB_ID_SLOT]
     argv = ["sh", "-c", _CLAIM, "sh", *args]
     rc, out, err = transport.run_raw(argv, input=pack(files), timeout=300)
     text = err.decode(errors="replace")
@@ -230,11 +270,12 @@ def _upload_and_submit(
         if rc == 74:  # claimed, but a file could not be moved in: nothing was submitted, take it all back
             transport.rmtree(paths.dir)
         raise RemoteCommandError(["upload", paths.dir], rc, "", before)
+    after, _, recorded = after.partition(_RECORDED + " ")
     try:
         stdout = out.decode(errors="replace")
         if rc != 0:
             raise scheduler.refusal(RemoteCommandError([scheduler.submit_command], rc, stdout, after))
-        return scheduler.parse_submission(stdout, after)
+        return scheduler.parse_submission(stdout, after), recorded.strip()
     except BaseException:
         transport.rmtree(paths.dir)  # the scheduler took no job (or printed no id): nothing to keep
         raise

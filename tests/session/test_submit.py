@@ -4,12 +4,14 @@ the ready clock runs only once the job does."""
 from __future__ import annotations
 
 import os
+import shlex
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from hpcjup.errors import ConnectError
 from hpcjup.schedulers.base import JobSpec, JobState, JobStatus, Scheduler
 from hpcjup.session.layout import SessionPaths
 from hpcjup.session.record import SessionRecord
@@ -265,3 +267,89 @@ def test_a_lost_race_for_a_reused_name_leaves_no_hidden_directory(
     with pytest.raises(UsageError, match="in use"):
         submit(Home(tmp_path), over, StartRequest(name="lab", dask=None))
     assert sorted(p.name for p in (tmp_path / ".hpcjup/sessions").iterdir()) == ["lab"]
+
+
+class DroppingHome(Home):
+    """The connection drops right after the command that uploads and submits: every later call fails."""
+
+    def __init__(self, home: Path) -> None:
+        super().__init__(home)
+        self.dropped = False
+
+    def run_raw(self, argv, *, input=None, timeout=120.0):  # type: ignore[no-untyped-def]
+        if self.dropped:
+            raise ConnectError("The SSH connection to h is gone.")
+        result = super().run_raw(argv, input=input, timeout=timeout)
+        self.dropped = True
+        return result
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
+        if self.dropped:
+            raise ConnectError("The SSH connection to h is gone.")
+        super().write_file(path, data, mode)
+
+
+class Accepting(SlowScheduler):
+    """Accepts the job at once and prints what `output` says (each adapter's own words)."""
+
+    def __init__(self, output: str = "123") -> None:
+        super().__init__()
+        self.submit_command = "printf '%s\\n' " + shlex.quote(output)
+
+
+def test_a_connection_lost_right_after_the_submission_leaves_the_job_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """session.json is written by the same remote command that submits (issue 23): before, the laptop wrote it
+    in a second command, and a drop in between left a running job with no record."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    record, paths = submit(DroppingHome(tmp_path), Accepting(), StartRequest(name="lab", dask=None))
+    assert record.job_id == "123"
+    on_host = SessionRecord.from_json(Path(paths.record).read_bytes())
+    assert on_host == record  # the very record the laptop would have written
+    assert not Path(paths.file("session.json.in")).exists()
+
+
+@pytest.mark.parametrize(
+    ("adapter", "output"),
+    [
+        ("slurm", "4242"),
+        ("slurm", "4242;cluster2"),
+        ("pbs", "1234.pbs01"),
+        ("sge", "77"),
+        ("lsf", "Job <5150> is submitted to queue <normal>."),
+        ("local", "31337.1829311"),
+    ],
+)
+def test_the_claim_reads_each_schedulers_job_id_as_its_adapter_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, adapter: str, output: str
+) -> None:
+    """The claim script's own reading of the submit command's output agrees with the adapter's parse_submission
+    (its recorded words); where they could differ, the laptop's parse wins and it writes the record itself."""
+    from hpcjup.schedulers import get_scheduler
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    real = get_scheduler(adapter)
+    scheduler = Accepting(output)
+    monkeypatch.setattr(scheduler, "parse_submission", real.parse_submission)
+    writes: list[str] = []
+    home = Home(tmp_path)
+    original = home.write_file
+    monkeypatch.setattr(
+        home, "write_file", lambda path, data, mode=0o600: writes.append(path) or original(path, data, mode)
+    )
+    record, paths = submit(home, scheduler, StartRequest(name="lab", dask=None))
+    assert record.job_id == real.parse_submission(output, "")
+    assert SessionRecord.from_json(Path(paths.record).read_bytes()).job_id == record.job_id
+    assert paths.record not in writes  # recorded on the host by the claim itself: no second remote command
+
+
+def test_an_id_the_claim_cannot_read_is_recorded_by_the_laptop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An array job's "123.1-4:1" (qsub -terse) has characters the claim does not take: the laptop records 123."""
+    from hpcjup.schedulers import get_scheduler
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    scheduler = Accepting("123.1-4:1")
+    monkeypatch.setattr(scheduler, "parse_submission", get_scheduler("sge").parse_submission)
+    record, paths = submit(Home(tmp_path), scheduler, StartRequest(name="lab", dask=None))
+    assert SessionRecord.from_json(Path(paths.record).read_bytes()).job_id == record.job_id == "123"
