@@ -11,7 +11,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Exit codes of every hpcjup command (documented in the README)."""
+    """Exit codes of every hpcjup command (documented in docs/commands.md, "Exit codes")."""
 
     OK = 0
     ERROR = 1  # an unexpected failure (a bug, or something we do not classify)
