@@ -185,3 +185,18 @@ def test_kernel_env_values_are_taken_literally() -> None:
         kernels.Kernel("a", "/e/bin/python"), {"PATH": "/w/dask/bin:/$HOME/bin:/e/bin"}, "/w/dask/bin"
     )
     assert env["PATH"] == "/w/dask/bin:/e/bin:/$$HOME/bin", "the wrapper first, then the kernel's bin, $ escaped"
+
+
+def test_the_laptop_says_what_to_do_about_a_kernel_without_ipykernel() -> None:
+    """The reason the launcher records (hpcjup.job.REASON_NO_IPYKERNEL) has its own hint where a failed start is
+    explained (hpcjup.session.wait.failure_hint), and its exit code is 2 (a setup to fix, as no-jupyter's)."""
+    import endings
+
+    from hpcjup.job import REASON_NO_IPYKERNEL
+    from hpcjup.session.layout import SessionPaths
+    from hpcjup.session.record import JobReport
+    from hpcjup.session.wait import failure_hint
+
+    assert REASON_NO_IPYKERNEL == kernels.REASON and endings.exit_code(REASON_NO_IPYKERNEL, None) == 2
+    hint = failure_hint(JobReport("ended", REASON_NO_IPYKERNEL), SessionPaths("/home/u", "lab"))
+    assert "ipykernel" in hint and "--kernel" in hint
