@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hpcjup.job import LAUNCHER_PATH
-from tests.job.test_launcher import Kernel, api, dask_processes, leftovers
+from tests.job.test_launcher import Kernel, alive, api, dask_processes, leftovers
 
 sys.path.insert(0, str(LAUNCHER_PATH.parent))  # the job files import each other from beside themselves
 import kernels
@@ -126,6 +127,24 @@ def test_dask_runs_in_the_default_kernels_python(run: Any, venvs: dict[str, Path
     assert all(section["python"] == full for section in jobqueue.get("jobqueue", {}).values())
     assert r.stop() == 0
     assert not dask_processes(r.dir) and not leftovers(r.dir)
+
+
+def test_a_launcher_killed_outright_takes_the_users_kernel_and_dask_with_it(run: Any, venvs: dict[str, Path]) -> None:
+    """As for the server's own kernel (test_launcher): kill -9 leaves no cleanup to the launcher, and nothing of
+    the session outlives it, whichever Python runs the kernel and Dask."""
+    full = str(venvs["full"])
+    r = run("--dask", "--workers", "1", "--kernel", f"a={full}", "--dask-python", full, files=dask_files())
+    conn = r.wait_file("connection.json", timeout=120)
+    kernel = Kernel(conn, None)  # the default kernel: a
+    assert kernel.execute("import sys; print(sys.executable)").strip() == full
+    before = {*leftovers(r.dir), *dask_processes(r.dir), kernel.pid}
+    assert len(before) >= 4, "Jupyter, its kernel, the scheduler and a worker run"
+    r.proc.kill()
+    r.proc.wait()
+    deadline = time.monotonic() + 30
+    while [pid for pid in before if alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in before if alive(pid)], "the launcher's children outlived it"
 
 
 def test_a_dask_python_without_distributed_runs_the_session_without_dask(run: Any, venvs: dict[str, Path]) -> None:

@@ -191,9 +191,9 @@ def api(
 class Kernel:
     """A kernel started over REST with one websocket connection: what an open notebook tab holds."""
 
-    def __init__(self, conn: dict[str, Any], name: str = "python3") -> None:
+    def __init__(self, conn: dict[str, Any], name: str | None = "python3") -> None:
         websocket = pytest.importorskip("websocket")
-        status, model = api(conn, "/api/kernels", method="POST", body={"name": name})
+        status, model = api(conn, "/api/kernels", method="POST", body={"name": name} if name else {})
         assert status == 201, status
         self.id = model["id"]
         self.ws = websocket.create_connection(
