@@ -20,6 +20,7 @@ JOB_FILES = (
     "atomic.py",
     "endings.py",
     "jupyterenv.py",
+    "kernels.py",
     "jupyterapi.py",
     "jupyterboot.py",
     "lazy.py",
@@ -48,6 +49,7 @@ REASON_SHUTDOWN = "shutdown"  # File > Shut Down in JupyterLab
 REASON_JUPYTER_EXITED = "jupyter-exited"
 REASON_NO_JUPYTER = "no-jupyter"
 REASON_JUPYTER_TOO_OLD = "jupyter-too-old"
+REASON_NO_IPYKERNEL = "no-ipykernel"  # a --kernel Python without ipykernel (or none at that path)
 REASON_AUTH_CONFIG = "auth-config"  # a Jupyter config file disables or replaces the token
 REASON_READY_TIMEOUT = "ready-timeout"
 

@@ -179,9 +179,12 @@ class DaskCluster:
         # (lifeline.py); processes on other hosts end through their launch command (srun ends with the launcher).
         self.guard = {}  # type: dict
         self.lifeline = -1
-        # How scale-out jobs run Python: this one, or the launcher's --python-command (a container runtime's prefix,
-        # so the notebook's workers run in the session's container, as its worker groups do).
-        self.python_command = shlex.quote(sys.executable)
+        # The Python of every Dask process: the launcher's own, or --dask-python (the default kernel's, so that the
+        # notebook's Client and the workers share one `distributed`). How scale-out jobs run it: its path, or the
+        # launcher's --python-command (a container runtime's prefix, so the notebook's workers run in the session's
+        # container, as its worker groups do).
+        self.python = sys.executable
+        self.python_command = shlex.quote(self.python)
         self.worker_procs = []  # type: list[subprocess.Popen]
         self.scheduler_address = ""
         self.dashboard_port = 0  # Dask reports its HTTP port here: 0, or its HTTP server is open on TCP
@@ -200,7 +203,8 @@ class DaskCluster:
         if granted > 0 and lifetime > 0:
             lifetime = max(60, min(lifetime, granted - warn - 60))
         cluster = cls(session_dir, address, workers, cores, args.worker_memory, lifetime, private)
-        cluster.python_command = getattr(args, "python_command", "") or cluster.python_command
+        cluster.python = getattr(args, "dask_python", "") or cluster.python
+        cluster.python_command = getattr(args, "python_command", "") or shlex.quote(cluster.python)
         return cluster
 
     @property
@@ -263,7 +267,7 @@ class DaskCluster:
             "umask 077",  # Dask's scratch and logs on the worker's node are nobody else's
             f"if [ -r {setup} ]; then . {setup}; fi",  # the profile's environment; older sessions have none
             f"export DASK_CONFIG={shlex.quote(self.config_dir)}",
-            f"export PATH={shlex.quote(os.path.dirname(sys.executable))}:$PATH",
+            f"export PATH={shlex.quote(os.path.dirname(self.python))}:$PATH",
         ]
         options = {
             "cores": self.worker_cores,
@@ -355,8 +359,8 @@ class DaskCluster:
     def watched(self, module: str) -> list[str]:
         """argv of `python -m module` for a process of this host, through lifeline.py when the launcher gave a pipe."""
         if self.lifeline < 0:
-            return [sys.executable, "-m", module]
-        return [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lifeline.py"), "-m", module]
+            return [self.python, "-m", module]
+        return [self.python, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lifeline.py"), "-m", module]
 
     def watched_env(self, env: dict) -> dict:
         return dict(env, HPCJUP_LAUNCHER_FD=str(self.lifeline)) if self.lifeline >= 0 else env
@@ -382,7 +386,7 @@ class DaskCluster:
             self.worker_procs.append(subprocess.Popen(argv, env=env, start_new_session=True, **self.guard))
             return
         # On other hosts the pipe does not exist: the launch command (srun, ...) ends with the launcher instead.
-        worker = [sys.executable, "-m", "distributed.cli.dask_worker", *options]
+        worker = [self.python, "-m", "distributed.cli.dask_worker", *options]
         preexec = {"preexec_fn": self.guard["preexec_fn"]} if "preexec_fn" in self.guard else {}
         # One launch per host of the allocation (HPCJUP_LAUNCH: the scheduler's own way to run on a host), each
         # with that host's share of the workers and the CPUs they use.

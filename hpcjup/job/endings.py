@@ -29,6 +29,7 @@ EXIT_CODES = {
     "jupyter-too-old": 2,
     "auth-config": 2,
     "no-dask": 2,
+    "no-ipykernel": 2,  # a --kernel Python that cannot run a kernel (kernels.py)
     "ready-timeout": 3,
     "dask-failed": 4,
 }

@@ -3,19 +3,22 @@
 Standard library only, Python >= 3.9, copied into the session directory with every job (nothing
 is installed on the cluster). The batch script `exec`s it, so it gets the scheduler's signals:
     python3 DIR/launcher.py --session-dir DIR [--workdir W] [--bind ADDR | --socket] [--ready-timeout 300]
-                            [--stop-grace 20] [--idle-timeout SECONDS] [-- extra Jupyter arguments]
+                            [--stop-grace 20] [--idle-timeout SECONDS] [--kernel NAME=PYTHON ...]
+                            [--dask [--dask-python PYTHON]] [-- extra Jupyter arguments]
 
 Files in DIR (0700, made by the laptop); each 0600, written atomically (temp file, fsync, rename):
 - state.json, at every transition: {schema, state: starting|running|stopping|ended, reason,
   message, exit_code, job_id, node, pid (this launcher), updated_at (ISO 8601, UTC)}.
   reason: null while all is well, then stopped | walltime | idle | shutdown | jupyter-exited |
-  no-jupyter | jupyter-too-old | auth-config | ready-timeout.
+  no-jupyter | jupyter-too-old | no-ipykernel | auth-config | ready-timeout.
 - token: 64 hex digits, no newline. Jupyter gets it only as JUPYTER_TOKEN_FILE in its own
   environment: never in argv, never in this process's environment, never in the job log.
 - connection.json, once GET /api/status answers 200 with the token and 403 without: {schema,
   job_id, node, address, port, socket, token, base_url, url (no token), pid (Jupyter), launcher_pid,
-  python, jupyter_server_version, jupyterlab_version, root_dir, started_at, ready_at}. With
+  python, jupyter_server_version, jupyterlab_version, root_dir, started_at, ready_at, dask}. With
   --socket, Jupyter listens only on `socket` (0600, in a 0700 directory on node-local /tmp) and port is 0.
+  With --kernel also "kernels": [{name, python, python_version, ipykernel, distributed}]; where --dask-python has
+  no `distributed`, "dask" is null and "dask_missing" says why.
 Node-local, private (private.py: a fresh 0700 directory under $TMPDIR or /tmp, unguessable, checked): Jupyter's
 JUPYTER_RUNTIME_DIR (it reports its port=0 choice in jpserver-PID.json), the kernels' connection files and their
 ZeroMQ channels (IPC sockets, never TCP: any user of the node could read a TCP loopback port), the Dask
@@ -35,10 +38,15 @@ SIGKILL to it and its kernels after --stop-grace seconds.
 Idle (--idle-timeout N): Jupyter culls kernels (even those with an open tab) and terminals idle
 for N s; this launcher ends the session once there are no kernels, no terminals and no API
 activity for N s. (jupyter_server's own shutdown_no_activity_timeout checks only once a minute.)
-With --dask, dasklaunch.py (shipped beside this file) runs a TLS Dask scheduler and workers;
-connection.json then has "dask": {scheduler, dashboard_port, workers, worker_cores, config}.
+Kernels (--kernel NAME=PYTHON, kernels.py): this Python runs Jupyter's server; each --kernel is a kernel of
+the session run by its own PYTHON (a user environment), registered in the private directory for this server
+only, the first the default, the server's own python3 kernel hidden. Each PYTHON is checked before Jupyter
+starts (one subprocess each, all at once); one without ipykernel ends the session "no-ipykernel".
+With --dask, dasklaunch.py (shipped beside this file) runs a TLS Dask scheduler and workers, with
+--dask-python (the default kernel's Python) or else this one; connection.json then has
+"dask": {scheduler, dashboard_port, workers, worker_cores, config}.
 Exit codes: 0 stopped, walltime, idle, shutdown (File > Shut Down); 2 no-jupyter, jupyter-too-old,
-auth-config, no-dask; 3 ready-timeout; 4 dask-failed; jupyter-exited: Jupyter's exit code
+no-ipykernel, auth-config, no-dask; 3 ready-timeout; 4 dask-failed; jupyter-exited: Jupyter's exit code
 (128 + signal if it was killed, 1 if it exited 0 before it was ready).
 """
 
@@ -66,6 +74,19 @@ from contract import SCHEMA
 from endings import WAKE_SIGNALS, Ended, exit_code, signalled, walltime_deadline, walltime_end
 from jupyterapi import ENV_NODE, Endpoint, node_address
 from jupyterenv import check_environment, culling_args, stop_group
+from kernels import REASON as NO_IPYKERNEL
+from kernels import (
+    Kernel,
+    Probe,
+    check_kernels,
+    dask_missing,
+    describe,
+    parse_kernels,
+    probe,
+    server_args,
+    server_env,
+    write_specs,
+)
 from lazy import OPT_OUT as LAZY_OPT_OUT
 from lifeline import ENV_FD as WATCHDOG_FD
 from lifeline import preexec
@@ -108,6 +129,9 @@ class Launcher:
         # it comes, is the end of file they wait for.
         self.lifeline, self.lifeline_write = os.pipe()
         self.dask: Any = None  # a dasklaunch.DaskCluster with --dask
+        self.dask_missing: str | None = None  # why a session asked for Dask has none (--dask-python lacks it)
+        self.kernels: list[Kernel] = []  # --kernel, in order (kernels.py)
+        self.probed: dict[str, Probe] = {}  # what each --kernel and --dask-python Python said about itself
         self.usage = Usage(self.dir, self.job_id, self.path("launcher.py"))
 
     @property
@@ -180,6 +204,9 @@ class Launcher:
         env = dict(base, JUPYTER_RUNTIME_DIR=self.runtime, JUPYTER_TOKEN_FILE=self.path("token"))
         env.pop("JUPYTER_TOKEN", None)  # it would win over the file
         env[WATCHDOG_FD] = str(self.lifeline)
+        if self.kernels:  # the session's own kernel specs, seen by this server only (kernels.py)
+            first = os.path.join(self.dask.dir, "bin") if self.dask else ""
+            env = server_env(env, write_specs(self.runtime, self.kernels, self.probed, env, first))
         argv = [
             sys.executable,
             *jupyter_start(),
@@ -189,6 +216,7 @@ class Launcher:
             # the node can subscribe to a kernel's output (message signing stops injection, not reading).
             "--KernelManager.transport=ipc",
             *(self.dask.proxy_args() if self.dask else []),
+            *(server_args(self.kernels) if self.kernels else []),
             "--ServerApp.root_dir=" + root,
         ]
         idle = self.args.idle_timeout
@@ -294,6 +322,7 @@ class Launcher:
         self.endpoint = Endpoint(address, use_socket=self.args.socket)
         root = os.path.abspath(os.path.expanduser(os.path.expandvars(self.args.workdir or "~")))  # $VAR: the job's
         self.sleep(0)  # a stop that came before Jupyter started
+        self.check_pythons()
         started, clock = now(), time.monotonic()
         log(
             f"starting JupyterLab {lab_version} (jupyter_server {server_version}, {sys.executable}) on {address} in {root}"
@@ -320,6 +349,10 @@ class Launcher:
             "ready_at": now(),
             "dask": self.dask.info() if self.dask else None,
         }
+        if self.dask_missing:
+            conn["dask_missing"] = self.dask_missing
+        if self.kernels:
+            conn["kernels"] = describe(self.kernels, self.probed)
         write_private(self.path("connection.json"), json.dumps(conn, indent=2).encode())
         self.write_state("running", message=f"JupyterLab on {self.endpoint.describe()}")
         every = self.watch_interval()
@@ -333,11 +366,48 @@ class Launcher:
                 raise self.exited(ready=True)
             self.watch()
 
+    # -- kernels (kernels.py) ---------------------------------------------------------------------
+    def check_pythons(self) -> None:
+        """Ask every --kernel Python (and --dask-python) about itself, all at once; Ended(no-ipykernel) for a
+        kernel Python that cannot run a kernel."""
+        try:
+            self.kernels = parse_kernels(self.args.kernel)
+        except ValueError as exc:
+            raise Ended(NO_IPYKERNEL, str(exc)) from None
+        pythons = [k.python for k in self.kernels]
+        if self.args.dask and self.args.dask_python:
+            pythons.append(self.args.dask_python)
+        if not pythons:
+            return
+        options = {"pass_fds": (self.lifeline,), "preexec_fn": preexec(os.getpid())}
+        self.probed = probe(pythons, self.args.ready_timeout, self.sleep, options)
+        for kernel in self.kernels:
+            seen = self.probed[kernel.python]
+            if not seen.error:
+                log(
+                    f"kernel {kernel.name}: {kernel.python} (Python {seen.version}, ipykernel {seen.ipykernel}, "
+                    + (f"distributed {seen.distributed})" if seen.distributed else "no distributed)")
+                )
+        check_kernels(self.kernels, self.probed)
+
     # -- Dask (dasklaunch.py) ---------------------------------------------------------------------
     def start_dask(self, address: str) -> None:
         from dasklaunch import DaskCluster, missing
 
-        if missing():
+        if self.args.dask_python:  # the default kernel's Python: without `distributed` the session runs, no Dask
+            seen = self.probed[self.args.dask_python]
+            self.dask_missing = dask_missing(self.args.dask_python, seen)
+            if self.dask_missing:
+                log(f"no Dask: {self.dask_missing}")
+                return
+            for kernel in self.kernels:  # a Client in that kernel would meet workers of another version
+                other = self.probed[kernel.python].distributed
+                if kernel.python != self.args.dask_python and other and other != seen.distributed:
+                    log(
+                        f"kernel {kernel.name} has distributed {other}, the session's Dask runs {seen.distributed} "
+                        f"({self.args.dask_python}): a Client there may fail to talk to the workers"
+                    )
+        elif missing():
             raise Ended("no-dask", missing())
         self.dask = DaskCluster.from_args(self.dir, address, self.args, self.private)
         self.dask.guard = self.guard()
@@ -419,6 +489,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default="",
         help="the shell-quoted command that runs this Python when it is more than its path (a container runtime's "
         "prefix): the notebook's scale-out jobs run their workers with it",
+    )
+    parser.add_argument(
+        "--kernel",
+        action="append",
+        default=[],
+        metavar="NAME=PYTHON",
+        help="a kernel of this session, run by PYTHON (repeatable; the first is the default); the server's own "
+        "python3 kernel is then not offered",
+    )
+    parser.add_argument(
+        "--dask-python",
+        default="",
+        help="the Python of the Dask scheduler and workers (the default kernel's); without `distributed` there "
+        "the session runs without Dask",
     )
     parser.add_argument("jupyter_args", nargs="*", help="after --: passed to Jupyter")
     return parser.parse_args(argv)

@@ -178,6 +178,8 @@ def failure_hint(report: JobReport | None, paths: SessionPaths) -> str:
     reason = report.reason if report else None
     if reason in ("no-jupyter", "jupyter-too-old"):
         return "Install JupyterLab and jupyter_server>=2.20 in the cluster environment, or point --python at a Python that has them."
+    if reason == "no-ipykernel":
+        return "Install ipykernel in that kernel's environment (the message names the Python and the command), or choose another --kernel."
     if reason is None and report is None:
         return f"The launcher never ran: is `python3` (>= 3.9) on the cluster's PATH in a login shell? The job's log: {paths.log}"
     return f"The job's full log is {paths.log} on the cluster."

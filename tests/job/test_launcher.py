@@ -124,9 +124,9 @@ class Run:
         return state
 
 
-@pytest.fixture
-def run(python: str, tmp_path: Path) -> Iterator[Any]:
-    """Start launchers in tmp_path; any still running at the end are killed with their Jupyter."""
+def launcher_runs(python: str, tmp_path: Path) -> Iterator[Any]:
+    """The `run` fixture (conftest.py): start launchers in tmp_path; any still running at the end are killed with
+    their Jupyter."""
     runs: list[Run] = []
 
     def start(
@@ -191,9 +191,9 @@ def api(
 class Kernel:
     """A kernel started over REST with one websocket connection: what an open notebook tab holds."""
 
-    def __init__(self, conn: dict[str, Any]) -> None:
+    def __init__(self, conn: dict[str, Any], name: str | None = "python3") -> None:
         websocket = pytest.importorskip("websocket")
-        status, model = api(conn, "/api/kernels", method="POST", body={"name": "python3"})
+        status, model = api(conn, "/api/kernels", method="POST", body={"name": name} if name else {})
         assert status == 201, status
         self.id = model["id"]
         self.ws = websocket.create_connection(
