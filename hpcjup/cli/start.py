@@ -279,10 +279,12 @@ class _Envs:
 
         if self.bare:
             facts = hostfacts.load(self.app.store, self.key)
-            if facts is not None and facts.bare == "server":
+            python = self.settings.value("python") or "python3"
+            if facts is not None and python in facts.no_jupyter:
                 self.plan = envplan.server_plan(self.settings)
             else:
-                return dataclasses.replace(request, check_jupyter="python3")
+                home = self.transport.home().rstrip("/")
+                return dataclasses.replace(request, check_jupyter=home + python[1:] if python[:2] == "~/" else python)
         if self.plan is None:
             return request
         return dataclasses.replace(request, envs=self._prepare(fresh=False), check_jupyter=None)
@@ -296,7 +298,10 @@ class _Envs:
             self._confirm_server()
             self.plan = envplan.server_plan(self.settings)
             located = self._prepare(fresh=True)
-            hostfacts.learn(self.app.store, self.key, bare="server")
+            facts = hostfacts.load(self.app.store, self.key)
+            if facts is not None:
+                python = self.settings.value("python") or "python3"
+                hostfacts.learn(self.app.store, self.key, no_jupyter=sorted({*facts.no_jupyter, python}))
             return dataclasses.replace(request, envs=located, check_jupyter=None)
         return dataclasses.replace(request, envs=self._prepare(fresh=True))
 
@@ -306,7 +311,8 @@ class _Envs:
 
     def _confirm_server(self) -> None:
         where = self.transport.destination or self.transport.name
-        said = f"python3 on {where} has no JupyterLab (and no env, python, venv, conda, modules or image is set)."
+        python = self.settings.value("python") or "python3"
+        said = f"{python} on {where} has no JupyterLab (and no env, venv, conda, modules or image is set)."
         if self.yes:
             self.app.ui.info(f"{said} Building hpcjup's server environment there (--yes).")
             return

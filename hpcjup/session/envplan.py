@@ -134,16 +134,14 @@ def plan(settings: Settings) -> Plan | None:
 
 
 def bare(settings: Settings) -> bool:
-    """A start that sets nothing about its Python: the host's `python3` must have JupyterLab, or hpcjup's
-    server environment is built (a bare cluster's first start)."""
-    return settings.value("python") in (None, "python3") and not any(
-        settings.value(key) for key in (*_SETTINGS_WITH_JUPYTER, "env", "kernels")
-    )
+    """A start that sets nothing but (perhaps) `python`: that Python must have JupyterLab, or hpcjup's server
+    environment is built from it (a bare cluster's first start)."""
+    return not any(settings.value(key) for key in (*_SETTINGS_WITH_JUPYTER, "env", "kernels"))
 
 
 def server_plan(settings: Settings) -> Plan:
-    """A bare start's plan: the server env alone (its own python3 kernel)."""
-    return Plan(env_root(settings.value("env_root")), "python3")
+    """A bare start's plan: the server env alone (its own python3 kernel), built from the `python` setting."""
+    return Plan(env_root(settings.value("env_root")), settings.value("python") or "python3")
 
 
 def locate(p: Plan, facts: HostFacts | None, home: str) -> Located | None:

@@ -7,8 +7,8 @@ round trip less on every start but the first, which is most of what a laptop 150
 centre waits for before the job is submitted.
 
 For environments (`start --env`) it also remembers what their names depend on: each env root's
-absolute path, each base Python's X.Y, machine and libc, and whether the host's own `python3`
-has JupyterLab (a bare cluster's first start finds it has not): a warm start then names every
+absolute path, each base Python's X.Y, machine and libc, and the Pythons found without JupyterLab
+(a bare cluster's first start: its sessions then run JupyterLab from hpcjup's server environment): a warm start then names every
 environment locally and the upload's command checks that they are built.
 """
 
@@ -33,7 +33,7 @@ class HostFacts:
     roots: dict[str, str] = field(default_factory=dict)  # env_root setting -> its absolute path on the host
     pythons: dict[str, list[str]] = field(default_factory=dict)  # base Python asked for -> [X.Y, machine, libc]
     current: dict[str, str] = field(default_factory=dict)  # env_root setting -> the server-current env ("" none)
-    bare: str | None = None  # a start with nothing set: "python3" (it has JupyterLab) or "server" (it has not)
+    no_jupyter: list[str] = field(default_factory=list)  # Pythons found without JupyterLab: starts use the server env
 
 
 def load(store: LocalStore, host: str) -> HostFacts | None:
@@ -66,8 +66,9 @@ def load(store: LocalStore, host: str) -> HostFacts | None:
             if isinstance(current, dict)
             else {}
         )
-        bare = data.get("bare") if data.get("bare") in ("python3", "server") else None
-        return HostFacts(home, scheduler if scheduler in REGISTRY else None, roots, pythons, current, bare)
+        no_jupyter = data.get("no_jupyter") or []
+        no_jupyter = [p for p in no_jupyter if _word(p)] if isinstance(no_jupyter, list) else []
+        return HostFacts(home, scheduler if scheduler in REGISTRY else None, roots, pythons, current, no_jupyter)
     return None
 
 
@@ -77,7 +78,7 @@ def _word(value: object) -> bool:
 
 
 def learn(store: LocalStore, host: str, **changes: object) -> HostFacts | None:
-    """Add environment facts (roots, pythons, current: merged; bare: replaced) to what is remembered for `host`."""
+    """Add environment facts (roots, pythons, current: merged; no_jupyter: replaced) to what is remembered for `host`."""
     facts = load(store, host)
     if facts is None:
         return None
