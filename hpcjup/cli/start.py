@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
@@ -14,6 +16,7 @@ from hpcjup.cli.serve import Holder, terminate_as_interrupt
 from hpcjup.config.profiles import resolve
 from hpcjup.config.resources import parse_duration
 from hpcjup.errors import ExitCode, HpcjupError, Interrupted, JobCannotStart, JobFailedError, SubmitError, UsageError
+from hpcjup.session import envplan
 from hpcjup.session.groups import WorkerGroup
 from hpcjup.session.layout import check_name
 from hpcjup.session.submit import DaskRequest, StartRequest
@@ -22,6 +25,7 @@ from hpcjup.ui.tables import duration, expected_start
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from hpcjup.config.profiles import Resolved
     from hpcjup.schedulers.base import Scheduler
     from hpcjup.session.layout import SessionPaths
     from hpcjup.session.record import Connection, SessionRecord
@@ -45,7 +49,29 @@ if TYPE_CHECKING:
 @click.option("--gpus", help="GPUs, e.g. 4 or a100:4.")
 @click.option("-n", "--name", help="Session name, unique on the host (default: lab-XXXX).")
 @click.option("--workdir", help="Jupyter's root directory on the cluster (default: your home).")
-@click.option("--python", "python", default="python3", help="The cluster-side Python that has JupyterLab.")
+@click.option(
+    "--python",
+    "python",
+    default="python3",
+    help="The cluster-side Python that has JupyterLab (with --env/--kernel: the Python environments are built from).",
+)
+@click.option(
+    "--env",
+    "env",
+    metavar="DIR|FILE",
+    help="The default kernel's environment from a spec (requirements.txt, environment.yml, pyproject.toml, binder/), "
+    "built on the cluster once; JupyterLab then runs from hpcjup's server environment.",
+)
+@click.option(
+    "--kernel",
+    "kernels",
+    multiple=True,
+    metavar="[NAME=]SPEC",
+    help="Another kernel (repeatable): a spec directory or file, or cluster:/path of an existing venv or conda env.",
+)
+@click.option(
+    "-y", "--yes", is_flag=True, help="Build what the start needs without asking (hpcjup's server environment)."
+)
 @click.option("--local-port", type=click.IntRange(1, 65535), help="Local port of the tunnel (default: a free one).")
 @click.option(
     "--socket/--tcp",
@@ -114,6 +140,9 @@ def command(
     name: str | None,
     workdir: str | None,
     python: str,
+    env: str | None,
+    kernels: tuple[str, ...],
+    yes: bool,
     local_port: int | None,
     use_socket: bool | None,
     no_browser: bool,
@@ -172,16 +201,23 @@ def command(
     )
     pending = parse_duration(pending_timeout, "--timeout", allow_zero=False) if pending_timeout else None
     host = app.resolve_host(None if local else settings.value("host"), local)
+    plan = envplan.plan(settings)
     if dry_run:
         with app.connect_with_status(host, reach) as transport:
             # Asked afresh: the script shows the host's real paths (no upload checks a remembered home here).
             scheduler = app.choose_scheduler(transport, host, reach, remembered=False)
             scheduler.check_request(request.resources)
-            return show_preview(ctx, app, transport, scheduler, request)
+            rows: list[dict[str, str]] = []
+            if plan is not None:
+                located, rows = envplan.survey(transport, plan)
+                request = dataclasses.replace(request, envs=located)
+            return show_preview(ctx, app, transport, scheduler, request, rows)
     detacher = Detacher.prepare(local_port, detach)
     with app.connect_with_status(host, reach) as transport:
         scheduler = app.choose_scheduler(transport, host, reach)
         scheduler.check_request(request.resources)
+        envs = _Envs(app, transport, transport.destination or host, settings, plan, yes, bare=not local)
+        request = envs.first(request)
         scheduler, record, paths, conn, time_left, granted = _submit_and_wait(
             app,
             transport,
@@ -189,7 +225,10 @@ def command(
             request,
             pending,
             lambda: app.relearn(transport, host, reach),
+            envs,
         )
+        if conn.dask_missing:
+            app.ui.warn(f"This session has no Dask: {conn.dask_missing}")
         asked = request.resources.time_seconds
         if granted and asked and granted < asked:
             app.ui.info(f"The scheduler shortened the time limit to {duration(granted)} (--time-min) to start sooner.")
@@ -215,8 +254,87 @@ def command(
             raise
 
 
+class _Envs:
+    """The environments of one start: located before the upload, built (and the upload retried) when it says
+    one is missing, or, on a bare cluster whose python3 has no JupyterLab, hpcjup's server env built."""
+
+    def __init__(
+        self,
+        app: App,
+        transport: Transport,
+        key: str,
+        settings: Resolved,
+        plan: envplan.Plan | None,
+        yes: bool,
+        *,
+        bare: bool,
+    ) -> None:
+        self.app, self.transport, self.key, self.settings, self.yes = app, transport, key, settings, yes
+        self.plan = plan
+        self.bare = bare and plan is None and envplan.bare(settings)
+
+    def first(self, request: StartRequest) -> StartRequest:
+        """The request with its envs located (built first if the host has never been asked)."""
+        from hpcjup.session import hostfacts
+
+        if self.bare:
+            facts = hostfacts.load(self.app.store, self.key)
+            python = self.settings.value("python") or "python3"
+            if facts is not None and python in facts.no_jupyter:
+                self.plan = envplan.server_plan(self.settings)
+            else:
+                home = self.transport.home().rstrip("/")
+                return dataclasses.replace(request, check_jupyter=home + python[1:] if python[:2] == "~/" else python)
+        if self.plan is None:
+            return request
+        return dataclasses.replace(request, envs=self._prepare(fresh=False), check_jupyter=None)
+
+    def retry(self, request: StartRequest, exc: Exception) -> StartRequest:
+        """After the upload refused: build what is missing (asking first for a bare cluster's server env)."""
+        from hpcjup.session import hostfacts
+        from hpcjup.session.submit import NoJupyter
+
+        if isinstance(exc, NoJupyter):
+            self._confirm_server()
+            self.plan = envplan.server_plan(self.settings)
+            located = self._prepare(fresh=True)
+            facts = hostfacts.load(self.app.store, self.key)
+            if facts is not None:
+                python = self.settings.value("python") or "python3"
+                hostfacts.learn(self.app.store, self.key, no_jupyter=sorted({*facts.no_jupyter, python}))
+            return dataclasses.replace(request, envs=located, check_jupyter=None)
+        return dataclasses.replace(request, envs=self._prepare(fresh=True))
+
+    def _prepare(self, *, fresh: bool) -> envplan.Located:
+        assert self.plan is not None
+        return envplan.prepare(self.app.store, self.key, self.transport, self.plan, self.app.ui, fresh=fresh)
+
+    def _confirm_server(self) -> None:
+        where = self.transport.destination or self.transport.name
+        python = self.settings.value("python") or "python3"
+        said = f"{python} on {where} has no JupyterLab (and no env, venv, conda, modules or image is set)."
+        if self.yes:
+            self.app.ui.info(f"{said} Building hpcjup's server environment there (--yes).")
+            return
+        if not sys.stdin.isatty():
+            raise UsageError(
+                f"{said} Nothing was submitted.",
+                hint=f"Run again with --yes to build hpcjup's server environment there (JupyterLab, shared by every "
+                f"session), or build it ahead: `hpcjup env build --server --host {where}`. Or set --python/--venv.",
+            )
+        if not click.confirm(f"{said}\nBuild hpcjup's server environment there now (a few minutes, once)?", err=True):
+            raise UsageError(
+                "Nothing was submitted.", hint="Set --python, --venv or --env to a Python with JupyterLab."
+            )
+
+
 def show_preview(
-    ctx: click.Context, app: App, transport: Transport, scheduler: Scheduler, request: StartRequest
+    ctx: click.Context,
+    app: App,
+    transport: Transport,
+    scheduler: Scheduler,
+    request: StartRequest,
+    envs: list[dict[str, str]] | None = None,
 ) -> None:
     """--dry-run: the script and each partition's verdict; exit 5 unless every partition would take the job."""
     from hpcjup.session.preview import preview
@@ -229,6 +347,7 @@ def show_preview(
         "host": found.host,
         "session": found.session,
         "partitions": rows,
+        "envs": envs or [],
     }
     error = None
     refused = [p for p in found.partitions if not p.can_take]
@@ -242,6 +361,8 @@ def show_preview(
     title = scheduler.title or scheduler.name
     lines = [f"# The job script for session {found.session}, as `hpcjup start` would submit it:", found.script]
     lines += [preview_line(title, row) for row in rows]
+    verbs = {"built": "built, reused", "missing": "not built: `start` builds it first", "existing": "used as it is"}
+    lines += [f"environment {e['env']} ({e['source']}): {verbs[e['state']]}" for e in envs or []]
     app.ui.result(data, text="\n".join(lines))
     if error is not None:
         if not app.ui.json_mode:
@@ -274,17 +395,30 @@ def _submit_and_wait(
     request: StartRequest,
     pending: int | None,
     relearn: Callable[[], Scheduler],
+    envs: _Envs | None = None,
 ) -> tuple[Scheduler, SessionRecord, SessionPaths, Connection, int | None, int | None]:
     """Submit and wait for Jupyter; interrupted before it answers, the job is cancelled (nothing to lose yet).
     The scheduler returned is the one the session was submitted with (the host may have changed since the
     last start remembered it: `relearn`)."""
     from hpcjup.schedulers import get_scheduler
-    from hpcjup.session.submit import submit
+    from hpcjup.session.submit import EnvMissing, NoJupyter, submit
     from hpcjup.session.wait import ReadyWaiter
 
+    for attempt in range(3):
+        try:
+            with app.ui.status() as line, terminate_as_interrupt():
+                line.update("Submitting…")
+                record, paths = submit(transport, scheduler, request, relearn=relearn)
+            break
+        except (EnvMissing, NoJupyter) as exc:  # nothing was claimed or submitted: build, then upload again
+            if envs is None or attempt == 2:
+                raise SubmitError(
+                    "An environment the session needs is still not there after it was built.",
+                    hint="Another start or `hpcjup env rm` may be removing it; run the command again.",
+                ) from None
+            with terminate_as_interrupt():
+                request = envs.retry(request, exc)
     with app.ui.status() as line, terminate_as_interrupt():
-        line.update("Submitting…")
-        record, paths = submit(transport, scheduler, request, relearn=relearn)
         scheduler = get_scheduler(record.scheduler)
         # Cached at once: `hpcjup stop NAME` then finds the host without --host, whatever happens next.
         app.store.save(record.host, record.name, {"host": record.host, "record": asdict(record)})

@@ -76,6 +76,13 @@ KEYS: dict[str, Key] = {
         Key("conda", str, "conda/mamba environment: a name or a prefix path"),
         Key("venv", str, "virtual environment directory to activate"),
         Key("setup", list, "shell lines run before Jupyter starts"),
+        Key("env", str, "the default kernel's environment: a spec directory or file (requirements.txt, binder/, ...)"),
+        Key(
+            "kernels",
+            list,
+            "more kernels, each [NAME=]SPEC: a spec directory or file, or cluster:/path of an existing env",
+        ),
+        Key("env_root", str, "where environments are built on the cluster (default ~/.hpcjup/envs; $VAR/... allowed)"),
         Key("image", str, "container image: a .sif file, docker://..., or a Charliecloud image directory"),
         Key("container_runtime", str, "container runtime", choices=("apptainer", "singularity", "charliecloud")),
         Key("binds", list, "paths bound into the container (SRC[:DST])"),

@@ -42,6 +42,17 @@ def _command(value: Any) -> str:
     return value
 
 
+def _paths(value: Any) -> list[str]:
+    """A list of absolute paths (envs); [] when absent."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > 64:
+        raise ValueError("not a list of paths")
+    if not all(isinstance(p, str) and p.startswith("/") and len(p) < 4096 and "\n" not in p for p in value):
+        raise ValueError("not a list of absolute paths")
+    return list(value)
+
+
 @dataclass(frozen=True)
 class SessionRecord:
     """session.json: written by the laptop after submission; the source of truth for attach and ls."""
@@ -58,8 +69,16 @@ class SessionRecord:
     # The whole command that ran it, shell-quoted, when more than `python` (a container: `ch-run IMG -- python3`):
     # worker groups run theirs the same way. "" for sessions of older versions and plain Pythons.
     python_command: str = ""
+    # The environment directories the session uses (server env, kernels' envs): `hpcjup env rm` refuses them.
+    envs: list[str] = field(default_factory=list)
     hpcjup_version: str = ""
     schema: int = SCHEMA
+
+    def uses_env(self, path: str) -> bool:
+        """Whether the session runs from the environment at `path` (its Python, a kernel, Dask)."""
+        path = path.rstrip("/")
+        mine = [*self.envs, self.python, *shlex.split(self.python_command or "")]
+        return any(p == path or p.startswith(path + "/") for p in mine)
 
     @property
     def worker_python(self) -> list[str]:
@@ -88,6 +107,7 @@ class SessionRecord:
             idle_timeout=r.integer("idle_timeout"),
             python=r.text("python", default="python3", pattern=PYTHON),
             python_command=r.checked("python_command", _command),
+            envs=r.checked("envs", _paths),
             hpcjup_version=r.text("hpcjup_version", default=""),
             schema=r.integer("schema", default=SCHEMA),
         )
@@ -109,6 +129,7 @@ class Connection:
     ready_at: str | None = None
     jupyter_server_version: str | None = None
     dask: dict[str, Any] | None = None  # scheduler address, dashboard port on the node, workers
+    dask_missing: str | None = None  # why the session has no Dask (the default kernel lacks distributed)
     schema: int = SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,6 +163,7 @@ class Connection:
             ready_at=r.text("ready_at"),
             jupyter_server_version=r.text("jupyter_server_version"),
             dask=dask,
+            dask_missing=r.message("dask_missing"),
             schema=r.integer("schema", default=SCHEMA),
         )
 

@@ -26,6 +26,7 @@ from hpcjup.transport.batch import pack
 
 if TYPE_CHECKING:
     from hpcjup.config.profiles import Resolved
+    from hpcjup.session.envplan import Located
 
 # Ask for the walltime warning this long before the limit (short jobs: a quarter of their time).
 _WARN_SECONDS = 300
@@ -44,6 +45,8 @@ class StartRequest:
     dask: DaskRequest | None = None  # None: no Dask cluster
     socket: bool = False  # Jupyter on a Unix socket on the node instead of TCP
     settings: Resolved | None = None  # the resolved profile: environment activation, containers
+    envs: Located | None = None  # --env/--kernel (or a bare cluster): Jupyter from the server env, kernels
+    check_jupyter: str | None = None  # a bare start: the upload checks this Python has JupyterLab
 
 
 @dataclass(frozen=True)
@@ -136,8 +139,9 @@ def _record(
         resources=request.resources.to_dict(),
         workdir=request.workdir,
         idle_timeout=request.idle_timeout or None,
-        python=request.python,
+        python=_record_python(request),
         python_command=_python_command(request, paths),
+        envs=list(request.envs.envs) if request.envs is not None else [],
         hpcjup_version=__version__,
     )
 
@@ -161,7 +165,7 @@ def _claim(
         for attempt in range(2):
             if interrupted.is_set():
                 raise KeyboardInterrupt  # nothing submitted yet: nothing to take back
-            submitted = _upload_and_submit(transport, scheduler, paths, files, replace)
+            submitted = _upload_and_submit(transport, scheduler, paths, files, replace, _checks(request))
             if submitted is not None:
                 return paths, *submitted
             if request.name is None:
@@ -188,8 +192,21 @@ RECORD_TEMPLATE = "session.json.in"
 JOB_ID_SLOT = "@HPCJUP_JOB_ID@"
 
 
+_NO_PREFIX = 75
+_ENV_MISSING = 76
+_NO_JUPYTER = 79
+
+
 class _HostChanged(Exception):
     """The upload found another home directory, or no scheduler command, than the start assumed."""
+
+
+class EnvMissing(Exception):
+    """The upload found an environment the start needs not built (or the server env moved): build, then retry."""
+
+
+class NoJupyter(Exception):
+    """The upload found no JupyterLab in the Python of a start that set none (a bare cluster)."""
 
 
 # Runs on the login node (POSIX sh, tar). First, ~/.hpcjup and its sessions directory must be the user's own
@@ -204,11 +221,25 @@ class _HostChanged(Exception):
 # the id is the last line the submit command printed, cut at a ";" (Slurm's "id;cluster"), or the N of LSF's
 # "Job <N> is submitted ...". The line "$9 ID" on stderr says it was recorded; the laptop still parses the
 # output the adapter's way (parse_submission) and rewrites the record if the two differ.
+# Before all that, the session's environments ($12...): `b:DIR` built (its marker; marked used), `c:ROOT:NAME` the
+# server env `env upgrade-server` chose is still NAME (exit 76 if not), `p:DIR` an existing env's
+# bin/python (exit 75, its path on stderr), `j:PYTHON` that Python has JupyterLab (exit 79).
 _CLAIM = r"""
 umask 077
 root=$1 name=$2 tag=$3 old=$4 submit=$5 home=$6 need=$7 claimed=$8 recorded=$9 template=${10} slot=${11}
+shift 11
 [ "$(cd -P -- "$home" 2>/dev/null && pwd -P)" = "$(cd -P && pwd -P)" ] || exit 77
 [ -z "$need" ] || command -v "$need" >/dev/null 2>&1 || exit 77
+for e; do
+    case $e in
+        b:*) [ -f "${e#b:}/.hpcjup-env.json" ] || exit 76; : >"${e#b:}/.hpcjup-used" ;;
+        c:*) r=${e#c:}; n=${r##*:}; r=${r%:*}
+             [ "$(readlink -- "$r/server-current" 2>/dev/null)" = "$n" ] || { [ -z "$n" ] && [ ! -e "$r/server-current" ]; } || exit 76 ;;
+        p:*) [ -x "${e#p:}/bin/python" ] || { printf '%s\n' "${e#p:}" >&2; exit 75; } ;;
+        j:*) "${e#j:}" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("jupyterlab") is None)' \
+                 >/dev/null 2>&1 || exit 79 ;;
+    esac
+done
 final=$root/$name stage=$root/.stage-$tag lock=
 mkdir -p -- "$root" || exit 70
 for d in "${root%/*}" "$root"; do
@@ -242,7 +273,12 @@ exit 0
 
 
 def _upload_and_submit(
-    transport: Transport, scheduler: Scheduler, paths: SessionPaths, files: dict[str, tuple[bytes, int]], replace: str
+    transport: Transport,
+    scheduler: Scheduler,
+    paths: SessionPaths,
+    files: dict[str, tuple[bytes, int]],
+    replace: str,
+    checks: tuple[str, ...] = (),
 ) -> tuple[str, str] | None:
     """Run the claim script with the files as a tar archive on stdin, then the scheduler's submit command:
     (the job id, the id session.json was completed with or ""), or None if the name is in use. A refused
@@ -250,7 +286,7 @@ def _upload_and_submit(
     tag = secrets.token_hex(4)
     need = scheduler.commands[0] if scheduler.commands else ""
     args = [paths.root, paths.name, tag, replace, scheduler.submit_command, paths.home, need, _CLAIMED, _RECORDED]
-    args += [RECORD_TEMPLATE, JOB_ID_SLOT]
+    args += [RECORD_TEMPLATE, JOB_ID_SLOT, *checks]
     argv = ["sh", "-c", _CLAIM, "sh", *args]
     rc, out, err = transport.run_raw(argv, input=pack(files), timeout=300)
     text = err.decode(errors="replace")
@@ -260,6 +296,17 @@ def _upload_and_submit(
             return None
         if rc == _CHANGED:
             raise _HostChanged
+        if rc == _ENV_MISSING:
+            raise EnvMissing
+        if rc == _NO_JUPYTER:
+            raise NoJupyter
+        if rc == _NO_PREFIX:
+            where = before.strip().splitlines()[-1] if before.strip() else "an env"
+            raise UsageError(
+                f"{where} on {transport.destination or transport.name} has no bin/python: it is not an environment "
+                "there. Nothing was submitted.",
+                hint="Give --kernel cluster:PREFIX the prefix of a venv or conda env on the cluster.",
+            )
         if rc == _UNSAFE:
             raise UnsafeSessionRoot(
                 f"{paths.root} (or {posixpath.dirname(paths.root)}) on {transport.destination or transport.name} is "
@@ -279,6 +326,12 @@ def _upload_and_submit(
     except BaseException:
         transport.rmtree(paths.dir)  # the scheduler took no job (or printed no id): nothing to keep
         raise
+
+
+def _checks(request: StartRequest) -> tuple[str, ...]:
+    """What the upload's command checks of the session's environments before it claims anything."""
+    checks = request.envs.checks if request.envs is not None else ()
+    return (*checks, f"j:{request.check_jupyter}") if request.check_jupyter else checks
 
 
 def _replaceable(transport: Transport, scheduler: Scheduler, paths: SessionPaths) -> str:
@@ -372,15 +425,35 @@ def resolve_workdir(workdir: str | None, home: str) -> str | None:
 def _python_command(request: StartRequest, paths: SessionPaths) -> str:
     """The command that runs the session's Python, shell-quoted, when it is more than `python` (a container
     runtime's prefix): worker groups and the notebook's scale-out jobs run theirs the same way. "" otherwise."""
-    python = launcher_python(request.settings, paths.home) if request.settings else [request.python]
+    python = _launcher_python(request, paths)
     return shlex.join(python) if len(python) > 1 else ""
 
 
+def _record_python(request: StartRequest) -> str:
+    """session.json's `python`: where Dask's workers run (worker groups too): the default kernel's Python with
+    --env/--kernel, the server env's on a bare cluster, else the `python` setting."""
+    if request.envs is not None:
+        return request.envs.dask_python or request.envs.server_python
+    return request.python
+
+
+def _launcher_python(request: StartRequest, paths: SessionPaths) -> list[str]:
+    """The argv prefix that runs the launcher: the server env's Python, else as the settings say."""
+    if request.envs is not None:
+        return [request.envs.server_python]
+    return launcher_python(request.settings, paths.home) if request.settings else [request.python]
+
+
 def _launcher_command(request: StartRequest, paths: SessionPaths, scheduler: Scheduler) -> list[str]:
-    python = launcher_python(request.settings, paths.home) if request.settings else [request.python]
+    python = _launcher_python(request, paths)
     command = [*python, paths.launcher, "--session-dir", paths.dir, "--ready-timeout", str(request.ready_timeout)]
     if len(python) > 1:
         command += ["--python-command", shlex.join(python)]
+    if request.envs is not None:
+        for name, kernel in request.envs.kernels:  # the first is the default kernel
+            command += ["--kernel", f"{name}={kernel}"]
+        if request.envs.dask_python:
+            command += ["--dask-python", request.envs.dask_python]
     if request.workdir:
         command += ["--workdir", request.workdir]
     if scheduler.bind_address:

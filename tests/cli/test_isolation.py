@@ -255,5 +255,6 @@ def test_a_remembered_home_that_is_wrong_is_relearned(
     commands = remote_commands(started.stderr)
     assert "submit=$5" in commands[0] and "-> 77" in commands[0], "\n".join(commands[:3])  # the check refused
     assert (SESSIONS / "moved" / "session.json").exists() and not Path("/home/moved").exists()
-    assert json.loads(facts.read_text()) == {"home": "/home/hpcuser", "scheduler": "slurm"}
+    learned = json.loads(facts.read_text())
+    assert {k: learned[k] for k in ("home", "scheduler")} == {"home": "/home/hpcuser", "scheduler": "slurm"}
     assert run(["stop", "moved", *HOST], laptop_env, timeout=120).returncode == 0

@@ -353,3 +353,113 @@ def test_an_id_the_claim_cannot_read_is_recorded_by_the_laptop(tmp_path: Path, m
     monkeypatch.setattr(scheduler, "parse_submission", get_scheduler("sge").parse_submission)
     record, paths = submit(Home(tmp_path), scheduler, StartRequest(name="lab", dask=None))
     assert SessionRecord.from_json(Path(paths.record).read_bytes()).job_id == record.job_id == "123"
+
+
+# --- environments (issue 20 phase 2): the kernel syntax, names computed locally, the upload's checks ---
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from hpcjup.envs.identity import env_name  # noqa: E402
+from hpcjup.envs.spec import EnvSpec  # noqa: E402
+from hpcjup.session import envplan, hostfacts  # noqa: E402
+from hpcjup.session.store import LocalStore  # noqa: E402
+
+
+@given(st.text(max_size=80))
+def test_parse_kernel_takes_a_name_only_when_it_is_one(text: str) -> None:
+    """`[NAME=]SPEC`: a NAME is split off only when it is a valid kernel name; the rest is the spec, unchanged."""
+    try:
+        name, spec = envplan.parse_kernel(text)
+    except Exception as exc:
+        assert not text.strip() and "empty" in str(exc)
+        return
+    if name is None:
+        assert spec == text
+    else:
+        assert envplan.KERNEL_NAME.fullmatch(name) and f"{name}={spec}" == text and spec
+
+
+@given(st.text(min_size=1, max_size=60).filter(lambda s: "\x00" not in s))
+def test_kernel_names_derived_from_any_path_are_valid(word: str) -> None:
+    for source in (f"/x/{word}", f"cluster:/opt/{word}", f"/x/{word}/requirements.txt"):
+        assert envplan.KERNEL_NAME.fullmatch(envplan.kernel_name(source)), source
+
+
+def test_kernel_names_are_unique_and_cluster_prefixes_checked(tmp_path: Path) -> None:
+    for d in ("a/analysis", "b/analysis"):
+        (tmp_path / d).mkdir(parents=True)
+        (tmp_path / d / "requirements.txt").write_text("six\n")
+
+    class S:
+        def __init__(self, **v: object) -> None:
+            self.v = v
+
+        def value(self, key: str) -> object:
+            return self.v.get(key)
+
+    p = envplan.plan(S(env=str(tmp_path / "a/analysis"), kernels=(str(tmp_path / "b/analysis"), "py=cluster:/opt/x/")))
+    assert p is not None and [k.name for k in p.kernels] == ["analysis", "analysis-2", "py"]
+    assert p.kernels[2].prefix == "/opt/x"
+    with pytest.raises(Exception, match="not an absolute path"):
+        envplan.plan(S(kernels=("cluster:relative/venv",)))
+    with pytest.raises(Exception, match="image"):
+        envplan.plan(S(env=str(tmp_path / "a/analysis"), image="x.sif"))
+    assert envplan.bare(S(python="/usr/bin/python3")) and not envplan.bare(S(venv="~/v"))
+
+
+def test_remembered_facts_name_the_envs_as_the_host_does(tmp_path: Path) -> None:
+    """A warm start names every env locally with the host's rule (identity.env_name): the same names the
+    probe prints; nothing remembered (or a root not seen) means asking the host."""
+    store = LocalStore(tmp_path / "state")
+    hostfacts.save(store, "h", hostfacts.HostFacts("/home/u", "slurm"))
+    spec = EnvSpec("pip", "/laptop/analysis", {"requirements.txt": b"six\n"})
+    p = envplan.Plan(".hpcjup/envs", "python3", (envplan.Kernel("analysis", spec), envplan.Kernel("b", prefix="~/v")))
+    assert envplan.locate(p, hostfacts.load(store, "h"), "/home/u") is None
+    facts = hostfacts.learn(
+        store,
+        "h",
+        roots={".hpcjup/envs": "/home/u/.hpcjup/envs"},
+        pythons={"python3": ["3.11", "x86_64", "glibc2.36"]},
+        current={".hpcjup/envs": ""},
+    )
+    assert facts == hostfacts.load(store, "h")  # what was saved reads back the same
+    located = envplan.locate(p, facts, "/home/u")
+    assert located is not None
+    user = f"/home/u/.hpcjup/envs/{env_name('env', spec.digest, '3.11', 'x86_64', 'glibc2.36')}"
+    server = f"/home/u/.hpcjup/envs/{env_name('server', p.server.digest, '3.11', 'x86_64', 'glibc2.36')}"
+    assert located.kernels == (("analysis", f"{user}/bin/python"), ("b", "/home/u/v/bin/python"))
+    assert located.server_python == f"{server}/bin/python" and located.dask_python == f"{user}/bin/python"
+    assert located.checks == ("c:/home/u/.hpcjup/envs:", f"b:{server}", f"b:{user}", "p:/home/u/v")
+    assert located.envs == (server, user, "/home/u/v")
+
+
+def test_the_upload_refuses_before_claiming_when_an_env_is_missing(tmp_path: Path) -> None:
+    """The claim script's checks run first: a missing env (76), prefix (75) or JupyterLab (79) claims nothing."""
+    from hpcjup.session.submit import _CLAIM, _RECORDED, JOB_ID_SLOT, RECORD_TEMPLATE
+
+    built = tmp_path / "built"
+    built.mkdir()
+    (built / ".hpcjup-env.json").write_text("{}")
+    prefix = tmp_path / "venv"
+    (prefix / "bin").mkdir(parents=True)
+    (prefix / "bin" / "python").write_text("")
+    (prefix / "bin" / "python").chmod(0o755)
+    root = tmp_path / "sessions"
+
+    def claim(*checks: str) -> int:
+        home = os.path.expanduser("~")
+        argv = ["sh", "-c", _CLAIM, "sh", str(root), "n", "t", "", "true", home, "", "claimed", _RECORDED]
+        argv += [RECORD_TEMPLATE, JOB_ID_SLOT]
+        import subprocess
+
+        from hpcjup.transport.batch import pack
+
+        return subprocess.run([*argv, *checks], input=pack({"f": (b"x", 0o600)}), capture_output=True).returncode
+
+    assert claim(f"b:{tmp_path}/none") == 76 and not root.exists()
+    assert claim(f"c:{tmp_path}:server-x") == 76
+    assert claim(f"p:{tmp_path}/none") == 75
+    assert claim("j:/nonexistent/python") == 79 and not root.exists()
+    assert claim(f"b:{built}", f"p:{prefix}", f"c:{tmp_path}:") == 0 and (built / ".hpcjup-used").exists()
+    assert (root / "n" / "f").read_bytes() == b"x"  # then claimed and submitted (`true`) as before

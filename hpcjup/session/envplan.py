@@ -1,0 +1,259 @@
+"""The environments a session runs in (`start --env/--kernel`, and a bare cluster's first start).
+
+`plan()` reads the settings into the specs a start needs: hpcjup's server environment (JupyterLab)
+and the user's kernels, each a spec read on the laptop or an existing env on the cluster
+(`cluster:/path`). `locate()` names them from what hostfacts remembers of the host (no remote
+command), `learn()` asks the host once and builds what is missing (before any job is queued),
+and `Located.checks` is what the upload's command checks so a warm start costs nothing extra.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hpcjup.envs import server as server_env
+from hpcjup.envs.identity import SERVER_PREFIX, USER_PREFIX, env_name, env_root
+from hpcjup.envs.spec import EnvSpec, read_spec
+from hpcjup.errors import UsageError
+
+if TYPE_CHECKING:
+    from hpcjup.config.environment import Settings
+    from hpcjup.envs.build import Probe
+    from hpcjup.session.hostfacts import HostFacts
+    from hpcjup.session.store import LocalStore
+    from hpcjup.transport.base import Transport
+    from hpcjup.ui import UI
+
+#: A kernel's name (the launcher's rule): it names the session-private kernel spec.
+KERNEL_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+CLUSTER = "cluster:"  # `--kernel cluster:/path/to/venv`: an env that exists on the cluster
+_SETTINGS_WITH_JUPYTER = ("venv", "conda", "modules", "image", "setup")
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One kernel asked for: its name, and a spec to build or an existing env's prefix on the cluster."""
+
+    name: str
+    spec: EnvSpec | None = None
+    prefix: str | None = None  # absolute, or ~/...
+
+    @property
+    def what(self) -> str:
+        return self.spec.source if self.spec is not None else f"{CLUSTER}{self.prefix}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a start needs built: the server env, the kernels (empty: the server's own python3 kernel)."""
+
+    root: str  # the env_root setting (relative to home, ~/..., $VAR/... or absolute)
+    python: str  # the base Python the envs are built from
+    kernels: tuple[Kernel, ...] = ()
+    server: EnvSpec = field(default_factory=server_env.server_spec)
+
+    def specs(self) -> list[tuple[str, EnvSpec]]:
+        """(prefix, spec) of every env to build: the server first."""
+        return [(SERVER_PREFIX, self.server)] + [(USER_PREFIX, k.spec) for k in self.kernels if k.spec is not None]
+
+
+@dataclass(frozen=True)
+class Located:
+    """The plan with paths on the host: the server's Python, each kernel's, and the upload's checks."""
+
+    server_python: str
+    kernels: tuple[tuple[str, str], ...]  # (name, python)
+    checks: tuple[str, ...]  # `b:PATH` built env, `p:PATH` existing prefix, `c:ROOT:NAME` server-current
+    envs: tuple[str, ...]  # the env directories the session uses (session.json; `env rm` refuses them)
+
+    @property
+    def dask_python(self) -> str | None:
+        """The default kernel's Python (Dask runs there), or None without kernels."""
+        return self.kernels[0][1] if self.kernels else None
+
+
+def parse_kernel(text: str) -> tuple[str | None, str]:
+    """`[NAME=]SPEC` -> (NAME or None, SPEC). NAME only when the part before `=` is a kernel name."""
+    head, eq, rest = text.partition("=")
+    if eq and KERNEL_NAME.fullmatch(head) and rest:
+        return head, rest
+    if not text.strip():
+        raise UsageError("An empty --kernel.", hint="Give a spec directory or file, or cluster:/path/to/env.")
+    return None, text
+
+
+def kernel_name(source: str) -> str:
+    """A kernel name from where it came from: the spec directory's name (a file's: its directory's, or its
+    stem), an env prefix's last part; lowercased, other characters as `-`."""
+    path = source[len(CLUSTER) :] if source.startswith(CLUSTER) else source
+    p = Path(path.rstrip("/") or "/")
+    if not source.startswith(CLUSTER) and p.suffix and p.name not in ("requirements.txt",):
+        word = p.stem
+    elif not source.startswith(CLUSTER) and p.suffix:
+        word = p.resolve().parent.name
+    else:
+        word = (p.resolve() if not source.startswith(CLUSTER) else p).name
+    if word in ("binder", ".binder"):
+        word = Path(path).resolve().parent.name
+    name = re.sub(r"[^a-z0-9_.-]+", "-", word.lower()).lstrip("_.-")[:64]
+    return name or "env"
+
+
+def plan(settings: Settings) -> Plan | None:
+    """The environments a start needs from its settings, or None (no `env`/`kernels`: today's way)."""
+    given = ([settings.value("env")] if settings.value("env") else []) + list(settings.value("kernels") or ())
+    if not given:
+        return None
+    if settings.value("image"):
+        raise UsageError(
+            "--env/--kernel and `image` both say where Jupyter runs: a container, or hpcjup's server environment.",
+            hint="Choose one: remove `image` (or --env/--kernel) from the command line or profile.",
+        )
+    kernels: list[Kernel] = []
+    for text in given:
+        name, spec = parse_kernel(text)
+        if spec.startswith(CLUSTER):
+            prefix = spec[len(CLUSTER) :].rstrip("/")
+            if not (prefix.startswith("/") or prefix.startswith("~/")) or any(c.isspace() for c in prefix):
+                raise UsageError(
+                    f"--kernel {text}: {prefix!r} is not an absolute path on the cluster.",
+                    hint="Write cluster:/path/to/venv (or cluster:~/path), the env's prefix holding bin/python.",
+                )
+            kernel = Kernel(name or kernel_name(spec), prefix=prefix)
+        else:
+            kernel = Kernel(name or kernel_name(spec), spec=read_spec(spec))
+        taken = {k.name for k in kernels}
+        unique, n = kernel.name, 2
+        while unique in taken:
+            unique, n = f"{kernel.name[:60]}-{n}", n + 1
+        kernels.append(Kernel(unique, kernel.spec, kernel.prefix))
+    return Plan(env_root(settings.value("env_root")), settings.value("python") or "python3", tuple(kernels))
+
+
+def bare(settings: Settings) -> bool:
+    """A start that sets nothing but (perhaps) `python`: that Python must have JupyterLab, or hpcjup's server
+    environment is built from it (a bare cluster's first start)."""
+    return not any(settings.value(key) for key in (*_SETTINGS_WITH_JUPYTER, "env", "kernels"))
+
+
+def server_plan(settings: Settings) -> Plan:
+    """A bare start's plan: the server env alone (its own python3 kernel), built from the `python` setting."""
+    return Plan(env_root(settings.value("env_root")), settings.value("python") or "python3")
+
+
+def locate(p: Plan, facts: HostFacts | None, home: str) -> Located | None:
+    """Name every env from what is remembered of the host; None when something is not remembered yet."""
+    if facts is None or p.root not in facts.roots:
+        return None
+    root = facts.roots[p.root]
+    paths: dict[int, str] = {}
+    for prefix, spec in p.specs():
+        known = facts.pythons.get(spec.python or p.python)
+        if known is None:
+            return None
+        paths[id(spec)] = f"{root}/{env_name(prefix, spec.digest, *known)}"
+    server = paths[id(p.server)]
+    if p.root not in facts.current:
+        return None
+    pointer = facts.current[p.root]  # the server env `env upgrade-server` chose, if any
+    if pointer:
+        server = f"{root}/{pointer}"
+    kernels: list[tuple[str, str]] = []
+    checks = [f"c:{root}:{pointer}", f"b:{server}"]
+    envs = [server]
+    for k in p.kernels:
+        if k.spec is not None:
+            path = paths[id(k.spec)]
+            checks.append(f"b:{path}")
+        else:
+            assert k.prefix is not None
+            path = home.rstrip("/") + k.prefix[1:] if k.prefix.startswith("~/") else k.prefix
+            checks.append(f"p:{path}")
+        kernels.append((k.name, f"{path}/bin/python"))
+        envs.append(path)
+    return Located(f"{server}/bin/python", tuple(kernels), tuple(checks), tuple(dict.fromkeys(envs)))
+
+
+def probe(transport: Transport, spec: EnvSpec, root: str, python: str, prefix: str) -> Probe:
+    """The host's answer for one spec (one remote command): its root, Python, and whether it is built."""
+    from hpcjup.envs.build import parse_probe, probe_argv
+    from hpcjup.envs.errors import EnvBuildError
+
+    result = transport.run(probe_argv(spec, root, python, prefix=prefix), check=False)
+    missing = re.search(r"no \$([A-Za-z_][A-Za-z0-9_]*) here", result.stderr)
+    if missing:
+        var = missing.group(1)
+        hint = f"Set ${var} in your login environment on the cluster, or set env_root to a directory of yours."
+        if var == "PROJECT":
+            hint = "On JSC systems run `jutil env activate -p PROJECT` (in your ~/.bashrc), or set env_root."
+        raise UsageError(f"env_root {root} needs ${var}, which is not set on {transport.name}.", hint=hint)
+    found = parse_probe(result.stdout)
+    if found.python_version is None:
+        raise EnvBuildError(
+            f"No Python {spec.python or python} on {transport.name} to build {spec.source} with.",
+            hint="Load a module that provides it (`modules`), set `python` to one the host has, or change runtime.txt.",
+        )
+    return found
+
+
+def learn(transport: Transport, p: Plan, ui: UI) -> tuple[dict[str, str], dict[str, list[str]], dict[str, str]]:
+    """Ask the host about every env of the plan and build the missing ones (before any job is queued),
+    showing a build's progress on `ui`. What was learned, for hostfacts: roots, pythons, and the server
+    env `hpcjup env upgrade-server` chose (ROOT/server-current; "" when none)."""
+    from hpcjup.envs.build import ensure
+    from hpcjup.envs.progress import BuildDisplay
+
+    roots: dict[str, str] = {}
+    pythons: dict[str, list[str]] = {}
+    for prefix, spec in p.specs():
+        request = spec.python or p.python
+        found = probe(transport, spec, p.root, p.python, prefix)
+        roots[p.root] = found.root
+        pythons[request] = [found.python_version or "", found.machine or "unknown", found.libc or "unknown"]
+        if not found.built:
+            what = "server environment (JupyterLab)" if prefix == SERVER_PREFIX else f"environment {spec.source}"
+            for note in spec.notes:
+                ui.info(f"note: {note}")
+            with BuildDisplay(ui, what) as shown:
+                ensure(transport, spec, p.root, p.python, prefix=prefix, progress=shown)
+    pointer = transport.run(["readlink", f"{roots[p.root]}/{server_env.POINTER}"], check=False).stdout.strip()
+    return roots, pythons, {p.root: pointer.rsplit("/", 1)[-1]}
+
+
+def prepare(store: LocalStore, key: str, transport: Transport, p: Plan, ui: UI, *, fresh: bool = False) -> Located:
+    """The plan located on the host: from what is remembered (no remote command), or, when something is not
+    remembered or `fresh` (the upload found an env missing), asked of the host and built now."""
+    from hpcjup.session import hostfacts
+
+    home = transport.home()
+    located = None if fresh else locate(p, hostfacts.load(store, key), home)
+    if located is not None:
+        return located
+    roots, pythons, current = learn(transport, p, ui)
+    facts = hostfacts.learn(store, key, roots=roots, pythons=pythons, current=current)
+    located = locate(p, facts or hostfacts.HostFacts(home, None, roots, pythons, current), home)
+    assert located is not None
+    return located
+
+
+def survey(transport: Transport, p: Plan) -> tuple[Located, list[dict[str, str]]]:
+    """--dry-run: where each env of the plan is, and whether it is built (nothing is built or staged)."""
+    from hpcjup.session.hostfacts import HostFacts
+
+    rows: list[dict[str, str]] = []
+    roots: dict[str, str] = {}
+    pythons: dict[str, list[str]] = {}
+    for prefix, spec in p.specs():
+        found = probe(transport, spec, p.root, p.python, prefix)
+        roots[p.root] = found.root
+        pythons[spec.python or p.python] = [found.python_version or "", found.machine or "", found.libc or ""]
+        rows.append({"env": found.name or "", "source": spec.source, "state": "built" if found.built else "missing"})
+    pointer = transport.run(["readlink", f"{roots[p.root]}/{server_env.POINTER}"], check=False).stdout.strip()
+    home = transport.home()
+    located = locate(p, HostFacts(home, None, roots, pythons, {p.root: pointer.rsplit("/", 1)[-1]}), home)
+    assert located is not None
+    rows += [{"env": k.prefix or "", "source": k.what, "state": "existing"} for k in p.kernels if k.prefix]
+    return located, rows
