@@ -20,7 +20,8 @@
   `.wheels/` (uploaded by the laptop for an offline host) installs from there only: `--no-index`, its
   lock. A failed build says `@@hpcjup space DIR KB FILES AVAILKB FREEINODES` (what it had written, what the
   file system has left: the laptop's words for a full disk or quota) before its `failed` line.
-- `ls ROOT`: one line per built environment: `@@env NAME KB FILES USED` then its metadata JSON line.
+- `ls ROOT`: `@@hpcjup current NAME` (what server-current points at), then one line per built environment:
+  `@@env NAME KB FILES USED` then its metadata JSON line.
 - `rm ROOT NAME...`: removes environments (and their logs) not being built right now.
 - `prune ROOT DAYS NAME...`: removes those of NAME... still unused for DAYS days (a start since the
   laptop's listing keeps its env), never the one `server-current` points at; `@@hpcjup removed NAME`.
@@ -304,9 +305,12 @@ EOF
 list() {
     root=$(absroot "$1") || exit 3
     say root "$root"
+    current=$(readlink "$root/server-current" 2>/dev/null)
+    [ -z "$current" ] || say current "$current"
     for m in "$root"/*/.hpcjup-env.json; do
         [ -f "$m" ] || continue
         d=${m%/.hpcjup-env.json}
+        [ ! -L "$d" ] || continue  # server-current: a name for one of the others
         used=$(stat -c %Y "$d/.hpcjup-used" 2>/dev/null || stat -c %Y "$m")
         printf '@@env %s %s %s %s\n' "${d##*/}" "$(du -sk "$d" | cut -f1)" "$(find "$d" | wc -l)" "$used"
         cat "$m"; echo
