@@ -88,6 +88,15 @@ def test_prune_envs_removes_unused_environments_only(laptop_env: dict[str, str],
     try:
         started = run(["start", "--local", "--name", "kernel", "--no-dask", "--python", python, "-d", "--json"], env)
         assert started.returncode == 0, started.stderr
+        # `env ls` says which sessions use each environment, and its files on the file system.
+        listed = json.loads(run(["env", "ls", "--local", "--root", str(root), "--json"], env).stdout)
+        rows = {row["name"]: row for row in listed["envs"]}
+        assert sorted(rows) == [old.name, "env-fresh00000000000", in_use.name, "server-0ld000000000000"]
+        assert rows[in_use.name]["sessions"] == ["kernel"] and rows[old.name]["sessions"] == []
+        assert rows[old.name]["files"] == 4  # as `find` counts: the env dir, bin/, the marker, the last-use file
+        assert rows["server-0ld000000000000"]["current_server"]
+        text = run(["env", "ls", "--local", "--root", str(root)], env).stdout
+        assert any(line.startswith(in_use.name) and " kernel " in line for line in text.splitlines()), text
 
         dry = run(["prune", "--local", "--envs", "30", "--root", str(root), "--dry-run", "--json"], env)
         assert dry.returncode == 0, dry.stderr
