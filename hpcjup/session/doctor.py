@@ -256,7 +256,10 @@ def _root_check(stdout: str, given: str | None) -> Check:
         return Check("env-root", Status.FAIL, f"{given}: ${rest} is not set on the login node", fix=fix_root)
     if word == "nomake":
         return Check("env-root", Status.FAIL, f"cannot make {rest}", fix=fix_root)
-    mode, kb, inodes, fs, root = rest.split(" ", 4)
+    fields = rest.split(" ", 4)
+    if word != "ok" or len(fields) != 5:
+        return Check("env-root", Status.FAIL, f"{given}: the check printed {line!r}", fix=fix_root)
+    mode, kb, inodes, fs, root = fields
     if mode != "writable":
         return Check("env-root", Status.FAIL, f"{root} is not writable", fix=fix_root)
     found = f"{root}: {_size(kb)} and {inodes} inodes free ({fs})"

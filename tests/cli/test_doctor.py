@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hpcjup.errors import ConnectError, ExitCode
 from hpcjup.session.doctor import Check, Report, Status, run_checks
@@ -325,3 +327,14 @@ def test_report_exit_codes() -> None:
 
     report = run_checks(None, "nowhere", refuse)  # type: ignore[arg-type]
     assert report.exit_code == ExitCode.CONNECT and report.checks[0].fix == "Check the network."
+
+
+@given(st.text(max_size=80))
+def test_any_env_root_line_is_a_check(line: str) -> None:
+    """The env-root line comes from the login node's shell (df, stat): whatever it says, doctor reports a check."""
+    from hpcjup.session.doctor import _root_check
+
+    check = _root_check(f"noise\nHPCJUP-ENVROOT {line}\n", "~/.hpcjup/envs")
+    assert check.name == "env-root" and check.status in set(Status)
+    assert _root_check("", "x").status is Status.FAIL
+    assert _root_check("HPCJUP-ENVROOT ok writable 99999999 9999999 nfs /p/envs", "x").status is Status.PASS

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from hpcjup.envs import offline
 from hpcjup.envs.build import check, ensure, parse_probe, probe_argv
 from hpcjup.envs.errors import EnvBuildError
 from hpcjup.envs.spec import EnvSpec
@@ -128,23 +127,6 @@ def test_user_envs_get_ipykernel_and_keep_the_specs_own(host: Host, make_spec: M
     # A spec that names its own ipykernel keeps that version (the same resolution, nothing changed).
     kept = ensure(transport, make_spec({"requirements.txt": "six\nipykernel==6.29.5\n"}), TEST_ROOT)
     assert _packages(_lock(transport, kept.path))["ipykernel"] == "6.29.5"
-
-
-def test_platform_tags() -> None:
-    assert offline.platforms("x86_64", "glibc2.36")[0] == "x86_64-manylinux_2_36"
-    assert offline.platforms("x86_64", "glibc2.41")[0] == "x86_64-manylinux_2_40"
-    assert offline.platforms("aarch64", "glibc2.30")[0] == "aarch64-manylinux_2_28"
-    uv_tag, pip_tags = offline.platforms("x86_64", "glibc2.28")
-    assert uv_tag == "x86_64-manylinux_2_28"
-    assert pip_tags[0] == "manylinux_2_28_x86_64" and "manylinux_2_17_x86_64" in pip_tags
-    assert "manylinux2014_x86_64" in pip_tags and "manylinux_2_16_x86_64" not in pip_tags
-    assert offline.platforms("x86_64", "musl1.2") == (
-        "x86_64-unknown-linux-musl",
-        ["musllinux_1_2_x86_64", "musllinux_1_1_x86_64", "musllinux_1_0_x86_64"],
-    )
-    for machine, libc in (("ppc64le", "glibc2.36"), ("x86_64", "glibc2.12"), ("x86_64", "unknown")):
-        with pytest.raises(EnvBuildError):
-            offline.platforms(machine, libc)
 
 
 @pytest.fixture
