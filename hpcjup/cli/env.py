@@ -41,15 +41,19 @@ def command() -> None:
 @json_option
 @click.pass_obj
 def ls_command(app: App, host: str | None, local: bool, root: str | None, reach: Reach) -> None:
-    """List a host's environments: name, spec, Python, size, files, last used."""
-    from hpcjup.envs.catalog import list_envs
+    """List a host's environments: name, spec, Python, size, files on the shared file system, last used, and the
+    running sessions using it."""
+    from hpcjup.envs.catalog import list_envs, users
     from hpcjup.envs.identity import env_root
+    from hpcjup.session.overview import overview
 
     host = app.resolve_host(host, local)
     with app.connect(host, reach) as transport:
         absolute, envs = list_envs(transport, env_root(root))
-    rows = [env.to_dict() for env in envs]
-    app.ui.result({"host": host, "root": absolute, "envs": rows}, text=lambda: _table(envs, host, absolute))
+        views = overview(transport, app.store) if envs else []
+    using = {env.name: users(views, env.path) for env in envs}
+    rows = [{**env.to_dict(), "sessions": using[env.name]} for env in envs]
+    app.ui.result({"host": host, "root": absolute, "envs": rows}, text=lambda: _table(envs, host, absolute, using))
 
 
 @command.command("build")
@@ -184,7 +188,7 @@ def _count(lock: bytes) -> int:
     return sum(1 for line in lock.decode(errors="replace").splitlines() if "==" in line and not line.startswith(" "))
 
 
-def _table(envs: list[Any], host: str, root: str) -> str:
+def _table(envs: list[Any], host: str, root: str, using: dict[str, list[str]]) -> str:
     """`env ls` as text: one line per environment."""
     import time
 
@@ -192,10 +196,13 @@ def _table(envs: list[Any], host: str, root: str) -> str:
 
     if not envs:
         return f"No environments under {root} on {host}."
-    lines = [f"{'NAME':<24} {'PYTHON':<8} {'SIZE':>9} {'FILES':>7}  {'LAST USED':<12} SPEC"]
+    lines = [f"{'NAME':<24} {'PYTHON':<8} {'SIZE':>9} {'FILES':>7}  {'LAST USED':<12} {'SESSIONS':<16} SPEC"]
     for env in envs:
         ago = duration(int(time.time()) - env.last_used) + " ago"
         size = f"{env.kb / 1024:.1f} MB"
         python = str(env.meta.get("python", "?"))
-        lines.append(f"{env.name:<24} {python:<8} {size:>9} {env.files:>7}  {ago:<12} {env.meta.get('source', '?')}")
+        sessions = ",".join(using.get(env.name, [])) or "-"
+        lines.append(
+            f"{env.name:<24} {python:<8} {size:>9} {env.files:>7}  {ago:<12} {sessions:<16} {env.meta.get('source', '?')}"
+        )
     return "\n".join(lines)

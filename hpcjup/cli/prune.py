@@ -1,4 +1,4 @@
-"""`hpcjup prune`: forget ended sessions, on the host and in this laptop's cache."""
+"""`hpcjup prune`: forget ended sessions, on the host and in this laptop's cache; `--envs DAYS`: unused environments."""
 
 from __future__ import annotations
 
@@ -8,17 +8,30 @@ from typing import TYPE_CHECKING
 import click
 
 from hpcjup.cli.app import App, Reach, host_options, json_option
+from hpcjup.cli.env import root_option
 
 if TYPE_CHECKING:
     from hpcjup.session.overview import View
+    from hpcjup.transport.base import Transport
 
 
 @click.command()
 @host_options
 @click.option("-n", "--dry-run", is_flag=True, help="Only show what would be removed.")
+@click.option(
+    "--envs",
+    "env_days",
+    metavar="DAYS",
+    type=click.IntRange(min=0),
+    help="Also remove environments (`hpcjup env ls`) no session has used for DAYS days; never one a running "
+    "session uses, nor the current server environment.",
+)
+@root_option
 @json_option
 @click.pass_obj
-def command(app: App, host: str | None, local: bool, dry_run: bool, reach: Reach) -> None:
+def command(
+    app: App, host: str | None, local: bool, dry_run: bool, env_days: int | None, root: str | None, reach: Reach
+) -> None:
     """Remove the sessions that have ended, and damaged ones: their directories on the host (job logs
     included) and this laptop's cache entries. A job that pends for what will never come (more nodes
     than the partition has, an unknown account, a Grid Engine job in error state) is cancelled first.
@@ -51,6 +64,7 @@ def command(app: App, host: str | None, local: bool, dry_run: bool, reach: Reach
             removed = [item for item in removed if item["name"] in gone]
             for item in removed:
                 app.store.forget(host, str(item["name"]))
+        envs = _prune_envs(transport, root, env_days, views, dry_run) if env_days is not None else None
     on_host = {view.paths.name for view in views}
     stale = [name for name in app.store.names(host) if name not in on_host]  # gone from the host already
     if not dry_run:
@@ -59,10 +73,30 @@ def command(app: App, host: str | None, local: bool, dry_run: bool, reach: Reach
     verb = "Would remove" if dry_run else "Removed"
     lines = [f"{verb} {r['name']} (job {r['job_id'] or '?'}, {r['why']})" for r in removed]
     lines += [f"{verb} {name} from this laptop's cache (no longer on {host})" for name in stale]
-    app.ui.result(
-        {"host": host, "dry_run": dry_run, "removed": removed, "forgotten": stale},
-        text="\n".join(lines) or f"No ended sessions on {host}.",
-    )
+    data: dict[str, object] = {"host": host, "dry_run": dry_run, "removed": removed, "forgotten": stale}
+    if envs is not None:
+        data["envs"] = envs
+        lines += [f"{verb} environment {env['name']} (unused for {env['unused_days']} days)" for env in envs]
+        if not envs:
+            lines.append(f"No environment on {host} unused for {env_days} days.")
+    app.ui.result(data, text="\n".join(lines) or f"No ended sessions on {host}.")
+
+
+def _prune_envs(
+    transport: Transport, root: str | None, days: int, views: list[View], dry_run: bool
+) -> list[dict[str, object]]:
+    """The environments unused for `days` days, removed (one remote command) unless a dry run."""
+    import time
+
+    from hpcjup.envs.catalog import prune
+    from hpcjup.envs.identity import env_root
+
+    _, gone = prune(transport, env_root(root), days, views, dry_run=dry_run)
+    now = time.time()
+    return [
+        {"name": env.name, "path": env.path, "kb": env.kb, "unused_days": int((now - env.last_used) // 86400)}
+        for env in gone
+    ]
 
 
 def _kind(view: View) -> str:

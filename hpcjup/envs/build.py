@@ -2,8 +2,10 @@
 
 `probe_argv` + `parse_probe` are the check a start folds into a command it runs anyway (is env
 NAME built? it also marks it used); `ensure` is the whole thing: one probe that also stages the
-spec (a tar on stdin), uv brought when the host has none, then one long-lived build command whose
-phase lines and tool output reach `progress` as they come.
+spec (a tar on stdin) and, for a build, asks whether the host reaches a package index; uv brought
+when the host has none; for an offline host the laptop's lock and wheels (hpcjup.envs.offline) in one
+more command; then one long-lived build command whose phase lines and tool output reach `progress`
+as they come. A user's environment gets ipykernel when its spec lacks it: each becomes a kernel.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from hpcjup.transport.batch import pack
 
 BUILD_DEADLINE = 4 * 3600.0  # a build that runs longer than this is stopped (its lock then frees)
 TAIL = 40  # lines of the tools' output an error shows
+#: What every user environment gets when its spec lacks it (in the same resolution, so nothing else changes).
+KERNEL_PACKAGES = ("ipykernel",)
+_FULL = ("quota exceeded", "no space left on device")  # the OS's words (EDQUOT, ENOSPC) as tools print them
 
 
 class Progress(Protocol):
@@ -58,6 +63,8 @@ class Probe:
     stage: str | None  # where the spec was staged for a build
     uv: str | None
     uv_sha: str | None  # "host" for the host's own uv
+    offline: bool = False  # the build's probe found no package index reachable from the host
+    index: str | None = None  # the index it tried
 
     @property
     def path(self) -> str:
@@ -87,10 +94,13 @@ def probe_argv(
     prefix: str = USER_PREFIX,
     uv_version: str = "",
     stage: bool = False,
+    offline: bool | None = None,
 ) -> list[str]:
-    """The check as an argument list: `sh -c SCRIPT hpcjup-env probe ...` (stdin read only with `stage`)."""
+    """The check as an argument list: `sh -c SCRIPT hpcjup-env probe ...` (stdin read only with `stage`).
+    With `stage`, `offline` None asks whether the host reaches an index; True/False say it (a setting)."""
     argv = ["sh", "-c", script.SCRIPT, "hpcjup-env", "probe", root, prefix, spec.digest, spec.python or python]
-    return [*argv, uv_version, "stage" if stage else ""]
+    index = "" if not stage else "auto" if offline is None else "offline" if offline else "online"
+    return [*argv, uv_version, "stage" if stage else "", index]
 
 
 def parse_probe(stdout: str) -> Probe:
@@ -107,6 +117,7 @@ def parse_probe(stdout: str) -> Probe:
     python = found.get("python", ["none"])
     env = found.get("env", [])
     uv = found.get("uv", ["none"])
+    index = found.get("index", [])
     return Probe(
         root=whole["root"],
         home=whole.get("home", ""),
@@ -119,6 +130,8 @@ def parse_probe(stdout: str) -> Probe:
         stage=whole.get("stage"),
         uv=None if uv[0] == "none" else uv[0],
         uv_sha=uv[1] if len(uv) > 1 else None,
+        offline=index[:1] == ["offline"],
+        index=index[1] if len(index) > 1 else None,
     )
 
 
@@ -144,8 +157,11 @@ def ensure(
     *,
     prefix: str = USER_PREFIX,
     progress: Progress | None = None,
+    offline: bool | None = None,
 ) -> BuiltEnv:
-    """The spec's environment on the host, built now if it is not (two remote commands; three the first time uv comes)."""
+    """The spec's environment on the host, built now if it is not (two remote commands; three the first time uv
+    comes; one more for an offline host's packages). `offline`: None finds out (only when it builds), True
+    for a site known to reach no index (the laptop fetches), False never asks."""
     from hpcjup.envs import uvbin
 
     if spec.kind == "conda":
@@ -158,7 +174,7 @@ def ensure(
     laptop_uv = uvbin.laptop_uv()
     version = uvbin.uv_version(laptop_uv) if laptop_uv else ""
     result = transport.run(
-        probe_argv(spec, root, python, prefix=prefix, uv_version=version, stage=True),
+        probe_argv(spec, root, python, prefix=prefix, uv_version=version, stage=True, offline=offline),
         input=spec_archive(spec),
         check=False,
     )
@@ -169,9 +185,59 @@ def ensure(
     if probe.stage is None:
         raise EnvBuildError(f"Could not stage the spec under {probe.root} on {transport.name}.", details=result.stderr)
     uv = _uv_for(transport, probe, version, progress)
+    extra = KERNEL_PACKAGES if prefix == USER_PREFIX else ()
+    if probe.offline:
+        from hpcjup.envs.offline import remove_stage_argv
+
+        try:
+            _send_packages(transport, spec, probe, extra, progress)
+        except BaseException:
+            # The build never starts: its stage goes now (the next build's sweep would take a day).
+            transport.run(remove_stage_argv(probe.stage), check=False)
+            raise
     argv = ["sh", "-c", script.SCRIPT, "hpcjup-env", "build", probe.root, probe.name, probe.stage]
-    how = _stream(transport, [*argv, probe.interpreter, uv], progress)
+    how = _stream(transport, [*argv, probe.interpreter, uv, " ".join(extra)], progress)
     return BuiltEnv(probe.name, probe.path, how == "built", time.monotonic() - started)
+
+
+def _send_packages(transport: Transport, spec: EnvSpec, probe: Probe, extra: Sequence[str], progress: Progress) -> None:
+    """For a host that reaches no index: resolve and download on the laptop, upload lock and wheels in one command."""
+    import tempfile
+    from pathlib import Path
+
+    from hpcjup.envs import offline
+
+    assert probe.stage is not None and probe.python_version is not None
+    machine, libc = probe.machine or "", probe.libc or ""
+    progress.phase(f"resolving on this laptop ({transport.name} reaches no index: {probe.index})")
+    lock = offline.resolve(spec, machine, libc, probe.python_version, extra)
+    with tempfile.TemporaryDirectory(prefix="hpcjup-wheels-") as tmp:
+        progress.phase("downloading wheels for the host")
+        wheels = offline.download(lock, machine, libc, probe.python_version, Path(tmp))
+        data = offline.bundle(Path(tmp))
+    progress.phase(f"uploading {len(wheels)} wheels ({len(data) / 1e6:.1f} MB)")
+    done = transport.run(offline.upload_argv(probe.stage), input=data, timeout=3600, check=False)
+    if done.returncode != 0 and any(full in done.stderr.lower() for full in _FULL):
+        raise _full(transport, probe.root, f"the {len(data) / 1e6:.0f} MB of its packages' wheels", [], done.stderr)
+    if done.returncode != 0:
+        raise EnvBuildError(
+            f"Could not upload the packages to {probe.stage} on {transport.name}.",
+            hint="Check the free space under the env root (`hpcjup doctor`).",
+            details=done.stderr.strip() or None,
+        )
+
+
+def _full(transport: Transport, root: str, needs: str, space: Sequence[str], words: str) -> EnvBuildError:
+    """The error of a build the file system stopped: which directory, what the env needs, what is left there."""
+    avail, inodes = [*space, "?", "?"][:2]
+    left = f" ({int(avail) / 1024:.0f} MB and {inodes} inodes free there now)" if avail.isdigit() else ""
+    return EnvBuildError(
+        f"The environment did not fit under {root} on {transport.name}: the disk or your quota there is full. "
+        f"It needs more than {needs}{left}.",
+        hint="Free space there (`hpcjup env ls`, `hpcjup prune --envs DAYS`), or put environments on a larger "
+        "file system (the `env_root` setting, e.g. $PROJECT/.hpcjup/envs); nothing was left half-built.",
+        details=words or None,
+    )
 
 
 def _checked(probe: Probe, spec: EnvSpec, python: str, transport: Transport) -> Probe:
@@ -214,6 +280,7 @@ def _stream(transport: Transport, argv: Sequence[str], progress: Progress) -> st
     """Run the build, passing its lines on: "built", or "reused" (another builder was first); else
     EnvBuildError with the tools' last words."""
     tail: collections.deque[str] = collections.deque(maxlen=TAIL)
+    space: list[str] = []  # the failed build's `space` line: ROOT KB FILES AVAILKB FREEINODES
     proc = transport.start_process(argv)
     buffer = b""
     deadline = time.monotonic() + BUILD_DEADLINE
@@ -230,7 +297,7 @@ def _stream(transport: Transport, argv: Sequence[str], progress: Progress) -> st
             *lines, buffer = buffer.split(b"\n")
             for raw in lines:
                 line = raw.decode(errors="replace").rstrip("\r")
-                done = _line(line, tail, progress, transport)
+                done = _line(line, tail, space, progress, transport)
                 if done is not None:
                     return done
         raise EnvBuildError(f"The build on {transport.name} ended without a result.", details="\n".join(tail) or None)
@@ -241,7 +308,9 @@ def _stream(transport: Transport, argv: Sequence[str], progress: Progress) -> st
         proc.close()
 
 
-def _line(line: str, tail: collections.deque[str], progress: Progress, transport: Transport) -> str | None:
+def _line(
+    line: str, tail: collections.deque[str], space: list[str], progress: Progress, transport: Transport
+) -> str | None:
     """Handle one line of the build: a phase, the result, or the tools' own words."""
     if not line.startswith("@@hpcjup "):
         tail.append(line)
@@ -252,8 +321,15 @@ def _line(line: str, tail: collections.deque[str], progress: Progress, transport
         progress.phase(rest)
     elif word == "done":
         return rest.rsplit(" ", 1)[-1]
+    elif word == "space":
+        space[:] = rest.rsplit(" ", 4)
     elif word == "failed":
         phase, _, log = rest.partition(" ")
+        words = "\n".join(tail)
+        if len(space) == 5 and any(full in words.lower() for full in _FULL):
+            root, kb, files = space[:3]
+            needs = f"the {int(kb) / 1024:.0f} MB in {files} files it had written when it stopped"
+            raise _full(transport, root, needs, space[3:], words)
         what = {"resolving": "the packages did not resolve or install", "postBuild": "postBuild failed"}.get(
             phase, f"{phase} failed"
         )

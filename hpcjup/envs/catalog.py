@@ -1,9 +1,14 @@
-"""The environments built on a host: listed (one remote command for all), and removed."""
+"""The environments built on a host: listed (one remote command for all), removed, and pruned when unused.
+
+`users` is the one place that decides whether a running session uses an environment: `env rm`,
+`env ls` and `prune --envs` all ask it.
+"""
 
 from __future__ import annotations
 
 import itertools
 import json
+import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +30,7 @@ class EnvInfo:
     files: int
     last_used: int  # epoch seconds: the last start (or build) that used it
     meta: dict[str, Any]
+    current_server: bool = False  # the server environment new sessions run JupyterLab from (never pruned)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -35,6 +41,7 @@ def list_envs(transport: Transport, root: str) -> tuple[str, list[EnvInfo]]:
     result = transport.run(["sh", "-c", script.SCRIPT, "hpcjup-env", "ls", root], timeout=600)
     lines = result.stdout.splitlines()
     absolute = next((line[len("@@hpcjup root ") :] for line in lines if line.startswith("@@hpcjup root ")), root)
+    current = next((line.split(" ", 2)[2] for line in lines if line.startswith("@@hpcjup current ")), None)
     found: list[EnvInfo] = []
     for head, body in itertools.pairwise(lines):
         if not head.startswith("@@env "):
@@ -47,7 +54,8 @@ def list_envs(transport: Transport, root: str) -> tuple[str, list[EnvInfo]]:
         except ValueError:
             meta = {}
         name = parts[1]
-        found.append(EnvInfo(name, f"{absolute}/{name}", int(parts[2]), int(parts[3]), int(parts[4]), meta))
+        sizes = int(parts[2]), int(parts[3]), int(parts[4])
+        found.append(EnvInfo(name, f"{absolute}/{name}", *sizes, meta, current_server=name == current))
     return absolute, found
 
 
@@ -89,3 +97,20 @@ def remove(transport: Transport, root: str, names: list[str], views: list[View])
     if result.returncode != 0:
         raise EnvBuildError(f"Could not remove {', '.join(names)}: {result.stderr.strip()}", hint="Try again.")
     return absolute
+
+
+def prune(
+    transport: Transport, root: str, days: int, views: list[View], *, dry_run: bool = False
+) -> tuple[str, list[EnvInfo]]:
+    """Remove the environments unused for `days` days that no running session uses, in one command for all
+    (which checks each one's last use again: a start since this listing keeps its env). The absolute root and
+    what was (or, with `dry_run`, would be) removed."""
+    absolute, envs = list_envs(transport, root)
+    cutoff = time.time() - days * 86400
+    doomed = [env for env in envs if env.last_used < cutoff and not env.current_server and not users(views, env.path)]
+    if dry_run or not doomed:
+        return absolute, doomed
+    argv = ["sh", "-c", script.SCRIPT, "hpcjup-env", "prune", root, str(days), *(env.name for env in doomed)]
+    out = transport.run(argv, check=False).stdout.splitlines()
+    gone = {line.split(" ")[2] for line in out if line.startswith("@@hpcjup removed ")}
+    return absolute, [env for env in doomed if env.name in gone]

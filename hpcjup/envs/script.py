@@ -2,20 +2,29 @@
 
 `sh -c SCRIPT hpcjup-env ACTION ARGS...`, actions:
 
-- `probe ROOT PREFIX DIGEST PYTHON [UVVERSION stage]` (with `stage`, stdin is a tar of the spec): finds the
+- `probe ROOT PREFIX DIGEST PYTHON [UVVERSION stage [INDEX]]` (with `stage`, stdin is a tar of the spec): finds the
   Python (`3.12` or a command), names the environment (hash of digest, Python X.Y, machine, libc),
   says whether it is built (and marks it used), and stages the spec for a build. Lines:
   `@@hpcjup python VERSION MACHINE LIBC PATH`, `@@hpcjup root ABSROOT`, `@@hpcjup home HOME`, `@@hpcjup env NAME built|missing`,
-  `@@hpcjup stage DIR`, `@@hpcjup uv PATH host|SHA256` or `@@hpcjup uv none`. The check of a start that rides in another command
-  is this action with an empty stdin.
-- `build ROOT NAME STAGE PYTHONPATH UV` (stdin kept open by the laptop: its end, when the laptop
+  `@@hpcjup stage DIR`, `@@hpcjup uv PATH host|SHA256` or `@@hpcjup uv none`, and for a build INDEX `auto`:
+  `@@hpcjup index online|offline URL` (a HEAD request to the index through the user's proxy settings, at most
+  REACH_TIMEOUT seconds; `offline`: the laptop fetches the packages). The check of a start that rides in another
+  command is this action with an empty stdin.
+- `build ROOT NAME STAGE PYTHONPATH UV [EXTRA]` (stdin kept open by the laptop: its end, when the laptop
   goes away or is interrupted, stops the build): one builder per name (a mkdir lock; a dead
   builder's lock on this host is taken over, another host's after LOCK_STALE seconds), builds into
   ROOT/.tmp-NAME-PID, runs postBuild, writes the lock, renames to ROOT/NAME. Failure or a signal
   leaves nothing but ROOT/NAME.failed.log. Progress: `@@hpcjup phase P`, the tools' own lines,
-  then `@@hpcjup done PATH built|reused` or `@@hpcjup failed PHASE`.
-- `ls ROOT`: one line per built environment: `@@env NAME KB FILES USED` then its metadata JSON line.
+  then `@@hpcjup done PATH built|reused` or `@@hpcjup failed PHASE`. EXTRA: packages every build of this
+  env adds when the spec lacks them (`ipykernel` for a user's env: it becomes a kernel). A stage holding
+  `.wheels/` (uploaded by the laptop for an offline host) installs from there only: `--no-index`, its
+  lock. A failed build says `@@hpcjup space DIR KB FILES AVAILKB FREEINODES` (what it had written, what the
+  file system has left: the laptop's words for a full disk or quota) before its `failed` line.
+- `ls ROOT`: `@@hpcjup current NAME` (what server-current points at), then one line per built environment:
+  `@@env NAME KB FILES USED` then its metadata JSON line.
 - `rm ROOT NAME...`: removes environments (and their logs) not being built right now.
+- `prune ROOT DAYS NAME...`: removes those of NAME... still unused for DAYS days (a start since the
+  laptop's listing keeps its env), never the one `server-current` points at; `@@hpcjup removed NAME`.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from __future__ import annotations
 MARKER = ".hpcjup-env.json"
 USED = ".hpcjup-used"
 LOCK_STALE = 3600
+REACH_TIMEOUT = 3  # seconds the probe waits for the package index before calling the host offline
 
 SCRIPT = r"""
 export LC_ALL=C
@@ -63,9 +73,17 @@ c = (lib + lv) or "unknown"
 n = hashlib.sha256(("%s\n%s\n%s\n%s" % (sys.argv[1], v, m, c)).encode()).hexdigest()[:16]
 print(v, m, c, sys.argv[2] + "-" + n)'
 
+REACH='import sys, urllib.request, urllib.error
+try:
+    urllib.request.urlopen(urllib.request.Request(sys.argv[1], method="HEAD"), timeout=@REACH_TIMEOUT@)
+except urllib.error.HTTPError:
+    pass
+except Exception:
+    sys.exit(1)'
+
 probe() {
     root=$(absroot "$1") || exit 3
-    prefix=$2 digest=$3 request=$4 uvversion=$5 staging=$6
+    prefix=$2 digest=$3 request=$4 uvversion=$5 staging=$6 index=${7:-}
     say root "$root"
     say home "$HOME"
     py=$(find_python "$request") || { say python none "$request"; exit 0; }
@@ -92,6 +110,12 @@ probe() {
     else
         say uv none
     fi
+    # Only a build asks (a start whose env is built pays nothing); any HTTP answer means reachable.
+    url=${UV_DEFAULT_INDEX:-${UV_INDEX_URL:-${PIP_INDEX_URL:-https://pypi.org/simple/}}}
+    case $index in
+        auto) if "$py" -c "$REACH" "$url" 2>/dev/null; then say index online "$url"; else say index offline "$url"; fi ;;
+        offline) say index offline "$url" ;;  # the `offline` setting: nothing asked
+    esac
 }
 
 take_lock() {  # one builder per name; a second waits, then finds the env built (or builds it)
@@ -133,13 +157,18 @@ sweep() {  # what killed builders of other specs left on this host (their dead p
 cleanup() {
     [ -n "$watchdog" ] && kill "$watchdog" 2>/dev/null
     [ -n "$tmp" ] && rm -rf "$tmp"
-    [ -n "$work" ] && rm -f "$work.rc" "$work.req"
+    [ -n "$work" ] && rm -f "$work.rc" "$work.req" "$work.offline"
     [ -n "$stage" ] && rm -rf "$stage"
     [ -n "$locked" ] && rm -rf "$lock"
 }
 
 fail() {  # $1: the phase (or "interrupted"), $2: the exit code; the tools' words stay in NAME.failed.log
     trap '' INT TERM HUP
+    # What the build had written when it stopped, and what the file system has left: the laptop tells a
+    # full disk or quota (the tools' words; the log itself may not have been written) with these figures.
+    if [ -n "$tmp" ] && [ -d "$tmp" ]; then kb=$(du -sk "$tmp" 2>/dev/null | cut -f1) files=$(find "$tmp" 2>/dev/null | wc -l); fi
+    avail=$(df -Pk "$root" 2>/dev/null | awk 'NR==2 {print $4}') inodes=$(df -Pi "$root" 2>/dev/null | awk 'NR==2 {print $4}')
+    say space "$root" "${kb:-0}" "${files:-0}" "${avail:-?}" "${inodes:-?}"
     [ -n "$log" ] && [ -f "$log" ] && mv -f "$log" "$root/$name.failed.log"
     cleanup
     say failed "$1" "$root/$name.failed.log"
@@ -154,25 +183,48 @@ step() {  # run a command, its output to the laptop and to the log; its exit cod
 
 install_pip() {  # the spec's packages into $tmp with uv (or pip, when there is no uv)
     cd "$stage" || return 1
+    if [ -d .wheels ]; then  # an offline host: the laptop's lock, from the wheels it uploaded, nothing else
+        if [ -n "$uv" ]; then
+            step "$uv" pip sync --python "$tmp/bin/python" --offline --no-index --find-links .wheels .wheels/hpcjup.lock
+        else
+            step "$tmp/bin/python" -m pip install --no-index --find-links .wheels --no-deps --require-hashes -r .wheels/hpcjup.lock
+        fi || return 1
+        # Kept for write_lock; the wheels go now (the spec's copy in the env holds no wheels).
+        mv .wheels/hpcjup.lock "$work.offline" && rm -rf .wheels
+        return
+    fi
     if [ -n "$uv" ]; then
         p="--python $tmp/bin/python"
-        if [ -f hpcjup.lock ]; then step "$uv" pip sync $p hpcjup.lock; return; fi
+        if [ -f hpcjup.lock ]; then step "$uv" pip sync $p hpcjup.lock && add_extra; return; fi
         if [ -f uv.lock ]; then
             step "$uv" export --frozen --no-emit-project --format requirements-txt -o "$work.req" || return 1
-            step "$uv" pip sync $p "$work.req"; return
+            step "$uv" pip sync $p "$work.req" && add_extra; return
         fi
-        if [ -f pylock.toml ]; then step "$uv" pip sync $p pylock.toml; return; fi
-        [ ! -f requirements.txt ] || step "$uv" pip install $p -r requirements.txt || return 1
-        [ ! -f pyproject.toml ] || step "$uv" pip install $p -r pyproject.toml
+        if [ -f pylock.toml ]; then step "$uv" pip sync $p pylock.toml && add_extra; return; fi
+        # EXTRA in the same resolution as the spec: nothing else changes.
+        [ ! -f requirements.txt ] || step "$uv" pip install $p -r requirements.txt $extra || return 1
+        [ ! -f pyproject.toml ] || step "$uv" pip install $p -r pyproject.toml $extra
     else
         pip="$tmp/bin/python -m pip"
-        if [ -f hpcjup.lock ]; then step $pip install --no-deps --require-hashes -r hpcjup.lock; return; fi
-        [ ! -f requirements.txt ] || step $pip install -r requirements.txt
+        if [ -f hpcjup.lock ]; then step $pip install --no-deps --require-hashes -r hpcjup.lock && add_extra; return; fi
+        [ ! -f requirements.txt ] || step $pip install -r requirements.txt $extra
     fi
 }
 
+add_extra() {  # after a lock: EXTRA's packages it lacks (a lock hpcjup wrote has them already)
+    for x in $extra; do
+        if [ -n "$uv" ]; then
+            "$uv" pip show -q --python "$tmp/bin/python" "$x" >/dev/null 2>&1 || step "$uv" pip install --python "$tmp/bin/python" "$x" || return 1
+        else
+            "$tmp/bin/python" -m pip show -q "$x" >/dev/null 2>&1 || step "$tmp/bin/python" -m pip install "$x" || return 1
+        fi
+    done
+}
+
 write_lock() {  # the exact result: versions and hashes (uv), else versions (pip)
-    if [ -n "$uv" ]; then
+    if [ -f "$work.offline" ]; then  # installed from exactly the laptop's lock (hashes checked): it is the result
+        mv -f "$work.offline" "$tmp/.hpcjup-lock.txt"
+    elif [ -n "$uv" ]; then
         # The hashes come from the index pages the install just cached (--offline: no second round of
         # requests); online only if the cache lacks some, and versions alone if even that fails.
         set -- pip compile -q --no-header --no-annotate --generate-hashes --python "$tmp/bin/python" -o "$tmp/.hpcjup-lock.txt"
@@ -186,7 +238,7 @@ write_lock() {  # the exact result: versions and hashes (uv), else versions (pip
 
 build() {
     root=$(absroot "$1") || exit 3
-    name=$2 stage=$3 py=$4 uv=$5
+    name=$2 stage=$3 py=$4 uv=$5 extra=${6:-}
     STALE=${HPCJUP_LOCK_STALE:-3600}
     final="$root/$name" lock="$root/.lock-$name" tmp= work= log= locked= watchdog=
     trap '' PIPE
@@ -253,9 +305,12 @@ EOF
 list() {
     root=$(absroot "$1") || exit 3
     say root "$root"
+    current=$(readlink "$root/server-current" 2>/dev/null)
+    [ -z "$current" ] || say current "$current"
     for m in "$root"/*/.hpcjup-env.json; do
         [ -f "$m" ] || continue
         d=${m%/.hpcjup-env.json}
+        [ ! -L "$d" ] || continue  # server-current: a name for one of the others
         used=$(stat -c %Y "$d/.hpcjup-used" 2>/dev/null || stat -c %Y "$m")
         printf '@@env %s %s %s %s\n' "${d##*/}" "$(du -sk "$d" | cut -f1)" "$(find "$d" | wc -l)" "$used"
         cat "$m"; echo
@@ -276,11 +331,27 @@ remove() {
     done
 }
 
+prune() {
+    root=$(absroot "$1") || exit 3; days=$2; shift 2
+    current=$(readlink "$root/server-current" 2>/dev/null)
+    for name; do
+        case $name in */*|.*|'') continue ;; esac
+        [ -f "$root/$name/.hpcjup-env.json" ] && [ "$name" != "$current" ] && [ ! -d "$root/.lock-$name" ] || continue
+        used="$root/$name/.hpcjup-used"
+        [ -e "$used" ] || used="$root/$name/.hpcjup-env.json"
+        # Checked again here: a start since the laptop listed it marked it used.
+        [ -n "$(find "$used" -mmin +$((days * 1440)) 2>/dev/null)" ] || continue
+        mv "$root/$name" "$root/.rm-$name-$$" && rm -rf "$root/.rm-$name-$$" "$root/$name.log" "$root/$name.failed.log"
+        say removed "$name"
+    done
+}
+
 case $action in
     probe) probe "$@" ;;
+    prune) prune "$@" ;;
     build) build "$@" ;;
     ls) list "$@" ;;
     rm) remove "$@" ;;
     *) echo "unknown action $action" >&2; exit 2 ;;
 esac
-"""
+""".replace("@REACH_TIMEOUT@", str(REACH_TIMEOUT))

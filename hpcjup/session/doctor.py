@@ -4,7 +4,9 @@ Each check passes or fails with what was found and, when it fails, the fix. Chec
 run (nothing to check, or an earlier failure makes them meaningless) are skipped, with the
 reason. Nothing is submitted. The scheduler's own checks (its commands, queue, account, whether it
 would accept the request) come from its adapter (`Scheduler.doctor_checks`); this module runs the
-generic ones: SSH, the environment, Jupyter, Dask and the session directory.
+generic ones: SSH, the environment, Jupyter, Dask, the env root (where `hpcjup env` builds
+environments: made, writable, free space and inodes, and whether it is a memory file system the
+compute nodes cannot see; all in the environment check's one command) and the session directory.
 """
 
 from __future__ import annotations
@@ -26,6 +28,29 @@ if TYPE_CHECKING:
     from hpcjup.transport.base import Transport
 
 _MARK = "HPCJUP-PROBE "
+_ROOT_MARK = "HPCJUP-ENVROOT "
+# What an environment takes, for the env-root check: the issue's analysis env (numpy, xarray, netCDF4,
+# dask, distributed, JupyterLab) holds ~17,800 files in ~600 MB; the server env about as much.
+ENV_KB, ENV_FILES = 600 * 1024, 18_000
+# The env root as the build expands it (hpcjup.envs.script's absroot: ~/, $VAR/..., else under $HOME), made if
+# missing, a file written and removed; then its free KB and inodes (df -P, df -Pi) and file system type.
+_ENV_ROOT = r"""(
+umask 077
+r=$1
+case $r in
+    '~'/*) r="$HOME/${r#'~/'}" ;;
+    '$'*) v=${r#'$'}; v=${v%%/*}; rest=${r#'$'"$v"}; val=$(printenv "$v") || { echo "HPCJUP-ENVROOT unset $v"; exit 0; }; r="$val$rest" ;;
+    /*) ;;
+    *) r="$HOME/$r" ;;
+esac
+mkdir -p "$r" 2>/dev/null || { echo "HPCJUP-ENVROOT nomake $r"; exit 0; }
+f="$r/.doctor-$$"
+( : >"$f" ) 2>/dev/null && rm -f "$f" && w=writable || w=readonly
+kb=$(df -Pk "$r" 2>/dev/null | awk 'NR==2 {print $4}')
+ino=$(df -Pi "$r" 2>/dev/null | awk 'NR==2 {print $4}')
+fs=$(stat -f -c %T "$r" 2>/dev/null)
+echo "HPCJUP-ENVROOT ok $w ${kb:-?} ${ino:-?} ${fs:-?} $r"
+) 2>/dev/null"""
 # Runs in the cluster-side Python (>= 3.9, standard library only): its version and the packages' versions.
 _PROBE = f"""
 import json, sys
@@ -135,12 +160,22 @@ def run_checks(
                 checks += adapter.doctor_checks(transport, resolved)
         progress("Activating the environment…")
         where = "this machine" if kind == "local" else "the login node" if adapter and adapter.commands else host
-        checks += check_environment(transport, resolved, shell=_job_shell(adapter), dask=dask, where=where)
+        checks += check_environment(
+            transport, resolved, shell=_job_shell(adapter), dask=dask, where=where, env_root=_env_root(resolved)
+        )
         checks.append(check_session_dir(transport))
     return Report(host, checks)
 
 
-_AFTER_SSH = ("environment", "jupyter", "dask", "dask-jobqueue", "sessions")
+_AFTER_SSH = ("environment", "jupyter", "dask", "dask-jobqueue", "env-root", "sessions")
+
+
+def _env_root(resolved: Resolved) -> str:
+    """The env root a start would use: the `env_root` setting where there is one, else $HPCJUP_ENV_ROOT or the default."""
+    from hpcjup.envs.identity import env_root
+
+    setting = resolved.settings.get("env_root")
+    return env_root(str(setting.value) if setting and setting.value else None)
 
 
 def check_commands(transport: Transport, scheduler: Scheduler) -> Check:
@@ -172,13 +207,21 @@ def _job_shell(scheduler: Scheduler | None) -> list[str]:
 
 
 def check_environment(
-    transport: Transport, resolved: Resolved, *, shell: list[str], dask: bool, where: str = "the login node"
+    transport: Transport,
+    resolved: Resolved,
+    *,
+    shell: list[str],
+    dask: bool,
+    where: str = "the login node",
+    env_root: str | None = None,
 ) -> list[Check]:
     """Run the job's setup lines and its Python non-interactively in the job's `shell`, as the job will; then
-    the packages Jupyter needs."""
+    the packages Jupyter needs. With `env_root`, the same command checks it first (the "env-root" check, last)."""
     python_argv = launcher_python(resolved, transport.home())
-    script = "\n".join([*setup_lines(resolved), shlex.join([*python_argv, "-c", _PROBE])])
+    root_lines = [f"set -- {shlex.quote(env_root)}", _ENV_ROOT, "set --"] if env_root is not None else []
+    script = "\n".join([*root_lines, *setup_lines(resolved), shlex.join([*python_argv, "-c", _PROBE])])
     result = transport.run([*shell, "-c", script], check=False, timeout=180)
+    root_check = [_root_check(result.stdout, env_root)] if env_root is not None else []
     probe = next((line[len(_MARK) :] for line in reversed(result.stdout.splitlines()) if line.startswith(_MARK)), None)
     if result.returncode != 0 or probe is None:
         failed = Check(
@@ -193,13 +236,50 @@ def check_environment(
             Check(name, Status.SKIP, "not checked: the environment does not start")
             for name in ("jupyter", "dask", "dask-jobqueue")
         ]
-        return [failed, *skipped]
+        return [failed, *skipped, *root_check]
     info = json.loads(probe)
     versions: dict[str, str | None] = info["versions"]
     checks = [Check("environment", Status.PASS, f"Python {info['version']} ({info['executable']}) starts on {where}")]
     checks.append(_jupyter_check(versions, info["executable"]))
     checks += _dask_checks(versions, info["executable"], dask)
-    return checks
+    return checks + root_check
+
+
+def _root_check(stdout: str, given: str | None) -> Check:
+    """The env root's line of the environment check's command as a Check."""
+    line = next((line[len(_ROOT_MARK) :] for line in stdout.splitlines() if line.startswith(_ROOT_MARK)), None)
+    fix_root = "Set `env_root` (or $HPCJUP_ENV_ROOT) to a directory you can write on a file system the compute nodes share, e.g. $PROJECT/.hpcjup/envs."
+    if line is None:
+        return Check("env-root", Status.FAIL, f"{given}: the check printed nothing", fix=fix_root)
+    word, _, rest = line.partition(" ")
+    if word == "unset":
+        return Check("env-root", Status.FAIL, f"{given}: ${rest} is not set on the login node", fix=fix_root)
+    if word == "nomake":
+        return Check("env-root", Status.FAIL, f"cannot make {rest}", fix=fix_root)
+    fields = rest.split(" ", 4)
+    if word != "ok" or len(fields) != 5:
+        return Check("env-root", Status.FAIL, f"{given}: the check printed {line!r}", fix=fix_root)
+    mode, kb, inodes, fs, root = fields
+    if mode != "writable":
+        return Check("env-root", Status.FAIL, f"{root} is not writable", fix=fix_root)
+    found = f"{root}: {_size(kb)} and {inodes} inodes free ({fs})"
+    need = f"an environment takes about {ENV_KB // 1024} MB in {ENV_FILES:,} files"
+    if (kb.isdigit() and int(kb) < ENV_KB) or (inodes.isdigit() and int(inodes) < ENV_FILES):
+        return Check("env-root", Status.FAIL, f"{found}: too little for one environment", fix=f"{fix_root} ({need}.)")
+    if fs in ("tmpfs", "ramfs"):
+        return Check(
+            "env-root",
+            Status.WARN,
+            f"{found}: a memory file system of the login node, which compute nodes do not see",
+            fix=fix_root,
+        )
+    if (kb.isdigit() and int(kb) < 4 * ENV_KB) or (inodes.isdigit() and int(inodes) < 4 * ENV_FILES):
+        return Check("env-root", Status.WARN, f"{found}: room for fewer than four environments", fix=f"{need}.")
+    return Check("env-root", Status.PASS, found)
+
+
+def _size(kb: str) -> str:
+    return f"{int(kb) / 1024 / 1024:.1f} GB" if kb.isdigit() else "? GB"
 
 
 def _jupyter_check(versions: dict[str, str | None], python: str) -> Check:

@@ -9,11 +9,13 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hpcjup.errors import ConnectError, ExitCode
 from hpcjup.session.doctor import Check, Report, Status, run_checks
@@ -82,6 +84,51 @@ def test_healthy_profile_passes(minicluster: Any, laptop_env: dict[str, str]) ->
     assert not [job for job in minicluster.jobs() if job["name"] == "hpcjup-doctor"], "doctor submitted a job"
 
 
+@pytest.fixture
+def tmpfs() -> Iterator[Callable[[str], str]]:
+    """Mounts small memory file systems hpcuser owns (`mount -t tmpfs -o OPTIONS`); unmounted afterwards."""
+    mounts: list[Path] = []
+
+    def _mount(options: str) -> str:
+        mount = Path(f"/tmp/hpcjup-doctor-{os.getpid()}-{len(mounts)}")
+        mount.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"{options},mode=0755", "tmpfs", str(mount)], check=True)
+        mounts.append(mount)
+        shutil.chown(mount, "hpcuser")
+        return str(mount)
+
+    yield _mount
+    for mount in mounts:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+        mount.rmdir()
+
+
+@pytest.mark.cluster
+def test_env_root_is_checked_in_the_environment_checks_command(
+    minicluster: Any, laptop_env: dict[str, str], tmpfs: Callable[[str], str]
+) -> None:
+    """The env root (HPCJUP_ENV_ROOT here, as a start would use it): space and inodes from df, a memory file
+    system the compute nodes cannot see, a $VAR the login node lacks; one command for all of it."""
+    write_config(laptop_env, HEALTHY)
+
+    def env_root(root: str) -> dict[str, Any]:
+        result = hpcjup(["doctor", "--profile", "good", "--json"], {**laptop_env, "HPCJUP_ENV_ROOT": root})
+        checks = {check["name"]: check for check in json.loads(result.stdout)["checks"]}
+        return {**checks["env-root"], "exit": result.returncode}
+
+    small = tmpfs("size=4m,nr_inodes=1000")
+    found = env_root(f"{small}/envs")
+    assert (found["status"], found["exit"]) == ("fail", ExitCode.REMOTE), found
+    assert f"{small}/envs: 0.0 GB and" in found["summary"] and "too little for one environment" in found["summary"]
+    assert "env_root" in found["fix"] and "18,000 files" in found["fix"]
+    large = env_root(tmpfs("size=8g,nr_inodes=200000"))
+    assert (large["status"], large["exit"]) == ("warn", 0) and "compute nodes do not see" in large["summary"], large
+    unset = env_root("$HPCJUP_NO_SUCH_VARIABLE/envs")
+    assert unset["status"] == "fail" and "$HPCJUP_NO_SUCH_VARIABLE is not set on the login node" in unset["summary"]
+    readonly = env_root("/proc/hpcjup-envs")
+    assert readonly["status"] == "fail" and "cannot make /proc/hpcjup-envs" in readonly["summary"]
+
+
 @pytest.mark.cluster
 def test_broken_profile_names_each_failure_and_its_fix(minicluster: Any, laptop_env: dict[str, str]) -> None:
     write_config(laptop_env, HEALTHY)
@@ -95,7 +142,7 @@ def test_broken_profile_names_each_failure_and_its_fix(minicluster: Any, laptop_
     assert "invalid partition specified: nosuch" in result.stdout
     assert "jupyter_server and jupyterlab missing in /usr/bin/python3" in result.stdout
     assert "fix: /usr/bin/python3 -m pip install -U jupyterlab 'jupyter_server>=2.20'" in result.stdout
-    assert "4 of 10 checks failed." in result.stderr
+    assert "4 of 11 checks failed." in result.stderr
 
 
 @pytest.mark.cluster
@@ -280,3 +327,14 @@ def test_report_exit_codes() -> None:
 
     report = run_checks(None, "nowhere", refuse)  # type: ignore[arg-type]
     assert report.exit_code == ExitCode.CONNECT and report.checks[0].fix == "Check the network."
+
+
+@given(st.text(max_size=80))
+def test_any_env_root_line_is_a_check(line: str) -> None:
+    """The env-root line comes from the login node's shell (df, stat): whatever it says, doctor reports a check."""
+    from hpcjup.session.doctor import _root_check
+
+    check = _root_check(f"noise\nHPCJUP-ENVROOT {line}\n", "~/.hpcjup/envs")
+    assert check.name == "env-root" and check.status in set(Status)
+    assert _root_check("", "x").status is Status.FAIL
+    assert _root_check("HPCJUP-ENVROOT ok writable 99999999 9999999 nfs /p/envs", "x").status is Status.PASS

@@ -22,7 +22,10 @@ TEST_ROOT = ".hpcjup/envs-test"
 @pytest.fixture(scope="module")
 def laptop_environ(minicluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """This process as a fresh laptop for the module (HOME with ~/.ssh for the cluster, XDG dirs)."""
+    from tests.cluster.offline import add_to_laptop
+
     env = make_laptop_env(minicluster, tmp_path_factory.mktemp("laptop"))
+    add_to_laptop(Path(env["HOME"]), minicluster.ssh_port)
     saved = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)
@@ -31,15 +34,24 @@ def laptop_environ(minicluster: Any, tmp_path_factory: pytest.TempPathFactory) -
     os.environ.update(saved)
 
 
+@pytest.fixture(scope="session")
+def offline_user(minicluster: Any) -> str:
+    """The cluster user whose login node reaches no index (tests/cluster/offline.py), made once."""
+    from tests.cluster.offline import ensure_offline_user
+
+    return ensure_offline_user(minicluster.conf, (minicluster.root / "client_ed25519.pub").read_text())
+
+
 @pytest.fixture
-def host(laptop_environ: dict[str, str]) -> Iterator[Callable[[], Transport]]:
-    """Opens connections to the mini-cluster as hpcuser ($HPCJUP_SSH picks the backend), closed afterwards."""
+def host(laptop_environ: dict[str, str]) -> Iterator[Callable[..., Transport]]:
+    """Opens connections to the mini-cluster as hpcuser (or another Host alias: `host("minicluster-offline")`;
+    $HPCJUP_SSH picks the backend), closed afterwards."""
     from hpcjup.transport.openssh import OpenSSHTransport
 
     opened: list[Transport] = []
 
-    def _open() -> Transport:
-        transport = connect("minicluster", backend=os.environ.get("HPCJUP_SSH", "openssh"))
+    def _open(alias: str = "minicluster") -> Transport:
+        transport = connect(alias, backend=os.environ.get("HPCJUP_SSH", "openssh"))
         opened.append(transport)
         return transport
 
