@@ -114,7 +114,6 @@ def test_dry_run_shows_the_envs_and_the_launcher_arguments(
     assert not Path(f"/home/hpcuser/{ROOT}/{env_row['env']}").exists()  # nothing built
 
 
-@pytest.mark.skipif("--kernel" not in LAUNCHER.read_text(), reason="needs the launcher's --kernel (kernels branch)")
 def test_start_env_builds_once_and_the_warm_start_checks_it_in_the_upload(
     minicluster: Any, laptop_env: dict[str, str], clean_jobs: None, tmp_path: Path
 ) -> None:
