@@ -60,24 +60,14 @@ def list_envs(transport: Transport, root: str) -> tuple[str, list[EnvInfo]]:
 
 
 def users(views: list[View], path: str) -> list[str]:
-    """The sessions, running or pending, whose record names the environment's directory (its python, a kernel)."""
+    """The sessions, running or pending, that use the environment at `path` (SessionRecord.uses_env decides)."""
     from hpcjup.session.overview import SessionView
 
-    using = []
-    for view in views:
-        if isinstance(view, SessionView) and view.active and _mentions(asdict(view.record), path):
-            using.append(view.paths.name)
-    return using
-
-
-def _mentions(value: Any, path: str) -> bool:
-    if isinstance(value, str):
-        return value == path or value.startswith(path.rstrip("/") + "/")
-    if isinstance(value, dict):
-        return any(_mentions(v, path) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_mentions(v, path) for v in value)
-    return False
+    return [
+        view.paths.name
+        for view in views
+        if isinstance(view, SessionView) and view.active and view.record.uses_env(path)
+    ]
 
 
 def remove(transport: Transport, root: str, names: list[str], views: list[View]) -> str:

@@ -103,3 +103,22 @@ def test_hostile_connection_fields_are_refused(field: str, value: Any) -> None:
 def test_good_documents_parse() -> None:
     assert Connection.from_dict(GOOD_CONNECTION).token == "ab" * 32
     assert SessionRecord.from_json(json.dumps(GOOD_RECORD).encode()).host == "alice@juwels:2222"
+
+
+def test_a_session_uses_the_envs_it_names_and_no_sibling_of_theirs() -> None:
+    """`env rm` and `prune --envs` ask this one question (envs.catalog.users): the kernels' envs, the Python the job
+    runs, the container command; a neighbouring directory whose name starts the same is not used."""
+    root = "/home/u/.hpcjup/envs"
+    record = SessionRecord(
+        "lab",
+        "h",
+        "slurm",
+        "7",
+        "2026-12-01T00:00:00+00:00",
+        python=f"{root}/server-1/bin/python",
+        envs=[f"{root}/env-a"],
+    )
+    assert record.uses_env(f"{root}/env-a") and record.uses_env(f"{root}/env-a/")
+    assert record.uses_env(f"{root}/server-1")
+    assert not record.uses_env(f"{root}/env-ab") and not record.uses_env(f"{root}/env-b")
+    assert SessionRecord.from_json(record.to_json()).uses_env(f"{root}/env-a")
