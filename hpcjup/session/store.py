@@ -16,13 +16,7 @@ from typing import Any
 from hpcjup.files import private_dirs as _private_dirs  # the old name, still imported from here
 from hpcjup.files import write_private
 from hpcjup.session.locks import remove_lock
-
-
-def state_dir() -> Path:
-    """hpcjup's per-user state directory (XDG_STATE_HOME on Linux)."""
-    from platformdirs import user_state_path
-
-    return user_state_path("hpcjup", appauthor=False)
+from hpcjup.statedir import state_dir
 
 
 def safe_name(part: str) -> str:
