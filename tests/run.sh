@@ -15,11 +15,13 @@ venv="${HPCJUP_TEST_VENV:-.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[test,docs]'
 
-# The habits the tools keep: formatted, linted, typed. A failure here fails the run.
-echo "run.sh: ruff format --check, ruff check, mypy" >&2
+# The habits the tools keep: formatted, linted, typed, layered (no import cycle, nothing imports upward:
+# the contracts are [tool.importlinter] in pyproject.toml). A failure here fails the run.
+echo "run.sh: ruff format --check, ruff check, mypy, lint-imports" >&2
 "$venv/bin/ruff" format --check --quiet .
 "$venv/bin/ruff" check --quiet .
 "$venv/bin/mypy"
+"$venv/bin/lint-imports" --no-cache --no-logo
 
 # The documentation site: --strict turns every broken link, anchor or README include into a failure.
 echo "run.sh: mkdocs build --strict" >&2

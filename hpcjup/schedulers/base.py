@@ -33,7 +33,7 @@ from hpcjup.transport.base import Transport
 
 if TYPE_CHECKING:
     from hpcjup.config.profiles import Resolved
-    from hpcjup.session.doctor import Check
+    from hpcjup.schedulers.checks import Check
 
 JOB_SCRIPT = "job.sh"
 JOB_LOG = "job.out"
@@ -313,7 +313,7 @@ class Scheduler(ABC):
         return {"queue": partition, "account": account, "walltime": walltime}
 
     def doctor_checks(self, transport: Transport, settings: Resolved) -> list[Check]:
-        """The scheduler's own `doctor` checks (hpcjup.session.doctor.Check objects): commands, queue, account, request."""
+        """The scheduler's own `doctor` checks (hpcjup.schedulers.checks.Check objects): commands, queue, account, request."""
         return []
 
     #: sh that submits `job.sh` (run in the session directory, umask 077) and prints what `parse_submission`

@@ -39,7 +39,7 @@ from hpcjup.transport.base import Transport
 
 if TYPE_CHECKING:
     from hpcjup.config.profiles import Resolved
-    from hpcjup.session.doctor import Check
+    from hpcjup.schedulers.checks import Check
 
 _JOB_ID = re.compile(r"[0-9]{1,20}(?:\[[0-9]{1,10}\])?")  # 1234, or an array element 1234[7]
 _SUBMITTED = re.compile(r"Job <([0-9]{1,20})> is submitted")
@@ -212,7 +212,7 @@ class LSF(Scheduler):
     # -- doctor -------------------------------------------------------------------------------------
     def doctor_checks(self, transport: Transport, settings: Resolved) -> list[Check]:
         """LSF's commands, and the queue (--partition) exists and takes jobs."""
-        from hpcjup.session.doctor import Check, Status, check_commands
+        from hpcjup.schedulers.checks import Check, Status, check_commands
 
         checks = [check_commands(transport, self)]
         if checks[0].status is not Status.PASS:

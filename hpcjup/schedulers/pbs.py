@@ -51,7 +51,7 @@ from hpcjup.transport.base import Transport
 
 if TYPE_CHECKING:
     from hpcjup.config.profiles import Resolved
-    from hpcjup.session.doctor import Check
+    from hpcjup.schedulers.checks import Check
 
 _QSTAT = ["qstat", "-f", "-F", "json", "-x"]
 # The walltime PBS granted this job, in seconds (0 if qstat cannot tell), read in the job: `qstat -f` (text)
@@ -222,7 +222,7 @@ class PBSPro(Scheduler):
     # -- doctor -------------------------------------------------------------------------------------
     def doctor_checks(self, transport: Transport, settings: Resolved) -> list[Check]:
         """PBS's commands, and the queue (--partition) exists and takes jobs."""
-        from hpcjup.session.doctor import Check, Status, check_commands
+        from hpcjup.schedulers.checks import Check, Status, check_commands
 
         checks = [check_commands(transport, self)]
         if checks[0].status is not Status.PASS:

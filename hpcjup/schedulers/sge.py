@@ -39,7 +39,7 @@ from hpcjup.transport.base import Transport
 
 if TYPE_CHECKING:
     from hpcjup.config.profiles import Resolved
-    from hpcjup.session.doctor import Check
+    from hpcjup.schedulers.checks import Check
 
 # One process on another host of the PE allocation (needs the PE's control_slaves TRUE).
 _LAUNCH = "qrsh -inherit -nostdin {host}"
@@ -270,7 +270,7 @@ class GridEngine(Scheduler):
     # -- doctor ----------------------------------------------------------------------------------------
     def doctor_checks(self, transport: Transport, settings: object) -> list[Check]:
         """Grid Engine's commands, the queue (`qconf -sql`), and the whole request (`qsub -w v`)."""
-        from hpcjup.session.doctor import Check, Status, check_commands
+        from hpcjup.schedulers.checks import Check, Status, check_commands
 
         resolved: Resolved = settings  # type: ignore[assignment]
         checks = [check_commands(transport, self)]
@@ -281,7 +281,7 @@ class GridEngine(Scheduler):
 
     def _check_queue(self, transport: Transport, resolved: Resolved) -> Check:
         """The queue (--partition) is one of the cell's."""
-        from hpcjup.session.doctor import Check, Status, first_line
+        from hpcjup.schedulers.checks import Check, Status, first_line
 
         result = transport.run(["qconf", "-sql"], check=False)
         if result.returncode != 0:
@@ -302,7 +302,7 @@ class GridEngine(Scheduler):
 
     def _check_request(self, transport: Transport, resolved: Resolved) -> Check:
         """Grid Engine could run the job as configured (`qsub -w v`: verified, nothing submitted)."""
-        from hpcjup.session.doctor import Check, Status
+        from hpcjup.schedulers.checks import Check, Status
 
         spec = JobSpec(name="doctor", session_dir="/", command=["true"], resources=resolved.resources())
         keep = [o for o in self.options(spec) if not o.startswith(("-N ", "-o ", "-cwd", "-v ", "-notify"))]

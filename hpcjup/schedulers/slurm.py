@@ -32,7 +32,7 @@ from hpcjup.transport.base import Transport
 
 if TYPE_CHECKING:
     from hpcjup.config.profiles import Resolved
-    from hpcjup.session.doctor import Check
+    from hpcjup.schedulers.checks import Check
 
 # squeue fields: state, reason, expected start, node list, time left, time limit.
 _SQUEUE_FORMAT = "%T|%r|%S|%N|%L|%l|%i"
@@ -191,7 +191,7 @@ class Slurm(Scheduler):
 
     def doctor_checks(self, transport: Transport, settings: object) -> list[Check]:
         """Slurm's commands, the partition, the account, and the whole request (`sbatch --test-only`)."""
-        from hpcjup.session.doctor import Check, Status, check_commands
+        from hpcjup.schedulers.checks import Check, Status, check_commands
 
         resolved: Resolved = settings  # type: ignore[assignment]
         checks = [check_commands(transport, self)]

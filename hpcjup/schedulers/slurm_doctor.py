@@ -10,12 +10,12 @@ from hpcjup.transport.base import Transport
 
 if TYPE_CHECKING:
     from hpcjup.config.profiles import Resolved
-    from hpcjup.session.doctor import Check
+    from hpcjup.schedulers.checks import Check
 
 
 def check_partition(transport: Transport, resolved: Resolved) -> Check:
     """The partition exists, is up, and allows the requested time."""
-    from hpcjup.session.doctor import Check, Status, first_line
+    from hpcjup.schedulers.checks import Check, Status, first_line
 
     result = transport.run(["sinfo", "-h", "-o", "%P|%a|%l"], check=False)
     if result.returncode != 0:
@@ -71,7 +71,7 @@ def check_partition(transport: Transport, resolved: Resolved) -> Check:
 
 def check_account(transport: Transport, resolved: Resolved) -> Check:
     """An account is set where the site needs one, and Slurm's accounting knows it for this user."""
-    from hpcjup.session.doctor import Check, Status, first_line
+    from hpcjup.schedulers.checks import Check, Status, first_line
 
     account = resolved.value("account")
     if account is None:
@@ -105,7 +105,7 @@ def check_account(transport: Transport, resolved: Resolved) -> Check:
 
 def check_request(transport: Transport, resolved: Resolved) -> Check:
     """Slurm would accept the job as configured (`sbatch --test-only`: nothing is submitted)."""
-    from hpcjup.session.doctor import Check, Status, first_line
+    from hpcjup.schedulers.checks import Check, Status, first_line
 
     res = resolved.resources()
     options = {

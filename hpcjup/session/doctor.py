@@ -3,7 +3,8 @@
 Each check passes or fails with what was found and, when it fails, the fix. Checks that cannot
 run (nothing to check, or an earlier failure makes them meaningless) are skipped, with the
 reason. Nothing is submitted. The scheduler's own checks (its commands, queue, account, whether it
-would accept the request) come from its adapter (`Scheduler.doctor_checks`); this module runs the
+would accept the request) come from its adapter (`Scheduler.doctor_checks`, built from the
+`Check` and `Status` of schedulers/checks.py, below both); this module runs the
 generic ones: SSH, the environment, Jupyter, Dask, the env root (where `hpcjup env` builds
 environments: made, writable, free space and inodes, and whether it is a memory file system the
 compute nodes cannot see; all in the environment check's one command) and the session directory.
@@ -15,12 +16,12 @@ import json
 import shlex
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from enum import Enum
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hpcjup.config.environment import MIN_SERVER, launcher_python, setup_lines
 from hpcjup.errors import AuthError, ConnectError, ExitCode, HpcjupError
+from hpcjup.schedulers.checks import Check, Status
 
 if TYPE_CHECKING:
     from hpcjup.config.profiles import Resolved
@@ -66,30 +67,6 @@ for name in ("jupyter_server", "jupyterlab", "distributed", "dask", "dask_jobque
             versions[name] = None
 print({_MARK!r} + json.dumps({{"version": sys.version.split()[0], "executable": sys.executable, "versions": versions}}))
 """
-
-
-class Status(str, Enum):
-    """The outcome of one check; only FAIL makes `doctor` exit non-zero."""
-
-    PASS = "pass"
-    FAIL = "fail"
-    WARN = "warn"
-    SKIP = "skip"
-
-
-@dataclass(frozen=True)
-class Check:
-    """One check's outcome, what was found, and how to fix a failure."""
-
-    name: str
-    status: Status
-    summary: str
-    fix: str | None = None
-    details: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form."""
-        return {**asdict(self), "status": self.status.value}
 
 
 @dataclass(frozen=True)
@@ -176,24 +153,6 @@ def _env_root(resolved: Resolved) -> str:
 
     setting = resolved.settings.get("env_root")
     return env_root(str(setting.value) if setting and setting.value else None)
-
-
-def check_commands(transport: Transport, scheduler: Scheduler) -> Check:
-    """The scheduler's commands are on the PATH of a command run over SSH (the check called "scheduler")."""
-    script = 'for c; do command -v "$c" >/dev/null 2>&1 || echo "$c"; done'
-    missing = transport.run(["sh", "-c", script, "sh", *scheduler.commands], check=False).stdout.split()
-    title = scheduler.title or scheduler.name
-    if missing:
-        return Check(
-            "scheduler",
-            Status.FAIL,
-            f"not found over SSH: {' '.join(missing)}",
-            fix=f"hpcjup needs {title} on the login node's PATH for commands run over SSH (not only in a login "
-            f"shell); check `ssh HOST command -v {missing[0]}`.",
-        )
-    names = list(scheduler.commands)
-    found = f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else "".join(names)
-    return Check("scheduler", Status.PASS, f"{found} found")
 
 
 def _job_shell(scheduler: Scheduler | None) -> list[str]:
@@ -361,11 +320,6 @@ def _version(text: str) -> tuple[int, ...]:
         digits = "".join(c for c in piece if c.isdigit())
         parts.append(int(digits) if digits else 0)
     return tuple(parts)
-
-
-def first_line(text: str) -> str:
-    """The first non-blank line of `text`, stripped."""
-    return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
 def _tail(text: str, lines: int = 12) -> str:

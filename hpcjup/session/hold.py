@@ -27,9 +27,9 @@ from typing import Protocol
 
 from hpcjup.errors import AuthError, ConnectError, HpcjupError
 from hpcjup.schedulers.base import JobState, Scheduler
-from hpcjup.session.holder import HolderLock
 from hpcjup.session.jupyter import api_status, lab_url
 from hpcjup.session.layout import SessionPaths
+from hpcjup.session.locks import HolderLock
 from hpcjup.session.record import Connection, SessionRecord, read_report
 from hpcjup.session.route import Route
 from hpcjup.session.store import LocalStore

@@ -2,7 +2,7 @@
 
 The cluster is the source of truth; this cache only saves a round trip, remembers
 which host a session lives on, and records the local tunnel holding it (pid, port, the
-lock file that proves the holder is alive: see session/holder.py).
+lock file that proves the holder is alive: see session/locks.py).
 It holds tokens, so every file is private to the user.
 """
 
@@ -15,13 +15,8 @@ from typing import Any
 
 from hpcjup.files import private_dirs as _private_dirs  # the old name, still imported from here
 from hpcjup.files import write_private
-
-
-def state_dir() -> Path:
-    """hpcjup's per-user state directory (XDG_STATE_HOME on Linux)."""
-    from platformdirs import user_state_path
-
-    return user_state_path("hpcjup", appauthor=False)
+from hpcjup.session.locks import remove_lock
+from hpcjup.statedir import state_dir
 
 
 def safe_name(part: str) -> str:
@@ -93,8 +88,6 @@ class LocalStore:
 
     def forget(self, host: str, name: str) -> None:
         """Remove everything this laptop keeps about a session: its entry, its holder's log and lock file."""
-        from hpcjup.session.holder import remove_lock
-
         self.remove(host, name)
         self._file("logs", host, name, ".log").unlink(missing_ok=True)
         remove_lock(self._file("holders", host, name, ".lock"))

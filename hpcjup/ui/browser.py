@@ -61,7 +61,7 @@ def redirect_file(url: str, directory: Path | None = None) -> Path:
 
 def _private_dir() -> Path:
     """hpcjup's state directory's `open/`, 0700 and ours (the pages hold the token)."""
-    from hpcjup.session.store import state_dir
+    from hpcjup.statedir import state_dir
 
     path = state_dir() / "open"
     path.mkdir(mode=0o700, parents=True, exist_ok=True)

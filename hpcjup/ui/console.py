@@ -4,66 +4,22 @@ Results go to stdout (text, or exactly one JSON object with `--json`); progress,
 notes and errors go to stderr, so `hpcjup start --json | jq` sees only the result.
 No spinner and no colour unless stderr is a terminal and NO_COLOR is unset.
 
-Text is plain unless a caller says `markup=True`: messages carry node names, pending reasons and
-paths from the cluster, and rich would read `[link=...]` or `[/bold]` in them as markup (a disguised
-link, or a crash). Control characters (a terminal escape sequence in a job name) are shown as escapes.
+Text is plain unless a caller says `markup=True` (see ui/markup.py for why, and how).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hpcjup.errors import HpcjupError
+from hpcjup.ui.markup import plain, styled
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.text import Text
-
-# C0 controls but newline and tab, DEL and the C1 controls: ESC starts terminal sequences, CR overwrites lines.
-# Also Unicode's bidirectional overrides and isolates: they reorder what follows them on screen.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def _visible(text: str) -> str:
-    """`text` with its control characters written as \\xNN (\\uNNNN), so none reaches the terminal."""
-    return _CONTROL.sub(_escaped, str(text))
-
-
-def _escaped(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def visible(text: str) -> str:
-    """`text` with no character that a terminal would act on rather than show (for text from the cluster
-    written to a terminal as it is, such as a job's log): control characters become \\xNN, newlines and tabs stay."""
-    return _visible(text)
-
-
-def plain(text: str, style: str = "") -> Text:
-    """`text` as it is, for rich: never read as markup, control characters shown as \\xNN."""
-    from rich.text import Text
-
-    return Text(_visible(text), style=style)
-
-
-def escape(value: object) -> str:
-    """`value` for a `markup=True` message: rich reads none of it as a tag (e.g. a node name from the cluster)."""
-    from rich.markup import escape as escape_markup
-
-    return escape_markup(_visible(str(value)))
-
-
-def _text(text: str, markup: bool) -> Text:
-    """hpcjup's own markup (`markup=True`, values inside escaped by the caller), or plain text."""
-    from rich.text import Text
-
-    return Text.from_markup(_visible(text), emoji=False) if markup else plain(text)
 
 
 class UI:
@@ -102,11 +58,11 @@ class UI:
     def info(self, text: str, *, markup: bool = False) -> None:
         """A note for the person at the terminal (suppressed by -q); `markup=True` only for hpcjup's own markup."""
         if not self.quiet:
-            self.err.print(_text(text, markup))
+            self.err.print(styled(text, markup))
 
     def warn(self, text: str, *, markup: bool = False) -> None:
         """A warning; shown even with -q."""
-        self.err.print(plain("warning:", "yellow" if self.interactive else ""), _text(text, markup))
+        self.err.print(plain("warning:", "yellow" if self.interactive else ""), styled(text, markup))
 
     def result(self, data: dict[str, Any], text: str | Callable[[], str] | None = None) -> None:
         """A command's result: JSON with --json, else the text form (or nothing)."""
@@ -155,10 +111,10 @@ class StatusLine:
     def update(self, text: str, key: str | None = None, *, markup: bool = False) -> None:
         """Show `text`; `key` (default: the text) decides what counts as a change for plain output."""
         if self._live is not None:
-            self._live.update(_text(text, markup))
+            self._live.update(styled(text, markup))
         elif not self.ui.quiet and (key or text) != self._last_key:
             self._last_key = key or text
-            self.ui.err.print(_text(text, markup))
+            self.ui.err.print(styled(text, markup))
 
     def __exit__(self, *exc: object) -> None:
         if self._live is not None:

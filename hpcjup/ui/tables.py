@@ -48,7 +48,7 @@ def sessions_table(rows: list[dict[str, Any]], host: str, *, color: bool) -> str
     from rich.console import Console
     from rich.table import Table
 
-    from hpcjup.ui.console import plain
+    from hpcjup.ui.markup import plain
 
     table = Table(box=None, pad_edge=False, header_style="bold" if color else "")
     for column in ("SESSION", "JOB", "STATE", "PARTITION", "NODES", "TIME LEFT", "URL / WHY"):

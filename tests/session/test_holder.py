@@ -16,8 +16,9 @@ import pytest
 from hpcjup.errors import AuthError, ConnectError, UsageError
 from hpcjup.schedulers.base import JobState, JobStatus
 from hpcjup.session.hold import SessionHolder, Timings
-from hpcjup.session.holder import HolderLock, end_holder, held_sessions, holder_pid, locked_by
+from hpcjup.session.holder import end_holder, held_sessions, holder_pid
 from hpcjup.session.layout import SessionPaths
+from hpcjup.session.locks import HolderLock, locked_by
 from hpcjup.session.record import Connection, SessionRecord
 from hpcjup.session.store import LocalStore
 
@@ -25,7 +26,7 @@ from hpcjup.session.store import LocalStore
 HOLDER = """
 import sys, time
 from pathlib import Path
-from hpcjup.session.holder import HolderLock
+from hpcjup.session.locks import HolderLock
 lock = HolderLock(Path(sys.argv[1]))
 lock.acquire()
 print("locked", flush=True)

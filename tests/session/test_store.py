@@ -26,7 +26,7 @@ def test_update_merges_and_none_removes(tmp_path: Path) -> None:
 
 
 def test_lock_files_live_in_private_dirs_and_forget_removes_only_unheld_ones(tmp_path: Path) -> None:
-    from hpcjup.session.holder import HolderLock
+    from hpcjup.session.locks import HolderLock
 
     store = LocalStore(tmp_path / "state")
     path = store.lock_path("user@host:2222", "lab-1")
