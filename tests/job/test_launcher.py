@@ -97,6 +97,14 @@ class Run:
             time.sleep(0.05)
         return self.json(name) if name.endswith(".json") else {}
 
+    def wait_state(self, state: str, timeout: float = 30) -> dict[str, Any]:
+        """state.json once it says `state` (the launcher writes it just after connection.json, not with it)."""
+        end = time.monotonic() + timeout
+        while (doc := self.json("state.json"))["state"] != state:
+            assert time.monotonic() < end, f"state.json still says {doc['state']!r} after {timeout} s"
+            time.sleep(0.05)
+        return doc
+
     def wait(self, timeout: float = 60) -> int:
         code = self.proc.wait(timeout)
         self.log.close()
@@ -270,7 +278,7 @@ def test_rendezvous_files_token_auth_and_shutdown_from_the_menu(run: Any, tmp_pa
     runtime = jupyter_environ(conn["pid"])["JUPYTER_RUNTIME_DIR"]
     assert not runtime.startswith(str(r.dir)) and Path(runtime, f"jpserver-{conn['pid']}.json").exists()
     assert (stat.S_IMODE(os.stat(runtime).st_mode), os.stat(runtime).st_uid) == (0o700, os.getuid())
-    state = r.json("state.json")
+    state = r.wait_state("running")
     assert (state["state"], state["reason"], state["exit_code"], state["pid"]) == ("running", None, None, r.proc.pid)
     assert api(conn, "/api/status")[0] == 200
     assert api(conn, "/api/status", token=None)[0] == 403
