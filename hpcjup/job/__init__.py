@@ -23,6 +23,7 @@ JOB_FILES = (
     "kernels.py",
     "jupyterapi.py",
     "jupyterboot.py",
+    "jupyterproc.py",
     "lazy.py",
     "usage.py",
     "dasklaunch.py",
