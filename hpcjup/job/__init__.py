@@ -27,6 +27,7 @@ JOB_FILES = (
     "lazy.py",
     "usage.py",
     "dasklaunch.py",
+    "daskscale.py",
     "daskhttp.py",
     "private.py",
     "lifeline.py",

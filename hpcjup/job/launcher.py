@@ -29,7 +29,7 @@ At the end connection.json, token and the private directory are removed; state.j
 The job files beside this one: atomic.py (private whole writes), endings.py (reasons, signals, exit codes,
 the own walltime timer), jupyterenv.py (can this Python serve), jupyterapi.py (where Jupyter listens),
 jupyterboot.py (how Jupyter is started: `python -m jupyterlab` with some imports deferred), jupyterproc.py
-(Jupyter's process: started, waited for, watched, stopped), usage.py, dasklaunch.py.
+(Jupyter's process: started, waited for, watched, stopped), usage.py, dasklaunch.py, daskscale.py.
 
 Signals: SIGTERM, SIGINT, SIGHUP -> "stopped"; SIGUSR1 (sent by the scheduler before the limit) -> "walltime".
 Where the scheduler sends none (HPCJUP_WARN_SIGNAL is not "1") and grants HPCJUP_TIME_LIMIT seconds,
