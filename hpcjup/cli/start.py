@@ -19,7 +19,7 @@ from hpcjup.errors import ExitCode, HpcjupError, Interrupted, JobCannotStart, Jo
 from hpcjup.session import envplan
 from hpcjup.session.groups import WorkerGroup
 from hpcjup.session.layout import check_name
-from hpcjup.session.submit import DaskRequest, StartRequest
+from hpcjup.session.request import DaskRequest, StartRequest
 from hpcjup.ui.tables import duration, expected_start
 
 if TYPE_CHECKING:
@@ -292,7 +292,7 @@ class _Envs:
     def retry(self, request: StartRequest, exc: Exception) -> StartRequest:
         """After the upload refused: build what is missing (asking first for a bare cluster's server env)."""
         from hpcjup.session import hostfacts
-        from hpcjup.session.submit import NoJupyter
+        from hpcjup.session.claim import NoJupyter
 
         if isinstance(exc, NoJupyter):
             self._confirm_server()
@@ -401,7 +401,8 @@ def _submit_and_wait(
     The scheduler returned is the one the session was submitted with (the host may have changed since the
     last start remembered it: `relearn`)."""
     from hpcjup.schedulers import get_scheduler
-    from hpcjup.session.submit import EnvMissing, NoJupyter, submit
+    from hpcjup.session.claim import EnvMissing, NoJupyter
+    from hpcjup.session.submit import submit
     from hpcjup.session.wait import ReadyWaiter
 
     for attempt in range(3):
