@@ -1,34 +1,33 @@
-"""`hpcjup start`: submit, wait for Jupyter, forward a port, hold it."""
+"""`hpcjup start`: submit, wait for Jupyter, forward a port, hold it.
+
+This module parses and prints; which job is cancelled, and when, is session/lifecycle.py's.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import sys
-from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 import click
 
 from hpcjup.cli.app import App, Reach, host_options, json_option
 from hpcjup.cli.detach import Detacher
+from hpcjup.cli.dryrun import show_preview
 from hpcjup.cli.profile import RENAMED, profile_option, typed_options
 from hpcjup.cli.serve import Holder, terminate_as_interrupt
 from hpcjup.config.profiles import resolve
 from hpcjup.config.resources import parse_duration
-from hpcjup.errors import ExitCode, HpcjupError, Interrupted, JobCannotStart, JobFailedError, SubmitError, UsageError
+from hpcjup.errors import HpcjupError, Interrupted, UsageError
 from hpcjup.session import envplan
 from hpcjup.session.groups import WorkerGroup
 from hpcjup.session.layout import check_name
-from hpcjup.session.submit import DaskRequest, StartRequest
+from hpcjup.session.lifecycle import give_up, reach_node, start_groups, submit_and_wait
+from hpcjup.session.request import DaskRequest, StartRequest
 from hpcjup.ui.tables import duration, expected_start
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from hpcjup.config.profiles import Resolved
-    from hpcjup.schedulers.base import Scheduler
-    from hpcjup.session.layout import SessionPaths
-    from hpcjup.session.record import Connection, SessionRecord
     from hpcjup.session.wait import Progress
     from hpcjup.transport.base import Transport
 
@@ -218,14 +217,16 @@ def command(
         scheduler.check_request(request.resources)
         envs = _Envs(app, transport, transport.destination or host, settings, plan, yes, bare=not local)
         request = envs.first(request)
-        scheduler, record, paths, conn, time_left, granted = _submit_and_wait(
-            app,
+        scheduler, record, paths, conn, time_left, granted = submit_and_wait(
+            app.ui,
+            app.store,
             transport,
             scheduler,
             request,
             pending,
             lambda: app.relearn(transport, host, reach),
-            envs,
+            progress_text,
+            envs.retry,
         )
         if conn.dask_missing:
             app.ui.warn(f"This session has no Dask: {conn.dask_missing}")
@@ -242,15 +243,15 @@ def command(
 
         try:
             with terminate_as_interrupt():
-                _reach_node(app, transport, scheduler, record, paths, holder)
-                _start_groups(app, transport, record, paths, conn, groups)
+                reach_node(app.ui, transport, scheduler, record, paths, holder.route, holder.conn)
+                start_groups(app.ui, transport, record, paths, conn, groups)
                 holder.serve(
                     local_port=local_port, open_browser=not (no_browser or detach), on_ready=ready, time_left=time_left
                 )
         except BaseException as exc:
             if shown or (holder.conn.socket and isinstance(exc, HpcjupError | Interrupted)):
-                raise  # after the URL: the session is the user's; socket mode: _reach_node cancelled already
-            _give_up(app, transport, scheduler, record, paths, exc)
+                raise  # after the URL: the session is the user's; socket mode: reach_node cancelled already
+            give_up(app.ui, app.store, transport, scheduler, record, paths, exc)
             raise
 
 
@@ -292,7 +293,7 @@ class _Envs:
     def retry(self, request: StartRequest, exc: Exception) -> StartRequest:
         """After the upload refused: build what is missing (asking first for a bare cluster's server env)."""
         from hpcjup.session import hostfacts
-        from hpcjup.session.submit import NoJupyter
+        from hpcjup.session.claim import NoJupyter
 
         if isinstance(exc, NoJupyter):
             self._confirm_server()
@@ -325,194 +326,6 @@ class _Envs:
         if not click.confirm(f"{said}\nBuild hpcjup's server environment there now (a few minutes, once)?", err=True):
             raise UsageError(
                 "Nothing was submitted.", hint="Set --python, --venv or --env to a Python with JupyterLab."
-            )
-
-
-def show_preview(
-    ctx: click.Context,
-    app: App,
-    transport: Transport,
-    scheduler: Scheduler,
-    request: StartRequest,
-    envs: list[dict[str, str]] | None = None,
-) -> None:
-    """--dry-run: the script and each partition's verdict; exit 5 unless every partition would take the job."""
-    from hpcjup.session.preview import preview
-
-    found = preview(transport, scheduler, request)
-    rows = [{**p.to_dict(), "estimate_relative": expected_start(p.estimate)} for p in found.partitions]
-    data: dict[str, object] = {
-        "script": found.script,
-        "scheduler": found.scheduler,
-        "host": found.host,
-        "session": found.session,
-        "partitions": rows,
-        "envs": envs or [],
-    }
-    error = None
-    refused = [p for p in found.partitions if not p.can_take]
-    if refused:  # one refused partition of several: Slurm refuses `-p a,b` with an unknown partition in it
-        words = "; ".join(f"{p.name or 'the default partition'}: {p.refusal}" for p in refused)
-        where = "" if len(refused) == len(found.partitions) else " in every partition asked for"
-        error = SubmitError(
-            f"{scheduler.title or scheduler.name} would not take the job{where} ({words}).", hint=refused[0].hint
-        )
-        data["error"] = error.to_dict()
-    title = scheduler.title or scheduler.name
-    lines = [f"# The job script for session {found.session}, as `hpcjup start` would submit it:", found.script]
-    lines += [preview_line(title, row) for row in rows]
-    verbs = {"built": "built, reused", "missing": "not built: `start` builds it first", "existing": "used as it is"}
-    lines += [f"environment {e['env']} ({e['source']}): {verbs[e['state']]}" for e in envs or []]
-    app.ui.result(data, text="\n".join(lines))
-    if error is not None:
-        if not app.ui.json_mode:
-            raise error
-        app.ui.warn(f"{error.message} Hint: {error.hint}")
-        ctx.exit(int(ExitCode.SUBMIT))
-
-
-def preview_line(title: str, row: dict[str, object]) -> str:
-    """One partition's verdict in words."""
-    name = row["name"] or "the default partition"
-    if row["refusal"]:
-        return f"{name}: {title} would refuse the job: {row['refusal']}" + (f" ({row['hint']})" if row["hint"] else "")
-    parts = [f"{title} would start it {row['estimate_relative']}"] if row["estimate"] else []
-    limit = row["time_limit_seconds"]
-    parts.append(f"time limit {duration(limit) if isinstance(limit, int) else 'none'}")
-    if row["total_nodes"] is not None:
-        parts.append(f"{row['idle_nodes']} of {row['total_nodes']} nodes idle")
-    if row["total_slots"] is not None:
-        parts.append(f"{row['free_slots']} of {row['total_slots']} slots free")
-    if row["note"]:
-        parts.append(str(row["note"]))
-    return f"{name}: " + "; ".join(parts)
-
-
-def _submit_and_wait(
-    app: App,
-    transport: Transport,
-    scheduler: Scheduler,
-    request: StartRequest,
-    pending: int | None,
-    relearn: Callable[[], Scheduler],
-    envs: _Envs | None = None,
-) -> tuple[Scheduler, SessionRecord, SessionPaths, Connection, int | None, int | None]:
-    """Submit and wait for Jupyter; interrupted before it answers, the job is cancelled (nothing to lose yet).
-    The scheduler returned is the one the session was submitted with (the host may have changed since the
-    last start remembered it: `relearn`)."""
-    from hpcjup.schedulers import get_scheduler
-    from hpcjup.session.submit import EnvMissing, NoJupyter, submit
-    from hpcjup.session.wait import ReadyWaiter
-
-    for attempt in range(3):
-        try:
-            with app.ui.status() as line, terminate_as_interrupt():
-                line.update("Submitting…")
-                record, paths = submit(transport, scheduler, request, relearn=relearn)
-            break
-        except (EnvMissing, NoJupyter) as exc:  # nothing was claimed or submitted: build, then upload again
-            if envs is None or attempt == 2:
-                raise SubmitError(
-                    "An environment the session needs is still not there after it was built.",
-                    hint="Another start or `hpcjup env rm` may be removing it; run the command again.",
-                ) from None
-            with terminate_as_interrupt():
-                request = envs.retry(request, exc)
-    with app.ui.status() as line, terminate_as_interrupt():
-        scheduler = get_scheduler(record.scheduler)
-        # Cached at once: `hpcjup stop NAME` then finds the host without --host, whatever happens next.
-        app.store.save(record.host, record.name, {"host": record.host, "record": asdict(record)})
-        app.ui.info(f"Submitted job {record.job_id} as session {record.name} on {record.host}.")
-        waiter = ReadyWaiter(
-            transport, scheduler, record, paths, lambda p: line.update(*progress_text(p)), pending_timeout=pending
-        )
-        try:
-            conn = waiter.wait()
-            return scheduler, record, paths, conn, waiter.status.time_left, waiter.status.time_limit
-        except JobFailedError:
-            raise  # the job ended by itself; its log stays in the session directory for `hpcjup logs`
-        except BaseException as exc:
-            _abandon(transport, scheduler, record, paths)
-            app.store.forget(record.host, record.name)
-            if isinstance(exc, KeyboardInterrupt):
-                raise Interrupted(f"Cancelled job {record.job_id} before Jupyter started; nothing was lost.") from None
-            if isinstance(exc, JobCannotStart):
-                raise JobCannotStart(f"{exc.message} Cancelled it; nothing was lost.", hint=exc.hint) from None
-            raise
-
-
-def _give_up(
-    app: App, transport: Transport, scheduler: Scheduler, record: SessionRecord, paths: SessionPaths, exc: BaseException
-) -> None:
-    """Jupyter answered, but the URL never reached the user (Ctrl-C, a failed tunnel): nobody can have
-    used the session, so cancel its job rather than leave it holding nodes unseen."""
-    try:
-        _abandon(transport, scheduler, record, paths, running=True)
-    except HpcjupError as cleanup:  # the login connection may be gone too: say so, but report the cause
-        app.ui.warn(f"Could not cancel job {record.job_id} ({cleanup.message}); run `hpcjup stop {record.name}`.")
-        return
-    app.store.forget(record.host, record.name)
-    if isinstance(exc, KeyboardInterrupt):
-        raise Interrupted(f"Cancelled job {record.job_id} before its URL was shown; nothing was lost.") from None
-    app.ui.info(f"Cancelled job {record.job_id}: its URL could not be shown; nothing was lost.")
-
-
-def _reach_node(
-    app: App, transport: Transport, scheduler: Scheduler, record: SessionRecord, paths: SessionPaths, holder: Holder
-) -> None:
-    """Socket mode: SSH to the node now. If that fails (or is interrupted), the job is of no use: cancel it."""
-    if not holder.conn.socket:
-        return
-    try:
-        with terminate_as_interrupt():
-            holder.route.connect()
-    except BaseException as exc:
-        holder.route.close()
-        try:
-            _abandon(transport, scheduler, record, paths, running=True)
-        except HpcjupError as cleanup:  # the login connection may be gone too: say so, but report the cause
-            app.ui.warn(f"Could not cancel job {record.job_id} ({cleanup.message}); run `hpcjup stop {record.name}`.")
-        else:
-            if not isinstance(exc, KeyboardInterrupt):
-                app.ui.info(
-                    f"Cancelled job {record.job_id}: Jupyter's socket on {holder.conn.node} was not reached; nothing was lost."
-                )
-        if isinstance(exc, KeyboardInterrupt):
-            raise Interrupted(f"Cancelled job {record.job_id} before Jupyter was reached; nothing was lost.") from None
-        raise
-
-
-def _abandon(
-    transport: Transport, scheduler: Scheduler, record: SessionRecord, paths: SessionPaths, running: bool = False
-) -> None:
-    """Cancel a job that never served anyone and remove its session directory (no notebook can be lost yet)."""
-    scheduler.cancel(transport, record.job_id, graceful=False)
-    if running:  # its launcher writes state.json as it goes: remove the directory after, not during
-        from hpcjup.session.stop import wait_until_gone
-
-        wait_until_gone(transport, scheduler, paths, record, 30.0)
-    transport.rmtree(paths.dir)
-
-
-def _start_groups(
-    app: App,
-    transport: Transport,
-    record: SessionRecord,
-    paths: SessionPaths,
-    conn: Connection,
-    groups: list[WorkerGroup],
-) -> None:
-    """Submit the worker groups; one that the scheduler refuses is reported and the session goes on."""
-    from hpcjup.errors import SubmitError
-    from hpcjup.session.groups import scale_group
-
-    for group in groups:
-        try:
-            ids = scale_group(transport, paths, record, (conn.dask or {})["scheduler"], group, group.jobs)
-            app.ui.info(f"Worker group {group.name}: job(s) {' '.join(ids)} on partition {group.partition}.")
-        except SubmitError as exc:
-            app.ui.warn(
-                f"Worker group {group.name} was not submitted: {exc.message} ({exc.hint}) The session keeps running."
             )
 
 

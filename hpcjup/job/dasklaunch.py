@@ -8,7 +8,8 @@ scheduler serves its dashboard on a Unix socket in the session's private node-lo
 which Jupyter's authenticated proxy reaches (jupyter-server-proxy, `{base_url}dask-dashboard/`);
 without jupyter-server-proxy there is no dashboard. A dask config file
 (dask/config/distributed.yaml, JSON is valid YAML) makes `Client()` in a notebook
-connect with no arguments: DASK_CONFIG points at it for Jupyter, its kernels and workers.
+connect with no arguments: DASK_CONFIG points at it for Jupyter, its kernels and workers. The notebook's own
+scale-out jobs (dask-jobqueue's defaults, the submit wrapper that records them) are daskscale.py's.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -27,9 +27,8 @@ import time
 from typing import Any
 
 from atomic import write_private  # beside this file (the launcher puts its directory on sys.path)
+from daskscale import ScaleOut
 
-JOBS_FILE = "jobs"  # in dask/: the ids of the jobs the notebook submitted, one a line
-SETUP_FILE = "setup.sh"  # in the session directory: the profile's environment (hpcjup.job.SETUP_FILE)
 PRELOAD_FILE = "daskhttp.py"  # beside this file: Dask's HTTP server on a Unix socket or nowhere
 DASHBOARD_SOCKET = "dask-dashboard.sock"  # in the private directory
 DASHBOARD_NAME = "dask-dashboard"  # jupyter-server-proxy's name for it: {base_url}dask-dashboard/status
@@ -42,74 +41,6 @@ ENV_CPUS = "HPCJUP_CPUS"
 ENV_LAUNCH = "HPCJUP_LAUNCH"
 ENV_TIME_LIMIT = "HPCJUP_TIME_LIMIT"
 ENV_WARN_SECONDS = "HPCJUP_WARN_SECONDS"
-ENV_PARTITION = "HPCJUP_JOB_PARTITION"
-ENV_ACCOUNT = "HPCJUP_JOB_ACCOUNT"
-ENV_JOBQUEUE = "HPCJUP_JOBQUEUE"
-ENV_SUBMIT = "HPCJUP_SUBMIT"
-ENV_SCRUB = "HPCJUP_SCRUB"
-ENV_SCRUB_KEEP = "HPCJUP_SCRUB_KEEP"
-_COMMAND = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")  # the submit command's name: a file name, no path
-_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # a variable, or a prefix of variables (goes into a sed regex)
-
-# The submit wrapper put first on PATH for Jupyter's kernels, under the submit command's name
-# (@REAL@, @JOBS@, @NAME@: quoted; @SCRUB@, @KEEP@: checked words). It records only the session's Dask scale-out
-# jobs: dask-jobqueue submits `COMMAND [EXTRA...] SCRIPT` whose header names the job (the name the session's
-# jobqueue config gives: hpcjup+SESSION+scale); anything else (a job submitted by hand from a terminal or a
-# cell, `sbatch --wrap ... -J production-run`) is the user's own, and `hpcjup stop` must never cancel it.
-_SUBMIT_WRAPPER = r"""#!/bin/sh
-# hpcjup: @SCRUBBING@record the id of the session's own Dask jobs.
-@SCRUB@name=@NAME@
-ours=no
-for arg; do script=$arg; done
-if [ -n "$name" ] && [ "$#" -ge 1 ] && [ -f "$script" ] && [ -r "$script" ] && \
-    grep -qxF -e "#SBATCH -J $name" -e "#PBS -N $name" -e "#BSUB -J $name" -e "#\$ -N $name" "$script"; then
-    ours=yes
-    i=1
-    for arg; do  # a name given on the command line wins over the script's: then it is not ours
-        [ "$i" -lt "$#" ] || break
-        case $arg in -J* | -N* | --job-name*) ours=no ;; esac
-        i=$((i + 1))
-    done
-fi
-# The trailing x keeps the output's own trailing newlines; the subshell's exit code is the command's.
-out=$(@REAL@ "$@"; code=$?; printf x; exit $code)
-code=$?
-out=${out%x}
-printf '%s' "$out"
-if [ "$code" -eq 0 ]; then
-    # The id in each batch system's words: "Submitted batch job ID[ on cluster C]", "ID[;CLUSTER]" (parsable,
-    # terse), "ID.SERVER", "Job <ID> is submitted ...", "Your job[-array] ID ..."; a dry run prints none.
-    id=$(printf '%s\n' "$out" | sed -n -e 's/^Submitted batch job \([0-9][0-9]*\).*/\1/p' \
-        -e 's/^\([0-9][0-9]*\)\(;.*\)\{0,1\}$/\1/p' \
-        -e 's/^\([0-9][0-9]*\.[A-Za-z0-9][A-Za-z0-9.-]*\)$/\1/p' \
-        -e 's/^Job <\([0-9][0-9]*\)> is submitted.*/\1/p' \
-        -e 's/^Your job\(-array\)\{0,1\} \([0-9][0-9]*\).*/\2/p' | head -n 1)
-    [ -z "$id" ] || [ "$ours" != yes ] || (umask 077 && printf '%s\n' "$id" >>@JOBS@)
-fi
-exit $code
-"""
-# Jobs submitted from inside a job inherit its variables, and some break the submission (Slurm: the
-# allocation's node list, CPU counts): drop those under the prefix, but the ones to keep.
-_SCRUB = r"""for v in $(env | sed -n 's/^\(@PREFIX@[A-Za-z0-9_]*\)=.*/\1/p'); do
-    case " @KEEP@ " in *" $v "*) ;; *) unset "$v" ;; esac
-done
-"""
-
-
-def submit_wrapper(real: str, jobs_file: str, scrub: str = "", keep: str = "", name: str = "") -> str:
-    """The wrapper script: drop the `scrub`-prefixed variables (but those in `keep`), run the real
-    submit command, pass its output and exit code on unchanged, and record the id it printed if the job
-    is the session's: a job script whose header names it `name` (empty: record nothing)."""
-    scrub = scrub if _VARIABLE.fullmatch(scrub) else ""
-    keep = " ".join(name for name in keep.split() if _VARIABLE.fullmatch(name))
-    block = _SCRUB.replace("@PREFIX@", scrub).replace("@KEEP@", keep) if scrub else ""
-    return (
-        _SUBMIT_WRAPPER.replace("@SCRUBBING@", f"drop the surrounding job's {scrub}* variables, " if scrub else "")
-        .replace("@SCRUB@", block)
-        .replace("@REAL@", shlex.quote(real))
-        .replace("@JOBS@", shlex.quote(jobs_file))
-        .replace("@NAME@", shlex.quote(name))
-    )
 
 
 def hosts() -> list[str]:
@@ -151,8 +82,8 @@ def _int_env(name: str) -> int:
         return 0
 
 
-class DaskCluster:
-    """Scheduler and workers of one session."""
+class DaskCluster(ScaleOut):
+    """Scheduler and workers of one session (the notebook's scale-out jobs: ScaleOut, daskscale.py)."""
 
     def __init__(
         self,
@@ -232,58 +163,6 @@ class DaskCluster:
         """The environment for every Dask process and for Jupyter's kernels (the submit wrapper first on PATH)."""
         bindir = os.path.join(self.dir, "bin")
         return dict(os.environ, DASK_CONFIG=self.config_dir, PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
-
-    @property
-    def scale_name(self) -> str:
-        """The name of the notebook's Dask scale-out jobs (dask-jobqueue's config): '+' is in no session name."""
-        return f"hpcjup+{os.path.basename(os.path.dirname(self.dir))}+scale"
-
-    def write_submit_wrapper(self) -> None:
-        """The submit command (HPCJUP_SUBMIT, e.g. Slurm's) for kernels, wrapped: jobs submitted from inside a
-        job inherit its variables, and those under HPCJUP_SCRUB break the submission (but HPCJUP_SCRUB_KEEP's);
-        the wrapper drops them. It appends the id of each accepted scale-out job of the session (named
-        scale_name) to dask/jobs (0600): `hpcjup stop` cancels those and only those, never a job of the user's own. The command's output and exit code pass through unchanged."""
-        name = os.environ.get(ENV_SUBMIT, "")
-        real = shutil.which(name) if _COMMAND.fullmatch(name) else None
-        if real is None:
-            return
-        bindir = os.path.join(self.dir, "bin")
-        os.makedirs(bindir, mode=0o700, exist_ok=True)
-        path = os.path.join(bindir, name)
-        scrub, keep = os.environ.get(ENV_SCRUB, ""), os.environ.get(ENV_SCRUB_KEEP, "")
-        script = submit_wrapper(real, os.path.join(self.dir, JOBS_FILE), scrub, keep, self.scale_name)
-        write_private(path, script.encode())
-        os.chmod(path, 0o700)
-
-    def jobqueue_config(self) -> dict:
-        """Defaults for dask-jobqueue's cluster class in a notebook (the section HPCJUP_JOBQUEUE names):
-        this session's queue, account, environment and TLS, so `SLURMCluster().scale(n)` (or PBSCluster, ...)
-        needs no arguments. Empty where the job has no batch system."""
-        section = os.environ.get(ENV_JOBQUEUE, "")
-        if not _VARIABLE.fullmatch(section):
-            return {}
-        setup = shlex.quote(os.path.join(os.path.dirname(self.dir), SETUP_FILE))
-        prologue = [
-            "umask 077",  # Dask's scratch and logs on the worker's node are nobody else's
-            f"if [ -r {setup} ]; then . {setup}; fi",  # the profile's environment; older sessions have none
-            f"export DASK_CONFIG={shlex.quote(self.config_dir)}",
-            f"export PATH={shlex.quote(os.path.dirname(self.python))}:$PATH",
-        ]
-        options = {
-            "cores": self.worker_cores,
-            "processes": 1,
-            "memory": f"{max(1, self.worker_cores)}GB",
-            "python": self.python_command,
-            "queue": os.environ.get(ENV_PARTITION) or None,
-            "account": os.environ.get(ENV_ACCOUNT) or None,
-            "walltime": "01:00:00",
-            "name": self.scale_name,
-            "job-script-prologue": prologue,
-            "worker-extra-args": ["--death-timeout", "60"],
-            "log-directory": os.path.join(self.dir, "logs"),
-            "scheduler-options": {"protocol": "tls", "host": self.address},
-        }
-        return {"jobqueue": {section: options}}
 
     def write_config(self) -> None:
         cert, key = os.path.join(self.dir, "cert.pem"), os.path.join(self.dir, "key.pem")

@@ -10,8 +10,10 @@ import dataclasses
 from dataclasses import dataclass
 
 from hpcjup.schedulers.base import PartitionPreview, Scheduler
+from hpcjup.session.jobscript import render_job
 from hpcjup.session.layout import SessionPaths, check_name, new_name
-from hpcjup.session.submit import StartRequest, render_job, resolve_workdir
+from hpcjup.session.request import StartRequest
+from hpcjup.session.submit import resolve_workdir
 from hpcjup.transport.base import Transport
 
 

@@ -21,7 +21,8 @@ from hpcjup.errors import SubmitError
 from hpcjup.schedulers.base import JobState, Scheduler
 from hpcjup.schedulers.lsf import LSF
 from hpcjup.schedulers.pbs import PBSPro
-from hpcjup.session.submit import StartRequest, submit
+from hpcjup.session.request import StartRequest
+from hpcjup.session.submit import submit
 from hpcjup.session.wait import ReadyWaiter
 from hpcjup.transport import connect
 from hpcjup.tunnel import Tunnel

@@ -14,13 +14,14 @@ from hpcjup.job import LAUNCHER_PATH
 
 sys.path.insert(0, str(LAUNCHER_PATH.parent))  # the job files import each other from beside themselves
 import dasklaunch
+import daskscale
 import endings
 import jupyterapi
 import launcher
 import usage
 
 
-@pytest.mark.parametrize("module", [launcher, jupyterapi, dasklaunch, endings, usage])
+@pytest.mark.parametrize("module", [launcher, jupyterapi, dasklaunch, daskscale, endings, usage])
 def test_the_job_files_use_hpcjup_jobs_names(module: object) -> None:
     names = {name: value for name, value in vars(module).items() if name.startswith("ENV_")}
     assert names, "each job file reads some of the job's environment"
@@ -37,7 +38,7 @@ def test_workers_are_spread_over_the_hosts() -> None:
     assert dasklaunch.spread(5, 2) == [3, 2] and dasklaunch.spread(1, 3) == [1, 0, 0] and dasklaunch.spread(0, 1) == [0]
 
 
-SCALE = "hpcjup+lab+scale"  # the session's scale-out job name (dasklaunch.DaskCluster.scale_name)
+SCALE = "hpcjup+lab+scale"  # the session's scale-out job name (daskscale.ScaleOut.scale_name)
 
 
 def wrapper(tmp_path: Path, output: str, code: int = 0, scrub: str = "", keep: str = "") -> tuple[Path, Path]:
@@ -47,7 +48,7 @@ def wrapper(tmp_path: Path, output: str, code: int = 0, scrub: str = "", keep: s
     real.chmod(0o700)
     jobs = tmp_path / "jobs"
     script = tmp_path / "qsub"
-    script.write_text(dasklaunch.submit_wrapper(str(real), str(jobs), scrub, keep, SCALE))
+    script.write_text(daskscale.submit_wrapper(str(real), str(jobs), scrub, keep, SCALE))
     script.chmod(0o700)
     return script, jobs
 

@@ -110,7 +110,7 @@ def test_with_pythonsafepath_sys_path_is_left_as_python_made_it(tmp_path: Path) 
 
 def test_the_opt_out_starts_jupyterlab_with_python_m(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(BOOT.parent))
-    import launcher  # the job's launcher, as the job imports it
+    import jupyterproc as launcher  # the launcher's Jupyter process (jupyterproc.py), as the job imports it
 
     assert launcher.jupyter_start() == [str(BOOT)]
     monkeypatch.setenv("HPCJUP_LAZY_IMPORTS", "0")

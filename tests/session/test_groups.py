@@ -113,7 +113,7 @@ def test_the_job_side_sources_the_same_setup_file(monkeypatch: pytest.MonkeyPatc
     import hpcjup.job
 
     monkeypatch.syspath_prepend(str(hpcjup.job.LAUNCHER_PATH.parent))  # the job files import each other from there
-    dasklaunch = importlib.import_module("dasklaunch")
+    dasklaunch = importlib.import_module("daskscale")  # dasklaunch.py's scale-out jobs
     assert dasklaunch.SETUP_FILE == hpcjup.job.SETUP_FILE
 
 

@@ -15,7 +15,8 @@ from hpcjup.errors import ConnectError
 from hpcjup.schedulers.base import JobSpec, JobState, JobStatus, Scheduler
 from hpcjup.session.layout import SessionPaths
 from hpcjup.session.record import SessionRecord
-from hpcjup.session.submit import StartRequest, submit
+from hpcjup.session.request import StartRequest
+from hpcjup.session.submit import submit
 from hpcjup.session.wait import ReadyWaiter
 from hpcjup.transport.base import Transport
 from hpcjup.transport.local import LocalTransport
@@ -436,7 +437,7 @@ def test_remembered_facts_name_the_envs_as_the_host_does(tmp_path: Path) -> None
 
 def test_the_upload_refuses_before_claiming_when_an_env_is_missing(tmp_path: Path) -> None:
     """The claim script's checks run first: a missing env (76), prefix (75) or JupyterLab (79) claims nothing."""
-    from hpcjup.session.submit import _CLAIM, _RECORDED, JOB_ID_SLOT, RECORD_TEMPLATE
+    from hpcjup.session.claim import _CLAIM, _RECORDED, JOB_ID_SLOT, RECORD_TEMPLATE
 
     built = tmp_path / "built"
     built.mkdir()

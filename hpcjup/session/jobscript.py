@@ -1,0 +1,115 @@
+"""The session's files as the job needs them: the job script, the launcher's command line, the setup file, Dask's TLS.
+
+submit.py uploads what `session_files` renders; `start --dry-run` shows `render_job` (preview.py).
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from hpcjup.config.environment import launcher_python, setup_lines
+from hpcjup.config.resources import time_to_seconds
+from hpcjup.job import DASK_DIR, SETUP_FILE, job_files
+from hpcjup.schedulers.base import JOB_SCRIPT, JobSpec, Scheduler
+from hpcjup.session.layout import SessionPaths
+from hpcjup.session.request import StartRequest
+
+# Ask for the walltime warning this long before the limit (short jobs: a quarter of their time).
+_WARN_SECONDS = 300
+
+
+def session_files(paths: SessionPaths, scheduler: Scheduler, request: StartRequest) -> dict[str, tuple[bytes, int]]:
+    """Relative path -> (content, mode) of everything the job needs, rendered for this session."""
+    files = {name: (code, 0o600) for name, code in job_files().items()}
+    setup = setup_lines(request.settings) if request.settings else []
+    files[SETUP_FILE] = (
+        (
+            "\n".join(["# hpcjup: the session's environment, sourced by the job and its workers", *setup]) + "\n"
+        ).encode(),
+        0o600,
+    )
+    if request.dask is not None:
+        from hpcjup.session.dasktls import make_credentials
+
+        limit = request.resources.time
+        cert, key = make_credentials(paths.name, time_to_seconds(limit) if limit else None)
+        files[f"{DASK_DIR}/cert.pem"] = (cert, 0o600)
+        files[f"{DASK_DIR}/key.pem"] = (key, 0o600)
+    files[JOB_SCRIPT] = (render_job(paths, scheduler, request).encode(), 0o700)
+    return files
+
+
+def render_job(paths: SessionPaths, scheduler: Scheduler, request: StartRequest) -> str:
+    """The job script of the session at `paths` (what `start` uploads, what `start --dry-run` shows)."""
+    spec = JobSpec(
+        name=paths.name,
+        session_dir=paths.dir,
+        command=launcher_command(request, paths, scheduler),
+        resources=request.resources,
+        warn_seconds=_warn_seconds(request.resources.time_min or request.resources.time),
+        setup=(f". {shlex.quote(paths.file(SETUP_FILE))}",),
+    )
+    return scheduler.render(spec)
+
+
+def python_command(request: StartRequest, paths: SessionPaths) -> str:
+    """The command that runs the session's Python, shell-quoted, when it is more than `python` (a container
+    runtime's prefix): worker groups and the notebook's scale-out jobs run theirs the same way. "" otherwise."""
+    python = _launcher_python(request, paths)
+    return shlex.join(python) if len(python) > 1 else ""
+
+
+def record_python(request: StartRequest) -> str:
+    """session.json's `python`: where Dask's workers run (worker groups too): the default kernel's Python with
+    --env/--kernel, the server env's on a bare cluster, else the `python` setting."""
+    if request.envs is not None:
+        return request.envs.dask_python or request.envs.server_python
+    return request.python
+
+
+def _launcher_python(request: StartRequest, paths: SessionPaths) -> list[str]:
+    """The argv prefix that runs the launcher: the server env's Python, else as the settings say."""
+    if request.envs is not None:
+        return [request.envs.server_python]
+    return launcher_python(request.settings, paths.home) if request.settings else [request.python]
+
+
+def launcher_command(request: StartRequest, paths: SessionPaths, scheduler: Scheduler) -> list[str]:
+    python = _launcher_python(request, paths)
+    command = [*python, paths.launcher, "--session-dir", paths.dir, "--ready-timeout", str(request.ready_timeout)]
+    if len(python) > 1:
+        command += ["--python-command", shlex.join(python)]
+    if request.envs is not None:
+        for name, kernel in request.envs.kernels:  # the first is the default kernel
+            command += ["--kernel", f"{name}={kernel}"]
+        if request.envs.dask_python:
+            command += ["--dask-python", request.envs.dask_python]
+    if request.workdir:
+        command += ["--workdir", request.workdir]
+    if scheduler.bind_address:
+        command += ["--bind", scheduler.bind_address]
+    if request.socket:
+        command += ["--socket"]
+    if request.idle_timeout:
+        command += ["--idle-timeout", str(request.idle_timeout)]
+    dask = request.dask
+    if dask is not None:
+        command += ["--dask"]
+        command += ["--workers", str(dask.workers)] if dask.workers is not None else []
+        command += ["--worker-cores", str(dask.worker_cores)] if dask.worker_cores else []
+        command += ["--worker-memory", dask.worker_memory] if dask.worker_memory else []
+        if request.resources.time:  # workers retire cleanly a minute before the walltime warning
+            lifetime = (
+                time_to_seconds(request.resources.time)
+                - (_warn_seconds(request.resources.time_min or request.resources.time) or 0)
+                - 60
+            )
+            command += ["--lifetime", str(max(60, lifetime))]
+    return command
+
+
+def _warn_seconds(time_limit: str | None) -> int | None:
+    """How long before the limit the job wants SIGUSR1 to shut down cleanly."""
+    if time_limit is None:
+        return _WARN_SECONDS
+    return max(30, min(_WARN_SECONDS, time_to_seconds(time_limit) // 4))
