@@ -22,7 +22,7 @@ STARTING_GRACE = 600.0
 
 
 #: `prune`'s removal, on the cluster, in one command: after the root and the grace in minutes, triples NAME JOB
-#: KIND. Each under the lock a `start` takes to reuse an ended session's name (submit.py's claim), and only if
+#: KIND. Each under the lock a `start` takes to reuse an ended session's name (claim.py's script), and only if
 #: the directory is still what `prune` decided on: "ended", session.json still names JOB (a start may have
 #: reused the name since); "new", still no session.json and older than the grace by the cluster's own clock
 #: (the laptop's may be skewed); "damaged", as it was. Prints "removed NAME" for each directory removed.
