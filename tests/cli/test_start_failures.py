@@ -66,17 +66,39 @@ def test_refused_key(minicluster: Any, laptop_env: dict[str, str], tmp_path: Pat
     assert "Authentication as hpcuser" in result.stderr
 
 
-def test_no_jupyter_in_the_cluster_environment(minicluster: Any, laptop_env: dict[str, str]) -> None:
+def test_no_jupyter_in_the_cluster_python_is_found_before_anything_is_queued(
+    minicluster: Any, laptop_env: dict[str, str]
+) -> None:
+    """A bare start (nothing set but a Python without JupyterLab) is caught by the upload's own command: no job
+    waits in the queue only to fail on the node; without a terminal and --yes nothing is built either."""
     started = time.monotonic()
     result = run(["start", *HOST, "--name", "nojup", "--python", "/usr/bin/python3", "--no-browser"], laptop_env)
+    elapsed = time.monotonic() - started
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert "no JupyterLab" in result.stderr and "--yes" in result.stderr and "env build --server" in result.stderr
+    assert elapsed < 60, f"took {elapsed:.0f} s to notice"
+    assert not [job for job in minicluster.jobs() if job["name"] == "hpcjup-nojup"]
+    _no_trace(minicluster, "nojup")
+
+
+def test_no_jupyter_on_the_node_ends_the_job_with_a_hint(minicluster: Any, laptop_env: dict[str, str]) -> None:
+    """Where the environment comes from the job's own setup (modules, setup lines: not known before the job runs),
+    a Python without JupyterLab is found on the node: the job ends at once, with what to do."""
+    config = Path(laptop_env["XDG_CONFIG_HOME"]) / "hpcjup" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text('[profiles.nojup]\npython = "/usr/bin/python3"\nsetup = ["export HPCJUP_TEST_SETUP=1"]\n')
+    started = time.monotonic()
+    result = run(["start", *HOST, "--profile", "nojup", "--name", "nojup-node", "--no-browser"], laptop_env)
     elapsed = time.monotonic() - started
     assert result.returncode == ExitCode.JOB_FAILED, result.stderr
     assert "jupyter" in result.stderr.lower() and "hint:" in result.stderr
     assert elapsed < 60, f"took {elapsed:.0f} s to notice"
     assert not [
-        job for job in minicluster.jobs() if job["name"] == "hpcjup-nojup" and job["state"] in ("PENDING", "RUNNING")
+        job
+        for job in minicluster.jobs()
+        if job["name"] == "hpcjup-nojup-node" and job["state"] in ("PENDING", "RUNNING")
     ]
-    assert not (SESSIONS / "nojup" / "token").exists()
+    assert not (SESSIONS / "nojup-node" / "token").exists()
 
 
 def test_busy_local_port_fails_before_submitting(minicluster: Any, laptop_env: dict[str, str]) -> None:
