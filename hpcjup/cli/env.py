@@ -56,19 +56,44 @@ def ls_command(app: App, host: str | None, local: bool, root: str | None, reach:
     app.ui.result({"host": host, "root": absolute, "envs": rows}, text=lambda: _table(envs, host, absolute, using))
 
 
+def offline_setting(given: bool | None = None) -> bool | None:
+    """--offline/--online when given, else the `offline` setting ($HPCJUP_OFFLINE, the $HPCJUP_PROFILE profile,
+    [defaults]); None (unset) lets the build find out whether the host reaches a package index."""
+    from hpcjup.config.profiles import resolve
+
+    if given is not None:
+        return given
+    value: bool | None = resolve({}, profile=None).value("offline")
+    return value
+
+
 @command.command("build")
 @click.argument("spec", metavar="DIR|FILE", required=False)
 @click.option("--server", is_flag=True, help="Build hpcjup's server environment (JupyterLab) instead of a spec.")
 @click.option("--python", metavar="CMD|X.Y", default="python3", show_default=True, help="The host's base Python.")
+@click.option(
+    "--offline/--online",
+    default=None,
+    help="The host reaches no package index: the laptop fetches the packages and uploads them (--online: it does). "
+    "Default: the `offline` setting, else found out.",
+)
 @host_options
 @root_option
 @json_option
 @click.pass_obj
 def build_command(
-    app: App, spec: str | None, server: bool, python: str, host: str | None, local: bool, root: str | None, reach: Reach
+    app: App,
+    spec: str | None,
+    server: bool,
+    python: str,
+    offline: bool | None,
+    host: str | None,
+    local: bool,
+    root: str | None,
+    reach: Reach,
 ) -> None:
     """Build a spec's environment on the host ahead of time (nothing to do if it is built)."""
-    built, env_spec, host = _build(app, spec, server, python, host, local, root, reach)
+    built, env_spec, host = _build(app, spec, server, python, host, local, root, reach, offline_setting(offline))
     verb = "Built" if built.built_now else "Already built:"
     app.ui.result(
         {"host": host, "name": built.name, "path": built.path, "built": built.built_now, "seconds": built.seconds},
@@ -95,7 +120,7 @@ def lock_command(
         raise UsageError(f"{spec} is not a directory.", hint="`env lock` writes hpcjup.lock into the spec's directory.")
     host = app.resolve_host(host, local)
     with app.connect(host, reach) as transport:
-        built, _ = _ensure(app, transport, spec, False, python, root)
+        built, _ = _ensure(app, transport, spec, False, python, root, offline_setting())
         lock = transport.read_file(f"{built.path}/.hpcjup-lock.txt")
     where = Path(spec) / ("binder" if (Path(spec) / "binder").is_dir() else "")
     where = Path(spec) / ".binder" if (Path(spec) / ".binder").is_dir() else where
@@ -145,7 +170,9 @@ def upgrade_server_command(
     host = app.resolve_host(host, local)
     spec = server.upgraded_spec()
     with app.connect(host, reach) as transport, BuildDisplay(app.ui, "server environment") as display:
-        built = ensure(transport, spec, env_root(root), python, prefix=SERVER_PREFIX, progress=display)
+        built = ensure(
+            transport, spec, env_root(root), python, prefix=SERVER_PREFIX, progress=display, offline=offline_setting()
+        )
         transport.run(server.point_argv(built.path.rsplit("/", 1)[0], built.name))
     app.ui.result(
         {"host": host, "name": built.name, "path": built.path, "built": built.built_now},
@@ -154,16 +181,30 @@ def upgrade_server_command(
 
 
 def _build(
-    app: App, spec: str | None, server: bool, python: str, host: str | None, local: bool, root: str | None, reach: Reach
+    app: App,
+    spec: str | None,
+    server: bool,
+    python: str,
+    host: str | None,
+    local: bool,
+    root: str | None,
+    reach: Reach,
+    offline: bool | None,
 ) -> tuple[BuiltEnv, EnvSpec, str]:
     host = app.resolve_host(host, local)
     with app.connect(host, reach) as transport:
-        built, env_spec = _ensure(app, transport, spec, server, python, root)
+        built, env_spec = _ensure(app, transport, spec, server, python, root, offline)
     return built, env_spec, host
 
 
 def _ensure(
-    app: App, transport: Transport, spec: str | None, server: bool, python: str, root: str | None
+    app: App,
+    transport: Transport,
+    spec: str | None,
+    server: bool,
+    python: str,
+    root: str | None,
+    offline: bool | None = None,
 ) -> tuple[BuiltEnv, EnvSpec]:
     """Read the spec (or take the server's), say what differs from Binder, build it with progress shown."""
     from hpcjup.envs import server as server_env
@@ -180,7 +221,7 @@ def _ensure(
         app.ui.info(f"note: {note}")
     prefix = SERVER_PREFIX if server else USER_PREFIX
     with BuildDisplay(app.ui, "environment" if not server else "server environment") as display:
-        built = ensure(transport, env_spec, env_root(root), python, prefix=prefix, progress=display)
+        built = ensure(transport, env_spec, env_root(root), python, prefix=prefix, progress=display, offline=offline)
     return built, env_spec
 
 

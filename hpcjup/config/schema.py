@@ -83,6 +83,11 @@ KEYS: dict[str, Key] = {
             "more kernels, each [NAME=]SPEC: a spec directory or file, or cluster:/path of an existing env",
         ),
         Key("env_root", str, "where environments are built on the cluster (default ~/.hpcjup/envs; $VAR/... allowed)"),
+        Key(
+            "offline",
+            bool,
+            "whether the cluster's login node reaches no package index (the laptop then fetches; unset: found out)",
+        ),
         Key("image", str, "container image: a .sif file, docker://..., or a Charliecloud image directory"),
         Key("container_runtime", str, "container runtime", choices=("apptainer", "singularity", "charliecloud")),
         Key("binds", list, "paths bound into the container (SRC[:DST])"),

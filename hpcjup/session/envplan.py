@@ -54,6 +54,7 @@ class Plan:
     python: str  # the base Python the envs are built from
     kernels: tuple[Kernel, ...] = ()
     server: EnvSpec = field(default_factory=server_env.server_spec)
+    offline: bool | None = None  # the `offline` setting: None finds out when something is built
 
     def specs(self) -> list[tuple[str, EnvSpec]]:
         """(prefix, spec) of every env to build: the server first."""
@@ -130,7 +131,12 @@ def plan(settings: Settings) -> Plan | None:
         while unique in taken:
             unique, n = f"{kernel.name[:60]}-{n}", n + 1
         kernels.append(Kernel(unique, kernel.spec, kernel.prefix))
-    return Plan(env_root(settings.value("env_root")), settings.value("python") or "python3", tuple(kernels))
+    return Plan(
+        env_root(settings.value("env_root")),
+        settings.value("python") or "python3",
+        tuple(kernels),
+        offline=settings.value("offline"),
+    )
 
 
 def bare(settings: Settings) -> bool:
@@ -141,7 +147,9 @@ def bare(settings: Settings) -> bool:
 
 def server_plan(settings: Settings) -> Plan:
     """A bare start's plan: the server env alone (its own python3 kernel), built from the `python` setting."""
-    return Plan(env_root(settings.value("env_root")), settings.value("python") or "python3")
+    return Plan(
+        env_root(settings.value("env_root")), settings.value("python") or "python3", offline=settings.value("offline")
+    )
 
 
 def locate(p: Plan, facts: HostFacts | None, home: str) -> Located | None:
@@ -218,7 +226,7 @@ def learn(transport: Transport, p: Plan, ui: UI) -> tuple[dict[str, str], dict[s
             for note in spec.notes:
                 ui.info(f"note: {note}")
             with BuildDisplay(ui, what) as shown:
-                ensure(transport, spec, p.root, p.python, prefix=prefix, progress=shown)
+                ensure(transport, spec, p.root, p.python, prefix=prefix, progress=shown, offline=p.offline)
     pointer = transport.run(["readlink", f"{roots[p.root]}/{server_env.POINTER}"], check=False).stdout.strip()
     return roots, pythons, {p.root: pointer.rsplit("/", 1)[-1]}
 
