@@ -27,20 +27,13 @@ import time
 from typing import Any
 
 from atomic import write_private  # beside this file (the launcher puts its directory on sys.path)
+from contract import DASK_DIR, ENV_CPUS, ENV_LAUNCH, ENV_NODELIST, ENV_TIME_LIMIT, ENV_WARN_SECONDS
 from daskscale import ScaleOut
 
 PRELOAD_FILE = "daskhttp.py"  # beside this file: Dask's HTTP server on a Unix socket or nowhere
 DASHBOARD_SOCKET = "dask-dashboard.sock"  # in the private directory
 DASHBOARD_NAME = "dask-dashboard"  # jupyter-server-proxy's name for it: {base_url}dask-dashboard/status
 DASHBOARD_PATH = DASHBOARD_NAME + "/status"  # (hpcjup.job.DASHBOARD_PATH: the laptop builds the URL from it)
-
-
-# The job's environment (hpcjup.job.ENV_*: the rendered job script exports them; a test checks the names).
-ENV_NODELIST = "HPCJUP_NODELIST"
-ENV_CPUS = "HPCJUP_CPUS"
-ENV_LAUNCH = "HPCJUP_LAUNCH"
-ENV_TIME_LIMIT = "HPCJUP_TIME_LIMIT"
-ENV_WARN_SECONDS = "HPCJUP_WARN_SECONDS"
 
 
 def hosts() -> list[str]:
@@ -95,7 +88,7 @@ class DaskCluster(ScaleOut):
         lifetime: int,
         private: str,
     ) -> None:
-        self.dir = os.path.join(session_dir, "dask")
+        self.dir = os.path.join(session_dir, DASK_DIR)
         self.private = private  # the session's private node-local directory (private.py)
         self.config_dir = os.path.join(self.dir, "config")
         self.address = address

@@ -16,18 +16,17 @@ import shlex
 import shutil
 
 from atomic import write_private  # beside this file (the launcher puts its directory on sys.path)
+from contract import (
+    ENV_ACCOUNT,
+    ENV_JOBQUEUE,
+    ENV_PARTITION,
+    ENV_SCRUB,
+    ENV_SCRUB_KEEP,
+    ENV_SUBMIT,
+    JOBS_FILE,
+    SETUP_FILE,
+)
 
-JOBS_FILE = "jobs"  # in dask/: the ids of the jobs the notebook submitted, one a line
-SETUP_FILE = "setup.sh"  # in the session directory: the profile's environment (hpcjup.job.SETUP_FILE)
-
-
-# The job's environment (hpcjup.job.ENV_*: the rendered job script exports them; a test checks the names).
-ENV_PARTITION = "HPCJUP_JOB_PARTITION"
-ENV_ACCOUNT = "HPCJUP_JOB_ACCOUNT"
-ENV_JOBQUEUE = "HPCJUP_JOBQUEUE"
-ENV_SUBMIT = "HPCJUP_SUBMIT"
-ENV_SCRUB = "HPCJUP_SCRUB"
-ENV_SCRUB_KEEP = "HPCJUP_SCRUB_KEEP"
 _COMMAND = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")  # the submit command's name: a file name, no path
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # a variable, or a prefix of variables (goes into a sed regex)
 

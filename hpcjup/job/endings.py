@@ -1,6 +1,6 @@
 """How a session ends: the launcher's reasons, the signals that stop it, its exit codes (standard library only).
 
-Shipped beside launcher.py. The reasons are state.json's words (hpcjup.job.REASON_*).
+Shipped beside launcher.py. The reasons and their exit codes are contract.py's.
 """
 
 from __future__ import annotations
@@ -8,31 +8,22 @@ from __future__ import annotations
 import os
 import signal
 
-# The job's environment (hpcjup.job.ENV_*; a test checks the names).
-ENV_TIME_LIMIT = "HPCJUP_TIME_LIMIT"
-ENV_WARN_SIGNAL = "HPCJUP_WARN_SIGNAL"
-ENV_WARN_SECONDS = "HPCJUP_WARN_SECONDS"
+from contract import (  # beside this file (the launcher puts its directory on sys.path)
+    ENV_TIME_LIMIT,
+    ENV_WARN_SECONDS,
+    ENV_WARN_SIGNAL,
+    EXIT_CODES,
+    REASON_STOPPED,
+    REASON_WALLTIME,
+)
 
 STOP_SIGNALS = {
-    signal.SIGTERM: "stopped",
-    signal.SIGINT: "stopped",
-    signal.SIGHUP: "stopped",
-    signal.SIGUSR1: "walltime",  # sent by the scheduler before the limit
+    signal.SIGTERM: REASON_STOPPED,
+    signal.SIGINT: REASON_STOPPED,
+    signal.SIGHUP: REASON_STOPPED,
+    signal.SIGUSR1: REASON_WALLTIME,  # sent by the scheduler before the limit
 }
 WAKE_SIGNALS = (*STOP_SIGNALS, signal.SIGCHLD)  # SIGCHLD: Jupyter exited
-EXIT_CODES = {
-    "stopped": 0,
-    "walltime": 0,
-    "idle": 0,
-    "shutdown": 0,
-    "no-jupyter": 2,
-    "jupyter-too-old": 2,
-    "auth-config": 2,
-    "no-dask": 2,
-    "no-ipykernel": 2,  # a --kernel Python that cannot run a kernel (kernels.py)
-    "ready-timeout": 3,
-    "dask-failed": 4,
-}
 
 
 class Ended(Exception):
@@ -82,4 +73,4 @@ def walltime_deadline(started: float) -> float | None:
 def walltime_end() -> Ended:
     """The end the own timer brings."""
     limit, warn = env_seconds(ENV_TIME_LIMIT), env_seconds(ENV_WARN_SECONDS)
-    return Ended("walltime", f"the job's time limit is near ({limit} s granted; stopping {warn} s before it)")
+    return Ended(REASON_WALLTIME, f"the job's time limit is near ({limit} s granted; stopping {warn} s before it)")

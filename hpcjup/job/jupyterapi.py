@@ -19,8 +19,9 @@ import socket
 import tempfile
 from typing import Any
 
+from contract import ENV_NODE  # this node's name, from the job script
+
 SOCKET_NAME = "jupyter.sock"
-ENV_NODE = "HPCJUP_NODE"  # this node's name, from the job script (hpcjup.job.ENV_NODE)
 
 
 def node_address() -> str:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
-from contract import MIN_SERVER
+from contract import MIN_SERVER, REASON_JUPYTER_TOO_OLD, REASON_NO_JUPYTER
 from endings import Ended
 
 UPGRADE = "pip install -U 'jupyter_server>=2.20' jupyterlab"
@@ -28,7 +28,7 @@ def check_environment() -> tuple[str, str]:
     try:
         import jupyter_server
     except ImportError as exc:
-        raise Ended("no-jupyter", f"No JupyterLab in {python} ({exc}). {fix}") from None
+        raise Ended(REASON_NO_JUPYTER, f"No JupyterLab in {python} ({exc}). {fix}") from None
     version = jupyter_server.__version__
     found = re.match(r"(\d+)\.(\d+)", version)
     if found and (int(found.group(1)), int(found.group(2))) < MIN_SERVER:
@@ -38,13 +38,13 @@ def check_environment() -> tuple[str, str]:
             else ""
         )
         raise Ended(
-            "jupyter-too-old",
+            REASON_JUPYTER_TOO_OLD,
             f"jupyter_server {version} in {python} is too old: hpcjup needs >= 2.20 "
             f"(which fixed a token-stealing XSS). Upgrade: {python} -m {UPGRADE}.{old_python}",
         )
     # find_spec, not import: importing jupyterlab costs ~1.5 s and 65 MB that this process never needs.
     if importlib.util.find_spec("jupyterlab") is None:
-        raise Ended("no-jupyter", f"{python} has jupyter_server {version} but no JupyterLab. {fix}")
+        raise Ended(REASON_NO_JUPYTER, f"{python} has jupyter_server {version} but no JupyterLab. {fix}")
     try:
         return version, importlib.metadata.version("jupyterlab")
     except importlib.metadata.PackageNotFoundError:  # an unusual install without metadata still runs

@@ -22,6 +22,14 @@ import time
 from typing import Any
 
 from atomic import write_private
+from contract import (
+    REASON_AUTH_CONFIG,
+    REASON_IDLE,
+    REASON_JUPYTER_EXITED,
+    REASON_READY_TIMEOUT,
+    REASON_SHUTDOWN,
+    TOKEN_FILE,
+)
 from endings import Ended
 from jupyterapi import Endpoint
 from jupyterenv import culling_args, stop_group
@@ -93,9 +101,9 @@ class JupyterProcess:
 
     def start_jupyter(self, root: str) -> None:
         self.token = secrets.token_hex(32)
-        write_private(self.path("token"), self.token.encode())  # no newline: Jupyter would make it part of the token
+        write_private(self.path(TOKEN_FILE), self.token.encode())  # no newline: Jupyter would make it part of the token
         base = self.dask.env if self.dask else os.environ  # kernels find the session's Dask through DASK_CONFIG
-        env = dict(base, JUPYTER_RUNTIME_DIR=self.runtime, JUPYTER_TOKEN_FILE=self.path("token"))
+        env = dict(base, JUPYTER_RUNTIME_DIR=self.runtime, JUPYTER_TOKEN_FILE=self.path(TOKEN_FILE))
         env.pop("JUPYTER_TOKEN", None)  # it would win over the file
         env[WATCHDOG_FD] = str(self.lifeline)
         if self.kernels:  # the session's own kernel specs, seen by this server only (kernels.py)
@@ -149,7 +157,7 @@ class JupyterProcess:
                 raise self.exited(ready=False)
             if time.monotonic() > deadline:
                 raise Ended(
-                    "ready-timeout",
+                    REASON_READY_TIMEOUT,
                     f"Jupyter did not answer within {self.args.ready_timeout} s (--ready-timeout); see the job log",
                 )
             try:
@@ -161,7 +169,7 @@ class JupyterProcess:
             if status == 200:
                 if self.api("api/status", token=False)[0] == 200:
                     raise Ended(
-                        "auth-config",
+                        REASON_AUTH_CONFIG,
                         "Jupyter answers without the token: a Jupyter config file disables authentication "
                         "(c.IdentityProvider.token = '' or c.ServerApp.token = ''); remove that setting",
                     )
@@ -169,7 +177,7 @@ class JupyterProcess:
             rejected = rejected + 1 if status in (401, 403) else 0
             if rejected >= 20:  # persistently, not a moment during startup (seen once under heavy load)
                 raise Ended(
-                    "auth-config",
+                    REASON_AUTH_CONFIG,
                     f"Jupyter rejects hpcjup's token (HTTP {status}): a Jupyter config file sets its own "
                     "(c.IdentityProvider.token or c.ServerApp.token); remove that setting",
                 )
@@ -179,9 +187,9 @@ class JupyterProcess:
         """Why Jupyter ended by itself."""
         code = self.jupyter.returncode
         if ready and code == 0:
-            return Ended("shutdown", "Jupyter shut itself down (File > Shut Down, or its own configuration)")
+            return Ended(REASON_SHUTDOWN, "Jupyter shut itself down (File > Shut Down, or its own configuration)")
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-        return Ended("jupyter-exited", f"Jupyter {how}{'' if ready else ' before it answered'}; see the job log")
+        return Ended(REASON_JUPYTER_EXITED, f"Jupyter {how}{'' if ready else ' before it answered'}; see the job log")
 
     def watch(self) -> None:
         """One sample of Jupyter's kernels: busy time for usage.json and, with --idle-timeout, the idle check."""
@@ -189,7 +197,9 @@ class JupyterProcess:
         answered = kernels_status == 200 and isinstance(kernels, list)
         self.usage.sample(kernels if answered else None)
         if self.args.idle_timeout > 0 and answered and not kernels and self.is_idle():
-            raise Ended("idle", f"no kernels, terminals or activity for {self.args.idle_timeout} s (--idle-timeout)")
+            raise Ended(
+                REASON_IDLE, f"no kernels, terminals or activity for {self.args.idle_timeout} s (--idle-timeout)"
+            )
 
     def is_idle(self) -> bool:
         """No kernels, no terminals, and nothing for --idle-timeout s (these requests count as no activity)."""

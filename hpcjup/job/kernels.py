@@ -20,11 +20,11 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
+from contract import REASON_NO_IPYKERNEL as REASON
 from endings import Ended
 
 #: A kernel's name (jupyter_client allows [a-z0-9._-]; the launcher's interface is stricter, see phase 2).
 NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
-REASON = "no-ipykernel"  # hpcjup.job.REASON_NO_IPYKERNEL
 DATA_DIR = "jupyter-data"  # in the private directory: put first on the server's JUPYTER_PATH
 _MARK = "hpcjup-probe:"  # the probe's answer line (a sitecustomize may print other lines first)
 # Run by each probed Python (any version >= 3.9); one JSON line, nothing imported that costs time.

@@ -69,12 +69,22 @@ from typing import Any
 # The job files travel beside this one and import each other from there.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from atomic import now, write_private
-from contract import SCHEMA
+from contract import (
+    CONNECTION_FILE,
+    DASK_DIR,
+    ENV_JOB_ID,
+    ENV_NODE,
+    REASON_DASK_FAILED,
+    REASON_NO_DASK,
+    REASON_NO_IPYKERNEL,
+    SCHEMA,
+    STATE_FILE,
+    TOKEN_FILE,
+)
 from endings import WAKE_SIGNALS, Ended, exit_code, signalled, walltime_deadline, walltime_end
-from jupyterapi import ENV_NODE, Endpoint, node_address
+from jupyterapi import Endpoint, node_address
 from jupyterenv import check_environment
 from jupyterproc import JupyterProcess, log
-from kernels import REASON as NO_IPYKERNEL
 from kernels import (
     Kernel,
     Probe,
@@ -87,9 +97,6 @@ from kernels import (
 from lifeline import preexec
 from private import make_private_dir
 from usage import Usage
-
-# The job's environment, as the rendered job script exports it (hpcjup.job.ENV_*; a test checks the names).
-ENV_JOB_ID = "HPCJUP_JOB_ID"
 
 
 class Launcher(JupyterProcess):
@@ -133,7 +140,7 @@ class Launcher(JupyterProcess):
             "pid": os.getpid(),
             "updated_at": now(),
         }
-        write_private(self.path("state.json"), json.dumps(doc, indent=2).encode())
+        write_private(self.path(STATE_FILE), json.dumps(doc, indent=2).encode())
 
     # -- signals: handlers only wake the main loop (a self-pipe), all decisions happen there ----
     def install_signals(self) -> None:
@@ -199,7 +206,7 @@ class Launcher(JupyterProcess):
             conn["dask_missing"] = self.dask_missing
         if self.kernels:
             conn["kernels"] = describe(self.kernels, self.probed)
-        write_private(self.path("connection.json"), json.dumps(conn, indent=2).encode())
+        write_private(self.path(CONNECTION_FILE), json.dumps(conn, indent=2).encode())
         self.write_state("running", message=f"JupyterLab on {self.endpoint.describe()}")
         every = self.watch_interval()
         self.usage.ready(every)
@@ -219,7 +226,7 @@ class Launcher(JupyterProcess):
         try:
             self.kernels = parse_kernels(self.args.kernel)
         except ValueError as exc:
-            raise Ended(NO_IPYKERNEL, str(exc)) from None
+            raise Ended(REASON_NO_IPYKERNEL, str(exc)) from None
         pythons = [k.python for k in self.kernels]
         if self.args.dask and self.args.dask_python:
             pythons.append(self.args.dask_python)
@@ -254,7 +261,7 @@ class Launcher(JupyterProcess):
                         f"({self.args.dask_python}): a Client there may fail to talk to the workers"
                     )
         elif missing():
-            raise Ended("no-dask", missing())
+            raise Ended(REASON_NO_DASK, missing())
         self.dask = DaskCluster.from_args(self.dir, address, self.args, self.private)
         self.dask.guard = self.guard()
         self.dask.lifeline = self.lifeline
@@ -267,7 +274,7 @@ class Launcher(JupyterProcess):
     def wait_dask(self) -> None:
         failure = self.dask.wait(self.args.ready_timeout, self.sleep)
         if failure:
-            raise Ended("dask-failed", failure + "; see the job log, or start with --no-dask")
+            raise Ended(REASON_DASK_FAILED, failure + "; see the job log, or start with --no-dask")
 
     def run(self) -> int:
         os.umask(0o077)
@@ -305,7 +312,7 @@ class Launcher(JupyterProcess):
     def remove_secrets(self) -> None:
         """No stale rendezvous, no secret left: connection.json, token, the private directory (jpserver-*.json has
         the token), and the Dask private key (dask/key.pem, made by the laptop for this session only)."""
-        for name in ("connection.json", "token", os.path.join("dask", "key.pem")):
+        for name in (CONNECTION_FILE, TOKEN_FILE, os.path.join(DASK_DIR, "key.pem")):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path(name))
         if self.private:

@@ -23,15 +23,11 @@ import time
 from typing import Any
 
 from atomic import iso, write_private
-from contract import SCHEMA
-from endings import ENV_TIME_LIMIT, env_seconds
+from contract import ENV_NODELIST, ENV_PARTITION, ENV_TIME_LIMIT, SCHEMA, USAGE_FILE
+from endings import env_seconds
 
-USAGE_FILE = "usage.json"
 HEARTBEAT = 300.0  # seconds: the longest a running session's usage.json goes unwritten
 MIN_WRITE = 60.0  # seconds: busy time that changed is written at most this often
-# The job's environment (hpcjup.job.ENV_*; a test checks the names).
-ENV_NODELIST = "HPCJUP_NODELIST"
-ENV_PARTITION = "HPCJUP_JOB_PARTITION"
 
 
 def process_start(pid: str = "self") -> float | None:

@@ -29,14 +29,13 @@ from typing import TYPE_CHECKING, TypeGuard
 
 from hpcjup.config.resources import Resources
 from hpcjup.errors import RemoteCommandError, SubmitError, UsageError
+from hpcjup.job import JOB_LOG as JOB_LOG  # the job contract's (hpcjup/job/contract.py); here for older imports
+from hpcjup.job import JOB_SCRIPT as JOB_SCRIPT
 from hpcjup.transport.base import Transport
 
 if TYPE_CHECKING:
     from hpcjup.config.profiles import Resolved
     from hpcjup.schedulers.checks import Check
-
-JOB_SCRIPT = "job.sh"
-JOB_LOG = "job.out"
 
 #: Seconds one scheduler query may take before it counts as unanswered. squeue gives up on a stopped
 #: controller only after its own retries (about 18 s with Slurm's default MessageTimeout of 10 s, longer

@@ -21,9 +21,8 @@ from collections.abc import Sequence
 
 from hpcjup import job
 from hpcjup.errors import RemoteCommandError, SubmitError
+from hpcjup.job import JOB_LOG, JOB_SCRIPT
 from hpcjup.schedulers.base import (
-    JOB_LOG,
-    JOB_SCRIPT,
     JobSpec,
     JobState,
     JobStatus,

@@ -33,8 +33,10 @@ from hpcjup.job import (
     ENV_TIME_LIMIT,
     ENV_WARN_SECONDS,
     ENV_WARN_SIGNAL,
+    JOB_LOG,
+    JOB_SCRIPT,
 )
-from hpcjup.schedulers.base import JOB_LOG, JOB_SCRIPT, JobSpec, JobState, JobStatus, Scheduler
+from hpcjup.schedulers.base import JobSpec, JobState, JobStatus, Scheduler
 from hpcjup.transport.base import Transport
 
 if TYPE_CHECKING:

@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING
 from hpcjup import job
 from hpcjup.config.resources import time_to_seconds
 from hpcjup.errors import RemoteCommandError, SubmitError, UsageError
+from hpcjup.job import JOB_LOG, JOB_SCRIPT
 from hpcjup.schedulers.base import (
     BOUNDED,
     FRAME,
-    JOB_LOG,
-    JOB_SCRIPT,
     JobSpec,
     JobState,
     JobStatus,

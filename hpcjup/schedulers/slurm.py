@@ -10,11 +10,10 @@ from typing import TYPE_CHECKING
 
 from hpcjup import job
 from hpcjup.errors import RemoteCommandError, SubmitError
+from hpcjup.job import JOB_LOG, JOB_SCRIPT
 from hpcjup.schedulers.base import (
     BOUNDED,
     FRAME,
-    JOB_LOG,
-    JOB_SCRIPT,
     JobSpec,
     JobState,
     JobStatus,

@@ -9,8 +9,8 @@ import shlex
 
 from hpcjup.config.environment import launcher_python, setup_lines
 from hpcjup.config.resources import time_to_seconds
-from hpcjup.job import DASK_DIR, SETUP_FILE, job_files
-from hpcjup.schedulers.base import JOB_SCRIPT, JobSpec, Scheduler
+from hpcjup.job import DASK_DIR, JOB_SCRIPT, SETUP_FILE, job_files
+from hpcjup.schedulers.base import JobSpec, Scheduler
 from hpcjup.session.layout import SessionPaths
 from hpcjup.session.request import StartRequest
 

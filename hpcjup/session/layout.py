@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from hpcjup.errors import UsageError
 from hpcjup.job import (
     CONNECTION_FILE,
+    JOB_LOG,
+    JOB_SCRIPT,
     LAUNCHER_FILE,
     RUNTIME_DIR,
     STATE_FILE,
     TOKEN_FILE,
 )
-from hpcjup.schedulers.base import JOB_LOG, JOB_SCRIPT
 
 SESSIONS_DIR = ".hpcjup/sessions"  # relative to the remote home
 RECORD_FILE = "session.json"

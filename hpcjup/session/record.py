@@ -11,7 +11,7 @@ from typing import Any
 
 from hpcjup.config.resources import Resources
 from hpcjup.errors import DamagedDocument, HpcjupError
-from hpcjup.job import SCHEMA
+from hpcjup.job import CONNECTION_FILE, SCHEMA, STATE_FILE
 from hpcjup.session.fields import ADDRESS, HOST_NAME, PYTHON, TOKEN, WORD, Reader, base_url, dask_address, parse_object
 from hpcjup.session.layout import NAME
 from hpcjup.transport.base import Transport
@@ -136,7 +136,7 @@ class Connection:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], what: str = "connection.json") -> Connection:
+    def from_dict(cls, data: dict[str, Any], what: str = CONNECTION_FILE) -> Connection:
         """Check every field: the node and address reach ssh, the base URL and token reach a URL."""
         r = Reader(data, what)
         socket = r.text("socket")
@@ -169,7 +169,7 @@ class Connection:
 
     @classmethod
     def from_json(cls, raw: bytes) -> Connection:
-        return cls.from_dict(parse_object(raw, "connection.json"))
+        return cls.from_dict(parse_object(raw, CONNECTION_FILE))
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,7 @@ class JobReport:
     @classmethod
     def from_json(cls, raw: bytes) -> JobReport:
         """Parse and check state.json (written by the launcher on the node)."""
-        r = Reader(parse_object(raw, "state.json"), "state.json")
+        r = Reader(parse_object(raw, STATE_FILE), STATE_FILE)
         return cls(
             state=r.text("state", required=True, pattern=_STATES),
             reason=r.text("reason", pattern=WORD),

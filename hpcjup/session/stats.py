@@ -23,7 +23,7 @@ from typing import Any
 
 from hpcjup.config.resources import time_to_seconds
 from hpcjup.errors import DamagedDocument, UsageError
-from hpcjup.job import STATE_FILE, USAGE_FILE
+from hpcjup.job import REASON_IDLE, STATE_FILE, USAGE_FILE
 from hpcjup.schedulers.base import JobState, JobStatus
 from hpcjup.session import finished
 from hpcjup.session.catalog import Found
@@ -248,7 +248,7 @@ def _group(host: str, partition: str, items: list[SessionFigures]) -> dict[str, 
     waits = [w for w in (f.queue_wait for f in items) if w is not None]
     readies = [r for r in (f.to_ready for f in items) if r is not None]
     held = [f for f in items if f.used is not None and f.busy_seconds is not None]
-    idle = [f for f in items if f.end == "idle" and f.used is not None and f.time_limit]
+    idle = [f for f in items if f.end == REASON_IDLE and f.used is not None and f.time_limit]
     given_back = sum(f.nodes * max(0.0, (f.time_limit or 0) - (f.used or 0.0)) for f in idle) / 3600
     return {
         "host": host,

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpcjup.errors import DamagedDocument
 from hpcjup.files import private_dirs, write_private
+from hpcjup.job import USAGE_FILE
 from hpcjup.session.fields import WORD, Reader, parse_object
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ class JobUsage:
     @classmethod
     def from_json(cls, raw: bytes) -> JobUsage:
         """Parse and check usage.json; DamagedDocument names what is wrong."""
-        r = Reader(parse_object(raw, "usage.json"), "usage.json")
+        r = Reader(parse_object(raw, USAGE_FILE), USAGE_FILE)
         return cls(
             started_at=r.checked("started_at", _time),
             submitted_at=r.checked("submitted_at", _time),

@@ -15,8 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hpcjup.errors import DamagedDocument, HpcjupError, JobCannotStart, JobFailedError, WaitTimeout
-from hpcjup.job import CONNECTION_FILE, STATE_FILE
-from hpcjup.schedulers.base import JOB_LOG, JobState, JobStatus, Scheduler
+from hpcjup.job import (
+    CONNECTION_FILE,
+    JOB_LOG,
+    REASON_JUPYTER_TOO_OLD,
+    REASON_NO_IPYKERNEL,
+    REASON_NO_JUPYTER,
+    STATE_FILE,
+)
+from hpcjup.schedulers.base import JobState, JobStatus, Scheduler
 from hpcjup.session.layout import SessionPaths
 from hpcjup.session.record import (
     Connection,
@@ -176,9 +183,9 @@ class ReadyWaiter:
 def failure_hint(report: JobReport | None, paths: SessionPaths) -> str:
     """What to do about a job that ended early, by the launcher's reason."""
     reason = report.reason if report else None
-    if reason in ("no-jupyter", "jupyter-too-old"):
+    if reason in (REASON_NO_JUPYTER, REASON_JUPYTER_TOO_OLD):
         return "Install JupyterLab and jupyter_server>=2.20 in the cluster environment, or point --python at a Python that has them."
-    if reason == "no-ipykernel":
+    if reason == REASON_NO_IPYKERNEL:
         return "Install ipykernel in that kernel's environment (the message names the Python and the command), or choose another --kernel."
     if reason is None and report is None:
         return f"The launcher never ran: is `python3` (>= 3.9) on the cluster's PATH in a login shell? The job's log: {paths.log}"

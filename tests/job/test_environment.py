@@ -1,4 +1,4 @@
-"""The job side reads only the HPCJUP_* variables every adapter's script exports, under the names hpcjup.job gives."""
+"""The job side reads only the HPCJUP_* variables every adapter's script exports (their names: test_contract.py)."""
 
 from __future__ import annotations
 
@@ -15,17 +15,6 @@ from hpcjup.job import LAUNCHER_PATH
 sys.path.insert(0, str(LAUNCHER_PATH.parent))  # the job files import each other from beside themselves
 import dasklaunch
 import daskscale
-import endings
-import jupyterapi
-import launcher
-import usage
-
-
-@pytest.mark.parametrize("module", [launcher, jupyterapi, dasklaunch, daskscale, endings, usage])
-def test_the_job_files_use_hpcjup_jobs_names(module: object) -> None:
-    names = {name: value for name, value in vars(module).items() if name.startswith("ENV_")}
-    assert names, "each job file reads some of the job's environment"
-    assert names == {name: getattr(hpcjup.job, name) for name in names}
 
 
 def test_no_job_file_reads_a_schedulers_own_variables() -> None:
