@@ -67,12 +67,20 @@ def command(
                 if o["was_active"]
                 else f"it had already ended ({o['state'].lower()})"
             )
+            + _spared(o["workers_spared"])
         )
         for o in stopped
     ]
     app.ui.result({"host": host, "stopped": stopped}, text="\n".join(lines) or f"No running session on {host}.")
     if any(not o["stopped"] for o in stopped):
         raise SystemExit(int(ExitCode.REMOTE))  # as SchedulerUnavailable: some could not be stopped
+
+
+def _spared(jobs: tuple[str, ...]) -> str:
+    """What stop left running although the session had recorded it: a job under a name hpcjup did not give it."""
+    if not jobs:
+        return ""
+    return f"; left job {', '.join(jobs)} running: recorded as a worker, but not named as this session's jobs"
 
 
 def not_confirmed(view: SessionView) -> SchedulerUnavailable:

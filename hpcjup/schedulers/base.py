@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import shlex
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, TypeGuard
@@ -53,6 +53,44 @@ def unanswered(words: str, code: int | None, command: str) -> str:
     lines = [line.strip() for line in words.splitlines() if line.strip()]
     said = [line for line in lines if "error" in line.lower()] or lines
     return said[-1][:300] if said else f"{command} failed (exit code {code})"
+
+
+# Reads `ID NAME` lines (the user's active jobs, as an adapter's query lists them) and judges the recorded
+# ones (want: "ID PREFIX ID PREFIX ..."; cut: what to strip from both sides' ids before comparing): `ok` when
+# the job's name still starts with the prefix hpcjup gave it, `spared` otherwise; each with the recorded id
+# and the id the scheduler listed (what the cancel command takes).
+_JUDGE = r"""
+BEGIN { n = split(want, w, " "); for (i = 1; i < n; i += 2) { k = w[i]; if (cut != "") sub(cut, "", k); rec[k] = w[i]; pre[k] = w[i + 1] } }
+{ k = $1; if (cut != "") sub(cut, "", k); if (!(k in rec) || seen[k]++) next
+  name = $0; sub(/^[ \t]*[^ \t]+[ \t]/, "", name)
+  verdict = index(name, pre[k]) == 1 ? "ok" : "spared"; print verdict, rec[k], $1 }
+"""
+_PREFIX = re.compile(r"[A-Za-z0-9+_.-]{1,200}")  # a name prefix hpcjup gives: one word, nothing for the shell
+
+
+def cancel_named(jobs: Mapping[str, str], listing: str, cancel: str, cut: str = "") -> str:
+    """sh that cancels a session's recorded jobs only while each still carries the name hpcjup gave it: a
+    recorded id is only a claim (the notebook's submit wrapper, or an old one, may have recorded a job the
+    user submitted by hand), so the name is checked again in the same command, right before the cancel.
+
+    `jobs`: {recorded id: the prefix its name must start with} (ids checked by the adapter); `listing`: sh
+    printing `ID NAME` for the user's own active jobs, at least the recorded ones (one scheduler query, run
+    under base.BOUNDED's `bounded`); `cancel`: the command that takes the listed ids; `cut`: an awk regex
+    removed from ids before they are compared (PBS: `[.].*`, the server part; no backslash, which
+    awk -v would read as an escape). Prints `hpcjup-cancelled ID` for each
+    job cancelled and `hpcjup-spared ID` for a recorded job of the user's that now has another name."""
+    wanted = {job_id: prefix for job_id, prefix in jobs.items() if _PREFIX.fullmatch(prefix)}
+    if not wanted:
+        return ""
+    want = shlex.quote(" ".join(f"{job_id} {prefix}" for job_id, prefix in wanted.items()))
+    return (
+        f"{BOUNDED}\nhpcjup_listed=$({listing})\n"
+        f"hpcjup_verdicts=$(printf '%s\\n' \"$hpcjup_listed\" | awk -v want={want} -v cut={shlex.quote(cut)} {shlex.quote(_JUDGE)})\n"
+        "hpcjup_ok=$(printf '%s\\n' \"$hpcjup_verdicts\" | awk '$1 == \"ok\" { print $3 }')\n"
+        f'if [ -n "$hpcjup_ok" ]; then bounded {cancel} $hpcjup_ok >/dev/null 2>&1; fi\n'
+        'printf \'%s\\n\' "$hpcjup_verdicts" | awk \'$1 == "ok" { print "hpcjup-cancelled", $2 } '
+        '$1 == "spared" { print "hpcjup-spared", $2 }\''
+    )
 
 
 class JobState(str, Enum):
@@ -358,9 +396,10 @@ class Scheduler(ABC):
         `--scheduler none`); empty where the scheduler's own end of the job takes all of it."""
         return ""
 
-    def cancel_own_snippet(self, job_ids: Sequence[str]) -> str:
-        """sh that cancels those of these (worker) jobs that are still active and the user's own, printing
-        `hpcjup-cancelled ID` for each; empty where the scheduler has no worker jobs."""
+    def cancel_own_snippet(self, jobs: Mapping[str, str]) -> str:
+        """sh that cancels those of these recorded (worker) jobs, {id: the name prefix hpcjup gave it}, that are
+        still active, the user's own and still named so (`cancel_named`), printing `hpcjup-cancelled ID` for each
+        and `hpcjup-spared ID` for one under another name; empty where the scheduler has no worker jobs."""
         return ""
 
     # -- start --dry-run -------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import json
 import math
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from hpcjup.config.resources import time_to_seconds
@@ -36,7 +36,7 @@ from hpcjup.job import (
     JOB_LOG,
     JOB_SCRIPT,
 )
-from hpcjup.schedulers.base import JobSpec, JobState, JobStatus, Scheduler
+from hpcjup.schedulers.base import JobSpec, JobState, JobStatus, Scheduler, cancel_named
 from hpcjup.transport.base import Transport
 
 if TYPE_CHECKING:
@@ -48,6 +48,15 @@ _SUBMITTED = re.compile(r"Job <([0-9]{1,20})> is submitted")
 #: bjobs fields, in the order of bjobs's -o (the JSON keys are the upper-case names). -hms: times as HH:MM:SS.
 FIELDS = "jobid stat queue exec_host pend_reason exit_code runtimelimit"
 _BJOBS = ["bjobs", "-a", "-hms", "-o", FIELDS, "-json"]
+# awk: `ID NAME` for each unfinished job in `bjobs -o "jobid stat job_name" -json` (one key a line, as LSF
+# prints it; an id LSF does not know is a record with JOBID and ERROR only, so no STAT).
+_OWN_JOBS = r"""
+function val(line) { sub(/^[^:]*:[ \t]*"/, "", line); sub(/"[ \t]*,?[ \t]*$/, "", line); return line }
+/^[ \t]*"JOBID"[ \t]*:/ { id = val($0) }
+/^[ \t]*"STAT"[ \t]*:/ { stat = val($0) }
+/^[ \t]*"JOB_NAME"[ \t]*:/ { name = val($0) }
+/^[ \t]*}/ { if (id != "" && stat != "" && stat != "DONE" && stat != "EXIT") print id, name; id = stat = name = "" }
+"""
 # No --time: the queue's default run limit, asked in the job (seconds; 0 if bjobs cannot tell). With -hms
 # RUNTIMELIMIT is HH:MM:SS, perhaps with "/host" (the normalising host) after it.
 _QUEUE_LIMIT = (
@@ -192,17 +201,16 @@ class LSF(Scheduler):
     def kill_snippet(self, job_ids: Sequence[str]) -> str:
         return shlex.join(["bkill", *self.ids(job_ids)]) + " >/dev/null 2>&1" if self.ids(job_ids) else ""
 
-    def cancel_own_snippet(self, job_ids: Sequence[str]) -> str:
-        ids = self.ids(job_ids)
+    def cancel_own_snippet(self, jobs: Mapping[str, str]) -> str:
+        ids = self.ids(list(jobs))
         if not ids:
             return ""
         # With explicit ids bjobs shows any user's jobs, finished ones too (within CLEAN_PERIOD): ask for
-        # the user's own, and keep those that have not ended.
-        listed = shlex.join(["-noheader", "-o", "jobid stat", *ids])
-        return (
-            f'active=$(bjobs -u "$(id -un)" {listed} 2>/dev/null | awk \'$2 != "DONE" && $2 != "EXIT" {{ print $1 }}\'); '
-            'if [ -n "$active" ]; then bkill $active >/dev/null 2>&1; for j in $active; do echo "hpcjup-cancelled $j"; done; fi'
-        )
+        # the user's own, and keep those that have not ended. -json: the text form cuts job_name to its
+        # column's width; JSON gives it whole.
+        listed = shlex.join(["-o", "jobid stat job_name", "-json", *ids])
+        listing = f'bounded bjobs -u "$(id -un)" {listed} 2>/dev/null | awk {shlex.quote(_OWN_JOBS)}'
+        return cancel_named({job_id: jobs[job_id] for job_id in ids}, listing, "bkill")
 
     def cancel(self, transport: Transport, job_id: str, *, graceful: bool = True) -> None:
         job_id = self.check_job_id(job_id)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from hpcjup.config.resources import Resources, time_to_seconds
@@ -38,7 +38,7 @@ from hpcjup.job import (
     JOB_LOG,
     JOB_SCRIPT,
 )
-from hpcjup.schedulers.base import JobSpec, JobState, JobStatus, Scheduler
+from hpcjup.schedulers.base import JobSpec, JobState, JobStatus, Scheduler, cancel_named
 from hpcjup.schedulers.pbs_parse import (
     JOB_ID,
     hms,
@@ -56,6 +56,17 @@ if TYPE_CHECKING:
     from hpcjup.schedulers.checks import Check
 
 _QSTAT = ["qstat", "-f", "-F", "json", "-x"]
+# awk: `ID NAME` for each of the user's unfinished jobs in `qstat -f -F json` (one attribute a line; a job
+# opens with its id as a key, `"1234.server":{`, the only keys that start with a digit).
+_OWN_JOBS = r"""
+function val(line) { sub(/^[^:]*:[ \t]*"/, "", line); sub(/"[ \t]*,?[ \t]*$/, "", line); return line }
+function emit() { if (id != "" && state != "F" && index(owner, user "@") == 1) print id, name; id = "" }
+/^[ \t]*"[0-9][^"]*"[ \t]*:[ \t]*\{/ { emit(); id = $0; sub(/^[ \t]*"/, "", id); sub(/".*/, "", id); name = owner = state = ""; next }
+/^[ \t]*"Job_Name"[ \t]*:/ { name = val($0) }
+/^[ \t]*"Job_Owner"[ \t]*:/ { owner = val($0) }
+/^[ \t]*"job_state"[ \t]*:/ { state = val($0) }
+END { emit() }
+"""
 # The walltime PBS granted this job, in seconds (0 if qstat cannot tell), read in the job: `qstat -f` (text)
 # shows Resource_List.walltime once the job runs, also for a shrink-to-fit job and a queue's default.
 _GRANTED = (
@@ -201,18 +212,17 @@ class PBSPro(Scheduler):
     def kill_snippet(self, job_ids: Sequence[str]) -> str:
         return shlex.join(["qdel", *self.ids(job_ids)]) + " 2>/dev/null" if self.ids(job_ids) else ""
 
-    def cancel_own_snippet(self, job_ids: Sequence[str]) -> str:
-        ids = self.ids(job_ids)
+    def cancel_own_snippet(self, jobs: Mapping[str, str]) -> str:
+        ids = self.ids(list(jobs))
         if not ids:
             return ""
-        # qselect -u: the user's own jobs that have not finished (full ids); compared on the number,
-        # since qsub may print a shorter server name than qselect.
-        wanted = shlex.join(ids)
-        return (
-            f'own=$(qselect -u "$(id -un)" 2>/dev/null); for j in {wanted}; do n=${{j%%.*}}; '
-            'for o in $own; do if [ "${o%%.*}" = "$n" ]; then qdel "$o" 2>/dev/null; echo "hpcjup-cancelled $j"; fi; '
-            "done; done"
+        # qstat -f -F json (as `statuses` asks; the text form wraps long values): each job's id, Job_Name,
+        # Job_Owner (user@host: the user's own only) and job_state (without -x a finished job is not shown;
+        # F all the same). Compared on the number, since qsub may print a shorter server name than qstat.
+        listing = (
+            f'bounded qstat -f -F json {shlex.join(ids)} 2>/dev/null | awk -v user="$(id -un)" {shlex.quote(_OWN_JOBS)}'
         )
+        return cancel_named({job_id: jobs[job_id] for job_id in ids}, listing, "qdel", cut="[.].*")
 
     def cancel(self, transport: Transport, job_id: str, *, graceful: bool = True) -> None:
         job_id = self.check_job_id(job_id)

@@ -13,7 +13,7 @@ import dataclasses
 import math
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from hpcjup import job
@@ -28,6 +28,7 @@ from hpcjup.schedulers.base import (
     JobStatus,
     PartitionPreview,
     Scheduler,
+    cancel_named,
     unanswered,
 )
 from hpcjup.schedulers.sge_parse import ERROR_STATE, _hint, _message, parse_preview, parse_qacct, parse_statuses
@@ -65,6 +66,12 @@ if [ $# -gt 0 ] && command -v qacct >/dev/null 2>&1; then
     if [ $# -eq 1 ]; then bounded qacct -j "$1"; else bounded qacct -o "$(id -un)" -d "$days" -j; fi 2>/dev/null
 fi
 exit 0"""
+# awk: `ID NAME` for each job in `qstat -xml` (one element a line; an array job's tasks repeat the id).
+_OWN_JOBS = r"""
+/<JB_job_number>/ { id = $0; sub(/.*<JB_job_number>/, "", id); sub(/<.*/, "", id) }
+/<JB_name>/ { name = $0; sub(/.*<JB_name>/, "", name); sub(/<\/JB_name>.*/, "", name) }
+/<\/job_list>/ { if (id != "") print id, name; id = name = "" }
+"""
 _UNIT_MIB = {"": 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}  # Slurm's --mem units; no unit = MiB
 _ACCOUNTING_DAYS = 30  # how far back one `qacct -o USER` scan looks for several finished jobs
 
@@ -230,19 +237,13 @@ class GridEngine(Scheduler):
         quoted = shlex.join(ids)
         return f"qdel -f {quoted} >/dev/null 2>&1 || qdel {quoted} >/dev/null 2>&1"
 
-    def cancel_own_snippet(self, job_ids: Sequence[str]) -> str:
-        ids = self.ids(job_ids)
+    def cancel_own_snippet(self, jobs: Mapping[str, str]) -> str:
+        ids = self.ids(list(jobs))
         if not ids:
             return ""
-        # qstat -u: only this user's jobs are listed (two header lines first); keep the recorded ones.
-        wanted = " ".join(ids)
-        return (
-            'active=$(qstat -u "$(id -un)" 2>/dev/null | awk -v want=' + shlex.quote(wanted) + " "
-            '\'BEGIN { n = split(want, w, " "); for (i = 1; i <= n; i++) keep[w[i]] } '
-            "NR > 2 && ($1 in keep) && !seen[$1]++ { print $1 }'); "
-            'if [ -n "$active" ]; then qdel $active >/dev/null 2>&1; '
-            'for j in $active; do echo "hpcjup-cancelled $j"; done; fi'
-        )
+        # qstat -xml -u: only this user's jobs, the names whole (the plain listing cuts them to 10 characters).
+        listing = f'bounded qstat -xml -u "$(id -un)" 2>/dev/null | awk {shlex.quote(_OWN_JOBS)}'
+        return cancel_named({job_id: jobs[job_id] for job_id in ids}, listing, "qdel")
 
     def never_starts(self, status: JobStatus) -> tuple[str, str] | None:
         """A job in error state (Eqw) stays in the queue and never starts: qstat -j's error reason, and what to do."""

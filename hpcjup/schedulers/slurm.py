@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from hpcjup import job
@@ -19,6 +19,7 @@ from hpcjup.schedulers.base import (
     JobStatus,
     PartitionPreview,
     Scheduler,
+    cancel_named,
     sections,
     unanswered,
 )
@@ -249,17 +250,21 @@ class Slurm(Scheduler):
     def kill_snippet(self, job_ids: Sequence[str]) -> str:
         return shlex.join(["scancel", "--", *self.ids(job_ids)]) + " 2>/dev/null" if self.ids(job_ids) else ""
 
-    def cancel_own_snippet(self, job_ids: Sequence[str]) -> str:
-        ids = self.ids(job_ids)
+    def cancel_own_snippet(self, jobs: Mapping[str, str]) -> str:
+        ids = self.ids(list(jobs))
         if not ids:
             return ""
         # --jobs=: the option's argument is optional, so `-j ID` would not be read as one. --me: never
-        # another user's job. An array job shows as its tasks; scancel takes the array's id.
+        # another user's job. %j is the whole name (no width given). Older Slurm refuses the whole list for
+        # one id it has forgotten: then the user's own jobs, all of them. An array job shows as its tasks;
+        # scancel takes the array's id.
         listed = shlex.quote(",".join(ids))
-        return (
-            f"active=$(squeue -h --me --jobs={listed} -o %i 2>/dev/null | sed 's/_.*//' | sort -u); "
-            'if [ -n "$active" ]; then scancel -- $active 2>/dev/null; for j in $active; do echo "hpcjup-cancelled $j"; done; fi'
+        listing = (
+            f"hpcjup_q=$(bounded squeue -h --me --jobs={listed} -o '%i %j' 2>&1) || "
+            "case $hpcjup_q in (*'Invalid job id'*) hpcjup_q=$(bounded squeue -h --me -o '%i %j' 2>&1) ;; esac; "
+            "printf '%s\\n' \"$hpcjup_q\" | sed 's/^\\([0-9][0-9]*\\)_[^ ]*/\\1/'"
         )
+        return cancel_named({job_id: jobs[job_id] for job_id in ids}, listing, "scancel --")
 
     def never_starts(self, status: JobStatus) -> tuple[str, str] | None:
         return never_starts(status)

@@ -7,7 +7,8 @@ group definitions live in the session directory (groups.json), so `hpcjup scale`
 from any laptop. Worker jobs are named hpcjup+<session>+<group> ('+' is in no session
 name), but a session's jobs are found only by the ids it recorded: groups.json keeps the
 ids of each group, dask/jobs those the notebook submitted through the session's submit
-wrapper (dask-jobqueue's cluster classes, e.g. SLURMCluster). A name is never enough to cancel a job.
+wrapper (dask-jobqueue's cluster classes, e.g. SLURMCluster). A name is never enough to cancel a job, and
+neither is a recorded id: the job must also still carry the session's name (`cancel_own_snippet`).
 Everything scheduler-specific comes from the session's adapter: dask-jobqueue's job class
 (`Scheduler.jobqueue`), where a job runs (`worker_job_options`), submission (`submit_worker`),
 the state of the recorded jobs (`statuses`) and their cancellation (`cancel_own_snippet`).
@@ -192,7 +193,7 @@ def scale_group(
     current = active_ids(transport, scheduler, _ids_of(entry))
     try:
         if jobs < len(current):
-            cancel_ids(transport, scheduler, current[jobs:])
+            cancel_ids(transport, scheduler, current[jobs:], record.name)
             del current[jobs:]
         elif jobs > len(current):
             script = _render(transport, scheduler, paths, record, address, group)
@@ -275,9 +276,10 @@ def active_ids(transport: Transport, scheduler: Scheduler, ids: list[str]) -> li
     return [job_id for job_id in ids if job_id in found and found[job_id].state.active]
 
 
-def cancel_ids(transport: Transport, scheduler: Scheduler, ids: list[str]) -> list[str]:
-    """Cancel those of exactly these jobs that are still active and the user's own; the ones cancelled."""
-    snippet = scheduler.cancel_own_snippet(scheduler.ids(valid_ids(ids)))
+def cancel_ids(transport: Transport, scheduler: Scheduler, ids: list[str], session: str) -> list[str]:
+    """Cancel those of exactly these jobs that are still active, the user's own and still named as `session`'s
+    (job_name); the ones cancelled."""
+    snippet = scheduler.cancel_own_snippet({job_id: job_name(session, "") for job_id in scheduler.ids(valid_ids(ids))})
     if not snippet:
         return []
     out = transport.run(["sh", "-c", snippet], check=False).stdout

@@ -7,7 +7,9 @@ After one read of the records and one scheduler query (the caller's overview), a
 remote command does the rest: it asks the running jobs to end (SIGTERM to each launcher) and cancels
 the pending ones, watches every launcher's state.json until it records its end, and when the laptop
 closes it (all ended, or the grace period is over) it cancels outright what has not ended, removes
-the secrets a killed job leaves behind, and cancels the sessions' recorded worker jobs. So `stop
+the secrets a killed job leaves behind, and cancels the sessions' recorded worker jobs: only those that still
+carry the name hpcjup gave them for that session (`hpcjup+SESSION+...`, checked in the same command), since a
+recorded id is only a claim (a job the user submitted by hand from a notebook may have been recorded). So `stop
 NAME` and `stop --all` cost three remote commands whatever the number of sessions.
 """
 
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from hpcjup.errors import HpcjupError
 from hpcjup.job import CONNECTION_FILE, DASK_DIR, STATE_FILE, TOKEN_FILE
 from hpcjup.schedulers.base import JobState, JobStatus, Scheduler
+from hpcjup.session.groups import job_name
 from hpcjup.session.layout import SessionPaths
 from hpcjup.session.overview import SessionView
 from hpcjup.session.record import JobReport, SessionRecord
@@ -46,6 +49,7 @@ class StopOutcome:
     state: str  # ENDED (the launcher recorded its end), CANCELLED, or the state it had already ended in
     reason: str | None  # the launcher's reason (stopped, walltime, ...); the scheduler's words when not stopped
     workers_cancelled: tuple[str, ...] = ()
+    workers_spared: tuple[str, ...] = ()  # recorded worker ids whose job now has another name: left running
     stopped: bool = True  # False: the scheduler did not answer, so nothing was done (the job may run on)
 
 
@@ -68,7 +72,10 @@ def stop_sessions(transport: Transport, views: Sequence[SessionView], grace: flo
         before.append(scheduler.stop_snippet(run_ids, pending_ids))
         after += [_killed_unless_ended(scheduler, v) for v in mine if v in running]
         after += [scheduler.leftovers_snippet(v.paths.dir) for v in mine if v in running or not v.active]
-        after.append(scheduler.cancel_own_snippet([job for v in mine for job in v.worker_ids]))
+        # Each recorded id must still name a job of this session's (job_name's prefix) to be cancelled.
+        after.append(
+            scheduler.cancel_own_snippet({job: job_name(v.paths.name, "") for v in mine for job in v.worker_ids})
+        )
     after.append(shlex.join(["rm", "-f", "--", *(v.paths.file(name) for v in views for name in SECRETS)]))
     reports: dict[str, JobReport] = {}
     watched = [f"{v.paths.name}/{STATE_FILE}" for v in running]
@@ -88,7 +95,8 @@ def stop_sessions(transport: Transport, views: Sequence[SessionView], grace: flo
         output = watch.finish().decode(errors="replace").split()
     killed = {output[i + 1] for i, word in enumerate(output[:-1]) if word == _KILLED}
     cancelled = {output[i + 1] for i, word in enumerate(output[:-1]) if word == "hpcjup-cancelled"}
-    outcomes.update({v.paths.name: _outcome(v, reports.get(v.paths.name), killed, cancelled) for v in views})
+    spared = {output[i + 1] for i, word in enumerate(output[:-1]) if word == "hpcjup-spared"}
+    outcomes.update({v.paths.name: _outcome(v, reports.get(v.paths.name), killed, cancelled, spared) for v in views})
     return list(outcomes.values())
 
 
@@ -127,15 +135,19 @@ def _killed_unless_ended(scheduler: Scheduler, view: SessionView) -> str:
     return f'grep -q \'"state": "ended"\' {state} 2>/dev/null || {{ {kill}; echo {_KILLED} {job}; }}'
 
 
-def _outcome(view: SessionView, report: JobReport | None, killed: set[str], cancelled: set[str]) -> StopOutcome:
+def _outcome(
+    view: SessionView, report: JobReport | None, killed: set[str], cancelled: set[str], spared: set[str]
+) -> StopOutcome:
     record = view.record
     workers = tuple(job for job in view.worker_ids if job in cancelled)
+    kept = tuple(job for job in view.worker_ids if job in spared)
     if not view.active:
         reason = view.report.reason if view.report else None
-        return StopOutcome(record.name, record.job_id, False, True, view.status.state.value, reason, workers)
+        return StopOutcome(record.name, record.job_id, False, True, view.status.state.value, reason, workers, kept)
     graceful = record.job_id not in killed and (report is not None or view.status.state is not JobState.RUNNING)
     state = "ENDED" if report is not None else "CANCELLED"
-    return StopOutcome(record.name, record.job_id, True, graceful, state, report.reason if report else None, workers)
+    reason = report.reason if report else None
+    return StopOutcome(record.name, record.job_id, True, graceful, state, reason, workers, kept)
 
 
 def wait_until_gone(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -258,21 +260,29 @@ def test_snippets() -> None:
     pbs = PBSPro()
     assert pbs.stop_snippet(["1.s"], ["2.s"]) == "qsig -s TERM 1.s 2>/dev/null; qdel 2.s 2>/dev/null"
     assert pbs.kill_snippet(["1.s", "x;rm"]) == "qdel 1.s 2>/dev/null"
-    assert pbs.stop_snippet([], []) == "" and pbs.kill_snippet([]) == "" and pbs.cancel_own_snippet(["$(x)"]) == ""
+    assert (
+        pbs.stop_snippet([], []) == ""
+        and pbs.kill_snippet([]) == ""
+        and pbs.cancel_own_snippet({"$(x)": "hpcjup+lab+"}) == ""
+    )
 
 
-def test_cancel_own_snippet_cancels_only_own_active_jobs(tmp_path: Path) -> None:
-    """Run the snippet with a `qselect` that lists the user's active jobs and a `qdel` that records."""
-    (tmp_path / "qselect").write_text("#!/bin/sh\necho 5.pbs01.example.org\necho 9.pbs01.example.org\n")
+def test_cancel_own_snippet_cancels_only_own_active_jobs_named_as_the_sessions(tmp_path: Path) -> None:
+    """The snippet in a real sh, `qstat` replaying a recording (the user's name for its owner, one job renamed as
+    a session's worker), `qdel` recording: the worker job goes, the other recorded one is spared."""
+    user = pwd.getpwuid(os.getuid()).pw_name
+    text = recorded("qstat_queued.json").replace("hpcuser@", f"{user}@").replace('"hpcjup-lab"', '"hpcjup+lab+scale"')
+    (tmp_path / "answer.json").write_text(text)
+    (tmp_path / "qstat").write_text(f"#!/bin/sh\ncat {tmp_path}/answer.json\n")
     (tmp_path / "qdel").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/deleted\n')
-    for name in ("qselect", "qdel"):
+    for name in ("qstat", "qdel"):
         (tmp_path / name).chmod(0o755)
-    snippet = PBSPro().cancel_own_snippet(["5.pbs01", "7.pbs01"])
+    snippet = PBSPro().cancel_own_snippet({"1010.pbs-server": "hpcjup+lab+", "1011": "hpcjup+lab+", "7": "hpcjup+lab+"})
     out = subprocess.run(
         ["sh", "-c", snippet], env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, capture_output=True, text=True
     )
-    assert out.stdout.split("\n")[0] == "hpcjup-cancelled 5.pbs01"
-    assert (tmp_path / "deleted").read_text().split() == ["5.pbs01.example.org"]
+    assert out.stdout.splitlines() == ["hpcjup-cancelled 1010.pbs-server", "hpcjup-spared 1011"]
+    assert (tmp_path / "deleted").read_text().split() == ["1010.pbs-server"]
 
 
 def test_worker_jobs() -> None:

@@ -304,30 +304,35 @@ def test_job_ids_are_checked(bad: str) -> None:
     with pytest.raises(UsageError):
         SGE.check_job_id(bad)
     assert SGE.stop_snippet([bad], [bad]) == "" and SGE.kill_snippet([bad]) == ""
-    assert SGE.cancel_own_snippet([bad]) == ""
+    assert SGE.cancel_own_snippet({bad: "hpcjup+lab+"}) == ""
 
 
 def test_snippets() -> None:
     assert SGE.stop_snippet(["12"], ["13", "x;y"]) == "qdel 12 13 >/dev/null 2>&1"
     assert SGE.kill_snippet(["12"]) == "qdel -f 12 >/dev/null 2>&1 || qdel 12 >/dev/null 2>&1"
-    assert "qstat -u" in SGE.cancel_own_snippet(["12", "13"])
+    assert 'qstat -xml -u "$(id -un)"' in SGE.cancel_own_snippet({"12": "hpcjup+lab+", "13": "hpcjup+lab+"})
 
 
-def test_cancel_own_snippet_cancels_only_listed_active_jobs(tmp_path: Path) -> None:
-    """The snippet in a real sh, with qstat and qdel on PATH replaced by scripts that replay the recording."""
-    (tmp_path / "qstat").write_text(f"#!/bin/sh\ncat {DATA / 'qstat-plain.txt'}\n")
+def test_cancel_own_snippet_cancels_only_listed_jobs_named_as_the_sessions(tmp_path: Path) -> None:
+    """The snippet in a real sh, with qstat and qdel on PATH replaced by scripts that replay the recording
+    (two jobs renamed as session lab's workers; pend1, recorded too, keeps the user's own name)."""
+    text = (
+        recorded("qstat-xml-mixed.txt").replace(">run1<", ">hpcjup+lab+scale<").replace(">held1<", ">hpcjup+lab+gpu<")
+    )
+    (tmp_path / "answer.xml").write_text(text)
+    (tmp_path / "qstat").write_text(f"#!/bin/sh\ncat {tmp_path / 'answer.xml'}\n")
     (tmp_path / "qdel").write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "deleted"}\n')
     for name in ("qstat", "qdel"):
         (tmp_path / name).chmod(0o755)
     out = subprocess.run(
-        ["sh", "-c", SGE.cancel_own_snippet(["17", "18", "99"])],
+        ["sh", "-c", SGE.cancel_own_snippet({job_id: "hpcjup+lab+" for job_id in ("2", "4", "3", "99")})],
         capture_output=True,
         text=True,
         env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
         check=True,
     ).stdout
-    assert out.split("\n") == ["hpcjup-cancelled 17", "hpcjup-cancelled 18", ""]
-    assert (tmp_path / "deleted").read_text().split() == ["17", "18"]
+    assert out.splitlines() == ["hpcjup-cancelled 2", "hpcjup-spared 3", "hpcjup-cancelled 4"]
+    assert (tmp_path / "deleted").read_text().split() == ["2", "4"]
 
 
 def test_worker_job_options_use_sgejob_names_and_grid_engines_time_format() -> None:
