@@ -36,7 +36,8 @@ from hpcjup.job import (
     JOB_LOG,
     JOB_SCRIPT,
 )
-from hpcjup.schedulers.base import JobSpec, JobState, JobStatus, Scheduler, cancel_named
+from hpcjup.schedulers.base import JobSpec, JobState, JobStatus, Scheduler
+from hpcjup.schedulers.shell import cancel_named
 from hpcjup.transport.base import Transport
 
 if TYPE_CHECKING:

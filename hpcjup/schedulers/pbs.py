@@ -38,7 +38,7 @@ from hpcjup.job import (
     JOB_LOG,
     JOB_SCRIPT,
 )
-from hpcjup.schedulers.base import JobSpec, JobState, JobStatus, Scheduler, cancel_named
+from hpcjup.schedulers.base import JobSpec, JobState, JobStatus, Scheduler
 from hpcjup.schedulers.pbs_parse import (
     JOB_ID,
     hms,
@@ -49,6 +49,7 @@ from hpcjup.schedulers.pbs_parse import (
     submit_error,
     table,
 )
+from hpcjup.schedulers.shell import cancel_named
 from hpcjup.transport.base import Transport
 
 if TYPE_CHECKING:

@@ -20,21 +20,12 @@ from hpcjup import job
 from hpcjup.config.resources import time_to_seconds
 from hpcjup.errors import RemoteCommandError, SubmitError, UsageError
 from hpcjup.job import JOB_LOG, JOB_SCRIPT
-from hpcjup.schedulers.base import (
-    BOUNDED,
-    FRAME,
-    JobSpec,
-    JobState,
-    JobStatus,
-    PartitionPreview,
-    Scheduler,
-    cancel_named,
-    unanswered,
-)
+from hpcjup.schedulers.base import JobSpec, JobState, JobStatus, PartitionPreview, Scheduler
 from hpcjup.schedulers.sge_parse import ERROR_STATE, _hint, _message, parse_preview, parse_qacct, parse_statuses
 from hpcjup.schedulers.sge_parse import parse_qstat_xml as parse_qstat_xml
 from hpcjup.schedulers.sge_parse import state_of as state_of
 from hpcjup.schedulers.sge_parse import submit_error as submit_error
+from hpcjup.schedulers.shell import BOUNDED, FRAME, cancel_named, unanswered
 from hpcjup.transport.base import Transport
 
 if TYPE_CHECKING:
@@ -49,7 +40,7 @@ _PE_HOSTS = "mpi"
 # `qstat -j` shows: one remote command, and a second qstat only while some job is in error state.
 # Then, framed, accounting for those of the wanted jobs ($2...) that qstat no longer lists: `qacct -j ID`
 # for one, one scan of the user's last $1 days for several (each qacct reads the whole accounting file).
-# Each query bounded (base.BOUNDED): a qmaster that takes the connection and never answers costs one wait.
+# Each query bounded (shell.BOUNDED): a qmaster that takes the connection and never answers costs one wait.
 _QSTAT = f"""{BOUNDED}
 days=$1; shift
 xml=$(bounded qstat -xml -r -u "$(id -un)") || exit $?
@@ -321,7 +312,7 @@ class GridEngine(Scheduler):
         return Check("request", Status.PASS, f"Grid Engine would accept the job: {text or 'ok'}")
 
 
-# One remote command for `start --dry-run` (after `set -- SCRIPT QUEUE...`, "" for any queue); framed (base.FRAME).
+# One remote command for `start --dry-run` (after `set -- SCRIPT QUEUE...`, "" for any queue); framed (shell.FRAME).
 _PREVIEW = f"""
 script=$1; shift
 printf '{FRAME} slots\\n'; qstat -g c 2>&1; printf '\\n{FRAME} end %s\\n' "$?"

@@ -9,7 +9,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 
 from hpcjup.errors import RemoteCommandError, SubmitError
-from hpcjup.schedulers.base import FRAME, JobState, JobStatus, PartitionPreview, sections
+from hpcjup.schedulers.base import JobState, JobStatus, PartitionPreview
+from hpcjup.schedulers.shell import FRAME, sections
 
 # -- parsing ---------------------------------------------------------------------------------------------
 #: The start of the reason of a job in error state (Eqw); `never_starts` knows it by this.

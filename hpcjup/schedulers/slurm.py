@@ -11,18 +11,8 @@ from typing import TYPE_CHECKING
 from hpcjup import job
 from hpcjup.errors import RemoteCommandError, SubmitError
 from hpcjup.job import JOB_LOG, JOB_SCRIPT
-from hpcjup.schedulers.base import (
-    BOUNDED,
-    FRAME,
-    JobSpec,
-    JobState,
-    JobStatus,
-    PartitionPreview,
-    Scheduler,
-    cancel_named,
-    sections,
-    unanswered,
-)
+from hpcjup.schedulers.base import JobSpec, JobState, JobStatus, PartitionPreview, Scheduler
+from hpcjup.schedulers.shell import BOUNDED, FRAME, cancel_named, sections, unanswered
 from hpcjup.schedulers.slurm_doctor import check_account as check_account
 from hpcjup.schedulers.slurm_doctor import check_partition as check_partition
 from hpcjup.schedulers.slurm_doctor import check_request as check_request
@@ -41,8 +31,8 @@ _SACCT_FIELDS = "State,ExitCode,NodeList,Timelimit"
 # for those it no longer shows, accounting (finished jobs leave squeue after MinJobAge; sacct remembers
 # them where accounting is enabled). Older Slurm refuses a whole list for one id it has forgotten
 # ("Invalid job id specified"): then one id at a time. Any other failure (no controller to ask) is the
-# answer for all of them: no second query, no accounting (bounded: base.BOUNDED), so a stopped controller
-# costs one bounded wait, not one per job. Framed sections (base.FRAME) that `statuses` reads; the squeue
+# answer for all of them: no second query, no accounting (bounded: shell.BOUNDED), so a stopped controller
+# costs one bounded wait, not one per job. Framed sections (shell.FRAME) that `statuses` reads; the squeue
 # section holds Slurm's own words when it ends with a non-zero code.
 _STATUSES = (
     BOUNDED
@@ -297,7 +287,7 @@ def _granted_limit() -> str:
 
 
 # One remote command for `start --dry-run` (after `set -- SCRIPT PARTITION...`, "" for the default partition).
-# Each answer is framed (base.FRAME), so the parser knows what printed it and how it exited.
+# Each answer is framed (shell.FRAME), so the parser knows what printed it and how it exited.
 _PREVIEW = f"""
 script=$1; shift
 printf '{FRAME} sinfo\\n'; sinfo -h -o '%P|%a|%l|%F' 2>&1; printf '\\n{FRAME} end %s\\n' "$?"

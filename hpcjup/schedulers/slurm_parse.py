@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 from hpcjup.config.resources import time_to_seconds
 from hpcjup.errors import RemoteCommandError, SubmitError
-from hpcjup.schedulers.base import JobState, JobStatus, PartitionPreview, sections
+from hpcjup.schedulers.base import JobState, JobStatus, PartitionPreview
+from hpcjup.schedulers.shell import sections
 
 
 def _parse_squeue(job_id: str, line: str) -> JobStatus:

@@ -98,15 +98,15 @@ def test_a_qmaster_that_does_not_answer_is_unknown_in_its_words_not_gone(tmp_pat
 def test_a_qstat_that_never_answers_is_cut_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
-    from hpcjup.schedulers import base, sge
+    from hpcjup.schedulers import sge, shell
 
-    monkeypatch.setattr(sge, "_QSTAT", sge._QSTAT.replace(f"timeout {base.QUERY_SECONDS} ", "timeout 1 "))
+    monkeypatch.setattr(sge, "_QSTAT", sge._QSTAT.replace(f"timeout {shell.QUERY_SECONDS} ", "timeout 1 "))
     cell = Cell(tmp_path, "qstat-xml-mixed.txt")
     cell.env["QSTAT_HANGS"] = "1"
     started = time.monotonic()
     found = GridEngine().statuses(cell, ["2"])
     assert time.monotonic() - started < 10 and found["2"].state is JobState.UNKNOWN
-    assert found["2"].reason == f"qstat did not answer within {base.QUERY_SECONDS} s"
+    assert found["2"].reason == f"qstat did not answer within {shell.QUERY_SECONDS} s"
 
 
 def _me() -> str:

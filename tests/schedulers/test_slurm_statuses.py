@@ -145,13 +145,13 @@ def test_a_squeue_that_never_answers_is_cut_off(host: tuple[Host, Path], monkeyp
     """A controller that takes the connection but never answers: the query is bounded (coreutils timeout)."""
     import time
 
-    from hpcjup.schedulers import base, slurm
+    from hpcjup.schedulers import shell, slurm
 
     transport, _ = host
-    monkeypatch.setattr(slurm, "_STATUSES", slurm._STATUSES.replace(f"timeout {base.QUERY_SECONDS} ", "timeout 1 "))
+    monkeypatch.setattr(slurm, "_STATUSES", slurm._STATUSES.replace(f"timeout {shell.QUERY_SECONDS} ", "timeout 1 "))
     squeue_without_accounting(transport, "#!/bin/sh\nexec sleep 30\n")
     started = time.monotonic()
     found = Slurm().statuses(transport, ["42", "43"])
     assert time.monotonic() - started < 10
     assert {s.state for s in found.values()} == {JobState.UNKNOWN}
-    assert found["42"].reason == f"squeue did not answer within {base.QUERY_SECONDS} s"
+    assert found["42"].reason == f"squeue did not answer within {shell.QUERY_SECONDS} s"
