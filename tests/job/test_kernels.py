@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hpcjup.job import LAUNCHER_PATH
-from tests.job.test_launcher import Kernel, alive, api, dask_processes, leftovers
+from tests.job.test_launcher import Kernel, api, dask_processes, kill_launcher_outright, leftovers
 
 sys.path.insert(0, str(LAUNCHER_PATH.parent))  # the job files import each other from beside themselves
 import kernels
@@ -139,12 +138,7 @@ def test_a_launcher_killed_outright_takes_the_users_kernel_and_dask_with_it(run:
     assert kernel.execute("import sys; print(sys.executable)").strip() == full
     before = {*leftovers(r.dir), *dask_processes(r.dir), kernel.pid}
     assert len(before) >= 4, "Jupyter, its kernel, the scheduler and a worker run"
-    r.proc.kill()
-    r.proc.wait()
-    deadline = time.monotonic() + 30
-    while [pid for pid in before if alive(pid)] and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not [pid for pid in before if alive(pid)], "the launcher's children outlived it"
+    kill_launcher_outright(r, before)
 
 
 def test_a_dask_python_without_distributed_runs_the_session_without_dask(run: Any, venvs: dict[str, Path]) -> None:

@@ -171,6 +171,16 @@ def jupyter_environ(pid: int) -> dict[str, str]:
     return dict(pair.decode().split("=", 1) for pair in pairs if b"=" in pair)
 
 
+def kill_launcher_outright(r: Any, children: set[int], within: float = 30) -> None:
+    """SIGKILL the launcher (no handler runs, as with the OOM killer) and assert `children` all end within `within` s."""
+    r.proc.kill()
+    r.proc.wait()
+    deadline = time.monotonic() + within
+    while [pid for pid in children if alive(pid)] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [pid for pid in children if alive(pid)], "the launcher's children outlived it"
+
+
 def alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
@@ -577,12 +587,7 @@ def test_a_launcher_killed_outright_takes_jupyter_kernels_and_dask_with_it(run: 
         time.sleep(0.2)
     before = set(leftovers(r.dir)) | set(dask_processes(r.dir))
     assert len(leftovers(r.dir)) >= 2 and len(dask_processes(r.dir)) >= 2, "Jupyter, its kernel and Dask run"
-    r.proc.kill()
-    r.proc.wait()
-    deadline = time.monotonic() + 30
-    while [pid for pid in before if alive(pid)] and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not [pid for pid in before if alive(pid)], "the launcher's children outlived it"
+    kill_launcher_outright(r, before)
 
 
 def test_the_lifeline_ends_a_child_without_a_parent_death_signal(tmp_path: Path) -> None:
