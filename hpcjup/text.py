@@ -12,8 +12,17 @@ import re
 
 #: C0 controls but newline and tab, DEL and the C1 controls (U+0080-U+009F; 0x9B is a one-byte CSI).
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: The same, and Unicode's bidirectional overrides and isolates, which reorder what follows them on screen (text
+#: shown for reading, such as a job's log or a node name in a table).
+CONTROL_OR_BIDI = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
-def visible(text: str) -> str:
-    """`text` with its control characters written as \\xNN, so none of them acts on the terminal."""
-    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(text: str, *, bidi: bool = False) -> str:
+    """`text` with its control characters written as \\xNN (with `bidi`, also the bidirectional overrides and
+    isolates, as \\uNNNN), so none of them acts on the terminal; newlines and tabs stay."""
+    return (CONTROL_OR_BIDI if bidi else CONTROL).sub(_escaped, text)

@@ -7,26 +7,19 @@ sequence in a job name) are shown as escapes. A leaf below console.py and tables
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
+
+from hpcjup.text import visible as text_visible
 
 if TYPE_CHECKING:
     from rich.text import Text
 
-# C0 controls but newline and tab, DEL and the C1 controls: ESC starts terminal sequences, CR overwrites lines.
-# Also Unicode's bidirectional overrides and isolates: they reorder what follows them on screen.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def _escaped(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
 
 def visible(text: str) -> str:
     """`text` with no character that a terminal would act on rather than show (for text from the cluster
-    written to a terminal as it is, such as a job's log): control characters become \\xNN, newlines and tabs stay."""
-    return _CONTROL.sub(_escaped, str(text))
+    written to a terminal as it is, such as a job's log): control characters become \\xNN, bidirectional
+    overrides \\uNNNN, newlines and tabs stay (hpcjup.text's one escaping)."""
+    return text_visible(str(text), bidi=True)
 
 
 def plain(text: str, style: str = "") -> Text:
