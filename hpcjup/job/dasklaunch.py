@@ -100,7 +100,7 @@ class DaskCluster(ScaleOut):
         )
         self.scheduler = None  # type: subprocess.Popen | None
         # Set by the launcher: Popen options and the pipe's read end that make local Dask processes end with it
-        # (lifeline.py); processes on other hosts end through their launch command (srun ends with the launcher).
+        # (lifeline.py); processes on other hosts end through their launch command (the per-host launch ends with the launcher).
         self.guard = {}  # type: dict
         self.lifeline = -1
         # The Python of every Dask process: the launcher's own, or --dask-python (the default kernel's, so that the
@@ -257,7 +257,7 @@ class DaskCluster(ScaleOut):
             env = self.watched_env(self.env)
             self.worker_procs.append(subprocess.Popen(argv, env=env, start_new_session=True, **self.guard))
             return
-        # On other hosts the pipe does not exist: the launch command (srun, ...) ends with the launcher instead.
+        # On other hosts the pipe does not exist: the per-host launch command (HPCJUP_LAUNCH) ends with the launcher instead.
         worker = [self.python, "-m", "distributed.cli.dask_worker", *options]
         preexec = {"preexec_fn": self.guard["preexec_fn"]} if "preexec_fn" in self.guard else {}
         # One launch per host of the allocation (HPCJUP_LAUNCH: the scheduler's own way to run on a host), each

@@ -34,7 +34,7 @@ _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")  # a variable, or a prefi
 # (@REAL@, @JOBS@, @NAME@: quoted; @SCRUB@, @KEEP@: checked words). It records only the session's Dask scale-out
 # jobs: dask-jobqueue submits `COMMAND [EXTRA...] SCRIPT` whose header names the job (the name the session's
 # jobqueue config gives: hpcjup+SESSION+scale); anything else (a job submitted by hand from a terminal or a
-# cell, `sbatch --wrap ... -J production-run`) is the user's own, and `hpcjup stop` must never cancel it.
+# cell, a submission by hand named `production-run`) is the user's own, and `hpcjup stop` must never cancel it.
 _SUBMIT_WRAPPER = r"""#!/bin/sh
 # hpcjup: @SCRUBBING@record the id of the session's own Dask jobs.
 @SCRUB@name=@NAME@

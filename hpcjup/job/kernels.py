@@ -177,7 +177,7 @@ def _escaped(value: str) -> str:
 
 def kernel_env(kernel: Kernel, base: dict[str, str], first: str = "") -> dict[str, str]:
     """The kernel's own environment over the server's (`base`): its bin first on PATH (for `!pip` and shell
-    commands in a notebook), but after `first` (the Dask submit wrapper's directory: `sbatch` must stay the
+    commands in a notebook), but after `first` (the Dask submit wrapper's directory: the submit command must stay the
     wrapper), its prefix as VIRTUAL_ENV or CONDA_PREFIX (tools such as `uv pip` install where that points)."""
     path = [p for p in base.get("PATH", "").split(os.pathsep) if p and p not in (first, kernel.bindir)]
     env = {"PATH": os.pathsep.join([*([first] if first else []), kernel.bindir, *path])}
