@@ -14,7 +14,8 @@ ENV_DIR=/opt/hpcjup-cluster-env
 # Conflicts: the other), so environment-modules is installed and lmod is unpacked here, its Lua libraries from apt.
 LMOD_DIR=/opt/hpcjup-lmod
 PACKAGES=(slurm-wlm munge openssh-server chromium chromium-driver oathtool libpam-google-authenticator zsh fish tcsh
-          environment-modules charliecloud-runtime
+          environment-modules charliecloud-runtime charliecloud-builders podman  # containers (issue 21)
+          sshfs squashfuse squashfs-tools  # a slow shared filesystem, and environments as one SquashFS file
           lua5.3 lua-posix lua-filesystem lua-json lua-term tcl  # what lmod depends on
           python3 python3-venv  # Debian's python3 has no ensurepip (so no venv) without python3-venv
           gridengine-master gridengine-exec gridengine-client)  # Son of Grid Engine 8.1.9 (tests/cluster/sge.py)
@@ -35,7 +36,7 @@ lmod_works() {
 
 need_apt=0
 for bin in sbatch slurmctld slurmd munged sshd chromium chromedriver oathtool ssh-keygen zsh fish tcsh ch-run \
-    lua5.3 tclsh \
+    ch-image podman sshfs squashfuse mksquashfs lua5.3 tclsh \
     sge_qmaster sge_execd qsub qacct; do
     command -v "$bin" >/dev/null 2>&1 || { echo "install.sh: $bin is missing" >&2; need_apt=1; }
 done
