@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -39,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.latency import answers, cli, close_masters, snapshot  # noqa: E402
+from benchmarks.report import Report, add_save_option  # noqa: E402
 from hpcjup.ui.tables import duration  # noqa: E402
 from tests.cluster import procs  # noqa: E402
 from tests.cluster.fixtures import make_laptop_env  # noqa: E402
@@ -257,6 +259,7 @@ def main() -> None:
         help="measure this commit, exported to a temporary directory (default HEAD), or 'worktree' for the checkout",
     )
     parser.add_argument("--json-out", type=Path, help="also write every figure to this file")
+    add_save_option(parser)
     args = parser.parse_args()
     minutes = busy_minutes(args)
     signal.signal(signal.SIGTERM, interrupt)
@@ -300,7 +303,8 @@ def main() -> None:
     results["seconds"] = time.monotonic() - t_begin
     if args.json_out:
         args.json_out.write_text(json.dumps(results, indent=1))
-    report(results, args)
+    with Report("backfill", save=args.save) as out:
+        report(results, args, out)
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -350,19 +354,19 @@ def _expected(run: dict[str, Any]) -> str:
     return f"Slurm expected it in {(at - asked).total_seconds() / 60:.0f} min ({expected.get('reason')})"
 
 
-def report(results: dict[str, Any], args: argparse.Namespace) -> None:
+def report(results: dict[str, Any], args: argparse.Namespace, out: Callable[[str], None] = print) -> None:
     """The Markdown table and the ratio."""
     with_runs, without_runs = results["with"], results["without"]
-    print(
+    out(
         f"\nBackfill benchmark of {results.get('commit')} on {os.uname().nodename} ({os.cpu_count()} cores), "
         f"{datetime.date.today()}: node1 busy with an exclusive {results['busy_minutes']}-minute job, a 2-node "
         f"exclusive job queued behind it; `hpcjup start -d --json -p batch -t {args.time}`; "
         f"{results['seconds']:.0f} s in all\n"
     )
-    print("| start | time to a working URL | queue wait (Slurm's submit to start) | time limit granted |")
-    print("| --- | --- | --- | --- |")
+    out("| start | time to a working URL | queue wait (Slurm's submit to start) | time limit granted |")
+    out("| --- | --- | --- | --- |")
     with_urls = [r["url"] for r in with_runs]
-    print(
+    out(
         f"| `--time-min {args.time_min}` | {_spread(with_urls)} | {_spread([r['queue'] for r in with_runs])} "
         f"| {_limits(with_runs) if with_runs else '-'} |"
     )
@@ -373,23 +377,23 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
             if run["url"] is not None
             else (f"did not start within {args.wait} s (`--timeout`)")
         )
-        print(f"| without | {figure} | pending, then cancelled by hpcjup | {_expected(run)} |")
+        out(f"| without | {figure} | pending, then cancelled by hpcjup | {_expected(run)} |")
     if with_urls and without_runs:
         median = statistics.median(with_urls)
         if started:
-            print(f"\nRatio without / with: {statistics.median(started) / median:.1f}x")
+            out(f"\nRatio without / with: {statistics.median(started) / median:.1f}x")
         else:
             text = f"more than {args.wait / median:.0f}x (the wait was capped at {args.wait} s)"
             waits = [w for w in (_expected_seconds(r) for r in without_runs) if w is not None]
             if waits:
                 text += f"; Slurm's expected start implies about {statistics.median(waits) / median:.0f}x"
-            print(f"\nRatio without / with: {text}")
-    print(
+            out(f"\nRatio without / with: {text}")
+    out(
         f"\nSlurm's SchedulerParameters: {results.get('scheduler_parameters') or '(null)'}; backfill plans every "
         "bf_interval (default 30 s), so a --time-min start waits up to one cycle, then Jupyter starts."
     )
     if results.get("scenario"):
-        print(f"\nThe busy cluster changed during the run: {results['scenario']}; the figures may not mean much.")
+        out(f"\nThe busy cluster changed during the run: {results['scenario']}; the figures may not mean much.")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report import Report, add_save_option  # noqa: E402
 from tests.cluster.fixtures import make_laptop_env  # noqa: E402
 from tests.cluster.minicluster import USER, MiniCluster  # noqa: E402
 
@@ -68,6 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--packages", default=ANALYSIS)
     parser.add_argument("--runs", type=int, default=3, help="rounds; each leg once per round, in turn")
+    add_save_option(parser)
     args = parser.parse_args()
     cluster = MiniCluster()
     if cluster.problems():
@@ -108,15 +110,16 @@ def main() -> None:
     medians = {name: statistics.median(values) for name, values in figures.items()}
     cold = medians["uv venv + uv pip install (cold cache)"]
     warm = medians["uv venv + uv pip install (warm cache)"]
-    print(f"\nFirst build of `{pkgs}` on the mini-cluster's login node as {USER}, median of {args.runs}:\n")
-    print("| route | seconds (median) | runs | vs uv (same cache state) |")
-    print("| --- | ---: | --- | ---: |")
-    for name, seconds in medians.items():
-        base = warm if "warm" in name else cold
-        runs = ", ".join(f"{v:.1f}" for v in figures[name])
-        print(f"| {name} | {seconds:.1f} | {runs} | {seconds / base:.2f}x |")
-    ratio = medians["hpcjup env build (cold cache)"] / cold
-    print(f"\nhpcjup cold / uv cold = {ratio:.2f}x (target <= 2x): {'met' if ratio <= 2 else 'NOT met'}")
+    with Report("envs", save=args.save) as out:
+        out(f"\nFirst build of `{pkgs}` on the mini-cluster's login node as {USER}, median of {args.runs}:\n")
+        out("| route | seconds (median) | runs | vs uv (same cache state) |")
+        out("| --- | ---: | --- | ---: |")
+        for name, seconds in medians.items():
+            base = warm if "warm" in name else cold
+            runs = ", ".join(f"{v:.1f}" for v in figures[name])
+            out(f"| {name} | {seconds:.1f} | {runs} | {seconds / base:.2f}x |")
+        ratio = medians["hpcjup env build (cold cache)"] / cold
+        out(f"\nhpcjup cold / uv cold = {ratio:.2f}x (target <= 2x): {'met' if ratio <= 2 else 'NOT met'}")
 
 
 def _uv(work: str, name: str, pkgs: str, again: bool = False) -> str:

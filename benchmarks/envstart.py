@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report import Report, add_save_option  # noqa: E402
 from tests.cluster.fixtures import make_laptop_env  # noqa: E402
 from tests.cluster.minicluster import USER, MiniCluster  # noqa: E402
 
@@ -63,6 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--starts", type=int, default=5, help="starts per leg, alternating")
     parser.add_argument("--packages", default="distributed", help="the spec's requirements (ipykernel is added)")
+    add_save_option(parser)
     args = parser.parse_args()
     cluster = MiniCluster()
     if cluster.problems():
@@ -100,17 +102,18 @@ def main() -> None:
                 hpcjup(env, "stop", "--host", "minicluster", name, "--grace", "5")
             hpcjup(env, "prune", "--host", "minicluster")
             cluster.run_as_user(["sh", "-c", f'cd "$HOME" && rm -rf {root}'])
-    print(f"\nStart -> URL on the mini-cluster (Slurm, loopback SSH) as {USER}, {args.starts} starts per leg:\n")
-    print("| leg | seconds (median) | runs | remote commands to the submission |")
-    print("| --- | ---: | --- | --- |")
-    for leg, values in seconds.items():
-        runs = ", ".join(f"{v:.1f}" for v in values)
-        print(f"| {leg} | {statistics.median(values):.2f} | {runs} | {sorted(set(commands[leg]))} |")
-    ratio = statistics.median(seconds["env"]) / statistics.median(seconds["python"])
-    print(
-        f"\nenv / python = {ratio:.2f}x; spread of the python leg: {min(seconds['python']):.1f}-"
-        f"{max(seconds['python']):.1f} s"
-    )
+    with Report("envstart", save=args.save) as out:
+        out(f"\nStart -> URL on the mini-cluster (Slurm, loopback SSH) as {USER}, {args.starts} starts per leg:\n")
+        out("| leg | seconds (median) | runs | remote commands to the submission |")
+        out("| --- | ---: | --- | --- |")
+        for leg, values in seconds.items():
+            runs = ", ".join(f"{v:.1f}" for v in values)
+            out(f"| {leg} | {statistics.median(values):.2f} | {runs} | {sorted(set(commands[leg]))} |")
+        ratio = statistics.median(seconds["env"]) / statistics.median(seconds["python"])
+        out(
+            f"\nenv / python = {ratio:.2f}x; spread of the python leg: {min(seconds['python']):.1f}-"
+            f"{max(seconds['python']):.1f} s"
+        )
 
 
 if __name__ == "__main__":

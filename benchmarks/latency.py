@@ -32,7 +32,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report import Report, add_save_option  # noqa: E402
 from tests.cluster import files  # noqa: E402
 from tests.cluster.delay import DelayProxy  # noqa: E402
 from tests.cluster.fixtures import laptop_environ, make_laptop_home  # noqa: E402
@@ -394,6 +395,7 @@ def main() -> None:
         help="measure this commit, exported to a temporary directory (default HEAD), or 'worktree' for the checkout",
     )
     parser.add_argument("--json-out", type=Path, help="also write every figure (and the -v logs) to this file")
+    add_save_option(parser)
     args = parser.parse_args()
     rtts = [int(x) for x in args.rtt.split(",")]
     cluster = MiniCluster()
@@ -457,7 +459,8 @@ def main() -> None:
     results["seconds"] = time.monotonic() - t_begin
     if args.json_out:
         args.json_out.write_text(json.dumps(results, indent=1))
-    report(results)
+    with Report("latency", save=args.save) as out:
+        report(results, out)
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -472,7 +475,7 @@ def _counts(values: list[int]) -> str:
     return str(low) if low == high else f"{low}-{high}"
 
 
-def report(results: dict[str, Any]) -> None:
+def report(results: dict[str, Any], out: Callable[[str], None] = print) -> None:
     """The Markdown table (one column per RTT, cells `seconds, remote commands`) and the targets' check."""
     rtts: list[int] = results["rtts"]
     sessions, ls, peer = results["session"], results["ls"], results["peer"]
@@ -496,14 +499,14 @@ def report(results: dict[str, Any]) -> None:
 
     n_starts = max((len(v) for v in sessions.values()), default=0)
     sample = next(iter(ls.values()), {"n": 0})
-    print(
+    out(
         f"\nLatency benchmark of {results.get('commit')} on {os.uname().nodename} ({os.cpu_count()} cores), "
         f"{datetime.date.today()}: "
         f"medians; start/attach/stop n={n_starts} per cell, ls n={sample['n']} after a first run; "
         f"{results['seconds']:.0f} s in all\n"
     )
-    print("| figure | backend | " + " | ".join(f"{r} ms" for r in rtts) + " |")
-    print("| --- | --- |" + " --- |" * len(rtts))
+    out("| figure | backend | " + " | ".join(f"{r} ms" for r in rtts) + " |")
+    out("| --- | --- |" + " --- |" * len(rtts))
     rows: list[tuple[str, str, Any]] = []
     for backend in BACKENDS:
         rows.append(
@@ -556,28 +559,28 @@ def report(results: dict[str, Any]) -> None:
         for backend in BACKENDS:
             rows.append((label, backend, lambda r, b=backend, k=key: session_cell(r, b, k, f"{k}_count")))
     for label, backend, cell in rows:
-        print(f"| {label} | {backend} | " + " | ".join(cell(r) for r in rtts) + " |")
+        out(f"| {label} | {backend} | " + " | ".join(cell(r) for r in rtts) + " |")
     others = results.get("others") or {}
     if others:
-        print(
+        out(
             f"\n`ls` also listed {sum(others.values())} sessions that were not this run's (schedulers: "
             + ", ".join(f"{k} {v}" for k, v in sorted(others.items()))
             + "); each scheduler among them adds its own queries."
         )
     if results["peer_error"]:
-        print(f"\njupyter-forward: not measured ({results['peer_error'].splitlines()[0]})")
-    implied_round_trips(results)
-    check_targets(results)
+        out(f"\njupyter-forward: not measured ({results['peer_error'].splitlines()[0]})")
+    implied_round_trips(results, out)
+    check_targets(results, out)
 
 
-def implied_round_trips(results: dict[str, Any]) -> None:
+def implied_round_trips(results: dict[str, Any], out: Callable[[str], None]) -> None:
     """(median at the largest RTT - median at 0 ms) / RTT: the round trips a command waits for, logged or not."""
     rtts: list[int] = results["rtts"]
     top = max(rtts)
     if 0 not in rtts or top == 0:
         return
     sessions, ls = results["session"], results["ls"]
-    print(f"\nRound trips implied by the figures, (time at {top} ms - time at 0 ms) / {top} ms:")
+    out(f"\nRound trips implied by the figures, (time at {top} ms - time at 0 ms) / {top} ms:")
     for backend in BACKENDS:
         parts = []
         for label, key in (("before submission", "submit"), ("stop", "stop"), ("attach", "attach")):
@@ -590,10 +593,10 @@ def implied_round_trips(results: dict[str, Any]) -> None:
             if low_ls and high_ls:
                 parts.append(f"ls {count} {(high_ls['median'] - low_ls['median']) / (top / 1000):.1f}")
                 parts.append(f"first ls {count} {(high_ls['first'] - low_ls['first']) / (top / 1000):.1f}")
-        print(f"  {backend}: " + ", ".join(parts))
+        out(f"  {backend}: " + ", ".join(parts))
 
 
-def check_targets(results: dict[str, Any]) -> None:
+def check_targets(results: dict[str, Any], out: Callable[[str], None]) -> None:
     """Issue 13's targets: met or missed, with the figures."""
     sessions, ls, peer = results["session"], results["ls"], results["peer"]
     lines: list[tuple[bool, str]] = []
@@ -614,9 +617,9 @@ def check_targets(results: dict[str, Any]) -> None:
         if seen:
             label = "start before submission" if what == "submit" else what
             lines.append((max(seen) <= limit, f"{label}: at most {max(seen)} remote commands (<= {limit})"))
-    print("\nTargets:")
+    out("\nTargets:")
     for ok, text in lines:
-        print(f"  {'met   ' if ok else 'MISSED'} {text}")
+        out(f"  {'met   ' if ok else 'MISSED'} {text}")
 
 
 if __name__ == "__main__":
