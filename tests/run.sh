@@ -57,15 +57,30 @@ if [ "${HPCJUP_COVERAGE_SUBPROCESS:-0}" = 1 ]; then
 fi
 common=(--durations=25 --cov=hpcjup --cov-append --cov-report=)
 
-# 1. The unit tier: everything that does not reach the mini-cluster, on both cores. tests/conftest.py
-#    marks `cluster` whatever does, and stops a test in this tier that reaches it unmarked.
-echo "run.sh: unit tier (-m 'not cluster', pytest-xdist -n 2)" >&2
-HPCJUP_UNIT_TIER=1 pytest -m "not cluster" -n 2 "${common[@]}" || status=$?
+# 1. The unit tier: everything that does not reach the mini-cluster, on both cores, at a lower priority and
+#    AT THE SAME TIME as the cluster tier (2.), which spends most of its time waiting for Slurm, Jupyter and
+#    walltimes. tests/conftest.py marks `cluster` whatever reaches the cluster, and stops a test in this tier
+#    that reaches it unmarked, so the two never share a job, a login or a session. Its report follows 2.'s.
+echo "run.sh: unit tier (-m 'not cluster', pytest-xdist -n 2, nice) beside the cluster tier; its output after" >&2
+unit_log="$PWD/artifacts/unit-tier.log"
+unit_coverage="$PWD/artifacts/unit/.coverage"  # its own directory: the cluster tier combines every .coverage.* beside its own
+rm -rf "$(dirname "$unit_coverage")" && mkdir -p "$(dirname "$unit_coverage")"
+(
+    renice -n 10 -p "$BASHPID" >/dev/null  # the cluster tier's waits are timed by their deadlines: it goes first
+    HPCJUP_UNIT_TIER=1 COVERAGE_FILE="$unit_coverage" pytest -m "not cluster" -n 2 "${common[@]}"
+) >"$unit_log" 2>&1 &
+unit_pid=$!
 
 # 2. The cluster tier: the real Slurm, Grid Engine, sshd and browser, one test at a time (the tests
 #    share one cluster and count its jobs, logins and sessions). The `auto` SSH backend: OpenSSH here.
 echo "run.sh: cluster tier (-m cluster)" >&2
 pytest -m cluster "${common[@]}" || status=$?
+unit_status=0
+wait "$unit_pid" || unit_status=$?
+echo "run.sh: the unit tier's report (exit $unit_status):" >&2
+cat "$unit_log"
+[ "$unit_status" -eq 0 ] || status=$unit_status
+"$venv/bin/coverage" combine --append --quiet "$unit_coverage" || true  # coverage is reported, not required
 
 # 3. The CLI tests whose outcome depends on the SSH backend (marked `transport`; the list and the rule
 #    are in tests/cli/conftest.py) once more, on paramiko. tests/transport covers both backends itself.
