@@ -42,6 +42,7 @@ from hpcjup.job import JOB_SCRIPT as JOB_SCRIPT
 from hpcjup.job import contract
 from hpcjup.schedulers.shell import cancel_named
 from hpcjup.schedulers.states import JobState as JobState
+from hpcjup.schedulers.states import JobStatus as JobStatus
 from hpcjup.transport.base import Transport
 
 if TYPE_CHECKING:
@@ -51,24 +52,6 @@ if TYPE_CHECKING:
 
 #: The job's environment, every name the launcher reads, in the contract's order (hpcjup/job/contract.py ENV_*).
 JOB_ENVIRONMENT = tuple(value for key, value in vars(contract).items() if key.startswith("ENV_"))
-
-
-@dataclass(frozen=True)
-class JobStatus:
-    """What the scheduler says about one job."""
-
-    job_id: str
-    state: JobState
-    reason: str | None = None  # why it pends (Priority, Resources, ...)
-    expected_start: str | None = None  # the scheduler's estimate while pending
-    nodes: str | None = None
-    exit_code: str | None = None
-    time_left: int | None = None  # seconds until the time limit, while running
-    time_limit: int | None = None  # seconds
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON form."""
-        return {k: (v.value if isinstance(v, JobState) else v) for k, v in self.__dict__.items()}
 
 
 @dataclass(frozen=True)
@@ -292,6 +275,25 @@ class Scheduler(ABC):
     def statuses(self, transport: Transport, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """Several jobs' states in one remote command; an id that is not a job id is GONE and reaches no command."""
         raise NotImplementedError
+
+    def _queried(
+        self,
+        transport: Transport,
+        job_ids: Sequence[str],
+        query: Sequence[str],
+        forgotten: str,
+        parse: Callable[[str, Sequence[str]], Mapping[str, JobStatus]],
+    ) -> dict[str, JobStatus]:
+        """`statuses` by one query of all jobs (`query` + the ids): what `parse` reads of its output for each; GONE
+        for a job it does not show, and for all when the scheduler only says it forgot them (`forgotten`)."""
+        found = {job_id: JobStatus(job_id, JobState.GONE) for job_id in job_ids}
+        ids = self.ids(job_ids)
+        result = transport.run([*query, *ids], check=False) if ids else None
+        if result is None or not result.stdout.strip():
+            if result is not None and result.returncode != 0 and forgotten not in result.stderr:
+                raise RemoteCommandError([*query, *ids], result.returncode, result.stdout, result.stderr)
+            return found
+        return {**found, **{k: v for k, v in parse(result.stdout, ids).items() if k in found}}
 
     def never_starts(self, status: JobStatus) -> tuple[str, str] | None:
         """(what is wrong, which flag to change) when a pending job waits for something that will not come

@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 
 from hpcjup import job
 from hpcjup.config.resources import time_to_seconds
-from hpcjup.errors import RemoteCommandError
 from hpcjup.job import JOB_LOG, JOB_SCRIPT
 from hpcjup.schedulers.base import JobSpec, JobState, JobStatus, Scheduler
 from hpcjup.schedulers.lsf_parse import gpu_request, lsf_memory_per_slot, parse_bjobs, parse_bsub, submit_error
@@ -131,17 +130,7 @@ class LSF(Scheduler):
     # -- state ----------------------------------------------------------------------------------
     def statuses(self, transport: Transport, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """One `bjobs -a -o ... -json` for all jobs; one LSF no longer knows (CLEAN_PERIOD passed) is GONE."""
-        found = {job_id: JobStatus(job_id, JobState.GONE) for job_id in job_ids}
-        ids = self.ids(job_ids)
-        if not ids:
-            return found
-        result = transport.run([*_BJOBS, *ids], check=False)
-        if not result.stdout.strip():
-            if result.returncode != 0 and "is not found" not in result.stderr:
-                raise RemoteCommandError([*_BJOBS, *ids], result.returncode, result.stdout, result.stderr)
-            return found
-        found.update({k: v for k, v in parse_bjobs(result.stdout).items() if k in found})
-        return found
+        return self._queried(transport, job_ids, _BJOBS, "is not found", lambda stdout, _: parse_bjobs(stdout))
 
     def never_starts(self, status: JobStatus) -> tuple[str, str] | None:
         # LSF refuses at bsub what no host could run ("Too many tasks requested"); of what a pending job

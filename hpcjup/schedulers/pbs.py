@@ -17,9 +17,9 @@ from collections.abc import Mapping, Sequence
 
 from hpcjup import job
 from hpcjup.config.resources import Resources, time_to_seconds
-from hpcjup.errors import HpcjupError, RemoteCommandError
+from hpcjup.errors import HpcjupError
 from hpcjup.job import JOB_LOG, JOB_SCRIPT
-from hpcjup.schedulers.base import JobSpec, JobState, JobStatus, Scheduler
+from hpcjup.schedulers.base import JobSpec, JobStatus, Scheduler
 from hpcjup.schedulers.pbs_parse import (
     JOB_ID,
     gpu_chunk,
@@ -154,17 +154,7 @@ class PBSPro(Scheduler):
     # -- state ----------------------------------------------------------------------------------
     def statuses(self, transport: Transport, job_ids: Sequence[str]) -> dict[str, JobStatus]:
         """One `qstat -f -F json -x` for all jobs; a job qstat does not know (history off or expired) is GONE."""
-        found = {job_id: JobStatus(job_id, JobState.GONE) for job_id in job_ids}
-        ids = self.ids(job_ids)
-        if not ids:
-            return found
-        result = transport.run([*_QSTAT, *ids], check=False)
-        if not result.stdout.strip():
-            if result.returncode != 0 and "Unknown Job Id" not in result.stderr:
-                raise RemoteCommandError([*_QSTAT, *ids], result.returncode, result.stdout, result.stderr)
-            return found
-        found.update(parse_qstat(result.stdout, ids))
-        return found
+        return self._queried(transport, job_ids, _QSTAT, "Unknown Job Id", parse_qstat)
 
     def never_starts(self, status: JobStatus) -> tuple[str, str] | None:
         return hopeless(status)

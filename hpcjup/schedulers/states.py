@@ -1,10 +1,12 @@
-"""A job's state in hpcjup's common vocabulary (Slurm's names), and how each scheduler's words map onto it.
+"""A job's state in hpcjup's common vocabulary (Slurm's names), how each scheduler's words map onto it, and what
+a scheduler says about one job (`JobStatus`).
 
 A leaf of its own so that the adapters' parsers and the session layer share one table; base.py re-exports it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 
 
@@ -93,3 +95,21 @@ _SAME_AS = {
     "STOPPED": "SUSPENDED",
     "REVOKED": "CANCELLED",  # a federated sibling: another cluster runs the job
 }
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """What the scheduler says about one job."""
+
+    job_id: str
+    state: JobState
+    reason: str | None = None  # why it pends (Priority, Resources, ...)
+    expected_start: str | None = None  # the scheduler's estimate while pending
+    nodes: str | None = None
+    exit_code: str | None = None
+    time_left: int | None = None  # seconds until the time limit, while running
+    time_limit: int | None = None  # seconds
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON form."""
+        return {k: (v.value if isinstance(v, JobState) else v) for k, v in self.__dict__.items()}
