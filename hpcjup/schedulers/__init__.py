@@ -21,7 +21,7 @@ __all__ = ["REGISTRY", "JobState", "JobStatus", "Scheduler", "detect", "get_sche
 REGISTRY = {
     "slurm": "hpcjup.schedulers.slurm:Slurm",
     "pbs": "hpcjup.schedulers.pbs:PBSPro",
-    "pbs-nci": "hpcjup.schedulers.pbs:NCIGadi",
+    "pbs-nci": "hpcjup.schedulers.pbs_nci:NCIGadi",
     "lsf": "hpcjup.schedulers.lsf:LSF",
     "sge": "hpcjup.schedulers.sge:GridEngine",
     "none": "hpcjup.schedulers.none:NoScheduler",

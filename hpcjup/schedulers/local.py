@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from hpcjup import job
 from hpcjup.errors import RemoteCommandError, SubmitError
@@ -117,44 +117,32 @@ class LocalProcess(Scheduler):
 
     name = "local"
     title = "this machine"
+    shebang = "#!/bin/sh"
+    runs_on = "this machine"
     bind_address = "127.0.0.1"  # a workstation's Jupyter needs no address but loopback
     job_id_pattern = re.compile(r"[0-9]{1,10}(?:\.[0-9]{1,20})?")  # PID.START, or PID (sessions of older versions)
 
-    def render(self, spec: JobSpec) -> str:
-        lines = [
-            "#!/bin/sh",
-            f"# hpcjup session {spec.name}: JupyterLab on this machine.",
-            *self.job_environment(spec),
-            "umask 077",
-            *spec.setup,
-            self.exec_line(spec.command),
-            "",
-        ]
-        return "\n".join(lines)
-
     def job_environment(self, spec: JobSpec) -> list[str]:
-        # The "job" is this host and the launcher ($$: the script execs the launcher), named as the submission
-        # named it (pid and start time); no per-node launch, no worker jobs; a --time is the launcher's own timer
-        # (no scheduler ends or warns the job).
+        # The launcher's start time first, for its job id ($$: the script execs the launcher).
+        return [_START_TIME, "hpcjup_t=$(hpcjup_start $$)", *super().job_environment(spec)]
+
+    def environment(self, spec: JobSpec) -> Mapping[str, str]:
+        # The "job" is this host and the launcher, named as the submission named it (pid and start time); no
+        # per-node launch, no worker jobs; a --time is the launcher's own timer (no scheduler ends or warns the job).
         limit = spec.resources.time_seconds or 0
-        return [
-            f"export {job.ENV_SCHEDULER}={self.name}",
-            _START_TIME,
-            f'hpcjup_t=$(hpcjup_start $$); export {job.ENV_JOB_ID}="$$.${{hpcjup_t:-0}}"',
-            f'export {job.ENV_NODE}="$(hostname -s 2>/dev/null || hostname)"',
-            f'export {job.ENV_NODELIST}="${job.ENV_NODE}"',
-            f'export {job.ENV_CPUS}="$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)"',
-            f"export {job.ENV_LAUNCH}=",
-            f"export {job.ENV_TIME_LIMIT}={limit}",
-            f"export {job.ENV_WARN_SIGNAL}=0",
-            f"export {job.ENV_WARN_SECONDS}={spec.warn_seconds or 0 if limit else 0}",
-            f"export {job.ENV_PARTITION}=",
-            f"export {job.ENV_ACCOUNT}=",
-            f"export {job.ENV_JOBQUEUE}=",
-            f"export {job.ENV_SUBMIT}=",
-            f"export {job.ENV_SCRUB}=",
-            f"export {job.ENV_SCRUB_KEEP}=",
-        ]
+        return {
+            job.ENV_SCHEDULER: self.name,
+            job.ENV_JOB_ID: '"$$.${hpcjup_t:-0}"',
+            job.ENV_NODE: '"$(hostname -s 2>/dev/null || hostname)"',
+            job.ENV_NODELIST: f'"${job.ENV_NODE}"',
+            job.ENV_CPUS: '"$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)"',
+            job.ENV_LAUNCH: "",
+            job.ENV_TIME_LIMIT: str(limit),
+            job.ENV_WARN_SIGNAL: "0",
+            job.ENV_WARN_SECONDS: str(spec.warn_seconds or 0 if limit else 0),
+            **dict.fromkeys([job.ENV_PARTITION, job.ENV_ACCOUNT, job.ENV_JOBQUEUE, job.ENV_SUBMIT], ""),
+            **dict.fromkeys([job.ENV_SCRUB, job.ENV_SCRUB_KEEP], ""),
+        }
 
     # Backgrounded without job control, the child is no group leader, so setsid execs in place and $!
     # is the launcher's pid (its start time is the fork's, which exec keeps). A process already gone has
@@ -174,6 +162,7 @@ class LocalProcess(Scheduler):
         return SubmitError(f"Could not start the launcher: {exc.stderr.strip()[:200] or exc.stdout.strip()[:200]}")
 
     def status(self, transport: Transport, job_id: str) -> JobStatus:
+        # No id check first: `statuses` checks each id in the remote command itself, and a pid that is not ours is GONE.
         return self.statuses(transport, [job_id])[job_id]
 
     def statuses(self, transport: Transport, job_ids: Sequence[str]) -> dict[str, JobStatus]:

@@ -1,4 +1,5 @@
-"""Parsing what PBS Pro / OpenPBS prints: qsub's id, `qstat -f -F json` (jobs and queues), qsub's refusals.
+"""Parsing what PBS Pro / OpenPBS prints: qsub's id, `qstat -f -F json` (jobs and queues), qsub's refusals; and
+writing what it reads: walltimes, memory and GPU requests in its units.
 
 Recorded samples and where they come from: tests/schedulers/data/pbs/SOURCES.md.
 """
@@ -9,6 +10,7 @@ import json
 import re
 from collections.abc import Sequence
 
+from hpcjup.config.resources import Resources, time_to_seconds
 from hpcjup.errors import HpcjupError, RemoteCommandError, SubmitError
 from hpcjup.schedulers.base import JobState, JobStatus
 
@@ -220,3 +222,27 @@ def hopeless(status: JobStatus) -> tuple[str, str] | None:
             "Ask your centre why: `qstat -f JOB` shows the hold and its comment.",
         )
     return None
+
+
+def time_options(res: Resources) -> list[tuple[str, str] | None]:
+    """-l walltime=, or shrink-to-fit's min_walltime/max_walltime (no walltime: PBS sets it at the start)."""
+    if res.time and res.time_min:
+        low, high = hms(time_to_seconds(res.time_min)), hms(time_to_seconds(res.time))
+        return [("-l", f"min_walltime={low},max_walltime={high}")]
+    return [("-l", f"walltime={hms(time_to_seconds(res.time))}")] if res.time else []
+
+
+def pbs_memory(mem: str, times: int = 1) -> str:
+    """hpcjup's --mem (16G, 4000M, 16GB; a plain number is MB, as in Slurm), `times` over, in PBS's units (16gb)."""
+    m = re.fullmatch(r"([0-9]+)([KMGT]?)B?", mem.strip(), re.IGNORECASE)
+    if not m:
+        return mem
+    return f"{int(m.group(1)) * times}{(m.group(2) or 'M').lower()}b"
+
+
+def gpu_chunk(gpus: str | None) -> list[str]:
+    """ngpus=N, and gpu_type=T for a typed request (a100:4), as NCAR's PBS takes it."""
+    if not gpus:
+        return []
+    kind, _, count = gpus.rpartition(":")
+    return [f"ngpus={count}", *([f"gpu_type={kind}"] if kind else [])]

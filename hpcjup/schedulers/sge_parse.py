@@ -1,15 +1,18 @@
 """Reading what Grid Engine prints: `qstat -xml` (with the error reasons of jobs in error state), `qacct -j`,
-qsub's refusals, and the framed output of `start --dry-run`'s one remote command (`qsub -w v`, `qstat -g c`)."""
+qsub's refusals, and the framed output of `start --dry-run`'s one remote command (`qsub -w v`, `qstat -g c`); and
+writing what it reads: h_rt, slots, memory per slot and GPU counts."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 
-from hpcjup.errors import RemoteCommandError, SubmitError
-from hpcjup.schedulers.base import JobState, JobStatus, PartitionPreview
+from hpcjup.config.resources import time_to_seconds
+from hpcjup.errors import RemoteCommandError, SubmitError, UsageError
+from hpcjup.schedulers.base import JobSpec, JobState, JobStatus, PartitionPreview
 from hpcjup.schedulers.shell import FRAME, sections
 
 # -- parsing ---------------------------------------------------------------------------------------------
@@ -208,3 +211,56 @@ def _sum(counts: Iterable[tuple[int, int]]) -> tuple[int | None, int | None]:
     """All queues' (available, total) slots together; (None, None) if none was listed."""
     pairs = list(counts)
     return (sum(a for a, _ in pairs), sum(t for _, t in pairs)) if pairs else (None, None)
+
+
+# -- writing what Grid Engine reads -------------------------------------------------------------------
+_UNIT_MIB = {"": 1, "K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}  # Slurm's --mem units; no unit = MiB
+
+
+def time_seconds(spec: JobSpec) -> int | None:
+    return None if spec.resources.time is None else time_to_seconds(spec.resources.time)
+
+
+def slots_of(nodes: int, cpus: int | None) -> int:
+    return nodes * (cpus or 1)
+
+
+def per_slot_mib(mem: str, slots: int) -> int:
+    """--mem (per job, Slurm's units; no unit = MiB) as MiB per slot, rounded up."""
+    match = re.fullmatch(r"([0-9]+)([KMGT]?)B?", mem.upper())
+    if not match:
+        raise UsageError(f"--mem {mem!r} is not valid: expected a size such as 16G or 4000M.")
+    mib = int(match.group(1)) * _UNIT_MIB[match.group(2)]
+    return max(1, math.ceil(mib / slots))
+
+
+def gpu_count(gpus: str) -> str:
+    """The count of --gpus; a GPU type has no common Grid Engine spelling."""
+    if ":" in gpus:
+        raise UsageError(
+            f"--gpus {gpus!r}: Grid Engine sites name GPU types their own way.",
+            hint="Ask for a count (--gpus 2); `qconf -sc` shows the cell's GPU resources.",
+        )
+    return gpus
+
+
+def h_rt(walltime: str) -> str:
+    """hpcjup's --time (a bare number is minutes) as h_rt's H:MM:SS (where a bare number is seconds); as given if
+    it is not of hpcjup's form."""
+    try:
+        seconds = time_to_seconds(walltime)
+    except ValueError:
+        return walltime
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def parse_qsub(stdout: str, stderr: str) -> str:
+    """The id `qsub -terse` printed (first line; an array job's "123.1-4:1" is job 123); a SubmitError otherwise."""
+    first = next((line.strip() for line in stdout.splitlines() if line.strip()), "")
+    job_id = first.split(".", 1)[0]
+    if not re.fullmatch(r"[0-9]{1,20}", job_id):
+        raise SubmitError(
+            f"qsub printed no job id: {stdout.strip()[:200]!r} {stderr.strip()[:200]!r}",
+            hint="Check `qsub -terse` on the login node.",
+        )
+    return job_id

@@ -1,72 +1,16 @@
-"""Slurm's `hpcjup doctor` checks: the partition, the account, and the whole request (`sbatch --test-only`)."""
+"""Slurm's own `hpcjup doctor` checks after the queue check (queues.py): the account, and the whole request
+(`sbatch --test-only`)."""
 
 from __future__ import annotations
 
 import shlex
 from typing import TYPE_CHECKING
 
-from hpcjup.config.resources import time_to_seconds
 from hpcjup.transport.base import Transport
 
 if TYPE_CHECKING:
     from hpcjup.config.profiles import Resolved
     from hpcjup.schedulers.checks import Check
-
-
-def check_partition(transport: Transport, resolved: Resolved) -> Check:
-    """The partition exists, is up, and allows the requested time."""
-    from hpcjup.schedulers.checks import Check, Status, first_line
-
-    result = transport.run(["sinfo", "-h", "-o", "%P|%a|%l"], check=False)
-    if result.returncode != 0:
-        return Check(
-            "partition",
-            Status.FAIL,
-            f"sinfo failed: {first_line(result.stderr)}",
-            fix="Check that Slurm answers: `sinfo -s` on the login node.",
-        )
-    partitions: dict[str, tuple[str, str]] = {}
-    default = None
-    for line in result.stdout.splitlines():
-        name, avail, limit = ([*line.strip().split("|"), "", ""])[:3]
-        if name.endswith("*"):
-            name = default = name[:-1]
-        partitions.setdefault(name, (avail, limit))
-    wanted = resolved.value("partition")
-    if wanted is None:
-        return Check("partition", Status.PASS, f"none set: the cluster's default ({default or 'none marked'})")
-    if wanted not in partitions:
-        return Check(
-            "partition",
-            Status.FAIL,
-            f"no partition {wanted!r} (from {resolved.source('partition')})",
-            fix=f"Choose one of: {', '.join(partitions) or 'none listed'} (`sinfo -s` shows them).",
-        )
-    avail, limit = partitions[wanted]
-    if avail != "up":
-        return Check(
-            "partition",
-            Status.WARN,
-            f"{wanted} is {avail}: jobs will pend",
-            fix="Choose a partition that is up (`sinfo -s`).",
-        )
-    asked = resolved.value("time")
-    try:
-        too_long = (
-            asked is not None
-            and limit not in ("infinite", "UNLIMITED", "")
-            and time_to_seconds(asked) > time_to_seconds(limit)
-        )
-    except ValueError:
-        too_long = False
-    if too_long:
-        return Check(
-            "partition",
-            Status.FAIL,
-            f"time {asked} is more than {wanted}'s limit {limit}",
-            fix=f"Ask for at most --time {limit}, or another partition.",
-        )
-    return Check("partition", Status.PASS, f"{wanted} is up, time limit {limit}")
 
 
 def check_account(transport: Transport, resolved: Resolved) -> Check:

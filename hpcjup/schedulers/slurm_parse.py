@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from hpcjup.config.resources import time_to_seconds
 from hpcjup.errors import RemoteCommandError, SubmitError
 from hpcjup.schedulers.base import JobState, JobStatus, PartitionPreview
-from hpcjup.schedulers.shell import sections
+from hpcjup.schedulers.shell import sections, unanswered
 
 
 def _parse_squeue(job_id: str, line: str) -> JobStatus:
@@ -24,6 +24,32 @@ def _parse_squeue(job_id: str, line: str) -> JobStatus:
         time_left=_seconds(left),
         time_limit=_seconds(limit),
     )
+
+
+def parse_statuses(stdout: str, job_ids: Sequence[str], wanted: Sequence[str]) -> dict[str, JobStatus]:
+    """Each job's state from the framed output of slurm_sh.STATUSES for the `wanted` ones (the valid ids of
+    `job_ids`): squeue's line, else accounting's, else GONE; UNKNOWN for all when squeue did not answer."""
+    found = {job_id: JobStatus(job_id, JobState.GONE) for job_id in job_ids if job_id not in wanted}
+    if not wanted:
+        return found
+    for section, _, code, text in sections(stdout):
+        if section == "squeue" and code != 0:  # no answer from the controller: UNKNOWN, in Slurm's words
+            unknown = JobStatus("", JobState.UNKNOWN, reason=unanswered(text, code, "squeue"))
+            return {**found, **{job_id: dataclasses.replace(unknown, job_id=job_id) for job_id in wanted}}
+        for line in text.splitlines():
+            fields = line.split("|")
+            if section == "squeue" and fields[-1].strip() in wanted:
+                found[fields[-1].strip()] = _parse_squeue(fields[-1].strip(), line)
+            elif section == "sacct" and fields[0] in wanted and fields[0] not in found and len(fields) > 1:
+                state, exit_code, nodes, limit = ([*fields[1:], "", "", "", ""])[:4]
+                found[fields[0]] = JobStatus(
+                    fields[0],
+                    JobState.parse(state) if state else JobState.GONE,
+                    nodes=nodes or None,
+                    exit_code=exit_code or None,
+                    time_limit=_seconds(limit),
+                )
+    return {**{job_id: JobStatus(job_id, JobState.GONE) for job_id in wanted}, **found}
 
 
 def _seconds(text: str) -> int | None:

@@ -14,7 +14,8 @@ from hpcjup import job
 from hpcjup.config.resources import Resources
 from hpcjup.errors import HpcjupError, RemoteCommandError, SubmitError
 from hpcjup.schedulers.base import JobSpec, JobState
-from hpcjup.schedulers.lsf import LSF, exec_hosts, parse_bjobs, parse_bsub, submit_error
+from hpcjup.schedulers.lsf import LSF
+from hpcjup.schedulers.lsf_parse import exec_hosts, parse_bjobs, parse_bsub, submit_error
 from tests.schedulers.test_pbs import Replay
 
 DATA = Path(__file__).parent / "data" / "lsf"
@@ -316,7 +317,8 @@ def test_worker_jobs_carry_the_sessions_directives() -> None:
 def test_a_job_an_administrator_suspended_while_pending_is_not_waited_for() -> None:
     """PSUSP with LSF's own words (as IBM's lsf-python-api shows them, PR #60's example output): waiting will
     not clear it; a job pending for resources is waited for."""
-    from hpcjup.schedulers.lsf import LSF, job_status
+    from hpcjup.schedulers.lsf import LSF
+    from hpcjup.schedulers.lsf_parse import job_status
 
     admin = {"JOBID": "3864", "STAT": "PSUSP", "PEND_REASON": "Job was suspended by LSF admin or root while pending;"}
     verdict = LSF().never_starts(job_status(admin))
@@ -328,6 +330,6 @@ def test_a_job_an_administrator_suspended_while_pending_is_not_waited_for() -> N
 def test_a_state_word_we_do_not_know_is_not_taken_for_an_end() -> None:
     """UNKNOWN is active: prune never removes a session on a guess (it was FAILED)."""
     from hpcjup.schedulers.base import JobState
-    from hpcjup.schedulers.lsf import job_status
+    from hpcjup.schedulers.lsf_parse import job_status
 
     assert job_status({"JOBID": "3867", "STAT": "NEWSTATE"}).state is JobState.UNKNOWN

@@ -17,7 +17,8 @@ from hpcjup import job
 from hpcjup.config.resources import Resources
 from hpcjup.errors import HpcjupError, RemoteCommandError, SubmitError, UsageError
 from hpcjup.schedulers.base import JobSpec, JobState, JobStatus
-from hpcjup.schedulers.pbs import NCIGadi, PBSPro
+from hpcjup.schedulers.pbs import PBSPro
+from hpcjup.schedulers.pbs_nci import NCIGadi
 from hpcjup.schedulers.pbs_parse import exec_hosts, parse_qstat, parse_qsub, parse_queues, submit_error
 from hpcjup.transport.base import CommandResult
 

@@ -19,8 +19,15 @@ from hpcjup import job
 from hpcjup.config.resources import Resources
 from hpcjup.errors import HpcjupError, RemoteCommandError, SubmitError, UsageError
 from hpcjup.schedulers.base import JobSpec, JobState
-from hpcjup.schedulers.sge import GridEngine, parse_qacct, parse_qstat_xml, state_of, submit_error
-from hpcjup.schedulers.sge_parse import parse_cluster_queues, parse_statuses
+from hpcjup.schedulers.sge import GridEngine
+from hpcjup.schedulers.sge_parse import (
+    parse_cluster_queues,
+    parse_qacct,
+    parse_qstat_xml,
+    parse_statuses,
+    state_of,
+    submit_error,
+)
 from hpcjup.transport.base import CommandResult
 
 DATA = Path(__file__).parent / "data" / "sge"

@@ -98,9 +98,9 @@ def test_a_qmaster_that_does_not_answer_is_unknown_in_its_words_not_gone(tmp_pat
 def test_a_qstat_that_never_answers_is_cut_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
-    from hpcjup.schedulers import sge, shell
+    from hpcjup.schedulers import sge_sh, shell
 
-    monkeypatch.setattr(sge, "_QSTAT", sge._QSTAT.replace(f"timeout {shell.QUERY_SECONDS} ", "timeout 1 "))
+    monkeypatch.setattr(sge_sh, "QSTAT", sge_sh.QSTAT.replace(f"timeout {shell.QUERY_SECONDS} ", "timeout 1 "))
     cell = Cell(tmp_path, "qstat-xml-mixed.txt")
     cell.env["QSTAT_HANGS"] = "1"
     started = time.monotonic()

@@ -145,10 +145,12 @@ def test_a_squeue_that_never_answers_is_cut_off(host: tuple[Host, Path], monkeyp
     """A controller that takes the connection but never answers: the query is bounded (coreutils timeout)."""
     import time
 
-    from hpcjup.schedulers import shell, slurm
+    from hpcjup.schedulers import shell, slurm_sh
 
     transport, _ = host
-    monkeypatch.setattr(slurm, "_STATUSES", slurm._STATUSES.replace(f"timeout {shell.QUERY_SECONDS} ", "timeout 1 "))
+    monkeypatch.setattr(
+        slurm_sh, "STATUSES", slurm_sh.STATUSES.replace(f"timeout {shell.QUERY_SECONDS} ", "timeout 1 ")
+    )
     squeue_without_accounting(transport, "#!/bin/sh\nexec sleep 30\n")
     started = time.monotonic()
     found = Slurm().statuses(transport, ["42", "43"])
