@@ -126,6 +126,29 @@ def make_image(source: Path, image: Path) -> None:
     )
 
 
+def venv_on_mount(env: Path, mounted: Path, shim: Path) -> Path:
+    """A venv at `shim` (local disk) whose bin/python is the base interpreter of `env` (a venv in the store) and
+    whose every other part is `mounted` (the same venv seen through the slow mount). Returns the shim's bin/python.
+
+    Symlinks are not followed through this sshfs mount (readlink, and so exec of a venv's bin/python, fails with
+    "Operation not permitted"), so the interpreter and pyvenv.cfg sit on local disk; lib/, share/ (JupyterLab's
+    static files, kernel specs) and the rest are symlinks into the mount: sys.prefix is the shim, and every path
+    under it resolves on the slow filesystem, as a user's venv on GPFS with a base Python from a module.
+    """
+    shim.mkdir(mode=0o755, parents=True)
+    (shim / "bin").mkdir(mode=0o755)
+    (shim / "bin" / "python").symlink_to(os.path.realpath(env / "bin" / "python"))
+    shutil.copyfile(env / "pyvenv.cfg", shim / "pyvenv.cfg")
+    for part in sorted(os.listdir(env)):
+        if part in ("bin", "pyvenv.cfg"):
+            continue
+        if (env / part).is_symlink():  # lib64 -> lib: the same relative link, resolved inside the shim
+            (shim / part).symlink_to(os.readlink(env / part))
+        else:
+            (shim / part).symlink_to(mounted / part)
+    return shim / "bin" / "python"
+
+
 class SlowFS:
     """/srv/hpcjup-slowfs/TAG: `store` (local disk) seen as `mnt` over sshfs with `delay_ms` added each way."""
 

@@ -11,7 +11,16 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.minicluster import MiniCluster
-from tests.cluster.slowfs import ROOT, SlowFS, make_image, missing_fuse, mounts_under, seconds_to_stat, squash_mount
+from tests.cluster.slowfs import (
+    ROOT,
+    SlowFS,
+    make_image,
+    missing_fuse,
+    mounts_under,
+    seconds_to_stat,
+    squash_mount,
+    venv_on_mount,
+)
 
 pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parents[2]
@@ -64,6 +73,23 @@ def test_an_image_on_it_mounts_and_runs(minicluster: MiniCluster) -> None:
             ran = minicluster.run_as_user([str(image / "bin" / "hello")])
             assert ran.stdout == "hello from the image\n", ran.stderr
         assert not mounts_under(fs.root / "image")
+
+
+def test_a_venv_on_it_imports_from_the_mount(minicluster: MiniCluster) -> None:
+    """The shim venv runs the local base Python and imports the venv's modules through the slow mount."""
+    with SlowFS(minicluster, 0.1) as fs:
+        env = fs.store / "venv"
+        subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(env)], check=True)
+        site = next((env / "lib").glob("python3*/site-packages"))
+        (site / "probe_slowfs.py").write_text("WHERE = 'the store'\n")
+        python = venv_on_mount(env, fs.mnt / "venv", fs.root / "shim")
+        code = "import probe_slowfs, os, sys; print(probe_slowfs.WHERE, sys.prefix, os.path.realpath(probe_slowfs.__file__), sep=chr(10))"
+        ran = minicluster.run_as_user([str(python), "-c", code])
+        assert ran.stdout.splitlines() == [
+            "the store",
+            str(fs.root / "shim"),
+            str(fs.mnt / "venv" / site.relative_to(env) / "probe_slowfs.py"),
+        ], ran.stderr
 
 
 def test_close_and_sigterm_leave_nothing(minicluster: MiniCluster, tmp_path: Path) -> None:
