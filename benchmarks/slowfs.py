@@ -292,10 +292,11 @@ def report(results: dict[float, dict[str, object]], runs: int, seconds: float) -
             cells += [_cell([f.node for f in runs_]), _cell([f.kernel_import for f in runs_])]
         print(f"| {label} | " + " | ".join(cells) + " |")
         if row == "c":
-            first = [_cell([f.first_use for f in figures[d]["c"] if f.first_use is not None]) for d in delays]  # type: ignore[index]
-            print(
-                "| (c) first use on a node: copy + mount | " + " | ".join(f"{c} | " for c in first).rstrip(" |") + " |"
-            )
+            first = []
+            for d in delays:
+                copies = [f.first_use for f in figures[d]["c"] if f.first_use is not None]  # type: ignore[index]
+                first += [_cell(copies), "-"]
+            print("| (c) first use on a node: copy + mount | " + " | ".join(first) + " |")
     print("\nKernel start plus that import, as the laptop sees it; `start` -> URL:")
     for row, label in ROWS.items():
         parts = []
