@@ -3,8 +3,8 @@
     flock /tmp/hpcjup-cluster.lock python -m benchmarks.slowfs [--delay 0.1,0.5] [--runs 3]
 
 Needs root on Debian with FUSE (tests/cluster/install.sh) and the mini-cluster up (it is not brought up here).
-Issue 21: one environment (uv-built: jupyterlab, distributed, xarray, ipykernel) lies on a slow shared
-filesystem (tests/cluster/slowfs.py: sshfs through the DelayProxy, DELAY ms each way per request, default
+Issue 21: one environment (uv-built, bytecode compiled: jupyterlab, distributed, xarray, ipykernel) lies on a slow
+shared filesystem (tests/cluster/slowfs.py: sshfs through the DelayProxy, DELAY ms each way per request, default
 caches, a fresh mount before every start so nothing is warm). For each delay and each row, a real
 `hpcjup start -d --json` on the Slurm nodes with `python` pointing at the row's environment, then
 - on the node: the job's start -> JupyterLab answers (usage.json's started_at -> connection.json's ready_at);
@@ -87,13 +87,15 @@ class Figure:
 
 def build_env(store: Path) -> Path:
     """uv-build the venv in the store (local disk), pack it into env.sqfs beside it; both the cluster user's."""
+    # Bytecode compiled before packing: a read-only image cannot take the __pycache__ a first import writes, so
+    # without it every import from the image compiles its source again (seen: the image rows 2.5-3x local disk).
     uv = Path(sys.executable).with_name("uv")
     env = store / "env"
     subprocess.run(
         [str(uv), "venv", "-q", "--relocatable", "--python", BASE_PYTHON, str(env)], check=True, capture_output=True
     )
     subprocess.run(
-        [str(uv), "pip", "install", "-q", "--link-mode", "copy", *PACKAGES],
+        [str(uv), "pip", "install", "-q", "--link-mode", "copy", "--compile-bytecode", *PACKAGES],
         env={**os.environ, "VIRTUAL_ENV": str(env)},
         check=True,
         capture_output=True,
