@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.minicluster import MiniCluster
+from tests.cluster.minicluster import MiniCluster, wait_until
 from tests.cluster.slowfs import (
     ROOT,
     SlowFS,
@@ -99,7 +99,7 @@ def test_close_and_sigterm_leave_nothing(minicluster: MiniCluster, tmp_path: Pat
         f"""
         import time
         from pathlib import Path
-        from tests.cluster.minicluster import MiniCluster
+        from tests.cluster.minicluster import MiniCluster, wait_until
         from tests.cluster.slowfs import SlowFS, interruptible, make_image, squash_mount
         with interruptible(), SlowFS(MiniCluster(), 0.1, tag="test-sigterm-{os.getpid()}") as fs:
             (fs.store / "t").mkdir()
@@ -111,12 +111,13 @@ def test_close_and_sigterm_leave_nothing(minicluster: MiniCluster, tmp_path: Pat
     )
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
     root = ROOT / f"test-sigterm-{os.getpid()}"
+
+    def holding() -> bool:
+        assert proc.poll() is None, f"the holder exited {proc.returncode} before mounting"
+        return ready.exists() and bool(ready.read_text())
+
     try:
-        for _ in range(300):
-            if ready.exists() and ready.read_text():
-                break
-            assert proc.poll() is None, f"the holder exited {proc.returncode} before mounting"
-            subprocess.run(["sleep", "0.1"], check=True)
+        wait_until(holding, 60, "the holder to mount", interval=0.1)
         sshfs_pid = int(ready.read_text())
         assert len(mounts_under(root)) == 2, mounts_under(root)
         proc.terminate()
