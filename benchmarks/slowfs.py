@@ -321,8 +321,8 @@ def report(results: dict[float, dict[str, object]], runs: int, seconds: float) -
             parts.append(f"{d} ms: {_cell([f.kernel_total for f in runs_])}, URL {_cell([f.url for f in runs_])}")
         print(f"- {label}: " + "; ".join(parts))
     print("\nHow each row was made:")
-    for row in ROWS:
-        print(f"- ({row}) {results[delays[0]]['how'][row]}")  # type: ignore[index]
+    for row, label in ROWS.items():
+        print(f"- {label.split()[0]} {results[delays[0]]['how'][row]}")  # type: ignore[index]
     print("\nIs the mount slow? `import jupyter_server, distributed` on the login node, fresh mount:")
     for d in delays:
         check = results[d]["check"]
