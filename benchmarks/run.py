@@ -9,6 +9,9 @@ is filled by a blocker job), 64 concurrent connections through one tunnel, CLI s
 against `python -c pass`, and (benchmarks/tunnel.py) tunnel throughput and round trip per
 backend against `ssh -L`. The latency mode (figures at 0, 50 and 150 ms round trip, with
 remote-command counts and jupyter-forward as the peer) is `python -m benchmarks.latency`.
+The slow-filesystem mode (issue 21: an environment on a simulated parallel filesystem, in place, as a
+SquashFS image in place, copied to node-local storage and mounted, and on local disk) is
+`python -m benchmarks.slowfs`.
 """
 
 from __future__ import annotations
