@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report import Report, add_save_option  # noqa: E402
 from tests.cli.kernel import run_in_kernel  # noqa: E402
 from tests.cluster.fixtures import make_laptop_env  # noqa: E402
 from tests.cluster.minicluster import USER, MiniCluster  # noqa: E402
@@ -288,49 +289,51 @@ def _cell(values: list[float]) -> str:
     return f"{_med(values):.2f} s ({min(values):.2f}-{max(values):.2f})"
 
 
-def report(results: dict[float, dict[str, object]], runs: int, seconds: float) -> None:
+def report(
+    results: dict[float, dict[str, object]], runs: int, seconds: float, out: Callable[[str], None] = print
+) -> None:
     """The Markdown table (one column pair per delay), how each row was made, and the issue's ratios."""
     delays = sorted(results)
-    print(
+    out(
         f"\nSlow-filesystem benchmark on {os.uname().nodename} ({os.cpu_count()} cores), {datetime.date.today()}: "
         f"medians (min-max) of {runs} starts per cell on Slurm, a fresh sshfs mount before each; "
         f"{seconds:.0f} s in all\n"
     )
     head = " | ".join(f"{d} ms: on the node | {d} ms: kernel import" for d in delays)
-    print(f"| row | {head} |")
-    print("| --- |" + " ---: | ---: |" * len(delays))
+    out(f"| row | {head} |")
+    out("| --- |" + " ---: | ---: |" * len(delays))
     figures = {d: results[d]["figures"] for d in delays}
     for row, label in ROWS.items():
         cells = []
         for d in delays:
             runs_ = figures[d][row]  # type: ignore[index]
             cells += [_cell([f.node for f in runs_]), _cell([f.kernel_import for f in runs_])]
-        print(f"| {label} | " + " | ".join(cells) + " |")
+        out(f"| {label} | " + " | ".join(cells) + " |")
         if row in ("c", "u"):
             first = []
             for d in delays:
                 copies = [f.first_use for f in figures[d][row] if f.first_use is not None]  # type: ignore[index]
                 first += [_cell(copies), "-"]
             what = "copy + mount" if row == "c" else "copy + unpack"
-            print(f"| {label[:4].strip()} first use on a node: {what} | " + " | ".join(first) + " |")
-    print("\nKernel start plus that import, as the laptop sees it; `start` -> URL:")
+            out(f"| {label[:4].strip()} first use on a node: {what} | " + " | ".join(first) + " |")
+    out("\nKernel start plus that import, as the laptop sees it; `start` -> URL:")
     for row, label in ROWS.items():
         parts = []
         for d in delays:
             runs_ = figures[d][row]  # type: ignore[index]
             parts.append(f"{d} ms: {_cell([f.kernel_total for f in runs_])}, URL {_cell([f.url for f in runs_])}")
-        print(f"- {label}: " + "; ".join(parts))
-    print("\nHow each row was made:")
+        out(f"- {label}: " + "; ".join(parts))
+    out("\nHow each row was made:")
     for row, label in ROWS.items():
-        print(f"- {label.split()[0]} {results[delays[0]]['how'][row]}")  # type: ignore[index]
-    print("\nIs the mount slow? `import jupyter_server, distributed` on the login node, fresh mount:")
+        out(f"- {label.split()[0]} {results[delays[0]]['how'][row]}")  # type: ignore[index]
+    out("\nIs the mount slow? `import jupyter_server, distributed` on the login node, fresh mount:")
     for d in delays:
         check = results[d]["check"]
-        print(
+        out(
             f"- {d} ms: {check['slow']:.2f} s on the slow fs against {check['local']:.2f} s on local disk "  # type: ignore[index]
             f"({check['slow'] / check['local']:.1f}x); image {results[d]['image_mib']:.0f} MiB"  # type: ignore[index]
         )
-    print("\nRatios (issue 21's targets):")
+    out("\nRatios (issue 21's targets):")
     for d in delays:
         med = {
             row: (_med([f.node for f in figures[d][row]]), _med([f.kernel_import for f in figures[d][row]]))
@@ -338,7 +341,7 @@ def report(results: dict[float, dict[str, object]], runs: int, seconds: float) -
         }  # type: ignore[index]
         for i, what in enumerate(("on the node", "kernel import")):
             a, dd = med["a"][i], med["d"][i]
-            print(f"  {d} ms, {what}: (a)/(d) = {a / dd:.2f}x")
+            out(f"  {d} ms, {what}: (a)/(d) = {a / dd:.2f}x")
             for row, name in (("c", "(c)"), ("u", "(c')")):
                 c = med[row][i]
                 line = f"    {name}/(d) = {c / dd:.2f}x [target <= 1.3x: {'met' if c / dd <= 1.3 else 'MISSED'}]"
@@ -347,7 +350,7 @@ def report(results: dict[float, dict[str, object]], runs: int, seconds: float) -
                     line += f" [target >= 5x: {'met' if a / c >= 5 else 'MISSED'}]"
                 else:
                     line += " [(a) is under 5x local disk: the 5x target does not apply]"
-                print(line)
+                out(line)
 
 
 def main() -> None:
@@ -355,6 +358,7 @@ def main() -> None:
     parser.add_argument("--delay", default="0.1,0.5", help="ms added each way per request, comma-separated")
     parser.add_argument("--runs", type=int, default=3, help="starts per row and delay")
     parser.add_argument("--json-out", type=Path, help="also write every figure to this file")
+    add_save_option(parser)
     args = parser.parse_args()
     reason = missing_fuse()
     cluster = MiniCluster()
@@ -380,7 +384,8 @@ def main() -> None:
             for d, r in results.items()
         }
         args.json_out.write_text(json.dumps(plain, indent=1))
-    report(results, args.runs, time.monotonic() - t0)
+    with Report("slowfs", save=args.save) as out:
+        report(results, args.runs, time.monotonic() - t0, out)
 
 
 if __name__ == "__main__":
