@@ -105,7 +105,7 @@ def parse(text: str) -> dict:
             result["pip"].append(_scalar(item, number))
             continue
         in_pip = False
-        if key == "dependencies" and re.match(r"^pip\s*:", item):
+        if key == "dependencies" and re.match(r"^pip\s*:(\s|$)", item):
             rest = item.split(":", 1)[1].strip()
             result["pip"] += _flow(rest, number) if rest and not rest.startswith("#") else []
             in_pip, pip_indent = True, indent
