@@ -17,19 +17,23 @@ its `sys.prefix` and imports what noarch packages put in `lib/pythonX.Y/site-pac
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import http.server
 import io
 import json
-import sys
 import tarfile
-import time
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 #: The cluster's Python (the stand-in python package's interpreter) and its Jupyter env's site-packages.
 CLUSTER_PYTHON = "/usr/bin/python3"
 CLUSTER_SITE = "/opt/hpcjup-cluster-env/lib/python3.11/site-packages"
+#: Every file's time: a package written again is the same bytes (a lock's hashes still match it).
+STAMP = 1_700_000_000
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ def ipykernel_stand_in(site: str = CLUSTER_SITE) -> Package:
 
 def _member(tar: tarfile.TarFile, path: str, data: bytes | None = None, link: str | None = None) -> None:
     info = tarfile.TarInfo(path)
-    info.mtime = int(time.time())
+    info.mtime = STAMP
     if link is not None:
         info.type, info.linkname = tarfile.SYMTYPE, link
         tar.addfile(info)
@@ -98,7 +102,7 @@ def write_package(package: Package, channel: Path) -> Path:
         "depends": list(package.depends),
         "subdir": package.subdir,
         "license": "MIT",
-        "timestamp": int(time.time() * 1000),
+        "timestamp": STAMP * 1000,
     }
     if package.noarch:
         index["noarch"] = package.noarch
@@ -163,5 +167,21 @@ def standard_packages() -> list[Package]:
     ]
 
 
-if __name__ == "__main__":  # make one by hand: python -m tests.envs.conda_channel DIR
-    print(make_channel(Path(sys.argv[1]), standard_packages()))
+@contextlib.contextmanager
+def served(channel: Path) -> Iterator[str]:
+    """The channel over HTTP on 127.0.0.1 (the mini-cluster's login node is this machine), as conda's are; its URL."""
+    handler = functools.partial(_Quiet, directory=str(channel))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # the test's output stays readable
+        pass
