@@ -291,7 +291,9 @@ build() {
     say phase locking
     write_lock || fail locking
     mkdir -p "$tmp/.hpcjup-spec" && cp -R "$stage/." "$tmp/.hpcjup-spec/" || fail locking
-    "$py" - "$stage/spec.json" "$tmp/.hpcjup-env.json" "$name" "$started" "${conda_tool:-${uv:-pip}}" <<'EOF' || fail locking
+    mpy=$py  # the metadata's python is the env's: a conda env's own, else the one it was made from
+    [ -z "$solver" ] || [ ! -x "$tmp/bin/python" ] || mpy="$tmp/bin/python"
+    "$mpy" - "$stage/spec.json" "$tmp/.hpcjup-env.json" "$name" "$started" "${conda_tool:-${uv:-pip}}" <<'EOF' || fail locking
 import json, sys, time, platform
 meta = json.load(open(sys.argv[1]))
 lib, lv = platform.libc_ver()

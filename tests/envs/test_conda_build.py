@@ -11,6 +11,7 @@ installed into the prefix's lib/python3.11/site-packages and imported from there
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -86,6 +87,8 @@ def test_the_solver_picks_the_chain_and_honours_the_constraint(
     assert f"{url}/noarch/tinylib-2.5-0.tar.bz2#" in lock and "# sha256 tinylib-2.5-0.tar.bz2 " in lock
     assert f"{url}/noarch/ipykernel-6.99.0-0.tar.bz2#" in lock
     assert "# pip six==" in lock
+    meta = json.loads(transport.read_file(f"{built.path}/.hpcjup-env.json"))
+    assert (meta["kind"], meta["tool"], meta["python"]) == ("conda", "rattler", "3.11.2"), meta  # the env's Python
     assert leftovers(transport, built.name) == []
     again = ensure(host(), spec, TEST_ROOT)
     assert (again.built_now, again.path) == (False, built.path)
