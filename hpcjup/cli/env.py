@@ -111,8 +111,9 @@ def build_command(
 def lock_command(
     app: App, spec: str, python: str, host: str | None, local: bool, root: str | None, reach: Reach
 ) -> None:
-    """Write the exact result of a spec's build (versions and hashes) beside the spec as hpcjup.lock, to commit.
-    A spec directory with hpcjup.lock builds exactly that."""
+    """Write the exact result of a spec's build (versions and hashes) beside the spec as hpcjup.lock (an
+    environment.yml's: conda-PLATFORM.lock, conda's explicit format), to commit. A spec directory with the lock
+    builds exactly that."""
     from hpcjup.envs.spec import LOCK_FILE
     from hpcjup.errors import UsageError
 
@@ -120,15 +121,20 @@ def lock_command(
         raise UsageError(f"{spec} is not a directory.", hint="`env lock` writes hpcjup.lock into the spec's directory.")
     host = app.resolve_host(host, local)
     with app.connect(host, reach) as transport:
-        built, _ = _ensure(app, transport, spec, False, python, root, offline_setting())
+        built, env_spec = _ensure(app, transport, spec, False, python, root, offline_setting())
         lock = transport.read_file(f"{built.path}/.hpcjup-lock.txt")
     where = Path(spec) / ("binder" if (Path(spec) / "binder").is_dir() else "")
     where = Path(spec) / ".binder" if (Path(spec) / ".binder").is_dir() else where
-    target = where / LOCK_FILE
+    if env_spec.kind == "conda":
+        from hpcjup.envs import conda
+
+        target, count = where / conda.lock_file_name(lock), conda.package_count(lock)
+    else:
+        target, count = where / LOCK_FILE, _count(lock)
     target.write_bytes(lock)
     app.ui.result(
-        {"host": host, "name": built.name, "lock": str(target), "packages": _count(lock)},
-        text=f"Wrote {target} ({_count(lock)} packages, from {built.name} on {host}).",
+        {"host": host, "name": built.name, "lock": str(target), "packages": count},
+        text=f"Wrote {target} ({count} packages, from {built.name} on {host}).",
     )
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from hpcjup.envs import script
-from hpcjup.envs.errors import EnvBuildError, EnvSpecError
+from hpcjup.envs.errors import EnvBuildError
 from hpcjup.envs.identity import USER_PREFIX
 from hpcjup.envs.spec import POSTBUILD, EnvSpec
 from hpcjup.errors import Interrupted
@@ -98,7 +98,7 @@ def probe_argv(
 ) -> list[str]:
     """The check as an argument list: `sh -c SCRIPT hpcjup-env probe ...` (stdin read only with `stage`).
     With `stage`, `offline` None asks whether the host reaches an index; True/False say it (a setting)."""
-    argv = ["sh", "-c", script.SCRIPT, "hpcjup-env", "probe", root, prefix, spec.digest, spec.python or python]
+    argv = ["sh", "-c", script.SCRIPT, "hpcjup-env", "probe", root, prefix, spec.digest, spec.base_python(python)]
     index = "" if not stage else "auto" if offline is None else "offline" if offline else "online"
     return [*argv, uv_version, "stage" if stage else "", index]
 
@@ -165,10 +165,7 @@ def ensure(
     from hpcjup.envs import uvbin
 
     if spec.kind == "conda":
-        raise EnvSpecError(
-            f"{spec.source} is a conda spec (environment.yml); hpcjup does not build conda environments yet.",
-            hint="Use requirements.txt for now, or an existing conda env (`conda` setting).",
-        )
+        offline = False  # conda's channels are not PyPI: the conda tool's own words tell an unreachable one
     progress = progress or _Silent()
     started = time.monotonic()
     laptop_uv = uvbin.laptop_uv()
@@ -196,7 +193,12 @@ def ensure(
             transport.run(remove_stage_argv(probe.stage), check=False)
             raise
     argv = ["sh", "-c", script.SCRIPT, "hpcjup-env", "build", probe.root, probe.name, probe.stage]
-    how = _stream(transport, [*argv, probe.interpreter, uv, " ".join(extra)], progress)
+    argv += [probe.interpreter, uv, " ".join(extra)]
+    if spec.kind == "conda":
+        from hpcjup.envs.conda import solver_text
+
+        argv.append(solver_text())
+    how = _stream(transport, argv, progress)
     return BuiltEnv(probe.name, probe.path, how == "built", time.monotonic() - started)
 
 
@@ -243,8 +245,8 @@ def _full(transport: Transport, root: str, needs: str, space: Sequence[str], wor
 def _checked(probe: Probe, spec: EnvSpec, python: str, transport: Transport) -> Probe:
     """The probe, or the error of a host that has no Python the spec can use."""
     if probe.python_version is None:
-        wanted = spec.python or python
-        source = "runtime.txt asks for" if spec.python else "the `python` setting is"
+        wanted = spec.base_python(python)
+        source = "runtime.txt asks for" if spec.python and spec.kind != "conda" else "the `python` setting is"
         raise EnvBuildError(
             f"No Python {wanted} on {transport.name} ({source} {wanted}).",
             hint="Load a module that provides it (`modules` setting), set `python` to one the host has, "

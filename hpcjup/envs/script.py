@@ -10,7 +10,7 @@
   `@@hpcjup index online|offline URL` (a HEAD request to the index through the user's proxy settings, at most
   REACH_TIMEOUT seconds; `offline`: the laptop fetches the packages). The check of a start that rides in another
   command is this action with an empty stdin.
-- `build ROOT NAME STAGE PYTHONPATH UV [EXTRA]` (stdin kept open by the laptop: its end, when the laptop
+- `build ROOT NAME STAGE PYTHONPATH UV [EXTRA [SOLVER]]` (stdin kept open by the laptop: its end, when the laptop
   goes away or is interrupted, stops the build): one builder per name (a mkdir lock; a dead
   builder's lock on this host is taken over, another host's after LOCK_STALE seconds), builds into
   ROOT/.tmp-NAME-PID, runs postBuild, writes the lock, renames to ROOT/NAME. Failure or a signal
@@ -18,7 +18,8 @@
   then `@@hpcjup done PATH built|reused` or `@@hpcjup failed PHASE`. EXTRA: packages every build of this
   env adds when the spec lacks them (`ipykernel` for a user's env: it becomes a kernel). A stage holding
   `.wheels/` (uploaded by the laptop for an offline host) installs from there only: `--no-index`, its
-  lock. A failed build says `@@hpcjup space DIR KB FILES AVAILKB FREEINODES` (what it had written, what the
+  lock. SOLVER (a conda spec: hpcjup.envs.conda_solve's text) builds environment.yml with conda_build
+  (hpcjup.envs.conda). A failed build says `@@hpcjup space DIR KB FILES AVAILKB FREEINODES` (what it had written, what the
   file system has left: the laptop's words for a full disk or quota) before its `failed` line.
 - `ls ROOT`: `@@hpcjup current NAME` (what server-current points at), then one line per built environment:
   `@@env NAME KB FILES USED` then its metadata JSON line.
@@ -28,6 +29,8 @@
 """
 
 from __future__ import annotations
+
+from hpcjup.envs import conda
 
 # Marker written last inside a built env: its metadata. Its presence is what "built" means.
 MARKER = ".hpcjup-env.json"
@@ -222,6 +225,7 @@ add_extra() {  # after a lock: EXTRA's packages it lacks (a lock hpcjup wrote ha
 }
 
 write_lock() {  # the exact result: versions and hashes (uv), else versions (pip)
+    if [ -n "$solver" ]; then conda_lock; return; fi  # a conda spec (hpcjup.envs.conda)
     if [ -f "$work.offline" ]; then  # installed from exactly the laptop's lock (hashes checked): it is the result
         mv -f "$work.offline" "$tmp/.hpcjup-lock.txt"
     elif [ -n "$uv" ]; then
@@ -238,7 +242,7 @@ write_lock() {  # the exact result: versions and hashes (uv), else versions (pip
 
 build() {
     root=$(absroot "$1") || exit 3
-    name=$2 stage=$3 py=$4 uv=$5 extra=${6:-}
+    name=$2 stage=$3 py=$4 uv=$5 extra=${6:-} solver=${7:-} conda_tool= plat=
     STALE=${HPCJUP_LOCK_STALE:-3600}
     final="$root/$name" lock="$root/.lock-$name" tmp= work= log= locked= watchdog=
     trap '' PIPE
@@ -259,22 +263,26 @@ build() {
     # The login node's certificate store is the one its site keeps (a site CA, a TLS-inspecting proxy):
     # uv's built-in roots would refuse those. Both names: UV_NATIVE_TLS for older uv on the host.
     export UV_SYSTEM_CERTS="${UV_SYSTEM_CERTS:-1}" UV_NATIVE_TLS="${UV_NATIVE_TLS:-1}"
-    if [ -n "$uv" ]; then
+    if [ -n "$uv" ] && [ -z "$solver" ]; then
         tmp="$root/.tmp-$name-$$"
     else
-        tmp=$final  # venv + pip write absolute paths: built in place, the marker (last) says it is complete
+        tmp=$final  # venv + pip and conda write absolute paths: built in place, the marker (last) says it is complete
     fi
     work="$root/.tmp-$name-$$"
     log="$work.log"
     : >"$log"
-    say phase creating
-    if [ -n "$uv" ]; then
-        step "$uv" venv -q --relocatable --python "$py" "$tmp" || fail creating
+    if [ -n "$solver" ]; then  # a conda spec: SOLVER is hpcjup.envs.conda_solve's text
+        conda_build || fail resolving
     else
-        step "$py" -m venv "$tmp" || fail creating
+        say phase creating
+        if [ -n "$uv" ]; then
+            step "$uv" venv -q --relocatable --python "$py" "$tmp" || fail creating
+        else
+            step "$py" -m venv "$tmp" || fail creating
+        fi
+        say phase resolving
+        install_pip || fail resolving
     fi
-    say phase resolving
-    install_pip || fail resolving
     if [ -f "$stage/postBuild" ]; then
         say phase postBuild
         chmod +x "$stage/postBuild"
@@ -283,13 +291,15 @@ build() {
     say phase locking
     write_lock || fail locking
     mkdir -p "$tmp/.hpcjup-spec" && cp -R "$stage/." "$tmp/.hpcjup-spec/" || fail locking
-    "$py" - "$stage/spec.json" "$tmp/.hpcjup-env.json" "$name" "$started" "${uv:-pip}" <<'EOF' || fail locking
+    mpy=$py  # the metadata's python is the env's: a conda env's own, else the one it was made from
+    [ -z "$solver" ] || [ ! -x "$tmp/bin/python" ] || mpy="$tmp/bin/python"
+    "$mpy" - "$stage/spec.json" "$tmp/.hpcjup-env.json" "$name" "$started" "${conda_tool:-${uv:-pip}}" <<'EOF' || fail locking
 import json, sys, time, platform
 meta = json.load(open(sys.argv[1]))
 lib, lv = platform.libc_ver()
 meta.update(name=sys.argv[3], python="%d.%d.%d" % sys.version_info[:3], machine=platform.machine(),
             libc=(lib + lv) or "unknown", built_at=int(time.time()), seconds=int(time.time()) - int(sys.argv[4]),
-            tool="uv" if sys.argv[5] != "pip" else "pip")
+            tool=sys.argv[5] if sys.argv[5] in ("pip", "micromamba", "mamba", "conda", "rattler") else "uv")
 with open(sys.argv[2], "w") as f:
     json.dump(meta, f, sort_keys=True)
 EOF
@@ -346,6 +356,7 @@ prune() {
     done
 }
 
+@CONDA@
 case $action in
     probe) probe "$@" ;;
     prune) prune "$@" ;;
@@ -354,4 +365,4 @@ case $action in
     rm) remove "$@" ;;
     *) echo "unknown action $action" >&2; exit 2 ;;
 esac
-""".replace("@REACH_TIMEOUT@", str(REACH_TIMEOUT))
+""".replace("@REACH_TIMEOUT@", str(REACH_TIMEOUT)).replace("@CONDA@", conda.SH)

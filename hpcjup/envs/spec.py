@@ -70,6 +70,11 @@ class EnvSpec:
     def locked(self) -> bool:
         return LOCK_FILE in self.files or "uv.lock" in self.files or "pylock.toml" in self.files
 
+    def base_python(self, default: str) -> str:
+        """The host Python a build runs with: runtime.txt's for a pip spec, else `default` (the `python` setting).
+        A conda spec's own `python=X.Y` comes from its channels; the host's Python only runs the tools."""
+        return default if self.kind == "conda" else self.python or default
+
     @property
     def digest(self) -> str:
         """sha256 of the kind, the asked Python and every file's name and bytes: the spec's identity."""
@@ -207,6 +212,8 @@ def _directory(root: Path) -> EnvSpec:
         files["environment.yml"] = data
         if (where / "requirements.txt").is_file():
             notes.append("requirements.txt is not installed: environment.yml wins (as on Binder).")
+        files.pop(LOCK_FILE, None)  # a conda spec's lock is conda-PLATFORM.lock (hpcjup.envs.conda)
+        files.update({p.name: p.read_bytes() for p in sorted(where.glob("conda-*.lock")) if p.is_file()})
         return EnvSpec("conda", str(root), files, python or _conda_python(data), tuple(notes))
     kind = None
     if (where / "requirements.txt").is_file():

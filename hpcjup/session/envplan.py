@@ -159,7 +159,7 @@ def locate(p: Plan, facts: HostFacts | None, home: str) -> Located | None:
     root = facts.roots[p.root]
     paths: dict[int, str] = {}
     for prefix, spec in p.specs():
-        known = facts.pythons.get(spec.python or p.python)
+        known = facts.pythons.get(spec.base_python(p.python))
         if known is None:
             return None
         paths[id(spec)] = f"{root}/{env_name(prefix, spec.digest, *known)}"
@@ -201,7 +201,7 @@ def probe(transport: Transport, spec: EnvSpec, root: str, python: str, prefix: s
     found = parse_probe(result.stdout)
     if found.python_version is None:
         raise EnvBuildError(
-            f"No Python {spec.python or python} on {transport.name} to build {spec.source} with.",
+            f"No Python {spec.base_python(python)} on {transport.name} to build {spec.source} with.",
             hint="Load a module that provides it (`modules`), set `python` to one the host has, or change runtime.txt.",
         )
     return found
@@ -217,7 +217,7 @@ def learn(transport: Transport, p: Plan, ui: UI) -> tuple[dict[str, str], dict[s
     roots: dict[str, str] = {}
     pythons: dict[str, list[str]] = {}
     for prefix, spec in p.specs():
-        request = spec.python or p.python
+        request = spec.base_python(p.python)
         found = probe(transport, spec, p.root, p.python, prefix)
         roots[p.root] = found.root
         pythons[request] = [found.python_version or "", found.machine or "unknown", found.libc or "unknown"]
@@ -257,7 +257,7 @@ def survey(transport: Transport, p: Plan) -> tuple[Located, list[dict[str, str]]
     for prefix, spec in p.specs():
         found = probe(transport, spec, p.root, p.python, prefix)
         roots[p.root] = found.root
-        pythons[spec.python or p.python] = [found.python_version or "", found.machine or "", found.libc or ""]
+        pythons[spec.base_python(p.python)] = [found.python_version or "", found.machine or "", found.libc or ""]
         rows.append({"env": found.name or "", "source": spec.source, "state": "built" if found.built else "missing"})
     pointer = transport.run(["readlink", f"{roots[p.root]}/{server_env.POINTER}"], check=False).stdout.strip()
     home = transport.home()

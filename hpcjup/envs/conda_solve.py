@@ -1,0 +1,327 @@
+"""The conda side of a build, run on the host: environment.yml read, solved and installed, and the lock written.
+
+Shipped as text (hpcjup.envs.conda.SOLVER) and run as `PYTHON -c SOLVER COMMAND ARGS...` by the build's sh.
+The commands that only read and write files use the standard library and run on the host's own Python
+(3.7 or newer); `solve` and `locked` import py-rattler (the conda solver and installer pixi is built on),
+which hpcjup installs once into a tool venv on the host when the host has no conda tool of its own:
+
+- `augment ENVFILE OUT [EXTRA...]`: the environment.yml with EXTRA's packages added where it lacks them (for
+  the host's micromamba, mamba or conda: one solve, as the pip route adds ipykernel to its resolution).
+- `solve ENVFILE PREFIX PLATFORM CACHE PIPOUT [EXTRA...]`: solve the file's dependencies (and EXTRA) against its
+  channels for PLATFORM and noarch, install them into PREFIX; its `pip:` lines go to PIPOUT.
+- `locked LOCKFILE PREFIX PLATFORM CACHE PIPOUT`: install exactly the lock's packages (each one's URL, md5
+  and sha256 checked against its channel); its pip pins go to PIPOUT.
+- `pins LOCKFILE PIPOUT`: the lock's pip pins (after the host's conda tool installed its packages).
+- `lock PREFIX PLATFORM FREEZE OUT`: the lock of a built prefix, from its conda-meta records (which conda,
+  mamba, micromamba and rattler all write), and the pip-installed packages of FREEZE (`pip freeze` output)
+  that conda did not install.
+
+The lock is conda's explicit format (`@EXPLICIT`, then `URL#MD5` lines): micromamba, mamba and conda
+install it as it is. hpcjup adds comment lines those tools skip: `# sha256 FILE HEX` per package and
+`# pip NAME==VERSION` for the pip section.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+
+#: Channels named in conda's own shorthand: `defaults` is Anaconda's main channel set.
+DEFAULTS = ("https://repo.anaconda.com/pkgs/main", "https://repo.anaconda.com/pkgs/r")
+#: What a file that names no channel is solved against (as micromamba and pixi do).
+DEFAULT_CHANNELS = ("conda-forge",)
+_KEYS = ("name", "prefix", "channels", "dependencies", "variables")
+_NAME = re.compile(r"^\s*([A-Za-z0-9_.\-]+)")
+
+
+class SpecError(Exception):
+    """An environment.yml this reader cannot take (its line number and what is wrong)."""
+
+
+def _scalar(text: str, number: int) -> str:
+    """A YAML scalar: its comment dropped, quotes removed."""
+    text = text.strip()
+    if text[:1] in ("'", '"'):
+        quote = text[0]
+        end = text.find(quote, 1)
+        if end < 0:
+            raise SpecError(f"line {number}: an unclosed quote")
+        rest = text[end + 1 :].strip()
+        if rest and not rest.startswith("#"):
+            raise SpecError(f"line {number}: text after a quoted value")
+        return text[1:end]
+    if " #" in text:
+        text = text.split(" #", 1)[0]
+    return "" if text.startswith("#") else text.strip()
+
+
+def _flow(text: str, number: int) -> list[str]:
+    """A flow list `[a, b]` (its items plain or quoted scalars)."""
+    inner = text.strip()
+    if " #" in inner:
+        inner = inner.split(" #", 1)[0].strip()
+    if not (inner.startswith("[") and inner.endswith("]")):
+        raise SpecError(f"line {number}: a list must be `- item` lines or `[a, b]`")
+    return [_scalar(item, number) for item in inner[1:-1].split(",") if item.strip()]
+
+
+def parse(text: str) -> dict:
+    """environment.yml's subset conda reads: {"channels": [...], "dependencies": [...], "pip": [...]}.
+
+    Top-level `name`, `prefix` and `variables` are accepted and not used (the prefix is hpcjup's);
+    `dependencies` holds match specs and at most one `- pip:` list. Any other shape is a SpecError.
+    """
+    result: dict = {"channels": [], "dependencies": [], "pip": []}
+    key = None  # the top-level key whose block we are in
+    in_pip = False
+    pip_indent = -1
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.rstrip()
+        if not line.strip() or line.lstrip().startswith("#") or line.strip() in ("---", "..."):
+            continue
+        if "\t" in line[: len(line) - len(line.lstrip())]:
+            raise SpecError(f"line {number}: a tab in the indentation")
+        indent = len(line) - len(line.lstrip())
+        body = line.strip()
+        if indent == 0 and not body.startswith("-"):
+            name, colon, value = body.partition(":")
+            if not colon or name.strip() not in _KEYS:
+                raise SpecError(f"line {number}: {name.strip()!r} is not an environment.yml key hpcjup reads")
+            key, in_pip = name.strip(), False
+            value = value.strip()
+            if value and not value.startswith("#") and key in ("channels", "dependencies"):
+                result[key] = _flow(value, number)
+            continue
+        if key is None or not body.startswith("-"):
+            if key == "variables":
+                continue
+            raise SpecError(f"line {number}: expected a `- item` line")
+        item = body[1:].strip()
+        if key in ("name", "prefix", "variables"):
+            continue
+        if in_pip and indent > pip_indent:
+            result["pip"].append(_scalar(item, number))
+            continue
+        in_pip = False
+        if key == "dependencies" and re.match(r"^pip\s*:(\s|$)", item):
+            rest = item.split(":", 1)[1].strip()
+            result["pip"] += _flow(rest, number) if rest and not rest.startswith("#") else []
+            in_pip, pip_indent = True, indent
+            continue
+        value = _scalar(item, number)
+        if value:
+            result[key].append(value)
+    return result
+
+
+def render(env: dict) -> str:
+    """An environment.yml of a parsed one (what `augment` writes for the host's conda tool)."""
+    lines = ["channels:"] + [f"  - {json.dumps(c)}" for c in env["channels"]]
+    lines += ["dependencies:"] + [f"  - {json.dumps(d)}" for d in env["dependencies"]]
+    if env["pip"]:
+        lines += ["  - pip:"] + [f"    - {json.dumps(p)}" for p in env["pip"]]
+    return "\n".join(lines) + "\n"
+
+
+def package_name(spec: str) -> str:
+    """The package a match spec names (`conda-forge::numpy>=1` -> numpy), lowercased."""
+    spec = spec.split("::", 1)[-1]
+    match = _NAME.match(spec)
+    return match.group(1).lower() if match else spec.lower()
+
+
+def with_extra(env: dict, extra: list[str], pip: bool = False) -> dict:
+    """The env with EXTRA's packages added where its dependencies lack them; with `pip`, pip too when the file
+    has a `pip:` section (conda tools run pip for it; hpcjup's own route installs it with uv)."""
+    names = {package_name(d) for d in env["dependencies"]}
+    added = [x for x in extra if package_name(x) not in names]
+    if pip and env["pip"] and "pip" not in names:
+        added.append("pip")
+    return dict(env, dependencies=env["dependencies"] + added)
+
+
+def channel_urls(channels: list[str]) -> list[str]:
+    """The channels to solve against: `defaults` spelt out, `nodefaults` dropped, none given: conda-forge."""
+    urls: list[str] = []
+    for channel in channels or list(DEFAULT_CHANNELS):
+        if channel == "nodefaults":
+            continue
+        for url in DEFAULTS if channel == "defaults" else (channel,):
+            if url not in urls:
+                urls.append(url)
+    return urls
+
+
+def read_lock(text: str) -> tuple[list[tuple[str, str]], dict[str, str], list[str]]:
+    """A lock's (URL, md5) lines, its sha256 per file name, and its pip pins."""
+    urls: list[tuple[str, str]] = []
+    sha: dict[str, str] = {}
+    pip: list[str] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("# sha256 "):
+            parts = line.split()
+            if len(parts) == 4:
+                sha[parts[2]] = parts[3]
+        elif line.startswith("# pip "):
+            pip.append(line[len("# pip ") :].strip())
+        elif line and not line.startswith(("#", "@")):
+            url, _, md5 = line.partition("#")
+            urls.append((url, md5))
+    return urls, sha, pip
+
+
+def write_lock(prefix: str, platform: str, freeze: str = "") -> str:
+    """The explicit lock of a built prefix (see the module docstring)."""
+    meta = os.path.join(prefix, "conda-meta")
+    records = []
+    for name in sorted(os.listdir(meta)):
+        if name.endswith(".json"):
+            with open(os.path.join(meta, name)) as f:
+                records.append(json.load(f))
+    records.sort(key=lambda r: (r.get("name", ""), r.get("url", "")))
+    lines = [
+        "# hpcjup conda lock: the exact packages of this environment (conda's explicit format).",
+        "# micromamba create -p PREFIX -f THIS_FILE or conda create -p PREFIX --file THIS_FILE installs it too.",
+        f"# platform: {platform}",
+        "@EXPLICIT",
+    ]
+    lines += ["{}#{}".format(r["url"], r.get("md5", "")) if r.get("md5") else r["url"] for r in records]
+    lines += ["# sha256 {} {}".format(r["url"].rsplit("/", 1)[-1], r["sha256"]) for r in records if r.get("sha256")]
+    conda = {_normal(r.get("name", "")) for r in records}
+    for line in freeze.splitlines():
+        name, eq, version = line.strip().partition("==")
+        if eq and _normal(name) not in conda:
+            lines.append(f"# pip {name.strip()}=={version.strip()}")
+    return "\n".join(lines) + "\n"
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _split_file(url: str) -> tuple[str, str, str, str, str]:
+    """(channel, subdir, name, version, build) of a package URL."""
+    base, subdir, file_name = url.rsplit("/", 2)
+    stem = re.sub(r"(\.tar\.bz2|\.conda)$", "", file_name)
+    name, version, build = stem.rsplit("-", 2)
+    return base, subdir, name, version, build
+
+
+def _rattler_solve(channels: list[str], specs: list[str], platform: str) -> list:
+    """Solve with py-rattler (its own words on failure), for PLATFORM and noarch."""
+    import asyncio
+
+    from rattler import Subdir, VirtualPackage, solve
+    from rattler.virtual_package import VirtualPackageOverrides
+
+    virtual = VirtualPackage.detect(VirtualPackageOverrides.from_env())
+    return asyncio.run(
+        solve(sources=channels, specs=specs, platforms=[Subdir(platform), Subdir("noarch")], virtual_packages=virtual)
+    )
+
+
+def _install(records: list, prefix: str, cache: str) -> None:
+    import asyncio
+    import pathlib
+
+    from rattler import install
+
+    asyncio.run(install(records, target_prefix=prefix, cache_dir=pathlib.Path(cache), show_progress=False))
+
+
+def _show(records: list) -> None:
+    for r in sorted(records, key=lambda r: str(r.name.normalized)):
+        print(f"  {r.name.normalized} {r.version} {r.build}  {r.channel}", flush=True)
+
+
+def command_solve(envfile: str, prefix: str, platform: str, cache: str, pipout: str, extra: list[str]) -> int:
+    with open(envfile) as f:
+        env = with_extra(parse(f.read()), extra)
+    channels = channel_urls(env["channels"])
+    print(f"solving {len(env['dependencies'])} specs for {platform} against {' '.join(channels)}", flush=True)
+    try:
+        records = _rattler_solve(channels, env["dependencies"], platform)
+    except Exception as exc:  # rattler's SolverError and its channel errors: their own words for the user
+        print(f"The conda solver (rattler) could not resolve {os.path.basename(envfile)}:\n{exc}", flush=True)
+        return 1
+    print(f"resolved {len(records)} packages:", flush=True)
+    _show(records)
+    _install(records, prefix, cache)
+    with open(pipout, "w") as f:
+        f.write("".join(line + "\n" for line in env["pip"]))
+    return 0
+
+
+def command_locked(lockfile: str, prefix: str, platform: str, cache: str, pipout: str) -> int:
+    with open(lockfile) as f:
+        urls, sha, pip = read_lock(f.read())
+    parts = [_split_file(url) for url, _ in urls]
+    channels = list(dict.fromkeys(p[0] for p in parts))
+    specs = [f"{p[2]} =={p[3]} {p[4]}" for p in parts]
+    print(f"installing the {len(specs)} packages of {os.path.basename(lockfile)}", flush=True)
+    try:
+        records = _rattler_solve(channels, specs, platform)
+    except Exception as exc:
+        print(f"The lock's packages are not all in its channels (rattler):\n{exc}", flush=True)
+        return 1
+    wanted = {url: md5 for url, md5 in urls}
+    for r in records:
+        file_name = r.url.rsplit("/", 1)[-1]
+        md5 = r.md5.hex() if r.md5 else ""
+        sha256 = r.sha256.hex() if r.sha256 else ""
+        if r.url not in wanted:
+            print(f"{r.url} is not in the lock (the lock lacks a dependency?)", flush=True)
+            return 1
+        if (wanted[r.url] and md5 and wanted[r.url] != md5) or (sha.get(file_name) and sha256 != sha[file_name]):
+            print(f"{r.url} differs from the lock: the channel now serves another file by that name", flush=True)
+            return 1
+    _show(records)
+    _install(records, prefix, cache)
+    with open(pipout, "w") as f:
+        f.write("".join(line + "\n" for line in pip))
+    return 0
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def main(argv: list[str]) -> int:
+    """Run one command (see the module docstring); its errors are printed for the build's log and the laptop."""
+    command, args = (argv[0], argv[1:]) if argv else ("", [])
+    try:
+        if command == "augment":
+            _write(args[1], render(with_extra(parse(_read(args[0])), args[2:], pip=True)))
+        elif command == "pins":
+            _write(args[1], "".join(pin + "\n" for pin in read_lock(_read(args[0]))[2]))
+        elif command == "lock":
+            freeze = _read(args[2]) if os.path.exists(args[2]) else ""
+            _write(args[3], write_lock(args[0], args[1], freeze))
+        elif command == "solve":
+            return command_solve(args[0], args[1], args[2], args[3], args[4], args[5:])
+        elif command == "locked":
+            return command_locked(args[0], args[1], args[2], args[3], args[4])
+        else:
+            print("usage: augment|pins|lock|solve|locked ARGS...", file=sys.stderr)
+            return 2
+    except SpecError as exc:
+        print(f"environment.yml: {exc}", flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    code = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Straight out: rattler's runtime threads can crash the interpreter's shutdown after a failed solve.
+    os._exit(code)
