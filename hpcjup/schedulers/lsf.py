@@ -73,6 +73,7 @@ class LSF(Scheduler):
 
     name = "lsf"
     title = "IBM LSF"
+    requeues = True  # -r; a preemption action of brequeue (or a host failure) runs it again under its id
     directive = "#BSUB"
     commands = ("bsub", "bjobs", "bkill")
     jobqueue = ("lsf", "LSFJob")
@@ -96,9 +97,9 @@ class LSF(Scheduler):
             ("-gpu", f'"{_gpu_request(res.gpus)}"') if res.gpus else None,
             # the warning action: SIGUSR1 to the job, whole minutes before the run limit
             *([("-wa", "USR1"), ("-wt", str(warning))] if (warning := warning_minutes(spec)) else []),
-            # not rerunnable, whatever the queue's RERUNNABLE says: a rerun would write into a session directory
-            # pruned or reused since
-            ("-rn", ""),
+            # rerunnable only when asked (start --preemptible); else not, whatever the queue's RERUNNABLE says: a
+            # rerun would write into a session directory pruned or reused since
+            ("-r", "") if spec.requeue else ("-rn", ""),
         ]
         lines = ["#!/bin/bash", f"# hpcjup session {spec.name}: JupyterLab on a compute node."]
         lines += [f"{self.directive} {flag} {value}".rstrip() for flag, value in (o for o in options if o)]

@@ -81,6 +81,7 @@ class PBSPro(Scheduler):
 
     name = "pbs"
     title = "PBS Pro"
+    requeues = True  # -r y; preempt_order R requeues a rerunnable job
     directive = "#PBS"
     commands = ("qsub", "qstat", "qdel", "qsig")
     jobqueue = ("pbs", "PBSJob")
@@ -106,7 +107,9 @@ class PBSPro(Scheduler):
             *_time_options(res),
             ("-q", res.partition) if res.partition else None,
             (self.project_flag, res.account) if res.account else None,
-            ("-r", "n"),  # not rerunnable: a rerun would write into a session directory pruned or reused since
+            # rerunnable only when asked (start --preemptible), else not: a rerun would write into a session directory
+            # pruned or reused since
+            ("-r", "y" if spec.requeue else "n"),
         ]
         lines = ["#!/bin/bash", f"# hpcjup session {spec.name}: JupyterLab on a compute node."]
         lines += [f"{self.directive} {flag} {value}" for flag, value in (o for o in options if o)]

@@ -72,6 +72,7 @@ class GridEngine(Scheduler):
 
     name = "sge"
     title = "Grid Engine"
+    no_requeue = "a preempted Grid Engine job is suspended (subordinate queues), never requeued to run again"
     commands = ("qsub", "qstat", "qdel")
     jobqueue = ("sge", "SGEJob")
     signals_before_limit = False
@@ -98,7 +99,8 @@ class GridEngine(Scheduler):
             "-S /bin/bash",  # queues in posix_compliant mode ignore the #! line
             "-v PATH",  # only PATH of the submitting shell: never the whole login environment (-V)
             "-notify",  # qdel sends the notify signal (SIGTERM with NOTIFY_KILL=TERM) before SIGKILL
-            "-r n",  # not rerunnable: a rerun would write into a session directory pruned or reused since
+            "-r n",  # not rerunnable: a rerun would write into a session directory pruned or reused since (and
+            # Grid Engine suspends rather than requeues on preemption: `requeues` is False)
         ]
         options += [f"-q {res.partition}"] if res.partition else []
         options += [f"-P {res.account}"] if res.account else []

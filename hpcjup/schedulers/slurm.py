@@ -89,6 +89,7 @@ class Slurm(Scheduler):
 
     name = "slurm"
     title = "Slurm"
+    requeues = True  # --requeue; PreemptMode=REQUEUE sends SIGTERM, then requeues the job under its id
     commands = ("sbatch", "squeue", "scancel")
     jobqueue = ("slurm", "SLURMJob")
     signals_before_limit = True  # --signal=B:USR1@N
@@ -119,9 +120,10 @@ class Slurm(Scheduler):
         ]
         lines = ["#!/bin/bash -l", f"# hpcjup session {spec.name}: JupyterLab on a compute node."]
         lines += [f"{self.directive} --{key}={value}" for key, value in options if value is not None]
-        # Never requeued (a preempted or failed node's job would start again, later, writing into a session
-        # directory that `prune` may have removed or a new session may hold); --directive=--requeue after it wins.
-        lines += [f"{self.directive} --no-requeue"]
+        # Requeued only when asked (start --preemptible: the launcher then starts again in the same directory); else
+        # never (a preempted or failed node's job would start again, later, writing into a session directory that
+        # `prune` may have removed or a new session may hold). A --directive after it wins.
+        lines += [f"{self.directive} {'--requeue' if spec.requeue else '--no-requeue'}"]
         lines += [f"{self.directive} {directive}" for directive in res.directives]  # --directive: after hpcjup's own
         lines += ["", *self.job_environment(spec), "umask 077", *spec.setup, self.exec_line(spec.command), ""]
         return "\n".join(lines)
@@ -144,6 +146,7 @@ class Slurm(Scheduler):
             f"export {job.ENV_TIME_LIMIT}={_granted_limit() if res.time_min else res.time_seconds or 0}",
             f"export {job.ENV_WARN_SIGNAL}=1",  # --signal above; without it Slurm ends the job at the limit itself
             f"export {job.ENV_WARN_SECONDS}={spec.warn_seconds or 0}",
+            f'export {job.ENV_RESTARTS}="${{SLURM_RESTART_COUNT:-0}}"',  # a requeued job's runs before this one
             f"export {job.ENV_PARTITION}={given(res.partition, 'SLURM_JOB_PARTITION')}",
             f"export {job.ENV_ACCOUNT}={given(res.account, 'SLURM_JOB_ACCOUNT')}",
             f"export {job.ENV_JOBQUEUE}={self.jobqueue[0] if self.jobqueue else ''}",

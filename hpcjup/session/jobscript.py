@@ -48,6 +48,7 @@ def render_job(paths: SessionPaths, scheduler: Scheduler, request: StartRequest)
         resources=request.resources,
         warn_seconds=_warn_seconds(request.resources.time_min or request.resources.time),
         setup=(f". {shlex.quote(paths.file(SETUP_FILE))}",),
+        requeue=request.preemptible,
     )
     return scheduler.render(spec)
 
