@@ -73,6 +73,7 @@ JOB_FILES = (
     "daskhttp.py",
     "private.py",
     "lifeline.py",
+    "rerun.py",
 )
 #: Where the Dask dashboard is, below Jupyter's base_url (jupyter-server-proxy; dasklaunch.DASHBOARD_PATH).
 DASHBOARD_PATH = "dask-dashboard/status"

@@ -91,6 +91,8 @@ def launcher_command(request: StartRequest, paths: SessionPaths, scheduler: Sche
         command += ["--bind", scheduler.bind_address]
     if request.socket:
         command += ["--socket"]
+    if request.preemptible:
+        command += ["--preemptible"]
     if request.idle_timeout:
         command += ["--idle-timeout", str(request.idle_timeout)]
     dask = request.dask
