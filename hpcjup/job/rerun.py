@@ -57,7 +57,7 @@ def restarts(state_path: str, job_id: str) -> int:
     """How often this job ran before: HPCJUP_RESTARTS where the scheduler says, else one more than the run before
     recorded in state.json if that was the same job (0 for a new job)."""
     given = os.environ.get(ENV_RESTARTS, "")
-    if given.isdigit():
+    if given.isascii() and given.isdigit():  # not "²", which isdigit() but int() refuses
         return int(given)
     try:
         with open(state_path, "rb") as fh:

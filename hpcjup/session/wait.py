@@ -7,8 +7,9 @@ job's log appears, which says the job has started. Jupyter gets `ready_timeout` 
 the job runs: nodes resuming from power saving may be CONFIGURING for minutes before that.
 
 A preemptible session's job that was preempted waits again under its id and runs again (`after`: the
-connection of the run before): then only the files of a later run count (connection.json and state.json
-with more `restarts`); the run before's end is not the session's.
+connection of the run before; or found out from state.json, whose run ended by a stop signal in a
+requeueable job): then only the files of a later run count (connection.json and state.json with more
+`restarts`); the run before's end is not the session's, and the scheduler says whether the job is over.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ class ReadyWaiter:
         self.status = known or JobStatus(record.job_id, JobState.PENDING)
         self.known = known is not None  # the caller just asked the scheduler: do not ask again at once
         self.report: JobReport | None = None
-        self.after = after  # a requeued job: the connection of its run before (files of that run are stale)
+        # A requeued job: the files of runs up to this many restarts are the runs before's (None: all count).
+        self.stale: int | None = after.restarts if after is not None else None
         self.queries = 0  # scheduler queries made (the benchmark reports them)
         self.watch = Watch(transport, paths.dir, [CONNECTION_FILE, STATE_FILE], [JOB_LOG])
 
@@ -108,7 +110,9 @@ class ReadyWaiter:
                 return conn
             if STATE_FILE in changes:
                 self.report = self._newer(report_of(changes[STATE_FILE]))
-                if self.report is not None and self.report.ended:
+                if self.report is not None and self.report.may_return:  # preempted: the scheduler says if it is over
+                    self.stale, self.report, next_query = self.report.restarts, None, now
+                elif self.report is not None and self.report.ended:
                     raise self._failure(self.report)
                 if self.report is not None and running_since is None:
                     running_since = now  # the launcher runs: the job does
@@ -163,13 +167,13 @@ class ReadyWaiter:
             raise DamagedDocument(
                 CONNECTION_FILE, f"was written by job {conn.job_id}, not by this session's job {self.record.job_id}"
             )
-        if self.after is not None and conn.restarts <= self.after.restarts:
+        if self.stale is not None and conn.restarts <= self.stale:
             return None  # the run before's (a launcher killed outright leaves it behind)
         return conn
 
     def _newer(self, report: JobReport | None) -> JobReport | None:
-        """state.json, unless it is the run before's (a requeued job: `after`)."""
-        if report is not None and self.after is not None and report.restarts <= self.after.restarts:
+        """state.json, unless it is a run before's (a requeued job)."""
+        if report is not None and self.stale is not None and report.restarts <= self.stale:
             return None
         return report
 

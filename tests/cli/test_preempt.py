@@ -8,6 +8,7 @@ so there are few of them."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -15,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from tests.cli.helpers import http_get, run, wait_for
+from tests.cli.helpers import hpcjup_argv, http_get, run, wait_for
 from tests.cluster import neighbour, procs
 from tests.cluster.files import PREEMPTIBLE
+from tests.cluster.fixtures import make_laptop_env
 
 pytestmark = [pytest.mark.cluster, pytest.mark.transport]
 HOST = ["--host", "minicluster"]
@@ -53,7 +55,7 @@ def listed(env: dict[str, str], name: str) -> dict[str, Any]:
 
 
 def test_a_preemptible_session_comes_back_at_the_same_url(
-    preemption: Any, laptop_env: dict[str, str], clean_jobs: None
+    preemption: Any, laptop_env: dict[str, str], tmp_path: Path, clean_jobs: None
 ) -> None:
     name = f"back-{uuid.uuid4().hex[:6]}"
     info = start(laptop_env, name, "--preemptible")
@@ -70,6 +72,11 @@ def test_a_preemptible_session_comes_back_at_the_same_url(
     assert (row["state"], row["preemptions"], row["preemptible"]) == ("PREEMPTED", 1, True), row
     assert http_get(url, info["token"])[0] != 200  # nothing answers while the job waits
     assert procs.alive(holder)  # the holder waits for the job's next run
+    # Another laptop attaches meanwhile: it waits for the next run too (the run before's end is not the session's).
+    other = make_laptop_env(preemption, tmp_path / "other")
+    attach = subprocess.Popen(
+        [*hpcjup_argv(), "attach", name, *HOST, "-d", "--json"], env=other, stdout=subprocess.PIPE, text=True
+    )
     # Slurm holds a requeued job about two minutes (BeginTime) before it may run again.
     wait_for(lambda: job_state(preemption, info["job_id"]) == "RUNNING", 300, "the requeued job to run again", 2)
     running = time.monotonic()
@@ -81,6 +88,11 @@ def test_a_preemptible_session_comes_back_at_the_same_url(
     assert json.loads(run(["url", name, "--json"], laptop_env).stdout)["pid"] == holder  # no command needed
     row = listed(laptop_env, name)
     assert (row["state"], row["preemptions"]) == ("RUNNING", 1), row
+    out, _ = attach.communicate(timeout=120)
+    assert attach.returncode == 0, out
+    attached = json.loads(out)
+    assert attached["token"] == info["token"] and attached["local_port"] != info["local_port"]
+    assert http_get(f"http://127.0.0.1:{attached['local_port']}/api/status", info["token"])[0] == 200
     log = Path(laptop_env["XDG_STATE_HOME"], "hpcjup", "logs", "minicluster", f"{name}.log").read_text()
     assert "preempted and requeued" in log and "works again" in log, log
     print(f"the job ran again; the local URL answered {took:.1f} s later")
