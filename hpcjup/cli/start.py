@@ -79,6 +79,13 @@ if TYPE_CHECKING:
     show_default=False,
     help="Jupyter on a private Unix socket on the node, reached by SSH to the node (--tcp: on a port, the default).",
 )
+@click.option(
+    "--preemptible/--not-preemptible",
+    default=None,
+    show_default=False,
+    help="Submit the job requeueable: when the scheduler preempts it, it runs again and a detached tunnel follows it "
+    "(same local URL; the kernels' memory is lost). Default: not requeueable.",
+)
 @click.option("--no-browser", is_flag=True, help="Print the URL, do not open a browser.")
 @click.option(
     "--timeout",
@@ -144,6 +151,7 @@ def command(
     yes: bool,
     local_port: int | None,
     use_socket: bool | None,
+    preemptible: bool | None,
     no_browser: bool,
     pending_timeout: str | None,
     idle_timeout: str,
@@ -197,6 +205,7 @@ def command(
         idle_timeout=parse_duration(settings.value("idle_timeout"), "--idle-timeout"),
         socket=bool(settings.value("socket")),
         settings=settings,
+        preemptible=bool(settings.value("preemptible")),
     )
     pending = parse_duration(pending_timeout, "--timeout", allow_zero=False) if pending_timeout else None
     host = app.resolve_host(None if local else settings.value("host"), local)
@@ -205,7 +214,7 @@ def command(
         with app.connect_with_status(host, reach) as transport:
             # Asked afresh: the script shows the host's real paths (no upload checks a remembered home here).
             scheduler = app.choose_scheduler(transport, host, reach, remembered=False)
-            scheduler.check_request(request.resources)
+            request.check(scheduler)
             rows: list[dict[str, str]] = []
             if plan is not None:
                 located, rows = envplan.survey(transport, plan)
@@ -214,7 +223,7 @@ def command(
     detacher = Detacher.prepare(local_port, detach)
     with app.connect_with_status(host, reach) as transport:
         scheduler = app.choose_scheduler(transport, host, reach)
-        scheduler.check_request(request.resources)
+        request.check(scheduler)
         envs = _Envs(app, transport, transport.destination or host, settings, plan, yes, bare=not local)
         request = envs.first(request)
         scheduler, record, paths, conn, time_left, granted = submit_and_wait(

@@ -65,6 +65,12 @@ KEYS: dict[str, Key] = {
             shape=(PYTHON_WORD, "a path or command name without spaces or shell characters, e.g. ~/env/bin/python"),
         ),
         Key("idle_timeout", str, "end the session after this long unused (0: never)", default="1h"),
+        Key(
+            "preemptible",
+            bool,
+            "submit the session's job requeueable: when the scheduler preempts it, it comes back (same URL)",
+            default=False,
+        ),
         Key("local_port", int, "local end of the tunnel", low=1, high=65535),
         Key("socket", bool, "Jupyter on a Unix socket on the node, reached by SSH to the node", default=False),
         Key("ssh", str, "SSH backend", choices=("auto", "openssh", "paramiko"), default="auto"),

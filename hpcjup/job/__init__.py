@@ -20,6 +20,7 @@ from hpcjup.job.contract import ENV_LAUNCH as ENV_LAUNCH
 from hpcjup.job.contract import ENV_NODE as ENV_NODE
 from hpcjup.job.contract import ENV_NODELIST as ENV_NODELIST
 from hpcjup.job.contract import ENV_PARTITION as ENV_PARTITION
+from hpcjup.job.contract import ENV_RESTARTS as ENV_RESTARTS
 from hpcjup.job.contract import ENV_SCHEDULER as ENV_SCHEDULER
 from hpcjup.job.contract import ENV_SCRUB as ENV_SCRUB
 from hpcjup.job.contract import ENV_SCRUB_KEEP as ENV_SCRUB_KEEP
@@ -72,6 +73,7 @@ JOB_FILES = (
     "daskhttp.py",
     "private.py",
     "lifeline.py",
+    "rerun.py",
 )
 #: Where the Dask dashboard is, below Jupyter's base_url (jupyter-server-proxy; dasklaunch.DASHBOARD_PATH).
 DASHBOARD_PATH = "dask-dashboard/status"

@@ -62,12 +62,15 @@ ENV_NODE = "HPCJUP_NODE"  # this node's short host name
 ENV_NODELIST = "HPCJUP_NODELIST"  # the allocation's hosts, space-separated, each once, this node first
 ENV_CPUS = "HPCJUP_CPUS"  # CPUs the job may use on each node
 # Shell words that run one command on a host of the allocation: `{host}` and `{cpus}` are filled in,
-# the command's argv follows (each adapter's own: see schedulers/NAME.py `job_environment`).
+# the command's argv follows (each adapter's own: see schedulers/NAME.py `environment`).
 # Empty: the allocation is this host only; the command runs here.
 ENV_LAUNCH = "HPCJUP_LAUNCH"
 ENV_TIME_LIMIT = "HPCJUP_TIME_LIMIT"  # seconds granted (0: unknown, or none)
 ENV_WARN_SIGNAL = "HPCJUP_WARN_SIGNAL"  # "1": the scheduler sends SIGUSR1 before the limit; else the launcher's timer
 ENV_WARN_SECONDS = "HPCJUP_WARN_SECONDS"  # how long before the limit the session shuts down
+# How often this job ran before (requeued after a preemption: start --preemptible); unset where the scheduler does
+# not say (the launcher then counts from the state.json of the run before)
+ENV_RESTARTS = "HPCJUP_RESTARTS"
 ENV_PARTITION = "HPCJUP_JOB_PARTITION"  # the queue/partition the job runs in (the notebook's jobqueue default)
 ENV_ACCOUNT = "HPCJUP_JOB_ACCOUNT"  # the account/project it is charged to
 ENV_JOBQUEUE = "HPCJUP_JOBQUEUE"  # dask-jobqueue's name for this scheduler (slurm, pbs, lsf, sge); empty: none

@@ -100,7 +100,7 @@ class JupyterProcess:
         return self.endpoint
 
     def start_jupyter(self, root: str) -> None:
-        self.token = secrets.token_hex(32)
+        self.token = self.token or secrets.token_hex(32)  # a requeued run's is the run before's (rerun.py)
         write_private(self.path(TOKEN_FILE), self.token.encode())  # no newline: Jupyter would make it part of the token
         base = self.dask.env if self.dask else os.environ  # kernels find the session's Dask through DASK_CONFIG
         env = dict(base, JUPYTER_RUNTIME_DIR=self.runtime, JUPYTER_TOKEN_FILE=self.path(TOKEN_FILE))

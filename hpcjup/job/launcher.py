@@ -3,19 +3,21 @@
 Standard library only, Python >= 3.9, copied into the session directory with every job (nothing
 is installed on the cluster). The batch script `exec`s it, so it gets the scheduler's signals:
     python3 DIR/launcher.py --session-dir DIR [--workdir W] [--bind ADDR | --socket] [--ready-timeout 300]
-                            [--stop-grace 20] [--idle-timeout SECONDS] [--kernel NAME=PYTHON ...]
+                            [--stop-grace 20] [--idle-timeout SECONDS] [--kernel NAME=PYTHON ...] [--preemptible]
                             [--dask [--dask-python PYTHON]] [-- extra Jupyter arguments]
 
 Files in DIR (0700, made by the laptop); each 0600, written atomically (temp file, fsync, rename):
 - state.json, at every transition: {schema, state: starting|running|stopping|ended, reason,
-  message, exit_code, job_id, node, pid (this launcher), updated_at (ISO 8601, UTC)}.
+  message, exit_code, job_id, node, pid (this launcher), updated_at (ISO 8601, UTC), preemptible, restarts}.
   reason: null while all is well, then stopped | walltime | idle | shutdown | jupyter-exited |
   no-jupyter | jupyter-too-old | no-ipykernel | auth-config | ready-timeout.
 - token: 64 hex digits, no newline. Jupyter gets it only as JUPYTER_TOKEN_FILE in its own
   environment: never in argv, never in this process's environment, never in the job log.
 - connection.json, once GET /api/status answers 200 with the token and 403 without: {schema,
   job_id, node, address, port, socket, token, base_url, url (no token), pid (Jupyter), launcher_pid,
-  python, jupyter_server_version, jupyterlab_version, root_dir, started_at, ready_at, dask}. With
+  python, jupyter_server_version, jupyterlab_version, root_dir, started_at, ready_at, dask, preemptible, restarts}.
+  restarts: how often the job ran before (requeued after a preemption, --preemptible: rerun.py); the laptop takes
+  a newer one of the same job id as the session's new place. With
   --socket, Jupyter listens only on `socket` (0600, in a 0700 directory on node-local /tmp) and port is 0.
   With --kernel also "kernels": [{name, python, python_version, ipykernel, distributed}]; where --dask-python has
   no `distributed`, "dask" is null and "dask_missing" says why.
@@ -96,6 +98,7 @@ from kernels import (
 )
 from lifeline import preexec
 from private import make_private_dir
+from rerun import Rerun
 from usage import Usage
 
 
@@ -110,7 +113,9 @@ class Launcher(JupyterProcess):
         self.job_id = os.environ.get(ENV_JOB_ID) or str(os.getpid())
         self.node = os.environ.get(ENV_NODE) or socket.gethostname().split(".")[0]
         self.limit_at = walltime_deadline(time.monotonic())  # the own timer's moment, or None
-        self.token = ""
+        # --preemptible: the job may run again after a preemption (rerun.py); a run after the first keeps the token
+        self.rerun = Rerun(self.dir, self.job_id, args.preemptible, STATE_FILE)
+        self.token = self.rerun.kept_token()
         self.endpoint: Endpoint | None = None  # where Jupyter listens (made in serve)
         self.proc: subprocess.Popen | None = None
         self.wakeup = -1
@@ -139,6 +144,7 @@ class Launcher(JupyterProcess):
             "exit_code": exit_code,
             "pid": os.getpid(),
             "updated_at": now(),
+            **self.rerun.fields(),
         }
         write_private(self.path(STATE_FILE), json.dumps(doc, indent=2).encode())
 
@@ -201,6 +207,7 @@ class Launcher(JupyterProcess):
             "started_at": started,
             "ready_at": now(),
             "dask": self.dask.info() if self.dask else None,
+            **self.rerun.fields(),
         }
         if self.dask_missing:
             conn["dask_missing"] = self.dask_missing
@@ -296,6 +303,7 @@ class Launcher(JupyterProcess):
             log(f"stopping Jupyter: {message}")
             self.stop_jupyter()
         self.stop_dask()  # before the secrets go: its processes hold the key until they end
+        self.rerun.ended(reason)
         self.remove_secrets()
         code = exit_code(reason, self.proc.returncode if self.proc else None)
         self.write_state("ended", reason, message, code)
@@ -311,8 +319,10 @@ class Launcher(JupyterProcess):
 
     def remove_secrets(self) -> None:
         """No stale rendezvous, no secret left: connection.json, token, the private directory (jpserver-*.json has
-        the token), and the Dask private key (dask/key.pem, made by the laptop for this session only)."""
-        for name in (CONNECTION_FILE, TOKEN_FILE, os.path.join(DASK_DIR, "key.pem")):
+        the token), and the Dask private key (dask/key.pem, made by the laptop for this session only); the token and
+        the key stay for the job's next run where a preemptible job was stopped by a signal (rerun.py)."""
+        kept = self.rerun.keep
+        for name in (CONNECTION_FILE,) if kept else (CONNECTION_FILE, TOKEN_FILE, os.path.join(DASK_DIR, "key.pem")):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path(name))
         if self.private:
@@ -330,6 +340,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--socket", action="store_true", help="listen on a Unix socket in node-local /tmp instead of TCP"
     )
     parser.add_argument("--ready-timeout", type=int, default=300)
+    parser.add_argument(
+        "--preemptible", action="store_true", help="the job is requeueable: it may run again (rerun.py)"
+    )
     parser.add_argument("--stop-grace", type=int, default=20)
     parser.add_argument("--idle-timeout", type=int, default=0)
     parser.add_argument("--dask", action="store_true", help="also run a TLS Dask scheduler and workers (dasklaunch.py)")

@@ -63,6 +63,9 @@ class JobSpec:
     command: Sequence[str]  # what the job runs (the launcher)
     resources: Resources = field(default_factory=Resources)
     warn_seconds: int | None = None  # ask for SIGUSR1 this long before the time limit
+    # Requeueable (start --preemptible): a preempted job waits again under its id and reruns in the session
+    # directory; otherwise never (a rerun would write into a directory `prune` removed or a new session holds).
+    requeue: bool = False
     setup: Sequence[str] = ()  # shell lines that prepare the environment (modules, conda, ...) before the launcher
 
 
@@ -127,6 +130,20 @@ class Scheduler(ABC):
     queue_check: str = "partition"
     queue_word: str = "queue"
     lists_queues: str = ""
+
+    #: Where a job can be submitted requeueable (JobSpec.requeue): preempted, it waits again under its id and runs
+    #: again. Adapters that can say so; elsewhere `start --preemptible` is refused (check_preemptible).
+    requeues = False
+    #: Why `requeues` is False, for the refusal.
+    no_requeue = "it has no preemption that requeues a job"
+
+    def check_preemptible(self) -> None:
+        """Refuse `start --preemptible` where a preempted job could not come back (UsageError, exit 2)."""
+        if not self.requeues:
+            raise UsageError(
+                f"{self.title or self.name} cannot run a preemptible session: {self.no_requeue}.",
+                hint="Start without --preemptible (or set `preemptible = false` in the profile).",
+            )
 
     def check_request(self, resources: Resources) -> None:
         """Refuse, before anything is submitted, what this scheduler cannot do (UsageError, exit 2)."""

@@ -140,6 +140,7 @@ class LocalProcess(Scheduler):
             job.ENV_TIME_LIMIT: str(limit),
             job.ENV_WARN_SIGNAL: "0",
             job.ENV_WARN_SECONDS: str(spec.warn_seconds or 0 if limit else 0),
+            job.ENV_RESTARTS: "''",  # not given: the launcher counts runs from the state.json before
             **dict.fromkeys([job.ENV_PARTITION, job.ENV_ACCOUNT, job.ENV_JOBQUEUE, job.ENV_SUBMIT], ""),
             **dict.fromkeys([job.ENV_SCRUB, job.ENV_SCRUB_KEEP], ""),
         }

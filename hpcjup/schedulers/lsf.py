@@ -50,6 +50,7 @@ class LSF(Scheduler):
 
     name = "lsf"
     title = "IBM LSF"
+    requeues = True  # -r; a preemption action of brequeue (or a host failure) runs it again under its id
     directive = "#BSUB"
     commands = ("bsub", "bjobs", "bkill")
     jobqueue = ("lsf", "LSFJob")
@@ -81,7 +82,9 @@ class LSF(Scheduler):
             ("-gpu", f'"{gpu_request(res.gpus)}"') if res.gpus else None,
             # the warning action: SIGUSR1 to the job, whole minutes before the run limit
             *([("-wa", "USR1"), ("-wt", str(warning))] if (warning := warning_minutes(spec)) else []),
-            ("-rn", ""),  # not rerunnable, whatever the queue's RERUNNABLE says (Scheduler.directives)
+            # rerunnable only when asked (start --preemptible); else not, whatever the queue's RERUNNABLE says: a
+            # rerun would write into a session directory pruned or reused since
+            ("-r", "") if spec.requeue else ("-rn", ""),
         ]
         return [f"{flag} {value}".rstrip() for flag, value in (option for option in options if option)]
 
@@ -102,6 +105,7 @@ class LSF(Scheduler):
             job.ENV_TIME_LIMIT: str(time_to_seconds(res.time)) if res.time else f'"{_QUEUE_LIMIT}"',
             job.ENV_WARN_SIGNAL: "1" if warning_minutes(spec) else '""',  # else the launcher's own timer
             job.ENV_WARN_SECONDS: str(spec.warn_seconds or 0),
+            job.ENV_RESTARTS: "''",  # not given: the launcher counts runs from the state.json before
             job.ENV_PARTITION: '"${LSB_QUEUE:-}"',
             job.ENV_ACCOUNT: '"${LSB_PROJECT_NAME:-}"',
             job.ENV_JOBQUEUE: "lsf",

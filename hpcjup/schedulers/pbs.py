@@ -61,6 +61,7 @@ class PBSPro(Scheduler):
 
     name = "pbs"
     title = "PBS Pro"
+    requeues = True  # -r y; preempt_order R requeues a rerunnable job
     directive = "#PBS"
     commands = ("qsub", "qstat", "qdel", "qsig")
     jobqueue = ("pbs", "PBSJob")
@@ -93,7 +94,9 @@ class PBSPro(Scheduler):
             *time_options(res),
             ("-q", res.partition) if res.partition else None,
             (self.project_flag, res.account) if res.account else None,
-            ("-r", "n"),  # not rerunnable (Scheduler.directives)
+            # rerunnable only when asked (start --preemptible), else not: a rerun would write into a session directory
+            # pruned or reused since
+            ("-r", "y" if spec.requeue else "n"),
         ]
         return [f"{flag} {value}" for flag, value in (option for option in options if option)]
 
@@ -129,6 +132,7 @@ class PBSPro(Scheduler):
             job.ENV_TIME_LIMIT: limit,
             job.ENV_WARN_SIGNAL: '""',  # PBS sends nothing before the walltime: the launcher's timer
             job.ENV_WARN_SECONDS: str(spec.warn_seconds or 0),
+            job.ENV_RESTARTS: "''",  # not given: the launcher counts runs from the state.json before
             job.ENV_PARTITION: '"${PBS_QUEUE:-}"',
             job.ENV_ACCOUNT: shlex.quote(res.account or ""),  # PBS exports no variable for -A
             job.ENV_JOBQUEUE: "pbs",

@@ -43,6 +43,7 @@ class GridEngine(Scheduler):
 
     name = "sge"
     title = "Grid Engine"
+    no_requeue = "a preempted Grid Engine job is suspended (subordinate queues), never requeued to run again"
     commands = ("qsub", "qstat", "qdel")
     jobqueue = ("sge", "SGEJob")
     signals_before_limit = False
@@ -69,7 +70,7 @@ class GridEngine(Scheduler):
             "-S /bin/bash",  # queues in posix_compliant mode ignore the #! line
             "-v PATH",  # only PATH of the submitting shell: never the whole login environment (-V)
             "-notify",  # qdel sends the notify signal (SIGTERM with NOTIFY_KILL=TERM) before SIGKILL
-            "-r n",  # not rerunnable (Scheduler.directives)
+            "-r n",  # not rerunnable (Scheduler.directives); Grid Engine suspends rather than requeues: `requeues` is False
         ]
         options += [f"-q {res.partition}"] if res.partition else []
         options += [f"-P {res.account}"] if res.account else []
@@ -103,6 +104,7 @@ class GridEngine(Scheduler):
             job.ENV_TIME_LIMIT: str(sge_parse.time_seconds(spec) or 0),
             job.ENV_WARN_SIGNAL: "",  # no usable signal before h_rt: the launcher's own timer
             job.ENV_WARN_SECONDS: str(spec.warn_seconds or 0),
+            job.ENV_RESTARTS: "''",  # not given: the launcher counts runs from the state.json before
             job.ENV_PARTITION: shlex.quote(res.partition) if res.partition else '"${QUEUE:-}"',
             job.ENV_ACCOUNT: shlex.quote(res.account) if res.account else "",
             job.ENV_JOBQUEUE: "sge",

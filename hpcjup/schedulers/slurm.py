@@ -39,6 +39,7 @@ class Slurm(Scheduler):
 
     name = "slurm"
     title = "Slurm"
+    requeues = True  # --requeue; PreemptMode=REQUEUE sends SIGTERM, then requeues the job under its id
     commands = ("sbatch", "squeue", "scancel")
     jobqueue = ("slurm", "SLURMJob")
     signals_before_limit = True  # --signal=B:USR1@N
@@ -75,7 +76,9 @@ class Slurm(Scheduler):
             ("signal", f"B:USR1@{spec.warn_seconds}" if spec.warn_seconds else None),
         ]
         lines = [f"--{key}={value}" for key, value in options if value is not None]
-        return [*lines, "--no-requeue"]  # never requeued (Scheduler.directives); --directive=--requeue after it wins
+        # Requeued only when asked (start --preemptible: the launcher then starts again in the same directory);
+        # else never (Scheduler.directives). A --directive after it wins.
+        return [*lines, "--requeue" if spec.requeue else "--no-requeue"]
 
     def environment(self, spec: JobSpec) -> Mapping[str, str]:
         res = spec.resources
@@ -95,6 +98,7 @@ class Slurm(Scheduler):
             job.ENV_TIME_LIMIT: str(slurm_sh.GRANTED_LIMIT if res.time_min else res.time_seconds or 0),
             job.ENV_WARN_SIGNAL: "1",  # --signal above; without it Slurm ends the job at the limit itself
             job.ENV_WARN_SECONDS: str(spec.warn_seconds or 0),
+            job.ENV_RESTARTS: '"${SLURM_RESTART_COUNT:-0}"',  # a requeued job's runs before this one
             job.ENV_PARTITION: given(res.partition, "SLURM_JOB_PARTITION"),
             job.ENV_ACCOUNT: given(res.account, "SLURM_JOB_ACCOUNT"),
             job.ENV_JOBQUEUE: "slurm",

@@ -4,7 +4,10 @@ The holder forwards a local port, checks that Jupyter answers through it, record
 laptop's cache (under its lock, see session/holder.py) and then keeps watch: a dropped SSH
 connection is re-opened with backoff on the same local port; the launcher's state.json and, less
 often, the scheduler are asked whether the job still runs (a job killed outright never writes its
-end); a warning comes 10 minutes before the time limit. An authentication failure ends the watch
+end); a warning comes 10 minutes before the time limit. A preemptible session's job that the scheduler
+preempted and holds again (requeued) is followed (`_follow`): the holder waits for its next run's
+connection.json and forwards the same local port to the new node and port, so the same URL (same
+token) works again without any command. An authentication failure ends the watch
 at once: retrying a changed host key or an unanswerable 2FA prompt would lock accounts at some
 centres. SIGINT, SIGTERM or SIGHUP detach: the tunnel closes, the job keeps running.
 
@@ -25,14 +28,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
-from hpcjup.errors import AuthError, ConnectError, HpcjupError
+from hpcjup.errors import AuthError, ConnectError, HpcjupError, JobFailedError, WaitTimeout
 from hpcjup.schedulers.base import JobState, Scheduler
 from hpcjup.session.jupyter import api_status, lab_url
 from hpcjup.session.layout import SessionPaths
 from hpcjup.session.locks import HolderLock
-from hpcjup.session.record import Connection, SessionRecord, read_report
+from hpcjup.session.record import Connection, JobReport, SessionRecord, read_report
 from hpcjup.session.route import Route
 from hpcjup.session.store import LocalStore
+from hpcjup.session.wait import Progress, ReadyWaiter
 from hpcjup.transport.base import Transport
 from hpcjup.tunnel import Tunnel
 
@@ -99,6 +103,8 @@ class SessionHolder:
         self.tunnel: Tunnel | None = None
         self._given = transport
         self._gone_once = False
+        self._report: JobReport | None = None  # state.json as last read
+        self.requeues = 0  # runs of the job this holder followed (a preemptible session's)
 
     def serve(
         self, *, local_port: int | None, on_ready: Callable[[int, str], None], time_left: int | None = None
@@ -169,7 +175,13 @@ class SessionHolder:
             if time.monotonic() >= next_state:
                 next_state = time.monotonic() + t.state_every
                 reason = self._launcher_end()
-                if reason:
+                if reason and self._requeued():
+                    end = self._follow(detached)
+                    if end is not None:
+                        return end
+                    ends_at = None  # the run after the requeue has a time limit of its own
+                    next_state = time.monotonic() + t.state_every
+                elif reason:
                     return HoldEnd(ended=reason)
             if time.monotonic() >= next_scheduler:
                 next_scheduler = time.monotonic() + t.scheduler_every
@@ -191,10 +203,66 @@ class SessionHolder:
     def _launcher_end(self) -> str | None:
         """The launcher's reason if state.json says the session ended."""
         try:
-            report = read_report(self.transport, self.paths.state)
+            report = self._report = read_report(self.transport, self.paths.state)
         except (OSError, EOFError, HpcjupError):  # the connection died under us: the next round reconnects
             return None
         return (report.reason or "ended") if report is not None and report.ended else None
+
+    def _requeued(self) -> bool:
+        """Whether the run that ended may come back: a preemptible job stopped by a signal that the scheduler
+        still holds (pending again after a requeue; or still ending, which `_follow` then sees end)."""
+        if self._report is None or not self._report.may_return:
+            return False
+        try:
+            return self.scheduler.status(self.transport, self.record.job_id).state.active
+        except (OSError, EOFError, HpcjupError):
+            return True  # not known yet: following asks the scheduler again, and ends if the job is over
+
+    def _follow(self, detached: threading.Event) -> HoldEnd | None:
+        """Wait for the requeued job's next run, then forward the same local port there: None once the URL
+        answers again; why holding stops otherwise (the job ended instead, or a reconnect was refused)."""
+        name, before = self.record.name, self.conn
+        at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.notes.warn(
+            f"Session {name}: job {self.record.job_id} was stopped and the scheduler holds it again (preempted and "
+            "requeued: the kernels' memory is lost, saved files stay). Waiting for it to run again; the same URL "
+            "works then."
+        )
+        self.store.update(self.host, name, preempted={"at": at, "restarts": before.restarts})
+
+        def check(progress: Progress) -> None:  # called about once a second while waiting
+            if detached.is_set():
+                raise _Detached
+
+        while True:
+            waiter = ReadyWaiter(self.transport, self.scheduler, self.record, self.paths, check, after=before)
+            try:
+                conn = waiter.wait()
+                break
+            except _Detached:
+                return HoldEnd()
+            except (JobFailedError, WaitTimeout) as exc:
+                ended = self._report.reason if self._report and not waiter.status.state.active else None
+                self.store.update(self.host, name, preempted=None)
+                return HoldEnd(ended=ended or exc.message)
+            except (OSError, EOFError, HpcjupError) as exc:
+                if self.transport.alive:  # e.g. the job pends for what never comes (JobCannotStart)
+                    self.store.update(self.host, name, preempted=None)
+                    return HoldEnd(ended=getattr(exc, "message", None) or str(exc))
+                end = self._reconnect(detached)
+                if end is not None:
+                    return end
+        self.conn = self.route.conn = conn
+        self.route.use(self.transport)  # socket mode: the hop goes to the new node
+        assert self.tunnel is not None
+        api_status(self.tunnel.local_port, conn)
+        self.requeues += 1
+        self.store.update(self.host, name, connection=conn.to_dict(), preempted=None, restarts=conn.restarts)
+        self.notes.info(
+            f"Session {name} runs again (run {conn.restarts + 1} of job {conn.job_id}, on {conn.node}): "
+            f"http://127.0.0.1:{self.tunnel.local_port}/ works again."
+        )
+        return None
 
     def _scheduler_end(self) -> str | None:
         """Why the job is over if the scheduler says so: a job killed outright (kill -9, node failure) writes no end."""
@@ -244,6 +312,10 @@ class SessionHolder:
             self.notes.info(f"Reconnected to {self.host}; the tunnel on port {port} works again.")
             return None
         return HoldEnd()
+
+
+class _Detached(Exception):
+    """A signal asked the holder to let go while it waited for a requeued job."""
 
 
 @contextlib.contextmanager

@@ -48,6 +48,7 @@ def render_job(paths: SessionPaths, scheduler: Scheduler, request: StartRequest)
         resources=request.resources,
         warn_seconds=_warn_seconds(request.resources.time_min or request.resources.time),
         setup=(f". {shlex.quote(paths.file(SETUP_FILE))}",),
+        requeue=request.preemptible,
     )
     return scheduler.render(spec)
 
@@ -90,6 +91,8 @@ def launcher_command(request: StartRequest, paths: SessionPaths, scheduler: Sche
         command += ["--bind", scheduler.bind_address]
     if request.socket:
         command += ["--socket"]
+    if request.preemptible:
+        command += ["--preemptible"]
     if request.idle_timeout:
         command += ["--idle-timeout", str(request.idle_timeout)]
     dask = request.dask

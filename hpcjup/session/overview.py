@@ -64,11 +64,26 @@ class SessionView:
         return self.found_workers
 
     @property
+    def preempted(self) -> bool:
+        """A preemptible session whose run was stopped while the scheduler holds its job again (requeued, waiting
+        to run again): the launcher recorded the run's end, the job did not end."""
+        return self.report is not None and self.report.may_return and self.status.state is JobState.PENDING
+
+    @property
+    def preemptions(self) -> int:
+        """How often the session's job was preempted and requeued (runs before this one, and this one's end if it
+        waits to run again)."""
+        if self.report is None:
+            return 0
+        return self.report.restarts + (1 if self.preempted else 0)
+
+    @property
     def state(self) -> str:
-        """The scheduler's word while it knows the job; ENDED once it forgot it."""
+        """The scheduler's word while it knows the job (PREEMPTED: pending again after a requeue); ENDED once it
+        forgot it."""
         if self.status.state is JobState.GONE:
             return "ENDED" if self.report is None or self.report.ended else "GONE"
-        return self.status.state.value
+        return "PREEMPTED" if self.preempted else self.status.state.value
 
     @property
     def ended_normally(self) -> bool:
@@ -81,6 +96,8 @@ class SessionView:
         """Why it ended (the launcher's reason, else the scheduler's state), or None while active."""
         if self.active:
             return None
+        if self.status.state is JobState.PREEMPTED:  # the launcher saw only a stop signal; the scheduler knows why
+            return "preempted"
         return (self.report.reason if self.report and self.report.reason else None) or self.state.lower()
 
     @property
@@ -109,7 +126,7 @@ class SessionView:
             "ended_because": self.why,
             # The scheduler gave no answer (controller down, query cut off): its words, so the user sees why.
             "unknown_because": self.status.reason if self.status.state is JobState.UNKNOWN else None,
-            "message": self.report.message if self.report and not self.active else None,
+            "message": self.report.message if self.report and (not self.active or self.preempted) else None,
             "exit_code": self.exit_code,
             "partition": res.get("partition"),
             "nodes": res.get("nodes", 1),
@@ -120,6 +137,8 @@ class SessionView:
             "local_url": self.local_url,
             # Why this laptop's tunnel holder gave up (e.g. the host key changed), until a new one runs.
             "tunnel_error": (self.cached or {}).get("tunnel_error"),
+            "preemptible": bool(self.report and self.report.preemptible),
+            "preemptions": self.preemptions,
         }
 
 
@@ -180,6 +199,8 @@ class DamagedView:
             "created_at": None,
             "local_url": None,
             "tunnel_error": None,
+            "preemptible": False,
+            "preemptions": 0,
         }
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from hpcjup.config.resources import Resources
 from hpcjup.errors import DamagedDocument, HpcjupError
-from hpcjup.job import CONNECTION_FILE, SCHEMA, STATE_FILE
+from hpcjup.job import CONNECTION_FILE, REASON_STOPPED, SCHEMA, STATE_FILE
 from hpcjup.session.fields import ADDRESS, HOST_NAME, PYTHON, TOKEN, WORD, Reader, base_url, dask_address, parse_object
 from hpcjup.session.layout import NAME
 from hpcjup.transport.base import Transport
@@ -39,6 +39,15 @@ def _command(value: Any) -> str:
     if not isinstance(value, str) or len(value) > 4096 or any(ord(c) < 32 for c in value):
         raise ValueError("not a one-line command")
     shlex.split(value)  # ValueError on unbalanced quotes
+    return value
+
+
+def _flag(value: Any) -> bool:
+    """A JSON true or false; False when absent (documents of older versions)."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ValueError("not true or false")
     return value
 
 
@@ -130,6 +139,8 @@ class Connection:
     jupyter_server_version: str | None = None
     dask: dict[str, Any] | None = None  # scheduler address, dashboard port on the node, workers
     dask_missing: str | None = None  # why the session has no Dask (the default kernel lacks distributed)
+    # start --preemptible: how often the job ran before this run (requeued); a newer one is the session's new place
+    restarts: int = 0
     schema: int = SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
@@ -164,6 +175,7 @@ class Connection:
             jupyter_server_version=r.text("jupyter_server_version"),
             dask=dask,
             dask_missing=r.message("dask_missing"),
+            restarts=r.integer("restarts", default=0),
             schema=r.integer("schema", default=SCHEMA),
         )
 
@@ -182,10 +194,18 @@ class JobReport:
     exit_code: int | None = None
     node: str | None = None
     updated_at: str | None = None
+    preemptible: bool = False  # start --preemptible: the job may run again after this run's end (requeued)
+    restarts: int = 0  # how often the job ran before this run
 
     @property
     def ended(self) -> bool:
         return self.state == "ended"
+
+    @property
+    def may_return(self) -> bool:
+        """This run ended by a stop signal in a requeueable job: a preemption's, if the scheduler holds the job
+        again (the launcher cannot tell it from `stop`'s; the scheduler's state can)."""
+        return self.ended and self.preemptible and self.reason == REASON_STOPPED
 
     @classmethod
     def from_json(cls, raw: bytes) -> JobReport:
@@ -198,6 +218,8 @@ class JobReport:
             exit_code=r.integer("exit_code", low=-(2**31)),
             node=r.text("node", pattern=HOST_NAME),
             updated_at=r.text("updated_at"),
+            preemptible=r.checked("preemptible", _flag),
+            restarts=r.integer("restarts", default=0),
         )
 
 

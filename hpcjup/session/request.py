@@ -10,6 +10,7 @@ from hpcjup.errors import UsageError
 
 if TYPE_CHECKING:
     from hpcjup.config.profiles import Resolved
+    from hpcjup.schedulers.base import Scheduler
     from hpcjup.session.envplan import Located
 
 
@@ -28,6 +29,13 @@ class StartRequest:
     settings: Resolved | None = None  # the resolved profile: environment activation, containers
     envs: Located | None = None  # --env/--kernel (or a bare cluster): Jupyter from the server env, kernels
     check_jupyter: str | None = None  # a bare start: the upload checks this Python has JupyterLab
+    preemptible: bool = False  # the job is requeueable: preempted, it comes back (schedulers.base.JobSpec.requeue)
+
+    def check(self, scheduler: Scheduler) -> None:
+        """Refuse, before anything is submitted, what `scheduler` cannot do of this request (UsageError, exit 2)."""
+        scheduler.check_request(self.resources)
+        if self.preemptible:
+            scheduler.check_preemptible()
 
 
 @dataclass(frozen=True)

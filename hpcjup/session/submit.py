@@ -60,7 +60,7 @@ def submit(
                         hint="Run the command again; `hpcjup doctor` checks the host.",
                     ) from None
                 scheduler = relearn()
-                scheduler.check_request(asked.resources)
+                asked.check(scheduler)
         try:
             record = _record(transport, scheduler, request, paths, created_at, job_id)
             if recorded != job_id:  # the claim could not read the id the way the adapter does: the laptop's word

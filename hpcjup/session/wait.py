@@ -5,6 +5,11 @@ happen (transport/watch.py: no new process per poll); the scheduler is asked wit
 (1, 2, 4, 8, then every 10 s while pending: at most 6 queries a minute), and at once when the
 job's log appears, which says the job has started. Jupyter gets `ready_timeout` from the moment
 the job runs: nodes resuming from power saving may be CONFIGURING for minutes before that.
+
+A preemptible session's job that was preempted waits again under its id and runs again (`after`: the
+connection of the run before; or found out from state.json, whose run ended by a stop signal in a
+requeueable job): then only the files of a later run count (connection.json and state.json with more
+`restarts`); the run before's end is not the session's, and the scheduler says whether the job is over.
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ class ReadyWaiter:
         pending_timeout: float | None = None,
         ready_timeout: float = 360.0,
         known: JobStatus | None = None,
+        after: Connection | None = None,
     ) -> None:
         self.t, self.scheduler, self.record, self.paths = transport, scheduler, record, paths
         self.on_progress = on_progress
@@ -82,6 +88,8 @@ class ReadyWaiter:
         self.status = known or JobStatus(record.job_id, JobState.PENDING)
         self.known = known is not None  # the caller just asked the scheduler: do not ask again at once
         self.report: JobReport | None = None
+        # A requeued job: the files of runs up to this many restarts are the runs before's (None: all count).
+        self.stale: int | None = after.restarts if after is not None else None
         self.queries = 0  # scheduler queries made (the benchmark reports them)
         self.watch = Watch(transport, paths.dir, [CONNECTION_FILE, STATE_FILE], [JOB_LOG])
 
@@ -101,8 +109,10 @@ class ReadyWaiter:
             if conn is not None:
                 return conn
             if STATE_FILE in changes:
-                self.report = report_of(changes[STATE_FILE])
-                if self.report is not None and self.report.ended:
+                self.report = self._newer(report_of(changes[STATE_FILE]))
+                if self.report is not None and self.report.may_return:  # preempted: the scheduler says if it is over
+                    self.stale, self.report, next_query = self.report.restarts, None, now
+                elif self.report is not None and self.report.ended:
                     raise self._failure(self.report)
                 if self.report is not None and running_since is None:
                     running_since = now  # the launcher runs: the job does
@@ -117,6 +127,8 @@ class ReadyWaiter:
                     running_since = running_since or now
                     next_query = now + _STARTING_INTERVAL
                 else:  # PENDING, or CONFIGURING while nodes boot (power saving: minutes)
+                    if self.status.state is JobState.PENDING:  # again, after a requeue: not running yet
+                        running_since = None if self.report is None else running_since
                     next_query = now + _PENDING_BACKOFF[min(backoff, len(_PENDING_BACKOFF) - 1)]
                     backoff += 1
             self._check_deadlines(now - started, None if running_since is None else now - running_since)
@@ -155,7 +167,15 @@ class ReadyWaiter:
             raise DamagedDocument(
                 CONNECTION_FILE, f"was written by job {conn.job_id}, not by this session's job {self.record.job_id}"
             )
+        if self.stale is not None and conn.restarts <= self.stale:
+            return None  # the run before's (a launcher killed outright leaves it behind)
         return conn
+
+    def _newer(self, report: JobReport | None) -> JobReport | None:
+        """state.json, unless it is a run before's (a requeued job)."""
+        if report is not None and self.stale is not None and report.restarts <= self.stale:
+            return None
+        return report
 
     def _check_deadlines(self, waited: float, running_for: float | None) -> None:
         job = self.record.job_id

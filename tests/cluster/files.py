@@ -44,7 +44,7 @@ KillWait=15
 MinJobAge=300
 InactiveLimit=0
 MailProg=/bin/true
-StateSaveLocation={root}/state
+{PREEMPTION}StateSaveLocation={root}/state
 SlurmdSpoolDir={root}/spool/%n
 SlurmctldPidFile={root}/slurmctld.pid
 SlurmdPidFile={root}/slurmd-%n.pid
@@ -52,9 +52,24 @@ SlurmctldLogFile={root}/log/slurmctld.log
 SlurmdLogFile={root}/log/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
-{node_lines}PartitionName=batch Nodes={names} Default=YES MaxTime=INFINITE State=UP
-PartitionName=booster Nodes={names} MaxTime=INFINITE State=UP
-"""
+{node_lines}PartitionName=batch Nodes={names} Default=YES MaxTime=INFINITE State=UP PreemptMode=OFF
+PartitionName=booster Nodes={names} MaxTime=INFINITE State=UP PreemptMode=OFF
+{preemption_partitions(names)}"""
+
+
+# Real preemption (issue 22): jobs in the low-tier partition are requeued (SIGTERM, GraceTime s, then killed and
+# requeued) when a job of the high tier needs their nodes; the other partitions are never preempted.
+PREEMPTION = "PreemptType=preempt/partition_prio\nPreemptMode=REQUEUE\n"
+PREEMPTIBLE, URGENT, GRACE_TIME = "preempt", "urgent", 15
+
+
+def preemption_partitions(names: str) -> str:
+    """The two partitions of the preemption tests, on the same nodes as the others."""
+    return (
+        f"PartitionName={PREEMPTIBLE} Nodes={names} MaxTime=INFINITE State=UP PriorityTier=1 PreemptMode=REQUEUE "
+        f"GraceTime={GRACE_TIME}\n"
+        f"PartitionName={URGENT} Nodes={names} MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF\n"
+    )
 
 
 def sshd_config(root: Path, port: int) -> str:

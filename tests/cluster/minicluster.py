@@ -364,6 +364,23 @@ class MiniCluster:
             interval=0.3,
         )
 
+    def ensure_preemption(self, timeout: float = 30) -> None:
+        """The preemption partitions (files.preemption_partitions) on the running cluster: a cluster brought up by an
+        older harness lacks them, so its slurm.conf is written again and `scontrol reconfigure` reads it (under the
+        harness lock; running jobs run on)."""
+        with self._lock():
+            if files.PREEMPTIBLE in self.slurm("sinfo", "-h", "-o", "%R").stdout.split():
+                return
+            host = socket.gethostname().split(".")[0]
+            self.conf.write_text(files.slurm_conf(self.root, host, self.slurm_port, self.nodes))
+            self.slurm("scontrol", "reconfigure", check=True)
+            wait_until(
+                lambda: files.PREEMPTIBLE in self.slurm("sinfo", "-h", "-o", "%R").stdout.split(),
+                timeout,
+                "the preemptible partition to appear",
+                interval=0.3,
+            )
+
     def down(self, purge: bool = False) -> None:
         """Cancel every job, stop every daemon and leftover process; remove the root if `purge`."""
         with self._lock():

@@ -3,16 +3,19 @@
 The neighbour holds no file of the session: it sees what any user of a shared compute node sees
 (the listening sockets in /proc/net/tcp, every path under /tmp) and tries them with the cluster
 environment's Python (pyzmq for ZeroMQ, urllib for HTTP). Its probes run as that user through
-`runuser`, so the kernel's permission checks are the real ones.
+`runuser`, so the kernel's permission checks are the real ones. It also preempts: its job in the
+high-tier partition (`urgent_job`) takes the nodes from every job of the preemptible one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.cluster import files
@@ -136,3 +139,22 @@ def probe(ports: list[tuple[str, int]], seconds: float) -> dict:
     if result.returncode != 0:
         raise AssertionError(f"the neighbour's probe failed: {result.stderr}")
     return json.loads(result.stdout)
+
+
+@contextlib.contextmanager
+def urgent_job(conf: Path, seconds: int = 600) -> Iterator[str]:
+    """The neighbour's exclusive two-node job in the high-tier partition, for the block: it preempts every job of the
+    preemptible partition (SIGTERM, GraceTime, requeue) and is cancelled at the end. Yields its job id."""
+    from tests.cluster.files import URGENT
+
+    ensure_neighbour(conf)
+    env = ["env", f"SLURM_CONF={conf}"]
+    submit = [*env, "sbatch", "--parsable", "-p", URGENT, "-N2", "--exclusive", "-t", "10", "-o", "/dev/null"]
+    done = run_as_neighbour([*submit, "--wrap", f"sleep {seconds}"])
+    if done.returncode != 0:
+        raise AssertionError(f"the neighbour's urgent job was refused: {done.stderr}")
+    job = done.stdout.strip().split(";")[0]
+    try:
+        yield job
+    finally:
+        run_as_neighbour([*env, "scancel", job])

@@ -46,8 +46,22 @@ CONNECTION_KEYS = {
     "started_at",
     "ready_at",
     "dask",
+    "preemptible",
+    "restarts",
 }
-STATE_KEYS = {"schema", "state", "job_id", "node", "reason", "message", "exit_code", "pid", "updated_at"}
+STATE_KEYS = {
+    "schema",
+    "state",
+    "job_id",
+    "node",
+    "reason",
+    "message",
+    "exit_code",
+    "pid",
+    "updated_at",
+    "preemptible",
+    "restarts",
+}
 
 
 class Run:
