@@ -54,13 +54,13 @@ pack_image() {  # $1 ROOT, $2 NAME: ROOT/NAME.sqsh and its hash in the metadata;
     if ! mksquashfs "$dir" "$part" -noappend -quiet -no-progress $codec -e .hpcjup-used >>"${log:-/dev/null}" 2>&1; then
         rm -f "$part"; say image none "mksquashfs failed (see the log): used in place"; return 0
     fi
-    sha=$(sha256sum <"$part" | cut -d' ' -f1) bytes=$(wc -c <"$part" | tr -d ' ')
+    sha=$(sha256sum <"$part" | cut -d' ' -f1) bytes=$(wc -c <"$part" | tr -d ' ') kb=$(du -sk "$dir" | cut -f1)
     set -- $codec
-    "${py:-python3}" - "$dir/.hpcjup-env.json" "$sha" "$bytes" "$2" <<'EOF' || { rm -f "$part"; say image none "could not record its hash"; return 0; }
+    "${py:-python3}" - "$dir/.hpcjup-env.json" "$sha" "$bytes" "$2" "$kb" <<'EOF' || { rm -f "$part"; say image none "could not record its hash"; return 0; }
 import json, os, sys
-path, sha, size, codec = sys.argv[1:5]
+path, sha, size, codec, kb = sys.argv[1:6]
 meta = json.load(open(path))
-meta["image"] = {"sha256": sha, "bytes": int(size), "codec": codec}
+meta["image"] = {"sha256": sha, "bytes": int(size), "codec": codec, "tree_kb": int(kb)}
 with open(path + ".new", "w") as f:
     json.dump(meta, f, sort_keys=True)
 os.rename(path + ".new", path)

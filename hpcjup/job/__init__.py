@@ -72,7 +72,12 @@ JOB_FILES = (
     "daskhttp.py",
     "private.py",
     "lifeline.py",
+    "envlocal.sh",
 )
+#: The sh that brings the session's environment images to each node's local storage (envlocal.sh's header).
+ENVLOCAL_FILE = "envlocal.sh"
+#: The variable that holds its command for the per-host launch of Dask's workers (dasklaunch.py).
+ENV_WRAP = "HPCJUP_ENV_WRAP"
 #: Where the Dask dashboard is, below Jupyter's base_url (jupyter-server-proxy; dasklaunch.DASHBOARD_PATH).
 DASHBOARD_PATH = "dask-dashboard/status"
 

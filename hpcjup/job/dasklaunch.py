@@ -266,7 +266,9 @@ class DaskCluster(ScaleOut):
             if count:
                 cpus = str(count * self.worker_cores)
                 words = [word.replace("{host}", host).replace("{cpus}", cpus) for word in launch]
-                argv = [*words, *worker, "--nworkers", str(count)]
+                # Through envlocal.sh when the job runs its environments from node-local copies: that host's copy.
+                wrap = shlex.split(os.environ.get("HPCJUP_ENV_WRAP", ""))
+                argv = [*words, *wrap, *worker, "--nworkers", str(count)]
                 self.worker_procs.append(subprocess.Popen(argv, env=self.env, start_new_session=True, **preexec))
 
     def failed(self) -> str | None:
