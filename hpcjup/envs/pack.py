@@ -88,3 +88,48 @@ def image_of(meta: dict[str, Any], bad: bool = False) -> Image | None:
         return None
     size = found.get("bytes")
     return Image(found["sha256"], size if isinstance(size, int) else 0, str(found.get("codec", "?")), bad)
+
+
+#: `doctor`'s look at what this host can do with images (in the environment check's one command): one line
+#: `HPCJUP-IMAGES FUSE SQUASHFUSE UNSQUASHFS MKSQUASHFS`, each `yes` or why not. FUSE is tried for real: a tiny
+#: image packed and mounted by this user, read and unmounted.
+DOCTOR_MARK = "HPCJUP-IMAGES "
+DOCTOR = r"""(
+has() { command -v "$1" >/dev/null 2>&1 && echo yes || echo "no-$1"; }
+sq=$(has squashfuse) un=$(has unsquashfs) mk=$(has mksquashfs)
+um=no-fusermount; { command -v fusermount3 || command -v fusermount; } >/dev/null 2>&1 && um=yes
+if [ ! -c /dev/fuse ]; then fuse=no-/dev/fuse
+elif [ ! -r /dev/fuse ] || [ ! -w /dev/fuse ]; then fuse=/dev/fuse-not-yours
+elif [ "$sq" != yes ] || [ "$um" != yes ]; then fuse="${sq#yes}${um#yes}"
+elif [ "$mk" != yes ]; then fuse=untried
+else
+    t=$(mktemp -d) && mkdir "$t/s" "$t/m" && echo ok >"$t/s/f" &&
+        mksquashfs "$t/s" "$t/i" -quiet -no-progress >/dev/null 2>&1 && squashfuse "$t/i" "$t/m" 2>/dev/null &&
+        [ "$(cat "$t/m/f" 2>/dev/null)" = ok ] && fuse=yes || fuse=mount-refused
+    fusermount3 -u "$t/m" 2>/dev/null || fusermount -u "$t/m" 2>/dev/null
+    rm -rf "$t"
+fi
+echo "HPCJUP-IMAGES $fuse $sq $un $mk"
+) 2>/dev/null"""
+
+
+def doctor_words(line: str, mode: str) -> tuple[str, str, str]:
+    """(status word pass|warn|skip, what the host supports and why, the fix or "") from DOCTOR's line and the
+    `env_mode` setting."""
+    fields = (line.split() + ["?"] * 4)[:4]
+    fuse, _, unsquashfs, mksquashfs = fields
+    why = fuse.replace("no-", "no ").replace("-", " ")
+    pack = "" if mksquashfs == "yes" else "; no mksquashfs: environments get no image and run in place"
+    fix = "" if mksquashfs == "yes" else "Install squashfs-tools (mksquashfs) on the login node, or ask the site."
+    if mode == "direct":
+        return "skip", "env_mode = direct: environments run in place on the shared file system", ""
+    if fuse == "yes" and mode in ("auto", "image"):
+        return ("pass" if not pack else "warn"), f"image: squashfuse mounts work here for you{pack}", fix
+    if unsquashfs == "yes" and mode in ("auto", "unpack"):
+        what = f"unpack: images are unpacked on node-local storage ({'env_mode = unpack' if mode == 'unpack' else 'no usable FUSE: ' + why})"
+        return ("pass" if not pack else "warn"), what + pack, fix
+    return (
+        "warn",
+        f"direct: environments run in place (slower on a parallel file system): FUSE {why}, unsquashfs {unsquashfs}{pack}",
+        fix or "Install squashfuse (or squashfs-tools for unsquashfs) on the nodes, or ask the site.",
+    )

@@ -96,9 +96,13 @@ probe() {
     name=$4
     if [ -f "$root/$name/.hpcjup-env.json" ]; then
         : >"$root/$name/.hpcjup-used"
-        # A job found its image corrupt (or a pack was killed): a build packs it again, the env itself stays.
-        if [ -e "$root/$name.sqsh.bad" ] && needs_image "$root/$name"; then say env "$name" repack; else
-            say env "$name" built; exit 0; fi
+        # No image yet (built before hpcjup packed them, a pack killed) or a job found it corrupt: a build packs
+        # it again, the env itself stays.
+        # A bad image this host can no longer pack again goes: the env is used in place.
+        if needs_image "$root/$name"; then say env "$name" repack; else
+            [ ! -e "$root/$name.sqsh.bad" ] || rm -f "$root/$name.sqsh" "$root/$name.sqsh.bad"
+            say env "$name" built; exit 0
+        fi
     else
         say env "$name" missing
     fi
