@@ -58,12 +58,14 @@ def make_spec_module(tmp_path_factory: pytest.TempPathFactory) -> MakeSpec:
 
 @pytest.fixture(scope="module")
 def host(laptop_environ: dict[str, str]) -> Iterator[Host]:
+    import os
+
     from hpcjup.transport import connect
 
     opened: list[Transport] = []
 
     def _open() -> Transport:
-        transport = connect("minicluster", backend="openssh")
+        transport = connect("minicluster", backend=os.environ.get("HPCJUP_SSH", "openssh"))
         opened.append(transport)
         return transport
 
