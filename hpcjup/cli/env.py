@@ -41,8 +41,8 @@ def command() -> None:
 @json_option
 @click.pass_obj
 def ls_command(app: App, host: str | None, local: bool, root: str | None, reach: Reach) -> None:
-    """List a host's environments: name, spec, Python, size, files on the shared file system, last used, and the
-    running sessions using it."""
+    """List a host's environments: name, spec, Python, size, its image (one file a job copies to its nodes), the
+    files inside it and all its files on the shared file system, last used, and the running sessions using it."""
     from hpcjup.envs.catalog import list_envs, users
     from hpcjup.envs.identity import env_root
     from hpcjup.session.overview import overview
@@ -243,13 +243,18 @@ def _table(envs: list[Any], host: str, root: str, using: dict[str, list[str]]) -
 
     if not envs:
         return f"No environments under {root} on {host}."
-    lines = [f"{'NAME':<24} {'PYTHON':<8} {'SIZE':>9} {'FILES':>7}  {'LAST USED':<12} {'SESSIONS':<16} SPEC"]
+    head = f"{'NAME':<24} {'PYTHON':<8} {'SIZE':>9} {'IMAGE':>9} {'FILES':>7} {'SHARED':>7}  {'LAST USED':<12}"
+    lines = [f"{head} {'SESSIONS':<16} SPEC"]
     for env in envs:
         ago = duration(int(time.time()) - env.last_used) + " ago"
         size = f"{env.kb / 1024:.1f} MB"
         python = str(env.meta.get("python", "?"))
         sessions = ",".join(using.get(env.name, [])) or "-"
+        # The image jobs copy to their nodes (envs/pack.py); "bad": a job found its hash wrong, the next build packs
+        # it again; "-": none (no mksquashfs on the host, or built with pip: the env is used in place).
+        image = "-" if env.image is None else "bad" if env.image.bad else f"{env.image.bytes / 1e6:.1f} MB"
         lines.append(
-            f"{env.name:<24} {python:<8} {size:>9} {env.files:>7}  {ago:<12} {sessions:<16} {env.meta.get('source', '?')}"
+            f"{env.name:<24} {python:<8} {size:>9} {image:>9} {env.files:>7} {env.shared_files:>7}  {ago:<12} "
+            f"{sessions:<16} {env.meta.get('source', '?')}"
         )
     return "\n".join(lines)

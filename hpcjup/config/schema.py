@@ -90,6 +90,14 @@ KEYS: dict[str, Key] = {
         ),
         Key("env_root", str, "where environments are built on the cluster (default ~/.hpcjup/envs; $VAR/... allowed)"),
         Key(
+            "env_mode",
+            str,
+            "how jobs use an environment's image: auto (mounted from node-local storage where FUSE works, else "
+            "unpacked there), image, unpack, or direct (the environment in place)",
+            choices=("auto", "image", "unpack", "direct"),
+            default="auto",
+        ),
+        Key(
             "offline",
             bool,
             "whether the cluster's login node reaches no package index (the laptop then fetches; unset: found out)",

@@ -323,6 +323,9 @@ def _line(
         progress.phase(rest)
     elif word == "done":
         return rest.rsplit(" ", 1)[-1]
+    elif word == "image":  # packed (PATH SHA256 BYTES CODEC), or `none WHY`: the env is then used in place
+        what, _, why = rest.partition(" ")
+        progress.line(f"no image: {why}" if what == "none" else f"image {what} ({int(why.split()[1]) / 1e6:.0f} MB)")
     elif word == "space":
         space[:] = rest.rsplit(" ", 4)
     elif word == "failed":

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpcjup.envs import script
 from hpcjup.envs.errors import EnvBuildError, EnvInUse, EnvNotFound
+from hpcjup.envs.pack import Image, image_of
 from hpcjup.transport.base import Transport
 
 if TYPE_CHECKING:
@@ -31,6 +32,13 @@ class EnvInfo:
     last_used: int  # epoch seconds: the last start (or build) that used it
     meta: dict[str, Any]
     current_server: bool = False  # the server environment new sessions run JupyterLab from (never pruned)
+    image: Image | None = None  # its SquashFS image beside it (envs/pack.py), if packed
+    beside: int = 0  # its files beside the tree on the shared filesystem: the image, its bad-mark, its log
+
+    @property
+    def shared_files(self) -> int:
+        """What it costs in inodes on the shared filesystem: the tree (`files`) and what lies beside it."""
+        return self.files + self.beside
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -43,6 +51,7 @@ def list_envs(transport: Transport, root: str) -> tuple[str, list[EnvInfo]]:
     absolute = next((line[len("@@hpcjup root ") :] for line in lines if line.startswith("@@hpcjup root ")), root)
     current = next((line.split(" ", 2)[2] for line in lines if line.startswith("@@hpcjup current ")), None)
     found: list[EnvInfo] = []
+    beside = {parts[1]: parts[2:] for parts in (line.split(" ") for line in lines if line.startswith("@@beside "))}
     for head, body in itertools.pairwise(lines):
         if not head.startswith("@@env "):
             continue
@@ -55,7 +64,9 @@ def list_envs(transport: Transport, root: str) -> tuple[str, list[EnvInfo]]:
             meta = {}
         name = parts[1]
         sizes = int(parts[2]), int(parts[3]), int(parts[4])
-        found.append(EnvInfo(name, f"{absolute}/{name}", *sizes, meta, current_server=name == current))
+        extra = beside.get(name, [])
+        image = image_of(meta, bad="bad" in extra) if "sqsh" in extra else None
+        found.append(EnvInfo(name, f"{absolute}/{name}", *sizes, meta, name == current, image=image, beside=len(extra)))
     return absolute, found
 
 

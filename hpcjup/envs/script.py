@@ -4,7 +4,7 @@
 
 - `probe ROOT PREFIX DIGEST PYTHON [UVVERSION stage [INDEX]]` (with `stage`, stdin is a tar of the spec): finds the
   Python (`3.12` or a command), names the environment (hash of digest, Python X.Y, machine, libc),
-  says whether it is built (and marks it used), and stages the spec for a build. Lines:
+  says whether it is built (and marks it used; `repack`: built, its image marked bad), and stages the spec for a build. Lines:
   `@@hpcjup python VERSION MACHINE LIBC PATH`, `@@hpcjup root ABSROOT`, `@@hpcjup home HOME`, `@@hpcjup env NAME built|missing`,
   `@@hpcjup stage DIR`, `@@hpcjup uv PATH host|SHA256` or `@@hpcjup uv none`, and for a build INDEX `auto`:
   `@@hpcjup index online|offline URL` (a HEAD request to the index through the user's proxy settings, at most
@@ -15,14 +15,15 @@
   builder's lock on this host is taken over, another host's after LOCK_STALE seconds), builds into
   ROOT/.tmp-NAME-PID, runs postBuild, writes the lock, renames to ROOT/NAME. Failure or a signal
   leaves nothing but ROOT/NAME.failed.log. Progress: `@@hpcjup phase P`, the tools' own lines,
-  then `@@hpcjup done PATH built|reused` or `@@hpcjup failed PHASE`. EXTRA: packages every build of this
+  then `@@hpcjup done PATH built|reused` or `@@hpcjup failed PHASE`. A built env is packed into ROOT/NAME.sqsh
+  (envs/pack.py: phase `packing`, then `@@hpcjup image ...`); a reused one whose image is missing or marked bad too. EXTRA: packages every build of this
   env adds when the spec lacks them (`ipykernel` for a user's env: it becomes a kernel). A stage holding
   `.wheels/` (uploaded by the laptop for an offline host) installs from there only: `--no-index`, its
   lock. SOLVER (a conda spec: hpcjup.envs.conda_solve's text) builds environment.yml with conda_build
   (hpcjup.envs.conda). A failed build says `@@hpcjup space DIR KB FILES AVAILKB FREEINODES` (what it had written, what the
   file system has left: the laptop's words for a full disk or quota) before its `failed` line.
 - `ls ROOT`: `@@hpcjup current NAME` (what server-current points at), then one line per built environment:
-  `@@env NAME KB FILES USED` then its metadata JSON line.
+  `@@env NAME KB FILES USED` then its metadata JSON line, then `@@beside NAME [sqsh] [bad] [log]`: its files beside it.
 - `rm ROOT NAME...`: removes environments (and their logs) not being built right now.
 - `prune ROOT DAYS NAME...`: removes those of NAME... still unused for DAYS days (a start since the
   laptop's listing keeps its env), never the one `server-current` points at; `@@hpcjup removed NAME`.
@@ -31,6 +32,7 @@
 from __future__ import annotations
 
 from hpcjup.envs import conda
+from hpcjup.envs.pack import PACK
 
 # Marker written last inside a built env: its metadata. Its presence is what "built" means.
 MARKER = ".hpcjup-env.json"
@@ -38,12 +40,13 @@ USED = ".hpcjup-used"
 LOCK_STALE = 3600
 REACH_TIMEOUT = 3  # seconds the probe waits for the package index before calling the host offline
 
-SCRIPT = r"""
+SCRIPT = (
+    r"""
 export LC_ALL=C
 umask 077
 action=$1; shift
 say() { printf '@@hpcjup %s\n' "$*"; }
-
+@PACK@
 absroot() {  # a root like $PROJECT/envs or ~/x, expanded without eval, made and printed absolute
     r=$1
     case $r in
@@ -96,10 +99,16 @@ probe() {
     name=$4
     if [ -f "$root/$name/.hpcjup-env.json" ]; then
         : >"$root/$name/.hpcjup-used"
-        say env "$name" built
-        exit 0
+        # No image yet (built before hpcjup packed them, a pack killed) or a job found it corrupt: a build packs
+        # it again, the env itself stays.
+        # A bad image this host can no longer pack again goes: the env is used in place.
+        if needs_image "$root/$name"; then say env "$name" repack; else
+            [ ! -e "$root/$name.sqsh.bad" ] || rm -f "$root/$name.sqsh" "$root/$name.sqsh.bad"
+            say env "$name" built; exit 0
+        fi
+    else
+        say env "$name" missing
     fi
-    say env "$name" missing
     [ "$staging" = stage ] || exit 0
     stage="$root/.stage-$name-$$"
     mkdir -p "$stage" && (cd "$stage" && tar -xf - 2>/dev/null) || { rm -rf "$stage"; stage=; }
@@ -133,7 +142,7 @@ take_lock() {  # one builder per name; a second waits, then finds the env built 
             say stale-lock "$owner"
             dead=$(cat "$lock/stage" 2>/dev/null)
             case $dead in "$root/.stage-$name-"*) rm -rf "$dead" ;; esac
-            rm -rf "$lock" "$root/.tmp-$name-$2" "$root/.tmp-$name-$2.log" "$root/.tmp-$name-$2.rc" "$root/.tmp-$name-$2.req"
+            rm -rf "$lock" "$root/.tmp-$name-$2" "$root/.tmp-$name-$2.log" "$root/.tmp-$name-$2.rc" "$root/.tmp-$name-$2.req" "$root/.tmp-$name-$2.sqsh"
             continue
         fi
         [ -n "$said" ] || { say phase waiting "$owner"; said=1; }
@@ -151,7 +160,7 @@ sweep() {  # what killed builders of other specs left on this host (their dead p
         n=${other#"$root/.lock-"}
         dead=$(cat "$other/stage" 2>/dev/null)
         case $dead in "$root/.stage-$n-"*) rm -rf "$dead" ;; esac
-        rm -rf "$other" "$root/.tmp-$n-$2" "$root/.tmp-$n-$2.log" "$root/.tmp-$n-$2.rc" "$root/.tmp-$n-$2.req"
+        rm -rf "$other" "$root/.tmp-$n-$2" "$root/.tmp-$n-$2.log" "$root/.tmp-$n-$2.rc" "$root/.tmp-$n-$2.req" "$root/.tmp-$n-$2.sqsh"
     done
     # A stage whose build never started (the laptop went away after the probe): gone after a day.
     find "$root" -maxdepth 1 -name '.stage-*' -mmin +1440 -exec rm -rf {} + 2>/dev/null
@@ -160,7 +169,7 @@ sweep() {  # what killed builders of other specs left on this host (their dead p
 cleanup() {
     [ -n "$watchdog" ] && kill "$watchdog" 2>/dev/null
     [ -n "$tmp" ] && rm -rf "$tmp"
-    [ -n "$work" ] && rm -f "$work.rc" "$work.req" "$work.offline"
+    [ -n "$work" ] && rm -f "$work.rc" "$work.req" "$work.offline" "$work.sqsh"
     [ -n "$stage" ] && rm -rf "$stage"
     [ -n "$locked" ] && rm -rf "$lock"
 }
@@ -255,7 +264,9 @@ build() {
     take_lock; locked=1
     sweep
     if [ -f "$final/.hpcjup-env.json" ]; then
-        : >"$final/.hpcjup-used"; cleanup; say done "$final" reused; exit 0
+        : >"$final/.hpcjup-used"
+        if needs_image "$final"; then work="$root/.tmp-$name-$$" log="$root/.tmp-$name-$$.log"; : >"$log"; pack_image "$root" "$name"; rm -f "$log"; fi
+        cleanup; say done "$final" reused; exit 0
     fi
     rm -rf "$final"  # an in-place build a killed builder left (pip: no marker, never used)
     started=$(date +%s)
@@ -306,6 +317,8 @@ EOF
     : >"$tmp/.hpcjup-used"
     if [ "$tmp" != "$final" ]; then mv "$tmp" "$final" || fail locking; fi
     tmp=
+    rm -f "$final.sqsh" "$final.sqsh.bad"  # an image of an env that was removed and is built anew: not this one
+    pack_image "$root" "$name"
     mv -f "$log" "$root/$name.log"
     rm -f "$root/$name.failed.log"
     cleanup
@@ -324,6 +337,8 @@ list() {
         used=$(stat -c %Y "$d/.hpcjup-used" 2>/dev/null || stat -c %Y "$m")
         printf '@@env %s %s %s %s\n' "${d##*/}" "$(du -sk "$d" | cut -f1)" "$(find "$d" | wc -l)" "$used"
         cat "$m"; echo
+        # Its own files beside it (image, its bad-mark, logs): what it costs on the shared filesystem besides the tree.
+        printf '@@beside %s' "${d##*/}"; for f in "$d.sqsh" "$d.sqsh.bad" "$d.log"; do [ ! -e "$f" ] || printf ' %s' "${f##*.}"; done; echo
     done
 }
 
@@ -336,7 +351,7 @@ remove() {
     done
     for name; do
         # Renamed first: a start checking at this moment sees it gone, never half removed.
-        mv "$root/$name" "$root/.rm-$name-$$" && rm -rf "$root/.rm-$name-$$" "$root/$name.log" "$root/$name.failed.log"
+        mv "$root/$name" "$root/.rm-$name-$$" && rm -rf "$root/.rm-$name-$$" "$root/$name.log" "$root/$name.failed.log" "$root/$name.sqsh" "$root/$name.sqsh.bad"
         say removed "$name"
     done
 }
@@ -351,7 +366,7 @@ prune() {
         [ -e "$used" ] || used="$root/$name/.hpcjup-env.json"
         # Checked again here: a start since the laptop listed it marked it used.
         [ -n "$(find "$used" -mmin +$((days * 1440)) 2>/dev/null)" ] || continue
-        mv "$root/$name" "$root/.rm-$name-$$" && rm -rf "$root/.rm-$name-$$" "$root/$name.log" "$root/$name.failed.log"
+        mv "$root/$name" "$root/.rm-$name-$$" && rm -rf "$root/.rm-$name-$$" "$root/$name.log" "$root/$name.failed.log" "$root/$name.sqsh" "$root/$name.sqsh.bad"
         say removed "$name"
     done
 }
@@ -365,4 +380,7 @@ case $action in
     rm) remove "$@" ;;
     *) echo "unknown action $action" >&2; exit 2 ;;
 esac
-""".replace("@REACH_TIMEOUT@", str(REACH_TIMEOUT)).replace("@CONDA@", conda.SH)
+""".replace("@REACH_TIMEOUT@", str(REACH_TIMEOUT))
+    .replace("@CONDA@", conda.SH)
+    .replace("@PACK@", PACK)
+)

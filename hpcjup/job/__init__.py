@@ -52,6 +52,7 @@ from hpcjup.job.contract import SETUP_FILE as SETUP_FILE
 from hpcjup.job.contract import STATE_FILE as STATE_FILE
 from hpcjup.job.contract import TOKEN_FILE as TOKEN_FILE
 from hpcjup.job.contract import USAGE_FILE as USAGE_FILE
+from hpcjup.job.contract import WRAP_VARIABLE as WRAP_VARIABLE
 
 LAUNCHER_FILE = "launcher.py"
 LAUNCHER_PATH = Path(__file__).with_name(LAUNCHER_FILE)
@@ -74,7 +75,10 @@ JOB_FILES = (
     "private.py",
     "lifeline.py",
     "rerun.py",
+    "envlocal.sh",
 )
+#: The sh that brings the session's environment images to each node's local storage (envlocal.sh's header).
+ENVLOCAL_FILE = "envlocal.sh"
 #: Where the Dask dashboard is, below Jupyter's base_url (jupyter-server-proxy; dasklaunch.DASHBOARD_PATH).
 DASHBOARD_PATH = "dask-dashboard/status"
 

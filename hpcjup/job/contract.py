@@ -77,3 +77,6 @@ ENV_JOBQUEUE = "HPCJUP_JOBQUEUE"  # dask-jobqueue's name for this scheduler (slu
 ENV_SUBMIT = "HPCJUP_SUBMIT"  # the submit command the notebook's jobqueue runs (wrapped to record job ids)
 ENV_SCRUB = "HPCJUP_SCRUB"  # a variable prefix to drop before submitting from inside the job (the scheduler's)
 ENV_SCRUB_KEEP = "HPCJUP_SCRUB_KEEP"  # space-separated names under that prefix to keep (its config file's)
+# Not an adapter's to export: the job script's exec line sets it when the job runs its environments from node-local
+# copies (envlocal.sh): the command that puts a host's copy in front of the per-host launch of Dask's workers.
+WRAP_VARIABLE = "HPCJUP_ENV_WRAP"

@@ -27,7 +27,7 @@ import time
 from typing import Any
 
 from atomic import write_private  # beside this file (the launcher puts its directory on sys.path)
-from contract import DASK_DIR, ENV_CPUS, ENV_LAUNCH, ENV_NODELIST, ENV_TIME_LIMIT, ENV_WARN_SECONDS
+from contract import DASK_DIR, ENV_CPUS, ENV_LAUNCH, ENV_NODELIST, ENV_TIME_LIMIT, ENV_WARN_SECONDS, WRAP_VARIABLE
 from daskscale import ScaleOut
 
 PRELOAD_FILE = "daskhttp.py"  # beside this file: Dask's HTTP server on a Unix socket or nowhere
@@ -266,7 +266,9 @@ class DaskCluster(ScaleOut):
             if count:
                 cpus = str(count * self.worker_cores)
                 words = [word.replace("{host}", host).replace("{cpus}", cpus) for word in launch]
-                argv = [*words, *worker, "--nworkers", str(count)]
+                # Through envlocal.sh when the job runs its environments from node-local copies: that host's copy.
+                wrap = shlex.split(os.environ.get(WRAP_VARIABLE, ""))
+                argv = [*words, *wrap, *worker, "--nworkers", str(count)]
                 self.worker_procs.append(subprocess.Popen(argv, env=self.env, start_new_session=True, **preexec))
 
     def failed(self) -> str | None:

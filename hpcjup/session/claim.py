@@ -57,7 +57,8 @@ class NoJupyter(Exception):
 # the id is the last line the submit command printed, cut at a ";" (Slurm's "id;cluster"), or the N of LSF's
 # "Job <N> is submitted ...". The line "$9 ID" on stderr says it was recorded; the laptop still parses the
 # output the adapter's way (parse_submission) and rewrites the record if the two differ.
-# Before all that, the session's environments ($12...): `b:DIR` built (its marker; marked used), `c:ROOT:NAME` the
+# Before all that, the session's environments ($12...): `b:DIR` built (its marker; marked used; exit 76 too when a
+# job found its image corrupt, DIR.sqsh.bad: the start's build packs it again), `c:ROOT:NAME` the
 # server env `env upgrade-server` chose is still NAME (exit 76 if not), `p:DIR` an existing env's
 # bin/python (exit 75, its path on stderr), `j:PYTHON` that Python has JupyterLab (exit 79).
 _CLAIM = r"""
@@ -68,7 +69,7 @@ shift 11
 [ -z "$need" ] || command -v "$need" >/dev/null 2>&1 || exit 77
 for e; do
     case $e in
-        b:*) [ -f "${e#b:}/.hpcjup-env.json" ] || exit 76; : >"${e#b:}/.hpcjup-used" ;;
+        b:*) [ -f "${e#b:}/.hpcjup-env.json" ] && [ ! -e "${e#b:}.sqsh.bad" ] || exit 76; : >"${e#b:}/.hpcjup-used" ;;
         c:*) r=${e#c:}; n=${r##*:}; r=${r%:*}
              [ "$(readlink -- "$r/server-current" 2>/dev/null)" = "$n" ] || { [ -z "$n" ] && [ ! -e "$r/server-current" ]; } || exit 76 ;;
         p:*) [ -x "${e#p:}/bin/python" ] || { printf '%s\n' "${e#p:}" >&2; exit 75; } ;;

@@ -144,7 +144,7 @@ def run_checks(
     return Report(host, checks)
 
 
-_AFTER_SSH = ("environment", "jupyter", "dask", "dask-jobqueue", "env-root", "sessions")
+_AFTER_SSH = ("environment", "jupyter", "dask", "dask-jobqueue", "env-root", "env-images", "sessions")
 
 
 def _env_root(resolved: Resolved) -> str:
@@ -177,10 +177,12 @@ def check_environment(
     """Run the job's setup lines and its Python non-interactively in the job's `shell`, as the job will; then
     the packages Jupyter needs. With `env_root`, the same command checks it first (the "env-root" check, last)."""
     python_argv = launcher_python(resolved, transport.home())
-    root_lines = [f"set -- {shlex.quote(env_root)}", _ENV_ROOT, "set --"] if env_root is not None else []
+    from hpcjup.envs import pack
+
+    root_lines = [f"set -- {shlex.quote(env_root)}", _ENV_ROOT, pack.DOCTOR, "set --"] if env_root is not None else []
     script = "\n".join([*root_lines, *setup_lines(resolved), shlex.join([*python_argv, "-c", _PROBE])])
     result = transport.run([*shell, "-c", script], check=False, timeout=180)
-    root_check = [_root_check(result.stdout, env_root)] if env_root is not None else []
+    root_check = [_root_check(result.stdout, env_root), _images_check(result.stdout, resolved)] if env_root else []
     probe = next((line[len(_MARK) :] for line in reversed(result.stdout.splitlines()) if line.startswith(_MARK)), None)
     if result.returncode != 0 or probe is None:
         failed = Check(
@@ -235,6 +237,17 @@ def _root_check(stdout: str, given: str | None) -> Check:
     if (kb.isdigit() and int(kb) < 4 * ENV_KB) or (inodes.isdigit() and int(inodes) < 4 * ENV_FILES):
         return Check("env-root", Status.WARN, f"{found}: room for fewer than four environments", fix=f"{need}.")
     return Check("env-root", Status.PASS, found)
+
+
+def _images_check(stdout: str, resolved: Resolved) -> Check:
+    """How jobs can use environment images here (envs/pack.py's DOCTOR line): mounted, unpacked, or in place."""
+    from hpcjup.envs.pack import DOCTOR_MARK, doctor_words
+
+    line = next((line[len(DOCTOR_MARK) :] for line in stdout.splitlines() if line.startswith(DOCTOR_MARK)), "")
+    setting = resolved.settings.get("env_mode")
+    status, found, fix = doctor_words(line, str(setting.value) if setting and setting.value else "auto")
+    where = " (on the login node; each job decides again on its nodes)"
+    return Check("env-images", Status(status), found + where, fix=fix or None)
 
 
 def _size(kb: str) -> str:

@@ -9,7 +9,7 @@ import shlex
 
 from hpcjup.config.environment import launcher_python, setup_lines
 from hpcjup.config.resources import time_to_seconds
-from hpcjup.job import DASK_DIR, JOB_SCRIPT, SETUP_FILE, job_files
+from hpcjup.job import DASK_DIR, ENVLOCAL_FILE, JOB_SCRIPT, SETUP_FILE, WRAP_VARIABLE, job_files
 from hpcjup.schedulers.base import JobSpec, Scheduler
 from hpcjup.session.layout import SessionPaths
 from hpcjup.session.request import StartRequest
@@ -75,9 +75,32 @@ def _launcher_python(request: StartRequest, paths: SessionPaths) -> list[str]:
     return launcher_python(request.settings, paths.home) if request.settings else [request.python]
 
 
+def env_wrapper(request: StartRequest, paths: SessionPaths, scheduler: Scheduler) -> list[str]:
+    """The job's environments from node-local copies of their images (job/envlocal.sh): `sh envlocal.sh MODE
+    ENVDIR... --`, run before the launcher (and, through $HPCJUP_ENV_WRAP, before Dask's workers on every host).
+    Empty without environments hpcjup built, with `env_mode = "direct"`, or --local (the laptop's envs are on
+    its own disk already)."""
+    mode = (request.settings.value("env_mode") if request.settings else None) or "auto"
+    built = [check[2:] for check in request.envs.checks if check.startswith("b:")] if request.envs else []
+    if mode == "direct" or not built or scheduler.name == "local":
+        return []
+    return ["sh", paths.file(ENVLOCAL_FILE), mode, *built, "--"]
+
+
 def launcher_command(request: StartRequest, paths: SessionPaths, scheduler: Scheduler) -> list[str]:
     python = _launcher_python(request, paths)
-    command = [*python, paths.launcher, "--session-dir", paths.dir, "--ready-timeout", str(request.ready_timeout)]
+    wrap = env_wrapper(request, paths, scheduler)
+    # `env` execs the wrapper, which stays the job's main process: the scheduler's signals reach it, it passes them on.
+    prefix = ["env", f"{WRAP_VARIABLE}={shlex.join(wrap)}", *wrap] if wrap else []
+    command = [
+        *prefix,
+        *python,
+        paths.launcher,
+        "--session-dir",
+        paths.dir,
+        "--ready-timeout",
+        str(request.ready_timeout),
+    ]
     if len(python) > 1:
         command += ["--python-command", shlex.join(python)]
     if request.envs is not None:

@@ -142,7 +142,7 @@ def test_broken_profile_names_each_failure_and_its_fix(minicluster: Any, laptop_
     assert "invalid partition specified: nosuch" in result.stdout
     assert "jupyter_server and jupyterlab missing in /usr/bin/python3" in result.stdout
     assert "fix: /usr/bin/python3 -m pip install -U jupyterlab 'jupyter_server>=2.20'" in result.stdout
-    assert "4 of 11 checks failed." in result.stderr
+    assert "4 of 12 checks failed." in result.stderr
 
 
 @pytest.mark.cluster

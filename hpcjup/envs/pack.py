@@ -1,0 +1,135 @@
+"""An environment as one file: the SquashFS image packed beside it when it is built (POSIX sh, run on the host).
+
+`PACK` is sh the build script (script.py) includes: `pack_image ROOT NAME` packs ROOT/NAME into ROOT/NAME.sqsh
+with mksquashfs (the fastest codec it has: zstd at a low level, else lz4, else gzip), records the image's sha256,
+size and codec in the environment's metadata (`image` in .hpcjup-env.json, rewritten whole: temp file and
+rename) and only then renames the image into place: a killed pack leaves its temp file (swept with the build's
+leftovers) and no image, and a pack killed between the two renames leaves an image whose hash the metadata does
+not match, which no job uses and the next build or start packs again. A job that finds an image whose hash does
+not match marks it `NAME.sqsh.bad` (job/envlocal.sh); the probe then says `repack` and the build packs it again.
+
+Only environments uv built are packed: uv makes them relocatable (`uv venv --relocatable`: the scripts find their
+Python relative to themselves), so they run from wherever a job mounts or unpacks the image. `python -m venv`
+writes its own path into every script: such an environment runs in place only. No mksquashfs on the host: no
+image (`@@hpcjup image none WHY`), the environment is used in place.
+
+The lines: `@@hpcjup image PATH SHA256 BYTES CODEC` or `@@hpcjup image none WHY`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+SUFFIX = ".sqsh"
+BAD = ".sqsh.bad"  # beside the image: a job found its hash wrong; never used again, packed anew
+
+PACK = r"""
+image_codec() {  # the fastest codec this mksquashfs has (decompression speed matters most: every start reads)
+    help=$(mksquashfs -help 2>&1)
+    case $help in
+        *zstd*) echo "-comp zstd -Xcompression-level 3" ;;
+        *lz4*) echo "-comp lz4" ;;
+        *) echo "-comp gzip" ;;
+    esac
+}
+
+needs_image() {  # $1: ROOT/NAME; whether it should have an image and has none (or a bad one)
+    grep -q '"tool": "uv"' "$1/.hpcjup-env.json" 2>/dev/null || return 1
+    command -v mksquashfs >/dev/null 2>&1 || return 1
+    [ -e "$1.sqsh.bad" ] || [ ! -f "$1.sqsh" ] || ! grep -q '"sha256"' "$1/.hpcjup-env.json"
+}
+
+pack_image() {  # $1 ROOT, $2 NAME: ROOT/NAME.sqsh and its hash in the metadata; never fails the build
+    dir="$1/$2" part="$1/.tmp-$2-$$.sqsh"
+    if ! grep -q '"tool": "uv"' "$dir/.hpcjup-env.json" 2>/dev/null; then
+        say image none "built with python -m venv (not relocatable): used in place"; return 0
+    fi
+    if ! command -v mksquashfs >/dev/null 2>&1; then
+        say image none "no mksquashfs on $(uname -n): used in place"; return 0
+    fi
+    say phase packing
+    codec=$(image_codec)
+    # The used-marker changes at every start: never part of the image (its hash would not matter, but its time does).
+    if ! mksquashfs "$dir" "$part" -noappend -quiet -no-progress $codec -e .hpcjup-used >>"${log:-/dev/null}" 2>&1; then
+        rm -f "$part"; say image none "mksquashfs failed (see the log): used in place"; return 0
+    fi
+    sha=$(sha256sum <"$part" | cut -d' ' -f1) bytes=$(wc -c <"$part" | tr -d ' ') kb=$(du -sk "$dir" | cut -f1)
+    set -- $codec
+    "${py:-python3}" - "$dir/.hpcjup-env.json" "$sha" "$bytes" "$2" "$kb" <<'EOF' || { rm -f "$part"; say image none "could not record its hash"; return 0; }
+import json, os, sys
+path, sha, size, codec, kb = sys.argv[1:6]
+meta = json.load(open(path))
+meta["image"] = {"sha256": sha, "bytes": int(size), "codec": codec, "tree_kb": int(kb)}
+with open(path + ".new", "w") as f:
+    json.dump(meta, f, sort_keys=True)
+os.rename(path + ".new", path)
+EOF
+    mv -f "$part" "$dir.sqsh" && rm -f "$dir.sqsh.bad" || { rm -f "$part"; say image none "could not rename it"; return 0; }
+    say image "$dir.sqsh" "$sha" "$bytes" "$2"
+}
+"""
+
+
+@dataclass(frozen=True)
+class Image:
+    """An environment's image as its metadata records it: sha256, size, codec; `bad` when a job found it corrupt."""
+
+    sha256: str
+    bytes: int
+    codec: str
+    bad: bool = False
+
+
+def image_of(meta: dict[str, Any], bad: bool = False) -> Image | None:
+    """The image an environment's metadata records, or None (not packed: no mksquashfs, or built with pip)."""
+    found = meta.get("image")
+    if not isinstance(found, dict) or not isinstance(found.get("sha256"), str):
+        return None
+    size = found.get("bytes")
+    return Image(found["sha256"], size if isinstance(size, int) else 0, str(found.get("codec", "?")), bad)
+
+
+#: `doctor`'s look at what this host can do with images (in the environment check's one command): one line
+#: `HPCJUP-IMAGES FUSE SQUASHFUSE UNSQUASHFS MKSQUASHFS`, each `yes` or why not. FUSE is tried for real: a tiny
+#: image packed and mounted by this user, read and unmounted.
+DOCTOR_MARK = "HPCJUP-IMAGES "
+DOCTOR = r"""(
+has() { command -v "$1" >/dev/null 2>&1 && echo yes || echo "no-$1"; }
+sq=$(has squashfuse) un=$(has unsquashfs) mk=$(has mksquashfs)
+um=no-fusermount; { command -v fusermount3 || command -v fusermount; } >/dev/null 2>&1 && um=yes
+if [ ! -c /dev/fuse ]; then fuse=no-/dev/fuse
+elif [ ! -r /dev/fuse ] || [ ! -w /dev/fuse ]; then fuse=/dev/fuse-not-yours
+elif [ "$sq" != yes ] || [ "$um" != yes ]; then fuse="${sq#yes}${um#yes}"
+elif [ "$mk" != yes ]; then fuse=untried
+else
+    t=$(mktemp -d) && mkdir "$t/s" "$t/m" && echo ok >"$t/s/f" &&
+        mksquashfs "$t/s" "$t/i" -quiet -no-progress >/dev/null 2>&1 && squashfuse "$t/i" "$t/m" 2>/dev/null &&
+        [ "$(cat "$t/m/f" 2>/dev/null)" = ok ] && fuse=yes || fuse=mount-refused
+    fusermount3 -u "$t/m" 2>/dev/null || fusermount -u "$t/m" 2>/dev/null
+    rm -rf "$t"
+fi
+echo "HPCJUP-IMAGES $fuse $sq $un $mk"
+) 2>/dev/null"""
+
+
+def doctor_words(line: str, mode: str) -> tuple[str, str, str]:
+    """(status word pass|warn|skip, what the host supports and why, the fix or "") from DOCTOR's line and the
+    `env_mode` setting."""
+    fields = (line.split() + ["?"] * 4)[:4]
+    fuse, _, unsquashfs, mksquashfs = fields
+    why = fuse.replace("no-", "no ").replace("-", " ")
+    pack = "" if mksquashfs == "yes" else "; no mksquashfs: environments get no image and run in place"
+    fix = "" if mksquashfs == "yes" else "Install squashfs-tools (mksquashfs) on the login node, or ask the site."
+    if mode == "direct":
+        return "skip", "env_mode = direct: environments run in place on the shared file system", ""
+    if fuse == "yes" and mode in ("auto", "image"):
+        return ("pass" if not pack else "warn"), f"image: squashfuse mounts work here for you{pack}", fix
+    if unsquashfs == "yes" and mode in ("auto", "unpack"):
+        what = f"unpack: images are unpacked on node-local storage ({'env_mode = unpack' if mode == 'unpack' else 'no usable FUSE: ' + why})"
+        return ("pass" if not pack else "warn"), what + pack, fix
+    return (
+        "warn",
+        f"direct: environments run in place (slower on a parallel file system): FUSE {why}, unsquashfs {unsquashfs}{pack}",
+        fix or "Install squashfuse (or squashfs-tools for unsquashfs) on the nodes, or ask the site.",
+    )

@@ -1,0 +1,138 @@
+"""`start --env` runs the environments from node-local copies of their images, through Slurm on both nodes.
+
+The real chain: the build packs the server env and the user's env (envs/pack.py), the job script runs the launcher
+through job/envlocal.sh, the per-host launch runs Dask's workers through it on both nodes; the kernel and the
+workers run the env's Python from the mount; `stop` leaves no mount and no copy of it. A corrupt image is never
+used (the job runs the env in place and says why) and the next start packs it again. `doctor` says what the host
+supports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli.helpers import hpcjup_argv, http_get, run
+from tests.cli.kernel import run_in_kernel
+from tests.cli.test_start_env import ROOT, SESSIONS, env_of, start
+from tests.cluster.procs import wait_until
+
+pytestmark = [pytest.mark.cluster, pytest.mark.one_backend]
+HOST = ["--host", "minicluster"]
+CODE = """
+import sys
+from distributed import Client
+client = Client()
+client.wait_for_workers(2, timeout=60)
+print(sys.prefix)
+print(sorted(set(client.run(lambda: sys.prefix).values())))
+print(sorted(set(client.run(lambda: __import__("os").environ["SLURMD_NODENAME"]).values())))
+"""
+
+
+def start_dask(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`start` as test_start_env's, with Dask."""
+    argv = [*hpcjup_argv(), "-v", "start", *HOST, "-d", "--json", "--idle-timeout", "0", "--time", "10", *args]
+    return subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900)
+
+
+def _spec(tmp_path: Path) -> Path:
+    spec = tmp_path / "analysis"
+    spec.mkdir()
+    (spec / "requirements.txt").write_text(f"# {secrets.token_hex(6)}\nsix\ndistributed\n")
+    return spec
+
+
+def _mounted(digest: str) -> list[str]:
+    return [line for line in Path("/proc/mounts").read_text().splitlines() if f"/envs/{digest}/env " in line]
+
+
+def _env_path(name: str) -> str:
+    record = json.loads((SESSIONS / name / "session.json").read_text())
+    return next(p for p in record["envs"] if "/env-" in p)
+
+
+def _digest(env: str) -> str:
+    return json.loads(Path(env, ".hpcjup-env.json").read_text())["image"]["sha256"][:16]
+
+
+def test_kernel_and_workers_on_both_nodes_run_from_the_mounted_image(
+    minicluster: Any, laptop_env: dict[str, str], clean_jobs: None, tmp_path: Path
+) -> None:
+    env = env_of(laptop_env)
+    name = f"img-{secrets.token_hex(3)}"
+    started = start_dask(env, "--no-browser", "--env", str(_spec(tmp_path)), "-n", name, "--nodes", "2", "--cpus", "1")
+    assert started.returncode == 0, started.stderr[-3000:]
+    try:
+        info = json.loads(started.stdout)
+        kernel_env = _env_path(name)
+        digest = _digest(kernel_env)
+        base = info["url"].split("/lab")[0].rstrip("/")
+        status, _ = http_get(f"{base}/api/status", info.get("token"))
+        assert status == 200
+        lines = run_in_kernel(base, info["token"], CODE, timeout=180).splitlines()
+        local = lines[0]
+        assert local.endswith(f"/hpcjup-1001/envs/{digest}/env"), lines  # the kernel: from the copy
+        assert lines[1] == str([local]), lines  # every worker, on both nodes: the same copy (one machine here)
+        assert lines[2] == "['node1', 'node2']", lines
+        assert len(_mounted(digest)) == 1  # one mount for the kernel, the launcher's Dask and both nodes' workers
+        log = (SESSIONS / name / "job.out").read_text(errors="replace")
+        assert f"{kernel_env} from {local} (image)" in log, log[-3000:]
+    finally:
+        stopped = run(["stop", name, *HOST], env, timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    # The job's end (the last user of that copy) unmounts and removes it.
+    wait_until(lambda: not _mounted(digest) and not Path(local).parent.exists(), 30, "the copy to go")
+
+
+def test_a_corrupt_image_runs_in_place_and_the_next_start_packs_it_again(
+    minicluster: Any, laptop_env: dict[str, str], clean_jobs: None, tmp_path: Path
+) -> None:
+    env = env_of(laptop_env)
+    spec = _spec(tmp_path)
+    first = f"bad-{secrets.token_hex(3)}"
+    built = start(env, "--env", str(spec), "-n", first, "--no-dask", "--dry-run")  # names it; builds nothing
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert run(["env", "build", str(spec), *HOST], env, timeout=600).returncode == 0
+    row = next(r for r in json.loads(built.stdout)["envs"] if r["source"] == str(spec))
+    kernel_env = f"/home/hpcuser/{ROOT}/{row['env']}"
+    image = Path(f"{kernel_env}.sqsh")
+    sha = json.loads(Path(kernel_env, ".hpcjup-env.json").read_text())["image"]["sha256"]
+    subprocess.run(["dd", "of=" + str(image), "bs=1", "seek=5000", "conv=notrunc"], input=b"X", check=True)
+
+    result = start(env, "--env", str(spec), "-n", first)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run(["stop", first, *HOST], env, timeout=120)
+    log = (SESSIONS / first / "job.out").read_text(errors="replace")
+    assert f"{image} is corrupt" in log and "never used" in log and "slower" in log, log[-3000:]
+    assert "is corrupt" in (SESSIONS / first / "envlocal.txt").read_text()
+    assert Path(f"{image}.bad").exists()
+
+    second = f"good-{secrets.token_hex(3)}"
+    again = start(env, "--env", str(spec), "-n", second)  # the upload finds it bad: packed again, then submitted
+    assert again.returncode == 0, again.stderr[-3000:]
+    run(["stop", second, *HOST], env, timeout=120)
+    assert not Path(f"{image}.bad").exists()
+    meta = json.loads(Path(kernel_env, ".hpcjup-env.json").read_text())
+    # A new image (the tree changed since: its metadata, the bytecode the run in place wrote), its hash recorded.
+    assert meta["image"]["sha256"] == hashlib.sha256(image.read_bytes()).hexdigest() != sha
+    log = (SESSIONS / second / "job.out").read_text(errors="replace")
+    assert f"{kernel_env} from " in log and "(image)" in log and "corrupt" not in log, log[-3000:]
+
+
+def test_doctor_says_how_jobs_use_images(minicluster: Any, laptop_env: dict[str, str]) -> None:
+    def images(mode: str) -> dict[str, Any]:
+        result = run(["doctor", *HOST, "--json"], {**laptop_env, "HPCJUP_ENV_MODE": mode}, timeout=120)
+        return next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "env-images")
+
+    auto = images("auto")
+    assert auto["status"] == "pass" and auto["summary"].startswith("image: squashfuse mounts work"), auto
+    unpack = images("unpack")
+    assert unpack["status"] == "pass" and unpack["summary"].startswith("unpack:"), unpack
+    assert images("direct")["status"] == "skip"
