@@ -65,6 +65,7 @@ KEYS: dict[str, Key] = {
             shape=(PYTHON_WORD, "a path or command name without spaces or shell characters, e.g. ~/env/bin/python"),
         ),
         Key("idle_timeout", str, "end the session after this long unused (0: never)", default="1h"),
+        Key("adapt_idle", str, "retire an adaptive worker group's worker after this long idle", default="5m"),
         Key("local_port", int, "local end of the tunnel", low=1, high=65535),
         Key("socket", bool, "Jupyter on a Unix socket on the node, reached by SSH to the node", default=False),
         Key("ssh", str, "SSH backend", choices=("auto", "openssh", "paramiko"), default="auto"),

@@ -1,0 +1,90 @@
+"""Adaptive worker groups on the real mini-cluster: the session's job grows a group from nothing while its tasks
+wait, replaces a worker job that is cancelled mid-computation (as a preemption would), and gives the nodes back
+once the workers have idled for adapt_idle."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cli.helpers import run, wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.one_backend]
+HOST = ["--host", "minicluster"]
+SESSIONS = Path("/home/hpcuser/.hpcjup/sessions")
+GROUP_JOB = "hpcjup+elastic+batch"
+
+# A notebook's computation, run as the cluster user with the session's Dask config (TLS, the scheduler's address):
+# tasks that need the group's resource, so only the group's workers can run them.
+NOTEBOOK = """
+import time
+from dask.distributed import Client
+client = Client(timeout=30)
+def slow(x):
+    time.sleep(2)
+    return x * x
+futs = client.map(slow, range(48), resources={"batch": 1}, pure=False)
+print(sum(client.gather(futs)))
+print(client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.allowed_failures))
+"""
+
+
+def group_jobs(minicluster: Any) -> dict[str, str]:
+    return {job["id"]: job["state"] for job in minicluster.active_jobs() if job["name"] == GROUP_JOB}
+
+
+def status() -> dict[str, Any]:
+    try:
+        return json.loads((SESSIONS / "elastic/dask/adaptive.json").read_text())["groups"]["batch"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def test_an_adaptive_group_grows_replaces_a_lost_job_and_shrinks_to_zero(
+    minicluster: Any, laptop_env: dict[str, str], clean_jobs: None
+) -> None:
+    env = {**laptop_env, "HPCJUP_ADAPT_IDLE": "6s"}
+    options = ["--partition", "booster", "--workers", "1", "--time", "10", "--idle-timeout", "0"]
+    started = run(
+        ["start", *HOST, "--name", "elastic", *options, "--worker-group", "batch:0-2x1:preemptible", "-d"], env
+    )
+    assert started.returncode == 0, started.stderr
+    group = json.loads((SESSIONS / "elastic/groups.json").read_text())["batch"]
+    assert (group["min"], group["max"], group["adapt_idle"], group["preemptible"]) == (0, 2, 6, True)
+    assert not group_jobs(minicluster), "an adaptive group of minimum 0 starts with no job"
+
+    config = SESSIONS / "elastic/dask/config"
+    with ThreadPoolExecutor(1) as pool:
+        notebook = pool.submit(
+            minicluster.run_as_user, ["env", f"DASK_CONFIG={config}", "python", "-c", NOTEBOOK], timeout=240
+        )
+        replaced_and_done(minicluster, notebook)
+    done = notebook.result()
+    assert done.returncode == 0, done.stderr[-2000:]
+    total, allowed = done.stdout.split()
+    assert int(total) == sum(x * x for x in range(48)), "the result is correct despite the lost worker job"
+    assert int(allowed) == 1000, "preemptible groups raise Dask's allowed-failures"
+    assert status()["lost"] >= 1
+
+    wait_for(lambda: not group_jobs(minicluster), 90, "the idle group to give its nodes back")
+    wait_for(lambda: status().get("running") == 0 and status().get("pending") == 0, 30, "the status to say so")
+
+    assert run(["stop", "elastic", *HOST], laptop_env).returncode == 0
+
+
+def replaced_and_done(minicluster: Any, notebook: Any) -> None:
+    """The group grows to its maximum; one running job is cancelled (as a preemption would end it) and replaced."""
+    wait_for(lambda: len(group_jobs(minicluster)) == 2, 60, "the group to grow to its maximum, 2 jobs")
+    originals = set(group_jobs(minicluster))
+    wait_for(lambda: "RUNNING" in group_jobs(minicluster).values(), 60, "a group job to run")
+    wait_for(lambda: status().get("running", 0) >= 1, 60, "a group worker to join")
+    first = {job_id for job_id, state in group_jobs(minicluster).items() if state == "RUNNING"}
+    victim = sorted(first)[0]
+    assert minicluster.run_as_user(["scancel", victim]).returncode == 0  # a preemption, as far as Dask can tell
+    wait_for(lambda: status().get("lost", 0) >= 1, 60, "the loop to see the job lost")
+    wait_for(lambda: set(group_jobs(minicluster)) - originals, 60, "a replacement job")
+    assert not notebook.done(), "the job was replaced while the work still needed it"

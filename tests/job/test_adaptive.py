@@ -1,0 +1,123 @@
+"""The adaptive loop (hpcjup/job/adaptive.py) under the cluster's Python, against a real Dask scheduler and real
+workers in one process; only the batch system is a stand-in (a submit command that prints an id, or refuses).
+The loop on the real mini-cluster: tests/cli/test_adaptive.py."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+JOB_DIR = Path(__file__).resolve().parents[2] / "hpcjup" / "job"
+
+# Ticks the loop by hand; workers "start" when the test starts Dask workers under the names the jobs would give.
+DRIVER = r"""
+import asyncio, json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+import adaptive
+import cloudpickle
+cloudpickle.register_pickle_by_value(adaptive)
+from distributed import Client, LocalCluster, Worker
+
+session = sys.argv[2]
+out = {}
+adaptive.INTERVAL = 0.5
+
+async def start_worker(address, name):
+    return await Worker(address, name=name, resources={"g": 1}, nthreads=1)
+
+def jobs_file():
+    with open(os.path.join(session, "dask", "jobs")) as fh:
+        return fh.read().split()
+
+with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
+    loop = adaptive.Loop(session, client)
+    loop.tick()
+    out["idle_start"] = loop.status["groups"]["g"]
+    futs = client.map(lambda x: time.sleep(0.5) or x * 2, range(20), resources={"g": 1}, pure=False)
+    time.sleep(0.5)
+    for _ in range(3):
+        loop.tick()
+    group = loop.groups["g"]
+    out["grown"] = loop.status["groups"]["g"]
+    out["recorded"] = jobs_file()
+    tokens = sorted(group.jobs)
+    # The jobs start: their workers join under the names the group's script gives them.
+    workers = [cluster.sync(start_worker, cluster.scheduler_address, group.worker_name(t)) for t in tokens]
+    time.sleep(1)
+    loop.tick()
+    out["running"] = loop.status["groups"]["g"]
+    # One job is lost (a preemption): its worker goes without being retired; the loop submits another.
+    cluster.sync(workers[0].close)
+    time.sleep(1)
+    loop.tick()
+    loop.tick()
+    out["after_loss"] = loop.status["groups"]["g"]
+    out["result"] = sum(client.gather(futs))
+    del futs
+    time.sleep(0.5)
+    for _ in range(6):
+        loop.tick()
+        time.sleep(0.3)
+    out["shrunk"] = loop.status["groups"]["g"]
+    out["withdrawn"] = sorted(n for n in os.listdir(os.path.join(session, "dask", adaptive.ADAPTIVE_DIR, "g")) if n.endswith(".withdrawn"))
+    out["workers_left"] = [w.name for w in client.scheduler_info()["workers"].values()]
+    # A refusing partition: the scheduler's words are shown, and the loop backs off instead of retrying each tick.
+    os.environ["HPCJUP_SUBMIT"] = sys.argv[3]
+    futs = client.map(lambda x: x, range(5), resources={"g": 1}, pure=False)
+    time.sleep(0.5)
+    for _ in range(5):
+        loop.tick()
+    out["refused"] = loop.status["groups"]["g"]
+    out["refusals"] = group.refusals
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture
+def session(tmp_path: Path) -> Path:
+    dask = tmp_path / "lab" / "dask"
+    dask.mkdir(parents=True)
+    (dask / "g.sh").write_text("#!/bin/sh\n# worker hpcjup+lab+g+@TOKEN@\n")
+    entry = {"partition": "batch", "jobs": 0, "cores": 1, "min": 0, "max": 2, "adapt_idle": 1, "preemptible": True}
+    (tmp_path / "lab" / "groups.json").write_text(json.dumps({"g": {**entry, "script": str(dask / "g.sh")}}))
+    return tmp_path / "lab"
+
+
+def stand_in(path: Path, body: str) -> str:
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_the_loop_grows_replaces_shrinks_and_backs_off(python: str, session: Path, tmp_path: Path) -> None:
+    count = tmp_path / "count"
+    submit = stand_in(
+        tmp_path / "submit",
+        f"n=$(($(cat {count} 2>/dev/null || echo 100) + 1)); echo $n > {count}; "
+        'grep -q "+lab+g+[0-9a-f]\\{8\\}" "$1" || exit 3; echo "Submitted batch job $n"\n',
+    )
+    refuse = stand_in(tmp_path / "refuse", 'echo "sbatch: error: invalid partition specified: batch" >&2; exit 1\n')
+    env = {"PATH": "/usr/bin:/bin", "HPCJUP_SUBMIT": submit, "HPCJUP_SCRUB": "SLURM_", "SLURM_JOB_ID": "1"}
+    done = subprocess.run(
+        [python, "-c", DRIVER, str(JOB_DIR), str(session), refuse],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["idle_start"]["target"] == 0 and out["idle_start"]["pending"] == 0, "nothing to do: no job"
+    assert out["grown"]["pending"] == 2 and out["grown"]["target"] == 2, "grown to the maximum, not beyond"
+    assert out["recorded"] == ["101", "102"], "each job recorded for `hpcjup stop` as it is submitted"
+    assert out["running"]["running"] == 2 and out["running"]["pending"] == 0
+    assert out["after_loss"]["lost"] == 1 and out["after_loss"]["pending"] == 1, "the lost job is replaced"
+    assert out["result"] == sum(x * 2 for x in range(20))
+    assert out["shrunk"]["running"] == 0 and out["shrunk"]["pending"] == 0, "idle workers retired, nodes given back"
+    assert len(out["withdrawn"]) == 1, "the replacement that never started is withdrawn"
+    assert out["workers_left"] == []
+    assert "invalid partition" in out["refused"]["error"]
+    assert out["refusals"] == 1, "one refusal in five ticks: the loop waits before it tries again"
