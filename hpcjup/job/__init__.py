@@ -75,6 +75,7 @@ JOB_FILES = (
     "daskscale.py",
     "daskhttp.py",
     "adaptive.py",
+    "daskretire.py",
     "private.py",
     "lifeline.py",
 )

@@ -32,6 +32,7 @@ from daskscale import ScaleOut
 
 ADAPTIVE_MODULE = "adaptive"  # adaptive.py beside this file: the adaptive worker-group loop
 PRELOAD_FILE = "daskhttp.py"  # beside this file: Dask's HTTP server on a Unix socket or nowhere
+RETIRE_FILE = "daskretire.py"  # beside this file: a nanny-less worker (a worker-group job's) retires on SIGTERM
 DASHBOARD_SOCKET = "dask-dashboard.sock"  # in the private directory
 DASHBOARD_NAME = "dask-dashboard"  # jupyter-server-proxy's name for it: {base_url}dask-dashboard/status
 DASHBOARD_PATH = DASHBOARD_NAME + "/status"  # (hpcjup.job.DASHBOARD_PATH: the laptop builds the URL from it)
@@ -172,7 +173,7 @@ class DaskCluster(ScaleOut):
                 "dashboard": {"link": "{JUPYTER_SERVER_ROOT}" + DASHBOARD_PATH},
                 # Every Dask process of the session (also a notebook's worker jobs) loads daskhttp.py first.
                 "scheduler": {"preload": [preload]},
-                "worker": {"preload": [preload]},
+                "worker": {"preload": [preload, os.path.join(os.path.dirname(preload), RETIRE_FILE)]},
             },
             "temporary-directory": self.scratch,
         }

@@ -52,11 +52,13 @@ _JOB_ID = re.compile(r"[0-9]{1,20}(?:[_.+][A-Za-z0-9_.-]{1,64})?")
 
 # Runs on the login node with the cluster's Python: dask-jobqueue's job class for the scheduler (module,
 # class, from the adapter) renders one worker job's script; "options" say where it runs (queue, account, ...).
+# No nanny: the worker is the job's own process, so a batch system's SIGTERM (a preemption's grace time) reaches
+# it and daskretire.py (a preload of the session's workers) retires it, its data moving to workers that stay.
 _RENDER = """
 import importlib, json, sys
 s = json.load(sys.stdin)
 cls = getattr(importlib.import_module("dask_jobqueue." + s["module"]), s["class"])
-job = cls(scheduler=s["scheduler"], name=s.get("worker_name", s["name"]), cores=s["cores"], memory=s["memory"], processes=1,
+job = cls(scheduler=s["scheduler"], name=s.get("worker_name", s["name"]), nanny=False, cores=s["cores"], memory=s["memory"], processes=1,
           python=s["python"], job_name=s["name"], job_script_prologue=s["prologue"], log_directory=s["logdir"],
           worker_extra_args=["--resources", s["group"] + "=1", "--death-timeout", "60", *s["extra"]], **s["options"])
 print(job.job_script())
@@ -399,6 +401,17 @@ def adaptive_status(data: bytes | None) -> dict[str, dict[str, Any]]:
             error = entry.get("error")
             found[name] = {**figures, "error": error[:500] if isinstance(error, str) else None}
     return found
+
+
+def groups_text(rows: list[dict[str, Any]]) -> str:
+    """Lines under `ls`'s table for the sessions' adaptive groups (rows: SessionView.to_dict()); "" without any."""
+    lines = []
+    for row in rows:
+        for name, g in (row.get("worker_groups") or {}).items():
+            line = f"  {row['session']}/{name}: {g['running']} running, {g['pending']} pending, target {g['target']}"
+            line += f" ({g['min']}-{g['max']} jobs)" + (f", {g['lost']} lost" if g["lost"] else "")
+            lines.append(line + (f"; refused: {g['error']}" if g["error"] else ""))
+    return "\n".join(["", "Adaptive worker groups:", *lines]) if lines else ""
 
 
 # -- the recorded jobs, through the adapter ----------------------------------------------------------

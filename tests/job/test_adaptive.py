@@ -121,3 +121,34 @@ def test_the_loop_grows_replaces_shrinks_and_backs_off(python: str, session: Pat
     assert out["workers_left"] == []
     assert "invalid partition" in out["refused"]["error"]
     assert out["refusals"] == 1, "one refusal in five ticks: the loop waits before it tries again"
+
+
+# A worker-group job's worker (no nanny) gets SIGTERM, as a preemption's grace time begins: it retires, and the
+# result it holds moves to a worker that stays (one that could not recompute it: it lacks the group's resource).
+RETIRE = r"""
+import json, os, signal, subprocess, sys, time
+from distributed import Client, LocalCluster
+retire = os.path.join(sys.argv[1], "daskretire.py")
+with LocalCluster(n_workers=1, processes=False, protocol="tcp://", host="127.0.0.1", dashboard_address=None) as cluster, Client(cluster) as client:
+    leaving = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", cluster.scheduler_address,
+        "--no-nanny", "--no-dashboard", "--name", "leaving", "--resources", "g=1", "--preload", retire])
+    client.wait_for_workers(2, timeout=60)
+    future = client.submit(lambda: b"x" * 1000, resources={"g": 1}, pure=False)
+    future.result(timeout=30)
+    before = list(client.who_has(future).values())[0]
+    os.kill(leaving.pid, signal.SIGTERM)
+    code = leaving.wait(60)
+    time.sleep(0.5)
+    after = list(client.who_has(future).values())[0]
+    staying = [w for w in client.scheduler_info()["workers"]]
+    print(json.dumps({"code": code, "before": before, "after": after, "staying": staying}))
+"""
+
+
+def test_a_group_worker_retires_on_sigterm_and_its_data_moves(python: str) -> None:
+    done = subprocess.run([python, "-c", RETIRE, str(JOB_DIR)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert len(out["staying"]) == 1, "the worker that got SIGTERM has gone"
+    assert out["before"] != out["staying"]
+    assert out["after"] == out["staying"], "its result moved to the worker that stays"
