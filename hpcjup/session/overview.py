@@ -36,6 +36,7 @@ class SessionView:
     cached: dict[str, Any] | None
     found_workers: tuple[str, ...] = ()
     usage: bytes | None = None  # usage.json as read with the record
+    worker_groups: tuple[tuple[str, dict[str, Any]], ...] = ()  # adaptive groups: running, pending, target (groups.py)
 
     @property
     def hopeless(self) -> str | None:
@@ -120,6 +121,7 @@ class SessionView:
             "local_url": self.local_url,
             # Why this laptop's tunnel holder gave up (e.g. the host key changed), until a new one runs.
             "tunnel_error": (self.cached or {}).get("tunnel_error"),
+            "worker_groups": dict(self.worker_groups) if self.active else {},
         }
 
 
@@ -180,6 +182,7 @@ class DamagedView:
             "created_at": None,
             "local_url": None,
             "tunnel_error": None,
+            "worker_groups": {},
         }
 
 
@@ -190,7 +193,9 @@ def _view(found: Found, status: JobStatus | None, store: LocalStore, host: str) 
     if found.record is None or status is None:
         return DamagedView(found, store.load(host, found.paths.name))
     cached = store.load(host, found.record.name)
-    return SessionView(found.record, found.paths, status, found.report, cached, found.worker_ids, found.usage)
+    return SessionView(
+        found.record, found.paths, status, found.report, cached, found.worker_ids, found.usage, found.worker_groups
+    )
 
 
 def overview(transport: Transport, store: LocalStore, *, recheck: bool = False) -> list[View]:

@@ -62,7 +62,7 @@ def test_an_adaptive_group_grows_replaces_a_lost_job_and_shrinks_to_zero(
         notebook = pool.submit(
             minicluster.run_as_user, ["env", f"DASK_CONFIG={config}", "python", "-c", NOTEBOOK], timeout=240
         )
-        replaced_and_done(minicluster, notebook)
+        replaced_and_done(minicluster, notebook, laptop_env)
     done = notebook.result()
     assert done.returncode == 0, done.stderr[-2000:]
     total, allowed = done.stdout.split()
@@ -76,7 +76,7 @@ def test_an_adaptive_group_grows_replaces_a_lost_job_and_shrinks_to_zero(
     assert run(["stop", "elastic", *HOST], laptop_env).returncode == 0
 
 
-def replaced_and_done(minicluster: Any, notebook: Any) -> None:
+def replaced_and_done(minicluster: Any, notebook: Any, laptop_env: dict[str, str]) -> None:
     """The group grows to its maximum; one running job is cancelled (as a preemption would end it) and replaced."""
     wait_for(lambda: len(group_jobs(minicluster)) == 2, 60, "the group to grow to its maximum, 2 jobs")
     originals = set(group_jobs(minicluster))
@@ -86,5 +86,30 @@ def replaced_and_done(minicluster: Any, notebook: Any) -> None:
     victim = sorted(first)[0]
     assert minicluster.run_as_user(["scancel", victim]).returncode == 0  # a preemption, as far as Dask can tell
     wait_for(lambda: status().get("lost", 0) >= 1, 60, "the loop to see the job lost")
+    listed = run(["ls", *HOST, "--json"], laptop_env)
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [s for s in json.loads(listed.stdout)["sessions"] if s["session"] == "elastic"]
+    figures = row["worker_groups"]["batch"]
+    assert (figures["min"], figures["max"], figures["target"]) == (0, 2, 2) and figures["lost"] >= 1
     wait_for(lambda: set(group_jobs(minicluster)) - originals, 60, "a replacement job")
     assert not notebook.done(), "the job was replaced while the work still needed it"
+
+
+def test_a_group_whose_partition_refuses_its_jobs_is_shown_and_the_session_goes_on(
+    minicluster: Any, laptop_env: dict[str, str], clean_jobs: None
+) -> None:
+    options = ["--partition", "booster", "--workers", "1", "--time", "10", "--idle-timeout", "0", "-d"]
+    started = run(["start", *HOST, "--name", "refused", *options, "--worker-group", "nosuch:1-2"], laptop_env)
+    assert started.returncode == 0, started.stderr
+
+    def refusal() -> str:
+        listed = run(["ls", *HOST], laptop_env)
+        return listed.stdout if "refused:" in listed.stdout else ""
+
+    text = wait_for(refusal, 60, "ls to show the scheduler's refusal")
+    assert "refused/nosuch: 0 running, 0 pending, target 1 (1-2 jobs); refused:" in text
+    assert "invalid partition" in text.lower(), "the scheduler's own words"
+    log = (SESSIONS / "refused/dask/adaptive.log").read_text()
+    assert log.count("refused a job") == 1, "no retry storm: the next try waits"
+    assert [j for j in minicluster.active_jobs() if j["name"] == "hpcjup-refused"], "the session keeps running"
+    assert run(["stop", "refused", *HOST], laptop_env).returncode == 0
