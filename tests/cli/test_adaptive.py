@@ -73,7 +73,14 @@ def test_an_adaptive_group_grows_replaces_a_lost_job_and_shrinks_to_zero(
     wait_for(lambda: not group_jobs(minicluster), 90, "the idle group to give its nodes back")
     wait_for(lambda: status().get("running") == 0 and status().get("pending") == 0, 30, "the status to say so")
 
+    # `scale` from the laptop changes the bounds; the loop picks them up (a minimum of 1: a job at once), and
+    # `stop` ends the jobs the loop submitted (recorded in dask/jobs).
+    scaled = run(["scale", "elastic", "batch", "1-2", *HOST, "--json"], laptop_env)
+    assert scaled.returncode == 0, scaled.stderr
+    assert (json.loads(scaled.stdout)["min"], json.loads(scaled.stdout)["max"]) == (1, 2)
+    wait_for(lambda: group_jobs(minicluster), 30, "the new minimum's job")
     assert run(["stop", "elastic", *HOST], laptop_env).returncode == 0
+    wait_for(lambda: not group_jobs(minicluster), 60, "stop to end the loop's jobs")
 
 
 def replaced_and_done(minicluster: Any, notebook: Any, laptop_env: dict[str, str]) -> None:

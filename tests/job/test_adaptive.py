@@ -152,3 +152,48 @@ def test_a_group_worker_retires_on_sigterm_and_its_data_moves(python: str) -> No
     assert len(out["staying"]) == 1, "the worker that got SIGTERM has gone"
     assert out["before"] != out["staying"]
     assert out["after"] == out["staying"], "its result moved to the worker that stays"
+
+
+# The session's time limit draws near: the loop retires the group's workers, their data moving to the session's own
+# worker, and says so in Dask's event log (what a notebook's client.get_events("hpcjup-adaptive") shows).
+WIND_DOWN = r"""
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+import adaptive
+import cloudpickle
+cloudpickle.register_pickle_by_value(adaptive)
+from distributed import Client, LocalCluster, Worker
+os.environ.update(HPCJUP_TIME_LIMIT="600", HPCJUP_WARN_SECONDS="120")
+out = {"at": adaptive.wind_down_at(1000.0)}
+async def start_worker(address, name):
+    return await Worker(address, name=name, resources={"g": 1}, nthreads=1)
+with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
+    staying = list(client.scheduler_info()["workers"])
+    cluster.sync(start_worker, cluster.scheduler_address, "hpcjup+lab+g+0123abcd")
+    future = client.submit(lambda: 42, resources={"g": 1}, pure=False)
+    future.result()
+    loop = adaptive.Loop(sys.argv[2], client)
+    loop.tick()
+    loop.wind_down()
+    time.sleep(1)
+    loop.tick()
+    out["holders"] = list(client.who_has(future).values())[0]
+    out["staying"] = staying
+    out["workers"] = len(client.scheduler_info()["workers"])
+    out["events"] = [msg for _, msg in client.get_events("hpcjup-adaptive")]
+    out["status"] = loop.status["groups"]["g"]
+print(json.dumps(out))
+"""
+
+
+def test_before_the_time_limit_the_groups_retire_and_the_client_is_told(python: str, session: Path) -> None:
+    done = subprocess.run(
+        [python, "-c", WIND_DOWN, str(JOB_DIR), str(session)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["at"] == 1000.0 + 600 - 120 - 60, "a minute before the session's own warning"
+    assert out["holders"] == out["staying"], "the group worker's result moved to the session's worker"
+    assert out["workers"] == 1
+    assert any("time limit is near" in event for event in out["events"])
+    assert out["status"]["running"] == 0 and out["status"]["target"] == 0
