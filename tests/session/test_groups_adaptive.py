@@ -15,6 +15,7 @@ from hpcjup.session.groups import (
     WorkerGroup,
     _group_of,
     adaptive_status,
+    groups_text,
     lifetime_args,
     parse_range,
 )
@@ -109,3 +110,18 @@ def test_the_loops_status_file_is_read_defensively() -> None:
 def test_worker_jobs_retire_before_their_own_limit(walltime: int | None, lifetime: str | None) -> None:
     args = lifetime_args(walltime)
     assert (args[1] if args else None) == lifetime
+
+
+def test_ls_lines_for_adaptive_groups() -> None:
+    figures = {"running": 2, "pending": 1, "target": 3, "min": 0, "max": 16, "lost": 4, "error": None}
+    rows = [{"session": "lab", "worker_groups": {"batch": figures}}, {"session": "plain", "worker_groups": {}}]
+    text = groups_text(rows)
+    assert text.splitlines()[1:] == [
+        "Adaptive worker groups:",
+        "  lab/batch: 2 running, 1 pending, target 3 (0-16 jobs), 4 lost",
+    ]
+    refused = {**figures, "lost": 0, "error": "sbatch: error: invalid partition"}
+    assert groups_text([{"session": "lab", "worker_groups": {"gpu": refused}}]).endswith(
+        "lab/gpu: 2 running, 1 pending, target 3 (0-16 jobs); refused: sbatch: error: invalid partition"
+    )
+    assert groups_text(rows[1:]) == ""
