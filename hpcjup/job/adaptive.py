@@ -399,8 +399,8 @@ class Loop:
     def tick(self) -> None:
         specs = self.specs()
         for name in list(self.groups):
-            if name not in specs:  # the group is no longer adaptive: its jobs are the laptop's business again
-                del self.groups[name]
+            if name not in specs:  # no longer adaptive (or gone): the loop's jobs end, the laptop's stay
+                self.release(self.groups.pop(name))
         for name, spec in specs.items():
             if name in self.groups:
                 self.groups[name].configure(spec)
@@ -420,6 +420,15 @@ class Loop:
                 group.minimum = group.maximum = 0
             asyncio.run(group.adapt())
         self.write_status()
+
+    def release(self, group: GroupAdapt) -> None:
+        """Retire a group's workers (data moves) and withdraw its waiting jobs: the loop no longer looks after it."""
+        names = [group.worker_name(token) for token in group.observed]
+        for token in group.plan - group.observed:
+            self.withdraw(group.name, token)
+        if names:
+            self.say(f"group {group.name} is no longer adaptive: retiring its worker(s) {' '.join(sorted(names))}")
+            self.retire(names)
 
     def wind_down(self) -> None:
         """The session's time limit is near: retire every group's workers now (their data moves to the session's

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -172,28 +173,53 @@ with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as clust
     cluster.sync(start_worker, cluster.scheduler_address, "hpcjup+lab+g+0123abcd")
     future = client.submit(lambda: 42, resources={"g": 1}, pure=False)
     future.result()
+    groups = os.path.join(sys.argv[2], "groups.json")
+    with open(groups) as fh:
+        doc = json.load(fh)
+    doc["g"]["adapt_idle"] = 600  # never idle long enough here: only the wind-down or the release retires it
+    with open(groups, "w") as fh:
+        json.dump(doc, fh)
     loop = adaptive.Loop(sys.argv[2], client)
     loop.tick()
-    loop.wind_down()
+    out["before"] = len(client.scheduler_info()["workers"])
+    if sys.argv[3] == "wind-down":
+        loop.wind_down()
+    else:  # `hpcjup scale SESSION g 3`: the group is fixed from now on, the loop's jobs end
+        del doc["g"]["max"]
+        with open(groups, "w") as fh:
+            json.dump(doc, fh)
     time.sleep(1)
     loop.tick()
+    time.sleep(1)
     out["holders"] = list(client.who_has(future).values())[0]
     out["staying"] = staying
     out["workers"] = len(client.scheduler_info()["workers"])
     out["events"] = [msg for _, msg in client.get_events("hpcjup-adaptive")]
-    out["status"] = loop.status["groups"]["g"]
+    out["status"] = loop.status["groups"].get("g")
 print(json.dumps(out))
 """
 
 
-def test_before_the_time_limit_the_groups_retire_and_the_client_is_told(python: str, session: Path) -> None:
+def wind_down(python: str, session: Path, how: str) -> dict[str, Any]:
     done = subprocess.run(
-        [python, "-c", WIND_DOWN, str(JOB_DIR), str(session)], capture_output=True, text=True, timeout=120
+        [python, "-c", WIND_DOWN, str(JOB_DIR), str(session), how], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.splitlines()[-1])
-    assert out["at"] == 1000.0 + 600 - 120 - 60, "a minute before the session's own warning"
+    assert out["before"] == 2, "the group's worker stays while nothing else retires it"
     assert out["holders"] == out["staying"], "the group worker's result moved to the session's worker"
     assert out["workers"] == 1
+    return out
+
+
+def test_before_the_time_limit_the_groups_retire_and_the_client_is_told(python: str, session: Path) -> None:
+    out = wind_down(python, session, "wind-down")
+    assert out["at"] == 1000.0 + 600 - 120 - 60, "a minute before the session's own warning"
     assert any("time limit is near" in event for event in out["events"])
     assert out["status"]["running"] == 0 and out["status"]["target"] == 0
+
+
+def test_a_group_made_fixed_again_loses_the_loops_workers(python: str, session: Path) -> None:
+    out = wind_down(python, session, "release")
+    assert any("no longer adaptive" in event for event in out["events"])
+    assert out["status"] is None
