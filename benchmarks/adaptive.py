@@ -11,7 +11,9 @@ group's resource). A notebook-like client (the cluster user, the session's Dask 
 --every seconds (scancel: Slurm's preemption ends a job the same way once the grace time is over). Printed per
 run: completion time, the result's correctness, tasks, tasks recomputed (a scheduler plugin counts every
 task's entries into `processing`: more than one is a recomputation or a reschedule after a lost worker), jobs
-cancelled and jobs the loop saw lost. Asserts nothing; the session is named bench-adapt-* and stopped at the end.
+cancelled and jobs the loop saw lost. With --bursts, also the bursty notebook (issue 22), shortened: computations
+separated by --think seconds, worker-job seconds held by a fixed group of the maximum against an adaptive one
+(adapt_idle 30 s). Asserts nothing; sessions are named bench-adapt-* and stopped at the end.
 """
 
 from __future__ import annotations
@@ -82,8 +84,8 @@ def hpcjup(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.
     )
 
 
-def group_jobs(cluster: MiniCluster, state: str | None = None) -> list[str]:
-    name = f"hpcjup+{NAME}+batch"
+def group_jobs(cluster: MiniCluster, state: str | None = None, session: str = NAME) -> list[str]:
+    name = f"hpcjup+{session}+batch"
     return [j["id"] for j in cluster.active_jobs() if j["name"] == name and (state is None or j["state"] == state)]
 
 
@@ -94,10 +96,56 @@ def lost() -> int:
         return 0
 
 
+def notebook(session: str, chunks: int, hold: float) -> list[str]:
+    config = SESSIONS / session / "dask/config"
+    return ["env", f"DASK_CONFIG={config}", "python", "-c", NOTEBOOK, str(chunks), str(hold)]
+
+
+def start(env: dict[str, str], session: str, group: str) -> None:
+    options = ["--partition", "booster", "--workers", "1", "--time", "60", "--idle-timeout", "0", "-d"]
+    started = hpcjup(env, "start", *HOST, "--name", session, *options, "--worker-group", group)
+    if started.returncode != 0:
+        sys.exit(f"start failed: {started.stderr.strip()}")
+
+
+def trace(cluster: MiniCluster, env: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
+    """The bursty notebook, shortened: --bursts times a computation, then --think seconds of nothing; the group's
+    RUNNING jobs sampled every second (job-seconds held), for a fixed group of the maximum and an adaptive one."""
+    figures: dict[str, Any] = {}
+    for kind, group in (("fixed", "batch:2x1"), ("adaptive", "batch:0-2x1")):
+        session = f"{NAME}-{kind[:3]}"
+        start(env, session, group)
+        held, stop = [0.0], threading.Event()
+
+        sampler = threading.Thread(target=sample, args=(cluster, session, held, stop))
+        sampler.start()
+        computes = []
+        t0 = time.monotonic()
+        try:
+            for _ in range(args.bursts):
+                done = cluster.run_as_user(notebook(session, args.chunks, args.task_seconds), timeout=1800)
+                computes.append(
+                    json.loads(done.stdout.strip().splitlines()[-1])["seconds"] if done.returncode == 0 else None
+                )
+                time.sleep(args.think)
+        finally:
+            stop.set()
+            sampler.join()
+            hpcjup(env, "stop", session, *HOST)
+        figures[kind] = {"job_seconds": held[0], "wall": time.monotonic() - t0, "computes": computes}
+        print(f"trace, {kind} group: {figures[kind]}", file=sys.stderr, flush=True)
+    return figures
+
+
+def sample(cluster: MiniCluster, session: str, held: list[float], stop: threading.Event) -> None:
+    """Add the group's RUNNING jobs to held[0] every second until `stop`."""
+    while not stop.wait(1.0):
+        held[0] += len(group_jobs(cluster, "RUNNING", session))
+
+
 def one_run(cluster: MiniCluster, args: argparse.Namespace, preempt: bool) -> dict[str, Any]:
     """One computation; with `preempt`, a running group job cancelled every args.every seconds meanwhile."""
-    config = SESSIONS / NAME / "dask/config"
-    argv = ["env", f"DASK_CONFIG={config}", "python", "-c", NOTEBOOK, str(args.chunks), str(args.task_seconds)]
+    argv = notebook(NAME, args.chunks, args.task_seconds)
     box: dict[str, Any] = {}
     thread = threading.Thread(target=lambda: box.update(done=cluster.run_as_user(argv, timeout=1800)))
     lost_before, cancelled = lost(), 0
@@ -124,6 +172,8 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=600, help="blocks of the array (~3.4 tasks each; default 600)")
     parser.add_argument("--task-seconds", type=float, default=0.3, help="each block's hold (default 0.3 s)")
     parser.add_argument("--every", type=float, default=30.0, help="seconds between cancellations (default 30)")
+    parser.add_argument("--bursts", type=int, default=0, help="also the bursty trace: computations (default 0: none)")
+    parser.add_argument("--think", type=float, default=90.0, help="the trace's seconds between computations (90)")
     parser.add_argument("--json-out", type=Path, help="also write every figure to this file")
     args = parser.parse_args()
 
@@ -133,31 +183,17 @@ def main() -> None:
     env = {**make_laptop_env(cluster, work / "laptop"), "HPCJUP_ADAPT_IDLE": "30s"}
     results: dict[str, Any] = {"without": [], "with": [], "args": {k: str(v) for k, v in vars(args).items()}}
     try:
-        started = hpcjup(
-            env,
-            "start",
-            *HOST,
-            "--name",
-            NAME,
-            "--partition",
-            "booster",
-            "--workers",
-            "1",
-            "--time",
-            "60",
-            "--idle-timeout",
-            "0",
-            "--worker-group",
-            "batch:0-2x1:preemptible",
-            "-d",
-        )
-        if started.returncode != 0:
-            sys.exit(f"start failed: {started.stderr.strip()}")
+        if args.runs:
+            start(env, NAME, "batch:0-2x1:preemptible")
         for _ in range(args.runs):
             for kind, preempt in (("without", False), ("with", True)):
                 results[kind].append(one_run(cluster, args, preempt))
                 print(f"{kind} preemption: {results[kind][-1]}", file=sys.stderr, flush=True)
                 wait_until(lambda: not group_jobs(cluster), 180, "the group to shrink to 0 between runs")
+        if args.runs:
+            hpcjup(env, "stop", NAME, *HOST)
+        if args.bursts:
+            results["trace"] = trace(cluster, env, args)
     finally:
         hpcjup(env, "stop", NAME, *HOST)
         shutil.rmtree(work, ignore_errors=True)
@@ -185,6 +221,17 @@ def report(results: dict[str, Any]) -> None:
     a, b = median("without", "seconds"), median("with", "seconds")
     if a and b:
         print(f"\nCompletion with a worker job cancelled every 30 s: {b / a:.2f}x the time without (medians).")
+    if "trace" in results:
+        fixed, adaptive = results["trace"]["fixed"], results["trace"]["adaptive"]
+        print("\n| group | worker-job seconds held | wall (s) | each computation (s) |")
+        print("| --- | --- | --- | --- |")
+        for kind, r in (("fixed batch:2x1", fixed), ("adaptive batch:0-2x1", adaptive)):
+            times = ", ".join(f"{c:.1f}" if c is not None else "failed" for c in r["computes"])
+            print(f"| {kind} | {r['job_seconds']:.0f} | {r['wall']:.0f} | {times} |")
+        if fixed["job_seconds"]:
+            print(
+                f"\nAdaptive held {adaptive['job_seconds'] / fixed['job_seconds']:.2f}x the fixed group's job-seconds."
+            )
 
 
 if __name__ == "__main__":
