@@ -13,7 +13,7 @@ The job side knows no batch system: jobs are submitted with the submit command t
 ids appended to dask/jobs, which `hpcjup stop` cancels (only while still named as the session's). Each
 submission's script carries its own token, in its worker's name (hpcjup+SESSION+GROUP+TOKEN) and in two marks:
 TOKEN.started (the job began) and TOKEN.withdrawn (left by the loop for a job it no longer wants while it
-waits: it then ends the moment it starts). A worker that leaves without being retired (preempted, cancelled,
+waits, or one it lost and replaced, should the scheduler requeue it: it then ends the moment it starts). A worker that leaves without being retired (preempted, cancelled,
 failed) is a lost job; the group's target then asks for another. What the loop sees goes to dask/adaptive.json
 (running, pending, target, lost, the last refusal), which `hpcjup ls` reads.
 """
@@ -294,11 +294,12 @@ class GroupAdapt(_core()):  # type: ignore[misc]
                 self.jobs[token] = Job(token, "", "running")
         for token, job in self.jobs.items():
             if token in present:
-                if job.state in ("pending", "started", "lost"):  # "lost": requeued after a preemption, back again
+                if job.state in ("pending", "started", "lost"):  # "lost": back after all (a requeue that raced)
                     job.state, job.since = "running", now
             elif job.state == "running":
                 job.state = "lost"
                 self.lost += 1
+                self.loop.withdraw(self.name, token)  # requeued (a preemption), it ends as it starts: replaced now
                 self.loop.say(f"group {self.name}: worker job {job.job_id or token} was lost; replaced if needed")
             elif job.state == "retiring":
                 job.state = "done"
@@ -306,6 +307,7 @@ class GroupAdapt(_core()):  # type: ignore[misc]
                 job.state, job.since = "started", now
             elif job.state == "started" and now - job.since > START_TIMEOUT:
                 job.state = "lost"
+                self.loop.withdraw(self.name, token)
                 self.lost += 1
                 self.loop.say(f"group {self.name}: job {job.job_id} started but its worker never joined")
 

@@ -88,10 +88,7 @@ class WorkerGroup:
         """PARTITION:JOBS[xCORES] (fixed) or PARTITION:MIN-MAX[xCORES] (adaptive), either with a :preemptible
         suffix, e.g. batch:4x8, batch:0-16x8:preemptible; the group is named after its partition."""
         m = _SPEC.fullmatch(text.strip())
-        bad = m is None or (m["cores"] is not None and int(m["cores"]) < 1)
-        if m is not None and m["min"] is not None and int(m["min"]) > int(m["jobs"]):
-            bad = True
-        if m is None or bad:
+        if m is None or int(m["cores"] or 1) < 1 or int(m["min"] or 0) > int(m["jobs"]):
             raise UsageError(
                 f"--worker-group {text!r} is not valid.",
                 hint="Use PARTITION:JOBS[xCORES] or PARTITION:MIN-MAX[xCORES] (adaptive), each optionally followed "
