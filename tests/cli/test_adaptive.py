@@ -78,9 +78,11 @@ def test_an_adaptive_group_grows_replaces_a_lost_job_and_shrinks_to_zero(
     scaled = run(["scale", "elastic", "batch", "1-2", *HOST, "--json"], laptop_env)
     assert scaled.returncode == 0, scaled.stderr
     assert (json.loads(scaled.stdout)["min"], json.loads(scaled.stdout)["max"]) == (1, 2)
-    wait_for(lambda: group_jobs(minicluster), 30, "the new minimum's job")
-    assert run(["stop", "elastic", *HOST], laptop_env).returncode == 0
-    wait_for(lambda: not group_jobs(minicluster), 60, "stop to end the loop's jobs")
+    (new,) = wait_for(lambda: group_jobs(minicluster), 30, "the new minimum's job")
+    stopped = run(["stop", "elastic", *HOST, "--json"], laptop_env)
+    assert stopped.returncode == 0, stopped.stderr
+    assert new in json.loads(stopped.stdout)["stopped"][0]["workers_cancelled"], "stop ends the loop's jobs"
+    wait_for(lambda: not group_jobs(minicluster), 30, "the loop's job to go")
 
 
 def replaced_and_done(minicluster: Any, notebook: Any, laptop_env: dict[str, str]) -> None:
