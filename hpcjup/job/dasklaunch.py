@@ -225,15 +225,13 @@ class DaskCluster(ScaleOut):
             return
         here = os.path.dirname(os.path.abspath(__file__))
         env = dict(self.env, PYTHONPATH=here)  # `-m adaptive` and its imports (contract, atomic) beside this file
-        with open(os.path.join(self.dir, "adaptive.log"), "ab") as log:
-            self.adapt_proc = subprocess.Popen(
-                [*self.watched(ADAPTIVE_MODULE), os.path.dirname(self.dir)],
-                env=self.watched_env(env),
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-                **self.guard,
-            )
+        # Its lines go to the job's log, as the scheduler's do: `hpcjup logs` shows what it did and was refused.
+        self.adapt_proc = subprocess.Popen(
+            [*self.watched(ADAPTIVE_MODULE), os.path.dirname(self.dir)],
+            env=self.watched_env(env),
+            start_new_session=True,
+            **self.guard,
+        )
 
     def wait(self, timeout: float, sleep) -> str | None:
         """None once the scheduler's address is known (it starts beside Jupyter, so this is short); else why not."""
