@@ -9,9 +9,9 @@ group's resource). A notebook-like client (the cluster user, the session's Dask 
 `(x * 2 + 1).sum()` over `da.arange(N, chunks=N/chunks)`, each block held a little (--task-seconds), about
 3.4 x chunks tasks (about 2,000 by default); its result must be N*N. With preemption a RUNNING worker job of the group is cancelled every
 --every seconds (scancel: Slurm's preemption ends a job the same way once the grace time is over). Printed per
-run: completion time, the result's correctness, tasks, tasks recomputed (a scheduler plugin counts every
-task's entries into `processing`: more than one is a recomputation or a reschedule after a lost worker), jobs
-cancelled and jobs the loop saw lost. With --bursts, also the bursty notebook (issue 22), shortened: computations
+run: completion time, the result's correctness, tasks, tasks recomputed (a scheduler plugin sees a result
+computed more than once: lost with its worker) and rescheduled (sent to a worker again: it was waiting or
+running on one that left), jobs cancelled and jobs the loop saw lost. With --bursts, also the bursty notebook (issue 22), shortened: computations
 separated by --think seconds, worker-job seconds held by a fixed group of the maximum against an adaptive one
 (adapt_idle 30 s). Asserts nothing; sessions are named bench-adapt-* and stopped at the end.
 """
@@ -51,11 +51,13 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 class Entries(SchedulerPlugin):
     name = "hpcjup-bench-entries"
     def __init__(self):
-        self.entries, self.keys = 0, set()
+        self.entries, self.keys, self.computed = 0, set(), {}
     def transition(self, key, start, finish, *args, **kwargs):
         if finish == "processing":
             self.entries += 1
             self.keys.add(key)
+        if start == "processing" and finish == "memory":  # a result computed (again, if counted before)
+            self.computed[key] = self.computed.get(key, 0) + 1
 
 chunks, hold = int(sys.argv[1]), float(sys.argv[2])
 n = chunks * 2000
@@ -70,11 +72,12 @@ with dask.annotate(resources={"batch": 1}):
 t0 = time.monotonic()
 value = int(total.compute(optimize_graph=False))
 seconds = time.monotonic() - t0
-entries, keys = client.run_on_scheduler(
-    lambda dask_scheduler: (dask_scheduler.plugins["hpcjup-bench-entries"].entries, len(dask_scheduler.plugins["hpcjup-bench-entries"].keys))
-)
+def figures(dask_scheduler):
+    p = dask_scheduler.plugins["hpcjup-bench-entries"]
+    return p.entries - len(p.keys), len(p.keys), sum(c - 1 for c in p.computed.values())
+rescheduled, keys, recomputed = client.run_on_scheduler(figures)
 client.unregister_scheduler_plugin("hpcjup-bench-entries")
-print(json.dumps({"seconds": seconds, "correct": value == n * n, "tasks": keys, "recomputed": entries - keys}))
+print(json.dumps({"seconds": seconds, "correct": value == n * n, "tasks": keys, "recomputed": recomputed, "rescheduled": rescheduled}))
 """
 
 
@@ -207,16 +210,16 @@ def report(results: dict[str, Any]) -> None:
         values = [float(r[key]) for r in results[kind] if key in r]
         return statistics.median(values) if values else None
 
-    print("| run | completion (s) | correct | tasks | recomputed | jobs cancelled | jobs lost (loop) |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| run | completion (s) | correct | tasks | recomputed | rescheduled | jobs cancelled | jobs lost (loop) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for kind in ("without", "with"):
         for r in results[kind]:
             if "error" in r:
-                print(f"| {kind} preemption | failed: {r['error'][:120]} | | | | | |")
+                print(f"| {kind} preemption | failed: {r['error'][:120]} | | | | | | |")
                 continue
             print(
                 f"| {kind} preemption | {r['seconds']:.1f} | {r['correct']} | {r['tasks']} | {r['recomputed']} "
-                f"| {r['cancelled']} | {r['lost']} |"
+                f"| {r.get('rescheduled', '')} | {r['cancelled']} | {r['lost']} |"
             )
     a, b = median("without", "seconds"), median("with", "seconds")
     if a and b:
