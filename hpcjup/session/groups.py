@@ -156,6 +156,13 @@ def job_name(session: str, group: str) -> str:
     return f"hpcjup+{session}+{group}"
 
 
+def worker_name(session: str, group: WorkerGroup) -> str:
+    """The `--name` of a group's worker: Dask refuses a second worker of a name it knows, so each job's differs.
+    An adaptive group's carries its submission's token (the loop maps workers to jobs by it); a fixed group's
+    one script serves all its jobs, so the job's shell (bash) makes it unique: its host and its own pid."""
+    return job_name(session, group.name) + (f"+{TOKEN}" if group.adaptive else "+${HOSTNAME%%.*}-$$")
+
+
 def valid_ids(ids: Iterable[object]) -> list[str]:
     """The well-formed job ids among `ids`, each once, in order; anything else never reaches a command line."""
     found: list[str] = []
@@ -329,8 +336,7 @@ def _render(
         "class": cls,
         "scheduler": address,
         "name": job_name(record.name, group.name),
-        # An adaptive group's workers are told apart by their submission's token (the loop maps them to job ids).
-        "worker_name": job_name(record.name, group.name) + (f"+{TOKEN}" if group.adaptive else ""),
+        "worker_name": worker_name(record.name, group),
         "options": scheduler.worker_job_options(
             group.partition,
             account if isinstance(account, str) else None,

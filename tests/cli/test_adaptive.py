@@ -123,3 +123,19 @@ def test_a_group_whose_partition_refuses_its_jobs_is_shown_and_the_session_goes_
     assert logs.stdout.count("the scheduler refused a job") == 1, "in the job's log, once: the next try waits"
     assert [j for j in minicluster.active_jobs() if j["name"] == "hpcjup-refused"], "the session keeps running"
     assert run(["stop", "refused", *HOST], laptop_env).returncode == 0
+
+
+def test_a_fixed_group_of_two_jobs_has_two_workers(
+    minicluster: Any, laptop_env: dict[str, str], clean_jobs: None
+) -> None:
+    """Each job's worker has a name of its own: Dask refused the second of one name, so a group of 2 had 1 worker."""
+    options = ["--partition", "booster", "--workers", "1", "--time", "10", "--idle-timeout", "0", "-d"]
+    started = run(["start", *HOST, "--name", "twice", *options, "--worker-group", "batch:2"], laptop_env)
+    assert started.returncode == 0, started.stderr
+    code = "from dask.distributed import Client\nc = Client(timeout=30)\nc.wait_for_workers(3, timeout=90)\n"
+    code += "print(sorted(w['name'] for w in c.scheduler_info()['workers'].values()))"
+    config = SESSIONS / "twice/dask/config"
+    done = minicluster.run_as_user(["env", f"DASK_CONFIG={config}", "python", "-c", code], timeout=150)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("hpcjup+twice+batch+") == 2, done.stdout
+    assert run(["stop", "twice", *HOST], laptop_env).returncode == 0

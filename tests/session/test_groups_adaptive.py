@@ -4,13 +4,18 @@ the loop's status file as `ls` reads it (no cluster)."""
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from hpcjup.errors import UsageError
+from hpcjup.job.contract import ADAPTIVE_TOKEN
 from hpcjup.session.groups import (
+    _RENDER,
     DEFAULT_IDLE,
     WorkerGroup,
     _group_of,
@@ -18,6 +23,7 @@ from hpcjup.session.groups import (
     groups_text,
     lifetime_args,
     parse_range,
+    worker_name,
 )
 
 names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,20}", fullmatch=True)
@@ -125,3 +131,40 @@ def test_ls_lines_for_adaptive_groups() -> None:
         "lab/gpu: 2 running, 1 pending, target 3 (0-16 jobs); refused: sbatch: error: invalid partition"
     )
     assert groups_text(rows[1:]) == ""
+
+
+RENDER_PYTHON = Path("/opt/hpcjup-cluster-env/bin/python")
+
+
+@pytest.mark.skipif(not RENDER_PYTHON.exists(), reason="the cluster environment (tests/cluster/install.sh) is missing")
+@pytest.mark.parametrize("spec", ["batch:2", "batch:0-2"])
+def test_each_job_of_a_group_gives_its_worker_its_own_name(spec: str) -> None:
+    """Dask refuses a worker whose name it already knows: with one name per group, a fixed group of 2 jobs had
+    one worker. dask-jobqueue renders the script here as on the login node; the name is expanded by each job's
+    shell (a fixed group) or by the loop's token (an adaptive one)."""
+    group = WorkerGroup.parse(spec)
+    spec_doc = {
+        "module": "slurm",
+        "class": "SLURMJob",
+        "scheduler": "tls://127.0.0.1:1",
+        "name": "hpcjup+lab+batch",
+        "worker_name": worker_name("lab", group),
+        "options": {"queue": "batch", "account": None, "walltime": "00:10:00"},
+        "cores": 1,
+        "memory": "1GB",
+        "python": "python3",
+        "group": "batch",
+        "prologue": [],
+        "logdir": None,
+        "extra": [],
+    }
+    script = subprocess.run(
+        [str(RENDER_PYTHON), "-c", _RENDER], input=json.dumps(spec_doc), capture_output=True, text=True, check=True
+    ).stdout
+    assert "#SBATCH -J hpcjup+lab+batch\n" in script, "the job's name stays the group's (stop checks it)"
+    word = shlex.split(next(line for line in script.splitlines() if "--name" in line).split("--name ", 1)[1])[0]
+    if group.adaptive:
+        names = {word.replace(ADAPTIVE_TOKEN, token) for token in ("0123abcd", "89abcdef")}
+    else:
+        names = {subprocess.run(["bash", "-c", f"echo {word}"], capture_output=True, text=True).stdout for _ in "ab"}
+    assert len(names) == 2 and all(name.startswith("hpcjup+lab+batch+") for name in names)
