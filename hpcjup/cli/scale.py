@@ -12,31 +12,40 @@ from hpcjup.errors import UsageError
 @click.command()
 @click.argument("session", shell_complete=complete_session)
 @click.argument("group")
-@click.argument("jobs", type=click.IntRange(min=0))
+@click.argument("jobs", metavar="JOBS|MIN-MAX")
 @host_options
 @click.option("--partition", help="Partition of a new group (default: the group's name).")
 @click.option(
     "--cores", type=click.IntRange(min=1), default=1, show_default=True, help="Cores per worker job of a new group."
 )
+@click.option("--preemptible", is_flag=True, help="The group's jobs may be preempted: Dask tolerates lost workers.")
+@click.option("--profile", help="Profile for the adapt_idle setting.")
 @json_option
 @click.pass_obj
 def command(
     app: App,
     session: str,
     group: str,
-    jobs: int,
+    jobs: str,
     host: str | None,
     local: bool,
     partition: str | None,
     cores: int,
+    preemptible: bool,
+    profile: str | None,
     reach: Reach,
 ) -> None:
-    """Set worker GROUP of SESSION to JOBS worker jobs (0 removes them); a new group is created."""
-    from hpcjup.session.groups import WorkerGroup, check_group_name, check_partition, scale_group
+    """Set worker GROUP of SESSION to JOBS worker jobs (0 removes them), or make it adaptive between MIN and MAX
+    jobs as the work needs (the session's job grows and shrinks it); a new group is created."""
+    from hpcjup.config.profiles import resolve
+    from hpcjup.config.resources import parse_duration
+    from hpcjup.session.groups import WorkerGroup, check_group_name, check_partition, parse_range, scale_group
     from hpcjup.session.overview import ended_error, view_of
     from hpcjup.session.record import Connection
 
     check_group_name(group)  # before anything: it becomes a file name in the session directory
+    low, high = parse_range(jobs)
+    idle = parse_duration(resolve({}, profile=profile).value("adapt_idle") or "5m", "adapt_idle")
     if partition is not None:
         check_partition(partition)
     host = app.resolve_host(host, local, session)
@@ -55,9 +64,10 @@ def command(
         address = (conn.dask or {}).get("scheduler")
         if not address:
             raise UsageError(f"Session {session} has no Dask cluster (started with --no-dask).")
-        spec = WorkerGroup(group, partition or group, jobs, cores)
-        ids = scale_group(transport, view.paths, view.record, address, spec, jobs)
+        spec = WorkerGroup(group, partition or group, low, cores, maximum=high, preemptible=preemptible, idle=idle)
+        ids = scale_group(transport, view.paths, view.record, address, spec, low)
+    size = f"adaptive, {low}-{high} job(s) as the work needs; now" if high is not None else ""
     app.ui.result(
-        {"session": session, "group": group, "jobs": ids},
-        text=f"Worker group {group} of {session}: {len(ids)} job(s) {' '.join(ids)}".rstrip(),
+        {"session": session, "group": group, "jobs": ids, "min": low, "max": high if high is not None else low},
+        text=f"Worker group {group} of {session}: {size} {len(ids)} job(s) {' '.join(ids)}".replace("  ", " ").rstrip(),
     )

@@ -109,8 +109,8 @@ if TYPE_CHECKING:
     "--worker-group",
     "worker_groups",
     multiple=True,
-    metavar="PARTITION:JOBS[xCORES]",
-    help="Extra Dask worker jobs on another partition (repeatable).",
+    metavar="PARTITION:[MIN-]JOBS[xCORES][:preemptible]",
+    help="Extra Dask worker jobs on another partition (repeatable); MIN-MAX: adaptive, as the work needs.",
 )
 @click.option(
     "-d", "--detach", is_flag=True, help="Return once the URL answers; a background process keeps the tunnel."
@@ -191,7 +191,8 @@ def command(
             settings.value("workers"), settings.value("worker_cores") or cpus, settings.value("worker_memory")
         )
     )
-    groups = [WorkerGroup.parse(text) for text in worker_groups]
+    adapt_idle = parse_duration(settings.value("adapt_idle"), "adapt_idle")
+    groups = [WorkerGroup.parse(text, idle=adapt_idle) for text in worker_groups]
     if groups and (no_dask or local):
         raise UsageError("--worker-group needs Dask on a batch system (not --no-dask or --local).")
     if dask is not None:

@@ -71,6 +71,7 @@ KEYS: dict[str, Key] = {
             "submit the session's job requeueable: when the scheduler preempts it, it comes back (same URL)",
             default=False,
         ),
+        Key("adapt_idle", str, "retire an adaptive worker group's worker after this long idle", default="5m"),
         Key("local_port", int, "local end of the tunnel", low=1, high=65535),
         Key("socket", bool, "Jupyter on a Unix socket on the node, reached by SSH to the node", default=False),
         Key("ssh", str, "SSH backend", choices=("auto", "openssh", "paramiko"), default="auto"),

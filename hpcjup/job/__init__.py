@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hpcjup.job.contract import ADAPTIVE_DIR as ADAPTIVE_DIR
+from hpcjup.job.contract import ADAPTIVE_STATUS as ADAPTIVE_STATUS
+from hpcjup.job.contract import ADAPTIVE_TOKEN as ADAPTIVE_TOKEN
 from hpcjup.job.contract import CONNECTION_FILE as CONNECTION_FILE
 from hpcjup.job.contract import DASK_DIR as DASK_DIR
 from hpcjup.job.contract import ENV_ACCOUNT as ENV_ACCOUNT
@@ -29,6 +32,7 @@ from hpcjup.job.contract import ENV_TIME_LIMIT as ENV_TIME_LIMIT
 from hpcjup.job.contract import ENV_WARN_SECONDS as ENV_WARN_SECONDS
 from hpcjup.job.contract import ENV_WARN_SIGNAL as ENV_WARN_SIGNAL
 from hpcjup.job.contract import EXIT_CODES as EXIT_CODES
+from hpcjup.job.contract import GROUPS_FILE as GROUPS_FILE
 from hpcjup.job.contract import JOB_LOG as JOB_LOG
 from hpcjup.job.contract import JOB_SCRIPT as JOB_SCRIPT
 from hpcjup.job.contract import JOBS_FILE as JOBS_FILE
@@ -72,6 +76,8 @@ JOB_FILES = (
     "dasklaunch.py",
     "daskscale.py",
     "daskhttp.py",
+    "adaptive.py",
+    "daskretire.py",
     "private.py",
     "lifeline.py",
     "rerun.py",

@@ -23,6 +23,10 @@ RUNTIME_DIR = "runtime"
 SETUP_FILE = "setup.sh"  # the environment's setup lines, sourced by the job and by worker jobs
 DASK_DIR = "dask"
 JOBS_FILE = "jobs"  # in DASK_DIR: the ids of the jobs the notebook submitted, one a line (the submit wrapper)
+GROUPS_FILE = "groups.json"  # the worker groups (the laptop writes it; the adaptive loop reads it)
+ADAPTIVE_STATUS = "adaptive.json"  # in DASK_DIR: what the adaptive loop last saw of each group (for `ls`)
+ADAPTIVE_DIR = "group-jobs"  # in DASK_DIR: the loop's per-submission scripts and the jobs' start/withdraw markers
+ADAPTIVE_TOKEN = "@TOKEN@"  # in an adaptive group's job script: the loop puts each submission's own token there
 
 # -- why a session ended, as the launcher records it in state.json --------------------------------
 REASON_STOPPED = "stopped"

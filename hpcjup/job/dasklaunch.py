@@ -27,10 +27,21 @@ import time
 from typing import Any
 
 from atomic import write_private  # beside this file (the launcher puts its directory on sys.path)
-from contract import DASK_DIR, ENV_CPUS, ENV_LAUNCH, ENV_NODELIST, ENV_TIME_LIMIT, ENV_WARN_SECONDS, WRAP_VARIABLE
+from contract import (
+    DASK_DIR,
+    ENV_CPUS,
+    ENV_JOBQUEUE,
+    ENV_LAUNCH,
+    ENV_NODELIST,
+    ENV_TIME_LIMIT,
+    ENV_WARN_SECONDS,
+    WRAP_VARIABLE,
+)
 from daskscale import ScaleOut
 
+ADAPTIVE_MODULE = "adaptive"  # adaptive.py beside this file: the adaptive worker-group loop
 PRELOAD_FILE = "daskhttp.py"  # beside this file: Dask's HTTP server on a Unix socket or nowhere
+RETIRE_FILE = "daskretire.py"  # beside this file: a nanny-less worker (a worker-group job's) retires on SIGTERM
 DASHBOARD_SOCKET = "dask-dashboard.sock"  # in the private directory
 DASHBOARD_NAME = "dask-dashboard"  # jupyter-server-proxy's name for it: {base_url}dask-dashboard/status
 DASHBOARD_PATH = DASHBOARD_NAME + "/status"  # (hpcjup.job.DASHBOARD_PATH: the laptop builds the URL from it)
@@ -110,6 +121,7 @@ class DaskCluster(ScaleOut):
         self.python = sys.executable
         self.python_command = shlex.quote(self.python)
         self.worker_procs = []  # type: list[subprocess.Popen]
+        self.adapt_proc = None  # type: subprocess.Popen | None  # the adaptive worker-group loop (adaptive.py)
         self.scheduler_address = ""
         self.dashboard_port = 0  # Dask reports its HTTP port here: 0, or its HTTP server is open on TCP
         # The dashboard only where Jupyter can proxy it (a Unix socket needs a named jupyter-server-proxy entry).
@@ -170,7 +182,7 @@ class DaskCluster(ScaleOut):
                 "dashboard": {"link": "{JUPYTER_SERVER_ROOT}" + DASHBOARD_PATH},
                 # Every Dask process of the session (also a notebook's worker jobs) loads daskhttp.py first.
                 "scheduler": {"preload": [preload]},
-                "worker": {"preload": [preload]},
+                "worker": {"preload": [preload, os.path.join(os.path.dirname(preload), RETIRE_FILE)]},
             },
             "temporary-directory": self.scratch,
         }
@@ -212,7 +224,23 @@ class DaskCluster(ScaleOut):
             return True
         self.write_config()
         self.start_workers()
+        self.start_adaptive()
         return True
+
+    def start_adaptive(self) -> None:
+        """The adaptive worker-group loop (adaptive.py) beside the scheduler, where worker jobs can be submitted
+        (a batch system: HPCJUP_JOBQUEUE); it waits quietly until groups.json has an adaptive group."""
+        if not os.environ.get(ENV_JOBQUEUE):
+            return
+        here = os.path.dirname(os.path.abspath(__file__))
+        env = dict(self.env, PYTHONPATH=here)  # `-m adaptive` and its imports (contract, atomic) beside this file
+        # Its lines go to the job's log, as the scheduler's do: `hpcjup logs` shows what it did and was refused.
+        self.adapt_proc = subprocess.Popen(
+            [*self.watched(ADAPTIVE_MODULE), os.path.dirname(self.dir)],
+            env=self.watched_env(env),
+            start_new_session=True,
+            **self.guard,
+        )
 
     def wait(self, timeout: float, sleep) -> str | None:
         """None once the scheduler's address is known (it starts beside Jupyter, so this is short); else why not."""
@@ -290,7 +318,7 @@ class DaskCluster(ScaleOut):
     def stop(self, grace: float) -> None:
         """Workers first (they retire their tasks), then the scheduler: SIGTERM to each process group,
         SIGKILL to what is left after `grace` seconds."""
-        for group in (self.worker_procs, [self.scheduler]):
+        for group in ([self.adapt_proc], self.worker_procs, [self.scheduler]):
             running = [proc for proc in group if proc is not None and proc.poll() is None]
             for proc in running:
                 with contextlib.suppress(ProcessLookupError):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from hpcjup.errors import DamagedDocument, SessionNotFound
 from hpcjup.job import STATE_FILE, USAGE_FILE
-from hpcjup.session.groups import GROUPS_FILE, JOBS_FILE, ids_in
+from hpcjup.session.groups import ADAPTIVE_FILE, GROUPS_FILE, JOBS_FILE, adaptive_status, ids_in
 from hpcjup.session.layout import NAME, RECORD_FILE, SESSIONS_DIR, SessionPaths, check_name
 from hpcjup.session.record import JobReport, SessionRecord
 from hpcjup.transport.base import Transport
@@ -54,6 +54,7 @@ class Found:
     has_record_file: bool = True  # False: no session.json at all (yet)
     worker_ids: tuple[str, ...] = ()  # the worker jobs it recorded (groups.json, dask/jobs)
     usage: bytes | None = None  # usage.json as read (for `prune` to archive the figures it is about to delete)
+    worker_groups: tuple[tuple[str, dict[str, object]], ...] = ()  # adaptive groups' figures (dask/adaptive.json)
 
     @property
     def damaged(self) -> bool:
@@ -69,7 +70,14 @@ class Found:
 def scan_sessions(transport: Transport, name: str | None = None) -> list[Found]:
     """Every session directory on the host (or just `name`), oldest first, damaged ones included."""
     where = SESSIONS_DIR if name is None else f"{SESSIONS_DIR}/{check_name(name)}"
-    wanted = [RECORD_FILE, STATE_FILE, USAGE_FILE, GROUPS_FILE, JOBS_FILE.rsplit("/", 1)[-1]]
+    wanted = [
+        RECORD_FILE,
+        STATE_FILE,
+        USAGE_FILE,
+        GROUPS_FILE,
+        JOBS_FILE.rsplit("/", 1)[-1],
+        ADAPTIVE_FILE.rsplit("/", 1)[-1],
+    ]
     entries = transport.read_tree(where, wanted, depth=3 if name is None else 2)
     home = transport.home()
     dirs: dict[str, float] = {}
@@ -106,7 +114,8 @@ def _found(paths: SessionPaths, files: dict[tuple[str, str], bytes], mtime: floa
         return Found(paths, None, report, f"session.json names another session ({record.name!r})", mtime)
     workers = ids_in(files.get((paths.name, GROUPS_FILE)), files.get((paths.name, JOBS_FILE)))
     usage = files.get((paths.name, USAGE_FILE))
-    return Found(paths, record, report, problem, mtime, worker_ids=tuple(workers), usage=usage)
+    groups = tuple(adaptive_status(files.get((paths.name, ADAPTIVE_FILE))).items())
+    return Found(paths, record, report, problem, mtime, worker_ids=tuple(workers), usage=usage, worker_groups=groups)
 
 
 def find_session(transport: Transport, name: str) -> Found:

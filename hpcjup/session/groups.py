@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from hpcjup.errors import RemoteCommandError, SubmitError, UsageError
 from hpcjup.job import DASK_DIR, SETUP_FILE
+from hpcjup.job.contract import ADAPTIVE_DIR, ADAPTIVE_STATUS, GROUPS_FILE
+from hpcjup.job.contract import ADAPTIVE_TOKEN as TOKEN
 from hpcjup.session.layout import SessionPaths
 from hpcjup.session.record import SessionRecord
 from hpcjup.transport.base import Transport
@@ -32,54 +34,104 @@ from hpcjup.transport.base import Transport
 if TYPE_CHECKING:
     from hpcjup.schedulers.base import Scheduler
 
-GROUPS_FILE = "groups.json"
 JOBS_FILE = f"{DASK_DIR}/jobs"  # one id a line, appended by the submit wrapper (dasklaunch.py)
 _MAX_READ = 1 << 20  # cluster files are read bounded: a huge file must not stall `stop`
 _GROUP = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"  # the session-name rule: a safe path component
 _GROUP_NAME = re.compile(_GROUP)
 _PARTITION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}")
-_SPEC = re.compile(rf"(?P<partition>{_GROUP}):(?P<jobs>[0-9]{{1,6}})(?:x(?P<cores>[0-9]{{1,6}}))?")
+_SPEC = re.compile(
+    rf"(?P<partition>{_GROUP}):(?:(?P<min>[0-9]{{1,6}})-)?(?P<jobs>[0-9]{{1,6}})(?:x(?P<cores>[0-9]{{1,6}}))?"
+    r"(?P<preemptible>:preemptible)?"
+)
+_RANGE = re.compile(r"(?:(?P<min>[0-9]{1,6})-)?(?P<max>[0-9]{1,6})")
+ADAPTIVE_FILE = f"{DASK_DIR}/{ADAPTIVE_STATUS}"  # what the group loop (job/adaptive.py) last saw, for `ls`
+DEFAULT_IDLE = 300  # seconds a group's worker may idle before the loop retires it (the adapt_idle setting)
 # The shape of a recorded id: digits first, then what schedulers add (123_4 array task, 123+1, 123.server);
 # never an option, a space or a shell character. Each adapter's own `ids` checks again before a command.
 _JOB_ID = re.compile(r"[0-9]{1,20}(?:[_.+][A-Za-z0-9_.-]{1,64})?")
 
 # Runs on the login node with the cluster's Python: dask-jobqueue's job class for the scheduler (module,
 # class, from the adapter) renders one worker job's script; "options" say where it runs (queue, account, ...).
+# No nanny: the worker is the job's own process, so a batch system's SIGTERM (a preemption's grace time) reaches
+# it and daskretire.py (a preload of the session's workers) retires it, its data moving to workers that stay.
 _RENDER = """
 import importlib, json, sys
 s = json.load(sys.stdin)
 cls = getattr(importlib.import_module("dask_jobqueue." + s["module"]), s["class"])
-job = cls(scheduler=s["scheduler"], name=s["name"], cores=s["cores"], memory=s["memory"], processes=1,
+job = cls(scheduler=s["scheduler"], name=s.get("worker_name", s["name"]), nanny=False, cores=s["cores"], memory=s["memory"], processes=1,
           python=s["python"], job_name=s["name"], job_script_prologue=s["prologue"], log_directory=s["logdir"],
-          worker_extra_args=["--resources", s["group"] + "=1", "--death-timeout", "60"], **s["options"])
+          worker_extra_args=["--resources", s["group"] + "=1", "--death-timeout", "60", *s["extra"]], **s["options"])
 print(job.job_script())
 """
 
 
 @dataclass(frozen=True)
 class WorkerGroup:
-    """One group: `jobs` worker jobs of `cores` cores on `partition`."""
+    """One group: `jobs` worker jobs of `cores` cores on `partition`; adaptive when `maximum` is set (then the
+    session job's loop keeps it between `jobs` (the minimum) and `maximum` jobs, as the work needs)."""
 
     name: str
     partition: str
     jobs: int
     cores: int = 1
     memory: str | None = None
+    maximum: int | None = None  # None: a fixed group of `jobs` jobs
+    preemptible: bool = False  # lost jobs are expected (preemption): Dask tolerates many lost workers
+    idle: int = DEFAULT_IDLE  # adaptive: seconds a worker may idle before it is retired
+
+    @property
+    def adaptive(self) -> bool:
+        return self.maximum is not None
 
     @classmethod
-    def parse(cls, text: str) -> WorkerGroup:
-        """PARTITION:JOBS[xCORES], e.g. batch:4x8; the group is named after its partition."""
+    def parse(cls, text: str, idle: int = DEFAULT_IDLE) -> WorkerGroup:
+        """PARTITION:JOBS[xCORES] (fixed) or PARTITION:MIN-MAX[xCORES] (adaptive), either with a :preemptible
+        suffix, e.g. batch:4x8, batch:0-16x8:preemptible; the group is named after its partition."""
         m = _SPEC.fullmatch(text.strip())
-        if not m or (m["cores"] is not None and int(m["cores"]) < 1):
+        if m is None or int(m["cores"] or 1) < 1 or int(m["min"] or 0) > int(m["jobs"]):
             raise UsageError(
                 f"--worker-group {text!r} is not valid.",
-                hint="Use PARTITION:JOBS[xCORES], e.g. batch:4x8 (a partition named like a session: letters, "
+                hint="Use PARTITION:JOBS[xCORES] or PARTITION:MIN-MAX[xCORES] (adaptive), each optionally followed "
+                "by :preemptible, e.g. batch:4x8 or batch:0-16x8 (a partition named like a session: letters, "
                 "digits, '.', '_', '-'; for others use `hpcjup scale SESSION GROUP JOBS --partition P`).",
             )
-        return cls(m["partition"], m["partition"], int(m["jobs"]), int(m["cores"] or 1))
+        adaptive = m["min"] is not None
+        low = int(m["min"]) if adaptive else int(m["jobs"])
+        return cls(
+            m["partition"],
+            m["partition"],
+            low,
+            int(m["cores"] or 1),
+            maximum=int(m["jobs"]) if adaptive else None,
+            preemptible=m["preemptible"] is not None,
+            idle=idle,
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"partition": self.partition, "jobs": self.jobs, "cores": self.cores, "memory": self.memory}
+        doc: dict[str, Any] = {
+            "partition": self.partition,
+            "jobs": self.jobs,
+            "cores": self.cores,
+            "memory": self.memory,
+        }
+        if self.adaptive:
+            doc.update(min=self.jobs, max=self.maximum, adapt_idle=self.idle)
+        if self.preemptible:
+            doc["preemptible"] = True
+        return doc
+
+
+def parse_range(text: str) -> tuple[int, int | None]:
+    """`hpcjup scale`'s size: JOBS (a fixed group: (JOBS, None)) or MIN-MAX (adaptive: (MIN, MAX))."""
+    m = _RANGE.fullmatch(text.strip())
+    if m is None or (m["min"] is not None and int(m["min"]) > int(m["max"])):
+        raise UsageError(
+            f"Worker group size {text!r} is not valid.",
+            hint="Give a number of jobs (e.g. 4) or an adaptive range MIN-MAX (e.g. 0-16).",
+        )
+    if m["min"] is None:
+        return int(m["max"]), None
+    return int(m["min"]), int(m["max"])
 
 
 def check_group_name(name: str) -> str:
@@ -102,6 +154,13 @@ def check_partition(name: str) -> str:
 def job_name(session: str, group: str) -> str:
     """The name of a worker job: '+' separates, and no session or group name contains one."""
     return f"hpcjup+{session}+{group}"
+
+
+def worker_name(session: str, group: WorkerGroup) -> str:
+    """The `--name` of a group's worker: Dask refuses a second worker of a name it knows, so each job's differs.
+    An adaptive group's carries its submission's token (the loop maps workers to jobs by it); a fixed group's
+    one script serves all its jobs, so the job's shell (bash) makes it unique: its host and its own pid."""
+    return job_name(session, group.name) + (f"+{TOKEN}" if group.adaptive else "+${HOSTNAME%%.*}-$$")
 
 
 def valid_ids(ids: Iterable[object]) -> list[str]:
@@ -130,8 +189,16 @@ def _group_of(name: str, entry: dict[str, Any]) -> WorkerGroup | None:
         partition, memory = entry["partition"], entry.get("memory")
         if not isinstance(partition, str) or not _PARTITION.fullmatch(partition):
             return None
+        adaptive = entry.get("max") is not None
         return WorkerGroup(
-            name, partition, int(entry["jobs"]), int(entry.get("cores", 1)), memory if isinstance(memory, str) else None
+            name,
+            partition,
+            int(entry["min"] if adaptive else entry["jobs"]),
+            int(entry.get("cores", 1)),
+            memory if isinstance(memory, str) else None,
+            maximum=int(entry["max"]) if adaptive else None,
+            preemptible=entry.get("preemptible") is True,
+            idle=int(entry.get("adapt_idle", DEFAULT_IDLE)),
         )
     except (KeyError, TypeError, ValueError):
         return None
@@ -188,7 +255,10 @@ def scale_group(
     check_group_name(group.name)
     doc = _read_groups(transport, paths)
     entry = doc.get(group.name, {})
-    group = _group_of(group.name, entry) or group
+    if group.adaptive:
+        return adapt_group(transport, paths, record, address, group, scheduler, doc)
+    known = _group_of(group.name, entry)
+    group = known if known is not None and not known.adaptive else group  # a new or once adaptive group: as given
     group = WorkerGroup(group.name, check_partition(group.partition), jobs, group.cores, group.memory)
     current = active_ids(transport, scheduler, _ids_of(entry))
     try:
@@ -202,6 +272,46 @@ def scale_group(
     finally:  # also after a refused submission: the jobs already accepted stay on record
         _record(transport, paths, doc, group, current)
     return current
+
+
+def adapt_group(
+    transport: Transport,
+    paths: SessionPaths,
+    record: SessionRecord,
+    address: str,
+    group: WorkerGroup,
+    scheduler: Scheduler,
+    doc: dict[str, dict[str, Any]] | None = None,
+) -> list[str]:
+    """Make `group` adaptive (or change its bounds): render its job script once and record min, max and idle in
+    groups.json; the session job's loop (hpcjup/job/adaptive.py) submits and retires its jobs from then on, and
+    picks a change up within seconds. The group's jobs of a fixed past stay recorded (`stop` ends them); the
+    result: those of them still active."""
+    doc = _read_groups(transport, paths) if doc is None else doc
+    entry = doc.get(group.name, {})
+    known = _group_of(group.name, entry)
+    if known is not None:  # a new range for a known group keeps its shape (partition, cores, memory)
+        group = WorkerGroup(
+            group.name, known.partition, group.jobs, known.cores, known.memory, group.maximum,
+            group.preemptible or known.preemptible, group.idle,
+        )  # fmt: skip
+    check_partition(group.partition)
+    script = entry.get("script") if known is not None and known.adaptive else None
+    if not isinstance(script, str) or not script.startswith(paths.file(f"{DASK_DIR}/")):
+        script = _render(transport, scheduler, paths, record, address, group)
+    current = active_ids(transport, scheduler, _ids_of(entry))
+    doc = {**doc, group.name: {**group.to_json(), "script": script, "job_ids": current}}
+    transport.write_file(paths.file(GROUPS_FILE), json.dumps(doc, indent=2).encode())
+    return current
+
+
+def lifetime_args(walltime: int | None) -> list[str]:
+    """dask-worker's options that retire a worker job's worker (its data moves to others) a little before the
+    job's own time limit, instead of dying with it; none when the limit is unknown or too short for a margin."""
+    if not walltime or walltime < 300:
+        return []
+    margin = max(120, walltime // 20)  # a staggered retirement needs a few minutes' room before the limit
+    return ["--lifetime", f"{walltime - margin}s", "--lifetime-stagger", f"{min(60, margin // 4)}s"]
 
 
 def _render(
@@ -226,6 +336,7 @@ def _render(
         "class": cls,
         "scheduler": address,
         "name": job_name(record.name, group.name),
+        "worker_name": worker_name(record.name, group),
         "options": scheduler.worker_job_options(
             group.partition,
             account if isinstance(account, str) else None,
@@ -238,7 +349,8 @@ def _render(
         "memory": group.memory or f"{group.cores}GB",
         "python": shlex.join(python),  # dask-jobqueue writes it into the worker's command line as it is
         "group": group.name,
-        "prologue": worker_prologue(paths),
+        "prologue": worker_prologue(paths) + (adaptive_prologue(paths, group.name) if group.adaptive else []),
+        "extra": lifetime_args(record.resources_obj.time_seconds or 3600),
         "logdir": paths.file(f"{DASK_DIR}/logs"),
     }
     try:
@@ -264,6 +376,45 @@ def worker_prologue(paths: SessionPaths) -> list[str]:
     # umask 077: Dask's scratch (in the session's private directory's name, made here on this node) and what the
     # worker writes are nobody else's.
     return ["umask 077", f"if [ -r {setup} ]; then . {setup}; fi", f"export DASK_CONFIG={config}"]
+
+
+def adaptive_prologue(paths: SessionPaths, group: str) -> list[str]:
+    """An adaptive group's job, as it starts: end at once if the loop withdrew it while it waited (the job side has
+    no cancel command), else leave a mark that it started (the loop then waits for its worker)."""
+    marks = shlex.quote(paths.file(f"{DASK_DIR}/{ADAPTIVE_DIR}/{group}")) + f"/{TOKEN}"
+    return [f"if [ -e {marks}.withdrawn ]; then exit 0; fi", f": > {marks}.started"]
+
+
+def adaptive_status(data: bytes | None) -> dict[str, dict[str, Any]]:
+    """The adaptive groups' last figures from dask/adaptive.json: {group: {running, pending, target, min, max, lost,
+    error}}; a damaged file or entry counts as absent (it came from the cluster)."""
+    try:
+        doc = json.loads((data or b"")[:_MAX_READ])
+    except ValueError:
+        return {}
+    groups = doc.get("groups") if isinstance(doc, dict) else None
+    if not isinstance(groups, dict):
+        return {}
+    found: dict[str, dict[str, Any]] = {}
+    for name, entry in groups.items():
+        if not (_GROUP_NAME.fullmatch(name) and isinstance(entry, dict)):
+            continue
+        figures = {key: entry.get(key) for key in ("running", "pending", "target", "min", "max", "lost")}
+        if all(isinstance(value, int) and not isinstance(value, bool) for value in figures.values()):
+            error = entry.get("error")
+            found[name] = {**figures, "error": error[:500] if isinstance(error, str) else None}
+    return found
+
+
+def groups_text(rows: list[dict[str, Any]]) -> str:
+    """Lines under `ls`'s table for the sessions' adaptive groups (rows: SessionView.to_dict()); "" without any."""
+    lines = []
+    for row in rows:
+        for name, g in (row.get("worker_groups") or {}).items():
+            line = f"  {row['session']}/{name}: {g['running']} running, {g['pending']} pending, target {g['target']}"
+            line += f" ({g['min']}-{g['max']} jobs)" + (f", {g['lost']} lost" if g["lost"] else "")
+            lines.append(line + (f"; refused: {g['error']}" if g["error"] else ""))
+    return "\n".join(["", "Adaptive worker groups:", *lines]) if lines else ""
 
 
 # -- the recorded jobs, through the adapter ----------------------------------------------------------

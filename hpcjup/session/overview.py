@@ -36,6 +36,7 @@ class SessionView:
     cached: dict[str, Any] | None
     found_workers: tuple[str, ...] = ()
     usage: bytes | None = None  # usage.json as read with the record
+    worker_groups: tuple[tuple[str, dict[str, Any]], ...] = ()  # adaptive groups: running, pending, target (groups.py)
 
     @property
     def hopeless(self) -> str | None:
@@ -139,6 +140,7 @@ class SessionView:
             "tunnel_error": (self.cached or {}).get("tunnel_error"),
             "preemptible": bool(self.report and self.report.preemptible),
             "preemptions": self.preemptions,
+            "worker_groups": dict(self.worker_groups) if self.active else {},
         }
 
 
@@ -201,6 +203,7 @@ class DamagedView:
             "tunnel_error": None,
             "preemptible": False,
             "preemptions": 0,
+            "worker_groups": {},
         }
 
 
@@ -211,7 +214,9 @@ def _view(found: Found, status: JobStatus | None, store: LocalStore, host: str) 
     if found.record is None or status is None:
         return DamagedView(found, store.load(host, found.paths.name))
     cached = store.load(host, found.record.name)
-    return SessionView(found.record, found.paths, status, found.report, cached, found.worker_ids, found.usage)
+    return SessionView(
+        found.record, found.paths, status, found.report, cached, found.worker_ids, found.usage, found.worker_groups
+    )
 
 
 def overview(transport: Transport, store: LocalStore, *, recheck: bool = False) -> list[View]:
