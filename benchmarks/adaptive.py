@@ -28,12 +28,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report import Report, add_save_option  # noqa: E402
 from tests.cluster.fixtures import make_laptop_env  # noqa: E402
 from tests.cluster.minicluster import MiniCluster, wait_until  # noqa: E402
 
@@ -178,6 +180,7 @@ def main() -> None:
     parser.add_argument("--bursts", type=int, default=0, help="also the bursty trace: computations (default 0: none)")
     parser.add_argument("--think", type=float, default=90.0, help="the trace's seconds between computations (90)")
     parser.add_argument("--json-out", type=Path, help="also write every figure to this file")
+    add_save_option(parser)
     args = parser.parse_args()
 
     cluster = MiniCluster()
@@ -200,41 +203,40 @@ def main() -> None:
     finally:
         hpcjup(env, "stop", NAME, *HOST)
         shutil.rmtree(work, ignore_errors=True)
-    report(results)
+    with Report("adaptive", save=args.save) as out:
+        report(results, out)
     if args.json_out:
         args.json_out.write_text(json.dumps(results, indent=2))
 
 
-def report(results: dict[str, Any]) -> None:
+def report(results: dict[str, Any], out: Callable[[str], None] = print) -> None:
     def median(kind: str, key: str) -> float | None:
         values = [float(r[key]) for r in results[kind] if key in r]
         return statistics.median(values) if values else None
 
-    print("| run | completion (s) | correct | tasks | recomputed | rescheduled | jobs cancelled | jobs lost (loop) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    out("| run | completion (s) | correct | tasks | recomputed | rescheduled | jobs cancelled | jobs lost (loop) |")
+    out("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for kind in ("without", "with"):
         for r in results[kind]:
             if "error" in r:
-                print(f"| {kind} preemption | failed: {r['error'][:120]} | | | | | | |")
+                out(f"| {kind} preemption | failed: {r['error'][:120]} | | | | | | |")
                 continue
-            print(
+            out(
                 f"| {kind} preemption | {r['seconds']:.1f} | {r['correct']} | {r['tasks']} | {r['recomputed']} "
                 f"| {r.get('rescheduled', '')} | {r['cancelled']} | {r['lost']} |"
             )
     a, b = median("without", "seconds"), median("with", "seconds")
     if a and b:
-        print(f"\nCompletion with a worker job cancelled every 30 s: {b / a:.2f}x the time without (medians).")
+        out(f"\nCompletion with a worker job cancelled every 30 s: {b / a:.2f}x the time without (medians).")
     if "trace" in results:
         fixed, adaptive = results["trace"]["fixed"], results["trace"]["adaptive"]
-        print("\n| group | worker-job seconds held | wall (s) | each computation (s) |")
-        print("| --- | --- | --- | --- |")
+        out("\n| group | worker-job seconds held | wall (s) | each computation (s) |")
+        out("| --- | --- | --- | --- |")
         for kind, r in (("fixed batch:2x1", fixed), ("adaptive batch:0-2x1", adaptive)):
             times = ", ".join(f"{c:.1f}" if c is not None else "failed" for c in r["computes"])
-            print(f"| {kind} | {r['job_seconds']:.0f} | {r['wall']:.0f} | {times} |")
+            out(f"| {kind} | {r['job_seconds']:.0f} | {r['wall']:.0f} | {times} |")
         if fixed["job_seconds"]:
-            print(
-                f"\nAdaptive held {adaptive['job_seconds'] / fixed['job_seconds']:.2f}x the fixed group's job-seconds."
-            )
+            out(f"\nAdaptive held {adaptive['job_seconds'] / fixed['job_seconds']:.2f}x the fixed group's job-seconds.")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.report import Report, add_save_option  # noqa: E402
 from tests.cli.helpers import hpcjup_argv, http_get  # noqa: E402
 from tests.cluster import neighbour  # noqa: E402
 from tests.cluster.files import PREEMPTIBLE  # noqa: E402
@@ -81,6 +82,7 @@ def one_run(cluster: MiniCluster, env: dict[str, str], name: str) -> dict[str, f
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=2)
+    add_save_option(parser)
     args = parser.parse_args()
     cluster = MiniCluster()
     cluster.up()
@@ -97,7 +99,9 @@ def main() -> int:
             for name in names:
                 with contextlib.suppress(Exception):
                     hpcjup(env, "stop", name, *HOST)
-    print(table(results))
+    with Report("preempt", save=args.save) as out:
+        out("A preempted `--preemptible` session (Slurm requeue), from its job running again to the same local URL:\n")
+        out(table(results))
     return 0
 
 

@@ -42,7 +42,7 @@ def test_a_run_that_fails_or_is_not_saved_leaves_the_last_figures(results: Path)
     assert (results / "demo.md").read_text() == "the last good figures\n"
 
 
-@pytest.mark.parametrize("name", ["latency", "backfill", "envs", "envstart", "slowfs"])
+@pytest.mark.parametrize("name", ["latency", "backfill", "envs", "envstart", "slowfs", "adaptive", "preempt"])
 def test_every_table_benchmark_offers_save(name: str) -> None:
     source = (Path(report_module.__file__).parent / f"{name}.py").read_text()
     assert "add_save_option(parser)" in source and f'Report("{name}", save=args.save)' in source
