@@ -31,6 +31,7 @@ from hpcjup.job.contract import ENV_SUBMIT as ENV_SUBMIT
 from hpcjup.job.contract import ENV_TIME_LIMIT as ENV_TIME_LIMIT
 from hpcjup.job.contract import ENV_WARN_SECONDS as ENV_WARN_SECONDS
 from hpcjup.job.contract import ENV_WARN_SIGNAL as ENV_WARN_SIGNAL
+from hpcjup.job.contract import ENVLOCAL_WARNINGS as ENVLOCAL_WARNINGS
 from hpcjup.job.contract import EXIT_CODES as EXIT_CODES
 from hpcjup.job.contract import GROUPS_FILE as GROUPS_FILE
 from hpcjup.job.contract import JOB_LOG as JOB_LOG

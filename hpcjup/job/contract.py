@@ -84,3 +84,5 @@ ENV_SCRUB_KEEP = "HPCJUP_SCRUB_KEEP"  # space-separated names under that prefix 
 # Not an adapter's to export: the job script's exec line sets it when the job runs its environments from node-local
 # copies (envlocal.sh): the command that puts a host's copy in front of the per-host launch of Dask's workers.
 WRAP_VARIABLE = "HPCJUP_ENV_WRAP"
+# Warnings of envlocal.sh (an image not used, and why), one a line, in the session directory: the laptop shows them.
+ENVLOCAL_WARNINGS = "envlocal.txt"

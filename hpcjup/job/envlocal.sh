@@ -19,7 +19,8 @@
 umask 077
 mode=$1
 shift
-# Warnings go to the job's log and to envlocal.txt beside this script (the session directory: the laptop's to show).
+# Warnings go to the job's log and to envlocal.txt beside this script (the session directory; contract.py
+# ENVLOCAL_WARNINGS: the laptop shows them while it waits).
 warn() { printf 'hpcjup: warning: %s\n' "$*" >&2; printf '%s\n' "$*" >>"${0%/*}/envlocal.txt" 2>/dev/null; }
 uid=$(id -u)
 n=0 envs=

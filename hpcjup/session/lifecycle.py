@@ -81,7 +81,13 @@ def submit_and_wait(
         store.save(record.host, record.name, {"host": record.host, "record": asdict(record)})
         screen.info(f"Submitted job {record.job_id} as session {record.name} on {record.host}.")
         waiter = ReadyWaiter(
-            transport, scheduler, record, paths, lambda p: line.update(*describe(p)), pending_timeout=pending
+            transport,
+            scheduler,
+            record,
+            paths,
+            lambda p: line.update(*describe(p)),
+            pending_timeout=pending,
+            on_warning=screen.warn,
         )
         try:
             conn = waiter.wait()

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from hpcjup.errors import DamagedDocument, HpcjupError, JobCannotStart, JobFailedError, WaitTimeout
 from hpcjup.job import (
     CONNECTION_FILE,
+    ENVLOCAL_WARNINGS,
     JOB_LOG,
     REASON_JUPYTER_TOO_OLD,
     REASON_NO_IPYKERNEL,
@@ -35,6 +36,7 @@ from hpcjup.session.record import (
     JobReport,
     SessionRecord,
 )
+from hpcjup.text import visible
 from hpcjup.transport.base import Transport
 from hpcjup.transport.watch import FileState, Watch
 
@@ -80,6 +82,7 @@ class ReadyWaiter:
         ready_timeout: float = 360.0,
         known: JobStatus | None = None,
         after: Connection | None = None,
+        on_warning: Callable[[str], None] = lambda text: None,
     ) -> None:
         self.t, self.scheduler, self.record, self.paths = transport, scheduler, record, paths
         self.on_progress = on_progress
@@ -91,7 +94,8 @@ class ReadyWaiter:
         # A requeued job: the files of runs up to this many restarts are the runs before's (None: all count).
         self.stale: int | None = after.restarts if after is not None else None
         self.queries = 0  # scheduler queries made (the benchmark reports them)
-        self.watch = Watch(transport, paths.dir, [CONNECTION_FILE, STATE_FILE], [JOB_LOG])
+        self.on_warning, self.warned = on_warning, 0  # envlocal.sh's warnings: lines shown so far
+        self.watch = Watch(transport, paths.dir, [CONNECTION_FILE, STATE_FILE, ENVLOCAL_WARNINGS], [JOB_LOG])
 
     def wait(self) -> Connection:
         """The session's connection, once Jupyter answers on the node. Raises on failure or deadline."""
@@ -105,6 +109,7 @@ class ReadyWaiter:
         while True:
             changes = self.watch.changes(max(0.0, min(_PROGRESS_EVERY, next_query - time.monotonic())))
             now = time.monotonic()
+            self._warn(changes.get(ENVLOCAL_WARNINGS))
             conn = self._connection(changes.get(CONNECTION_FILE))
             if conn is not None:
                 return conn
@@ -153,6 +158,15 @@ class ReadyWaiter:
     def _query(self) -> JobStatus:
         self.queries += 1
         return self.scheduler.status(self.t, self.record.job_id)
+
+    def _warn(self, state: FileState | None) -> None:
+        """Each new line of the job's environment warnings (an image not used, and why), once."""
+        if state is None or state.data is None:
+            return
+        lines = [line for line in state.data.splitlines() if line.strip()]
+        for line in lines[self.warned :]:
+            self.on_warning(f"On the node: {visible(line)}")
+        self.warned = max(self.warned, len(lines))
 
     def _connection(self, state: FileState | None) -> Connection | None:
         if state is None or not state.data:

@@ -112,6 +112,7 @@ def test_a_corrupt_image_runs_in_place_and_the_next_start_packs_it_again(
     log = (SESSIONS / first / "job.out").read_text(errors="replace")
     assert f"{image} is corrupt" in log and "never used" in log and "slower" in log, log[-3000:]
     assert "is corrupt" in (SESSIONS / first / "envlocal.txt").read_text()
+    assert "On the node:" in result.stderr and "is corrupt" in result.stderr, "the laptop shows the job's warning"
     assert Path(f"{image}.bad").exists()
 
     second = f"good-{secrets.token_hex(3)}"
