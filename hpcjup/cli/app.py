@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from hpcjup.cli.settingopts import setting_option
 from hpcjup.errors import AuthError, UsageError
 from hpcjup.ui import UI
 
@@ -203,7 +204,7 @@ def host_options(func: F) -> F:
     """Add --host and --local (where the session lives), --ssh, --accept-new-host-key and --scheduler (how to get
     there, and what runs the job): the command gets them resolved as `reach` (a Reach)."""
 
-    @click.option("--host", metavar="DEST", help="SSH destination: an alias from ~/.ssh/config or user@host[:port].")
+    @setting_option("host", "--host", metavar="DEST")
     @click.option("--local", is_flag=True, help="This machine, without SSH or a scheduler.")
     @click.option(
         "--ssh",
@@ -216,12 +217,7 @@ def host_options(func: F) -> F:
         is_flag=True,
         help="Add an unknown host key to ~/.ssh/known_hosts (a changed one is still refused).",
     )
-    @click.option(
-        "--scheduler",
-        "scheduler",
-        metavar="NAME",
-        help="Batch system: auto (detect on the host), slurm, pbs, lsf, sge, none (a plain SSH host).",
-    )
+    @setting_option("scheduler", "--scheduler", metavar="NAME")
     @functools.wraps(func)
     def wrapper(
         *args: Any, ssh_backend: str | None, accept_new_host_key: bool, scheduler: str | None, **kwargs: Any

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from hpcjup.cli.app import App, Reach, host_options, json_option
-from hpcjup.cli.profile import RENAMED, profile_option, typed_options
+from hpcjup.cli.profile import profile_option, typed_options
+from hpcjup.cli.settingopts import setting_option
 
 _MARKS = {"pass": "ok  ", "fail": "FAIL", "warn": "warn", "skip": "skip"}
 
@@ -13,11 +16,11 @@ _MARKS = {"pass": "ok  ", "fail": "FAIL", "warn": "warn", "skip": "skip"}
 @click.command("doctor")
 @profile_option
 @host_options
-@click.option("-p", "--partition", help="Partition (queue) to check.")
-@click.option("-A", "--account", help="Account (project) to check.")
-@click.option("-t", "--time", "time_limit", metavar="TIME", help="Time limit to check against the partition's.")
-@click.option("--python", help="The cluster-side Python to check.")
-@click.option("--site", metavar="NAME", help="Site preset (`hpcjup sites`).")
+@setting_option("partition", "-p", "--partition", more="Checked.")
+@setting_option("account", "-A", "--account", more="Checked.")
+@setting_option("time", "-t", "--time", metavar="TIME", more="Checked against the partition's limit.")
+@setting_option("python", "--python", more="Checked.")
+@setting_option("site", "--site", metavar="NAME")
 @click.option("--no-dask", is_flag=True, help="Do not require Dask (`distributed`).")
 @json_option
 @click.pass_context
@@ -26,13 +29,9 @@ def command(
     profile: str | None,
     host: str | None,
     local: bool,
-    partition: str | None,
-    account: str | None,
-    time_limit: str | None,
-    python: str | None,
-    site: str | None,
     no_dask: bool,
     reach: Reach,
+    **settings_typed: Any,  # the setting options: read through the resolver (typed_options)
 ) -> None:
     """Check that `hpcjup start` can work: SSH, the scheduler, partition, account, environment, Jupyter, Dask.
 
@@ -45,7 +44,7 @@ def command(
 
     app: App = ctx.obj
     # --ssh is the setting `ssh` typed on the command line: command line > $HPCJUP_SSH > profile > built-in.
-    resolved = resolve(typed_options(ctx, {**RENAMED, "ssh_backend": "ssh"}), profile=profile)
+    resolved = resolve(typed_options(ctx, {"ssh_backend": "ssh"}), profile=profile)
     host = app.resolve_host(None if local else resolved.value("host"), local)
     with app.ui.status() as line:
         report = run_checks(

@@ -16,15 +16,15 @@ import click
 from click.core import ParameterSource
 
 from hpcjup.cli.app import App, json_option
+from hpcjup.cli.settingopts import setting_option
 from hpcjup.config.profiles import KEYS, LOCAL, PROFILE_ENV, config_path, load_config, parse_toml, resolve
 from hpcjup.config.writer import save_profile
 from hpcjup.errors import UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
 # click parameter name -> setting, where the two differ.
-RENAMED = {"time_limit": "time"}
-
-
 def profile_option(func: F) -> F:
     """Add --profile NAME."""
     return click.option(
@@ -32,14 +32,14 @@ def profile_option(func: F) -> F:
     )(func)
 
 
-def typed_options(ctx: click.Context, rename: Mapping[str, str] = RENAMED) -> dict[str, Any]:
+def typed_options(ctx: click.Context, rename: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The settings the user typed on this command line (click's defaults are not typed), by setting name.
 
     `--local` is passed on as `local: True`: resolve() then picks a Python that can serve on this machine.
     """
     typed: dict[str, Any] = {LOCAL: True} if ctx.params.get(LOCAL) else {}
     for param, value in ctx.params.items():
-        key = rename.get(param, param)
+        key = (rename or {}).get(param, param)
         if key in KEYS and ctx.get_parameter_source(param) is ParameterSource.COMMANDLINE:
             typed[key] = value
     return typed
@@ -118,11 +118,11 @@ def show_command(app: App, name: str | None) -> None:
 @command.command("create")
 @click.argument("name")
 @click.argument("settings", nargs=-1, metavar="[KEY=VALUE]...")
-@click.option("--host", metavar="DEST", help="SSH destination: an alias from ~/.ssh/config or user@host[:port].")
-@click.option("-p", "--partition", help="Slurm partition.")
-@click.option("-A", "--account", help="Account (project) to charge.")
-@click.option("-t", "--time", "time_limit", metavar="TIME", help="Time limit: minutes, HH:MM:SS or D-HH:MM:SS.")
-@click.option("--site", metavar="NAME", help="Site preset (`hpcjup sites` lists them).")
+@setting_option("host", "--host", metavar="DEST")
+@setting_option("partition", "-p", "--partition")
+@setting_option("account", "-A", "--account")
+@setting_option("time", "-t", "--time", metavar="TIME")
+@setting_option("site", "--site", metavar="NAME", more="`hpcjup sites` lists them.")
 @click.option("--force", is_flag=True, help="Replace the profile if it exists.")
 @json_option
 @click.pass_obj
@@ -133,7 +133,7 @@ def create_command(
     host: str | None,
     partition: str | None,
     account: str | None,
-    time_limit: str | None,
+    time: str | None,
     site: str | None,
     force: bool,
 ) -> None:
@@ -146,7 +146,7 @@ def create_command(
     for item in settings:
         key, value = parse_assignment(item)
         values[key] = value
-    options = {"host": host, "partition": partition, "account": account, "time": time_limit, "site": site}
+    options = {"host": host, "partition": partition, "account": account, "time": time, "site": site}
     values.update({k: v for k, v in options.items() if v is not None})
     if not values:
         raise UsageError("Nothing to write.", hint="Give at least --host, --partition or a KEY=VALUE setting.")

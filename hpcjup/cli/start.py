@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from hpcjup.cli.app import App, Reach, host_options, json_option
 from hpcjup.cli.detach import Detacher
 from hpcjup.cli.dryrun import show_preview
-from hpcjup.cli.profile import RENAMED, profile_option, typed_options
+from hpcjup.cli.profile import profile_option, typed_options
 from hpcjup.cli.serve import Holder, terminate_as_interrupt
+from hpcjup.cli.settingopts import setting_option
 from hpcjup.config.profiles import resolve
 from hpcjup.config.resources import parse_duration
 from hpcjup.errors import HpcjupError, Interrupted, UsageError
@@ -34,58 +35,27 @@ if TYPE_CHECKING:
 
 @click.command(context_settings={"show_default": True})
 @host_options
-@click.option("-p", "--partition", help="Slurm partition (default: the cluster's default).")
-@click.option("-A", "--account", help="Account (project) to charge.")
-@click.option("-t", "--time", "time_limit", metavar="TIME", help="Time limit: minutes, HH:MM:SS or D-HH:MM:SS.")
-@click.option(
-    "--time-min",
-    metavar="TIME",
-    help="Let the scheduler shorten the time limit down to this to start sooner (Slurm backfill).",
+@setting_option(
+    "partition", "-p", "--partition", more="Slurm takes several, -p booster,batch: the first that can start."
 )
-@click.option("-N", "--nodes", type=click.IntRange(min=1), default=1, help="Nodes to allocate.")
-@click.option("-c", "--cpus", type=click.IntRange(min=1), help="CPUs for Jupyter's task.")
-@click.option("--mem", help="Memory per node, e.g. 16G.")
-@click.option("--gpus", help="GPUs, e.g. 4 or a100:4.")
+@setting_option("account", "-A", "--account")
+@setting_option("time", "-t", "--time", metavar="TIME")
+@setting_option("time_min", "--time-min", metavar="TIME")
+@setting_option("nodes", "-N", "--nodes")
+@setting_option("cpus", "-c", "--cpus")
+@setting_option("mem", "--mem")
+@setting_option("gpus", "--gpus")
 @click.option("-n", "--name", help="Session name, unique on the host (default: lab-XXXX).")
-@click.option("--workdir", help="Jupyter's root directory on the cluster (default: your home).")
-@click.option(
-    "--python",
-    "python",
-    default="python3",
-    help="The cluster-side Python that has JupyterLab (with --env/--kernel: the Python environments are built from).",
-)
-@click.option(
-    "--env",
-    "env",
-    metavar="DIR|FILE",
-    help="The default kernel's environment from a spec (requirements.txt, environment.yml, pyproject.toml, binder/), "
-    "built on the cluster once; JupyterLab then runs from hpcjup's server environment.",
-)
-@click.option(
-    "--kernel",
-    "kernels",
-    multiple=True,
-    metavar="[NAME=]SPEC",
-    help="Another kernel (repeatable): a spec directory or file, or cluster:/path of an existing venv or conda env.",
-)
+@setting_option("workdir", "--workdir", more="Default: your home.")
+@setting_option("python", "--python", more="With --env/--kernel: the Python environments are built from.")
+@setting_option("env", "--env", metavar="DIR|FILE", more="JupyterLab then runs from hpcjup's server environment.")
+@setting_option("kernels", "--kernel", metavar="[NAME=]SPEC", more="Repeatable.")
 @click.option(
     "-y", "--yes", is_flag=True, help="Build what the start needs without asking (hpcjup's server environment)."
 )
-@click.option("--local-port", type=click.IntRange(1, 65535), help="Local port of the tunnel (default: a free one).")
-@click.option(
-    "--socket/--tcp",
-    "use_socket",
-    default=None,
-    show_default=False,
-    help="Jupyter on a private Unix socket on the node, reached by SSH to the node (--tcp: on a port, the default).",
-)
-@click.option(
-    "--preemptible/--not-preemptible",
-    default=None,
-    show_default=False,
-    help="Submit the job requeueable: when the scheduler preempts it, it runs again and a detached tunnel follows it "
-    "(same local URL; the kernels' memory is lost). Default: not requeueable.",
-)
+@setting_option("local_port", "--local-port", more="Default: a free one.")
+@setting_option("socket", "--socket/--tcp", more="--tcp: on a port, the default.")
+@setting_option("preemptible", "--preemptible/--not-preemptible", more="Default: not requeueable.")
 @click.option("--no-browser", is_flag=True, help="Print the URL, do not open a browser.")
 @click.option(
     "--timeout",
@@ -93,17 +63,10 @@ if TYPE_CHECKING:
     metavar="DURATION",
     help="Give up (and cancel the job) if it still pends after this long, e.g. 30m.",
 )
-@click.option(
-    "--idle-timeout",
-    metavar="DURATION",
-    default="1h",
-    help="End the session after this long without kernels or browser activity (0: never).",
-)
-@click.option("--workers", type=click.IntRange(min=0), help="Dask worker processes in all (default: one per node).")
-@click.option(
-    "--worker-cores", type=click.IntRange(min=1), help="Threads per Dask worker (default: --cpus, or the node's)."
-)
-@click.option("--worker-memory", help="Memory limit per Dask worker, e.g. 8GB (default: Dask's auto).")
+@setting_option("idle_timeout", "--idle-timeout", metavar="DURATION")
+@setting_option("workers", "--workers", more="Default: one per node.")
+@setting_option("worker_cores", "--worker-cores", more="Default: --cpus, or the node's.")
+@setting_option("worker_memory", "--worker-memory", more="Default: Dask's auto.")
 @click.option("--no-dask", is_flag=True, help="JupyterLab only, no Dask scheduler and workers.")
 @click.option(
     "--worker-group",
@@ -115,57 +78,31 @@ if TYPE_CHECKING:
 @click.option(
     "-d", "--detach", is_flag=True, help="Return once the URL answers; a background process keeps the tunnel."
 )
-@click.option(
-    "--directive",
-    "directives",
-    multiple=True,
-    metavar="OPT",
-    help="An extra batch-system option written verbatim as a directive, e.g. '--constraint=gpu' (repeatable).",
-)
+@setting_option("directives", "--directive", metavar="OPT", more="E.g. --directive=--constraint=gpu; repeatable.")
 @click.option(
     "--dry-run",
     is_flag=True,
     help="Submit nothing: print the job script and the scheduler's start estimate for each partition.",
 )
 @profile_option
-@click.option("--site", help="Site preset (see `hpcjup sites`), e.g. juwels.")
+@setting_option("site", "--site", more="E.g. juwels.")
 @json_option
 @click.pass_context
 def command(
     ctx: click.Context,
     host: str | None,
     local: bool,
-    partition: str | None,
-    account: str | None,
-    time_limit: str | None,
-    time_min: str | None,
-    nodes: int,
-    cpus: int | None,
-    mem: str | None,
-    gpus: str | None,
     name: str | None,
-    workdir: str | None,
-    python: str,
-    env: str | None,
-    kernels: tuple[str, ...],
     yes: bool,
-    local_port: int | None,
-    use_socket: bool | None,
-    preemptible: bool | None,
     no_browser: bool,
     pending_timeout: str | None,
-    idle_timeout: str,
-    workers: int | None,
-    worker_cores: int | None,
-    worker_memory: str | None,
     no_dask: bool,
     worker_groups: tuple[str, ...],
     detach: bool,
-    directives: tuple[str, ...],
     dry_run: bool,
     profile: str | None,
-    site: str | None,
     reach: Reach,
+    **settings_typed: Any,  # the setting options: read through the resolver (typed_options), not one by one
 ) -> None:
     """Submit a job that runs JupyterLab on a compute node, and open it through a tunnel.
 
@@ -176,7 +113,7 @@ def command(
     app: App = ctx.obj
     if name is not None:
         check_name(name)  # before anything else looks at the environment or the network
-    settings = resolve(typed_options(ctx, {**RENAMED, "ssh_backend": "ssh", "use_socket": "socket"}), profile=profile)
+    settings = resolve(typed_options(ctx, {"ssh_backend": "ssh"}), profile=profile)
     settings.check_site()
     if settings.value("scheduler") not in (None, "auto"):
         from hpcjup.schedulers import get_scheduler

@@ -75,7 +75,12 @@ KEYS: dict[str, Key] = {
         Key("local_port", int, "local end of the tunnel", low=1, high=65535),
         Key("socket", bool, "Jupyter on a Unix socket on the node, reached by SSH to the node", default=False),
         Key("ssh", str, "SSH backend", choices=("auto", "openssh", "paramiko"), default="auto"),
-        Key("scheduler", str, "batch system: auto (detected on the host), slurm, none, ...", default="auto"),
+        Key(
+            "scheduler",
+            str,
+            "batch system: auto (detected on the host), slurm, pbs, lsf, sge, or none (a plain SSH host)",
+            default="auto",
+        ),
         Key("site", str, "site preset (see `hpcjup sites`)"),
         Key("modules", list, "modules to load before Jupyter starts"),
         Key("module_use", list, "directories to `module use` first"),

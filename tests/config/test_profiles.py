@@ -307,7 +307,7 @@ def test_typed_options_are_only_what_was_typed() -> None:
 
     @click.command()
     @click.option("--nodes", type=int, default=1)
-    @click.option("-t", "--time", "time_limit")
+    @click.option("-t", "--time", "time")
     @click.option("--python", default="python3")
     @click.option("--no-browser", is_flag=True)
     @click.pass_context
