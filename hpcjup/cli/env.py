@@ -43,8 +43,9 @@ def command() -> None:
 def ls_command(app: App, host: str | None, local: bool, root: str | None, reach: Reach) -> None:
     """List a host's environments: name, spec, Python, size, its image (one file a job copies to its nodes), the
     files inside it and all its files on the shared file system, last used, and the running sessions using it."""
-    from hpcjup.envs.catalog import list_envs, users
+    from hpcjup.envs.catalog import list_envs
     from hpcjup.envs.identity import env_root
+    from hpcjup.session.envuse import users
     from hpcjup.session.overview import overview
 
     host = app.resolve_host(host, local)
@@ -148,11 +149,12 @@ def rm_command(app: App, names: tuple[str, ...], host: str | None, local: bool, 
     """Remove environments by name (refused while a running session uses one)."""
     from hpcjup.envs.catalog import remove
     from hpcjup.envs.identity import env_root
+    from hpcjup.session.envuse import in_use
     from hpcjup.session.overview import overview
 
     host = app.resolve_host(host, local)
     with app.connect(host, reach) as transport:
-        absolute = remove(transport, env_root(root), list(names), overview(transport, app.store))
+        absolute = remove(transport, env_root(root), list(names), in_use(overview(transport, app.store)))
     app.ui.result(
         {"host": host, "root": absolute, "removed": list(names)}, text=f"Removed {', '.join(names)} from {absolute}."
     )

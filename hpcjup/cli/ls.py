@@ -13,7 +13,7 @@ from hpcjup.cli.app import App, Reach, host_options, json_option
 @click.pass_obj
 def command(app: App, host: str | None, local: bool, reach: Reach) -> None:
     """List the sessions on the host: state, job, partition, time left, local URL, why it ended."""
-    from hpcjup.session.groups import groups_text
+    from hpcjup.session.groupstatus import groups_text
     from hpcjup.session.overview import overview
 
     host = app.resolve_host(host, local)

@@ -90,8 +90,9 @@ def _prune_envs(
 
     from hpcjup.envs.catalog import prune
     from hpcjup.envs.identity import env_root
+    from hpcjup.session.envuse import in_use
 
-    _, gone = prune(transport, env_root(root), days, views, dry_run=dry_run)
+    _, gone = prune(transport, env_root(root), days, in_use(views), dry_run=dry_run)
     now = time.time()
     return [
         {"name": env.name, "path": env.path, "kb": env.kb, "unused_days": int((now - env.last_used) // 86400)}

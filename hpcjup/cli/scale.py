@@ -39,7 +39,8 @@ def command(
     jobs as the work needs (the session's job grows and shrinks it); a new group is created."""
     from hpcjup.config.profiles import resolve
     from hpcjup.config.resources import parse_duration
-    from hpcjup.session.groups import WorkerGroup, check_group_name, check_partition, parse_range, scale_group
+    from hpcjup.session.groupjobs import scale_group
+    from hpcjup.session.groups import WorkerGroup, check_group_name, check_partition, parse_range
     from hpcjup.session.overview import ended_error, view_of
     from hpcjup.session.record import Connection
 

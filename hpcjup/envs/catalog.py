@@ -1,7 +1,8 @@
 """The environments built on a host: listed (one remote command for all), removed, and pruned when unused.
 
-`users` is the one place that decides whether a running session uses an environment: `env rm`,
-`env ls` and `prune --envs` all ask it.
+Whether a running session uses an environment is session/'s decision (session/envuse.py): `remove` and
+`prune` take it as a plain function, `in_use(path)` -> the sessions using it, so envs/ imports nothing of
+session/ (the layer above it).
 """
 
 from __future__ import annotations
@@ -9,16 +10,17 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hpcjup.envs import script
 from hpcjup.envs.errors import EnvBuildError, EnvInUse, EnvNotFound
 from hpcjup.envs.pack import Image, image_of
 from hpcjup.transport.base import Transport
 
-if TYPE_CHECKING:
-    from hpcjup.session.overview import View
+#: path -> the running or pending sessions that use the environment there (session/envuse.py's `in_use`).
+InUse = Callable[[str], list[str]]
 
 
 @dataclass(frozen=True)
@@ -70,25 +72,14 @@ def list_envs(transport: Transport, root: str) -> tuple[str, list[EnvInfo]]:
     return absolute, found
 
 
-def users(views: list[View], path: str) -> list[str]:
-    """The sessions, running or pending, that use the environment at `path` (SessionRecord.uses_env decides)."""
-    from hpcjup.session.overview import SessionView
-
-    return [
-        view.paths.name
-        for view in views
-        if isinstance(view, SessionView) and view.active and view.record.uses_env(path)
-    ]
-
-
-def remove(transport: Transport, root: str, names: list[str], views: list[View]) -> str:
+def remove(transport: Transport, root: str, names: list[str], in_use: InUse) -> str:
     """Remove environments by name (all or none); refused while a running session uses one. The absolute root."""
     absolute, envs = list_envs(transport, root)
     known = {env.name: env for env in envs}
     for name in names:
         if name not in known:
             raise EnvNotFound(f"No environment {name!r} under {absolute}.", hint="`hpcjup env ls` lists them.")
-        using = users(views, known[name].path)
+        using = in_use(known[name].path)
         if using:
             raise EnvInUse(
                 f"{name} is used by running session(s) {', '.join(using)}.",
@@ -101,14 +92,14 @@ def remove(transport: Transport, root: str, names: list[str], views: list[View])
 
 
 def prune(
-    transport: Transport, root: str, days: int, views: list[View], *, dry_run: bool = False
+    transport: Transport, root: str, days: int, in_use: InUse, *, dry_run: bool = False
 ) -> tuple[str, list[EnvInfo]]:
     """Remove the environments unused for `days` days that no running session uses, in one command for all
     (which checks each one's last use again: a start since this listing keeps its env). The absolute root and
     what was (or, with `dry_run`, would be) removed."""
     absolute, envs = list_envs(transport, root)
     cutoff = time.time() - days * 86400
-    doomed = [env for env in envs if env.last_used < cutoff and not env.current_server and not users(views, env.path)]
+    doomed = [env for env in envs if env.last_used < cutoff and not env.current_server and not in_use(env.path)]
     if dry_run or not doomed:
         return absolute, doomed
     argv = ["sh", "-c", script.SCRIPT, "hpcjup-env", "prune", root, str(days), *(env.name for env in doomed)]

@@ -78,6 +78,7 @@ JOB_FILES = (
     "daskscale.py",
     "daskhttp.py",
     "adaptive.py",
+    "adaptpolicy.py",
     "daskretire.py",
     "private.py",
     "lifeline.py",

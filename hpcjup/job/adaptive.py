@@ -15,7 +15,8 @@ submission's script carries its own token, in its worker's name (hpcjup+SESSION+
 TOKEN.started (the job began) and TOKEN.withdrawn (left by the loop for a job it no longer wants while it
 waits, or one it lost and replaced, should the scheduler requeue it: it then ends the moment it starts). A worker that leaves without being retired (preempted, cancelled,
 failed) is a lost job; the group's target then asks for another. What the loop sees goes to dask/adaptive.json
-(running, pending, target, lost, the last refusal), which `hpcjup ls` reads.
+(running, pending, target, lost, the last refusal), which `hpcjup ls` reads. What needs no Dask (the target's
+arithmetic, the submit command, the scheduler-side probes) is in adaptpolicy.py, beside this file.
 """
 
 from __future__ import annotations
@@ -26,155 +27,22 @@ import math
 import os
 import re
 import secrets
-import subprocess
 import sys
 import time
 import traceback
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
-from atomic import write_private  # beside this file
-from contract import (
-    ADAPTIVE_DIR,
-    ADAPTIVE_STATUS,
-    ADAPTIVE_TOKEN,
-    DASK_DIR,
-    ENV_SCRUB,
-    ENV_SCRUB_KEEP,
-    ENV_SUBMIT,
-    ENV_TIME_LIMIT,
-    ENV_WARN_SECONDS,
-    GROUPS_FILE,
-    JOBS_FILE,
-)
+import adaptpolicy  # beside this file, as are the next two
+from adaptpolicy import TOKEN_SHAPE, Batch, Job, group_demand, group_target, tolerate, wind_down_at
+from atomic import write_private
+from contract import ADAPTIVE_DIR, ADAPTIVE_STATUS, ADAPTIVE_TOKEN, DASK_DIR, GROUPS_FILE
 
 INTERVAL = 2.0  # seconds between two looks at the scheduler
 START_TIMEOUT = 180.0  # a started job whose worker has not joined after this long is lost (--death-timeout 60)
 ALLOWED_FAILURES = 1000  # with preemptible groups: a task survives this many lost workers (the evaluation's figure)
 BACKOFF = (30.0, 600.0)  # after a refused submission: first wait, longest wait (doubling)
 GIVE_UP = 5  # refusals in a row after which a group waits for a change of groups.json (`hpcjup scale`)
-
-# The job id in a submit command's output, as the notebook's submit wrapper (daskscale.py) reads it with sed:
-# "Submitted batch job ID", "ID[;CLUSTER]", "ID.SERVER", "Job <ID> is submitted", "Your job[-array] ID".
-_IDS = [
-    re.compile(r"Submitted batch job ([0-9]+).*"),
-    re.compile(r"([0-9]+)(?:;.*)?"),
-    re.compile(r"([0-9]+\.[A-Za-z0-9][A-Za-z0-9.-]*)"),
-    re.compile(r"Job <([0-9]+)> is submitted.*"),
-    re.compile(r"Your job(?:-array)? ([0-9]+).*"),
-]
-_TOKEN = re.compile(r"[0-9a-f]{8}")
-
-
-def submitted_id(stdout: str) -> str | None:
-    """The job id a submit command printed, or None."""
-    for line in stdout.splitlines():
-        for pattern in _IDS:
-            m = pattern.fullmatch(line.strip())
-            if m:
-                return m.group(1)
-    return None
-
-
-def scrubbed(env: dict[str, str]) -> dict[str, str]:
-    """The environment for a submission from inside the job: the job's own HPCJUP_SCRUB-prefixed variables
-    (those that break a submission) dropped, but HPCJUP_SCRUB_KEEP's (daskscale.py's wrapper does the same)."""
-    prefix, keep = env.get(ENV_SCRUB, ""), set(env.get(ENV_SCRUB_KEEP, "").split())
-    if not prefix:
-        return dict(env)
-    return {k: v for k, v in env.items() if not k.startswith(prefix) or k in keep}
-
-
-def group_target(demand: dict[str, Any], threads: int, target_duration: float) -> int:
-    """Jobs the group's pending work asks for: Dask's adaptive_target (Scheduler.adaptive_target) applied to the
-    group's tasks and workers only: CPU time queued and running over the target duration, no more than the tasks
-    there are; twice the workers when they hold more than 60% of their memory."""
-    tasks, occupancy = int(demand.get("tasks", 0)), float(demand.get("occupancy", 0.0))
-    cpu = min(tasks, math.ceil(occupancy / max(target_duration, 1e-3)))
-    if tasks and cpu == 0:
-        cpu = 1
-    jobs = math.ceil(cpu / max(1, threads))
-    workers = demand.get("workers") or {}
-    limit = sum(int(w.get("memory_limit", 0)) for w in workers.values())
-    used = sum(int(w.get("nbytes", 0)) for w in workers.values())
-    if limit > 0 and used > 0.6 * limit:
-        jobs = max(jobs, 2 * len(workers))
-    return jobs
-
-
-def _demand(dask_scheduler: Any, resources: list[str]) -> dict[str, Any]:
-    """Run on the scheduler: for each resource (group), its tasks that wait or run, their expected CPU time, and
-    its workers (name, address, idle, bytes held, memory limit). Picklable by value (cloudpickle)."""
-    s = dask_scheduler
-    waiting = [ts for ts in [*s.unrunnable, *s.queued] if ts.resource_restrictions]
-    found: dict[str, Any] = {}
-    for resource in resources:
-        mine = [ws for ws in s.workers.values() if resource in (ws.resources or {})]
-        queued = [ts for ts in waiting if resource in ts.resource_restrictions]
-        occupancy = sum(s._get_prefix_duration(ts.prefix) for ts in queued[:100]) * max(1.0, len(queued) / 100)
-        occupancy += sum(ws.occupancy for ws in mine)
-        found[resource] = {
-            "tasks": len(queued) + sum(len(ws.processing) for ws in mine),
-            "occupancy": occupancy,
-            "workers": {
-                str(ws.name): {
-                    "address": ws.address,
-                    "busy": bool(ws.processing),
-                    "nbytes": ws.nbytes,
-                    "memory_limit": ws.memory_limit or 0,
-                }
-                for ws in mine
-            },
-        }
-    return found
-
-
-def _tolerate(dask_scheduler: Any, failures: int) -> int:
-    """Run on the scheduler: let a task survive `failures` lost workers (Dask's allowed-failures, default 3)."""
-    dask_scheduler.allowed_failures = max(dask_scheduler.allowed_failures, failures)
-    return dask_scheduler.allowed_failures
-
-
-@dataclass
-class Job:
-    """One submission of a group: its token, job id and what the loop knows of it."""
-
-    token: str
-    job_id: str
-    state: str = "pending"  # pending, started, running, retiring, withdrawn, lost, done
-    since: float = field(default_factory=time.monotonic)
-
-
-class Batch:
-    """Submissions from the node: the submit command of the job script (HPCJUP_SUBMIT), ids to dask/jobs."""
-
-    def __init__(self, dask_dir: str) -> None:
-        self.dask_dir = dask_dir
-
-    def submit(self, script: str) -> str:
-        """Submit `script`; its job id (recorded for `hpcjup stop`). RuntimeError with the scheduler's words."""
-        command = os.environ.get(ENV_SUBMIT, "")
-        if not command:
-            raise RuntimeError("this session's job names no submit command")
-        try:
-            done = subprocess.run(
-                [command, script],
-                env=scrubbed(dict(os.environ)),
-                cwd=os.path.dirname(script),
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise RuntimeError(f"{command}: {exc}") from exc
-        words = (done.stderr.strip() or done.stdout.strip())[-500:]
-        job_id = submitted_id(done.stdout) if done.returncode == 0 else None
-        if job_id is None:
-            raise RuntimeError(words or f"{command} exited with code {done.returncode}")
-        with open(os.path.join(self.dask_dir, JOBS_FILE), "a") as fh:  # before anything else: `stop` ends it
-            fh.write(job_id + "\n")
-        return job_id
 
 
 def _core() -> type:
@@ -290,7 +158,7 @@ class GroupAdapt(_core()):  # type: ignore[misc]
         present = {name.rsplit("+", 1)[-1] for name in (demand.get("workers") or {})}
         now = time.monotonic()
         for token in present - set(self.jobs):  # a worker of a job submitted before the loop (re)started
-            if _TOKEN.fullmatch(token):
+            if TOKEN_SHAPE.fullmatch(token):
                 self.jobs[token] = Job(token, "", "running")
         for token, job in self.jobs.items():
             if token in present:
@@ -412,10 +280,10 @@ class Loop:
             self.write_status()
             return
         if not self.tolerant and any(spec.get("preemptible") is True for spec in specs.values()):
-            self.client.run_on_scheduler(_tolerate, failures=ALLOWED_FAILURES)
+            self.client.run_on_scheduler(tolerate, failures=ALLOWED_FAILURES)
             self.tolerant = True
             self.say(f"preemptible groups: a task now survives up to {ALLOWED_FAILURES} lost workers")
-        demand = self.client.run_on_scheduler(_demand, resources=list(self.groups))
+        demand = self.client.run_on_scheduler(group_demand, resources=list(self.groups))
         for name, group in self.groups.items():
             group.observe(demand.get(name) or {}, self.marks(name))
             if self.winding_down:
@@ -460,21 +328,14 @@ class Loop:
             )
 
 
-def wind_down_at(started: float) -> float | None:
-    """When (time.monotonic) to retire the groups before the session's limit: a minute before its warning."""
-    try:
-        limit, warn = int(os.environ.get(ENV_TIME_LIMIT, "0")), int(os.environ.get(ENV_WARN_SECONDS, "0"))
-    except ValueError:
-        return None
-    return started + limit - warn - 60 if limit > 0 else None
-
-
 def main(argv: list[str]) -> int:
     """python -m adaptive SESSION_DIR: connect to the session's scheduler (DASK_CONFIG) and loop until it goes."""
     import cloudpickle
     from distributed import Client
 
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the scheduler has no module of this name
+    # The scheduler has no modules of these names: what runs there (group_demand, tolerate) travels by value.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    cloudpickle.register_pickle_by_value(adaptpolicy)
     started = time.monotonic()
     session_dir = argv[0]
     client = Client(timeout="60s")

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from hpcjup.errors import DamagedDocument, SessionNotFound
 from hpcjup.job import STATE_FILE, USAGE_FILE
-from hpcjup.session.groups import ADAPTIVE_FILE, GROUPS_FILE, JOBS_FILE, adaptive_status, ids_in
+from hpcjup.job.contract import GROUPS_FILE
+from hpcjup.session.groups import JOBS_FILE, ids_in
+from hpcjup.session.groupstatus import ADAPTIVE_FILE, adaptive_status
 from hpcjup.session.layout import NAME, RECORD_FILE, SESSIONS_DIR, SessionPaths, check_name
 from hpcjup.session.record import JobReport, SessionRecord
 from hpcjup.transport.base import Transport

@@ -178,7 +178,7 @@ def start_groups(
     groups: list[WorkerGroup],
 ) -> None:
     """Submit the worker groups; one that the scheduler refuses is reported and the session goes on."""
-    from hpcjup.session.groups import scale_group
+    from hpcjup.session.groupjobs import scale_group
 
     for group in groups:
         try:

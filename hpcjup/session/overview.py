@@ -36,7 +36,7 @@ class SessionView:
     cached: dict[str, Any] | None
     found_workers: tuple[str, ...] = ()
     usage: bytes | None = None  # usage.json as read with the record
-    worker_groups: tuple[tuple[str, dict[str, Any]], ...] = ()  # adaptive groups: running, pending, target (groups.py)
+    worker_groups: tuple[tuple[str, dict[str, Any]], ...] = ()  # adaptive groups' figures (groupstatus.py)
 
     @property
     def hopeless(self) -> str | None:

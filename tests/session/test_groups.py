@@ -8,17 +8,16 @@ from pathlib import Path
 import pytest
 
 from hpcjup.errors import UsageError
+from hpcjup.job.contract import GROUPS_FILE
+from hpcjup.session.groupjobs import load_groups, worker_prologue
 from hpcjup.session.groups import (
-    GROUPS_FILE,
     JOBS_FILE,
     WorkerGroup,
     check_group_name,
     check_partition,
     ids_in,
     job_name,
-    load_groups,
     valid_ids,
-    worker_prologue,
 )
 from hpcjup.session.layout import SessionPaths
 from hpcjup.transport.local import LocalTransport
@@ -120,7 +119,8 @@ def test_the_job_side_sources_the_same_setup_file(monkeypatch: pytest.MonkeyPatc
 def test_worker_jobs_carry_the_sessions_directives(paths: SessionPaths) -> None:
     """`-l storage=...` (Gadi), `--constraint=gpu`: a worker job needs them as much as the session's job did."""
     from hpcjup.schedulers.slurm import Slurm
-    from hpcjup.session.groups import WorkerGroup, _render
+    from hpcjup.session.groupjobs import _render
+    from hpcjup.session.groups import WorkerGroup
     from hpcjup.session.record import SessionRecord
     from tests.schedulers.test_job_ids import ScriptedTransport
 
@@ -152,7 +152,7 @@ def test_worker_groups_run_in_the_sessions_container(paths: SessionPaths) -> Non
     import shlex
 
     from hpcjup.schedulers.slurm import Slurm
-    from hpcjup.session.groups import _render
+    from hpcjup.session.groupjobs import _render
     from hpcjup.session.record import SessionRecord
     from tests.cli.helpers import CLUSTER_PYTHON
 

@@ -14,17 +14,10 @@ from hypothesis import strategies as st
 
 from hpcjup.errors import UsageError
 from hpcjup.job.contract import ADAPTIVE_TOKEN
-from hpcjup.session.groups import (
-    _RENDER,
-    DEFAULT_IDLE,
-    WorkerGroup,
-    _group_of,
-    adaptive_status,
-    groups_text,
-    lifetime_args,
-    parse_range,
-    worker_name,
-)
+from hpcjup.session.groupjobs import _RENDER, lifetime_args
+from hpcjup.session.groups import DEFAULT_IDLE, WorkerGroup, parse_range, worker_name
+from hpcjup.session.groups import group_of as _group_of
+from hpcjup.session.groupstatus import adaptive_status, groups_text
 
 names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,20}", fullmatch=True)
 counts = st.integers(min_value=0, max_value=999_999)

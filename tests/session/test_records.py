@@ -106,7 +106,7 @@ def test_good_documents_parse() -> None:
 
 
 def test_a_session_uses_the_envs_it_names_and_no_sibling_of_theirs() -> None:
-    """`env rm` and `prune --envs` ask this one question (envs.catalog.users): the kernels' envs, the Python the job
+    """`env rm` and `prune --envs` ask this one question (session.envuse.users): the kernels' envs, the Python the job
     runs, the container command; a neighbouring directory whose name starts the same is not used."""
     root = "/home/u/.hpcjup/envs"
     record = SessionRecord(
