@@ -40,6 +40,7 @@ from hpcjup.errors import HpcjupError, RemoteCommandError, SubmitError, UsageErr
 from hpcjup.job import JOB_LOG as JOB_LOG  # the job contract's (hpcjup/job/contract.py); here for older imports
 from hpcjup.job import JOB_SCRIPT as JOB_SCRIPT
 from hpcjup.job import contract
+from hpcjup.schedulers.preview import PartitionPreview as PartitionPreview  # `start --dry-run`'s answer
 from hpcjup.schedulers.shell import cancel_named
 from hpcjup.schedulers.states import JobState as JobState
 from hpcjup.schedulers.states import JobStatus as JobStatus
@@ -67,31 +68,6 @@ class JobSpec:
     # directory; otherwise never (a rerun would write into a directory `prune` removed or a new session holds).
     requeue: bool = False
     setup: Sequence[str] = ()  # shell lines that prepare the environment (modules, conda, ...) before the launcher
-
-
-@dataclass(frozen=True)
-class PartitionPreview:
-    """What the scheduler says, before anything is submitted, of running the job in one partition (queue)."""
-
-    name: str | None  # the partition; None: the scheduler's default (when it did not say which)
-    estimate: str | None = None  # the scheduler's expected start, ISO local time as it printed it
-    time_limit_seconds: int | None = None  # the partition's limit; None: none, or not known
-    idle_nodes: int | None = None
-    total_nodes: int | None = None
-    free_slots: int | None = None  # schedulers that count slots, not nodes (Grid Engine)
-    total_slots: int | None = None
-    refusal: str | None = None  # the scheduler's own words when it would never run the job here
-    hint: str | None = None  # which flag to change, with a refusal
-    note: str | None = None  # what could not be said (e.g. no start estimate on this scheduler)
-
-    @property
-    def can_take(self) -> bool:
-        """Whether the scheduler would take the job in this partition."""
-        return self.refusal is None
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON form."""
-        return dict(self.__dict__)
 
 
 class Scheduler(ABC):
