@@ -1,6 +1,6 @@
 """Sessions that come back (issue 22), on the mini-cluster's real Slurm preemption: the neighbour's urgent job
 takes the nodes; a `--preemptible` session's job is requeued, runs again, and its detached holder forwards the
-same local URL to it without any command; a session without `--preemptible` is not requeued.
+same local URL to it without any command (test_preempt_ended.py: a session without `--preemptible` is not requeued).
 
 Slurm holds a requeued job for about two minutes (BeginTime) before it may run again: these tests are slow,
 so there are few of them."""
@@ -97,21 +97,3 @@ def test_a_preemptible_session_comes_back_at_the_same_url(
     assert "preempted and requeued" in log and "works again" in log, log
     print(f"the job ran again; the local URL answered {took:.1f} s later")
     assert run(["stop", name, *HOST], laptop_env).returncode == 0
-
-
-def test_a_session_without_preemptible_is_not_requeued(
-    preemption: Any, laptop_env: dict[str, str], clean_jobs: None
-) -> None:
-    name = f"plain-{uuid.uuid4().hex[:6]}"
-    info = start(laptop_env, name)
-    assert "--no-requeue" in (SESSIONS / name / "job.sh").read_text()
-    holder = json.loads(run(["url", name, "--json"], laptop_env).stdout)["pid"]
-    with neighbour.urgent_job(preemption.conf):
-        wait_for(lambda: state(name)["state"] == "ended", 120, "the launcher to record its end")
-        wait_for(lambda: job_state(preemption, info["job_id"]) not in ("RUNNING", "COMPLETING"), 60, "the job to end")
-        assert job_state(preemption, info["job_id"]) == "PREEMPTED"  # not requeued: over
-    assert not state(name)["preemptible"]
-    assert not (SESSIONS / name / "token").exists()  # every secret goes, as for any end
-    row = listed(laptop_env, name)
-    assert (row["state"], row["ended_because"], row["preemptions"]) == ("PREEMPTED", "preempted", 0), row
-    wait_for(lambda: not procs.alive(holder), 90, "the holder to let go of the ended session", 0.5)
