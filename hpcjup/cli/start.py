@@ -258,7 +258,7 @@ class _Envs:
         return envplan.prepare(self.app.store, self.key, self.transport, self.plan, self.app.ui, fresh=fresh)
 
     def _confirm_server(self) -> None:
-        where = self.transport.destination or self.transport.name
+        where = self.transport.host
         python = self.settings.value("python") or "python3"
         said = f"{python} on {where} has no JupyterLab (and no env, venv, conda, modules or image is set)."
         if self.yes:

@@ -127,7 +127,7 @@ def find_session(transport: Transport, name: str) -> Found:
         return matches[0]
     known = [f.paths.name for f in scan_sessions(transport)]
     raise SessionNotFound(
-        f"No session {name!r} on {transport.destination or transport.name}.",
+        f"No session {name!r} on {transport.host}.",
         hint=("Known sessions: " + ", ".join(known))
         if known
         else "There are no sessions there; start one with `hpcjup start`.",

@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
@@ -35,7 +35,7 @@ from hpcjup.session.layout import SessionPaths
 from hpcjup.session.locks import HolderLock
 from hpcjup.session.record import Connection, JobReport, SessionRecord, read_report
 from hpcjup.session.route import Route
-from hpcjup.session.store import LocalStore
+from hpcjup.session.store import CacheEntry, LocalStore, Preemption, TunnelError, TunnelInfo
 from hpcjup.session.wait import Progress, ReadyWaiter
 from hpcjup.transport.base import Transport
 from hpcjup.tunnel import Tunnel
@@ -138,12 +138,8 @@ class SessionHolder:
         import os
 
         assert self.tunnel is not None
-        entry = {
-            "host": self.host,
-            "record": asdict(self.record),
-            "connection": self.conn.to_dict(),
-            "tunnel": {"pid": os.getpid(), "lock": str(lock), "local_port": self.tunnel.local_port, "url": url},
-        }
+        tunnel = TunnelInfo(pid=os.getpid(), lock=str(lock), local_port=self.tunnel.local_port, url=url)
+        entry = CacheEntry(host=self.host, record=self.record, connection=self.conn, tunnel=tunnel)
         self.store.save(self.host, self.record.name, entry)
 
     def _uncache(self, end: HoldEnd, local_port: int) -> None:
@@ -151,7 +147,7 @@ class SessionHolder:
         error = None
         if end.error is not None:
             at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            error = {"message": end.error.message, "hint": end.error.hint, "at": at}
+            error = TunnelError(message=end.error.message, hint=end.error.hint, at=at)
         self.store.update(self.host, self.record.name, tunnel=None, tunnel_error=error, last_local_port=local_port)
 
     def _hold(self, time_left: int | None, detached: threading.Event) -> HoldEnd:
@@ -228,7 +224,7 @@ class SessionHolder:
             "requeued: the kernels' memory is lost, saved files stay). Waiting for it to run again; the same URL "
             "works then."
         )
-        self.store.update(self.host, name, preempted={"at": at, "restarts": before.restarts})
+        self.store.update(self.host, name, preempted=Preemption(at=at, restarts=before.restarts))
 
         def check(progress: Progress) -> None:  # called about once a second while waiting
             if detached.is_set():
@@ -257,7 +253,7 @@ class SessionHolder:
         assert self.tunnel is not None
         api_status(self.tunnel.local_port, conn)
         self.requeues += 1
-        self.store.update(self.host, name, connection=conn.to_dict(), preempted=None, restarts=conn.restarts)
+        self.store.update(self.host, name, connection=conn, preempted=None, restarts=conn.restarts)
         self.notes.info(
             f"Session {name} runs again (run {conn.restarts + 1} of job {conn.job_id}, on {conn.node}): "
             f"http://127.0.0.1:{self.tunnel.local_port}/ works again."

@@ -11,28 +11,28 @@ import contextlib
 import os
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from hpcjup.session.locks import locked_by
-from hpcjup.session.store import LocalStore
+from hpcjup.session.record import SessionRecord
+from hpcjup.session.store import CacheEntry, LocalStore, TunnelInfo
 
 
-def holder_pid(entry: dict[str, Any] | None) -> int | None:
+def holder_pid(entry: CacheEntry | None) -> int | None:
     """The pid of the live process holding this entry's tunnel, else None."""
-    tunnel = (entry or {}).get("tunnel") or {}
-    pid, lock = tunnel.get("pid"), tunnel.get("lock")
-    if not isinstance(pid, int) or not isinstance(lock, str) or pid == os.getpid():
+    tunnel = entry.tunnel if entry else None
+    if tunnel is None or tunnel.lock is None or tunnel.pid == os.getpid():
         return None  # an entry without a lock file comes from an older hpcjup: its pid proves nothing
-    return pid if locked_by(Path(lock)) == pid else None
+    return tunnel.pid if locked_by(Path(tunnel.lock)) == tunnel.pid else None
 
 
-def end_holder(entry: dict[str, Any] | None, timeout: float = 5.0) -> bool:
+def end_holder(entry: CacheEntry | None, timeout: float = 5.0) -> bool:
     """SIGTERM the process holding the tunnel and wait until it lets go; True if there was one."""
     pid = holder_pid(entry)
-    if pid is None:
+    if pid is None or entry is None or entry.tunnel is None or entry.tunnel.lock is None:
         return False
-    lock = Path((entry or {})["tunnel"]["lock"])
+    lock = Path(entry.tunnel.lock)
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -48,13 +48,31 @@ def end_holder(entry: dict[str, Any] | None, timeout: float = 5.0) -> bool:
     return True
 
 
-def held_sessions(store: LocalStore, host: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
+def held_sessions(store: LocalStore, host: str | None = None, name: str | None = None) -> list[HeldEntry]:
     """Cache entries whose tunnel a live process on this laptop holds, optionally filtered."""
     hosts = store.hosts() if host is None else [host]
     entries = []
     for h in hosts:
         for n in store.names(h):
             entry = store.load(h, n)
-            if entry and holder_pid(entry) is not None and (name is None or entry["record"]["name"] == name):
-                entries.append(entry)
+            held = HeldEntry.of(entry) if entry and holder_pid(entry) is not None else None
+            if held is not None and (name is None or held.record.name == name):
+                entries.append(held)
     return entries
+
+
+@dataclass(frozen=True)
+class HeldEntry:
+    """A cache entry whose tunnel a live holder keeps: the parts a holder always writes, there for sure."""
+
+    entry: CacheEntry
+    host: str
+    record: SessionRecord
+    tunnel: TunnelInfo
+
+    @classmethod
+    def of(cls, entry: CacheEntry) -> HeldEntry | None:
+        """None for an entry missing a part (a damaged one: as if no holder kept it)."""
+        if entry.host is None or entry.record is None or entry.tunnel is None:
+            return None
+        return cls(entry, entry.host, entry.record, entry.tunnel)

@@ -18,7 +18,7 @@ from hpcjup.session.catalog import Found, find_session, scan_sessions
 from hpcjup.session.holder import holder_pid
 from hpcjup.session.layout import SessionPaths
 from hpcjup.session.record import JobReport, SessionRecord
-from hpcjup.session.store import LocalStore
+from hpcjup.session.store import CacheEntry, LocalStore
 from hpcjup.session.wait import log_tail
 from hpcjup.transport.base import Transport
 
@@ -33,7 +33,7 @@ class SessionView:
     paths: SessionPaths
     status: JobStatus
     report: JobReport | None
-    cached: dict[str, Any] | None
+    cached: CacheEntry | None
     found_workers: tuple[str, ...] = ()
     usage: bytes | None = None  # usage.json as read with the record
     worker_groups: tuple[tuple[str, dict[str, Any]], ...] = ()  # adaptive groups' figures (groupstatus.py)
@@ -104,9 +104,9 @@ class SessionView:
     @property
     def local_url(self) -> str | None:
         """The URL of a tunnel held by a live process on this laptop."""
-        if holder_pid(self.cached) is None:
+        if self.cached is None or self.cached.tunnel is None or holder_pid(self.cached) is None:
             return None
-        return ((self.cached or {}).get("tunnel") or {}).get("url")
+        return self.cached.tunnel.url
 
     @property
     def exit_code(self) -> str | int | None:
@@ -137,7 +137,7 @@ class SessionView:
             "created_at": self.record.created_at,
             "local_url": self.local_url,
             # Why this laptop's tunnel holder gave up (e.g. the host key changed), until a new one runs.
-            "tunnel_error": (self.cached or {}).get("tunnel_error"),
+            "tunnel_error": self.cached.tunnel_error.to_dict() if self.cached and self.cached.tunnel_error else None,
             "preemptible": bool(self.report and self.report.preemptible),
             "preemptions": self.preemptions,
             "worker_groups": dict(self.worker_groups) if self.active else {},
@@ -149,7 +149,7 @@ class DamagedView:
     """A session directory whose files cannot be used: shown with the reason, skipped by bulk commands."""
 
     found: Found
-    cached: dict[str, Any] | None = None
+    cached: CacheEntry | None = None
 
     active = False
     job_id = None  # unknown: the record is what is damaged
@@ -228,7 +228,7 @@ def overview(transport: Transport, store: LocalStore, *, recheck: bool = False) 
         _unknown_scheduler(f) if f.record is not None and f.record.scheduler not in REGISTRY else f
         for f in scan_sessions(transport)
     ]
-    host = _host(transport)
+    host = transport.host
     before = finished.load(store, host)
     statuses = job_statuses(transport, found, None if recheck else before or {})
     after = finished.bounded(_final_answers(found, statuses))
@@ -329,7 +329,7 @@ def view_of(transport: Transport, store: LocalStore, name: str) -> SessionView:
     found = find_session(transport, name)
     if found.record is not None and found.record.scheduler not in REGISTRY:
         found = _unknown_scheduler(found)
-    view = _view(found, job_statuses(transport, [found], {}).get(found.paths.name), store, _host(transport))
+    view = _view(found, job_statuses(transport, [found], {}).get(found.paths.name), store, transport.host)
     if isinstance(view, DamagedView):
         raise view.error()
     return view
@@ -341,10 +341,6 @@ def _unknown_scheduler(found: Found) -> Found:
     return dataclasses.replace(found, record=None, problem=problem)
 
 
-def _host(transport: Transport) -> str:
-    return transport.destination or transport.name
-
-
 def pick_session(transport: Transport, store: LocalStore, name: str | None) -> SessionView:
     """The named session, or the only running one; a clear choice when there are several."""
     if name:
@@ -352,12 +348,12 @@ def pick_session(transport: Transport, store: LocalStore, name: str | None) -> S
     running = [view for view in overview(transport, store) if isinstance(view, SessionView) and view.active]
     if not running:
         raise SessionNotFound(
-            f"No running session on {_host(transport)}.",
+            f"No running session on {transport.host}.",
             hint="Start one with `hpcjup start`; `hpcjup ls` lists ended ones.",
         )
     if len(running) > 1:
         names = ", ".join(view.record.name for view in running)
-        raise UsageError(f"Several sessions run on {_host(transport)}: {names}.", hint="Name the one you mean.")
+        raise UsageError(f"Several sessions run on {transport.host}: {names}.", hint="Name the one you mean.")
     return running[0]
 
 

@@ -10,7 +10,6 @@ skipped and counted.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import statistics
@@ -145,12 +144,9 @@ def merge(current: list[SessionFigures], store: LocalStore, host: str) -> list[S
     known.update({f.key: f for f in current})
     names = {f.name for f in known.values()}
     for name in store.names(host):
-        cached = (store.load(host, name) or {}).get("record")
-        if name in names or not isinstance(cached, dict):
-            continue
-        try:
-            record = SessionRecord.from_json(json.dumps(cached).encode())
-        except DamagedDocument:
+        entry = store.load(host, name)
+        record = entry.record if entry else None
+        if name in names or record is None:
             continue
         gone = figures_of(record, None, None, JobStatus(record.job_id, JobState.GONE), host, end="gone")
         known[gone.key] = gone
