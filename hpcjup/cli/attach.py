@@ -10,7 +10,7 @@ import click
 from hpcjup.cli.app import App, Reach, host_options, json_option
 from hpcjup.cli.complete import complete_session
 from hpcjup.cli.detach import Detacher
-from hpcjup.cli.serve import Holder, session_result
+from hpcjup.cli.holder import Holder, session_result
 
 if TYPE_CHECKING:
     from hpcjup.session.store import CacheEntry
@@ -37,7 +37,7 @@ def command(
     reach: Reach,
 ) -> None:
     """Reconnect to SESSION (or the only running one). A pending job is waited for; an ended one is explained."""
-    from hpcjup.session.holder import end_holder, holder_pid
+    from hpcjup.session.liveholders import end_holder, holder_pid
     from hpcjup.session.overview import ended_error, pick_session
     from hpcjup.session.wait import ReadyWaiter
 

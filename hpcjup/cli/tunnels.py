@@ -11,11 +11,11 @@ from hpcjup.cli.complete import complete_session
 from hpcjup.errors import SessionNotFound, UsageError
 
 if TYPE_CHECKING:
-    from hpcjup.session.holder import HeldEntry
+    from hpcjup.session.liveholders import HeldEntry
 
 
 def _one_held(app: App, session: str | None, host: str | None) -> HeldEntry:
-    from hpcjup.session.holder import held_sessions
+    from hpcjup.session.liveholders import held_sessions
 
     entries = held_sessions(app.store, host, session)
     if not entries:
@@ -88,7 +88,7 @@ def open_command(app: App, session: str | None, host: str | None) -> None:
 @click.pass_obj
 def disconnect_command(app: App, session: str | None, host: str | None, all_: bool) -> None:
     """Close the tunnel only; the job keeps running (`hpcjup attach` reopens it)."""
-    from hpcjup.session.holder import end_holder, held_sessions
+    from hpcjup.session.liveholders import end_holder, held_sessions
 
     entries = held_sessions(app.store, host, session) if all_ else [_one_held(app, session, host)]
     for held in entries:

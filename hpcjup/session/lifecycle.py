@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Protocol
 
 from hpcjup.errors import HpcjupError, Interrupted, JobCannotStart, JobFailedError, SubmitError
-from hpcjup.session.hold import Notes, terminate_as_interrupt
+from hpcjup.session.holding import Notes, terminate_as_interrupt
 from hpcjup.session.store import CacheEntry
 
 if TYPE_CHECKING:

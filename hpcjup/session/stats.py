@@ -25,7 +25,7 @@ from hpcjup.errors import DamagedDocument, UsageError
 from hpcjup.job import REASON_IDLE, STATE_FILE, USAGE_FILE
 from hpcjup.schedulers.base import JobState, JobStatus
 from hpcjup.session import finished
-from hpcjup.session.catalog import Found
+from hpcjup.session.catalog import SessionDir
 from hpcjup.session.layout import NAME, RECORD_FILE, SESSIONS_DIR, SessionPaths
 from hpcjup.session.record import JobReport, SessionRecord
 from hpcjup.session.store import LocalStore
@@ -133,7 +133,7 @@ def _statuses(
         if usage is not None and usage.updated_at is not None and now - usage.updated_at > SILENT_FOR:
             statuses[record.name] = JobStatus(record.job_id, JobState.GONE)
         else:
-            open_.append(Found(SessionPaths(home, record.name), record, report))
+            open_.append(SessionDir(SessionPaths(home, record.name), record, report))
     return {**statuses, **(job_statuses(transport, open_, remembered) if open_ else {})}
 
 

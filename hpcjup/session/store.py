@@ -119,7 +119,7 @@ class CacheEntry:
     host: str | None = None  # the destination as the user gave it
     record: SessionRecord | None = None  # session.json as submitted
     connection: Connection | None = None  # connection.json, as the holder last forwarded to it
-    tunnel: TunnelInfo | None = None  # while a holder process keeps the tunnel (see session/holder.py)
+    tunnel: TunnelInfo | None = None  # while a holder process keeps the tunnel (see session/liveholders.py)
     tunnel_error: TunnelError | None = None
     last_local_port: int | None = None  # the tunnel's port once it closed (attach takes it again if free)
     preempted: Preemption | None = None

@@ -163,7 +163,7 @@ def deferred_interrupts() -> Iterator[threading.Event]:
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield threading.Event()
         return
-    from hpcjup.session.hold import detach_signals
+    from hpcjup.session.holding import detach_signals
 
     with detach_signals() as event:
         yield event

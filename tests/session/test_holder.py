@@ -16,9 +16,9 @@ import pytest
 
 from hpcjup.errors import AuthError, ConnectError, UsageError
 from hpcjup.schedulers.base import JobState, JobStatus
-from hpcjup.session.hold import SessionHolder, Timings
-from hpcjup.session.holder import end_holder, held_sessions, holder_pid
+from hpcjup.session.holding import SessionHolder, Timings
 from hpcjup.session.layout import SessionPaths
+from hpcjup.session.liveholders import end_holder, held_sessions, holder_pid
 from hpcjup.session.locks import HolderLock, locked_by
 from hpcjup.session.record import Connection, SessionRecord
 from hpcjup.session.store import CacheEntry, LocalStore, TunnelInfo

@@ -2,7 +2,8 @@
 
 A holder is alive exactly while it holds an exclusive `flock` on the session's lock file (the lock
 itself, and why it is a lock rather than a pid: session/locks.py). This module finds the live
-holders of cached sessions and ends them.
+holders of cached sessions and ends them (`url`, `open`, `disconnect`, `attach`, `stop`, `ls`).
+Named for what it answers, which holders live; the holding loop itself is session/holding.py.
 """
 
 from __future__ import annotations

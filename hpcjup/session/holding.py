@@ -1,7 +1,7 @@
 """Hold a session's tunnel, in the foreground or in a detached process, until told to let go.
 
 The holder forwards a local port, checks that Jupyter answers through it, records itself in the
-laptop's cache (under its lock, see session/holder.py) and then keeps watch: a dropped SSH
+laptop's cache (under its lock, see session/liveholders.py) and then keeps watch: a dropped SSH
 connection is re-opened with backoff on the same local port; the launcher's state.json and, less
 often, the scheduler are asked whether the job still runs (a job killed outright never writes its
 end); a warning comes 10 minutes before the time limit. A preemptible session's job that the scheduler
@@ -13,6 +13,11 @@ centres. SIGINT, SIGTERM or SIGHUP detach: the tunnel closes, the job keeps runn
 
 What the holder needs from the application comes in as parameters: where notes go, how to
 connect, the cache and the scheduler adapter. Nothing here prints or exits.
+
+Three modules share the word; each name says which part it is. This one is the holding itself (the
+loop, `SessionHolder`); session/liveholders.py finds and ends the holders that run, from the cache;
+cli/holder.py is the CLI's side (`Holder`: what `start` and `attach` print). The holder's lock file
+is session/locks.py's `HolderLock`.
 """
 
 from __future__ import annotations
