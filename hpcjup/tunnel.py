@@ -12,7 +12,7 @@ Running out of file descriptors must not end it (macOS starts processes with 256
 limit is raised toward the hard one at start, at most MAX_FORWARDS connections are forwarded at
 once (more wait in the listen queue until one ends), and an accept() that fails for want of
 descriptors or buffers is retried after a pause. Any other failure of the accept thread ends the
-tunnel for good and is kept in `error`, which the holder watches (session/hold.py).
+tunnel for good and is kept in `error`, which the holder watches (session/holding.py).
 """
 
 from __future__ import annotations

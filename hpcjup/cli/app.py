@@ -120,8 +120,8 @@ class App:
         for directory in store.hosts():
             for name in store.names(directory) if session is None else [session]:
                 entry = store.load(directory, name)
-                if entry and isinstance(entry.get("host"), str):
-                    found.append(entry["host"])
+                if entry and entry.host is not None:
+                    found.append(entry.host)
         return found
 
     def connect(self, host: str, reach: Reach) -> Transport:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import click
 
 from hpcjup.cli.app import App, Reach, host_options, json_option
 from hpcjup.cli.complete import complete_session
 from hpcjup.cli.detach import Detacher
-from hpcjup.cli.serve import Holder, session_result
+from hpcjup.cli.holder import Holder, session_result
+
+if TYPE_CHECKING:
+    from hpcjup.session.store import CacheEntry
 
 
 @click.command()
@@ -33,9 +37,8 @@ def command(
     reach: Reach,
 ) -> None:
     """Reconnect to SESSION (or the only running one). A pending job is waited for; an ended one is explained."""
-    from hpcjup.session.holder import end_holder, holder_pid
+    from hpcjup.session.liveholders import end_holder, holder_pid
     from hpcjup.session.overview import ended_error, pick_session
-    from hpcjup.session.record import Connection
     from hpcjup.session.wait import ReadyWaiter
 
     host = app.resolve_host(host, local, session)
@@ -48,21 +51,19 @@ def command(
         record = dataclasses.replace(view.record, host=host)
         if not view.active:
             raise ended_error(view, transport)
-        cached = view.cached or {}
+        cached = view.cached
         held = holder_pid(cached)
-        if held is not None and local_port in (None, cached["tunnel"]["local_port"]):
+        tunnel = cached.tunnel if cached is not None and held is not None else None  # a live holder's
+        held_conn = cached.connection if cached is not None else None
+        if tunnel is not None and held_conn is not None and local_port in (None, tunnel.local_port):
             # Already held by a live process on this laptop: hand out its URL rather than a second tunnel.
-            conn = Connection.from_dict(cached["connection"])
-            app.ui.result(
-                session_result(record, conn, cached["tunnel"]["local_port"], cached["tunnel"]["url"]),
-                text=cached["tunnel"]["url"],
-            )
+            app.ui.result(session_result(record, held_conn, tunnel.local_port, tunnel.url), text=tunnel.url)
             app.ui.info(f"Session {record.name} is already attached here (pid {held}).")
             detacher.ready(app.store.log_path(record.host, record.name))
             return
-        if held is not None:  # held on another port: one holder per session, so the old tunnel moves to the new port
+        if tunnel is not None:  # held on another port: one holder per session, so the old tunnel moves to the new port
             end_holder(cached)
-            app.ui.info(f"Closed the tunnel on port {cached['tunnel']['local_port']} (pid {held}).")
+            app.ui.info(f"Closed the tunnel on port {tunnel.local_port} (pid {held}).")
         with app.ui.status() as line:
             from hpcjup.cli.start import progress_text
 
@@ -78,13 +79,15 @@ def command(
         )
 
 
-def _previous_port(cached: dict) -> int | None:
+def _previous_port(cached: CacheEntry | None) -> int | None:
     """The local port this laptop used for the session before, if it is free now (open tabs keep working)."""
     from hpcjup.errors import PortBusyError
     from hpcjup.tunnel import bind_loopback
 
-    port = (cached.get("tunnel") or {}).get("local_port") or cached.get("last_local_port")
-    if not isinstance(port, int):
+    if cached is None:
+        return None
+    port = (cached.tunnel.local_port if cached.tunnel else None) or cached.last_local_port
+    if port is None:
         return None
     try:
         bind_loopback(port).close()

@@ -41,7 +41,7 @@ def command(
     from hpcjup.config.resources import parse_duration
     from hpcjup.session.groupjobs import scale_group
     from hpcjup.session.groups import WorkerGroup, check_group_name, check_partition, parse_range
-    from hpcjup.session.overview import ended_error, view_of
+    from hpcjup.session.overview import ended_error, named_session
     from hpcjup.session.record import Connection
 
     check_group_name(group)  # before anything: it becomes a file name in the session directory
@@ -53,7 +53,7 @@ def command(
     if host == "local":
         raise UsageError("Worker groups need a batch system; --local sessions have none.")
     with app.connect(host, reach) as transport:
-        view = view_of(transport, app.store, session)
+        view = named_session(transport, app.store, session)
         if not view.active:
             raise ended_error(view, transport)
         try:

@@ -14,8 +14,8 @@ import click
 from hpcjup.cli.app import App, Reach, host_options, json_option
 from hpcjup.cli.detach import Detacher
 from hpcjup.cli.dryrun import show_preview
+from hpcjup.cli.holder import Holder, terminate_as_interrupt
 from hpcjup.cli.profile import profile_option, typed_options
-from hpcjup.cli.serve import Holder, terminate_as_interrupt
 from hpcjup.cli.settingopts import setting_option
 from hpcjup.config.profiles import resolve
 from hpcjup.config.resources import parse_duration
@@ -258,7 +258,7 @@ class _Envs:
         return envplan.prepare(self.app.store, self.key, self.transport, self.plan, self.app.ui, fresh=fresh)
 
     def _confirm_server(self) -> None:
-        where = self.transport.destination or self.transport.name
+        where = self.transport.host
         python = self.settings.value("python") or "python3"
         said = f"{python} on {where} has no JupyterLab (and no env, venv, conda, modules or image is set)."
         if self.yes:

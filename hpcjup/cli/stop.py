@@ -31,7 +31,7 @@ def command(
     app: App, session: str | None, host: str | None, local: bool, stop_all: bool, grace: int, reach: Reach
 ) -> None:
     """Stop SESSION (or the only running one): Jupyter saves nothing new but shuts kernels down cleanly, then the job ends."""
-    from hpcjup.session.holder import end_holder
+    from hpcjup.session.liveholders import end_holder
     from hpcjup.session.overview import SessionView, overview, pick_session
     from hpcjup.session.stop import stop_sessions, unanswered
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -10,9 +10,12 @@ from hpcjup.cli.app import App, json_option
 from hpcjup.cli.complete import complete_session
 from hpcjup.errors import SessionNotFound, UsageError
 
+if TYPE_CHECKING:
+    from hpcjup.session.liveholders import HeldEntry
 
-def _one_held(app: App, session: str | None, host: str | None) -> dict[str, Any]:
-    from hpcjup.session.holder import held_sessions
+
+def _one_held(app: App, session: str | None, host: str | None) -> HeldEntry:
+    from hpcjup.session.liveholders import held_sessions
 
     entries = held_sessions(app.store, host, session)
     if not entries:
@@ -22,7 +25,7 @@ def _one_held(app: App, session: str | None, host: str | None) -> dict[str, Any]
             hint="Attach with `hpcjup attach -d SESSION`; `hpcjup ls` lists sessions.",
         )
     if len(entries) > 1:
-        names = ", ".join(f"{e['record']['name']} ({e['host']})" for e in entries)
+        names = ", ".join(f"{e.record.name} ({e.host})" for e in entries)
         raise UsageError(f"Several sessions are attached: {names}.", hint="Name the one you mean.")
     return entries[0]
 
@@ -32,21 +35,21 @@ def _why_closed(app: App, session: str | None, host: str | None) -> str:
     if not session:
         return ""
     for h in [host] if host else app.store.hosts():
-        error = (app.store.load(h, session) or {}).get("tunnel_error")
-        if isinstance(error, dict) and error.get("message"):
-            return f" Its tunnel closed at {error.get('at')}: {error['message']}"
+        entry = app.store.load(h, session)
+        error = entry.tunnel_error if entry else None
+        if error is not None and error.message:
+            return f" Its tunnel closed at {error.at}: {error.message}"
     return ""
 
 
-def _result(entry: dict[str, Any]) -> dict[str, Any]:
-    tunnel = entry["tunnel"]
+def _result(held: HeldEntry) -> dict[str, Any]:
     return {
-        "session": entry["record"]["name"],
-        "host": entry["host"],
-        "job_id": entry["record"]["job_id"],
-        "local_port": tunnel["local_port"],
-        "url": tunnel["url"],
-        "pid": tunnel["pid"],
+        "session": held.record.name,
+        "host": held.host,
+        "job_id": held.record.job_id,
+        "local_port": held.tunnel.local_port,
+        "url": held.tunnel.url,
+        "pid": held.tunnel.pid,
     }
 
 
@@ -57,8 +60,8 @@ def _result(entry: dict[str, Any]) -> dict[str, Any]:
 @click.pass_obj
 def url_command(app: App, session: str | None, host: str | None) -> None:
     """Print the local URL (with token) of an attached session."""
-    entry = _one_held(app, session, host)
-    app.ui.result(_result(entry), text=entry["tunnel"]["url"])
+    held = _one_held(app, session, host)
+    app.ui.result(_result(held), text=held.tunnel.url)
 
 
 @click.command("open")
@@ -70,9 +73,9 @@ def open_command(app: App, session: str | None, host: str | None) -> None:
     """Open an attached session in the browser."""
     from hpcjup.ui.browser import open_url
 
-    entry = _one_held(app, session, host)
-    opened = open_url(entry["tunnel"]["url"])
-    app.ui.result({**_result(entry), "opened": opened}, text=None if opened else entry["tunnel"]["url"])
+    held = _one_held(app, session, host)
+    opened = open_url(held.tunnel.url)
+    app.ui.result({**_result(held), "opened": opened}, text=None if opened else held.tunnel.url)
     if not opened:
         app.ui.info("No browser here: open the URL above yourself.")
 
@@ -85,12 +88,12 @@ def open_command(app: App, session: str | None, host: str | None) -> None:
 @click.pass_obj
 def disconnect_command(app: App, session: str | None, host: str | None, all_: bool) -> None:
     """Close the tunnel only; the job keeps running (`hpcjup attach` reopens it)."""
-    from hpcjup.session.holder import end_holder, held_sessions
+    from hpcjup.session.liveholders import end_holder, held_sessions
 
     entries = held_sessions(app.store, host, session) if all_ else [_one_held(app, session, host)]
-    for entry in entries:
-        end_holder(entry)
-    names = [e["record"]["name"] for e in entries]
+    for held in entries:
+        end_holder(held.entry)
+    names = [held.record.name for held in entries]
     app.ui.result(
         {"disconnected": names},
         text="\n".join(f"Disconnected {n}; its job keeps running." for n in names) or "Nothing was attached.",

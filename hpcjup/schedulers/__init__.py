@@ -77,7 +77,7 @@ def detect(transport: Transport) -> str:
     result = transport.run(["sh", "-c", _PROBE, "sh", *entries], check=False)
     lines = result.stdout.splitlines()
     if result.returncode != 0 or not lines or not lines[0].startswith("/"):
-        raise SubmitError(f"Could not ask {transport.destination or transport.name} which batch system it has.")
+        raise SubmitError(f"Could not ask {transport.host} which batch system it has.")
     transport._home = lines[0]
     found = [line.split(" ", 1)[1] for line in lines[1:] if line.startswith("have ")]
     qstat = next((line[6:] for line in lines[1:] if line.startswith("qstat ")), "")
@@ -87,12 +87,12 @@ def detect(transport: Transport) -> str:
         return found[0]
     if flavour == "torque":
         raise SubmitError(
-            f"{transport.destination or transport.name} runs Torque, which hpcjup does not support (its qstat has no JSON output).",
+            f"{transport.host} runs Torque, which hpcjup does not support (its qstat has no JSON output).",
             hint="Ask your centre whether a PBS Pro, OpenPBS or Slurm system is available, or use `--scheduler none` on a workstation.",
         )
     looked = sorted({c for entry in entries for c in entry.split(":", 1)[1].split(",")})
     raise SubmitError(
-        f"No batch system found on {transport.destination or transport.name}: none of {', '.join(looked)} is on "
+        f"No batch system found on {transport.host}: none of {', '.join(looked)} is on "
         "the PATH of a command run over SSH.",
         hint="For a plain SSH host (a workstation) use `--scheduler none`; on a cluster, name it with "
         f"--scheduler ({', '.join(c for c in CHOICES if c != 'none')}) and check `ssh HOST command -v sbatch`.",

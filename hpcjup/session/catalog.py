@@ -45,8 +45,9 @@ done
 
 
 @dataclass(frozen=True)
-class Found:
-    """One session directory: its record and report, or why they cannot be used."""
+class SessionDir:
+    """One session directory as read from the host: its record and report, or why they cannot be used.
+    (Named `Found` before: what a scan found. The overview turns each into a SessionView or DamagedView.)"""
 
     paths: SessionPaths
     record: SessionRecord | None
@@ -69,7 +70,7 @@ class Found:
         return not self.has_record_file and self.report is None and time.time() - self.mtime < STARTING_GRACE
 
 
-def scan_sessions(transport: Transport, name: str | None = None) -> list[Found]:
+def scan_sessions(transport: Transport, name: str | None = None) -> list[SessionDir]:
     """Every session directory on the host (or just `name`), oldest first, damaged ones included."""
     where = SESSIONS_DIR if name is None else f"{SESSIONS_DIR}/{check_name(name)}"
     wanted = [
@@ -96,7 +97,7 @@ def scan_sessions(transport: Transport, name: str | None = None) -> list[Found]:
     return sorted(found, key=lambda f: (f.record.created_at if f.record else "", f.paths.name))
 
 
-def _found(paths: SessionPaths, files: dict[tuple[str, str], bytes], mtime: float) -> Found:
+def _found(paths: SessionPaths, files: dict[tuple[str, str], bytes], mtime: float) -> SessionDir:
     report: JobReport | None = None
     problem: str | None = None
     raw_state = files.get((paths.name, STATE_FILE))
@@ -107,27 +108,29 @@ def _found(paths: SessionPaths, files: dict[tuple[str, str], bytes], mtime: floa
             problem = exc.message
     raw_record = files.get((paths.name, RECORD_FILE))
     if raw_record is None:
-        return Found(paths, None, report, "no session.json (an interrupted start?)", mtime, has_record_file=False)
+        return SessionDir(paths, None, report, "no session.json (an interrupted start?)", mtime, has_record_file=False)
     try:
         record = SessionRecord.from_json(raw_record)
     except DamagedDocument as exc:
-        return Found(paths, None, report, exc.message, mtime)
+        return SessionDir(paths, None, report, exc.message, mtime)
     if record.name != paths.name:
-        return Found(paths, None, report, f"session.json names another session ({record.name!r})", mtime)
+        return SessionDir(paths, None, report, f"session.json names another session ({record.name!r})", mtime)
     workers = ids_in(files.get((paths.name, GROUPS_FILE)), files.get((paths.name, JOBS_FILE)))
     usage = files.get((paths.name, USAGE_FILE))
     groups = tuple(adaptive_status(files.get((paths.name, ADAPTIVE_FILE))).items())
-    return Found(paths, record, report, problem, mtime, worker_ids=tuple(workers), usage=usage, worker_groups=groups)
+    return SessionDir(
+        paths, record, report, problem, mtime, worker_ids=tuple(workers), usage=usage, worker_groups=groups
+    )
 
 
-def find_session(transport: Transport, name: str) -> Found:
+def find_session(transport: Transport, name: str) -> SessionDir:
     """The session called `name` (perhaps damaged); SessionNotFound lists the known ones."""
     matches = scan_sessions(transport, name)
     if matches:
         return matches[0]
     known = [f.paths.name for f in scan_sessions(transport)]
     raise SessionNotFound(
-        f"No session {name!r} on {transport.destination or transport.name}.",
+        f"No session {name!r} on {transport.host}.",
         hint=("Known sessions: " + ", ".join(known))
         if known
         else "There are no sessions there; start one with `hpcjup start`.",

@@ -140,13 +140,13 @@ def upload_and_submit(
         if rc == _NO_PREFIX:
             where = before.strip().splitlines()[-1] if before.strip() else "an env"
             raise UsageError(
-                f"{where} on {transport.destination or transport.name} has no bin/python: it is not an environment "
+                f"{where} on {transport.host} has no bin/python: it is not an environment "
                 "there. Nothing was submitted.",
                 hint="Give --kernel cluster:PREFIX the prefix of a venv or conda env on the cluster.",
             )
         if rc == _UNSAFE:
             raise UnsafeSessionRoot(
-                f"{paths.root} (or {posixpath.dirname(paths.root)}) on {transport.destination or transport.name} is "
+                f"{paths.root} (or {posixpath.dirname(paths.root)}) on {transport.host} is "
                 "not yours alone: it belongs to another user, or others may write to it. Nothing was created.",
                 hint=f"On the cluster: `ls -ld {posixpath.dirname(paths.root)} {paths.root}`; make both yours with "
                 f"`chmod go-w` (or move them away if another user owns them).",

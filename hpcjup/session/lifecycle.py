@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Protocol
 
 from hpcjup.errors import HpcjupError, Interrupted, JobCannotStart, JobFailedError, SubmitError
-from hpcjup.session.hold import Notes, terminate_as_interrupt
+from hpcjup.session.holding import Notes, terminate_as_interrupt
+from hpcjup.session.store import CacheEntry
 
 if TYPE_CHECKING:
     from hpcjup.schedulers.base import Scheduler
@@ -78,7 +78,7 @@ def submit_and_wait(
     with screen.status() as line, terminate_as_interrupt():
         scheduler = get_scheduler(record.scheduler)
         # Cached at once: `hpcjup stop NAME` then finds the host without --host, whatever happens next.
-        store.save(record.host, record.name, {"host": record.host, "record": asdict(record)})
+        store.save(record.host, record.name, CacheEntry(host=record.host, record=record))
         screen.info(f"Submitted job {record.job_id} as session {record.name} on {record.host}.")
         waiter = ReadyWaiter(
             transport,

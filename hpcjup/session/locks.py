@@ -1,4 +1,4 @@
-"""The lock file that proves a session's tunnel holder is alive (the holder itself: session/holder.py).
+"""The lock file that proves a session's tunnel holder is alive (the holder itself: session/liveholders.py).
 
 A holder is alive exactly while it holds an exclusive `flock` on the session's lock file (in the
 0700 state directory, the file 0600, the holder's pid written inside). The kernel drops the lock

@@ -14,11 +14,11 @@ from hpcjup.job import NORMAL_ENDS
 from hpcjup.schedulers import REGISTRY, get_scheduler
 from hpcjup.schedulers.base import JobState, JobStatus, Scheduler
 from hpcjup.session import finished
-from hpcjup.session.catalog import Found, find_session, scan_sessions
-from hpcjup.session.holder import holder_pid
+from hpcjup.session.catalog import SessionDir, find_session, scan_sessions
 from hpcjup.session.layout import SessionPaths
+from hpcjup.session.liveholders import holder_pid
 from hpcjup.session.record import JobReport, SessionRecord
-from hpcjup.session.store import LocalStore
+from hpcjup.session.store import CacheEntry, LocalStore
 from hpcjup.session.wait import log_tail
 from hpcjup.transport.base import Transport
 
@@ -33,7 +33,7 @@ class SessionView:
     paths: SessionPaths
     status: JobStatus
     report: JobReport | None
-    cached: dict[str, Any] | None
+    cached: CacheEntry | None
     found_workers: tuple[str, ...] = ()
     usage: bytes | None = None  # usage.json as read with the record
     worker_groups: tuple[tuple[str, dict[str, Any]], ...] = ()  # adaptive groups' figures (groupstatus.py)
@@ -104,9 +104,9 @@ class SessionView:
     @property
     def local_url(self) -> str | None:
         """The URL of a tunnel held by a live process on this laptop."""
-        if holder_pid(self.cached) is None:
+        if self.cached is None or self.cached.tunnel is None or holder_pid(self.cached) is None:
             return None
-        return ((self.cached or {}).get("tunnel") or {}).get("url")
+        return self.cached.tunnel.url
 
     @property
     def exit_code(self) -> str | int | None:
@@ -137,7 +137,7 @@ class SessionView:
             "created_at": self.record.created_at,
             "local_url": self.local_url,
             # Why this laptop's tunnel holder gave up (e.g. the host key changed), until a new one runs.
-            "tunnel_error": (self.cached or {}).get("tunnel_error"),
+            "tunnel_error": self.cached.tunnel_error.to_dict() if self.cached and self.cached.tunnel_error else None,
             "preemptible": bool(self.report and self.report.preemptible),
             "preemptions": self.preemptions,
             "worker_groups": dict(self.worker_groups) if self.active else {},
@@ -148,8 +148,8 @@ class SessionView:
 class DamagedView:
     """A session directory whose files cannot be used: shown with the reason, skipped by bulk commands."""
 
-    found: Found
-    cached: dict[str, Any] | None = None
+    found: SessionDir
+    cached: CacheEntry | None = None
 
     active = False
     job_id = None  # unknown: the record is what is damaged
@@ -210,7 +210,7 @@ class DamagedView:
 View = SessionView | DamagedView
 
 
-def _view(found: Found, status: JobStatus | None, store: LocalStore, host: str) -> View:
+def _view(found: SessionDir, status: JobStatus | None, store: LocalStore, host: str) -> View:
     if found.record is None or status is None:
         return DamagedView(found, store.load(host, found.paths.name))
     cached = store.load(host, found.record.name)
@@ -228,7 +228,7 @@ def overview(transport: Transport, store: LocalStore, *, recheck: bool = False) 
         _unknown_scheduler(f) if f.record is not None and f.record.scheduler not in REGISTRY else f
         for f in scan_sessions(transport)
     ]
-    host = _host(transport)
+    host = transport.host
     before = finished.load(store, host)
     statuses = job_statuses(transport, found, None if recheck else before or {})
     after = finished.bounded(_final_answers(found, statuses))
@@ -241,13 +241,13 @@ def overview(transport: Transport, store: LocalStore, *, recheck: bool = False) 
 
 
 def job_statuses(
-    transport: Transport, found: list[Found], remembered: dict[finished.Key, JobStatus] | None = None
+    transport: Transport, found: list[SessionDir], remembered: dict[finished.Key, JobStatus] | None = None
 ) -> dict[str, JobStatus]:
     """Session name -> its job's state, asking each session's own scheduler (as session.json records
     it) once for all of its jobs, but for those `_answered` already settles (`remembered` None: none, every
     job is asked about). A record naming a scheduler this hpcjup does not know gets no status (the session
     is shown as damaged, with the reason)."""
-    by_scheduler: dict[str, list[Found]] = {}
+    by_scheduler: dict[str, list[SessionDir]] = {}
     statuses: dict[str, JobStatus] = {}
     for f in found:
         if f.record is None or f.record.scheduler not in REGISTRY:
@@ -285,7 +285,7 @@ def _ask(transport: Transport, name: str, ids: list[str]) -> dict[str, JobStatus
 ENDED_LONG_AGO = 600.0
 
 
-def _answered(f: Found, remembered: dict[finished.Key, JobStatus]) -> JobStatus | None:
+def _answered(f: SessionDir, remembered: dict[finished.Key, JobStatus]) -> JobStatus | None:
     """The session's status when no query is needed, else None (ask): GONE for a job whose launcher recorded
     its end long ago; what the scheduler last said of a finished job (remembered on this laptop), unless the
     launcher now reports the job as not ended (a job that was only slow to show up: never hidden)."""
@@ -301,7 +301,7 @@ def _may_remember(report: JobReport | None) -> bool:
     return (report is None or report.ended) and not _long_ended(report)
 
 
-def _final_answers(found: list[Found], statuses: dict[str, JobStatus]) -> dict[finished.Key, JobStatus]:
+def _final_answers(found: list[SessionDir], statuses: dict[str, JobStatus]) -> dict[finished.Key, JobStatus]:
     """What to remember after a listing: the finished jobs `_answered` would take a remembered answer for, of
     the sessions listed now (so a pruned session's answer goes with it). UNKNOWN is active: never remembered."""
     answers: dict[finished.Key, JobStatus] = {}
@@ -324,40 +324,37 @@ def _long_ended(report: JobReport | None) -> bool:
     return (datetime.now(timezone.utc) - ended).total_seconds() > ENDED_LONG_AGO
 
 
-def view_of(transport: Transport, store: LocalStore, name: str) -> SessionView:
-    """One session by name; a damaged one is an error that says what is wrong."""
+def named_session(transport: Transport, store: LocalStore, name: str) -> SessionView:
+    """One session by name (`pick_session` without the choosing); a damaged one is an error that says what is
+    wrong."""
     found = find_session(transport, name)
     if found.record is not None and found.record.scheduler not in REGISTRY:
         found = _unknown_scheduler(found)
-    view = _view(found, job_statuses(transport, [found], {}).get(found.paths.name), store, _host(transport))
+    view = _view(found, job_statuses(transport, [found], {}).get(found.paths.name), store, transport.host)
     if isinstance(view, DamagedView):
         raise view.error()
     return view
 
 
-def _unknown_scheduler(found: Found) -> Found:
+def _unknown_scheduler(found: SessionDir) -> SessionDir:
     assert found.record is not None
     problem = f"session.json names the scheduler {found.record.scheduler!r}, which this hpcjup does not know"
     return dataclasses.replace(found, record=None, problem=problem)
 
 
-def _host(transport: Transport) -> str:
-    return transport.destination or transport.name
-
-
 def pick_session(transport: Transport, store: LocalStore, name: str | None) -> SessionView:
     """The named session, or the only running one; a clear choice when there are several."""
     if name:
-        return view_of(transport, store, name)
+        return named_session(transport, store, name)
     running = [view for view in overview(transport, store) if isinstance(view, SessionView) and view.active]
     if not running:
         raise SessionNotFound(
-            f"No running session on {_host(transport)}.",
+            f"No running session on {transport.host}.",
             hint="Start one with `hpcjup start`; `hpcjup ls` lists ended ones.",
         )
     if len(running) > 1:
         names = ", ".join(view.record.name for view in running)
-        raise UsageError(f"Several sessions run on {_host(transport)}: {names}.", hint="Name the one you mean.")
+        raise UsageError(f"Several sessions run on {transport.host}: {names}.", hint="Name the one you mean.")
     return running[0]
 
 

@@ -38,7 +38,7 @@ def preview(transport: Transport, scheduler: Scheduler, request: StartRequest) -
         found = scheduler.parse_preview(result.stdout, partitions)
     else:
         found = scheduler.parse_preview("", partitions)
-    host = transport.destination or transport.name
+    host = transport.host
     return Preview(script, scheduler.name, host, name, found)
 
 

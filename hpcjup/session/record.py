@@ -104,7 +104,12 @@ class SessionRecord:
     @classmethod
     def from_json(cls, raw: bytes) -> SessionRecord:
         """Parse and check session.json; DamagedDocument names what is wrong."""
-        r = Reader(parse_object(raw, "session.json"), "session.json")
+        return cls.from_dict(parse_object(raw, "session.json"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], what: str = "session.json") -> SessionRecord:
+        """Check session.json's fields, already parsed (the laptop's cache holds a copy)."""
+        r = Reader(data, what)
         return cls(
             name=r.text("name", required=True, pattern=NAME),
             host=r.text("host", required=True),

@@ -10,7 +10,6 @@ skipped and counted.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import statistics
@@ -26,7 +25,7 @@ from hpcjup.errors import DamagedDocument, UsageError
 from hpcjup.job import REASON_IDLE, STATE_FILE, USAGE_FILE
 from hpcjup.schedulers.base import JobState, JobStatus
 from hpcjup.session import finished
-from hpcjup.session.catalog import Found
+from hpcjup.session.catalog import SessionDir
 from hpcjup.session.layout import NAME, RECORD_FILE, SESSIONS_DIR, SessionPaths
 from hpcjup.session.record import JobReport, SessionRecord
 from hpcjup.session.store import LocalStore
@@ -134,7 +133,7 @@ def _statuses(
         if usage is not None and usage.updated_at is not None and now - usage.updated_at > SILENT_FOR:
             statuses[record.name] = JobStatus(record.job_id, JobState.GONE)
         else:
-            open_.append(Found(SessionPaths(home, record.name), record, report))
+            open_.append(SessionDir(SessionPaths(home, record.name), record, report))
     return {**statuses, **(job_statuses(transport, open_, remembered) if open_ else {})}
 
 
@@ -145,12 +144,9 @@ def merge(current: list[SessionFigures], store: LocalStore, host: str) -> list[S
     known.update({f.key: f for f in current})
     names = {f.name for f in known.values()}
     for name in store.names(host):
-        cached = (store.load(host, name) or {}).get("record")
-        if name in names or not isinstance(cached, dict):
-            continue
-        try:
-            record = SessionRecord.from_json(json.dumps(cached).encode())
-        except DamagedDocument:
+        entry = store.load(host, name)
+        record = entry.record if entry else None
+        if name in names or record is None:
             continue
         gone = figures_of(record, None, None, JobStatus(record.job_id, JobState.GONE), host, end="gone")
         known[gone.key] = gone

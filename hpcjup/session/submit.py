@@ -55,7 +55,7 @@ def submit(
                 if relearn is None or attempt:
                     need = f"`{scheduler.commands[0]}` is not on the PATH" if scheduler.commands else "it changed"
                     raise SubmitError(
-                        f"{transport.destination or transport.name} is not as the last start found it: its home "
+                        f"{transport.host} is not as the last start found it: its home "
                         f"directory is not {transport.home()}, or {need}.",
                         hint="Run the command again; `hpcjup doctor` checks the host.",
                     ) from None
@@ -85,7 +85,7 @@ def _record(
     """The session's session.json (with JOB_ID_SLOT for its job id, as the claim script completes it)."""
     return SessionRecord(
         name=paths.name,
-        host=transport.destination or transport.name,
+        host=transport.host,
         scheduler=scheduler.name,
         job_id=job_id,
         created_at=created_at,
@@ -127,7 +127,7 @@ def _claim(
                 replace = _replaceable(transport, scheduler, paths)
         if request.name is not None:
             raise UsageError(
-                f"Session name {request.name!r} is in use on {transport.destination or transport.name}.",
+                f"Session name {request.name!r} is in use on {transport.host}.",
                 hint=f"Attach with `hpcjup attach {request.name}`, stop it with `hpcjup stop {request.name}`, "
                 "or choose another --name (`hpcjup prune` removes ended and damaged sessions).",
             )
@@ -163,7 +163,7 @@ def deferred_interrupts() -> Iterator[threading.Event]:
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield threading.Event()
         return
-    from hpcjup.session.hold import detach_signals
+    from hpcjup.session.holding import detach_signals
 
     with detach_signals() as event:
         yield event

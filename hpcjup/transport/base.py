@@ -116,6 +116,12 @@ class Transport(ABC):
     destination: str = ""
     _home: str | None = None  # learned once per connection
 
+    @property
+    def host(self) -> str:
+        """The host as hpcjup names it to the user and keys it in the laptop's cache: the destination as given,
+        else (a transport made without `connect`, e.g. in tests) the connection's own name."""
+        return self.destination or self.name
+
     def run(
         self,
         argv: Sequence[str],

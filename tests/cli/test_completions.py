@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcjup.session.store import LocalStore
+from hpcjup.session.store import CacheEntry, LocalStore
 from tests.cli.helpers import hpcjup_argv
 
 pytestmark = pytest.mark.one_backend
@@ -27,7 +27,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
         "XDG_STATE_HOME": str(tmp_path / "state"),
         "PATH": f"{bindir}:{os.environ['PATH']}",
     }
-    LocalStore(tmp_path / "state" / "hpcjup").save("juwels", "analysis", {"host": "juwels"})
+    LocalStore(tmp_path / "state" / "hpcjup").save("juwels", "analysis", CacheEntry(host="juwels"))
     return env
 
 

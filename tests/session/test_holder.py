@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -15,12 +16,12 @@ import pytest
 
 from hpcjup.errors import AuthError, ConnectError, UsageError
 from hpcjup.schedulers.base import JobState, JobStatus
-from hpcjup.session.hold import SessionHolder, Timings
-from hpcjup.session.holder import end_holder, held_sessions, holder_pid
+from hpcjup.session.holding import SessionHolder, Timings
 from hpcjup.session.layout import SessionPaths
+from hpcjup.session.liveholders import end_holder, held_sessions, holder_pid
 from hpcjup.session.locks import HolderLock, locked_by
 from hpcjup.session.record import Connection, SessionRecord
-from hpcjup.session.store import LocalStore
+from hpcjup.session.store import CacheEntry, LocalStore, TunnelInfo
 
 # A process that holds a session's lock the way a holder does, then waits to be signalled.
 HOLDER = """
@@ -34,11 +35,10 @@ time.sleep(60)
 """
 
 
-def entry(pid: int, lock: Path | None) -> dict[str, Any]:
-    tunnel: dict[str, Any] = {"pid": pid, "local_port": 8888, "url": "http://127.0.0.1:8888/lab?token=t"}
-    if lock is not None:
-        tunnel["lock"] = str(lock)
-    return {"host": "h", "record": {"name": "lab"}, "tunnel": tunnel}
+def entry(pid: int, lock: Path | None, name: str = "lab") -> CacheEntry:
+    tunnel = TunnelInfo(pid=pid, local_port=8888, url="http://127.0.0.1:8888/lab?token=t", lock=lock and str(lock))
+    record = SessionRecord(name, "h", "slurm", "1", "2026-01-01T00:00:00+00:00")
+    return CacheEntry(host="h", record=record, tunnel=tunnel)
 
 
 @pytest.fixture
@@ -115,8 +115,21 @@ def test_held_sessions_lists_only_live_holders(holder: tuple[subprocess.Popen[st
     proc, lock = holder
     store = LocalStore(tmp_path / "state")
     store.save("h", "lab", entry(proc.pid, lock))
-    store.save("h", "gone", {**entry(proc.pid + 1, tmp_path / "none.lock"), "record": {"name": "gone"}})
-    assert [e["record"]["name"] for e in held_sessions(store)] == ["lab"]
+    store.save("h", "gone", entry(proc.pid + 1, tmp_path / "none.lock", "gone"))
+    assert [e.record.name for e in held_sessions(store)] == ["lab"]
+
+
+def test_held_sessions_skip_damaged_entries(holder: tuple[subprocess.Popen[str], Path], tmp_path: Path) -> None:
+    """A cache file that is no entry, or an entry missing its record, is as if no holder kept it: never a crash."""
+    proc, lock = holder
+    store = LocalStore(tmp_path / "state")
+    store.save("h", "lab", entry(proc.pid, lock))
+    (store.root / "sessions" / "h" / "list.json").write_text("[1, 2]")
+    (store.root / "sessions" / "h" / "norecord.json").write_text(
+        json.dumps({"host": "h", "record": {"name": "norecord"}, "tunnel": {"pid": proc.pid, "lock": str(lock)}})
+    )
+    assert [e.record.name for e in held_sessions(store)] == ["lab"]
+    assert holder_pid(store.load("h", "list")) is None
 
 
 # -- the holding loop, driven with stand-ins for the connection and the scheduler ---------------------------------
@@ -231,7 +244,8 @@ def test_a_dead_tunnel_ends_the_hold_and_is_recorded_for_ls(tmp_path: Path) -> N
             end.tunnel.hint or ""
         )
         holder._uncache(end, port)
-        recorded = holder.store.load(holder.host, "lab") or {}
-        assert "stopped accepting connections" in recorded["tunnel_error"]["message"]
+        recorded = holder.store.load(holder.host, "lab")
+        assert recorded is not None and recorded.tunnel_error is not None
+        assert "stopped accepting connections" in recorded.tunnel_error.message
     finally:
         tunnel.__exit__(None, None, None)  # the error was reported by the holder: leaving does not raise it again

@@ -17,7 +17,7 @@ from hpcjup.errors import RemoteCommandError
 from hpcjup.schedulers.base import JobState, JobStatus
 from hpcjup.schedulers.slurm import Slurm
 from hpcjup.session import overview
-from hpcjup.session.catalog import Found
+from hpcjup.session.catalog import SessionDir
 from hpcjup.session.layout import SessionPaths
 from hpcjup.session.record import SessionRecord
 from hpcjup.session.store import LocalStore
@@ -40,9 +40,9 @@ class Meeting(Slurm):
         return {job_id: JobStatus(job_id, JobState.RUNNING) for job_id in job_ids}
 
 
-def _found(name: str, scheduler: str, job_id: str) -> Found:
+def _found(name: str, scheduler: str, job_id: str) -> SessionDir:
     record = SessionRecord(name, "h", scheduler, job_id, "2026-12-01T00:00:00+00:00")
-    return Found(SessionPaths("/home/u", name), record, None)
+    return SessionDir(SessionPaths("/home/u", name), record, None)
 
 
 @pytest.mark.parametrize("fail", [False, True])
@@ -129,7 +129,7 @@ def test_a_job_that_never_ran_is_asked_about_once_then_shown_as_the_scheduler_le
     ]
     assert slurm.asked[3:] == [["101", "102"]]
     # One session by name (stop, attach, logs) is still asked about: stop must see the truth.
-    assert overview.view_of(transport, store, "never-ran").status.state is JobState.CANCELLED
+    assert overview.named_session(transport, store, "never-ran").status.state is JobState.CANCELLED
     assert slurm.asked[4:] == [["101"]]
 
 

@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hpcjup.errors import UsageError
+from hpcjup.session.record import SessionRecord
 from hpcjup.session.stats import collect, ending, median, p90, parse_since, report, summarize
-from hpcjup.session.store import LocalStore
+from hpcjup.session.store import CacheEntry, LocalStore
 from hpcjup.session.usage import JobUsage, SessionFigures, UsageArchive
 from hpcjup.transport.local import LocalTransport
 
@@ -151,7 +152,8 @@ def test_records_old_damaged_lost_and_gone_sessions_count_where_they_can(host: A
     session(home, "broken", {"session.json": b"{not json", "state.json": ended("stopped")})
     session(home, "hostile", {"session.json": record("hostile", 400), "usage.json": usage(400, "idle", nodes=True)})
     session(home, "garbled", {"session.json": record("garbled", 400), "usage.json": usage(0, "x", started_at="soon")})
-    store.save("local", "pruned", {"host": "local", "record": record("pruned", 500)})  # only the cache knows it
+    cached = SessionRecord.from_dict(record("pruned", 500))
+    store.save("local", "pruned", CacheEntry(host="local", record=cached))  # only the cache knows it
     collected = collect(transport, store, "local")
     assert collected.damaged == 3 and len(collected.problems) == 3
     assert any("hostile" in p and "nodes" in p for p in collected.problems)

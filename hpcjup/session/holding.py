@@ -1,7 +1,7 @@
 """Hold a session's tunnel, in the foreground or in a detached process, until told to let go.
 
 The holder forwards a local port, checks that Jupyter answers through it, records itself in the
-laptop's cache (under its lock, see session/holder.py) and then keeps watch: a dropped SSH
+laptop's cache (under its lock, see session/liveholders.py) and then keeps watch: a dropped SSH
 connection is re-opened with backoff on the same local port; the launcher's state.json and, less
 often, the scheduler are asked whether the job still runs (a job killed outright never writes its
 end); a warning comes 10 minutes before the time limit. A preemptible session's job that the scheduler
@@ -13,6 +13,11 @@ centres. SIGINT, SIGTERM or SIGHUP detach: the tunnel closes, the job keeps runn
 
 What the holder needs from the application comes in as parameters: where notes go, how to
 connect, the cache and the scheduler adapter. Nothing here prints or exits.
+
+Three modules share the word; each name says which part it is. This one is the holding itself (the
+loop, `SessionHolder`); session/liveholders.py finds and ends the holders that run, from the cache;
+cli/holder.py is the CLI's side (`Holder`: what `start` and `attach` print). The holder's lock file
+is session/locks.py's `HolderLock`.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
@@ -35,7 +40,7 @@ from hpcjup.session.layout import SessionPaths
 from hpcjup.session.locks import HolderLock
 from hpcjup.session.record import Connection, JobReport, SessionRecord, read_report
 from hpcjup.session.route import Route
-from hpcjup.session.store import LocalStore
+from hpcjup.session.store import CacheEntry, LocalStore, Preemption, TunnelError, TunnelInfo
 from hpcjup.session.wait import Progress, ReadyWaiter
 from hpcjup.transport.base import Transport
 from hpcjup.tunnel import Tunnel
@@ -138,12 +143,8 @@ class SessionHolder:
         import os
 
         assert self.tunnel is not None
-        entry = {
-            "host": self.host,
-            "record": asdict(self.record),
-            "connection": self.conn.to_dict(),
-            "tunnel": {"pid": os.getpid(), "lock": str(lock), "local_port": self.tunnel.local_port, "url": url},
-        }
+        tunnel = TunnelInfo(pid=os.getpid(), lock=str(lock), local_port=self.tunnel.local_port, url=url)
+        entry = CacheEntry(host=self.host, record=self.record, connection=self.conn, tunnel=tunnel)
         self.store.save(self.host, self.record.name, entry)
 
     def _uncache(self, end: HoldEnd, local_port: int) -> None:
@@ -151,7 +152,7 @@ class SessionHolder:
         error = None
         if end.error is not None:
             at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            error = {"message": end.error.message, "hint": end.error.hint, "at": at}
+            error = TunnelError(message=end.error.message, hint=end.error.hint, at=at)
         self.store.update(self.host, self.record.name, tunnel=None, tunnel_error=error, last_local_port=local_port)
 
     def _hold(self, time_left: int | None, detached: threading.Event) -> HoldEnd:
@@ -228,7 +229,7 @@ class SessionHolder:
             "requeued: the kernels' memory is lost, saved files stay). Waiting for it to run again; the same URL "
             "works then."
         )
-        self.store.update(self.host, name, preempted={"at": at, "restarts": before.restarts})
+        self.store.update(self.host, name, preempted=Preemption(at=at, restarts=before.restarts))
 
         def check(progress: Progress) -> None:  # called about once a second while waiting
             if detached.is_set():
@@ -257,7 +258,7 @@ class SessionHolder:
         assert self.tunnel is not None
         api_status(self.tunnel.local_port, conn)
         self.requeues += 1
-        self.store.update(self.host, name, connection=conn.to_dict(), preempted=None, restarts=conn.restarts)
+        self.store.update(self.host, name, connection=conn, preempted=None, restarts=conn.restarts)
         self.notes.info(
             f"Session {name} runs again (run {conn.restarts + 1} of job {conn.job_id}, on {conn.node}): "
             f"http://127.0.0.1:{self.tunnel.local_port}/ works again."

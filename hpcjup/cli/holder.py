@@ -1,7 +1,8 @@
 """The CLI side of holding a tunnel (shared by `start` and `attach`): what is printed, the browser, exit codes.
 
 The holding itself (reconnects, the job's end, the time-limit warning, the cache) is
-`hpcjup.session.hold.SessionHolder`; this module gives it the app's parts and renders its outcome.
+`hpcjup.session.holding.SessionHolder`; this module gives it the app's parts and renders its outcome
+(`Holder`: there is no `serve` command; the module was cli/serve.py before).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from hpcjup.errors import AuthError, JobFailedError
 from hpcjup.job import DASHBOARD_PATH, NORMAL_ENDS
 from hpcjup.schedulers import get_scheduler
 from hpcjup.schedulers.base import Scheduler
-from hpcjup.session.hold import HoldEnd, SessionHolder, Timings, detach_signals, terminate_as_interrupt
+from hpcjup.session.holding import HoldEnd, SessionHolder, Timings, detach_signals, terminate_as_interrupt
 from hpcjup.session.layout import SessionPaths
 from hpcjup.session.record import Connection, SessionRecord
 from hpcjup.session.route import Route
@@ -125,7 +126,7 @@ def report_end(app: App, record: SessionRecord, end: HoldEnd) -> None:
             f"Job {record.job_id} keeps running.",
             hint=f"{exc.hint + ' ' if exc.hint else ''}Then come back with `hpcjup attach {name} {where}`.",
         )
-    if end.tunnel is not None:  # the local tunnel died (session/hold.py): the command's error, the job runs on
+    if end.tunnel is not None:  # the local tunnel died (session/holding.py): the command's error, the job runs on
         raise end.tunnel
     if end.ended is None:
         app.ui.info(
