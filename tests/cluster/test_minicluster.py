@@ -11,6 +11,7 @@ import paramiko
 import pytest
 from paramiko.hostkeys import HostKeyEntry
 
+from tests.cluster.files import PREEMPTIBLE, URGENT
 from tests.cluster.minicluster import CLUSTER_ENV, MiniCluster, wait_until
 
 pytestmark = pytest.mark.cluster
@@ -49,10 +50,13 @@ def ssh(minicluster: MiniCluster) -> Iterator[paramiko.SSHClient]:
     client.close()
 
 
-def test_two_nodes_in_both_partitions(minicluster: MiniCluster) -> None:
+def test_two_nodes_in_every_partition(minicluster: MiniCluster) -> None:
+    """batch (the default) and booster, and the preemption tiers (issue 22): the low one and the urgent one."""
+    minicluster.ensure_preemption()  # a cluster brought up by an older harness gets them now
     out = minicluster.slurm("sinfo", "-h", "-N", "-o", "%N %P %t", check=True).stdout.split("\n")
     rows = {tuple(line.split()[:2]) for line in out if line.strip()}
-    assert rows == {(n, p) for n in ("node1", "node2") for p in ("batch*", "booster")}
+    partitions = ("batch*", "booster", PREEMPTIBLE, URGENT)
+    assert rows == {(n, p) for n in ("node1", "node2") for p in partitions}
     assert minicluster.healthy(), minicluster.problems()
 
 
