@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -84,4 +85,75 @@ def test_the_default_kernel_and_dask_run_the_users_environment(
         assert lines == [kernel, str([kernel]), "['node1', 'node2']"]
     finally:
         stopped = run(["stop", name, *HOST], laptop_env)
+    assert stopped.returncode == 0, stopped.stderr
+
+
+MODULE_CODE = """
+import os, shutil, sys
+print(shutil.which("python3"))
+print(os.environ.get("HPCJUP_KERNEL_MODULE"), "LMOD_CMD" in os.environ)
+"""
+LMOD_HOME = "/opt/hpcjup-lmod/usr/share/lmod/lmod"  # tests/cluster/install.sh unpacks Lmod there
+
+
+@pytest.fixture
+def module_and_own_kernel(minicluster: Any) -> Iterator[Path]:
+    """In the cluster user's home: an Lmod modulefile `kernelset/1.0` (Lua, so only Lmod reads it) that puts a
+    python3 (the cluster env's) on PATH and sets HPCJUP_KERNEL_MODULE, and a kernel of the user's own in
+    ~/.local/share/jupyter/kernels (removed after: other tests count the kernels a session offers)."""
+    entry = pwd.getpwnam(minicluster.user)
+    root = Path(entry.pw_dir) / ".hpcjup-modkernel-test"
+    bin_dir = root / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    (bin_dir / "python3").write_text(f'#!/bin/sh\nexec {CLUSTER_PYTHON} "$@"\n')  # a Python with ipykernel
+    (bin_dir / "python3").chmod(0o755)
+    (root / "mods" / "kernelset").mkdir(parents=True, exist_ok=True)
+    (root / "mods" / "kernelset" / "1.0.lua").write_text(
+        f'prepend_path("PATH", "{bin_dir}")\nsetenv("HPCJUP_KERNEL_MODULE", "kernelset-1.0")\n'
+    )
+    own = Path(entry.pw_dir) / ".local/share/jupyter/kernels/mine"
+    own.mkdir(parents=True, exist_ok=True)
+    argv = [CLUSTER_PYTHON, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (own / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "Mine", "language": "python"}))
+    made = [root, *root.rglob("*"), *own.parents[:3], own, own / "kernel.json"]
+    for path in made:
+        os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(own, ignore_errors=True)
+
+
+def test_a_module_set_kernel_and_the_users_own_kernel(
+    minicluster: Any, laptop_env: dict[str, str], clean_jobs: None, module_and_own_kernel: Path, tmp_path: Path
+) -> None:
+    """`--kernel lmod=module:kernelset/1.0` as the second kernel: its code runs in the Python the module set puts
+    on PATH, with the module loaded by Lmod (as a site whose login shells initialise Lmod: $MODULESHOME). The
+    user's own kernel in ~/.local/share/jupyter/kernels is offered beside the session's, the first the default."""
+    from tests.cli.test_start_env import env_of, start
+
+    env = env_of(laptop_env)
+    config = Path(env["XDG_CONFIG_HOME"]) / "hpcjup" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(
+        '[profiles.modkernel]\nhost = "minicluster"\nmodule_use = ["~/.hpcjup-modkernel-test/mods"]\n'
+        f'setup = ["export MODULESHOME={LMOD_HOME}"]\n'
+    )
+    name = f"modk-{uuid.uuid4().hex[:6]}"
+    kernels = ["--kernel", f"base=cluster:{Path(CLUSTER_PYTHON).parents[1]}", "--kernel", "lmod=module:kernelset/1.0"]
+    started = start(env, "--profile", "modkernel", "-n", name, *kernels)
+    assert started.returncode == 0, started.stderr[-3000:]
+    try:
+        info = json.loads(started.stdout)
+        base = info["url"].split("/lab")[0].rstrip("/")
+        status, body = http_get(f"{base}/api/kernelspecs", info["token"])
+        specs = json.loads(body)
+        assert status == 200 and specs["default"] == "base", body[:500]
+        assert set(specs["kernelspecs"]) == {"base", "lmod", "mine"}, body[:500]
+        assert specs["kernelspecs"]["mine"]["spec"]["display_name"] == "Mine"
+        lines = run_in_kernel(base, info["token"], MODULE_CODE, timeout=120, name="lmod").splitlines()
+        assert lines == [str(module_and_own_kernel / "bin" / "python3"), "kernelset-1.0 True"]
+    finally:
+        stopped = run(["stop", name, *HOST], env)
     assert stopped.returncode == 0, stopped.stderr
