@@ -92,7 +92,8 @@ class Located:
 
     server_python: str
     kernels: tuple[tuple[str, str], ...]  # (name, python); a module set's: its WRAPPER, relative until `at`
-    checks: tuple[str, ...]  # `b:PATH` built env, `p:PATH` existing prefix, `c:ROOT:NAME` server-current
+    checks: tuple[str, ...]  # `b:PATH` built env, `p:PATH` existing prefix, `c:ROOT:NAME` server-current,
+    # `m:NAME=module:A,B WRAPPER` a module set's python3 has ipykernel (claim.py)
     envs: tuple[str, ...]  # the env directories the session uses (session.json; `env rm` refuses them)
     wrappers: tuple[tuple[str, str], ...] = ()  # (WRAPPER path in the session directory, its text)
 
@@ -248,9 +249,10 @@ def locate(p: Plan, facts: HostFacts | None, home: str) -> Located | None:
     envs = [server]
     wrappers: list[tuple[str, str]] = []
     for k in p.kernels:
-        if k.modules:  # nothing on the cluster to check: the launcher asks the wrapper, before Jupyter starts
+        if k.modules:  # the upload runs its wrapper once (its python3 has ipykernel?); the launcher asks it again
             wrapper = WRAPPER.format(name=k.name)
             wrappers.append((wrapper, k.wrapper()))
+            checks.append(f"m:{k.name}={k.what} {k.wrapper()}")
             kernels.append((k.name, wrapper))
             continue
         if k.spec is not None:

@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from tests.cli.helpers import CLUSTER_PYTHON, http_get, run
+from hpcjup.errors import ExitCode
+from tests.cli.helpers import CLUSTER_PYTHON, http_get, run, session_jobs
 from tests.cli.kernel import run_in_kernel
 
 pytestmark = [pytest.mark.cluster, pytest.mark.one_backend]
@@ -99,7 +100,8 @@ LMOD_HOME = "/opt/hpcjup-lmod/usr/share/lmod/lmod"  # tests/cluster/install.sh u
 @pytest.fixture
 def module_and_own_kernel(minicluster: Any) -> Iterator[Path]:
     """In the cluster user's home: an Lmod modulefile `kernelset/1.0` (Lua, so only Lmod reads it) that puts a
-    python3 (the cluster env's) on PATH and sets HPCJUP_KERNEL_MODULE, and a kernel of the user's own in
+    python3 (the cluster env's) on PATH and sets HPCJUP_KERNEL_MODULE, `bareset/1.0` whose python3 has no
+    ipykernel, and a kernel of the user's own in
     ~/.local/share/jupyter/kernels (removed after: other tests count the kernels a session offers)."""
     entry = pwd.getpwnam(minicluster.user)
     root = Path(entry.pw_dir) / ".hpcjup-modkernel-test"
@@ -111,6 +113,12 @@ def module_and_own_kernel(minicluster: Any) -> Iterator[Path]:
     (root / "mods" / "kernelset" / "1.0.lua").write_text(
         f'prepend_path("PATH", "{bin_dir}")\nsetenv("HPCJUP_KERNEL_MODULE", "kernelset-1.0")\n'
     )
+    (root / "bare" / "bin").mkdir(parents=True, exist_ok=True)  # a module set whose python3 has no ipykernel
+    (root / "bare" / "bin" / "python3").unlink(missing_ok=True)
+    (root / "bare" / "bin" / "python3").symlink_to("/usr/bin/python3")
+    (root / "mods" / "bareset").mkdir(parents=True, exist_ok=True)
+    # Tcl: the login node's module command is Environment Modules (the upload's check runs there), the job's Lmod.
+    (root / "mods" / "bareset" / "1.0").write_text(f"#%Module1.0\nprepend-path PATH {root / 'bare' / 'bin'}\n")
     own = Path(entry.pw_dir) / ".local/share/jupyter/kernels/mine"
     own.mkdir(parents=True, exist_ok=True)
     argv = [CLUSTER_PYTHON, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
@@ -125,13 +133,10 @@ def module_and_own_kernel(minicluster: Any) -> Iterator[Path]:
         shutil.rmtree(own, ignore_errors=True)
 
 
-def test_a_module_set_kernel_and_the_users_own_kernel(
-    minicluster: Any, laptop_env: dict[str, str], clean_jobs: None, module_and_own_kernel: Path, tmp_path: Path
-) -> None:
-    """`--kernel lmod=module:kernelset/1.0` as the second kernel: its code runs in the Python the module set puts
-    on PATH, with the module loaded by Lmod (as a site whose login shells initialise Lmod: $MODULESHOME). The
-    user's own kernel in ~/.local/share/jupyter/kernels is offered beside the session's, the first the default."""
-    from tests.cli.test_start_env import env_of, start
+def module_profile(laptop_env: dict[str, str]) -> dict[str, str]:
+    """The test's env root (the start tests' builds) and a profile with the test's modulefiles, Lmod's home set as
+    a site whose login shells initialise Lmod would have it."""
+    from tests.cli.test_start_env import env_of
 
     env = env_of(laptop_env)
     config = Path(env["XDG_CONFIG_HOME"]) / "hpcjup" / "config.toml"
@@ -140,6 +145,18 @@ def test_a_module_set_kernel_and_the_users_own_kernel(
         '[profiles.modkernel]\nhost = "minicluster"\nmodule_use = ["~/.hpcjup-modkernel-test/mods"]\n'
         f'setup = ["export MODULESHOME={LMOD_HOME}"]\n'
     )
+    return env
+
+
+def test_a_module_set_kernel_and_the_users_own_kernel(
+    minicluster: Any, laptop_env: dict[str, str], clean_jobs: None, module_and_own_kernel: Path, tmp_path: Path
+) -> None:
+    """`--kernel lmod=module:kernelset/1.0` as the second kernel: its code runs in the Python the module set puts
+    on PATH, with the module loaded by Lmod (as a site whose login shells initialise Lmod: $MODULESHOME). The
+    user's own kernel in ~/.local/share/jupyter/kernels is offered beside the session's, the first the default."""
+    from tests.cli.test_start_env import start
+
+    env = module_profile(laptop_env)
     name = f"modk-{uuid.uuid4().hex[:6]}"
     kernels = ["--kernel", f"base=cluster:{Path(CLUSTER_PYTHON).parents[1]}", "--kernel", "lmod=module:kernelset/1.0"]
     started = start(env, "--profile", "modkernel", "-n", name, *kernels)
@@ -157,3 +174,20 @@ def test_a_module_set_kernel_and_the_users_own_kernel(
     finally:
         stopped = run(["stop", name, *HOST], env)
     assert stopped.returncode == 0, stopped.stderr
+
+
+def test_a_module_set_without_ipykernel_is_refused_before_the_job(
+    minicluster: Any, laptop_env: dict[str, str], clean_jobs: None, module_and_own_kernel: Path
+) -> None:
+    """The upload's command runs the kernel's wrapper on the login node: no job waits in the queue to find it."""
+    from tests.cli.test_start_env import start
+
+    name = f"modk-{uuid.uuid4().hex[:6]}"
+    kernels = ["--kernel", f"base=cluster:{Path(CLUSTER_PYTHON).parents[1]}", "--kernel", "module:bareset/1.0"]
+    refused = start(module_profile(laptop_env), "--profile", "modkernel", "-n", name, *kernels)
+    assert refused.returncode == ExitCode.USAGE, refused.stderr[-3000:]
+    assert "--kernel bareset-1.0=module:bareset/1.0: that module set's python3 on minicluster has no ipykernel" in (
+        refused.stderr
+    )
+    assert "Nothing was submitted" in refused.stderr and not session_jobs(minicluster, (name,))
+    assert not Path(f"/home/hpcuser/.hpcjup/sessions/{name}").exists()

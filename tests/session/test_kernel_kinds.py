@@ -91,6 +91,8 @@ def test_a_module_kernel_is_a_wrapper_in_the_session_directory(tmp_path: Path) -
     wrapper = "kernels/python-3.11-scipy-bundle/bin/python"
     assert located.kernels[0] == ("python-3.11-scipy-bundle", wrapper)
     assert [c for c in located.checks if c.startswith("p:")] == ["p:/home/u/v"] and len(located.envs) == 2
+    module_check = "m:python-3.11-scipy-bundle=module:Python/3.11,SciPy-bundle " + p.kernels[0].wrapper()
+    assert [c for c in located.checks if c.startswith("m:")] == [module_check]
     there = located.at("/home/u/.hpcjup/sessions/lab")
     assert there.kernels == (
         ("python-3.11-scipy-bundle", f"/home/u/.hpcjup/sessions/lab/{wrapper}"),
@@ -143,3 +145,39 @@ def test_the_wrapper_says_why_it_cannot_run(lua_modules: Path, tmp_path: Path) -
     result = run_wrapper(no_python.wrapper().replace("python3", "python3-not-here"), tmp_path)
     assert result.returncode == 1 and "puts no python3-not-here on PATH" in result.stderr
     assert os.environ.get("PYSET_LOADED") is None
+
+
+def claim(tmp_path: Path, env: dict[str, str], *checks: str) -> subprocess.CompletedProcess[str]:
+    """The upload's command (claim.py) with only `checks` to make: nothing is submitted (`true`)."""
+    from hpcjup.session.claim import _CLAIM, _RECORDED, JOB_ID_SLOT, RECORD_TEMPLATE
+    from hpcjup.transport.batch import pack
+
+    root = tmp_path / "sessions"
+    argv = ["sh", "-c", _CLAIM, "sh", str(root), "n", "t", "", "true", env["HOME"], "", "claimed", _RECORDED]
+    argv += [RECORD_TEMPLATE, JOB_ID_SLOT, *checks]
+    return subprocess.run(argv, input=pack({"f": (b"x", 0o600)}), capture_output=True, env=env, check=False)
+
+
+def test_the_upload_refuses_a_module_set_whose_python_has_no_ipykernel(lua_modules: Path, tmp_path: Path) -> None:
+    """Checked in the upload's command, before anything is claimed or submitted, by running the kernel's own
+    wrapper: a set whose python3 lacks ipykernel is refused with its label; a set that does not load on the login
+    node is let through (the nodes may have it; the job's own check says so)."""
+    from tests.cli.helpers import CLUSTER_PYTHON
+
+    for name, python in (("with", CLUSTER_PYTHON), ("without", "/usr/bin/python3")):
+        bin_dir = tmp_path / name / "bin"
+        bin_dir.mkdir(parents=True)
+        (bin_dir / "python3").write_text(f'#!/bin/sh\nexec {python} "$@"\n')
+        (bin_dir / "python3").chmod(0o755)
+        (lua_modules / name).mkdir()
+        (lua_modules / name / "1.0.lua").write_text(f'prepend_path("PATH", "{bin_dir}")\n')
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MODULESHOME": lmod_home()}
+    located = []
+    for text in ("module:with", "k=module:without", "module:nosuch"):
+        kernel = envplan.read_kernel(text, S(module_use=[str(lua_modules)]))
+        located.append(f"m:{kernel.name}={kernel.what} {kernel.wrapper()}")
+    refused = claim(tmp_path, env, *located)
+    assert refused.returncode == 80 and refused.stderr.decode().splitlines()[-1] == "k=module:without"
+    assert not (tmp_path / "sessions").exists(), "nothing claimed"
+    assert claim(tmp_path, env, located[0], located[2]).returncode == 0
+    assert (tmp_path / "sessions" / "n" / "f").read_bytes() == b"x"
