@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 
 from hpcjup.errors import UsageError
 from hpcjup.session import envplan, hostfacts
-from hpcjup.session.store import LocalStore
 from tests.config.test_environment import lmod_home
 
 
@@ -72,18 +71,11 @@ def test_every_kind_is_in_the_table() -> None:
     assert envplan.read_kernel("py=cluster:/opt/x/", S()).prefix == "/opt/x"
 
 
-def test_a_module_kernel_is_a_wrapper_in_the_session_directory(tmp_path: Path) -> None:
+def test_a_module_kernel_is_a_wrapper_in_the_session_directory() -> None:
     """Nothing on the host is checked for it (the launcher asks the wrapper before Jupyter starts); its Python is
     the wrapper the session uploads, made absolute once the session's directory is known."""
-    store = LocalStore(tmp_path / "state")
-    hostfacts.save(store, "h", hostfacts.HostFacts("/home/u", "slurm"))
-    facts = hostfacts.learn(
-        store,
-        "h",
-        roots={".hpcjup/envs": "/home/u/.hpcjup/envs"},
-        pythons={"python3": ["3.11", "x86_64", "glibc2.36"]},
-        current={".hpcjup/envs": ""},
-    )
+    roots, pythons = {".hpcjup/envs": "/home/u/.hpcjup/envs"}, {"python3": ["3.11", "x86_64", "glibc2.36"]}
+    facts = hostfacts.HostFacts("/home/u", None, roots, pythons, {".hpcjup/envs": ""})
     p = envplan.plan(S(kernels=("module:Python/3.11,SciPy-bundle", "b=cluster:~/v")))
     assert p is not None and [k.name for k in p.kernels] == ["python-3.11-scipy-bundle", "b"]
     located = envplan.locate(p, facts, "/home/u")
