@@ -279,3 +279,23 @@ def test_a_wrapper_kernel_names_the_python_it_runs(run: Any, venvs: dict[str, Pa
     message = r.ended()["message"]
     assert "exited with code 1" in message and "module(s) are unknown: nosuch" in message
     assert message.endswith("hpcjup: module load failed (see above). Name an existing environment's bin/python.")
+
+
+def test_dask_runs_through_a_wrapper_default_kernel(run: Any, venvs: dict[str, Path], tmp_path: Path) -> None:
+    """A module set as the default kernel: its wrapper is the Dask Python too (scheduler, worker, through the
+    lifeline), so Dask runs the Python the wrapper prepares, and the notebook's Client() reaches it."""
+    full = str(venvs["full"])
+    wrapper = tmp_path / "kernels" / "set" / "bin" / "python"
+    wrapper.parent.mkdir(parents=True)
+    wrapper.write_text(f'#!/bin/sh\nexport HPCJUP_WRAPPED=yes\nexec {full} "$@"\n')
+    wrapper.chmod(0o700)
+    r = run("--dask", "--workers", "1", "--kernel", f"set={wrapper}", "--dask-python", str(wrapper), files=dask_files())
+    conn = r.wait_file("connection.json")
+    assert conn["dask"]["scheduler"].startswith("tls://127.0.0.1:") and "dask_missing" not in conn
+    ran = Kernel(conn, None).execute(
+        "from distributed import Client; import os, sys; c = Client(timeout=60); "
+        "print(c.submit(lambda: (sys.executable, os.environ.get('HPCJUP_WRAPPED'))).result(timeout=60)); c.close()"
+    )
+    assert ran.strip() == str((full, "yes"))
+    assert r.stop() == 0
+    assert not dask_processes(r.dir) and not leftovers(r.dir)
