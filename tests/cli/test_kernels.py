@@ -4,6 +4,10 @@ that environment's Python, `Client()` in the notebook connects with no arguments
 The laptop's `--kernel` is another part of issue 20 (phase 2); until it is merged, the launcher gets its
 `--kernel`/`--dask-python` from a `--python` wrapper that inserts them: the job, the launcher, Jupyter, the
 kernel, Dask and the tunnel are the real ones.
+
+The module-set kernel (`--kernel NAME=module:A,B`) and the user's own kernels go through the real `start`: Lmod
+loads a modulefile the test writes in the cluster user's home, and the upload's command refuses a set whose
+python3 has no ipykernel before any job is submitted.
 """
 
 from __future__ import annotations
