@@ -118,7 +118,7 @@ class JupyterProcess:
             # the node can subscribe to a kernel's output (message signing stops injection, not reading).
             "--KernelManager.transport=ipc",
             *(self.dask.proxy_args() if self.dask else []),
-            *(server_args(self.kernels) if self.kernels else []),
+            *(server_args(self.kernels, log) if self.kernels else []),
             "--ServerApp.root_dir=" + root,
         ]
         idle = self.args.idle_timeout

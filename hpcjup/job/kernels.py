@@ -6,8 +6,10 @@ environment; each user environment is a kernel whose Python the launcher is give
 and which `distributed` it has (the Dask Python is probed the same way, in the same round). `write_specs` puts
 `kernels/NAME/kernel.json` under a data directory inside the session's private node-local directory, which only
 Jupyter's server sees first on its JUPYTER_PATH (nothing goes to ~/.local/share/jupyter); `server_args` makes
-the first kernel the default and offers only the session's kernels (the server environment's own `python3`
-kernel would run the server's packages, not the user's).
+the first kernel the default and offers the session's kernels and the user's own (`own_kernels`: those in the
+user's Jupyter data directory, $JUPYTER_PATH and the system's), never the server environment's (its `python3`
+would run the server's packages, not the user's). A PYTHON may be a wrapper that prepares an environment and
+execs a Python (a module set's: the laptop renders it): the probe reports the Python it ran.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -68,6 +71,7 @@ class Probe(NamedTuple):
     version: str = ""
     ipykernel: str | None = None
     distributed: str | None = None
+    executable: str = ""  # the Python that answered (another than `python` when that is a wrapper)
 
 
 def parse_kernel(text: str) -> Kernel:
@@ -130,14 +134,16 @@ def probe(pythons: list[str], timeout: float, wait: Callable[[float], None], pop
 def _answer(python: str, code: int, out: str, err: str) -> Probe:
     """The Probe from one Python's exit code and output."""
     if code != 0:
-        tail = " ".join(err.strip().splitlines()[-2:])
+        # The last lines: a wrapper's own complaint, with what a module command said before it (Lmod's is long).
+        tail = " ".join(" ".join(line.split()) for line in err.splitlines() if line.strip())[-600:]
         how = f"was killed (signal {-code}, or no answer in time)" if code < 0 else f"exited with code {code}"
         return Probe(python, f"{python} does not run: it {how}" + (f": {tail}" if tail else ""))
     for line in reversed(out.splitlines()):
         if line.startswith(_MARK):
             try:
                 doc = json.loads(line[len(_MARK) :])
-                return Probe(python, None, str(doc["python"]), doc.get("ipykernel"), doc.get("distributed"))
+                found = doc.get("ipykernel"), doc.get("distributed"), str(doc.get("executable") or python)
+                return Probe(python, None, str(doc["python"]), *found)
             except (ValueError, KeyError, TypeError):
                 break
     return Probe(python, f"{python} gave no answer about itself (is it a Python?)")
@@ -150,10 +156,12 @@ def check_kernels(kernels: list[Kernel], found: dict[str, Probe]) -> None:
         if seen.error:
             raise Ended(REASON, f"kernel {kernel.name}: {seen.error}. Name an existing environment's bin/python.")
         if seen.ipykernel is None:
+            python = seen.executable or kernel.python
+            which = python if python == kernel.python else f"{kernel.python} runs {python}, which"
             raise Ended(
                 REASON,
-                f"kernel {kernel.name}: {kernel.python} has no ipykernel, which runs Jupyter kernels. Install it "
-                f"there ({kernel.python} -m pip install ipykernel, or uv pip install --python {kernel.python} "
+                f"kernel {kernel.name}: {which} has no ipykernel, which runs Jupyter kernels. Install it "
+                f"there ({python} -m pip install ipykernel, or uv pip install --python {python} "
                 "ipykernel) or choose another Python.",
             )
 
@@ -208,14 +216,20 @@ def spec(kernel: Kernel, seen: Probe, base: dict[str, str], first: str = "") -> 
 def write_specs(
     private: str, kernels: list[Kernel], found: dict[str, Probe], base: dict[str, str], first: str = ""
 ) -> str:
-    """kernels/NAME/kernel.json under a data directory in the private directory (kernel_env: `base`, `first`);
-    that directory."""
+    """kernels/NAME/kernel.json under a data directory in the private directory (kernel_env: `base`, `first`), and
+    a copy of each of the user's own kernels (`own_kernels` in `base`); that directory."""
     data = os.path.join(private, DATA_DIR)
     for kernel in kernels:
         where = os.path.join(data, "kernels", kernel.name)
         os.makedirs(where, mode=0o700, exist_ok=True)
         with open(os.path.join(where, "kernel.json"), "w") as fh:
             json.dump(spec(kernel, found[kernel.python], base, first), fh, indent=2)
+    own, _ = own_kernels([kernel.name for kernel in kernels], dict(base))
+    for name, source in own.items():
+        try:
+            copy_own(os.path.join(data, "kernels"), name, source)
+        except (OSError, ValueError):  # unreadable now: Jupyter finds the original where it is
+            pass
     return data
 
 
@@ -225,15 +239,102 @@ def server_env(env: dict[str, str], data: str) -> dict[str, str]:
     return dict(env, JUPYTER_PATH=data + (os.pathsep + rest if rest else ""))
 
 
-def server_args(kernels: list[Kernel]) -> list[str]:
-    """Jupyter's options: the first kernel the default, the session's kernels the only ones offered."""
+def server_args(
+    kernels: list[Kernel], log: Callable[[str], None] | None = None, environ: dict[str, str] | None = None
+) -> list[str]:
+    """Jupyter's options: the first kernel the default, the session's kernels and the user's own (`own_kernels`)
+    the ones offered; `log` hears which of the user's are left out, and why."""
     names = [kernel.name for kernel in kernels]
+    own, left_out = own_kernels(names, dict(os.environ) if environ is None else environ)  # as write_specs found
+    for note in left_out:
+        (log or _stderr)(note)
     return [
         f"--MappingKernelManager.default_kernel_name={names[0]}",
         "--KernelSpecManager.ensure_native_kernel=False",
         # A Set trait: traitlets reads a Python literal from the command line.
-        f"--KernelSpecManager.allowed_kernelspecs={set(names)!r}",
+        f"--KernelSpecManager.allowed_kernelspecs={set(names) | set(own)!r}",
     ]
+
+
+def _stderr(message: str) -> None:
+    sys.stderr.write(message + "\n")
+
+
+#: A kernel.json whose argv[0] is a bare `python`, `python3` or `python3.11`: jupyter_client runs it with the
+#: server's own Python (its sys.executable), so it would run the server environment's packages.
+_BARE_PYTHON = re.compile(r"python[0-9.]*")
+
+
+def user_kernel_dirs(environ: dict[str, str]) -> list[str]:
+    """Where a user's own kernel specs are, as jupyter_core looks (standard library here): $JUPYTER_PATH, the
+    user's data directory ($JUPYTER_DATA_DIR, else $XDG_DATA_HOME/jupyter or ~/.local/share/jupyter), the
+    system's. Not the environment of the Python serving Jupyter: that is hpcjup's server env."""
+    home = environ.get("HOME") or os.path.expanduser("~")
+    data = environ.get("JUPYTER_DATA_DIR") or os.path.join(
+        environ.get("XDG_DATA_HOME") or os.path.join(home, ".local", "share"), "jupyter"
+    )
+    roots = [p for p in environ.get("JUPYTER_PATH", "").split(os.pathsep) if p]
+    roots += [data, "/usr/local/share/jupyter", "/usr/share/jupyter"]
+    return [os.path.join(root, "kernels") for root in dict.fromkeys(roots)]
+
+
+def own_kernels(session: list[str], environ: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """(the user's own kernels Jupyter will offer beside the session's: name -> its directory, a note for each one
+    left out). One named as a session kernel is left out (the session's runs); so is one whose argv runs a bare
+    `python`, which would be the server's Python, not the user's."""
+    own: dict[str, str] = {}
+    notes: list[str] = []
+    for where in user_kernel_dirs(environ):
+        try:
+            entries = sorted(os.listdir(where))
+        except OSError:
+            continue
+        for entry in entries:
+            name, path = entry.lower(), os.path.join(where, entry)
+            if name in own or not NAME.fullmatch(name) or not os.path.isfile(os.path.join(path, "kernel.json")):
+                continue  # Jupyter too takes the first of a name, and only valid names
+            try:
+                with open(os.path.join(path, "kernel.json")) as fh:
+                    argv = json.load(fh).get("argv") or [""]
+            except (OSError, ValueError, AttributeError):
+                continue  # Jupyter cannot read it either
+            own[name] = ""  # seen: a later directory's kernel of this name is not Jupyter's either
+            if name in session:
+                notes.append(
+                    f"your kernel {name} ({path}) is not offered: this session's kernel has its name, and runs "
+                    "(rename yours, or give the session's kernel another name: --kernel NAME=SPEC)"
+                )
+            elif _BARE_PYTHON.fullmatch(str(argv[0])):
+                notes.append(
+                    f"kernel {name} ({path}) is not offered: it runs `{argv[0]}`, which Jupyter takes as its own "
+                    "server's Python, not yours (give its argv an absolute Python path)"
+                )
+            else:
+                own[name] = path
+    return {name: path for name, path in own.items() if path}, notes
+
+
+#: At most this much of a user's kernel directory's files (logos, kernel.js) is copied beside its kernel.json.
+_COPY_LIMIT = 1024 * 1024
+
+
+def copy_own(kernels_dir: str, name: str, source: str) -> None:
+    """The user's kernel `source` as kernel `name` in the session's data directory, which Jupyter searches first
+    (before the server env's own `python3`, which a venv's Jupyter prefers to the user's directory). Its
+    `{resource_dir}` stays the original directory (its scripts are there); its small files come along."""
+    where = os.path.join(kernels_dir, name)
+    os.makedirs(where, mode=0o700, exist_ok=True)
+    for entry in os.listdir(source):
+        path = os.path.join(source, entry)
+        if entry == "kernel.json" or not os.path.isfile(path) or os.path.getsize(path) > _COPY_LIMIT:
+            continue
+        with open(path, "rb") as fh, open(os.path.join(where, entry), "wb") as out:
+            out.write(fh.read())
+    with open(os.path.join(source, "kernel.json")) as fh:
+        doc = json.load(fh)
+    doc["argv"] = [str(arg).replace("{resource_dir}", source) for arg in doc.get("argv") or []]
+    with open(os.path.join(where, "kernel.json"), "w") as out:
+        json.dump(doc, out, indent=2)
 
 
 def describe(kernels: list[Kernel], found: dict[str, Probe]) -> list[dict]:

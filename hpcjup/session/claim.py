@@ -31,6 +31,7 @@ JOB_ID_SLOT = "@HPCJUP_JOB_ID@"
 _NO_PREFIX = 75
 _ENV_MISSING = 76
 _NO_JUPYTER = 79
+_NO_IPYKERNEL = 80
 
 
 class HostChanged(Exception):
@@ -60,7 +61,9 @@ class NoJupyter(Exception):
 # Before all that, the session's environments ($12...): `b:DIR` built (its marker; marked used; exit 76 too when a
 # job found its image corrupt, DIR.sqsh.bad: the start's build packs it again), `c:ROOT:NAME` the
 # server env `env upgrade-server` chose is still NAME (exit 76 if not), `p:DIR` an existing env's
-# bin/python (exit 75, its path on stderr), `j:PYTHON` that Python has JupyterLab (exit 79).
+# bin/python (exit 75, its path on stderr), `j:PYTHON` that Python has JupyterLab (exit 79), `m:LABEL WRAPPER`
+# a module-set kernel's wrapper (envplan.Kernel.wrapper) run with a check: exit 80, LABEL on stderr, only when the set
+# loads here and its python3 has no ipykernel (a set that does not load here may on the nodes: the job says so).
 _CLAIM = r"""
 umask 077
 root=$1 name=$2 tag=$3 old=$4 submit=$5 home=$6 need=$7 claimed=$8 recorded=$9 template=${10} slot=${11}
@@ -75,6 +78,10 @@ for e; do
         p:*) [ -x "${e#p:}/bin/python" ] || { printf '%s\n' "${e#p:}" >&2; exit 75; } ;;
         j:*) "${e#j:}" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("jupyterlab") is None)' \
                  >/dev/null 2>&1 || exit 79 ;;
+        m:*) r=${e#m:}
+             sh -c "${r#* }" sh -c 'import importlib.util as u, sys; sys.exit(3 * (u.find_spec("ipykernel_launcher") is None))' \
+                 >/dev/null 2>&1
+             [ $? -ne 3 ] || { printf '%s\n' "${r%% *}" >&2; exit 80; } ;;
     esac
 done
 final=$root/$name stage=$root/.stage-$tag lock=
@@ -137,6 +144,14 @@ def upload_and_submit(
             raise EnvMissing
         if rc == _NO_JUPYTER:
             raise NoJupyter
+        if rc == _NO_IPYKERNEL:
+            label = before.strip().splitlines()[-1] if before.strip() else "a module set"
+            raise UsageError(
+                f"--kernel {label}: that module set's python3 on {transport.host} has no ipykernel, which runs "
+                "Jupyter kernels. Nothing was submitted.",
+                hint="Add a module that provides ipykernel to the set, or install it for that Python "
+                "(after `module load ...`: python3 -m pip install --user ipykernel).",
+            )
         if rc == _NO_PREFIX:
             where = before.strip().splitlines()[-1] if before.strip() else "an env"
             raise UsageError(

@@ -2,7 +2,8 @@
 
 `plan()` reads the settings into the specs a start needs: hpcjup's server environment (JupyterLab)
 and the user's kernels, each a spec read on the laptop or an existing env on the cluster
-(`cluster:/path`). `locate()` names them from what hostfacts remembers of the host (no remote
+(`cluster:/path`), or a module set (`module:A,B`, its Python run through a wrapper the session uploads).
+`locate()` names them from what hostfacts remembers of the host (no remote
 command), `learn()` asks the host once and builds what is missing (before any job is queued),
 and `Located.checks` is what the upload's command checks so a warm start costs nothing extra.
 """
@@ -10,7 +11,9 @@ and `Located.checks` is what the upload's command checks so a warm start costs n
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +33,10 @@ if TYPE_CHECKING:
 #: A kernel's name (the launcher's rule): it names the session-private kernel spec.
 KERNEL_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 CLUSTER = "cluster:"  # `--kernel cluster:/path/to/venv`: an env that exists on the cluster
+MODULE = "module:"  # `--kernel module:Python/3.11,SciPy-bundle`: a module set's Python
+#: A module-set kernel's Python: a wrapper in the session directory (Located.at makes it absolute) that loads the
+#: set and runs its python3; a prefix-like place, so the launcher treats it as any environment's bin/python.
+WRAPPER = "kernels/{name}/bin/python"
 _SETTINGS_WITH_JUPYTER = ("venv", "conda", "modules", "image", "setup")
 
 
@@ -40,10 +47,28 @@ class Kernel:
     name: str
     spec: EnvSpec | None = None
     prefix: str | None = None  # absolute, or ~/...
+    modules: tuple[str, ...] = ()  # a module set: loaded by `setup`, its python3 the kernel's
+    setup: tuple[str, ...] = ()  # the shell lines that load it (config.environment.module_lines: the one way)
 
     @property
     def what(self) -> str:
+        if self.modules:
+            return MODULE + ",".join(self.modules)
         return self.spec.source if self.spec is not None else f"{CLUSTER}{self.prefix}"
+
+    def wrapper(self) -> str:
+        """A module set's python: sh (whatever the user's login shell) loads the set, then runs its python3."""
+        said = "hpcjup: the module set " + " ".join(self.modules) + " puts no python3 on PATH"
+        return "\n".join(
+            [
+                "#!/bin/sh",
+                f"# hpcjup: the Python of kernel {self.name}: the module set {' '.join(self.modules)}",
+                *self.setup,
+                f"command -v python3 >/dev/null 2>&1 || {{ echo {shlex.quote(said)} >&2; exit 1; }}",
+                'exec python3 "$@"',
+                "",
+            ]
+        )
 
 
 @dataclass(frozen=True)
@@ -66,9 +91,20 @@ class Located:
     """The plan with paths on the host: the server's Python, each kernel's, and the upload's checks."""
 
     server_python: str
-    kernels: tuple[tuple[str, str], ...]  # (name, python)
-    checks: tuple[str, ...]  # `b:PATH` built env, `p:PATH` existing prefix, `c:ROOT:NAME` server-current
+    kernels: tuple[tuple[str, str], ...]  # (name, python); a module set's: its WRAPPER, relative until `at`
+    checks: tuple[str, ...]  # `b:PATH` built env, `p:PATH` existing prefix, `c:ROOT:NAME` server-current,
+    # `m:NAME=module:A,B WRAPPER` a module set's python3 has ipykernel (claim.py)
     envs: tuple[str, ...]  # the env directories the session uses (session.json; `env rm` refuses them)
+    wrappers: tuple[tuple[str, str], ...] = ()  # (WRAPPER path in the session directory, its text)
+
+    def at(self, session_dir: str) -> Located:
+        """The kernels' Pythons with the module sets' wrappers in `session_dir` (absolute paths stay)."""
+        kernels = tuple((n, p if p.startswith("/") else f"{session_dir.rstrip('/')}/{p}") for n, p in self.kernels)
+        return replace(self, kernels=kernels)
+
+    def files(self) -> dict[str, tuple[bytes, int]]:
+        """The module sets' wrappers, as the session's files (executable: Jupyter runs them as a kernel's argv[0])."""
+        return {path: (text.encode(), 0o700) for path, text in self.wrappers}
 
     @property
     def dask_python(self) -> str | None:
@@ -86,6 +122,56 @@ def parse_kernel(text: str) -> tuple[str | None, str]:
     return None, text
 
 
+def _existing_env(text: str, rest: str, settings: Settings) -> Kernel:
+    """`cluster:PREFIX`: an env that exists on the cluster (its bin/python is checked by the upload)."""
+    prefix = rest.rstrip("/")
+    if not (prefix.startswith("/") or prefix.startswith("~/")) or any(c.isspace() for c in prefix):
+        raise UsageError(
+            f"--kernel {text}: {prefix!r} is not an absolute path on the cluster.",
+            hint="Write cluster:/path/to/venv (or cluster:~/path), the env's prefix holding bin/python.",
+        )
+    return Kernel(kernel_name(CLUSTER + rest), prefix=prefix)
+
+
+#: A module's name as `module load` takes it (Lmod's Python/3.11.3-GCCcore-12.3.0, Environment Modules' python/3.11).
+_MODULE_NAME = re.compile(r"[A-Za-z0-9_.+@%][A-Za-z0-9_.+@%/:-]*")
+
+
+def _module_set(text: str, rest: str, settings: Settings) -> Kernel:
+    """`module:A,B`: the modules loaded as the `modules` setting loads them (with `module_use`, `module_purge`)."""
+    from hpcjup.config.environment import module_lines
+
+    modules = tuple(m.strip() for m in rest.split(","))
+    bad = [m for m in modules if not _MODULE_NAME.fullmatch(m)]
+    if not modules or bad:
+        raise UsageError(
+            f"--kernel {text}: {', '.join(repr(m) for m in bad)} is not a module name.",
+            hint="Write module:NAME[,NAME...], the modules to load, e.g. module:Python/3.11,SciPy-bundle.",
+        )
+    setup = module_lines(modules, settings.value("module_use") or (), bool(settings.value("module_purge")))
+    return Kernel(_slug("-".join(modules)), modules=modules, setup=tuple(setup))
+
+
+#: The kinds of `--kernel SPEC` by their prefix; anything else is a spec directory or file read on the laptop.
+KINDS: dict[str, Callable[[str, str, Settings], Kernel]] = {CLUSTER: _existing_env, MODULE: _module_set}
+
+
+def read_kernel(text: str, settings: Settings) -> Kernel:
+    """One `--kernel [NAME=]SPEC` as a Kernel (its name from NAME, else from SPEC); UsageError for a bad one."""
+    name, spec = parse_kernel(text)
+    kind = next((prefix for prefix in KINDS if spec.startswith(prefix)), None)
+    if kind is not None:
+        kernel = KINDS[kind](text, spec[len(kind) :], settings)
+    else:
+        kernel = Kernel(kernel_name(spec), spec=read_spec(spec))
+    return replace(kernel, name=name) if name else kernel
+
+
+def _slug(word: str) -> str:
+    """A kernel name from any word: lowercased, other characters as `-`, 64 at most."""
+    return re.sub(r"[^a-z0-9_.-]+", "-", word.lower()).lstrip("_.-")[:64] or "env"
+
+
 def kernel_name(source: str) -> str:
     """A kernel name from where it came from: the spec directory's name (a file's: its directory's, or its
     stem), an env prefix's last part; lowercased, other characters as `-`."""
@@ -99,8 +185,7 @@ def kernel_name(source: str) -> str:
         word = (p.resolve() if not source.startswith(CLUSTER) else p).name
     if word in ("binder", ".binder"):
         word = Path(path).resolve().parent.name
-    name = re.sub(r"[^a-z0-9_.-]+", "-", word.lower()).lstrip("_.-")[:64]
-    return name or "env"
+    return _slug(word)
 
 
 def plan(settings: Settings) -> Plan | None:
@@ -115,22 +200,12 @@ def plan(settings: Settings) -> Plan | None:
         )
     kernels: list[Kernel] = []
     for text in given:
-        name, spec = parse_kernel(text)
-        if spec.startswith(CLUSTER):
-            prefix = spec[len(CLUSTER) :].rstrip("/")
-            if not (prefix.startswith("/") or prefix.startswith("~/")) or any(c.isspace() for c in prefix):
-                raise UsageError(
-                    f"--kernel {text}: {prefix!r} is not an absolute path on the cluster.",
-                    hint="Write cluster:/path/to/venv (or cluster:~/path), the env's prefix holding bin/python.",
-                )
-            kernel = Kernel(name or kernel_name(spec), prefix=prefix)
-        else:
-            kernel = Kernel(name or kernel_name(spec), spec=read_spec(spec))
+        kernel = read_kernel(text, settings)
         taken = {k.name for k in kernels}
         unique, n = kernel.name, 2
         while unique in taken:
             unique, n = f"{kernel.name[:60]}-{n}", n + 1
-        kernels.append(Kernel(unique, kernel.spec, kernel.prefix))
+        kernels.append(replace(kernel, name=unique))
     return Plan(
         env_root(settings.value("env_root")),
         settings.value("python") or "python3",
@@ -172,7 +247,14 @@ def locate(p: Plan, facts: HostFacts | None, home: str) -> Located | None:
     kernels: list[tuple[str, str]] = []
     checks = [f"c:{root}:{pointer}", f"b:{server}"]
     envs = [server]
+    wrappers: list[tuple[str, str]] = []
     for k in p.kernels:
+        if k.modules:  # the upload runs its wrapper once (its python3 has ipykernel?); the launcher asks it again
+            wrapper = WRAPPER.format(name=k.name)
+            wrappers.append((wrapper, k.wrapper()))
+            checks.append(f"m:{k.name}={k.what} {k.wrapper()}")
+            kernels.append((k.name, wrapper))
+            continue
         if k.spec is not None:
             path = paths[id(k.spec)]
             checks.append(f"b:{path}")
@@ -182,7 +264,7 @@ def locate(p: Plan, facts: HostFacts | None, home: str) -> Located | None:
             checks.append(f"p:{path}")
         kernels.append((k.name, f"{path}/bin/python"))
         envs.append(path)
-    return Located(f"{server}/bin/python", tuple(kernels), tuple(checks), tuple(dict.fromkeys(envs)))
+    return Located(f"{server}/bin/python", tuple(kernels), tuple(checks), tuple(dict.fromkeys(envs)), tuple(wrappers))
 
 
 def probe(transport: Transport, spec: EnvSpec, root: str, python: str, prefix: str) -> Probe:
@@ -264,4 +346,5 @@ def survey(transport: Transport, p: Plan) -> tuple[Located, list[dict[str, str]]
     located = locate(p, HostFacts(home, None, roots, pythons, {p.root: pointer.rsplit("/", 1)[-1]}), home)
     assert located is not None
     rows += [{"env": k.prefix or "", "source": k.what, "state": "existing"} for k in p.kernels if k.prefix]
+    rows += [{"env": "", "source": k.what, "state": "loaded by the job"} for k in p.kernels if k.modules]
     return located, rows

@@ -21,6 +21,8 @@ _WARN_SECONDS = 300
 def session_files(paths: SessionPaths, scheduler: Scheduler, request: StartRequest) -> dict[str, tuple[bytes, int]]:
     """Relative path -> (content, mode) of everything the job needs, rendered for this session."""
     files = {name: (code, 0o600) for name, code in job_files().items()}
+    if request.envs is not None:
+        files.update(request.envs.files())  # module-set kernels' wrappers
     setup = setup_lines(request.settings) if request.settings else []
     files[SETUP_FILE] = (
         (
@@ -60,11 +62,12 @@ def python_command(request: StartRequest, paths: SessionPaths) -> str:
     return shlex.join(python) if len(python) > 1 else ""
 
 
-def record_python(request: StartRequest) -> str:
+def record_python(request: StartRequest, paths: SessionPaths) -> str:
     """session.json's `python`: where Dask's workers run (worker groups too): the default kernel's Python with
     --env/--kernel, the server env's on a bare cluster, else the `python` setting."""
     if request.envs is not None:
-        return request.envs.dask_python or request.envs.server_python
+        envs = request.envs.at(paths.dir)
+        return envs.dask_python or envs.server_python
     return request.python
 
 
@@ -104,10 +107,11 @@ def launcher_command(request: StartRequest, paths: SessionPaths, scheduler: Sche
     if len(python) > 1:
         command += ["--python-command", shlex.join(python)]
     if request.envs is not None:
-        for name, kernel in request.envs.kernels:  # the first is the default kernel
+        envs = request.envs.at(paths.dir)  # a module set's kernel: its wrapper in the session directory
+        for name, kernel in envs.kernels:  # the first is the default kernel
             command += ["--kernel", f"{name}={kernel}"]
-        if request.envs.dask_python:
-            command += ["--dask-python", request.envs.dask_python]
+        if envs.dask_python:
+            command += ["--dask-python", envs.dask_python]
     if request.workdir:
         command += ["--workdir", request.workdir]
     if scheduler.bind_address:

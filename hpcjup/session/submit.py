@@ -92,7 +92,7 @@ def _record(
         resources=request.resources.to_dict(),
         workdir=request.workdir,
         idle_timeout=request.idle_timeout or None,
-        python=record_python(request),
+        python=record_python(request, paths),
         python_command=python_command(request, paths),
         envs=list(request.envs.envs) if request.envs is not None else [],
         hpcjup_version=__version__,

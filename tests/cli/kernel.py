@@ -9,10 +9,12 @@ import uuid
 import websocket
 
 
-def run_in_kernel(base: str, token: str, code: str, timeout: float = 60) -> str:
-    """Start a kernel, execute `code`, return what it printed on stdout; the kernel is shut down after."""
+def run_in_kernel(base: str, token: str, code: str, timeout: float = 60, name: str | None = None) -> str:
+    """Start a kernel (the default, or kernel `name`), execute `code`, return what it printed on stdout; the kernel
+    is shut down after."""
     headers = {"Authorization": f"token {token}", "Content-Type": "application/json"}
-    request = urllib.request.Request(f"{base}/api/kernels", data=b"{}", headers=headers, method="POST")
+    body = json.dumps({"name": name} if name else {}).encode()
+    request = urllib.request.Request(f"{base}/api/kernels", data=body, headers=headers, method="POST")
     with urllib.request.urlopen(request, timeout=timeout) as response:
         kernel_id = json.loads(response.read())["id"]
     try:

@@ -213,3 +213,89 @@ def test_the_laptop_says_what_to_do_about_a_kernel_without_ipykernel() -> None:
     assert REASON_NO_IPYKERNEL == kernels.REASON and endings.exit_code(REASON_NO_IPYKERNEL, None) == 2
     hint = failure_hint(JobReport("ended", REASON_NO_IPYKERNEL), SessionPaths("/home/u", "lab"))
     assert "ipykernel" in hint and "--kernel" in hint
+
+
+def user_kernel(home: Path, name: str, argv0: str, display: str) -> Path:
+    """A kernel spec of the user's own, where `python -m ipykernel install --user` puts one."""
+    where = home / ".local/share/jupyter/kernels" / name
+    where.mkdir(parents=True)
+    argv = [argv0, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (where / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": display, "language": "python"}))
+    (where / "logo-64x64.png").write_bytes(b"\x89PNG not really")
+    return where
+
+
+def test_the_users_own_kernels_are_offered_beside_the_sessions(
+    run: Any, venvs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Kernels in ~/.local/share/jupyter/kernels are the user's: offered beside the session's, the session's first
+    kernel the default. One named as a session kernel does not replace it (a note says so); `python3`, which the
+    server env has too (and a venv's Jupyter prefers its env's), is the user's; one running a bare `python` (which
+    Jupyter would run with the server's Python) is left out with a note. Nothing is written there."""
+    home = tmp_path / "home"
+    full, plain = venvs["full"], venvs["plain"]
+    user_kernel(home, "mine", str(plain), "Mine")
+    user_kernel(home, "python3", str(plain), "My python3")
+    clash = user_kernel(home, "a", str(plain), "My a")
+    loose = user_kernel(home, "loose", "python3", "Loose")
+    before = sorted((p, p.stat().st_mtime) for p in (home / ".local").rglob("*"))
+    r = run("--kernel", f"a={full}", env={"HOME": str(home), "XDG_DATA_HOME": "", "JUPYTER_DATA_DIR": ""})
+    conn = r.wait_file("connection.json")
+    status, specs = api(conn, "/api/kernelspecs")
+    assert status == 200 and specs["default"] == "a"
+    assert set(specs["kernelspecs"]) == {"a", "mine", "python3"}
+    shown = {name: spec["spec"]["display_name"] for name, spec in specs["kernelspecs"].items()}
+    assert shown == {"a": "a (hpcjup)", "mine": "Mine", "python3": "My python3"}
+    assert "logo-64x64" in specs["kernelspecs"]["mine"]["resources"]
+    assert Kernel(conn, "python3").execute("import sys; print(sys.executable)").strip() == str(plain)
+    assert Kernel(conn, "a").execute("import sys; print(sys.executable)").strip() == str(full)
+    output = r.output()
+    assert f"your kernel a ({clash}) is not offered: this session's kernel has its name" in output
+    assert f"kernel loose ({loose}) is not offered: it runs `python3`" in output
+    assert r.stop() == 0
+    assert sorted((p, p.stat().st_mtime) for p in (home / ".local").rglob("*")) == before, "nothing written there"
+
+
+def test_a_wrapper_kernel_names_the_python_it_runs(run: Any, venvs: dict[str, Path], tmp_path: Path) -> None:
+    """A kernel's Python may be a wrapper that prepares an environment (a module set's): the failure names the
+    Python it ran, and keeps what the wrapper said before it gave up (Lmod's error is several lines long)."""
+    bare = tmp_path / "bare" / "bin" / "python"
+    bare.parent.mkdir(parents=True)
+    bare.write_text(f'#!/bin/sh\n# a module set whose python3 has no ipykernel\nexec {venvs["bare"]} "$@"\n')
+    bare.chmod(0o700)
+    failing = tmp_path / "failing" / "bin" / "python"
+    failing.parent.mkdir(parents=True)
+    lines = ["Lmod has detected the following error: The following module(s) are unknown: nosuch", "", "   hints"]
+    lines += ["   more hints"] * 3 + ["hpcjup: module load failed (see above)"]
+    failing.write_text("#!/bin/sh\n" + "".join(f"echo '{line}' >&2\n" for line in lines) + "exit 1\n")
+    failing.chmod(0o700)
+    r = run("--kernel", f"m={bare}")
+    assert r.wait(60) == 2
+    message = r.ended()["message"]
+    assert f"kernel m: {bare} runs {venvs['bare']}, which has no ipykernel" in message
+    assert f"({venvs['bare']} -m pip install ipykernel" in message
+    r = run("--kernel", f"m={failing}")
+    assert r.wait(60) == 2
+    message = r.ended()["message"]
+    assert "exited with code 1" in message and "module(s) are unknown: nosuch" in message
+    assert message.endswith("hpcjup: module load failed (see above). Name an existing environment's bin/python.")
+
+
+def test_dask_runs_through_a_wrapper_default_kernel(run: Any, venvs: dict[str, Path], tmp_path: Path) -> None:
+    """A module set as the default kernel: its wrapper is the Dask Python too (scheduler, worker, through the
+    lifeline), so Dask runs the Python the wrapper prepares, and the notebook's Client() reaches it."""
+    full = str(venvs["full"])
+    wrapper = tmp_path / "kernels" / "set" / "bin" / "python"
+    wrapper.parent.mkdir(parents=True)
+    wrapper.write_text(f'#!/bin/sh\nexport HPCJUP_WRAPPED=yes\nexec {full} "$@"\n')
+    wrapper.chmod(0o700)
+    r = run("--dask", "--workers", "1", "--kernel", f"set={wrapper}", "--dask-python", str(wrapper), files=dask_files())
+    conn = r.wait_file("connection.json")
+    assert conn["dask"]["scheduler"].startswith("tls://127.0.0.1:") and "dask_missing" not in conn
+    ran = Kernel(conn, None).execute(
+        "from distributed import Client; import os, sys; c = Client(timeout=60); "
+        "print(c.submit(lambda: (sys.executable, os.environ.get('HPCJUP_WRAPPED'))).result(timeout=60)); c.close()"
+    )
+    assert ran.strip() == str((full, "yes"))
+    assert r.stop() == 0
+    assert not dask_processes(r.dir) and not leftovers(r.dir)
