@@ -92,7 +92,8 @@ KEYS: dict[str, Key] = {
         Key(
             "kernels",
             list,
-            "more kernels, each [NAME=]SPEC: a spec directory or file, or cluster:/path of an existing env",
+            "more kernels, each [NAME=]SPEC: a spec directory or file, cluster:/path of an existing env, "
+            "or module:A,B (a module set's python3)",
         ),
         Key("env_root", str, "where environments are built on the cluster (default ~/.hpcjup/envs; $VAR/... allowed)"),
         Key(
