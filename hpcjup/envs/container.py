@@ -1,0 +1,233 @@
+"""Container images from a registry: `image = "docker://REF"` pulled once into the env root, cached by digest.
+
+`parse_ref` reads a `docker://` reference (the user's text: checked on the laptop before anything runs);
+`ensure_image` runs container_script.SCRIPT on the login node in one remote command: a cached ref answers at
+once, else the runtime pulls it (its lines shown as an env build's are, envs/progress.py) and the cached
+local file or directory is what the job runs, never the remote ref. Local images (.sif files, SquashFS
+files, Charliecloud directories) need nothing: the runtime reads them where they are.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import re
+import select
+import time
+from typing import TYPE_CHECKING
+
+from hpcjup.envs.container_script import SCRIPT
+from hpcjup.envs.errors import EnvBuildError
+from hpcjup.envs.identity import env_root
+from hpcjup.errors import Interrupted, UsageError
+from hpcjup.transport.base import Transport
+
+if TYPE_CHECKING:
+    from hpcjup.config.profiles import Resolved
+    from hpcjup.envs.build import Progress
+    from hpcjup.envs.progress import BuildDisplay
+    from hpcjup.ui import UI
+
+DOCKER = "docker://"
+PULL_DEADLINE = 3600.0  # a pull running longer than this is given up (the remote side then removes its temp)
+TAIL = 30  # lines of the runtime's output an error shows
+
+# The reference grammar of the distribution spec (docker/distribution reference.go), in its parts:
+# [HOST[:PORT]/]PATH[:TAG][@ALGO:HEX]. A host part has a dot or a port, or is `localhost`.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_HOST = r"(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+|\[[0-9A-Fa-f:]+\]|[A-Za-z0-9-]+(?=:[0-9]))(?::[0-9]{1,5})?"
+_REF = re.compile(
+    rf"(?:(?P<host>{_HOST})/)?(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRef:
+    """A parsed `docker://` reference: registry host (None: Docker Hub), repository path, tag, digest."""
+
+    host: str | None
+    path: str
+    tag: str | None
+    digest: str | None
+
+    def __str__(self) -> str:
+        host = f"{self.host}/" if self.host else ""
+        tag = f":{self.tag}" if self.tag else ""
+        digest = f"@{self.digest}" if self.digest else ""
+        return f"{DOCKER}{host}{self.path}{tag}{digest}"
+
+
+def is_remote(image: str) -> bool:
+    """Whether `image` names a registry image hpcjup pulls (`docker://...`), not a file or directory."""
+    return image.startswith(DOCKER)
+
+
+def parse_ref(text: str) -> ImageRef:
+    """`docker://[HOST[:PORT]/]PATH[:TAG][@sha256:HEX]` as an ImageRef; UsageError naming what is wrong."""
+    body = text[len(DOCKER) :] if text.startswith(DOCKER) else text
+    found = _REF.fullmatch(body)
+    if not found:
+        raise UsageError(
+            f"{text!r} is not a container image reference.",
+            hint="Write docker://[REGISTRY[:PORT]/]NAME[:TAG][@sha256:DIGEST] (lowercase names), "
+            "or give a .sif file, a SquashFS file or a Charliecloud image directory.",
+        )
+    return ImageRef(found.group("host"), found.group("path"), found.group("tag"), found.group("digest"))
+
+
+def cache_key(runtime: str, ref: ImageRef) -> str:
+    """The name of a ref's cache pointer and lock: one per runtime (a .sif and a Charliecloud directory differ)."""
+    return hashlib.sha256(f"{runtime}\n{ref}".encode()).hexdigest()[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class Pulled:
+    """A ref's local copy on the host: its path, its digest (when pulled now), and whether this call pulled it."""
+
+    runtime: str  # the runtime that runs it (`auto` resolved by the host)
+    path: str
+    digest: str | None
+    pulled_now: bool
+
+
+class ImagePullError(EnvBuildError):
+    """The runtime could not pull an image (refused, unreachable, unknown): its own words are in `details`."""
+
+
+def pull_argv(root: str, runtime: str, ref: ImageRef) -> list[str]:
+    """The remote command that makes sure the ref is cached (container_script.SCRIPT)."""
+    return ["sh", "-c", SCRIPT, "hpcjup-image", root, runtime, cache_key(runtime, ref), str(ref)]
+
+
+def ensure_image(transport: Transport, root: str, runtime: str, ref: ImageRef, progress: Progress) -> Pulled:
+    """The ref's cached copy on the host, pulled now if it is not there (one remote command either way)."""
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL)
+    proc = transport.start_process(pull_argv(root, runtime, ref))
+    buffer = b""
+    deadline = time.monotonic() + PULL_DEADLINE
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([proc], [], [], 1.0)
+            if not ready:
+                progress.line("")  # the display ticks its clock
+                continue
+            chunk = proc.read_some()
+            if not chunk:
+                break
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for raw in lines:
+                try:
+                    done = read_line(raw.decode(errors="replace").rstrip("\r"), tail, progress)
+                except _ImageFailed as exc:
+                    phase, _, used = str(exc).partition(" ")
+                    raise _failed(transport, used or runtime, ref, phase, tail) from None
+                if done is not None:
+                    return done
+        if buffer:
+            tail.append(buffer.decode(errors="replace"))
+        raise _failed(transport, runtime, ref, "pulling", tail)
+    except KeyboardInterrupt:
+        raise Interrupted("Interrupted: the pull stopped; nothing was cached.") from None
+    finally:
+        proc.close()
+
+
+def read_line(line: str, tail: collections.deque[str], progress: Progress) -> Pulled | None:
+    """One line of the pull: a phase, the result (a Pulled), a failure (raised), or the runtime's own words."""
+    if not line.startswith("@@hpcjup "):
+        if line.strip():
+            tail.append(line)
+            progress.line(line)
+        return None
+    word, _, rest = line[len("@@hpcjup ") :].partition(" ")
+    if word == "phase":
+        progress.phase(rest)
+    elif word == "image":
+        how, _, rest = rest.partition(" ")
+        runtime, _, rest = rest.partition(" ")
+        if how == "cached":
+            return Pulled(runtime, rest, None, False)
+        path, _, digest = rest.rpartition(" ")
+        return Pulled(runtime, path, digest, True)
+    elif word == "failed":
+        raise _ImageFailed(rest)
+    return None
+
+
+class _ImageFailed(Exception):
+    """The script's `failed PHASE RUNTIME` line (turned into ImagePullError where the transport is known)."""
+
+
+def runtime_words(tail: collections.deque[str] | list[str]) -> str:
+    """The runtime's own error line: its last line that says FATAL or error, else its last line."""
+    for line in reversed(tail):
+        if re.search(r"\b(FATAL|[Ee]rror)\b", line):
+            return line.strip()
+    return tail[-1].strip() if tail else "no output"
+
+
+def _failed(transport: Transport, runtime: str, ref: ImageRef, phase: str, tail: collections.deque[str]) -> Exception:
+    return ImagePullError(
+        f"{runtime} could not pull {ref} on {transport.name} ({phase}): {runtime_words(tail)}",
+        hint="Check the reference and that the login node reaches the registry (a site may need a proxy or "
+        "a mirror); nothing was cached, the next start tries again.",
+        details="\n".join(tail) or None,
+    )
+
+
+def with_local_image(transport: Transport, settings: Resolved, ui: UI) -> Resolved:
+    """The settings with a `docker://` image replaced by its cached copy on the host (pulled now if need be) and
+    the runtime that pulled it; other settings unchanged. The job, its kernels and its worker groups then run
+    the local copy, never the remote ref."""
+    from hpcjup.config.profiles import Setting
+
+    image = settings.value("image")
+    if not image or not is_remote(image):
+        return settings
+    ref = parse_ref(image)
+    runtime = settings.value("container_runtime") or "auto"
+    root = env_root(settings.value("env_root"))
+    shown = _WhenNeeded(ui, f"container image {ref}")
+    try:
+        pulled = ensure_image(transport, root, runtime, ref, shown)
+    finally:
+        shown.close()
+    if pulled.pulled_now:
+        ui.info(f"Pulled {ref} into {pulled.path} (sha256:{pulled.digest}).")
+    where = f"{settings.source('image')}, pulled on the host"
+    values = dict(settings.settings)
+    values["image"] = Setting(pulled.path, where)
+    values["container_runtime"] = Setting(pulled.runtime, where)
+    return dataclasses.replace(settings, settings=values)
+
+
+class _WhenNeeded:
+    """A Progress that shows nothing until the pull has something to say (a cached image shows no display)."""
+
+    def __init__(self, ui: UI, what: str) -> None:
+        self.ui, self.what = ui, what
+        self.display: BuildDisplay | None = None
+
+    def phase(self, name: str) -> None:
+        if self.display is None:
+            from hpcjup.envs.progress import BuildDisplay
+
+            self.display = BuildDisplay(self.ui, self.what).__enter__()
+        self.display.phase(name)
+
+    def line(self, text: str) -> None:
+        if self.display is not None:
+            self.display.line(text)
+
+    def close(self) -> None:
+        if self.display is not None:
+            self.display.__exit__(None, None, None)
+
+
+def checked_image(settings: Resolved) -> ImageRef | None:
+    """The `image` setting's registry reference, read (UsageError when malformed); None for a local image or none."""
+    image = settings.value("image")
+    return parse_ref(image) if image and is_remote(image) else None
