@@ -21,7 +21,7 @@ import sys
 from typing import Any, Protocol
 
 from hpcjup.errors import UsageError
-from hpcjup.job.contract import MIN_SERVER
+from hpcjup.job.contract import ENV_LAUNCH, MIN_SERVER
 
 #: The extra of hpcjup's own metadata that lists what `--local` needs (pyproject.toml's `local`). The hint names
 #: its requirements one by one: `hpcjup[local]` would ask the index for a project called hpcjup, a name on PyPI
@@ -121,14 +121,18 @@ def launcher_python(settings: Settings, home: str | None = None) -> list[str]:
     image = _expand_home(image, home)
     runtime = settings.value("container_runtime") or guess_runtime(image)
     binds = [_expand_home(b, home) for b in settings.value("binds") or ()]
+    # The scheduler's per-node launch (srun, blaunch...) is not inside an image: without it the launcher starts the
+    # session's Dask workers beside itself, in the container (more nodes come as worker groups, container.py).
+    outside = ["env", "-u", ENV_LAUNCH]
     if runtime == "charliecloud":
         # ch-run binds nothing by default: the session directory (under home) must be visible at the same path.
         mounts = [arg for path in ([home] if home else []) + binds for arg in ("-b", path)]
-        return ["ch-run", *mounts, image, "--", python]
+        return [*outside, "ch-run", *mounts, image, "--", python]
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown container runtime {runtime!r}")
     gpu = bool(settings.value("gpu") or settings.value("gpus"))
-    return [runtime, "exec", *(["--nv"] if gpu else []), *(["-B", ",".join(binds)] if binds else []), image, python]
+    mounts = ["-B", ",".join(binds)] if binds else []
+    return [*outside, runtime, "exec", *(["--nv"] if gpu else []), *mounts, image, python]
 
 
 def guess_runtime(image: str) -> str:

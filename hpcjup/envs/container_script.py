@@ -11,7 +11,8 @@ goes into ROOT/images/.pull-KEY-XXXXXX and is renamed into place last, so a refu
 pull leaves nothing cached. Lines: `@@hpcjup phase P`, the runtime's own lines, then `@@hpcjup image pulled
 RUNTIME PATH DIGEST` or `@@hpcjup failed PHASE RUNTIME` (exit 4).
 
-- Charliecloud: `ch-image pull` into a private storage directory (CH_IMAGE_STORAGE), the digest is the sha256 of
+- Charliecloud: `ch-image pull` into a private storage directory (CH_IMAGE_STORAGE), trusting the system's
+  CA store (REQUESTS_CA_BUNDLE, unless the user set one), the digest is the sha256 of
   the image manifest it downloaded, then `ch-convert -o dir` to ROOT/images/sha256-DIGEST.ch (a directory:
   Debian's ch-run 0.31 has no built-in SquashFUSE, so it cannot run a SquashFS file itself).
 - Apptainer/Singularity: `RUNTIME pull OUT.sif REF`, named ROOT/images/sha256-DIGEST.sif by the file's own sha256
@@ -65,6 +66,13 @@ case $runtime in
     charliecloud)
         command -v ch-image >/dev/null 2>&1 || { echo "ch-image: command not found" ; fail pulling; }
         CH_IMAGE_STORAGE="$tmp/store"; export CH_IMAGE_STORAGE
+        # ch-image runs under whichever python3 is first on PATH (often a venv or conda's, whose certifi bundle
+        # lacks a site's own registry CA): the system's trust store, where sites install theirs, unless one is set.
+        if [ -z "${REQUESTS_CA_BUNDLE:-}${CURL_CA_BUNDLE:-}" ]; then
+            for b in /etc/ssl/certs/ca-certificates.crt /etc/pki/tls/certs/ca-bundle.crt; do
+                [ -r "$b" ] && { REQUESTS_CA_BUNDLE=$b; export REQUESTS_CA_BUNDLE; break; }
+            done
+        fi
         say phase pulling
         ch-image --no-cache pull "$src" 2>&1 || fail pulling
         for m in "$tmp/store/dlcache/"*.manifest.json; do :; done
