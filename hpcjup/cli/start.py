@@ -164,8 +164,13 @@ def command(
     with app.connect_with_status(host, reach) as transport:
         scheduler = app.choose_scheduler(transport, host, reach)
         request.check(scheduler)
-        if image is not None and not local:  # pulled once into the env root; the job runs the cached copy
-            request = dataclasses.replace(request, settings=container.with_local_image(transport, settings, app.ui))
+        if image is not None:  # pulled once into the env root (the job runs the cached copy), or Podman's on --local
+            pulled = (
+                container.with_local_engine(settings)
+                if local
+                else container.with_local_image(transport, settings, app.ui)
+            )
+            request = dataclasses.replace(request, settings=pulled)
         envs = _Envs(app, transport, transport.destination or host, settings, plan, yes, bare=not local)
         request = envs.first(request)
         scheduler, record, paths, conn, time_left, granted = submit_and_wait(

@@ -240,3 +240,22 @@ def checked_image(settings: Resolved, dask: bool) -> ImageRef | None:
             "they run the same image. Or --no-dask.",
         )
     return parse_ref(image) if image and is_remote(image) else None
+
+
+def with_local_engine(settings: Resolved) -> Resolved:
+    """--local with a `docker://` image: the settings with this machine's Podman as the container runtime (it pulls
+    and caches the image itself, by digest). UsageError where the laptop has none (Docker: not yet supported)."""
+    import shutil
+
+    from hpcjup.config.profiles import Setting
+
+    if shutil.which("podman"):
+        values = dict(settings.settings)
+        values["container_runtime"] = Setting("podman", "--local: this machine's Podman")
+        return dataclasses.replace(settings, settings=values)
+    docker = " (Docker is there: hpcjup cannot pass the job's environment into `docker run` yet)"
+    raise UsageError(
+        f"--local with image {settings.value('image')}: no Podman on this machine{docker if shutil.which('docker') else ''}.",
+        hint="Install Podman (Debian/Ubuntu: apt install podman; macOS: brew install podman), "
+        "or start it on a cluster (without --local).",
+    )

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from hpcjup.errors import ExitCode
-from tests.cli.helpers import hpcjup_argv, http_get, run
+from tests.cli.helpers import hpcjup_argv, http_get, local_env, run
 from tests.cli.kernel import run_in_kernel
 from tests.cli.test_start_env import SESSIONS
 from tests.cluster.registry import MARKER, MARKER_TEXT, Registry, missing
@@ -130,3 +130,31 @@ def test_an_unreachable_registry_says_the_runtimes_words_submits_nothing_and_cac
         assert not (SESSIONS / name).exists(), "no job was submitted"
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_local_runs_the_image_through_podman(laptop_env: dict[str, str], registry: Registry, tmp_path: Path) -> None:
+    """--local: this machine's Podman pulls the image and runs the launcher, Jupyter and the kernel inside it."""
+    env, _ = _laptop(local_env(laptop_env), registry.ref)
+    # This machine's kernel refuses crun's rlimits and its cgroup mode: containers.conf is how a user tunes Podman
+    # (runc, limits it may set); hpcjup's `podman run` stays the same.
+    conf = tmp_path / "containers.conf"
+    conf.write_text(
+        '[containers]\ndefault_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]\n[engine]\nruntime = "runc"\n'
+    )
+    env["CONTAINERS_CONF"] = str(conf)
+    name = f"ctr-{secrets.token_hex(3)}"
+    argv = [*hpcjup_argv(), "start", "--local", "-d", "--json", "--no-browser", "--no-dask", "--idle-timeout", "0"]
+    started = subprocess.run([*argv, "-n", name], env=env, capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0, started.stderr[-3000:]
+    try:
+        info = json.loads(started.stdout)
+        base = info["url"].split("/lab")[0].rstrip("/")
+        record = json.loads(Path(env["HOME"], ".hpcjup", "sessions", name, "session.json").read_text())
+        assert record["python_command"].startswith("podman run --rm --network=host --env-host"), record
+        code = f"import sys; print(open({MARKER!r}).read().strip(), sys.executable)"
+        assert run_in_kernel(base, info["token"], code, timeout=120).strip() == f"{MARKER_TEXT} {ENV}/bin/python"
+    finally:
+        stopped = run(["stop", name, "--local"], env, timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    running = subprocess.run(["podman", "ps", "--format", "{{.Command}}"], capture_output=True, text=True, check=True)
+    assert name not in running.stdout, "the container ended with the session"
