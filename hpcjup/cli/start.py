@@ -171,6 +171,10 @@ def command(
                 else container.with_local_image(transport, settings, app.ui)
             )
             request = dataclasses.replace(request, settings=pulled)
+        if plan is not None and not local:  # a `--kernel image:docker://...` runs its cached copy
+            plan = dataclasses.replace(
+                plan, kernels=container.pull_kernel_images(transport, plan.kernels, settings, app.ui)
+            )
         envs = _Envs(app, transport, transport.destination or host, settings, plan, yes, bare=not local)
         request = envs.first(request)
         scheduler, record, paths, conn, time_left, granted = submit_and_wait(

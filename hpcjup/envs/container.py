@@ -15,7 +15,7 @@ import hashlib
 import re
 import select
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from hpcjup.envs.container_script import SCRIPT
 from hpcjup.envs.errors import EnvBuildError
@@ -259,3 +259,85 @@ def with_local_engine(settings: Resolved) -> Resolved:
         hint="Install Podman (Debian/Ubuntu: apt install podman; macOS: brew install podman), "
         "or start it on a cluster (without --local).",
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageKernel:
+    """`--kernel image:REF[#PYTHON]`: a kernel run by PYTHON (default python3) inside a container image, with the
+    `binds` setting; `image` is the cached local copy once pulled (`runtime` then says which runtime pulled it)."""
+
+    image: str
+    python: str = "python3"
+    binds: tuple[str, ...] = ()
+    runtime: str | None = None
+
+    @property
+    def name(self) -> str:
+        """A kernel name from the image: its repository's or file's last part."""
+        last = re.split(r"[/:@]", self.image.removeprefix(DOCKER).split("@")[0].rstrip("/"))
+        word = next((w for w in reversed(last) if w and not w.isdigit()), "image")
+        word = re.sub(r"\.(sif|sqfs|squashfs|ch)$", "", word)
+        return re.sub(r"[^a-z0-9_.-]+", "-", word.lower()).lstrip("_.-")[:64] or "image"
+
+    def command(self, home: str) -> str:
+        """The kernel's Python as the launcher takes it: the container runtime's command, shell-quoted."""
+        import shlex
+
+        from hpcjup.config.environment import launcher_python
+
+        values = {"image": self.image, "python": self.python, "binds": self.binds, "container_runtime": self.runtime}
+        return shlex.join(launcher_python(_Values(values), home))
+
+
+class _Values:
+    """The few settings launcher_python reads, for one kernel."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.values = values
+
+    def value(self, key: str) -> Any:
+        return self.values.get(key)
+
+
+def image_kernel(text: str, binds: tuple[str, ...] | list[str] = ()) -> ImageKernel:
+    """`REF[#PYTHON]` (after `image:`) as an ImageKernel; UsageError for a bad reference or Python."""
+    image, _, python = text.partition("#")
+    if not image:
+        raise UsageError("--kernel image: names no image.", hint="Write image:docker://REF[#PYTHON] or image:PATH.")
+    if is_remote(image):
+        parse_ref(image)
+    python = python or "python3"
+    if any(c.isspace() for c in python) or not (python.startswith("/") or "/" not in python):
+        raise UsageError(
+            f"--kernel image:{text}: {python!r} is no Python command inside the image.",
+            hint="After # give an absolute path inside the image, or a command name on its PATH (python3).",
+        )
+    return ImageKernel(image, python, tuple(binds))
+
+
+class _HasImage(Protocol):
+    @property
+    def image(self) -> ImageKernel | None: ...
+
+
+K = TypeVar("K", bound=_HasImage)
+
+
+def pull_kernel_images(transport: Transport, kernels: tuple[K, ...], settings: Resolved, ui: UI) -> tuple[K, ...]:
+    """The kernels (session/envplan.py's) with each `docker://` image pulled, as `with_local_image` does the
+    session's: the kernel then runs the cached copy with the runtime that pulled it."""
+    pulled_kernels = []
+    root = env_root(settings.value("env_root"))
+    for kernel in kernels:
+        image = kernel.image
+        if image is not None and is_remote(image.image):
+            ref = parse_ref(image.image)
+            shown = _WhenNeeded(ui, f"container image {ref}")
+            try:
+                pulled = ensure_image(transport, root, settings.value("container_runtime") or "auto", ref, shown)
+            finally:
+                shown.close()
+            local = dataclasses.replace(image, image=pulled.path, runtime=pulled.runtime)
+            kernel = dataclasses.replace(kernel, image=local)  # type: ignore[type-var]
+        pulled_kernels.append(kernel)
+    return tuple(pulled_kernels)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpcjup.envs import server as server_env
+from hpcjup.envs.container import ImageKernel, image_kernel
 from hpcjup.envs.identity import SERVER_PREFIX, USER_PREFIX, env_name, env_root
 from hpcjup.envs.spec import EnvSpec, read_spec
 from hpcjup.errors import UsageError
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 #: A kernel's name (the launcher's rule): it names the session-private kernel spec.
 KERNEL_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 CLUSTER = "cluster:"  # `--kernel cluster:/path/to/venv`: an env that exists on the cluster
+IMAGE = "image:"  # `--kernel image:REF[#PYTHON]`: a container image's Python (envs/container.py)
 _SETTINGS_WITH_JUPYTER = ("venv", "conda", "modules", "image", "setup")
 
 
@@ -40,9 +42,12 @@ class Kernel:
     name: str
     spec: EnvSpec | None = None
     prefix: str | None = None  # absolute, or ~/...
+    image: ImageKernel | None = None  # a container image's Python
 
     @property
     def what(self) -> str:
+        if self.image is not None:
+            return f"{IMAGE}{self.image.image}"
         return self.spec.source if self.spec is not None else f"{CLUSTER}{self.prefix}"
 
 
@@ -72,8 +77,8 @@ class Located:
 
     @property
     def dask_python(self) -> str | None:
-        """The default kernel's Python (Dask runs there), or None without kernels."""
-        return self.kernels[0][1] if self.kernels else None
+        """The default kernel's Python (Dask runs there), or None without kernels or when it is a container's."""
+        return self.kernels[0][1] if self.kernels and self.kernels[0][1].startswith("/") else None
 
 
 def parse_kernel(text: str) -> tuple[str | None, str]:
@@ -116,7 +121,10 @@ def plan(settings: Settings) -> Plan | None:
     kernels: list[Kernel] = []
     for text in given:
         name, spec = parse_kernel(text)
-        if spec.startswith(CLUSTER):
+        if spec.startswith(IMAGE):
+            image = image_kernel(spec[len(IMAGE) :], settings.value("binds") or ())
+            kernel = Kernel(name or image.name, image=image)
+        elif spec.startswith(CLUSTER):
             prefix = spec[len(CLUSTER) :].rstrip("/")
             if not (prefix.startswith("/") or prefix.startswith("~/")) or any(c.isspace() for c in prefix):
                 raise UsageError(
@@ -130,7 +138,7 @@ def plan(settings: Settings) -> Plan | None:
         unique, n = kernel.name, 2
         while unique in taken:
             unique, n = f"{kernel.name[:60]}-{n}", n + 1
-        kernels.append(Kernel(unique, kernel.spec, kernel.prefix))
+        kernels.append(Kernel(unique, kernel.spec, kernel.prefix, kernel.image))
     return Plan(
         env_root(settings.value("env_root")),
         settings.value("python") or "python3",
@@ -173,6 +181,9 @@ def locate(p: Plan, facts: HostFacts | None, home: str) -> Located | None:
     checks = [f"c:{root}:{pointer}", f"b:{server}"]
     envs = [server]
     for k in p.kernels:
+        if k.image is not None:
+            kernels.append((k.name, k.image.command(home)))
+            continue
         if k.spec is not None:
             path = paths[id(k.spec)]
             checks.append(f"b:{path}")
@@ -264,4 +275,5 @@ def survey(transport: Transport, p: Plan) -> tuple[Located, list[dict[str, str]]
     located = locate(p, HostFacts(home, None, roots, pythons, {p.root: pointer.rsplit("/", 1)[-1]}), home)
     assert located is not None
     rows += [{"env": k.prefix or "", "source": k.what, "state": "existing"} for k in p.kernels if k.prefix]
+    rows += [{"env": k.image.image, "source": k.what, "state": "image"} for k in p.kernels if k.image]
     return located, rows

@@ -22,6 +22,7 @@ import pytest
 from hpcjup.errors import ExitCode
 from tests.cli.helpers import hpcjup_argv, http_get, local_env, run
 from tests.cli.kernel import run_in_kernel
+from tests.cli.test_start_env import ROOT as START_ROOT
 from tests.cli.test_start_env import SESSIONS
 from tests.cluster.registry import MARKER, MARKER_TEXT, Registry, missing
 
@@ -158,3 +159,25 @@ def test_local_runs_the_image_through_podman(laptop_env: dict[str, str], registr
     assert stopped.returncode == 0, stopped.stderr
     running = subprocess.run(["podman", "ps", "--format", "{{.Command}}"], capture_output=True, text=True, check=True)
     assert name not in running.stdout, "the container ended with the session"
+
+
+def test_a_kernel_runs_inside_an_image(laptop_env: dict[str, str], registry: Registry, clean_jobs: None) -> None:
+    """`--kernel NAME=image:REF#PYTHON`: JupyterLab runs from hpcjup's server environment, the kernel in the image."""
+    env = {**laptop_env, "HPCJUP_ENV_ROOT": START_ROOT}  # test_start_env's root: its server env is built already
+    config = Path(laptop_env["XDG_CONFIG_HOME"]) / "hpcjup" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(f'[defaults]\nbinds = ["{ENV}"]\n')
+    name = f"ctr-{secrets.token_hex(3)}"
+    started = start(
+        env, "-n", name, "--no-dask", "--no-browser", "--kernel", f"boxed=image:{registry.ref}#{ENV}/bin/python"
+    )
+    assert started.returncode == 0, started.stderr[-3000:]
+    try:
+        info = json.loads(started.stdout)
+        base = info["url"].split("/lab")[0].rstrip("/")
+        script = (SESSIONS / name / "job.sh").read_text()
+        assert "boxed=env -u HPCJUP_LAUNCH ch-run" in script and "docker://" not in script, script[-2000:]
+        code = f"import sys; print(open({MARKER!r}).read().strip(), sys.executable)"
+        assert run_in_kernel(base, info["token"], code, timeout=120).strip() == f"{MARKER_TEXT} {ENV}/bin/python"
+    finally:
+        run(["stop", name, *HOST], env, timeout=120)

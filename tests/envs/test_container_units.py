@@ -16,8 +16,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hpcjup.envs.container import ImagePullError, ImageRef, cache_key, ensure_image, parse_ref, runtime_words
+from hpcjup.envs.container import (
+    ImagePullError,
+    ImageRef,
+    cache_key,
+    ensure_image,
+    image_kernel,
+    parse_ref,
+    runtime_words,
+)
 from hpcjup.errors import ExitCode, UsageError
+from hpcjup.session.envplan import KERNEL_NAME as NAME
 from hpcjup.transport.local import LocalTransport
 
 DATA = Path(__file__).parent / "data" / "apptainer"
@@ -149,3 +158,25 @@ def test_an_unreachable_registry_says_apptainers_words_and_caches_nothing(
     assert "dial tcp 131.169.5.213:5555: i/o timeout" in error.message and error.message.startswith("apptainer ")
     assert "nothing was cached" in (error.hint or "")
     assert [p.name for p in (root / "images").iterdir() if not p.name.startswith(".lock")] == []
+
+
+@given(_refs, st.sampled_from(["", "#python3", "#/opt/env/bin/python"]))
+def test_an_image_kernel_reads_its_image_and_python(ref: ImageRef, python: str) -> None:
+    kernel = image_kernel(f"{ref}{python}", ["/p"])
+    assert (kernel.image, kernel.python, kernel.binds) == (str(ref), python[1:] or "python3", ("/p",))
+    assert NAME.fullmatch(kernel.name), kernel.name
+
+
+@pytest.mark.parametrize("text", ["", "docker://Bad", "/img.sif#rel/python", "/img.sif#py thon"])
+def test_a_bad_image_kernel_is_a_usage_error(text: str) -> None:
+    with pytest.raises(UsageError):
+        image_kernel(text)
+
+
+def test_an_image_kernel_runs_its_python_through_the_runtime() -> None:
+    kernel = image_kernel("/p/images/lab.sif#/opt/env/bin/python", ["/p/project"])
+    assert (
+        kernel.command("/home/u")
+        == "env -u HPCJUP_LAUNCH apptainer exec -B /p/project /p/images/lab.sif /opt/env/bin/python"
+    )
+    assert kernel.name == "lab"
