@@ -111,6 +111,7 @@ def apptainer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "#!/bin/sh\n"
         f'echo "$*" >>{calls}\n'
         'cat "$TRANSCRIPT" >&2\n'
+        'sleep "${SLOW:-0}"\n'
         '[ "$RC" != 0 ] || printf "SIF image of %s" "$3" >"$2"\n'
         'exit "$RC"\n'
     )
@@ -180,3 +181,17 @@ def test_an_image_kernel_runs_its_python_through_the_runtime() -> None:
         == "env -u HPCJUP_LAUNCH apptainer exec -B /p/project /p/images/lab.sif /opt/env/bin/python"
     )
     assert kernel.name == "lab"
+
+
+def test_two_starts_at_once_pull_once(apptainer: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second waits on the first's lock, then finds the image cached."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setenv("TRANSCRIPT", str(DATA / "pull-ok.txt"))
+    monkeypatch.setenv("RC", "0")
+    monkeypatch.setenv("SLOW", "1")
+    root = tmp_path / "envs"
+    with ThreadPoolExecutor(2) as pool:
+        both = list(pool.map(lambda _: ensure_image(LocalTransport(), str(root), "apptainer", REF, _Shown()), [1, 2]))
+    assert len(apptainer.read_text().splitlines()) == 1
+    assert sorted(p.pulled_now for p in both) == [False, True] and both[0].path == both[1].path
