@@ -13,8 +13,6 @@ import collections
 import dataclasses
 import hashlib
 import re
-import select
-import time
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from hpcjup.envs.container_script import SCRIPT
@@ -103,36 +101,21 @@ def pull_argv(root: str, runtime: str, ref: ImageRef) -> list[str]:
 
 def ensure_image(transport: Transport, root: str, runtime: str, ref: ImageRef, progress: Progress) -> Pulled:
     """The ref's cached copy on the host, pulled now if it is not there (one remote command either way)."""
+    from hpcjup.envs.build import remote_lines
+
     tail: collections.deque[str] = collections.deque(maxlen=TAIL)
-    proc = transport.start_process(pull_argv(root, runtime, ref))
-    buffer = b""
-    deadline = time.monotonic() + PULL_DEADLINE
     try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([proc], [], [], 1.0)
-            if not ready:
-                progress.line("")  # the display ticks its clock
-                continue
-            chunk = proc.read_some()
-            if not chunk:
-                break
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for raw in lines:
-                try:
-                    done = read_line(raw.decode(errors="replace").rstrip("\r"), tail, progress)
-                except _ImageFailed as exc:
-                    phase, _, used = str(exc).partition(" ")
-                    raise _failed(transport, used or runtime, ref, phase, tail) from None
-                if done is not None:
-                    return done
-        if buffer:
-            tail.append(buffer.decode(errors="replace"))
+        for line in remote_lines(transport, pull_argv(root, runtime, ref), progress, PULL_DEADLINE):
+            try:
+                done = read_line(line, tail, progress)
+            except _ImageFailed as exc:
+                phase, _, used = str(exc).partition(" ")
+                raise _failed(transport, used or runtime, ref, phase, tail) from None
+            if done is not None:
+                return done
         raise _failed(transport, runtime, ref, "pulling", tail)
     except KeyboardInterrupt:
         raise Interrupted("Interrupted: the pull stopped; nothing was cached.") from None
-    finally:
-        proc.close()
 
 
 def read_line(line: str, tail: collections.deque[str], progress: Progress) -> Pulled | None:

@@ -28,6 +28,7 @@ from hpcjup.envs.container import (
 from hpcjup.errors import ExitCode, UsageError
 from hpcjup.session.envplan import KERNEL_NAME as NAME
 from hpcjup.transport.local import LocalTransport
+from tests.envs.test_conda_build import Seen
 
 DATA = Path(__file__).parent / "data" / "apptainer"
 REF = parse_ref("docker://registry.example.org:5000/group/analysis:2024.1")
@@ -87,19 +88,6 @@ def test_the_runtimes_error_line_is_its_fatal_line() -> None:
     assert runtime_words(["only this"]) == "only this"
 
 
-class _Shown:
-    def __init__(self) -> None:
-        self.phases: list[str] = []
-        self.lines: list[str] = []
-
-    def phase(self, name: str) -> None:
-        self.phases.append(name)
-
-    def line(self, text: str) -> None:
-        if text:
-            self.lines.append(text)
-
-
 @pytest.fixture
 def apptainer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A stand-in `apptainer` first on PATH: replays $TRANSCRIPT on stderr, writes the .sif when $RC is 0."""
@@ -127,7 +115,7 @@ def test_apptainer_pulls_once_into_a_sif_named_by_its_digest(
 ) -> None:
     monkeypatch.setenv("TRANSCRIPT", str(DATA / "pull-ok.txt"))
     monkeypatch.setenv("RC", "0")
-    root, shown = tmp_path / "envs", _Shown()
+    root, shown = tmp_path / "envs", Seen()
     pulled = ensure_image(LocalTransport(), str(root), "apptainer", REF, shown)
     sha = hashlib.sha256(f"SIF image of {REF}".encode()).hexdigest()
     assert pulled.pulled_now and pulled.runtime == "apptainer" and pulled.digest == sha
@@ -137,7 +125,7 @@ def test_apptainer_pulls_once_into_a_sif_named_by_its_digest(
     [call] = apptainer.read_text().splitlines()
     assert call.startswith(f"pull {root}/images/.pull-") and call.endswith(f"/out {REF}")
 
-    again = ensure_image(LocalTransport(), str(root), "apptainer", REF, _Shown())
+    again = ensure_image(LocalTransport(), str(root), "apptainer", REF, Seen())
     assert not again.pulled_now and again.path == pulled.path
     assert len(apptainer.read_text().splitlines()) == 1, "the second start pulls nothing"
     assert sorted(p.name for p in (root / "images").iterdir() if not p.name.startswith(".lock")) == [
@@ -153,7 +141,7 @@ def test_an_unreachable_registry_says_apptainers_words_and_caches_nothing(
     monkeypatch.setenv("RC", "255")
     root = tmp_path / "envs"
     with pytest.raises(ImagePullError) as caught:
-        ensure_image(LocalTransport(), str(root), "auto", REF, _Shown())
+        ensure_image(LocalTransport(), str(root), "auto", REF, Seen())
     error = caught.value
     assert error.exit_code == ExitCode.ENV_BUILD
     assert "dial tcp 131.169.5.213:5555: i/o timeout" in error.message and error.message.startswith("apptainer ")
@@ -192,6 +180,6 @@ def test_two_starts_at_once_pull_once(apptainer: Path, tmp_path: Path, monkeypat
     monkeypatch.setenv("SLOW", "1")
     root = tmp_path / "envs"
     with ThreadPoolExecutor(2) as pool:
-        both = list(pool.map(lambda _: ensure_image(LocalTransport(), str(root), "apptainer", REF, _Shown()), [1, 2]))
+        both = list(pool.map(lambda _: ensure_image(LocalTransport(), str(root), "apptainer", REF, Seen()), [1, 2]))
     assert len(apptainer.read_text().splitlines()) == 1
     assert sorted(p.pulled_now for p in both) == [False, True] and both[0].path == both[1].path
