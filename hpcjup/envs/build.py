@@ -319,10 +319,9 @@ def remote_lines(transport: Transport, argv: Sequence[str], progress: Progress, 
         proc.close()
 
 
-def _line(
-    line: str, tail: collections.deque[str], space: list[str], progress: Progress, transport: Transport
-) -> str | None:
-    """Handle one line of the build: a phase, the result, or the tools' own words."""
+def script_line(line: str, tail: collections.deque[str], progress: Progress) -> tuple[str, str] | None:
+    """A line of one of hpcjup's remote scripts: the tools' own words (kept in `tail`, shown) or a phase (shown)
+    give None; an `@@hpcjup WORD REST` line gives (WORD, REST) for the caller."""
     if not line.startswith("@@hpcjup "):
         tail.append(line)
         progress.line(line)
@@ -330,7 +329,19 @@ def _line(
     word, _, rest = line[len("@@hpcjup ") :].partition(" ")
     if word == "phase":
         progress.phase(rest)
-    elif word == "done":
+        return None
+    return word, rest
+
+
+def _line(
+    line: str, tail: collections.deque[str], space: list[str], progress: Progress, transport: Transport
+) -> str | None:
+    """Handle one line of the build: a phase, the result, or the tools' own words."""
+    said = script_line(line, tail, progress)
+    if said is None:
+        return None
+    word, rest = said
+    if word == "done":
         return rest.rsplit(" ", 1)[-1]
     elif word == "image":  # packed (PATH SHA256 BYTES CODEC), or `none WHY`: the env is then used in place
         what, _, why = rest.partition(" ")

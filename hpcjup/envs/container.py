@@ -120,15 +120,13 @@ def ensure_image(transport: Transport, root: str, runtime: str, ref: ImageRef, p
 
 def read_line(line: str, tail: collections.deque[str], progress: Progress) -> Pulled | None:
     """One line of the pull: a phase, the result (a Pulled), a failure (raised), or the runtime's own words."""
-    if not line.startswith("@@hpcjup "):
-        if line.strip():
-            tail.append(line)
-            progress.line(line)
+    from hpcjup.envs.build import script_line
+
+    said = script_line(line, tail, progress)
+    if said is None:
         return None
-    word, _, rest = line[len("@@hpcjup ") :].partition(" ")
-    if word == "phase":
-        progress.phase(rest)
-    elif word == "image":
+    word, rest = said
+    if word == "image":
         how, _, rest = rest.partition(" ")
         runtime, _, rest = rest.partition(" ")
         if how == "cached":
@@ -146,10 +144,10 @@ class _ImageFailed(Exception):
 
 def runtime_words(tail: collections.deque[str] | list[str]) -> str:
     """The runtime's own error line: its last line that says FATAL or error, else its last line."""
-    for line in reversed(tail):
-        if re.search(r"\b(FATAL|[Ee]rror)\b", line):
-            return line.strip()
-    return tail[-1].strip() if tail else "no output"
+    said = [line.strip() for line in tail if line.strip()]
+    return next(
+        (line for line in reversed(said) if re.search(r"\b(FATAL|[Ee]rror)\b", line)), said[-1] if said else "no output"
+    )
 
 
 def _failed(transport: Transport, runtime: str, ref: ImageRef, phase: str, tail: collections.deque[str]) -> Exception:
