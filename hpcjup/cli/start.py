@@ -19,6 +19,7 @@ from hpcjup.cli.profile import profile_option, typed_options
 from hpcjup.cli.settingopts import setting_option
 from hpcjup.config.profiles import resolve
 from hpcjup.config.resources import parse_duration
+from hpcjup.envs import container
 from hpcjup.errors import HpcjupError, Interrupted, UsageError
 from hpcjup.session import envplan
 from hpcjup.session.groups import WorkerGroup
@@ -148,6 +149,7 @@ def command(
     pending = parse_duration(pending_timeout, "--timeout", allow_zero=False) if pending_timeout else None
     host = app.resolve_host(None if local else settings.value("host"), local)
     plan = envplan.plan(settings)
+    image = container.checked_image(settings, dask is not None)  # read now, before anything connects
     if dry_run:
         with app.connect_with_status(host, reach) as transport:
             # Asked afresh: the script shows the host's real paths (no upload checks a remembered home here).
@@ -162,6 +164,17 @@ def command(
     with app.connect_with_status(host, reach) as transport:
         scheduler = app.choose_scheduler(transport, host, reach)
         request.check(scheduler)
+        if image is not None:  # pulled once into the env root (the job runs the cached copy), or Podman's on --local
+            pulled = (
+                container.with_local_engine(settings)
+                if local
+                else container.with_local_image(transport, settings, app.ui)
+            )
+            request = dataclasses.replace(request, settings=pulled)
+        if plan is not None and not local:  # a `--kernel image:docker://...` runs its cached copy
+            plan = dataclasses.replace(
+                plan, kernels=container.pull_kernel_images(transport, plan.kernels, settings, app.ui)
+            )
         envs = _Envs(app, transport, transport.destination or host, settings, plan, yes, bare=not local)
         request = envs.first(request)
         scheduler, record, paths, conn, time_left, granted = submit_and_wait(

@@ -21,7 +21,7 @@ import sys
 from typing import Any, Protocol
 
 from hpcjup.errors import UsageError
-from hpcjup.job.contract import MIN_SERVER
+from hpcjup.job.contract import ENV_LAUNCH, MIN_SERVER
 
 #: The extra of hpcjup's own metadata that lists what `--local` needs (pyproject.toml's `local`). The hint names
 #: its requirements one by one: `hpcjup[local]` would ask the index for a project called hpcjup, a name on PyPI
@@ -42,7 +42,7 @@ _MODULE_INITS = (
 # Where conda lives when it is not on PATH in a batch shell (installers' default prefixes).
 _CONDA_GUESSES = ("miniforge3", "miniconda3", "mambaforge", "anaconda3")
 _LEADING_VAR = re.compile(r"^(~|\$[A-Za-z_][A-Za-z0-9_]*|\$\{[A-Za-z_][A-Za-z0-9_]*\})(/.*)?$")
-RUNTIMES = ("apptainer", "singularity", "charliecloud")
+RUNTIMES = ("apptainer", "singularity", "charliecloud", "podman")  # podman: a laptop's engine, for --local
 
 
 class Settings(Protocol):
@@ -121,14 +121,33 @@ def launcher_python(settings: Settings, home: str | None = None) -> list[str]:
     image = _expand_home(image, home)
     runtime = settings.value("container_runtime") or guess_runtime(image)
     binds = [_expand_home(b, home) for b in settings.value("binds") or ()]
+    # The scheduler's per-node launch (srun, blaunch...) is not inside an image: without it the launcher starts the
+    # session's Dask workers beside itself, in the container (more nodes come as worker groups, container.py).
+    outside = ["env", "-u", ENV_LAUNCH]
     if runtime == "charliecloud":
         # ch-run binds nothing by default: the session directory (under home) must be visible at the same path.
         mounts = [arg for path in ([home] if home else []) + binds for arg in ("-b", path)]
-        return ["ch-run", *mounts, image, "--", python]
+        return [*outside, "ch-run", *mounts, image, "--", python]
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown container runtime {runtime!r}")
+    if runtime == "podman":
+        return podman_run(image, python, [home] if home else [], binds)
     gpu = bool(settings.value("gpu") or settings.value("gpus"))
-    return [runtime, "exec", *(["--nv"] if gpu else []), *(["-B", ",".join(binds)] if binds else []), image, python]
+    mounts = ["-B", ",".join(binds)] if binds else []
+    return [*outside, runtime, "exec", *(["--nv"] if gpu else []), *mounts, image, python]
+
+
+def podman_run(image: str, python: str, homes: list[str], binds: list[str]) -> list[str]:
+    """`podman run` of a registry image on this machine (--local): the host's network (Jupyter's loopback port is the
+    laptop's), the host's environment (the job's HPCJUP_* variables reach the launcher), the home (the session
+    directory) and the binds at the same paths, the user's own uid for a rootless engine (files it writes are
+    theirs), no SELinux relabelling of the home. Signals reach the launcher through podman (its default)."""
+    import os
+
+    volumes = [arg for path in [*homes, *binds] for arg in ("-v", path if ":" in path else f"{path}:{path}")]
+    rootless = ["--userns=keep-id"] if os.geteuid() != 0 else []
+    label = ["--security-opt", "label=disable"]
+    return ["podman", "run", "--rm", "--network=host", "--env-host", *rootless, *label, *volumes, image, python]
 
 
 def guess_runtime(image: str) -> str:

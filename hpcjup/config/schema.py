@@ -110,7 +110,12 @@ KEYS: dict[str, Key] = {
             "whether the cluster's login node reaches no package index (the laptop then fetches; unset: found out)",
         ),
         Key("image", str, "container image: a .sif file, docker://..., or a Charliecloud image directory"),
-        Key("container_runtime", str, "container runtime", choices=("apptainer", "singularity", "charliecloud")),
+        Key(
+            "container_runtime",
+            str,
+            "container runtime (podman: --local only)",
+            choices=("apptainer", "singularity", "charliecloud", "podman"),
+        ),
         Key("binds", list, "paths bound into the container (SRC[:DST])"),
         Key("gpu", bool, "make the node's GPUs visible in the container", default=False),
         Key("workers", int, "Dask worker processes in all"),

@@ -14,7 +14,7 @@ import collections
 import json
 import select
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -283,11 +283,25 @@ def _stream(transport: Transport, argv: Sequence[str], progress: Progress) -> st
     EnvBuildError with the tools' last words."""
     tail: collections.deque[str] = collections.deque(maxlen=TAIL)
     space: list[str] = []  # the failed build's `space` line: ROOT KB FILES AVAILKB FREEINODES
+    try:
+        for line in remote_lines(transport, argv, progress, BUILD_DEADLINE):
+            done = _line(line, tail, space, progress, transport)
+            if done is not None:
+                return done
+        raise EnvBuildError(f"The build on {transport.name} ended without a result.", details="\n".join(tail) or None)
+    except KeyboardInterrupt:
+        # Closing our end is what stops the build: its watchdog sees stdin end and removes the half-built env.
+        raise Interrupted("Interrupted: the build stopped and left nothing behind.") from None
+
+
+def remote_lines(transport: Transport, argv: Sequence[str], progress: Progress, deadline: float) -> Iterator[str]:
+    """A long-lived remote command's stdout, line by line as it comes (a quiet second ticks `progress`'s clock),
+    for at most `deadline` seconds; the command's end closes when the caller stops reading (or is interrupted)."""
     proc = transport.start_process(argv)
     buffer = b""
-    deadline = time.monotonic() + BUILD_DEADLINE
+    end = time.monotonic() + deadline
     try:
-        while time.monotonic() < deadline:
+        while time.monotonic() < end:
             ready, _, _ = select.select([proc], [], [], 1.0)
             if not ready:
                 progress.line("")  # lets the display tick its clock
@@ -298,22 +312,16 @@ def _stream(transport: Transport, argv: Sequence[str], progress: Progress) -> st
             buffer += chunk
             *lines, buffer = buffer.split(b"\n")
             for raw in lines:
-                line = raw.decode(errors="replace").rstrip("\r")
-                done = _line(line, tail, space, progress, transport)
-                if done is not None:
-                    return done
-        raise EnvBuildError(f"The build on {transport.name} ended without a result.", details="\n".join(tail) or None)
-    except KeyboardInterrupt:
-        # Closing our end is what stops the build: its watchdog sees stdin end and removes the half-built env.
-        raise Interrupted("Interrupted: the build stopped and left nothing behind.") from None
+                yield raw.decode(errors="replace").rstrip("\r")
+        if buffer:
+            yield buffer.decode(errors="replace")
     finally:
         proc.close()
 
 
-def _line(
-    line: str, tail: collections.deque[str], space: list[str], progress: Progress, transport: Transport
-) -> str | None:
-    """Handle one line of the build: a phase, the result, or the tools' own words."""
+def script_line(line: str, tail: collections.deque[str], progress: Progress) -> tuple[str, str] | None:
+    """A line of one of hpcjup's remote scripts: the tools' own words (kept in `tail`, shown) or a phase (shown)
+    give None; an `@@hpcjup WORD REST` line gives (WORD, REST) for the caller."""
     if not line.startswith("@@hpcjup "):
         tail.append(line)
         progress.line(line)
@@ -321,7 +329,19 @@ def _line(
     word, _, rest = line[len("@@hpcjup ") :].partition(" ")
     if word == "phase":
         progress.phase(rest)
-    elif word == "done":
+        return None
+    return word, rest
+
+
+def _line(
+    line: str, tail: collections.deque[str], space: list[str], progress: Progress, transport: Transport
+) -> str | None:
+    """Handle one line of the build: a phase, the result, or the tools' own words."""
+    said = script_line(line, tail, progress)
+    if said is None:
+        return None
+    word, rest = said
+    if word == "done":
         return rest.rsplit(" ", 1)[-1]
     elif word == "image":  # packed (PATH SHA256 BYTES CODEC), or `none WHY`: the env is then used in place
         what, _, why = rest.partition(" ")

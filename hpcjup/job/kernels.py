@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -48,10 +49,15 @@ print({_MARK!r} + json.dumps({{"executable": sys.executable, "python": "%d.%d.%d
 
 
 class Kernel(NamedTuple):
-    """One `--kernel NAME=PYTHON`."""
+    """One `--kernel NAME=PYTHON`: an absolute path, or a command's shell words (a Python inside a container)."""
 
     name: str
     python: str
+
+    @property
+    def argv(self) -> list:
+        """What runs the kernel's Python: its path, or the command's words."""
+        return argv_of(self.python)
 
     @property
     def bindir(self) -> str:
@@ -74,13 +80,23 @@ class Probe(NamedTuple):
     executable: str = ""  # the Python that answered (another than `python` when that is a wrapper)
 
 
+def argv_of(python: str) -> list:
+    """A Python's argv: an absolute path as it is, a command (a container runtime's prefix) split into its words."""
+    return [python] if os.path.isabs(python) else shlex.split(python)
+
+
 def parse_kernel(text: str) -> Kernel:
-    """A Kernel from `NAME=PYTHON`; ValueError naming what is wrong."""
+    """A Kernel from `NAME=PYTHON` (PYTHON an absolute path, or a command whose words end in one: a container's);
+    ValueError naming what is wrong."""
     name, sep, python = text.partition("=")
     if not sep or not NAME.fullmatch(name):
         raise ValueError(f"--kernel {text!r}: expected NAME=PYTHON, NAME of a-z, 0-9, '_', '.', '-' (64 at most)")
-    if not os.path.isabs(python) or "\0" in python:
-        raise ValueError(f"--kernel {text!r}: PYTHON must be an absolute path")
+    try:
+        words = argv_of(python)
+    except ValueError:
+        words = []
+    if not words or "\0" in python or not (os.path.isabs(python) or len(words) > 1):
+        raise ValueError(f"--kernel {text!r}: PYTHON must be an absolute path or a command that runs one")
     return Kernel(name, python)
 
 
@@ -100,15 +116,16 @@ def probe(pythons: list[str], timeout: float, wait: Callable[[float], None], pop
     procs: dict[str, subprocess.Popen] = {}
     found: dict[str, Probe] = {}
     for python in dict.fromkeys(pythons):
-        if not os.path.isfile(python):
+        # A command (a container's Python) says itself whether it runs: the checks below are for a path.
+        if os.path.isabs(python) and not os.path.isfile(python):
             found[python] = Probe(python, f"{python} does not exist")
             continue
-        if not os.access(python, os.X_OK):
+        if os.path.isabs(python) and not os.access(python, os.X_OK):
             found[python] = Probe(python, f"{python} is not executable")
             continue
         try:
             procs[python] = subprocess.Popen(
-                [python, "-c", _PROBE],
+                [*argv_of(python), "-c", _PROBE],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -187,6 +204,10 @@ def kernel_env(kernel: Kernel, base: dict[str, str], first: str = "") -> dict[st
     """The kernel's own environment over the server's (`base`): its bin first on PATH (for `!pip` and shell
     commands in a notebook), but after `first` (the Dask submit wrapper's directory: the submit command must stay the
     wrapper), its prefix as VIRTUAL_ENV or CONDA_PREFIX (tools such as `uv pip` install where that points)."""
+    if not os.path.isabs(kernel.python):  # a container's Python: its own PATH and prefix are inside the image
+        env = {"PATH": os.pathsep.join(p for p in [first, base.get("PATH", "")] if p)}
+        env.update({"DASK_CONFIG": base["DASK_CONFIG"]} if "DASK_CONFIG" in base else {})
+        return {key: _escaped(value) for key, value in env.items()}
     path = [p for p in base.get("PATH", "").split(os.pathsep) if p and p not in (first, kernel.bindir)]
     env = {"PATH": os.pathsep.join([*([first] if first else []), kernel.bindir, *path])}
     if os.path.isfile(os.path.join(kernel.prefix, "pyvenv.cfg")):
@@ -201,7 +222,7 @@ def kernel_env(kernel: Kernel, base: dict[str, str], first: str = "") -> dict[st
 def spec(kernel: Kernel, seen: Probe, base: dict[str, str], first: str = "") -> dict:
     """kernel.json for `kernel`."""
     doc: dict = {
-        "argv": [kernel.python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "argv": [*kernel.argv, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": f"{kernel.name} (hpcjup)",
         "language": "python",
         "env": kernel_env(kernel, base, first),

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpcjup.envs import server as server_env
+from hpcjup.envs.container import ImageKernel, image_kernel
 from hpcjup.envs.identity import SERVER_PREFIX, USER_PREFIX, env_name, env_root
 from hpcjup.envs.spec import EnvSpec, read_spec
 from hpcjup.errors import UsageError
@@ -37,6 +38,7 @@ MODULE = "module:"  # `--kernel module:Python/3.11,SciPy-bundle`: a module set's
 #: A module-set kernel's Python: a wrapper in the session directory (Located.at makes it absolute) that loads the
 #: set and runs its python3; a prefix-like place, so the launcher treats it as any environment's bin/python.
 WRAPPER = "kernels/{name}/bin/python"
+IMAGE = "image:"  # `--kernel image:REF[#PYTHON]`: a container image's Python (envs/container.py)
 _SETTINGS_WITH_JUPYTER = ("venv", "conda", "modules", "image", "setup")
 
 
@@ -49,9 +51,12 @@ class Kernel:
     prefix: str | None = None  # absolute, or ~/...
     modules: tuple[str, ...] = ()  # a module set: loaded by `setup`, its python3 the kernel's
     setup: tuple[str, ...] = ()  # the shell lines that load it (config.environment.module_lines: the one way)
+    image: ImageKernel | None = None  # a container image's Python
 
     @property
     def what(self) -> str:
+        if self.image is not None:
+            return f"{IMAGE}{self.image.image}"
         if self.modules:
             return MODULE + ",".join(self.modules)
         return self.spec.source if self.spec is not None else f"{CLUSTER}{self.prefix}"
@@ -108,8 +113,8 @@ class Located:
 
     @property
     def dask_python(self) -> str | None:
-        """The default kernel's Python (Dask runs there), or None without kernels."""
-        return self.kernels[0][1] if self.kernels else None
+        """The default kernel's Python (Dask runs there), or None without kernels or when it is a container's."""
+        return self.kernels[0][1] if self.kernels and self.kernels[0][1].startswith("/") else None
 
 
 def parse_kernel(text: str) -> tuple[str | None, str]:
@@ -152,8 +157,18 @@ def _module_set(text: str, rest: str, settings: Settings) -> Kernel:
     return Kernel(_slug("-".join(modules)), modules=modules, setup=tuple(setup))
 
 
+def _image(text: str, rest: str, settings: Settings) -> Kernel:
+    """`image:REF[#PYTHON]`: that Python inside a container image (a docker:// one is pulled first), with `binds`."""
+    image = image_kernel(rest, settings.value("binds") or ())
+    return Kernel(image.name, image=image)
+
+
 #: The kinds of `--kernel SPEC` by their prefix; anything else is a spec directory or file read on the laptop.
-KINDS: dict[str, Callable[[str, str, Settings], Kernel]] = {CLUSTER: _existing_env, MODULE: _module_set}
+KINDS: dict[str, Callable[[str, str, Settings], Kernel]] = {
+    CLUSTER: _existing_env,
+    MODULE: _module_set,
+    IMAGE: _image,
+}
 
 
 def read_kernel(text: str, settings: Settings) -> Kernel:
@@ -249,6 +264,9 @@ def locate(p: Plan, facts: HostFacts | None, home: str) -> Located | None:
     envs = [server]
     wrappers: list[tuple[str, str]] = []
     for k in p.kernels:
+        if k.image is not None:
+            kernels.append((k.name, k.image.command(home)))
+            continue
         if k.modules:  # the upload runs its wrapper once (its python3 has ipykernel?); the launcher asks it again
             wrapper = WRAPPER.format(name=k.name)
             wrappers.append((wrapper, k.wrapper()))
@@ -347,4 +365,5 @@ def survey(transport: Transport, p: Plan) -> tuple[Located, list[dict[str, str]]
     assert located is not None
     rows += [{"env": k.prefix or "", "source": k.what, "state": "existing"} for k in p.kernels if k.prefix]
     rows += [{"env": "", "source": k.what, "state": "loaded by the job"} for k in p.kernels if k.modules]
+    rows += [{"env": k.image.image, "source": k.what, "state": "image"} for k in p.kernels if k.image]
     return located, rows

@@ -15,6 +15,7 @@ ENV_DIR=/opt/hpcjup-cluster-env
 LMOD_DIR=/opt/hpcjup-lmod
 PACKAGES=(slurm-wlm munge openssh-server chromium chromium-driver oathtool libpam-google-authenticator zsh fish tcsh
           environment-modules charliecloud-runtime charliecloud-builders podman  # containers (issue 21)
+          docker-registry debootstrap  # a local registry and the rootfs of its test image (tests/cluster/registry.py)
           sshfs squashfuse squashfs-tools  # a slow shared filesystem, and environments as one SquashFS file
           lua5.3 lua-posix lua-filesystem lua-json lua-term tcl  # what lmod depends on
           python3 python3-venv  # Debian's python3 has no ensurepip (so no venv) without python3-venv
@@ -36,7 +37,7 @@ lmod_works() {
 
 need_apt=0
 for bin in sbatch slurmctld slurmd munged sshd chromium chromedriver oathtool ssh-keygen zsh fish tcsh ch-run \
-    ch-image podman sshfs squashfuse mksquashfs lua5.3 tclsh \
+    ch-image podman docker-registry debootstrap sshfs squashfuse mksquashfs lua5.3 tclsh \
     sge_qmaster sge_execd qsub qacct; do
     command -v "$bin" >/dev/null 2>&1 || { echo "install.sh: $bin is missing" >&2; need_apt=1; }
 done

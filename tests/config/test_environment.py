@@ -40,6 +40,7 @@ LMOD_HOMES = (
     "/opt/hpcjup-lmod/usr/share/lmod/lmod",
 )
 CLUSTER_ENV = Path("/opt/hpcjup-cluster-env")  # the cluster-side JupyterLab (tests/cluster/install.sh)
+OUTSIDE = ["env", "-u", "HPCJUP_LAUNCH"]  # before a container runtime: the per-node launch is out of reach inside
 SHELLS = ("bash", "sh")  # Slurm runs job.sh with bash -l, the local scheduler with sh (dash on Debian)
 
 
@@ -132,6 +133,7 @@ def test_shell_path(path: str, expected: str) -> None:
 def test_containers() -> None:
     sif = Settings(image="~/images/lab.sif", binds=("/p/project", "/p/scratch:/scratch"), gpu=True)
     assert launcher_python(sif, home="/home/u") == [
+        *OUTSIDE,
         "apptainer",
         "exec",
         "--nv",
@@ -143,10 +145,17 @@ def test_containers() -> None:
     docker = Settings(
         image="docker://jupyter/base-notebook", container_runtime="singularity", python="/opt/conda/bin/python"
     )
-    assert launcher_python(docker) == ["singularity", "exec", "docker://jupyter/base-notebook", "/opt/conda/bin/python"]
-    assert launcher_python(Settings(image="/p/img.sif", gpus="4"))[:3] == ["apptainer", "exec", "--nv"]
+    assert launcher_python(docker) == [
+        *OUTSIDE,
+        "singularity",
+        "exec",
+        "docker://jupyter/base-notebook",
+        "/opt/conda/bin/python",
+    ]
+    assert launcher_python(Settings(image="/p/img.sif", gpus="4"))[3:6] == ["apptainer", "exec", "--nv"]
     ch = Settings(image="/p/images/lab", binds=("/p/project",))
     assert launcher_python(ch, home="/home/u") == [
+        *OUTSIDE,
         "ch-run",
         "-b",
         "/home/u",
@@ -377,8 +386,8 @@ def test_charliecloud_runs_python_with_the_session_directory_visible(ch_image: P
     )
     # Bind the tmp home where the image expects `home`: the argv hpcjup builds, with the bind source swapped.
     argv = launcher_python(Settings(image=str(ch_image), container_runtime="charliecloud"), home=str(home))
-    assert argv == ["ch-run", "-b", str(home), str(ch_image), "--", "python3"]
-    argv[2] = f"{host_home}:{home}"
+    assert argv == [*OUTSIDE, "ch-run", "-b", str(home), str(ch_image), "--", "python3"]
+    argv[5] = f"{host_home}:{home}"
     result = subprocess.run(
         [*argv, f"{home}/.hpcjup/sessions/lab/launcher.py", "--session-dir"],
         capture_output=True,
@@ -402,7 +411,7 @@ def test_charliecloud_reports_a_missing_mount_point(ch_image: Path) -> None:
         check=False,
     )
     assert result.returncode != 0 and "nonexistent-home-dir" in result.stderr
-    assert shlex.join(argv).startswith("ch-run -b /nonexistent-home-dir ")
+    assert shlex.join(argv).startswith("env -u HPCJUP_LAUNCH ch-run -b /nonexistent-home-dir ")
 
 
 def test_jupyter_runs_in_a_charliecloud_container(ch_image: Path, tmp_path: Path) -> None:
@@ -432,7 +441,7 @@ def test_jupyter_runs_in_a_charliecloud_container(ch_image: Path, tmp_path: Path
         "--ready-timeout",
         "90",
     ]
-    assert argv[:5] == ["ch-run", "-b", str(home), "-b", str(CLUSTER_ENV)]
+    assert argv[:8] == [*OUTSIDE, "ch-run", "-b", str(home), "-b", str(CLUSTER_ENV)]
     with open(tmp_path / "job.out", "wb") as log:
         proc = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "USER": "root", "HPCJUP_JOB_ID": "77"}

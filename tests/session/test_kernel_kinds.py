@@ -67,7 +67,7 @@ def test_bad_module_sets_are_refused(text: str) -> None:
 
 def test_every_kind_is_in_the_table() -> None:
     """A kind is one entry of KINDS (its prefix and reader): `image:` and the next kind go there, not in an if."""
-    assert set(envplan.KINDS) == {envplan.CLUSTER, envplan.MODULE}
+    assert set(envplan.KINDS) == {envplan.CLUSTER, envplan.MODULE, envplan.IMAGE}
     assert envplan.read_kernel("py=cluster:/opt/x/", S()).prefix == "/opt/x"
 
 
