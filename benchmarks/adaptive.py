@@ -18,7 +18,8 @@ time-scaled by --scale (default 0.15: 18 s computing, 45 s thinking) so that it 
 a fixed group of the maximum (batch:2x1) against adaptive ones (batch:0-2x1), one per --idle value (adapt_idle in
 real-trace time, scaled the same way). A computation is sized to take the scaled 2 minutes on the full group. The
 group's RUNNING jobs are sampled every second; printed are the job-hours held, scaled back to the real trace (a
-job is a node on a real cluster's group: node-hours) and their ratio to the fixed group's. Asserts nothing;
+job is a node on a real cluster's group: node-hours) and their ratio to the fixed group's. With --save the
+preemption runs go to benchmarks/results/adaptive.md and the trace to adaptive-trace.md. Asserts nothing;
 sessions are named bench-adapt-* and stopped at the end.
 """
 
@@ -226,8 +227,12 @@ def main() -> None:
     finally:
         hpcjup(env, "stop", NAME, *HOST)
         shutil.rmtree(work, ignore_errors=True)
-    with Report("adaptive", save=args.save) as out:
-        report(results, out)
+    if args.runs:  # the two kinds save apart: a run of one leaves the other's last figures on the site
+        with Report("adaptive", save=args.save) as out:
+            report(results, out)
+    if args.bursts:
+        with Report("adaptive-trace", save=args.save) as out:
+            trace_report(results["trace"], out)
     if args.json_out:
         args.json_out.write_text(json.dumps(results, indent=2))
 
@@ -251,14 +256,12 @@ def report(results: dict[str, Any], out: Callable[[str], None] = print) -> None:
     a, b = median("without", "seconds"), median("with", "seconds")
     if a and b:
         out(f"\nCompletion with a worker job cancelled every 30 s: {b / a:.2f}x the time without (medians).")
-    if "trace" in results:
-        trace_report(results["trace"], out)
 
 
-def trace_report(trace: dict[str, Any], out: Callable[[str], None]) -> None:
+def trace_report(trace: dict[str, Any], out: Callable[[str], None] = print) -> None:
     scale, runs = float(trace["scale"]), trace["runs"]
     out(
-        f"\nBursty trace at time scale {scale:g} ({REAL_COMPUTE * scale:.0f} s computing on the full group, "
+        f"Bursty trace at time scale {scale:g} ({REAL_COMPUTE * scale:.0f} s computing on the full group, "
         f"{trace['think']:.0f} s thinking, each repeated; adapt_idle scaled the same way); node-hours are the "
         "group's RUNNING job-seconds scaled back to the real trace (2 min / 5 min), one node per job."
     )
