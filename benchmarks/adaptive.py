@@ -11,9 +11,16 @@ group's resource). A notebook-like client (the cluster user, the session's Dask 
 --every seconds (scancel: Slurm's preemption ends a job the same way once the grace time is over). Printed per
 run: completion time, the result's correctness, tasks, tasks recomputed (a scheduler plugin sees a result
 computed more than once: lost with its worker) and rescheduled (sent to a worker again: it was waiting or
-running on one that left), jobs cancelled and jobs the loop saw lost. With --bursts, also the bursty notebook (issue 22), shortened: computations
-separated by --think seconds, worker-job seconds held by a fixed group of the maximum against an adaptive one
-(adapt_idle 30 s). Asserts nothing; sessions are named bench-adapt-* and stopped at the end.
+running on one that left), jobs cancelled and jobs the loop saw lost.
+
+With --bursts N, also the bursty notebook trace of issue 22 (2 minutes computing, 5 minutes thinking, N times),
+time-scaled by --scale (default 0.15: 18 s computing, 45 s thinking) so that it fits one hold of the cluster lock:
+a fixed group of the maximum (batch:2x1) against adaptive ones (batch:0-2x1), one per --idle value (adapt_idle in
+real-trace time, scaled the same way). A computation is sized to take the scaled 2 minutes on the full group. The
+group's RUNNING jobs are sampled every second; printed are the job-hours held, scaled back to the real trace (a
+job is a node on a real cluster's group: node-hours) and their ratio to the fixed group's. With --save the
+preemption runs go to benchmarks/results/adaptive.md and the trace to adaptive-trace.md. Asserts nothing;
+sessions are named bench-adapt-* and stopped at the end.
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ from tests.cluster.minicluster import MiniCluster, wait_until  # noqa: E402
 HOST = ["--host", "minicluster"]
 SESSIONS = Path("/home/hpcuser/.hpcjup/sessions")
 NAME = f"bench-adapt-{secrets.token_hex(2)}"
+REAL_COMPUTE, REAL_THINK = 120.0, 300.0  # issue 22's bursty notebook: 2 minutes computing, 5 minutes thinking
+MAXIMUM = 2  # the group's maximum: jobs of one core (the mini-cluster has two nodes)
 
 # Runs as the cluster user with the session's DASK_CONFIG: argv chunks, task seconds. Prints one JSON line.
 NOTEBOOK = r"""
@@ -114,32 +123,46 @@ def start(env: dict[str, str], session: str, group: str) -> None:
 
 
 def trace(cluster: MiniCluster, env: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
-    """The bursty notebook, shortened: --bursts times a computation, then --think seconds of nothing; the group's
-    RUNNING jobs sampled every second (job-seconds held), for a fixed group of the maximum and an adaptive one."""
-    figures: dict[str, Any] = {}
-    for kind, group in (("fixed", "batch:2x1"), ("adaptive", "batch:0-2x1")):
-        session = f"{NAME}-{kind[:3]}"
-        start(env, session, group)
+    """The bursty notebook, time-scaled: --bursts times a computation of the scaled 2 minutes, then the scaled 5
+    minutes of nothing; the group's RUNNING jobs sampled every second (job-seconds held), for a fixed group of the
+    maximum and an adaptive one per --idle value (its adapt_idle scaled too)."""
+    think = REAL_THINK * args.scale
+    chunks = max(2, round(REAL_COMPUTE * args.scale * MAXIMUM / args.task_seconds))
+    figures: dict[str, Any] = {"scale": args.scale, "think": think, "chunks": chunks, "runs": {}}
+    kinds = [("fixed", f"batch:{MAXIMUM}x1", None)]
+    kinds += [(f"adaptive, adapt_idle {idle}", f"batch:0-{MAXIMUM}x1", idle) for idle in args.idle.split(",")]
+    for number, (kind, group, idle) in enumerate(kinds):
+        session = f"{NAME}-t{number}"
+        kind_env = dict(env)
+        if idle is not None:
+            kind_env["HPCJUP_ADAPT_IDLE"] = f"{max(1, round(seconds_of(idle) * args.scale))}s"
+        start(kind_env, session, group)
         held, stop = [0.0], threading.Event()
-
         sampler = threading.Thread(target=sample, args=(cluster, session, held, stop))
         sampler.start()
         computes = []
         t0 = time.monotonic()
         try:
             for _ in range(args.bursts):
-                done = cluster.run_as_user(notebook(session, args.chunks, args.task_seconds), timeout=1800)
+                done = cluster.run_as_user(notebook(session, chunks, args.task_seconds), timeout=1800)
                 computes.append(
                     json.loads(done.stdout.strip().splitlines()[-1])["seconds"] if done.returncode == 0 else None
                 )
-                time.sleep(args.think)
+                time.sleep(think)
         finally:
             stop.set()
             sampler.join()
             hpcjup(env, "stop", session, *HOST)
-        figures[kind] = {"job_seconds": held[0], "wall": time.monotonic() - t0, "computes": computes}
-        print(f"trace, {kind} group: {figures[kind]}", file=sys.stderr, flush=True)
+        run = {"group": group, "job_seconds": held[0], "wall": time.monotonic() - t0, "computes": computes}
+        figures["runs"][kind] = run
+        print(f"trace, {kind}: {run}", file=sys.stderr, flush=True)
     return figures
+
+
+def seconds_of(text: str) -> float:
+    """'5m', '90s', '1h' or plain seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
 
 
 def sample(cluster: MiniCluster, session: str, held: list[float], stop: threading.Event) -> None:
@@ -178,7 +201,8 @@ def main() -> None:
     parser.add_argument("--task-seconds", type=float, default=0.3, help="each block's hold (default 0.3 s)")
     parser.add_argument("--every", type=float, default=30.0, help="seconds between cancellations (default 30)")
     parser.add_argument("--bursts", type=int, default=0, help="also the bursty trace: computations (default 0: none)")
-    parser.add_argument("--think", type=float, default=90.0, help="the trace's seconds between computations (90)")
+    parser.add_argument("--scale", type=float, default=0.15, help="the trace's time scale (default 0.15)")
+    parser.add_argument("--idle", default="5m", help="the adaptive groups' adapt_idle, real-trace time (5m; a,b,..)")
     parser.add_argument("--json-out", type=Path, help="also write every figure to this file")
     add_save_option(parser)
     args = parser.parse_args()
@@ -203,8 +227,12 @@ def main() -> None:
     finally:
         hpcjup(env, "stop", NAME, *HOST)
         shutil.rmtree(work, ignore_errors=True)
-    with Report("adaptive", save=args.save) as out:
-        report(results, out)
+    if args.runs:  # the two kinds save apart: a run of one leaves the other's last figures on the site
+        with Report("adaptive", save=args.save) as out:
+            report(results, out)
+    if args.bursts:
+        with Report("adaptive-trace", save=args.save) as out:
+            trace_report(results["trace"], out)
     if args.json_out:
         args.json_out.write_text(json.dumps(results, indent=2))
 
@@ -228,15 +256,23 @@ def report(results: dict[str, Any], out: Callable[[str], None] = print) -> None:
     a, b = median("without", "seconds"), median("with", "seconds")
     if a and b:
         out(f"\nCompletion with a worker job cancelled every 30 s: {b / a:.2f}x the time without (medians).")
-    if "trace" in results:
-        fixed, adaptive = results["trace"]["fixed"], results["trace"]["adaptive"]
-        out("\n| group | worker-job seconds held | wall (s) | each computation (s) |")
-        out("| --- | --- | --- | --- |")
-        for kind, r in (("fixed batch:2x1", fixed), ("adaptive batch:0-2x1", adaptive)):
-            times = ", ".join(f"{c:.1f}" if c is not None else "failed" for c in r["computes"])
-            out(f"| {kind} | {r['job_seconds']:.0f} | {r['wall']:.0f} | {times} |")
-        if fixed["job_seconds"]:
-            out(f"\nAdaptive held {adaptive['job_seconds'] / fixed['job_seconds']:.2f}x the fixed group's job-seconds.")
+
+
+def trace_report(trace: dict[str, Any], out: Callable[[str], None] = print) -> None:
+    scale, runs = float(trace["scale"]), trace["runs"]
+    out(
+        f"Bursty trace at time scale {scale:g} ({REAL_COMPUTE * scale:.0f} s computing on the full group, "
+        f"{trace['think']:.0f} s thinking, each repeated; adapt_idle scaled the same way); node-hours are the "
+        "group's RUNNING job-seconds scaled back to the real trace (2 min / 5 min), one node per job."
+    )
+    out("\n| group | node-hours (real trace) | ratio to fixed | wall (s, scaled) | each computation (s, scaled) |")
+    out("| --- | --- | --- | --- | --- |")
+    fixed = next(iter(runs.values()))["job_seconds"]
+    for kind, r in runs.items():
+        times = ", ".join(f"{c:.1f}" if c is not None else "failed" for c in r["computes"])
+        hours = r["job_seconds"] / scale / 3600
+        ratio = f"{r['job_seconds'] / fixed:.2f}" if fixed else ""
+        out(f"| {kind} ({r['group']}) | {hours:.3f} | {ratio} | {r['wall']:.0f} | {times} |")
 
 
 if __name__ == "__main__":

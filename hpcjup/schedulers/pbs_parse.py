@@ -119,12 +119,19 @@ def _state(state: str, exit_status: int | None) -> JobState:
 
 
 def _reason(state: str, comment: str | None, job: dict[str, object]) -> str | None:
-    """Why it pends, in the scheduler's words ("Can Never Run: ..." stays whole: it never clears)."""
+    """Why it pends, in the scheduler's words ("Can Never Run: ..." stays whole: it never clears). A queued job
+    that ran before (run_count; a rerunnable job requeued by a preemption, `qrerun` or a node's failure) says so:
+    until the scheduler looks at it again its comment is still the run before's ("Job run at ...")."""
     if state == "H":
         holds = _text(job.get("Hold_Types")) or "?"
         return f"held ({holds})" + (f": {comment}" if comment else "")
+    if comment and comment.startswith("Job run at"):
+        comment = None  # the run before's: not why it waits now
     if comment and comment.startswith("Not Running: "):
-        return comment.removeprefix("Not Running: ")
+        comment = comment.removeprefix("Not Running: ")
+    runs = _int(job.get("run_count"))
+    if state == "Q" and runs:
+        return f"requeued after {runs} run{'s' if runs > 1 else ''}" + (f": {comment}" if comment else "")
     return comment
 
 

@@ -15,6 +15,7 @@ from hpcjup.schedulers import REGISTRY, get_scheduler
 from hpcjup.schedulers.base import JobState, JobStatus, Scheduler
 from hpcjup.session import finished
 from hpcjup.session.catalog import SessionDir, find_session, scan_sessions
+from hpcjup.session.groupstatus import WAITING, with_reasons
 from hpcjup.session.layout import SessionPaths
 from hpcjup.session.liveholders import holder_pid
 from hpcjup.session.record import JobReport, SessionRecord
@@ -210,13 +211,18 @@ class DamagedView:
 View = SessionView | DamagedView
 
 
-def _view(found: SessionDir, status: JobStatus | None, store: LocalStore, host: str) -> View:
+def _view(
+    found: SessionDir,
+    status: JobStatus | None,
+    store: LocalStore,
+    host: str,
+    waiting: dict[str, JobStatus] | None = None,
+) -> View:
     if found.record is None or status is None:
         return DamagedView(found, store.load(host, found.paths.name))
     cached = store.load(host, found.record.name)
-    return SessionView(
-        found.record, found.paths, status, found.report, cached, found.worker_ids, found.usage, found.worker_groups
-    )
+    groups = with_reasons(found.worker_groups, waiting or {}, get_scheduler(found.record.scheduler))
+    return SessionView(found.record, found.paths, status, found.report, cached, found.worker_ids, found.usage, groups)
 
 
 def overview(transport: Transport, store: LocalStore, *, recheck: bool = False) -> list[View]:
@@ -230,14 +236,14 @@ def overview(transport: Transport, store: LocalStore, *, recheck: bool = False) 
     ]
     host = transport.host
     before = finished.load(store, host)
-    statuses = job_statuses(transport, found, None if recheck else before or {})
+    statuses, waiting = _statuses(transport, found, None if recheck else before or {})
     after = finished.bounded(_final_answers(found, statuses))
     if after != before:  # a listing that learned nothing writes nothing
         try:
             finished.save(store, host, after)
         except OSError as exc:  # only a saving lost: the next `ls` asks again
             log.debug("could not remember finished jobs: %s", exc)
-    return [_view(f, statuses.get(f.paths.name), store, host) for f in found]
+    return [_view(f, statuses.get(f.paths.name), store, host, waiting.get(f.paths.name)) for f in found]
 
 
 def job_statuses(
@@ -247,6 +253,14 @@ def job_statuses(
     it) once for all of its jobs, but for those `_answered` already settles (`remembered` None: none, every
     job is asked about). A record naming a scheduler this hpcjup does not know gets no status (the session
     is shown as damaged, with the reason)."""
+    return _statuses(transport, found, remembered)[0]
+
+
+def _statuses(
+    transport: Transport, found: list[SessionDir], remembered: dict[finished.Key, JobStatus] | None = None
+) -> tuple[dict[str, JobStatus], dict[str, dict[str, JobStatus]]]:
+    """`job_statuses`, and session name -> {id: status} for the jobs its adaptive groups have waiting in the
+    queue (asked in the same query: why they pend, groupstatus.with_reasons)."""
     by_scheduler: dict[str, list[SessionDir]] = {}
     statuses: dict[str, JobStatus] = {}
     for f in found:
@@ -256,17 +270,31 @@ def job_statuses(
             statuses[f.paths.name] = known
         else:
             by_scheduler.setdefault(f.record.scheduler, []).append(f)
-    asks = [(name, [f.record.job_id for f in group if f.record is not None]) for name, group in by_scheduler.items()]
+    asks = [
+        (name, [job for f in group if f.record is not None for job in (f.record.job_id, *_waiting(f))])
+        for name, group in by_scheduler.items()
+    ]
     if len(asks) > 1:  # several schedulers in use: their queries travel side by side on the one connection
         with ThreadPoolExecutor(max_workers=len(asks)) as pool:
             answered = list(pool.map(lambda ask: _ask(transport, *ask), asks))
     else:
         answered = [_ask(transport, *ask) for ask in asks]
+    waiting: dict[str, dict[str, JobStatus]] = {}
     for group, answers in zip(by_scheduler.values(), answered, strict=True):
         for f in group:
             assert f.record is not None
             statuses[f.paths.name] = answers.get(f.record.job_id, JobStatus(f.record.job_id, JobState.GONE))
-    return statuses
+            waiting[f.paths.name] = {job: answers[job] for job in _waiting(f) if job in answers}
+    return statuses, waiting
+
+
+def _waiting(f: SessionDir) -> list[str]:
+    """The ids of the jobs the session's adaptive groups have waiting in the queue (dask/adaptive.json)."""
+    return [job for _, figures in f.worker_groups for job in _ids(figures.get(WAITING))]
+
+
+def _ids(value: object) -> tuple[str, ...]:
+    return value if isinstance(value, tuple) else ()
 
 
 def _ask(transport: Transport, name: str, ids: list[str]) -> dict[str, JobStatus]:
@@ -330,7 +358,8 @@ def named_session(transport: Transport, store: LocalStore, name: str) -> Session
     found = find_session(transport, name)
     if found.record is not None and found.record.scheduler not in REGISTRY:
         found = _unknown_scheduler(found)
-    view = _view(found, job_statuses(transport, [found], {}).get(found.paths.name), store, transport.host)
+    statuses, waiting = _statuses(transport, [found], {})
+    view = _view(found, statuses.get(found.paths.name), store, transport.host, waiting.get(found.paths.name))
     if isinstance(view, DamagedView):
         raise view.error()
     return view

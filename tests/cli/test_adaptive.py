@@ -5,6 +5,7 @@ once the workers have idled for adapt_idle."""
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -139,3 +140,48 @@ def test_a_fixed_group_of_two_jobs_has_two_workers(
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("hpcjup+twice+batch+") == 2, done.stdout
     assert run(["stop", "twice", *HOST], laptop_env).returncode == 0
+
+
+@pytest.fixture
+def limited_partition(minicluster: Any) -> Any:
+    """A partition whose time limit every group job exceeds (created for the test, deleted after it): Slurm
+    (EnforcePartLimits=NO, its default) queues such a job and gives PartitionTimeLimit as its reason."""
+    name = "limited"
+    minicluster.slurm("scontrol", "delete", f"PartitionName={name}")  # one a killed run left behind
+    nodes = ",".join(minicluster.slurm("sinfo", "-h", "-N", "-o", "%N").stdout.split())
+    created = ["scontrol", "create", f"PartitionName={name}", f"Nodes={nodes}", "MaxTime=1", "State=UP"]
+    minicluster.slurm(*created, check=True)
+    try:
+        yield name
+    finally:
+        minicluster.cancel_all()
+        minicluster.slurm("scontrol", "delete", f"PartitionName={name}")
+
+
+def test_a_group_beyond_the_partitions_limit_shows_the_reason_and_is_not_resubmitted(
+    minicluster: Any, laptop_env: dict[str, str], clean_jobs: None, limited_partition: str
+) -> None:
+    options = ["--partition", "booster", "--workers", "1", "--time", "10", "--idle-timeout", "0", "-d"]
+    group = f"{limited_partition}:2-3x1"
+    started = run(["start", *HOST, "--name", "limited", *options, "--worker-group", group], laptop_env)
+    assert started.returncode == 0, started.stderr
+
+    def shown() -> dict[str, Any]:
+        listed = run(["ls", *HOST, "--json"], laptop_env)
+        assert listed.returncode == 0, listed.stderr
+        (row,) = [s for s in json.loads(listed.stdout)["sessions"] if s["session"] == "limited"]
+        figures = row["worker_groups"].get(limited_partition) or {}
+        return figures if figures.get("pending_reasons") == {"PartitionTimeLimit": 2} else {}
+
+    figures = wait_for(shown, 60, "ls --json to show the scheduler's reason for the group's 2 waiting jobs")
+    assert figures["never_starts"] == "a longer time than the partition allows"
+    text = run(["ls", *HOST], laptop_env).stdout
+    assert "limited/limited: 0 running, 2 pending, target 2 (2-3 jobs); pending: 2 PartitionTimeLimit" in text
+    # The loop keeps the jobs it has (they wait) instead of submitting more: after several of its rounds (2 s each)
+    # the queue and the session's record still hold the same 2.
+    waiting = {j["id"] for j in minicluster.active_jobs() if j["name"] == "hpcjup+limited+limited"}
+    time.sleep(10)
+    assert {j["id"] for j in minicluster.active_jobs() if j["name"] == "hpcjup+limited+limited"} == waiting
+    assert len(waiting) == 2 and len((SESSIONS / "limited/dask/jobs").read_text().split()) == 2
+    assert [j for j in minicluster.active_jobs() if j["name"] == "hpcjup-limited"], "the session keeps running"
+    assert run(["stop", "limited", *HOST], laptop_env).returncode == 0

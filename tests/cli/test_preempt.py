@@ -1,16 +1,20 @@
 """Sessions that come back (issue 22), on the mini-cluster's real Slurm preemption: the neighbour's urgent job
 takes the nodes; a `--preemptible` session's job is requeued, runs again, and its detached holder forwards the
 same local URL to it without any command (test_preempt_ended.py: a session without `--preemptible` is not requeued).
+Its old node is gone meanwhile (taken out of service, as an administrator would, and resumed at the end): the job
+runs again on the other node.
 
 Slurm holds a requeued job for about two minutes (BeginTime) before it may run again: these tests are slow,
 so there are few of them."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +48,27 @@ def job_state(cluster: Any, job_id: str) -> str:
     return cluster.slurm("squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T").stdout.strip()
 
 
+def job_node(cluster: Any, job_id: str) -> str:
+    return cluster.slurm("squeue", "-h", "-j", job_id, "-o", "%N").stdout.strip()
+
+
+@contextlib.contextmanager
+def node_down(cluster: Any, node: str) -> Iterator[None]:
+    """The node out of service for the block (an administrator's `scontrol update`, as root), resumed after it.
+    DRAIN, not DOWN: with the harness's ReturnToService=2, Slurm returns a DOWN node to service at its next ping
+    (seen here: the requeued job then ran on it again); a drained node takes no job until resumed."""
+
+    def drained() -> bool:
+        cluster.slurm("scontrol", "update", f"nodename={node}", "state=drain", "reason=hpcjup-test-gone", check=True)
+        return cluster.slurm("sinfo", "-h", "-n", node, "-o", "%T").stdout.split()[:1] in (["drained"], ["draining"])
+
+    wait_for(drained, 30, f"{node} to be out of service")
+    try:
+        yield
+    finally:
+        cluster.slurm("scontrol", "update", f"nodename={node}", "state=resume")
+
+
 def state(name: str) -> dict[str, Any]:
     return json.loads((SESSIONS / name / "state.json").read_text())
 
@@ -62,12 +87,24 @@ def test_a_preemptible_session_comes_back_at_the_same_url(
     url = f"http://127.0.0.1:{info['local_port']}/api/status"
     assert http_get(url, info["token"])[0] == 200
     holder = json.loads(run(["url", name, "--json"], laptop_env).stdout)["pid"]
+    old_node = job_node(preemption, info["job_id"])
+    assert old_node, "the job runs on a node"
     with neighbour.urgent_job(preemption.conf):
         # GraceTime, then Slurm's kill (SIGTERM): the launcher shuts Jupyter down and records the run's end.
         wait_for(lambda: state(name)["state"] == "ended", 120, "the launcher to record the preempted run's end")
         ended = state(name)
         assert (ended["reason"], ended["preemptible"], ended["restarts"]) == ("stopped", True, 0), ended
         wait_for(lambda: job_state(preemption, info["job_id"]) == "PENDING", 60, "the job to be requeued")
+    with node_down(preemption, old_node):
+        came_back(preemption, laptop_env, tmp_path, name, info, holder, old_node)
+    assert run(["stop", name, *HOST], laptop_env).returncode == 0
+
+
+def came_back(
+    preemption: Any, laptop_env: dict[str, str], tmp_path: Path, name: str, info: dict[str, Any], holder: int, old: str
+) -> None:
+    """The requeued job, while its old node is down: listed as preempted, run again elsewhere, and the same URL."""
+    url = f"http://127.0.0.1:{info['local_port']}/api/status"
     row = listed(laptop_env, name)
     assert (row["state"], row["preemptions"], row["preemptible"]) == ("PREEMPTED", 1, True), row
     assert http_get(url, info["token"])[0] != 200  # nothing answers while the job waits
@@ -80,6 +117,7 @@ def test_a_preemptible_session_comes_back_at_the_same_url(
     # Slurm holds a requeued job about two minutes (BeginTime) before it may run again.
     wait_for(lambda: job_state(preemption, info["job_id"]) == "RUNNING", 300, "the requeued job to run again", 2)
     running = time.monotonic()
+    assert job_node(preemption, info["job_id"]) not in ("", old), "it runs again on the node that is left"
     wait_for(lambda: http_get(url, info["token"])[0] == 200, 120, "the same local URL to answer again", 0.2)
     took = time.monotonic() - running
     assert http_get(url)[0] == 403  # still the token's: the same one, which an open tab sends
@@ -96,4 +134,3 @@ def test_a_preemptible_session_comes_back_at_the_same_url(
     log = Path(laptop_env["XDG_STATE_HOME"], "hpcjup", "logs", "minicluster", f"{name}.log").read_text()
     assert "preempted and requeued" in log and "works again" in log, log
     print(f"the job ran again; the local URL answered {took:.1f} s later")
-    assert run(["stop", name, *HOST], laptop_env).returncode == 0
