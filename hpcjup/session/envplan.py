@@ -103,8 +103,10 @@ class Located:
     wrappers: tuple[tuple[str, str], ...] = ()  # (WRAPPER path in the session directory, its text)
 
     def at(self, session_dir: str) -> Located:
-        """The kernels' Pythons with the module sets' wrappers in `session_dir` (absolute paths stay)."""
-        kernels = tuple((n, p if p.startswith("/") else f"{session_dir.rstrip('/')}/{p}") for n, p in self.kernels)
+        """The kernels' Pythons with the module sets' wrappers in `session_dir` (other Pythons stay: absolute paths,
+        a container's command)."""
+        wrappers = {path for path, _ in self.wrappers}
+        kernels = tuple((n, f"{session_dir.rstrip('/')}/{p}" if p in wrappers else p) for n, p in self.kernels)
         return replace(self, kernels=kernels)
 
     def files(self) -> dict[str, tuple[bytes, int]]:

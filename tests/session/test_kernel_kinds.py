@@ -95,6 +95,21 @@ def test_a_module_kernel_is_a_wrapper_in_the_session_directory() -> None:
     assert mode == 0o700 and b"module load Python/3.11 SciPy-bundle ||" in content
 
 
+def test_a_containers_kernel_command_is_not_put_in_the_session_directory() -> None:
+    """`at` makes only the module sets' wrappers absolute: an image kernel's Python is a command line (`env -u ...
+    ch-run ... -- python3`) that runs as it is (the merge of both kinds once prefixed it with the session's path)."""
+    roots, pythons = {".hpcjup/envs": "/home/u/.hpcjup/envs"}, {"python3": ["3.11", "x86_64", "glibc2.36"]}
+    facts = hostfacts.HostFacts("/home/u", None, roots, pythons, {".hpcjup/envs": ""})
+    p = envplan.plan(S(kernels=("boxed=image:/home/u/img.sif", "module:Python/3.11")))
+    assert p is not None
+    located = envplan.locate(p, facts, "/home/u")
+    assert located is not None
+    there = located.at("/home/u/.hpcjup/sessions/lab")
+    (name, command), (_, wrapper) = there.kernels
+    assert name == "boxed" and command == located.kernels[0][1] and not command.startswith("/home/u/.hpcjup/sessions")
+    assert wrapper == "/home/u/.hpcjup/sessions/lab/kernels/python-3.11/bin/python"
+
+
 @pytest.fixture
 def lua_modules(tmp_path: Path) -> Path:
     """An Lmod module `pyset/1.0` (Lua) that puts a python3 on PATH and sets a variable."""
