@@ -96,7 +96,8 @@ def image_of(meta: dict[str, Any], bad: bool = False) -> Image | None:
 DOCTOR_MARK = "HPCJUP-IMAGES "
 DOCTOR = r"""(
 has() { command -v "$1" >/dev/null 2>&1 && echo yes || echo "no-$1"; }
-sq=$(has squashfuse) un=$(has unsquashfs) mk=$(has mksquashfs)
+sq=no-squashfuse un=$(has unsquashfs) mk=$(has mksquashfs)
+mount=$(command -v squashfuse_ll || command -v squashfuse) && sq=yes  # envlocal.sh's choice, tried as it mounts
 um=no-fusermount; { command -v fusermount3 || command -v fusermount; } >/dev/null 2>&1 && um=yes
 if [ ! -c /dev/fuse ]; then fuse=no-/dev/fuse
 elif [ ! -r /dev/fuse ] || [ ! -w /dev/fuse ]; then fuse=/dev/fuse-not-yours
@@ -104,7 +105,7 @@ elif [ "$sq" != yes ] || [ "$um" != yes ]; then fuse="${sq#yes}${um#yes}"
 elif [ "$mk" != yes ]; then fuse=untried
 else
     t=$(mktemp -d) && mkdir "$t/s" "$t/m" && echo ok >"$t/s/f" &&
-        mksquashfs "$t/s" "$t/i" -quiet -no-progress >/dev/null 2>&1 && squashfuse "$t/i" "$t/m" 2>/dev/null &&
+        mksquashfs "$t/s" "$t/i" -quiet -no-progress >/dev/null 2>&1 && "$mount" "$t/i" "$t/m" 2>/dev/null &&
         [ "$(cat "$t/m/f" 2>/dev/null)" = ok ] && fuse=yes || fuse=mount-refused
     fusermount3 -u "$t/m" 2>/dev/null || fusermount -u "$t/m" 2>/dev/null
     rm -rf "$t"
