@@ -94,7 +94,13 @@ sweep() {  # under .lock: every copy nobody holds goes (unmounted first): a job'
     done
 }
 
-use() {  # $1 ENVDIR, $2 the fd that holds its copy: sets $got to the copy's path, or leaves it ENVDIR
+now() { date +%s.%N 2>/dev/null; }
+took() {  # seconds since $1 (a `now`), "" where date has no %N
+    awk -v a="$1" -v b="$(now)" 'BEGIN { if (a b ~ /^[0-9.]+$/) printf "%.2f", b - a }'
+}
+
+use() {  # $1 ENVDIR, $2 the fd that holds its copy: sets $got to the copy's path (and $first, the seconds this
+    # job spent making it: the first use on this node), or leaves it ENVDIR
     e=$1 img=$1.sqsh sha=$(meta "$1" sha256)
     if [ -z "$sha" ] || [ ! -f "$img" ]; then warn "$e has no image: used in place"; return; fi
     if [ -e "$e.sqsh.bad" ]; then warn "$img was found corrupt: $e used in place until the next start packs it again"; return; fi
@@ -102,6 +108,7 @@ use() {  # $1 ENVDIR, $2 the fd that holds its copy: sets $got to the copy's pat
     dir=$base/$d
     if [ ! -f "$dir/ready" ] || [ ! -f "$dir/env/.hpcjup-env.json" ]; then
         rm -rf "$dir" && mkdir "$dir" || { warn "cannot make $dir: $e used in place"; return; }
+        t0=$(now)
         if ! cp "$img" "$dir/image.sqsh" 2>/dev/null; then
             warn "could not copy $img to $dir (no room?): $e used in place"; rm -rf "$dir"; return
         fi
@@ -122,6 +129,7 @@ use() {  # $1 ENVDIR, $2 the fd that holds its copy: sets $got to the copy's pat
         fi
         [ -f "$dir/env/.hpcjup-env.json" ] || { warn "$dir/env is not $e: used in place"; mounted "$dir/env" && unmount "$dir/env"; rm -rf "$dir"; return; }
         : >"$dir/ready"
+        first=$(took "$t0")
     fi
     eval "exec $2<>\"\$dir.lock\"" && flock -s "$2" && got=$dir/env
 }
@@ -133,13 +141,15 @@ if [ "$how" != direct ]; then
 fi
 while [ "$i" -le "$n" ]; do
     eval "e=\$e_$i"
-    got=$e sha=$(meta "$e" sha256)
+    got=$e sha=$(meta "$e" sha256) first=
     if [ "$how" = direct ]; then
         [ -z "$why" ] || [ -z "$sha" ] || warn "$e used in place, not from its image ($why): slower where that file system is slow"
     elif [ "$i" -le 6 ]; then  # fds 3..8 hold the copies (more environments than that: in place)
         use "$e" $((i + 2))
     fi
-    [ "$got" = "$e" ] || printf 'hpcjup: %s from %s (%s)\n' "$e" "$got" "$how" >&2
+    # The first use on a node says what it cost (benchmarks/slowfs.py reads it): the copy plus mount or unpack.
+    [ -z "$first" ] || first=", first use on this node: copy + $how in $first s"
+    [ "$got" = "$e" ] || printf 'hpcjup: %s from %s (%s)%s\n' "$e" "$got" "$how" "$first" >&2
     eval "o_$i=\$e n_$i=\$got d_$i=\$(printf %s \"\$sha\" | cut -c1-16)"
     i=$((i + 1))
 done

@@ -126,6 +126,8 @@ def test_two_jobs_on_a_node_share_one_mount_and_the_last_removes_it(
     (prefix,) = prefixes  # both ran from the same copy
     assert prefix.startswith(f"{local}/hpcjup-1001/envs/") and prefix.endswith("/env"), out
     assert f"{env.path} from {prefix} (image)" in out
+    # Only the first job made the copy, and says what it cost (the second found it ready).
+    assert out.count(f"{env.path} from {prefix} (image), first use on this node: copy + image in ") == 1, out
     assert mounts(transport, local) == [] and left(transport, local) == []
 
 
