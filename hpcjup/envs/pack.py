@@ -131,6 +131,10 @@ def doctor_words(line: str, mode: str) -> tuple[str, str, str]:
     fix = "" if mksquashfs == "yes" else "Install squashfs-tools (mksquashfs) on the login node, or ask the site."
     if mode == "direct":
         return "skip", "env_mode = direct: environments run in place on the shared file system", ""
+    if mode == "auto" and unsquashfs == "yes":  # envlocal.sh's order: a tree on a local disk first, then a mount
+        then = "mounted with squashfuse (it works here for you)" if fuse == "yes" else f"unpacked on tmpfs (FUSE {why})"
+        what = f"unpack: images are unpacked on node-local disk where it has room (imports at local-disk speed), else {then}"
+        return ("pass" if not pack else "warn"), what + pack, fix
     if fuse == "yes" and mode in ("auto", "image"):
         return ("pass" if not pack else "warn"), f"image: squashfuse mounts work here for you{pack}", fix
     if unsquashfs == "yes" and mode in ("auto", "unpack"):

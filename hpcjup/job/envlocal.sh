@@ -9,8 +9,8 @@
 #   first that is a local file system with room), into <local>/hpcjup-UID/envs/DIGEST/, a directory of this user
 #   only (0700, owner checked: a directory someone else made is never used);
 # - checks the copy's sha256: a mismatch is never used, ENVDIR.sqsh.bad tells the next start to pack it again;
-# - mounts it with squashfuse_ll, else squashfuse (MODE image, or auto where /dev/fuse is usable), else unpacks it
-#   (unsquashfs);
+# - unpacks it (unsquashfs; MODE unpack, or auto where a local disk, not tmpfs, has room for the tree), else
+#   mounts it with squashfuse_ll, else squashfuse (MODE image, or auto where /dev/fuse is usable), else unpacks it;
 # - else (MODE direct, no image, no room, no tools) the environment is used in place, with a warning saying why.
 # All of one user's jobs on a node share one copy per digest: each holds DIGEST.lock with `flock -s` for its
 # life; setup and cleanup take .lock with `flock -x`; a cleaner removes what nobody holds (`flock -xn`), at the
@@ -53,34 +53,47 @@ local_fs() {
     esac
 }
 
-# How this node uses an image: mounted, unpacked, or not at all (why, for the warning).
-how= why=
-case $mode in
-    direct) how=direct ;;
-    image | auto) if fuse_ok; then how=image; elif [ "$mode" = auto ] && command -v unsquashfs >/dev/null 2>&1; then how=unpack; else
-        how=direct why="no usable FUSE here (/dev/fuse, squashfuse, fusermount)"; fi ;;
-    unpack) if command -v unsquashfs >/dev/null 2>&1; then how=unpack; else how=direct why="no unsquashfs here"; fi ;;
-    *) how=direct why="unknown env_mode $mode" ;;
-esac
-# Room: the images (mounted), or also their trees (unpacked); the first local candidate with that much free.
-need=0 i=1
-while [ "$i" -le "$n" ]; do
-    eval "e=\$e_$i"
-    b=$(meta "$e" bytes) t=$(meta "$e" tree_kb)
-    need=$((need + ${b:-0} / 1024 + 1024))
-    [ "$how" != unpack ] || need=$((need + ${t:-0}))
-    i=$((i + 1))
-done
-base=
-if [ "$how" != direct ] && [ "$n" -gt 0 ]; then
+can_unpack() { command -v unsquashfs >/dev/null 2>&1; }
+
+room() {  # $1 image|unpack, $2 "notmpfs" or "": sets $base to the first local candidate with room for the images
+    # (mounted), or also their trees (unpacked), that is a private directory of this user; $need to the KB needed
+    need=0 i=1
+    while [ "$i" -le "$n" ]; do
+        eval "e=\$e_$i"
+        b=$(meta "$e" bytes) t=$(meta "$e" tree_kb)
+        need=$((need + ${b:-0} / 1024 + 1024))
+        [ "$1" != unpack ] || need=$((need + ${t:-0}))
+        i=$((i + 1))
+    done
+    base=
     for c in ${HPCJUP_ENV_LOCAL:-${TMPDIR:-} /dev/shm /tmp}; do
         [ -d "$c" ] && [ -w "$c" ] && local_fs "$c" || continue
+        [ -z "$2" ] || [ "$(stat -f -c %T "$c" 2>/dev/null)" != tmpfs ] || continue
         [ "$(free_kb "$c")" -ge "$need" ] 2>/dev/null || continue
         mkdir -p -m 0700 "$c/hpcjup-$uid/envs" 2>/dev/null
-        if mine "$c/hpcjup-$uid" && mine "$c/hpcjup-$uid/envs"; then base=$c/hpcjup-$uid/envs; break; fi
+        if mine "$c/hpcjup-$uid" && mine "$c/hpcjup-$uid/envs"; then base=$c/hpcjup-$uid/envs; return 0; fi
         warn "$c/hpcjup-$uid is not a private directory of yours: not used"
     done
-    [ -n "$base" ] || { how=direct why="no node-local storage with ${need} KB free and a private directory of yours"; }
+    return 1
+}
+
+# How this node uses an image: mounted, unpacked, or not at all (why, for the warning). auto unpacks where a local
+# disk has room for the trees: imports then run at local-disk speed, where a squashfuse mount's per-file calls cost
+# (benchmarks/slowfs.py: a kernel's `import xarray, dask.distributed` 1.09x local disk unpacked, 2.07x mounted;
+# first use 4.2 s against 1.9 s). Never a tree on tmpfs for auto (memory the job's own limit pays for): there,
+# and where unsquashfs is missing, the image is mounted; without FUSE, unpacked wherever there is room.
+how= why= base=
+case $mode in
+    direct) how=direct ;;
+    auto) if [ "$n" -gt 0 ] && can_unpack && room unpack notmpfs; then how=unpack; elif fuse_ok; then how=image
+        elif can_unpack; then how=unpack; else
+        how=direct why="no usable FUSE (/dev/fuse, squashfuse, fusermount) nor unsquashfs here"; fi ;;
+    image) if fuse_ok; then how=image; else how=direct why="no usable FUSE here (/dev/fuse, squashfuse, fusermount)"; fi ;;
+    unpack) if can_unpack; then how=unpack; else how=direct why="no unsquashfs here"; fi ;;
+    *) how=direct why="unknown env_mode $mode" ;;
+esac
+if [ "$how" != direct ] && [ -z "$base" ] && [ "$n" -gt 0 ] && ! room "$how" ""; then
+    how=direct why="no node-local storage with ${need} KB free and a private directory of yours"
 fi
 if [ "$how" != direct ] && ! command -v flock >/dev/null 2>&1; then how=direct why="no flock(1) here to share copies safely"; fi
 

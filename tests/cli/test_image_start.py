@@ -66,7 +66,7 @@ def _digest(env: str) -> str:
 def test_kernel_and_workers_on_both_nodes_run_from_the_mounted_image(
     minicluster: Any, laptop_env: dict[str, str], clean_jobs: None, tmp_path: Path
 ) -> None:
-    env = env_of(laptop_env)
+    env = {**env_of(laptop_env), "HPCJUP_ENV_MODE": "image"}  # mounted (auto unpacks on this machine's /tmp)
     name = f"img-{secrets.token_hex(3)}"
     # A worker group's job (its own batch job, rendered by dask-jobqueue in the env) beside the session's two nodes.
     started = start_dask(
@@ -136,7 +136,8 @@ def test_a_corrupt_image_runs_in_place_and_the_next_start_packs_it_again(
     # A new image (the tree changed since: its metadata, the bytecode the run in place wrote), its hash recorded.
     assert meta["image"]["sha256"] == hashlib.sha256(image.read_bytes()).hexdigest() != sha
     log = (SESSIONS / second / "job.out").read_text(errors="replace")
-    assert f"{kernel_env} from " in log and "(image)" in log and "corrupt" not in log, log[-3000:]
+    # auto, on this machine's /tmp (a local disk with room): unpacked.
+    assert f"{kernel_env} from " in log and "(unpack)" in log and "corrupt" not in log, log[-3000:]
 
 
 def test_doctor_says_how_jobs_use_images(minicluster: Any, laptop_env: dict[str, str]) -> None:
@@ -145,7 +146,9 @@ def test_doctor_says_how_jobs_use_images(minicluster: Any, laptop_env: dict[str,
         return next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "env-images")
 
     auto = images("auto")
-    assert auto["status"] == "pass" and auto["summary"].startswith("image: squashfuse mounts work"), auto
+    assert auto["status"] == "pass" and auto["summary"].startswith("unpack: images are unpacked on node-local disk")
+    assert "else mounted with squashfuse (it works here for you)" in auto["summary"], auto
+    assert images("image")["summary"].startswith("image: squashfuse mounts work")
     unpack = images("unpack")
     assert unpack["status"] == "pass" and unpack["summary"].startswith("unpack:"), unpack
     assert images("direct")["status"] == "skip"

@@ -26,6 +26,8 @@ def test_doctor_names_the_mode_a_job_would_choose(fields: list[str], mode: str) 
     words = (" ".join(fields).split() + ["?"] * 4)[:4]
     if mode == "direct":
         assert status == "skip"
+    elif words[2] == "yes" and mode == "auto":  # a tree on a local disk first, as envlocal.sh chooses
+        assert found.startswith("unpack:") and ("mounted" if words[0] == "yes" else "tmpfs") in found
     elif words[0] == "yes" and mode != "unpack":
         assert found.startswith("image:")
     elif words[2] == "yes" and mode != "image":
@@ -36,7 +38,9 @@ def test_doctor_names_the_mode_a_job_would_choose(fields: list[str], mode: str) 
 
 def test_doctor_on_a_host_with_everything() -> None:
     assert doctor_words("yes yes yes yes", "auto")[0] == "pass"
+    assert "else mounted with squashfuse" in doctor_words("yes yes yes yes", "auto")[1]
     assert doctor_words("no-/dev/fuse yes yes yes", "auto")[1].startswith("unpack: images are unpacked")
+    assert doctor_words("yes yes no-unsquashfs yes", "auto")[1].startswith("image: squashfuse mounts work")
     status, found, fix = doctor_words("yes yes yes no-mksquashfs", "auto")
     assert status == "warn" and "no mksquashfs" in found and "squashfs-tools" in fix
 
