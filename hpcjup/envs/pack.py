@@ -14,6 +14,11 @@ Python relative to themselves), so they run from wherever a job mounts or unpack
 writes its own path into every script: such an environment runs in place only. No mksquashfs on the host: no
 image (`@@hpcjup image none WHY`), the environment is used in place.
 
+The tree stays on the shared filesystem beside its image (so `env ls` counts its files there, FILES and SHARED):
+it is what a job falls back to where a node has no FUSE, no unsquashfs or no room (env_mode direct, too); what
+packs a corrupt image again; what the login node runs (a worker group's job script is rendered with the env's
+Python there; `env lock`). Dropping it would make every one of those fail instead of running slower.
+
 The lines: `@@hpcjup image PATH SHA256 BYTES CODEC` or `@@hpcjup image none WHY`.
 """
 
