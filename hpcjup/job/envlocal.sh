@@ -79,8 +79,8 @@ room() {  # $1 image|unpack, $2 "notmpfs" or "": sets $base to the first local c
 
 # How this node uses an image: mounted, unpacked, or not at all (why, for the warning). auto unpacks where a local
 # disk has room for the trees: imports then run at local-disk speed, where a squashfuse mount's per-file calls cost
-# (benchmarks/slowfs.py: a kernel's `import xarray, dask.distributed` 1.09x local disk unpacked, 2.07x mounted;
-# first use 4.2 s against 1.9 s). Never a tree on tmpfs for auto (memory the job's own limit pays for): there,
+# (benchmarks/results/slowfs.md, n=3 at 0.1 and 0.5 ms: a kernel's `import xarray, dask.distributed` 0.96-1.06x
+# local disk unpacked, 2.1-2.2x mounted; but the first use on a node, 11-16 s there, 1.6-2.1 s mounted). Never a tree on tmpfs for auto (memory the job's own limit pays for): there,
 # and where unsquashfs is missing, the image is mounted; without FUSE, unpacked wherever there is room.
 how= why= base=
 case $mode in
