@@ -1,9 +1,10 @@
 """An environment as one file: the SquashFS image packed beside it when it is built (POSIX sh, run on the host).
 
 `PACK` is sh the build script (script.py) includes: `pack_image ROOT NAME` packs ROOT/NAME into ROOT/NAME.sqsh
-with mksquashfs (the fastest codec it has: zstd at a low level, else lz4, else gzip), records the image's sha256,
-size and codec in the environment's metadata (`image` in .hpcjup-env.json, rewritten whole: temp file and
-rename) and only then renames the image into place: a killed pack leaves its temp file (swept with the build's
+with mksquashfs (the fastest codec it has: zstd at a low level, else lz4, else gzip), its bytecode compiled
+first (an image is read-only: no import from it could write a missing .pyc), records the image's sha256, size and
+codec in the environment's metadata (`image` in .hpcjup-env.json, rewritten whole: temp file and rename; `compiled`
+marks images with bytecode, the next build packs older ones again) and only then renames the image into place: a killed pack leaves its temp file (swept with the build's
 leftovers) and no image, and a pack killed between the two renames leaves an image whose hash the metadata does
 not match, which no job uses and the next build or start packs again. A job that finds an image whose hash does
 not match marks it `NAME.sqsh.bad` (job/envlocal.sh); the probe then says `repack` and the build packs it again.
@@ -12,6 +13,11 @@ Only environments uv built are packed: uv makes them relocatable (`uv venv --rel
 Python relative to themselves), so they run from wherever a job mounts or unpacks the image. `python -m venv`
 writes its own path into every script: such an environment runs in place only. No mksquashfs on the host: no
 image (`@@hpcjup image none WHY`), the environment is used in place.
+
+The tree stays on the shared filesystem beside its image (so `env ls` counts its files there, FILES and SHARED):
+it is what a job falls back to where a node has no FUSE, no unsquashfs or no room (env_mode direct, too); what
+packs a corrupt image again; what the login node runs (a worker group's job script is rendered with the env's
+Python there; `env lock`). Dropping it would make every one of those fail instead of running slower.
 
 The lines: `@@hpcjup image PATH SHA256 BYTES CODEC` or `@@hpcjup image none WHY`.
 """
@@ -37,7 +43,8 @@ image_codec() {  # the fastest codec this mksquashfs has (decompression speed ma
 needs_image() {  # $1: ROOT/NAME; whether it should have an image and has none (or a bad one)
     grep -q '"tool": "uv"' "$1/.hpcjup-env.json" 2>/dev/null || return 1
     command -v mksquashfs >/dev/null 2>&1 || return 1
-    [ -e "$1.sqsh.bad" ] || [ ! -f "$1.sqsh" ] || ! grep -q '"sha256"' "$1/.hpcjup-env.json"
+    [ -e "$1.sqsh.bad" ] || [ ! -f "$1.sqsh" ] || ! grep -q '"sha256"' "$1/.hpcjup-env.json" ||
+        ! grep -q '"compiled": true' "$1/.hpcjup-env.json"  # packed by an older hpcjup, without bytecode
 }
 
 pack_image() {  # $1 ROOT, $2 NAME: ROOT/NAME.sqsh and its hash in the metadata; never fails the build
@@ -49,6 +56,11 @@ pack_image() {  # $1 ROOT, $2 NAME: ROOT/NAME.sqsh and its hash in the metadata;
         say image none "no mksquashfs on $(uname -n): used in place"; return 0
     fi
     say phase packing
+    # Bytecode first, with the env's own Python: an image is read-only, so an import from it whose .pyc is missing
+    # compiles the source again at every start (seen: a kernel's `import xarray, dask.distributed` 2.77 s from the
+    # mounted image against 0.47 s in a tree whose first run had written its __pycache__). Files that do not
+    # compile (a package's Python 2 test data) are skipped: compileall's exit code is not the build's.
+    "$dir/bin/python" -m compileall -q -j 0 "$dir" >>"${log:-/dev/null}" 2>&1 || :
     codec=$(image_codec)
     # The used-marker changes at every start: never part of the image (its hash would not matter, but its time does).
     if ! mksquashfs "$dir" "$part" -noappend -quiet -no-progress $codec -e .hpcjup-used >>"${log:-/dev/null}" 2>&1; then
@@ -60,7 +72,7 @@ pack_image() {  # $1 ROOT, $2 NAME: ROOT/NAME.sqsh and its hash in the metadata;
 import json, os, sys
 path, sha, size, codec, kb = sys.argv[1:6]
 meta = json.load(open(path))
-meta["image"] = {"sha256": sha, "bytes": int(size), "codec": codec, "tree_kb": int(kb)}
+meta["image"] = {"sha256": sha, "bytes": int(size), "codec": codec, "tree_kb": int(kb), "compiled": True}
 with open(path + ".new", "w") as f:
     json.dump(meta, f, sort_keys=True)
 os.rename(path + ".new", path)
@@ -96,7 +108,8 @@ def image_of(meta: dict[str, Any], bad: bool = False) -> Image | None:
 DOCTOR_MARK = "HPCJUP-IMAGES "
 DOCTOR = r"""(
 has() { command -v "$1" >/dev/null 2>&1 && echo yes || echo "no-$1"; }
-sq=$(has squashfuse) un=$(has unsquashfs) mk=$(has mksquashfs)
+sq=no-squashfuse un=$(has unsquashfs) mk=$(has mksquashfs)
+mount=$(command -v squashfuse_ll || command -v squashfuse) && sq=yes  # envlocal.sh's choice, tried as it mounts
 um=no-fusermount; { command -v fusermount3 || command -v fusermount; } >/dev/null 2>&1 && um=yes
 if [ ! -c /dev/fuse ]; then fuse=no-/dev/fuse
 elif [ ! -r /dev/fuse ] || [ ! -w /dev/fuse ]; then fuse=/dev/fuse-not-yours
@@ -104,7 +117,7 @@ elif [ "$sq" != yes ] || [ "$um" != yes ]; then fuse="${sq#yes}${um#yes}"
 elif [ "$mk" != yes ]; then fuse=untried
 else
     t=$(mktemp -d) && mkdir "$t/s" "$t/m" && echo ok >"$t/s/f" &&
-        mksquashfs "$t/s" "$t/i" -quiet -no-progress >/dev/null 2>&1 && squashfuse "$t/i" "$t/m" 2>/dev/null &&
+        mksquashfs "$t/s" "$t/i" -quiet -no-progress >/dev/null 2>&1 && "$mount" "$t/i" "$t/m" 2>/dev/null &&
         [ "$(cat "$t/m/f" 2>/dev/null)" = ok ] && fuse=yes || fuse=mount-refused
     fusermount3 -u "$t/m" 2>/dev/null || fusermount -u "$t/m" 2>/dev/null
     rm -rf "$t"

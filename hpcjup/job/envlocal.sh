@@ -9,7 +9,8 @@
 #   first that is a local file system with room), into <local>/hpcjup-UID/envs/DIGEST/, a directory of this user
 #   only (0700, owner checked: a directory someone else made is never used);
 # - checks the copy's sha256: a mismatch is never used, ENVDIR.sqsh.bad tells the next start to pack it again;
-# - mounts it with squashfuse (MODE image, or auto where /dev/fuse is usable), else unpacks it (unsquashfs);
+# - mounts it with squashfuse_ll, else squashfuse (MODE image, or auto where /dev/fuse is usable), else unpacks it
+#   (unsquashfs; MODE unpack, or auto without FUSE);
 # - else (MODE direct, no image, no room, no tools) the environment is used in place, with a warning saying why.
 # All of one user's jobs on a node share one copy per digest: each holds DIGEST.lock with `flock -s` for its
 # life; setup and cleanup take .lock with `flock -x`; a cleaner removes what nobody holds (`flock -xn`), at the
@@ -31,8 +32,12 @@ while [ "$#" -gt 0 ] && [ "$1" != -- ]; do
 done
 [ "$#" -gt 0 ] && shift
 
+# squashfuse_ll (libfuse's low-level API: inode numbers, no path walk per call, the kernel caches entries and
+# pages for good) before squashfuse: `import xarray, dask.distributed` from a fresh mount took 0.76-1.03 s with it
+# against 1.22-1.43 s with squashfuse, 0.48-0.56 s from local disk (issue 21: 4 runs each on the mini-cluster).
+squash=$(command -v squashfuse_ll 2>/dev/null || command -v squashfuse 2>/dev/null)
 fuse_ok() {
-    [ -c /dev/fuse ] && [ -r /dev/fuse ] && [ -w /dev/fuse ] && command -v squashfuse >/dev/null 2>&1 &&
+    [ -c /dev/fuse ] && [ -r /dev/fuse ] && [ -w /dev/fuse ] && [ -n "$squash" ] &&
         { command -v fusermount3 >/dev/null 2>&1 || command -v fusermount >/dev/null 2>&1; }
 }
 unmount() { fusermount3 -u "$1" 2>/dev/null || fusermount -u "$1" 2>/dev/null || fusermount3 -uz "$1" 2>/dev/null || fusermount -uz "$1" 2>/dev/null; }
@@ -48,34 +53,45 @@ local_fs() {
     esac
 }
 
-# How this node uses an image: mounted, unpacked, or not at all (why, for the warning).
-how= why=
-case $mode in
-    direct) how=direct ;;
-    image | auto) if fuse_ok; then how=image; elif [ "$mode" = auto ] && command -v unsquashfs >/dev/null 2>&1; then how=unpack; else
-        how=direct why="no usable FUSE here (/dev/fuse, squashfuse, fusermount)"; fi ;;
-    unpack) if command -v unsquashfs >/dev/null 2>&1; then how=unpack; else how=direct why="no unsquashfs here"; fi ;;
-    *) how=direct why="unknown env_mode $mode" ;;
-esac
-# Room: the images (mounted), or also their trees (unpacked); the first local candidate with that much free.
-need=0 i=1
-while [ "$i" -le "$n" ]; do
-    eval "e=\$e_$i"
-    b=$(meta "$e" bytes) t=$(meta "$e" tree_kb)
-    need=$((need + ${b:-0} / 1024 + 1024))
-    [ "$how" != unpack ] || need=$((need + ${t:-0}))
-    i=$((i + 1))
-done
-base=
-if [ "$how" != direct ] && [ "$n" -gt 0 ]; then
+can_unpack() { command -v unsquashfs >/dev/null 2>&1; }
+
+room() {  # $1 image|unpack: sets $base to the first local candidate with room for the images
+    # (mounted), or also their trees (unpacked), that is a private directory of this user; $need to the KB needed
+    need=0 i=1
+    while [ "$i" -le "$n" ]; do
+        eval "e=\$e_$i"
+        b=$(meta "$e" bytes) t=$(meta "$e" tree_kb)
+        need=$((need + ${b:-0} / 1024 + 1024))
+        [ "$1" != unpack ] || need=$((need + ${t:-0}))
+        i=$((i + 1))
+    done
+    base=
     for c in ${HPCJUP_ENV_LOCAL:-${TMPDIR:-} /dev/shm /tmp}; do
         [ -d "$c" ] && [ -w "$c" ] && local_fs "$c" || continue
         [ "$(free_kb "$c")" -ge "$need" ] 2>/dev/null || continue
         mkdir -p -m 0700 "$c/hpcjup-$uid/envs" 2>/dev/null
-        if mine "$c/hpcjup-$uid" && mine "$c/hpcjup-$uid/envs"; then base=$c/hpcjup-$uid/envs; break; fi
+        if mine "$c/hpcjup-$uid" && mine "$c/hpcjup-$uid/envs"; then base=$c/hpcjup-$uid/envs; return 0; fi
         warn "$c/hpcjup-$uid is not a private directory of yours: not used"
     done
-    [ -n "$base" ] || { how=direct why="no node-local storage with ${need} KB free and a private directory of yours"; }
+    return 1
+}
+
+# How this node uses an image: mounted, unpacked, or not at all (why, for the warning). auto mounts where FUSE works:
+# every job pays the first use on its node (the copy goes when the last job there ends), and a mount costs 1.6-2.1 s
+# there against 11-16 s for an unpack, while imports from a mount are slower (benchmarks/results/slowfs.md, n=3 at
+# 0.1 and 0.5 ms: a kernel's `import xarray, dask.distributed` 2.1-2.2x local disk mounted, 0.96-1.06x unpacked):
+# env_mode=unpack is for long sessions that import much. Without FUSE auto unpacks wherever there is room.
+how= why= base=
+case $mode in
+    direct) how=direct ;;
+    auto) if fuse_ok; then how=image; elif can_unpack; then how=unpack; else
+        how=direct why="no usable FUSE (/dev/fuse, squashfuse, fusermount) nor unsquashfs here"; fi ;;
+    image) if fuse_ok; then how=image; else how=direct why="no usable FUSE here (/dev/fuse, squashfuse, fusermount)"; fi ;;
+    unpack) if can_unpack; then how=unpack; else how=direct why="no unsquashfs here"; fi ;;
+    *) how=direct why="unknown env_mode $mode" ;;
+esac
+if [ "$how" != direct ] && [ -z "$base" ] && [ "$n" -gt 0 ] && ! room "$how"; then
+    how=direct why="no node-local storage with ${need} KB free and a private directory of yours"
 fi
 if [ "$how" != direct ] && ! command -v flock >/dev/null 2>&1; then how=direct why="no flock(1) here to share copies safely"; fi
 
@@ -89,7 +105,13 @@ sweep() {  # under .lock: every copy nobody holds goes (unmounted first): a job'
     done
 }
 
-use() {  # $1 ENVDIR, $2 the fd that holds its copy: sets $got to the copy's path, or leaves it ENVDIR
+now() { date +%s.%N 2>/dev/null; }
+took() {  # seconds since $1 (a `now`), "" where date has no %N
+    awk -v a="$1" -v b="$(now)" 'BEGIN { if (a b ~ /^[0-9.]+$/) printf "%.2f", b - a }'
+}
+
+use() {  # $1 ENVDIR, $2 the fd that holds its copy: sets $got to the copy's path (and $first, the seconds this
+    # job spent making it: the first use on this node), or leaves it ENVDIR
     e=$1 img=$1.sqsh sha=$(meta "$1" sha256)
     if [ -z "$sha" ] || [ ! -f "$img" ]; then warn "$e has no image: used in place"; return; fi
     if [ -e "$e.sqsh.bad" ]; then warn "$img was found corrupt: $e used in place until the next start packs it again"; return; fi
@@ -97,6 +119,7 @@ use() {  # $1 ENVDIR, $2 the fd that holds its copy: sets $got to the copy's pat
     dir=$base/$d
     if [ ! -f "$dir/ready" ] || [ ! -f "$dir/env/.hpcjup-env.json" ]; then
         rm -rf "$dir" && mkdir "$dir" || { warn "cannot make $dir: $e used in place"; return; }
+        t0=$(now)
         if ! cp "$img" "$dir/image.sqsh" 2>/dev/null; then
             warn "could not copy $img to $dir (no room?): $e used in place"; rm -rf "$dir"; return
         fi
@@ -109,14 +132,15 @@ use() {  # $1 ENVDIR, $2 the fd that holds its copy: sets $got to the copy's pat
         fi
         if [ "$how" = image ]; then
             # squashfuse stays in the background: none of our lock descriptors may go with it.
-            mkdir "$dir/env" && squashfuse "$dir/image.sqsh" "$dir/env" 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- ||
-                { warn "squashfuse could not mount $img: $e used in place"; rm -rf "$dir"; return; }
+            mkdir "$dir/env" && "$squash" "$dir/image.sqsh" "$dir/env" 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- ||
+                { warn "${squash##*/} could not mount $img: $e used in place"; rm -rf "$dir"; return; }
         else
             unsquashfs -q -n -d "$dir/env" "$dir/image.sqsh" >/dev/null 2>&1 && rm -f "$dir/image.sqsh" ||
                 { warn "could not unpack $img in $dir (no room?): $e used in place"; rm -rf "$dir"; return; }
         fi
         [ -f "$dir/env/.hpcjup-env.json" ] || { warn "$dir/env is not $e: used in place"; mounted "$dir/env" && unmount "$dir/env"; rm -rf "$dir"; return; }
         : >"$dir/ready"
+        first=$(took "$t0")
     fi
     eval "exec $2<>\"\$dir.lock\"" && flock -s "$2" && got=$dir/env
 }
@@ -128,13 +152,15 @@ if [ "$how" != direct ]; then
 fi
 while [ "$i" -le "$n" ]; do
     eval "e=\$e_$i"
-    got=$e sha=$(meta "$e" sha256)
+    got=$e sha=$(meta "$e" sha256) first=
     if [ "$how" = direct ]; then
         [ -z "$why" ] || [ -z "$sha" ] || warn "$e used in place, not from its image ($why): slower where that file system is slow"
     elif [ "$i" -le 6 ]; then  # fds 3..8 hold the copies (more environments than that: in place)
         use "$e" $((i + 2))
     fi
-    [ "$got" = "$e" ] || printf 'hpcjup: %s from %s (%s)\n' "$e" "$got" "$how" >&2
+    # The first use on a node says what it cost (benchmarks/slowfs.py reads it): the copy plus mount or unpack.
+    [ -z "$first" ] || first=", first use on this node: copy + $how in $first s"
+    [ "$got" = "$e" ] || printf 'hpcjup: %s from %s (%s)%s\n' "$e" "$got" "$how" "$first" >&2
     eval "o_$i=\$e n_$i=\$got d_$i=\$(printf %s \"\$sha\" | cut -c1-16)"
     i=$((i + 1))
 done

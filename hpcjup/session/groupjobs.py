@@ -36,6 +36,7 @@ from hpcjup.session.groups import (
     valid_ids,
     worker_name,
 )
+from hpcjup.session.jobscript import unwrapped
 from hpcjup.session.layout import SessionPaths
 from hpcjup.session.record import SessionRecord
 from hpcjup.transport.base import Transport
@@ -172,7 +173,9 @@ def _render(
             hint="Use the session's own Dask workers (--workers), or start it on a cluster.",
         )
     module, cls = scheduler.jobqueue
-    python = record.worker_python  # the session's Python, through its container runtime if it has one
+    # The session's Python, through its container runtime or its env's node-local image (envlocal.sh) if it has
+    # one; the render runs on the login node with the Python itself.
+    python = record.worker_python
     account = record.resources.get("account")
     walltime = record.resources.get("time") or "01:00:00"
     spec = {
@@ -200,7 +203,7 @@ def _render(
     try:
         # umask 077: dask-jobqueue creates the log directory, and the worker logs are nobody else's business.
         # The render runs where the workers will (inside the session's container, if any): dask-jobqueue is there.
-        argv = ["bash", "-lc", 'umask 077 && exec "$@"', "bash", *python, "-c", _RENDER]
+        argv = ["bash", "-lc", 'umask 077 && exec "$@"', "bash", *unwrapped(python, paths), "-c", _RENDER]
         result = transport.run(argv, input=json.dumps(spec).encode())
     except RemoteCommandError as exc:
         raise SubmitError(

@@ -55,11 +55,23 @@ def render_job(paths: SessionPaths, scheduler: Scheduler, request: StartRequest)
     return scheduler.render(spec)
 
 
-def python_command(request: StartRequest, paths: SessionPaths) -> str:
-    """The command that runs the session's Python, shell-quoted, when it is more than `python` (a container
-    runtime's prefix): worker groups and the notebook's scale-out jobs run theirs the same way. "" otherwise."""
-    python = _launcher_python(request, paths)
-    return shlex.join(python) if len(python) > 1 else ""
+def python_command(request: StartRequest, paths: SessionPaths, scheduler: Scheduler) -> str:
+    """session.json's `python_command`: the command that runs the workers' Python, shell-quoted, when it is more
+    than `python`: a container runtime's prefix, or env_wrapper's (the env from this node's copy of its image).
+    Worker groups run theirs the same way. "" otherwise."""
+    python = record_python(request, paths)
+    wrap = env_wrapper(request, paths, scheduler, python)
+    if wrap:
+        return shlex.join([*wrap, python])
+    launcher = _launcher_python(request, paths)
+    return shlex.join(launcher) if len(launcher) > 1 else ""
+
+
+def unwrapped(python: list[str], paths: SessionPaths) -> list[str]:
+    """A worker_python without env_wrapper's prefix: for what runs on the login node (nothing to copy there)."""
+    if python[:2] == ["sh", paths.file(ENVLOCAL_FILE)] and "--" in python:
+        return python[python.index("--") + 1 :]
+    return python
 
 
 def record_python(request: StartRequest, paths: SessionPaths) -> str:
@@ -78,13 +90,14 @@ def _launcher_python(request: StartRequest, paths: SessionPaths) -> list[str]:
     return launcher_python(request.settings, paths.home) if request.settings else [request.python]
 
 
-def env_wrapper(request: StartRequest, paths: SessionPaths, scheduler: Scheduler) -> list[str]:
+def env_wrapper(request: StartRequest, paths: SessionPaths, scheduler: Scheduler, python: str = "") -> list[str]:
     """The job's environments from node-local copies of their images (job/envlocal.sh): `sh envlocal.sh MODE
     ENVDIR... --`, run before the launcher (and, through $HPCJUP_ENV_WRAP, before Dask's workers on every host).
-    Empty without environments hpcjup built, with `env_mode = "direct"`, or --local (the laptop's envs are on
-    its own disk already)."""
+    With `python`: only the environment that Python is in (a worker-group job copies no other). Empty without
+    environments hpcjup built, with `env_mode = "direct"`, or --local (the laptop's envs are on its own disk)."""
     mode = (request.settings.value("env_mode") if request.settings else None) or "auto"
     built = [check[2:] for check in request.envs.checks if check.startswith("b:")] if request.envs else []
+    built = [env for env in built if python.startswith(env.rstrip("/") + "/")] if python else built
     if mode == "direct" or not built or scheduler.name == "local":
         return []
     return ["sh", paths.file(ENVLOCAL_FILE), mode, *built, "--"]

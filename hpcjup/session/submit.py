@@ -93,7 +93,7 @@ def _record(
         workdir=request.workdir,
         idle_timeout=request.idle_timeout or None,
         python=record_python(request, paths),
-        python_command=python_command(request, paths),
+        python_command=python_command(request, paths, scheduler),
         envs=list(request.envs.envs) if request.envs is not None else [],
         hpcjup_version=__version__,
     )

@@ -1,8 +1,9 @@
 """`start --env` runs the environments from node-local copies of their images, through Slurm on both nodes.
 
 The real chain: the build packs the server env and the user's env (envs/pack.py), the job script runs the launcher
-through job/envlocal.sh, the per-host launch runs Dask's workers through it on both nodes; the kernel and the
-workers run the env's Python from the mount; `stop` leaves no mount and no copy of it. A corrupt image is never
+through job/envlocal.sh, the per-host launch runs Dask's workers through it on both nodes, a worker group's job runs
+its worker through it; the kernel and all the workers run the env's Python from the mount; `stop` leaves no mount
+and no copy of it. A corrupt image is never
 used (the job runs the env in place and says why) and the next start packs it again. `doctor` says what the host
 supports.
 """
@@ -33,6 +34,7 @@ client.wait_for_workers(2, timeout=60)
 print(sys.prefix)
 print(sorted(set(client.run(lambda: sys.prefix).values())))
 print(sorted(set(client.run(lambda: __import__("os").environ["SLURMD_NODENAME"]).values())))
+print(client.submit(lambda: sys.prefix, resources={"batch": 1}, pure=False).result(timeout=120))  # the group's
 """
 
 
@@ -42,10 +44,10 @@ def start_dask(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[s
     return subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900)
 
 
-def _spec(tmp_path: Path) -> Path:
+def _spec(tmp_path: Path, *more: str) -> Path:
     spec = tmp_path / "analysis"
     spec.mkdir()
-    (spec / "requirements.txt").write_text(f"# {secrets.token_hex(6)}\nsix\ndistributed\n")
+    (spec / "requirements.txt").write_text("\n".join([f"# {secrets.token_hex(6)}", "six", "distributed", *more, ""]))
     return spec
 
 
@@ -65,9 +67,13 @@ def _digest(env: str) -> str:
 def test_kernel_and_workers_on_both_nodes_run_from_the_mounted_image(
     minicluster: Any, laptop_env: dict[str, str], clean_jobs: None, tmp_path: Path
 ) -> None:
-    env = env_of(laptop_env)
+    env = env_of(laptop_env)  # auto: mounted where FUSE works
     name = f"img-{secrets.token_hex(3)}"
-    started = start_dask(env, "--no-browser", "--env", str(_spec(tmp_path)), "-n", name, "--nodes", "2", "--cpus", "1")
+    # A worker group's job (its own batch job, rendered by dask-jobqueue in the env) beside the session's two nodes.
+    started = start_dask(
+        env, "--no-browser", "--env", str(_spec(tmp_path, "dask-jobqueue")), "-n", name, "--nodes", "2", "--cpus", "1",
+        "--worker-group", "batch:1",
+    )  # fmt: skip
     assert started.returncode == 0, started.stderr[-3000:]
     try:
         info = json.loads(started.stdout)
@@ -81,9 +87,15 @@ def test_kernel_and_workers_on_both_nodes_run_from_the_mounted_image(
         assert local.endswith(f"/hpcjup-1001/envs/{digest}/env"), lines  # the kernel: from the copy
         assert lines[1] == str([local]), lines  # every worker, on both nodes: the same copy (one machine here)
         assert lines[2] == "['node1', 'node2']", lines
-        assert len(_mounted(digest)) == 1  # one mount for the kernel, the launcher's Dask and both nodes' workers
+        assert lines[3] == local, lines  # the group's worker too
+        # One mount for the kernel, the launcher's Dask, both nodes' and the group's workers.
+        assert len(_mounted(digest)) == 1
         log = (SESSIONS / name / "job.out").read_text(errors="replace")
         assert f"{kernel_env} from {local} (image)" in log, log[-3000:]
+        # The group's job copied only the env its worker runs (the server env's image stays where it is).
+        group_log = "".join(p.read_text(errors="replace") for p in (SESSIONS / name / "dask/logs").glob("*"))
+        [used] = [line for line in group_log.splitlines() if " from " in line and "(image)" in line]
+        assert used.startswith(f"hpcjup: {kernel_env} from {local} (image)"), group_log[-3000:]
     finally:
         stopped = run(["stop", name, *HOST], env, timeout=120)
     assert stopped.returncode == 0, stopped.stderr
@@ -134,6 +146,7 @@ def test_doctor_says_how_jobs_use_images(minicluster: Any, laptop_env: dict[str,
 
     auto = images("auto")
     assert auto["status"] == "pass" and auto["summary"].startswith("image: squashfuse mounts work"), auto
+    assert images("image")["summary"].startswith("image: squashfuse mounts work")
     unpack = images("unpack")
     assert unpack["status"] == "pass" and unpack["summary"].startswith("unpack:"), unpack
     assert images("direct")["status"] == "skip"

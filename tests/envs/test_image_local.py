@@ -1,6 +1,6 @@
 """job/envlocal.sh on the real Slurm mini-cluster: environments run from node-local copies of their images.
 
-As hpcuser, through `srun` on the compute nodes: one copy (and one squashfuse mount) per node and image digest,
+As hpcuser, through `srun` on the compute nodes: one copy (and one squashfuse_ll mount) per node and image digest,
 shared by two jobs at once; nothing left under the local directory nor in /proc/mounts when the last ends; a
 mount a killed job left cleaned by the next job; a corrupt image never used (the env in place, marked bad for the
 next build); no room, or unpack instead of FUSE. Each test uses its own local directory ($HPCJUP_ENV_LOCAL) so
@@ -113,17 +113,21 @@ def test_two_jobs_on_a_node_share_one_mount_and_the_last_removes_it(
 ) -> None:
     transport, wrapper, local = place
     both = (
-        f"{job(wrapper, local, env, 6, node='node1')} >{local}.1 2>&1 & "
-        f"sleep 3; {job(wrapper, local, env, 1, node='node1')} >{local}.2 2>&1; "
-        f"grep -cF ' {local}/' /proc/mounts; wait; cat {local}.1 {local}.2"
+        f"{job(wrapper, local, env, 6, 'image', 'node1')} >{local}.1 2>&1 & "
+        f"sleep 3; {job(wrapper, local, env, 1, 'image', 'node1')} >{local}.2 2>&1; "
+        f"grep -F ' {local}/' /proc/mounts | cut -d' ' -f3; echo --; wait; cat {local}.1 {local}.2"
     )
     out = transport.run(["sh", "-c", both], timeout=120).stdout
     lines = out.splitlines()
-    assert lines[0] == "1", out  # one mount while both ran (the second job finished while the first still held it)
+    # One mount while both ran (the second job finished while the first still held it), by squashfuse_ll: the
+    # low-level FUSE daemon, whose imports are the fast ones (envlocal.sh says by how much).
+    assert lines[: lines.index("--")] == ["fuse.squashfuse_ll"], out
     prefixes = {line.split()[1] for line in lines if line.startswith("prefix ")}
     (prefix,) = prefixes  # both ran from the same copy
     assert prefix.startswith(f"{local}/hpcjup-1001/envs/") and prefix.endswith("/env"), out
     assert f"{env.path} from {prefix} (image)" in out
+    # Only the first job made the copy, and says what it cost (the second found it ready).
+    assert out.count(f"{env.path} from {prefix} (image), first use on this node: copy + image in ") == 1, out
     assert mounts(transport, local) == [] and left(transport, local) == []
 
 
@@ -131,13 +135,13 @@ def test_a_mount_a_killed_job_left_is_cleaned_by_the_next(place: tuple[Transport
     transport, wrapper, local = place
     # Kill the wrapper and its Python outright (kill -9: no cleanup runs), as a killed launcher's job would be.
     kill = (
-        f"{job(wrapper, local, env, 30, node='node1')} >{local}.1 2>&1 & "
+        f"{job(wrapper, local, env, 30, 'image', 'node1')} >{local}.1 2>&1 & "
         f"for i in $(seq 50); do grep -q prefix {local}.1 2>/dev/null && break; sleep 0.2; done; "
         f"kill -9 $(grep prefix {local}.1 | cut -d' ' -f3,4); wait; echo killed"
     )
     assert "killed" in transport.run(["sh", "-c", kill], timeout=120).stdout
     assert len(mounts(transport, local)) == 1  # left behind: nobody unmounted it
-    out = transport.run(["sh", "-c", job(wrapper, local, env, 0)], timeout=120).stdout
+    out = transport.run(["sh", "-c", job(wrapper, local, env, 0, "image")], timeout=120).stdout
     assert "prefix " + local in out
     assert mounts(transport, local) == [] and left(transport, local) == []
 
@@ -180,4 +184,23 @@ def test_unpack_instead_of_fuse(place: tuple[Transport, str, str], env: BuiltEnv
     out = transport.run(["sh", "-c", watch], timeout=120)
     assert out.stdout.splitlines()[0] == "0" and f"prefix {local}/hpcjup-1001/envs/" in out.stdout, out
     assert "(unpack)" in out.stdout
+    assert left(transport, local) == []
+
+
+def test_auto_mounts_where_fuse_works_on_a_local_disk_and_on_tmpfs(
+    place: tuple[Transport, str, str], env: BuiltEnv
+) -> None:
+    """auto: the image mounted where FUSE works (the first use on a node costs a copy and a mount, not an unpack of
+    thousands of files), whether the local storage is a disk or tmpfs; nothing left after either."""
+    transport, wrapper, local = place
+    disk = transport.run(["sh", "-c", job(wrapper, local, env, 0)], timeout=120)
+    assert f"{env.path} from {local}/hpcjup-1001/envs/" in disk.stderr and "(image)" in disk.stderr, disk.stderr
+    shm = transport.run(["mktemp", "-d", "/dev/shm/hpcjup-img-XXXXXX"]).stdout.strip()
+    try:
+        memory = transport.run(["sh", "-c", job(wrapper, shm, env, 0)], timeout=120)
+        assert f"{env.path} from {shm}/hpcjup-1001/envs/" in memory.stderr, memory.stderr
+        assert "(image)" in memory.stderr, memory.stderr
+        assert mounts(transport, shm) == [] and left(transport, shm) == []
+    finally:
+        transport.run(["rm", "-rf", shm])
     assert left(transport, local) == []

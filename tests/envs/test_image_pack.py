@@ -28,6 +28,7 @@ set -e
 m=$(mktemp -d) && trap 'fusermount3 -u "$m" 2>/dev/null; rmdir "$m"' EXIT
 squashfuse "$1" "$m"
 "$m/bin/python" -c 'import six, sys; print(sys.prefix)'
+"$m/bin/python" -c 'import os, six; print("pyc", os.path.exists(six.__cached__))'
 "$m/bin/python" -m ipykernel --version >/dev/null && echo ipykernel-ok
 "$m/bin/jupyter" --paths >/dev/null && echo script-ok
 echo "mounted $m"
@@ -47,6 +48,8 @@ def test_a_build_packs_one_image_whose_hash_the_metadata_records(host: Host, mak
     out = transport.run(["sh", "-c", _MOUNTED, "sh", image]).stdout
     mount = out.split("mounted ", 1)[1].strip()
     assert f"{mount}\n" in out and "ipykernel-ok" in out and "script-ok" in out, out
+    # With its bytecode: an import from the read-only image never compiles the source again.
+    assert "pyc True" in out and meta["image"]["compiled"] is True, out
 
     # `env ls`: the image, the files inside the tree, and what lies beside it on the shared filesystem.
     _, envs = list_envs(transport, TEST_ROOT)
