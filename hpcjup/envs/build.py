@@ -381,9 +381,11 @@ def _line(
             root, kb, files = space[:3]
             needs = f"the {int(kb) / 1024:.0f} MB in {files} files it had written when it stopped"
             raise _full(transport, root, needs, space[3:], words)
-        what = {"resolving": "the packages did not resolve or install", "postBuild": "postBuild failed"}.get(
-            phase, f"{phase} failed"
-        )
+        what = {
+            "resolving": "the packages did not resolve or install",
+            "postBuild": "postBuild failed",
+            "interrupted": "it was stopped by a signal (its job cancelled, or the login node ended it)",
+        }.get(phase, f"{phase} failed")
         raise EnvBuildError(
             f"The environment did not build on {transport.name}: {what}.",
             hint=f"Its whole log is {log} on the host. Fix the spec and run again; nothing was left half-built."

@@ -17,6 +17,7 @@ from hpcjup.envs.spec import EnvSpec
 from hpcjup.errors import ExitCode, Interrupted
 from hpcjup.schedulers import get_scheduler
 from hpcjup.transport import Transport
+from tests.cluster.procs import wait_until
 from tests.envs.conftest import TEST_ROOT, leftovers
 
 pytestmark = pytest.mark.cluster
@@ -115,3 +116,44 @@ def test_a_build_job_on_grid_engine(host: Host, make_spec: MakeSpec, sge_cell: A
     log = transport.read_file(f"{built.path}.log").decode()
     assert f"in job {job_id(seen)}" in log
     assert leftovers(transport, built.name) == []
+
+
+def test_ctrl_c_while_the_build_job_runs_cancels_it_and_leaves_only_the_log(
+    host: Host, make_spec: MakeSpec, minicluster: Any
+) -> None:
+    spec = make_spec({"requirements.txt": "six\n", "postBuild": "#!/bin/sh\necho long-postbuild\nsleep 60\n"})
+    transport, seen = host(), Seen(stop_at="postBuild")
+    with pytest.raises(Interrupted, match="was cancelled"):
+        ensure(transport, spec, TEST_ROOT, job=slurm(), progress=seen)
+    jid = job_id(seen)
+    name = check(transport, spec, TEST_ROOT).name
+    assert name is not None
+    failed = f"{transport.home()}/{TEST_ROOT}/{name}.failed.log"
+
+    def cleaned() -> bool:  # the job's SIGTERM reaches the build, whose trap removes what it wrote
+        queued = transport.run(["squeue", "-h", "-j", jid, "-o", "%T"], check=False).stdout.strip()
+        return queued in ("", "CANCELLED") and leftovers(transport, name) == []
+
+    wait_until(cleaned, 30, "the cancelled build job to end and clean up")
+    assert "long-postbuild" in transport.read_file(failed).decode()
+    assert not check(transport, spec, TEST_ROOT).built
+
+
+def test_a_build_job_killed_outright_is_noticed(host: Host, make_spec: MakeSpec, minicluster: Any) -> None:
+    """A SIGKILL (an OOM killer, a node's reboot): the build says nothing more; the scheduler's state ends the wait."""
+    spec = make_spec({"requirements.txt": "six\n", "postBuild": "#!/bin/sh\nsleep 60\n"})
+    transport = host()
+
+    class Kill(Seen):
+        def phase(self, name: str) -> None:
+            super().phase(name)
+            if name == "postBuild":
+                # The builder's pid from its lock: the job's batch shell (the job script execs the build).
+                owner = f"{transport.home()}/{TEST_ROOT}/.lock-{check(transport, spec, TEST_ROOT).name}/owner"
+                kill = 'set -- $(cat "$1"); set -- $(cat "/proc/$2/stat"); pkill -9 -s "$6"'  # its whole session
+                transport.run(["sh", "-c", kill, "sh", owner])
+
+    with pytest.raises(EnvBuildError, match=r"ended \(.*\) without a result") as caught:
+        ensure(transport, spec, TEST_ROOT, job=slurm(), progress=Kill())
+    assert caught.value.exit_code == ExitCode.ENV_BUILD
+    assert not check(transport, spec, TEST_ROOT).built  # never used half-built (the next build takes its lock over)
