@@ -204,7 +204,7 @@ def ensure(
 
         argv.append(solver_text())
     if job is None:
-        how = _stream(transport, argv, progress)
+        how = stream(transport, argv, progress)
     else:
         how = _in_job(transport, job, argv, probe, progress)
     return BuiltEnv(probe.name, probe.path, how == "built", time.monotonic() - started)
@@ -226,7 +226,7 @@ def _in_job(transport: Transport, job: JobPlace, argv: Sequence[str], probe: Pro
     progress.phase(f"build job {job_id} submitted")
     watch = buildjob.JobWatch(transport, job.scheduler, job_id, progress)
     follow = buildjob.follow_argv(directory, probe.stage, job.scheduler, job_id)
-    return _stream(transport, follow, progress, tick=watch, interrupted=f"its job {job_id} was cancelled")
+    return stream(transport, follow, progress, tick=watch, interrupted=f"its job {job_id} was cancelled")
 
 
 def _send_packages(transport: Transport, spec: EnvSpec, probe: Probe, extra: Sequence[str], progress: Progress) -> None:
@@ -305,7 +305,7 @@ def _uv_for(transport: Transport, probe: Probe, version: str, progress: Progress
     return target
 
 
-def _stream(
+def stream(
     transport: Transport,
     argv: Sequence[str],
     progress: Progress,
