@@ -89,17 +89,24 @@ def check_node(transport: Transport, scheduler: Scheduler, resolved: Resolved, r
         return Check(
             "env-root-node", Status.WARN, f"not checked: {exc.message}", fix="Run it again when the queue is shorter."
         )
-    node = (seen.found.get("host") or ["a compute node"])[0]
+    return judge(seen.found, root, job_id, fix)
+
+
+def judge(found: dict[str, list[str]], root: str, job_id: str, fix: str) -> Check:
+    """The check from what the job said (its `hpcjup-node` lines, by their first word)."""
+    node = (found.get("host") or ["a compute node"])[0]
     on = f"on {node} (job {job_id})"
-    state = seen.found.get("root", ["?"])[0]
+    state = (found.get("root") or ["?"])[0]
     if state != "ok":
-        what = "not there" if state == "missing" else "not readable"
+        what = {"missing": "not there", "unreadable": "not readable"}.get(
+            state, "not seen (the job said nothing of it)"
+        )
         return Check("env-root-node", Status.FAIL, f"{root} is {what} {on}: compute nodes do not see it", fix=fix)
-    server = seen.found.get("server", ["none"])
+    server = [*(found.get("server") or ["none"]), "?"]
     if server[0] == "none":
         return Check("env-root-node", Status.PASS, f"{root} is visible {on} (no server environment built yet)")
     if server[0] != "ok":
-        said = " ".join(server[2:])
+        said = " ".join(server[2:-1])
         return Check(
             "env-root-node",
             Status.FAIL,
