@@ -2,7 +2,8 @@
 
 Each check passes or fails with what was found and, when it fails, the fix. Checks that cannot
 run (nothing to check, or an earlier failure makes them meaningless) are skipped, with the
-reason. Nothing is submitted. The scheduler's own checks (its commands, queue, account, whether it
+reason. Nothing is submitted, except with `--node` (session/nodecheck.py: one short job that reads the env
+root back from a compute node). The scheduler's own checks (its commands, queue, account, whether it
 would accept the request) come from its adapter (`Scheduler.doctor_checks`, built from the
 `Check` and `Status` of schedulers/checks.py, below both); this module runs the
 generic ones: SSH, the environment, Jupyter, Dask, the env root (where `hpcjup env` builds
