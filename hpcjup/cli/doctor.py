@@ -22,6 +22,11 @@ _MARKS = {"pass": "ok  ", "fail": "FAIL", "warn": "warn", "skip": "skip"}
 @setting_option("python", "--python", more="Checked.")
 @setting_option("site", "--site", metavar="NAME")
 @click.option("--no-dask", is_flag=True, help="Do not require Dask (`distributed`).")
+@click.option(
+    "--node",
+    is_flag=True,
+    help="Also submit one short job that reads the env root (and the server environment) back from a compute node.",
+)
 @json_option
 @click.pass_context
 def command(
@@ -30,13 +35,14 @@ def command(
     host: str | None,
     local: bool,
     no_dask: bool,
+    node: bool,
     reach: Reach,
     **settings_typed: Any,  # the setting options: read through the resolver (typed_options)
 ) -> None:
     """Check that `hpcjup start` can work: SSH, the scheduler, partition, account, environment, Jupyter, Dask.
 
     Uses the same settings as `start` (options, HPCJUP_* variables, --profile, [defaults], site).
-    Nothing is submitted. Exit code 0 when nothing failed, 3 or 4 when the host cannot be reached
+    Nothing is submitted, except with --node (one short job, cancelled if it waits too long). Exit code 0 when nothing failed, 3 or 4 when the host cannot be reached
     or refuses the login, 10 when a check failed.
     """
     from hpcjup.config.profiles import resolve
@@ -56,6 +62,7 @@ def command(
             if local
             else lambda transport: app.choose_scheduler(transport, host, reach, remembered=False),
             dask=not no_dask,
+            node=node,
             progress=line.update,
         )
     data = {**report.to_dict(), "profile": resolved.profile, "site": resolved.site.name if resolved.site else None}

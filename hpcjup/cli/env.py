@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from hpcjup.envs.build import BuiltEnv
+    from hpcjup.envs.buildjob import JobPlace
     from hpcjup.envs.spec import EnvSpec
     from hpcjup.transport.base import Transport
 
@@ -68,6 +69,23 @@ def offline_setting(given: bool | None = None) -> bool | None:
     return value
 
 
+def build_where(app: App, transport: Transport, build: str | None) -> JobPlace | None:
+    """Where `env build` builds: --build when given, else the `build` setting; for `job`, the place of its
+    batch job (the profile's partition, account and directives; the host's batch system)."""
+    from hpcjup.config.profiles import resolve
+    from hpcjup.session.envplan import BuildWhere
+
+    where = BuildWhere.of(resolve({"build": build} if build else {}, profile=None))
+    return where.place(transport, app.ui) if where is not None else None
+
+
+def build_option(func: F) -> F:
+    """--build login|job (the `build` setting's schema text)."""
+    from hpcjup.cli.settingopts import setting_option
+
+    return setting_option("build", "--build")(func)
+
+
 @command.command("build")
 @click.argument("spec", metavar="DIR|FILE", required=False)
 @click.option("--server", is_flag=True, help="Build hpcjup's server environment (JupyterLab) instead of a spec.")
@@ -78,6 +96,7 @@ def offline_setting(given: bool | None = None) -> bool | None:
     help="The host reaches no package index: the laptop fetches the packages and uploads them (--online: it does). "
     "Default: the `offline` setting, else found out.",
 )
+@build_option
 @host_options
 @root_option
 @json_option
@@ -88,13 +107,17 @@ def build_command(
     server: bool,
     python: str,
     offline: bool | None,
+    build: str | None,
     host: str | None,
     local: bool,
     root: str | None,
     reach: Reach,
 ) -> None:
     """Build a spec's environment on the host ahead of time (nothing to do if it is built)."""
-    built, env_spec, host = _build(app, spec, server, python, host, local, root, reach, offline_setting(offline))
+    host = app.resolve_host(host, local)
+    with app.connect(host, reach) as transport:
+        job = build_where(app, transport, build)
+        built, env_spec = _ensure(app, transport, spec, server, python, root, offline_setting(offline), job)
     verb = "Built" if built.built_now else "Already built:"
     app.ui.result(
         {"host": host, "name": built.name, "path": built.path, "built": built.built_now, "seconds": built.seconds},
@@ -188,23 +211,6 @@ def upgrade_server_command(
     )
 
 
-def _build(
-    app: App,
-    spec: str | None,
-    server: bool,
-    python: str,
-    host: str | None,
-    local: bool,
-    root: str | None,
-    reach: Reach,
-    offline: bool | None,
-) -> tuple[BuiltEnv, EnvSpec, str]:
-    host = app.resolve_host(host, local)
-    with app.connect(host, reach) as transport:
-        built, env_spec = _ensure(app, transport, spec, server, python, root, offline)
-    return built, env_spec, host
-
-
 def _ensure(
     app: App,
     transport: Transport,
@@ -213,6 +219,7 @@ def _ensure(
     python: str,
     root: str | None,
     offline: bool | None = None,
+    job: JobPlace | None = None,
 ) -> tuple[BuiltEnv, EnvSpec]:
     """Read the spec (or take the server's), say what differs from Binder, build it with progress shown."""
     from hpcjup.envs import server as server_env
@@ -229,7 +236,9 @@ def _ensure(
         app.ui.info(f"note: {note}")
     prefix = SERVER_PREFIX if server else USER_PREFIX
     with BuildDisplay(app.ui, "environment" if not server else "server environment") as display:
-        built = ensure(transport, env_spec, env_root(root), python, prefix=prefix, progress=display, offline=offline)
+        built = ensure(
+            transport, env_spec, env_root(root), python, prefix=prefix, progress=display, offline=offline, job=job
+        )
     return built, env_spec
 
 

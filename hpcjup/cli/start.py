@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 @setting_option("python", "--python", more="With --env/--kernel: the Python environments are built from.")
 @setting_option("env", "--env", metavar="DIR|FILE", more="JupyterLab then runs from hpcjup's server environment.")
 @setting_option("kernels", "--kernel", metavar="[NAME=]SPEC", more="Repeatable.")
+@setting_option("build", "--build")
 @click.option(
     "-y", "--yes", is_flag=True, help="Build what the start needs without asking (hpcjup's server environment)."
 )

@@ -97,6 +97,14 @@ KEYS: dict[str, Key] = {
         ),
         Key("env_root", str, "where environments are built on the cluster (default ~/.hpcjup/envs; $VAR/... allowed)"),
         Key(
+            "build",
+            str,
+            "where environments are built: login (on the login node, before the job) or job (in a batch job on a "
+            "compute node, for sites that forbid heavy work on login nodes)",
+            choices=("login", "job"),
+            default="login",
+        ),
+        Key(
             "env_mode",
             str,
             "how jobs use an environment's image: auto (mounted from node-local storage where FUSE works, else "

@@ -14,9 +14,9 @@ import collections
 import json
 import select
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from hpcjup.envs import script
 from hpcjup.envs.errors import EnvBuildError
@@ -25,6 +25,9 @@ from hpcjup.envs.spec import POSTBUILD, EnvSpec
 from hpcjup.errors import Interrupted
 from hpcjup.transport.base import Transport
 from hpcjup.transport.batch import pack
+
+if TYPE_CHECKING:
+    from hpcjup.envs.buildjob import JobPlace
 
 BUILD_DEADLINE = 4 * 3600.0  # a build that runs longer than this is stopped (its lock then frees)
 TAIL = 40  # lines of the tools' output an error shows
@@ -158,10 +161,12 @@ def ensure(
     prefix: str = USER_PREFIX,
     progress: Progress | None = None,
     offline: bool | None = None,
+    job: JobPlace | None = None,
 ) -> BuiltEnv:
     """The spec's environment on the host, built now if it is not (two remote commands; three the first time uv
     comes; one more for an offline host's packages). `offline`: None finds out (only when it builds), True
-    for a site known to reach no index (the laptop fetches), False never asks."""
+    for a site known to reach no index (the laptop fetches), False never asks. `job`: the build runs in a batch
+    job there (envs/buildjob.py; one more remote command, its submission), not on the login node."""
     from hpcjup.envs import uvbin
 
     if spec.kind == "conda":
@@ -198,8 +203,30 @@ def ensure(
         from hpcjup.envs.conda import solver_text
 
         argv.append(solver_text())
-    how = _stream(transport, argv, progress)
+    if job is None:
+        how = stream(transport, argv, progress)
+    else:
+        how = _in_job(transport, job, argv, probe, progress)
     return BuiltEnv(probe.name, probe.path, how == "built", time.monotonic() - started)
+
+
+def _in_job(transport: Transport, job: JobPlace, argv: Sequence[str], probe: Probe, progress: Progress) -> str:
+    """The build in a batch job: submitted, then its output streamed as a login build's (buildjob.FOLLOW)."""
+    from hpcjup.envs import buildjob
+    from hpcjup.envs.offline import remove_stage_argv
+
+    assert probe.name is not None and probe.stage is not None
+    directory = buildjob.job_directory(probe.root, probe.name)
+    progress.phase("submitting the build job")
+    try:
+        job_id = buildjob.submit(transport, job, directory, f"env-{probe.name}", buildjob.job_command(argv))
+    except BaseException:
+        transport.run(remove_stage_argv(probe.stage), check=False)  # no build will take the stage
+        raise
+    progress.phase(f"build job {job_id} submitted")
+    watch = buildjob.JobWatch(transport, job.scheduler, job_id, progress)
+    follow = buildjob.follow_argv(directory, probe.stage, job.scheduler, job_id)
+    return stream(transport, follow, progress, tick=watch, interrupted=f"its job {job_id} was cancelled")
 
 
 def _send_packages(transport: Transport, spec: EnvSpec, probe: Probe, extra: Sequence[str], progress: Progress) -> None:
@@ -278,25 +305,53 @@ def _uv_for(transport: Transport, probe: Probe, version: str, progress: Progress
     return target
 
 
-def _stream(transport: Transport, argv: Sequence[str], progress: Progress) -> str:
-    """Run the build, passing its lines on: "built", or "reused" (another builder was first); else
-    EnvBuildError with the tools' last words."""
+def stream(
+    transport: Transport,
+    argv: Sequence[str],
+    progress: Progress,
+    *,
+    tick: Callable[[], str | None] | None = None,
+    interrupted: str = "the build stopped",
+) -> str:
+    """Run the build (or follow its job's output), passing its lines on: "built", or "reused" (another builder
+    was first); else EnvBuildError with the tools' last words. `tick`, called while the output is quiet, may end
+    the wait with a message (a build job that ended without a result)."""
     tail: collections.deque[str] = collections.deque(maxlen=TAIL)
     space: list[str] = []  # the failed build's `space` line: ROOT KB FILES AVAILKB FREEINODES
+
+    def quiet() -> None:
+        ended = tick() if tick is not None else None
+        if ended is not None:
+            raise EnvBuildError(ended, hint=_ENDED_HINT, details="\n".join(tail) or None)
+
     try:
-        for line in remote_lines(transport, argv, progress, BUILD_DEADLINE):
+        for line in remote_lines(transport, argv, progress, BUILD_DEADLINE, on_quiet=quiet):
             done = _line(line, tail, space, progress, transport)
             if done is not None:
                 return done
         raise EnvBuildError(f"The build on {transport.name} ended without a result.", details="\n".join(tail) or None)
     except KeyboardInterrupt:
         # Closing our end is what stops the build: its watchdog sees stdin end and removes the half-built env.
-        raise Interrupted("Interrupted: the build stopped and left nothing behind.") from None
+        raise Interrupted(f"Interrupted: {interrupted} and left nothing behind.") from None
 
 
-def remote_lines(transport: Transport, argv: Sequence[str], progress: Progress, deadline: float) -> Iterator[str]:
-    """A long-lived remote command's stdout, line by line as it comes (a quiet second ticks `progress`'s clock),
-    for at most `deadline` seconds; the command's end closes when the caller stops reading (or is interrupted)."""
+_ENDED_HINT = (
+    "Its output is above. A time limit or a node failure ends a job so: build again (`hpcjup env build`), or on the "
+    "login node with --build login where the site allows it."
+)
+
+
+def remote_lines(
+    transport: Transport,
+    argv: Sequence[str],
+    progress: Progress,
+    deadline: float,
+    *,
+    on_quiet: Callable[[], None] | None = None,
+) -> Iterator[str]:
+    """A long-lived remote command's stdout, line by line as it comes (a quiet second ticks `progress`'s clock and
+    calls `on_quiet`, which may raise to end the wait), for at most `deadline` seconds; the command's end closes
+    when the caller stops reading (or is interrupted)."""
     proc = transport.start_process(argv)
     buffer = b""
     end = time.monotonic() + deadline
@@ -305,6 +360,8 @@ def remote_lines(transport: Transport, argv: Sequence[str], progress: Progress, 
             ready, _, _ = select.select([proc], [], [], 1.0)
             if not ready:
                 progress.line("")  # lets the display tick its clock
+                if on_quiet is not None:
+                    on_quiet()
                 continue
             chunk = proc.read_some()
             if not chunk:
@@ -341,7 +398,9 @@ def _line(
     if said is None:
         return None
     word, rest = said
-    if word == "done":
+    if word == "host":
+        progress.line(f"building on {rest}")
+    elif word == "done":
         return rest.rsplit(" ", 1)[-1]
     elif word == "image":  # packed (PATH SHA256 BYTES CODEC), or `none WHY`: the env is then used in place
         what, _, why = rest.partition(" ")
@@ -355,9 +414,11 @@ def _line(
             root, kb, files = space[:3]
             needs = f"the {int(kb) / 1024:.0f} MB in {files} files it had written when it stopped"
             raise _full(transport, root, needs, space[3:], words)
-        what = {"resolving": "the packages did not resolve or install", "postBuild": "postBuild failed"}.get(
-            phase, f"{phase} failed"
-        )
+        what = {
+            "resolving": "the packages did not resolve or install",
+            "postBuild": "postBuild failed",
+            "interrupted": "it was stopped by a signal (its job cancelled, or the login node ended it)",
+        }.get(phase, f"{phase} failed")
         raise EnvBuildError(
             f"The environment did not build on {transport.name}: {what}.",
             hint=f"Its whole log is {log} on the host. Fix the spec and run again; nothing was left half-built."

@@ -163,7 +163,8 @@ sweep() {  # what killed builders of other specs left on this host (their dead p
         rm -rf "$other" "$root/.tmp-$n-$2" "$root/.tmp-$n-$2.log" "$root/.tmp-$n-$2.rc" "$root/.tmp-$n-$2.req" "$root/.tmp-$n-$2.sqsh"
     done
     # A stage whose build never started (the laptop went away after the probe): gone after a day.
-    find "$root" -maxdepth 1 -name '.stage-*' -mmin +1440 -exec rm -rf {} + 2>/dev/null
+    # A build job's directory (script and output) the laptop never came back to remove: likewise.
+    find "$root" -maxdepth 1 \( -name '.stage-*' -o -name '.job-*' \) -mmin +1440 -exec rm -rf {} + 2>/dev/null
 }
 
 cleanup() {
@@ -256,11 +257,16 @@ build() {
     final="$root/$name" lock="$root/.lock-$name" tmp= work= log= locked= watchdog=
     trap '' PIPE
     trap 'fail interrupted 130' INT TERM HUP
-    # The laptop keeps our stdin open; its end (Ctrl-C, a lost connection) stops the whole build.
-    exec 3<&0
-    ( cat <&3 >/dev/null 2>&1; kill -TERM 0 2>/dev/null ) &
-    watchdog=$!
-    exec 3<&-
+    # The laptop keeps our stdin open; its end (Ctrl-C, a lost connection) stops the whole build. In a build
+    # job (HPCJUP_ENV_JOB) stdin is nothing: the laptop's end cancels the job instead (envs/buildjob.py).
+    if [ -z "${HPCJUP_ENV_JOB:-}" ]; then
+        exec 3<&0
+        ( cat <&3 >/dev/null 2>&1; kill -TERM 0 2>/dev/null ) &
+        watchdog=$!
+        exec 3<&-
+    fi
+    # Where it runs, for the laptop and the log: a job's node (the job contract's HPCJUP_NODE), else this host.
+    say host "${HPCJUP_NODE:-$(uname -n)}"
     take_lock; locked=1
     sweep
     if [ -f "$final/.hpcjup-env.json" ]; then
@@ -282,6 +288,7 @@ build() {
     work="$root/.tmp-$name-$$"
     log="$work.log"
     : >"$log"
+    echo "hpcjup: building $name on ${HPCJUP_NODE:-$(uname -n)}${HPCJUP_JOB_ID:+ in job $HPCJUP_JOB_ID}" >>"$log"
     if [ -n "$solver" ]; then  # a conda spec: SOLVER is hpcjup.envs.conda_solve's text
         conda_build || fail resolving
     else

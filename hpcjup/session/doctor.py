@@ -2,7 +2,8 @@
 
 Each check passes or fails with what was found and, when it fails, the fix. Checks that cannot
 run (nothing to check, or an earlier failure makes them meaningless) are skipped, with the
-reason. Nothing is submitted. The scheduler's own checks (its commands, queue, account, whether it
+reason. Nothing is submitted, except with `--node` (session/nodecheck.py: one short job that reads the env
+root back from a compute node). The scheduler's own checks (its commands, queue, account, whether it
 would accept the request) come from its adapter (`Scheduler.doctor_checks`, built from the
 `Check` and `Status` of schedulers/checks.py, below both); this module runs the
 generic ones: SSH, the environment, Jupyter, Dask, the env root (where `hpcjup env` builds
@@ -104,6 +105,7 @@ def run_checks(
     *,
     scheduler: Callable[[Transport], Scheduler] | None = None,
     dask: bool = True,
+    node: bool = False,
     progress: Callable[[str], None] = lambda text: None,
 ) -> Report:
     """Connect to `host` once and run every check; a connection failure skips the rest. `scheduler` picks
@@ -141,7 +143,23 @@ def run_checks(
             transport, resolved, shell=_job_shell(adapter), dask=dask, where=where, env_root=_env_root(resolved)
         )
         checks.append(check_session_dir(transport))
+        if node:
+            progress("Reading the env root back from a compute node (a short job)…")
+            checks.append(_node_check(transport, adapter, resolved, _env_root(resolved)))
     return Report(host, checks)
+
+
+def _node_check(transport: Transport, adapter: Scheduler | None, resolved: Resolved, root: str) -> Check:
+    """--node: the env root as the login node names it, seen from a compute node (session/nodecheck.py)."""
+    from hpcjup.session.nodecheck import check_node
+
+    if adapter is None or not adapter.commands:
+        return Check("env-root-node", Status.SKIP, "not checked: no batch system, no compute node")
+    found = transport.run(["sh", "-c", _ENV_ROOT, "sh", root], check=False).stdout
+    line = next((x[len(_ROOT_MARK) :] for x in found.splitlines() if x.startswith(_ROOT_MARK)), "")
+    if not line.startswith("ok "):
+        return Check("env-root-node", Status.SKIP, "not checked: the env root is not usable on the login node")
+    return check_node(transport, adapter, resolved, line.split(" ", 5)[5])
 
 
 _AFTER_SSH = ("environment", "jupyter", "dask", "dask-jobqueue", "env-root", "env-images", "sessions")

@@ -15,7 +15,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from hpcjup.envs import server as server_env
 from hpcjup.envs.container import ImageKernel, image_kernel
@@ -25,7 +25,10 @@ from hpcjup.errors import UsageError
 
 if TYPE_CHECKING:
     from hpcjup.config.environment import Settings
+    from hpcjup.config.profiles import Resolved
+    from hpcjup.config.resources import Resources
     from hpcjup.envs.build import Probe
+    from hpcjup.envs.buildjob import JobPlace
     from hpcjup.session.hostfacts import HostFacts
     from hpcjup.session.store import LocalStore
     from hpcjup.transport.base import Transport
@@ -85,10 +88,39 @@ class Plan:
     kernels: tuple[Kernel, ...] = ()
     server: EnvSpec = field(default_factory=server_env.server_spec)
     offline: bool | None = None  # the `offline` setting: None finds out when something is built
+    build: BuildWhere | None = None  # `build = "job"`: where its build job runs; None: on the login node
 
     def specs(self) -> list[tuple[str, EnvSpec]]:
         """(prefix, spec) of every env to build: the server first."""
         return [(SERVER_PREFIX, self.server)] + [(USER_PREFIX, k.spec) for k in self.kernels if k.spec is not None]
+
+
+@dataclass(frozen=True)
+class BuildWhere:
+    """`build = "job"`: the batch system named in the settings (auto: asked of the host, only when something is
+    built) and the session's request, which the build job's place is made from (envs/buildjob.py)."""
+
+    scheduler: str
+    resources: Resources
+
+    @staticmethod
+    def of(settings: Settings) -> BuildWhere | None:
+        """From the `build` setting: None for `login` (the default)."""
+        if settings.value("build") != "job":
+            return None
+        resolved = cast("Resolved", settings)  # the start's settings: the resolver's, which know the request
+        return BuildWhere(settings.value("scheduler") or "auto", resolved.resources())
+
+    def place(self, transport: Transport, ui: UI) -> JobPlace | None:
+        """The build job's place on this host; None (a login build, said) where there is no batch system."""
+        from hpcjup.envs.buildjob import place
+        from hpcjup.schedulers import AUTO, detect, get_scheduler
+
+        scheduler = get_scheduler(detect(transport) if self.scheduler == AUTO else self.scheduler)
+        if not scheduler.commands or not scheduler.submit_command:
+            ui.info(f"note: build = job, but {transport.name} has no batch system: building on the host itself")
+            return None
+        return place(scheduler, self.resources)
 
 
 @dataclass(frozen=True)
@@ -228,6 +260,7 @@ def plan(settings: Settings) -> Plan | None:
         settings.value("python") or "python3",
         tuple(kernels),
         offline=settings.value("offline"),
+        build=BuildWhere.of(settings),
     )
 
 
@@ -240,7 +273,10 @@ def bare(settings: Settings) -> bool:
 def server_plan(settings: Settings) -> Plan:
     """A bare start's plan: the server env alone (its own python3 kernel), built from the `python` setting."""
     return Plan(
-        env_root(settings.value("env_root")), settings.value("python") or "python3", offline=settings.value("offline")
+        env_root(settings.value("env_root")),
+        settings.value("python") or "python3",
+        offline=settings.value("offline"),
+        build=BuildWhere.of(settings),
     )
 
 
@@ -318,6 +354,7 @@ def learn(transport: Transport, p: Plan, ui: UI) -> tuple[dict[str, str], dict[s
 
     roots: dict[str, str] = {}
     pythons: dict[str, list[str]] = {}
+    places: list[JobPlace | None] = []  # the build job's place, found once, when the first build needs it
     for prefix, spec in p.specs():
         request = spec.base_python(p.python)
         found = probe(transport, spec, p.root, p.python, prefix)
@@ -327,8 +364,11 @@ def learn(transport: Transport, p: Plan, ui: UI) -> tuple[dict[str, str], dict[s
             what = "server environment (JupyterLab)" if prefix == SERVER_PREFIX else f"environment {spec.source}"
             for note in spec.notes:
                 ui.info(f"note: {note}")
+            if p.build is not None and not places:
+                places.append(p.build.place(transport, ui))
+            job = places[0] if places else None
             with BuildDisplay(ui, what) as shown:
-                ensure(transport, spec, p.root, p.python, prefix=prefix, progress=shown, offline=p.offline)
+                ensure(transport, spec, p.root, p.python, prefix=prefix, progress=shown, offline=p.offline, job=job)
     pointer = transport.run(["readlink", f"{roots[p.root]}/{server_env.POINTER}"], check=False).stdout.strip()
     return roots, pythons, {p.root: pointer.rsplit("/", 1)[-1]}
 

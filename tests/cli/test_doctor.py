@@ -338,3 +338,34 @@ def test_any_env_root_line_is_a_check(line: str) -> None:
     assert check.name == "env-root" and check.status in set(Status)
     assert _root_check("", "x").status is Status.FAIL
     assert _root_check("HPCJUP-ENVROOT ok writable 99999999 9999999 nfs /p/envs", "x").status is Status.PASS
+
+
+@pytest.mark.cluster
+def test_node_reads_the_env_root_back_from_a_compute_node(
+    minicluster: Any, laptop_env: dict[str, str], tmpfs: Callable[[str], str]
+) -> None:
+    """`doctor --node`: one short Slurm job looks at the env root as the login node names it. It passes for a
+    root the nodes share; it fails for one whose server environment cannot run there: here a file system mounted
+    noexec (the mini-cluster's nodes share every mount with the login node, so a root missing only on the nodes
+    cannot be made here; the job's `missing` answer takes the same path to the same FAIL)."""
+    write_config(laptop_env, HEALTHY)
+
+    def node_check(root: str) -> dict[str, Any]:
+        result = hpcjup(["doctor", "--profile", "good", "--node", "--json"], {**laptop_env, "HPCJUP_ENV_ROOT": root})
+        checks = {check["name"]: check for check in json.loads(result.stdout)["checks"]}
+        return {**checks["env-root-node"], "exit": result.returncode}
+
+    shared = node_check(".hpcjup/envs-node-test")
+    assert shared["status"] == "pass", shared
+    assert "/home/hpcuser/.hpcjup/envs-node-test is visible on node" in shared["summary"], shared
+    root = Path(tmpfs("noexec,size=8g,nr_inodes=200000")) / "envs"
+    server = root / "server-0000000000000000"
+    (server / "bin").mkdir(parents=True)
+    shutil.copy("/usr/bin/python3", server / "bin" / "python")
+    (server / ".hpcjup-env.json").write_text("{}")
+    subprocess.run(["chown", "-R", "hpcuser", str(root)], check=True)
+    broken = node_check(str(root))
+    assert (broken["status"], broken["exit"]) == ("fail", ExitCode.REMOTE), broken
+    assert "server-0000000000000000's Python does not run there" in broken["summary"], broken
+    assert "noexec" in broken["fix"]
+    assert not [job for job in minicluster.active_jobs() if job["name"] == "hpcjup-doctor"]
