@@ -1,0 +1,135 @@
+"""Conda specs for a login node that reaches no channel, for real: the cluster user behind a dead proxy
+(tests/cluster/offline.py) builds an environment.yml whose channel (tests/envs/conda_channel.py, served over
+HTTP on 127.0.0.1) only the laptop reaches. The laptop solves with its own py-rattler (installed by its uv),
+downloads and checks the packages, fetches the pip section's wheels and py-rattler's own wheel from real PyPI
+for the host, and uploads them in one command; the host installs from those files only.
+
+The same STAND-INs as tests/envs/test_conda_build.py: the channel's `python` wraps the cluster's own
+/usr/bin/python3, its `ipykernel` is a .pth into the cluster's Jupyter env.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from hpcjup.envs.build import check, ensure
+from hpcjup.envs.errors import EnvBuildError
+from hpcjup.envs.spec import EnvSpec, read_spec
+from hpcjup.errors import ExitCode
+from hpcjup.transport import Transport
+from tests.cluster.offline import ALIAS
+from tests.envs.conda_channel import make_channel, served, standard_packages
+from tests.envs.conftest import TEST_ROOT, leftovers
+
+pytestmark = pytest.mark.cluster
+
+Host = Callable[..., Transport]
+#: The conda-meta fields that say which package, from where, with which bytes and dependencies.
+FIELDS = ("name", "version", "build", "url", "channel", "md5", "sha256", "size", "depends", "subdir", "fn")
+RECORDS = """import glob, json, sys
+rows = []
+for path in sorted(glob.glob(sys.argv[1] + "/conda-meta/*.json")):
+    with open(path) as f:
+        record = json.load(f)
+    rows.append({k: record.get(k) for k in sys.argv[2:]})
+print(json.dumps(rows))"""
+
+
+class Seen:
+    """The build's phases and lines as the laptop gets them."""
+
+    def __init__(self) -> None:
+        self.phases: list[str] = []
+        self.lines: list[str] = []
+
+    def phase(self, name: str) -> None:
+        self.phases.append(name)
+
+    def line(self, text: str) -> None:
+        if text:
+            self.lines.append(text)
+
+
+@pytest.fixture
+def channel(tmp_path: Path) -> Iterator[str]:
+    """This test's channel, served to the laptop (the offline user's proxy is dead: 127.0.0.1 too); its URL."""
+    with served(make_channel(tmp_path / "channel", standard_packages())) as url:
+        yield url
+
+
+def _spec(where: Path, url: str, deps: Sequence[str], pip: Sequence[str] = ()) -> EnvSpec:
+    where.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {secrets.token_hex(8)}", "channels:", f"  - {url}", "dependencies:", *(f"  - {d}" for d in deps)]
+    if pip:
+        lines += ["  - pip:", *(f"    - {p}" for p in pip)]
+    (where / "environment.yml").write_text("\n".join(lines) + "\n")
+    return read_spec(where)
+
+
+def _records(transport: Transport, prefix: str) -> list[dict[str, object]]:
+    return json.loads(transport.run(["python3", "-c", RECORDS, prefix, *FIELDS]).stdout)  # type: ignore[no-any-return]
+
+
+def test_an_offline_host_builds_the_same_conda_env_from_the_laptops_upload(
+    host: Host, offline_user: str, channel: str, tmp_path: Path
+) -> None:
+    spec = _spec(tmp_path / "analysis", channel, ["python=3.11", "tinyapp"], ["six"])
+    offline = host(ALIAS)
+    seen = Seen()
+    built = ensure(offline, spec, TEST_ROOT, progress=seen)
+    assert built.built_now
+    assert any(
+        p.startswith(f"resolving on this laptop (minicluster-offline reaches no channel: {channel}")
+        for p in seen.phases
+    ), seen.phases
+    assert any(p.startswith("uploading 5 conda packages") for p in seen.phases), seen.phases
+    assert "downloading the pip section's wheels for the host" in seen.phases, seen.phases
+    assert any("tinylib 2.5" in line for line in seen.lines), seen.lines  # the laptop solver's lines
+    # Installed on the host from the upload only (its own route to the channel is dead), run on a compute node.
+    code = "import sys, tinyapp, tinylib, six, ipykernel; print(tinyapp.LIB, sys.prefix)"
+    out = offline.run(["srun", "-N1", "-t", "1", built.python, "-c", code], timeout=300).stdout.split()
+    assert out == ["2.5", built.path], out
+    assert offline.run(["test", "-e", f"{built.path}/.hpcjup-spec/.conda-offline"], check=False).returncode != 0
+    assert leftovers(offline, built.name) == []
+    assert check(offline, spec, TEST_ROOT).built
+    # The same spec built online by the cluster user (its host reaches the channel): the same packages, from the
+    # same URLs with the same hashes and records, and the same lock.
+    online = host()
+    said = Seen()
+    again = ensure(online, spec, TEST_ROOT, progress=said)
+    assert again.built_now and again.name == built.name
+    assert not any("laptop" in p for p in said.phases), said.phases
+    assert _records(offline, built.path) == _records(online, again.path)
+    assert [r["name"] for r in _records(offline, built.path)] == [
+        "ipykernel",
+        "python",
+        "tinyapp",
+        "tinybase",
+        "tinylib",
+    ]
+    lock = offline.read_file(f"{built.path}/.hpcjup-lock.txt")
+    assert lock == online.read_file(f"{again.path}/.hpcjup-lock.txt")
+    assert f"{channel}/noarch/tinylib-2.5-0.tar.bz2#".encode() in lock and b"# pip six==" in lock
+
+
+def test_a_package_missing_from_the_channel_fails_on_the_laptop_before_any_upload(
+    host: Host, offline_user: str, channel: str, tmp_path: Path
+) -> None:
+    spec = _spec(tmp_path / "missing", channel, ["python=3.11", "needsmissing"])
+    offline = host(ALIAS)
+    seen = Seen()
+    with pytest.raises(EnvBuildError) as caught:
+        ensure(offline, spec, TEST_ROOT, progress=seen)
+    error = caught.value
+    assert error.exit_code == ExitCode.ENV_BUILD == 11
+    assert "did not resolve on this laptop for the host's platform (linux-64)" in error.message, error.message
+    assert "nosuchpackage" in (error.details or ""), error.details  # rattler's own words
+    assert "nothing was sent" in (error.hint or "")
+    assert not any(p.startswith("uploading") for p in seen.phases), seen.phases
+    name = check(offline, spec, TEST_ROOT).name
+    assert name and leftovers(offline, name) == []  # the probe's stage went too
