@@ -250,21 +250,28 @@ def _rattler_solve(channels: list[str], specs: list[str], platform: str, virtual
     )
 
 
+def virtual_versions(libc: str, machine: str, kernel: str) -> list:
+    """The virtual packages of a Linux host known by its probe, as (name, version, build): `__unix`, `__linux`
+    (its kernel release's leading version, `6.1.0` of `6.1.0-18-amd64`), `__glibc` (from `glibc2.36`; none
+    for musl), `__archspec` (its machine): what a solve on the host would detect."""
+    release = re.match(r"[0-9]+(\.[0-9]+)*", kernel.strip())
+    found = [("__unix", "0", "0"), ("__linux", release.group(0) if release else "0", "0")]
+    glibc = re.fullmatch(r"glibc([0-9]+(\.[0-9]+)*)", libc.strip())
+    if glibc:
+        found.append(("__glibc", glibc.group(1), "0"))
+    if re.fullmatch(r"[A-Za-z0-9_]+", machine):
+        found.append(("__archspec", "1", machine))
+    return found
+
+
 def host_virtual(libc: str, machine: str, kernel: str) -> list:
-    """The virtual packages of a Linux host known by its probe: `__unix`, `__linux` (its kernel's version),
-    `__glibc` (from `glibc2.36`), `__archspec` (its machine): what a solve on the host would detect."""
+    """virtual_versions as py-rattler's virtual packages."""
     from rattler import BuildString, GenericVirtualPackage, PackageName, Version
 
-    def virtual(name: str, version: str, build: str = "0") -> object:
-        return GenericVirtualPackage(PackageName(name), Version(version), BuildString(build))
-
-    found = [virtual("__unix", "0"), virtual("__archspec", "1", machine)]
-    release = re.match(r"[0-9]+(\.[0-9]+)*", kernel)
-    found.append(virtual("__linux", release.group(0) if release else "0"))
-    glibc = re.fullmatch(r"glibc([0-9]+(\.[0-9]+)*)", libc)
-    if glibc:
-        found.append(virtual("__glibc", glibc.group(1)))
-    return found
+    return [
+        GenericVirtualPackage(PackageName(n), Version(v), BuildString(b))
+        for n, v, b in virtual_versions(libc, machine, kernel)
+    ]
 
 
 def _install(records: list, prefix: str, cache: str) -> None:

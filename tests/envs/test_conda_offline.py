@@ -31,6 +31,22 @@ pytestmark = pytest.mark.cluster
 Host = Callable[..., Transport]
 #: The conda-meta fields that say which package, from where, with which bytes and dependencies.
 FIELDS = ("name", "version", "build", "url", "channel", "md5", "sha256", "size", "depends", "subdir", "fn")
+#: A kernel as hpcjup's launcher registers one (argv: the env's python -m ipykernel_launcher), started and asked to
+#: run one cell by jupyter_client from the cluster's Jupyter env, on a compute node.
+KERNEL = """import json, os, sys, tempfile
+from jupyter_client.manager import start_new_kernel
+spec = os.path.join(tempfile.mkdtemp(), "kernels", "conda-offline")
+os.makedirs(spec)
+with open(os.path.join(spec, "kernel.json"), "w") as f:
+    json.dump({"argv": [sys.argv[1], "-m", "ipykernel_launcher", "-f", "{connection_file}"], "language": "python",
+               "display_name": "conda offline"}, f)
+os.environ["JUPYTER_PATH"] = os.path.dirname(os.path.dirname(spec))
+km, kc = start_new_kernel(kernel_name="conda-offline", startup_timeout=60)
+out = []
+reply = kc.execute_interactive(sys.argv[2], timeout=60, output_hook=lambda m: out.append(m["content"].get("text", "")))
+kc.stop_channels()
+km.shutdown_kernel(now=True)
+print("".join(out).strip(), reply["content"]["status"])"""
 RECORDS = """import glob, json, sys
 rows = []
 for path in sorted(glob.glob(sys.argv[1] + "/conda-meta/*.json")):
@@ -80,9 +96,12 @@ def test_an_offline_host_builds_the_same_conda_env_from_the_laptops_upload(
 ) -> None:
     spec = _spec(tmp_path / "analysis", channel, ["python=3.11", "tinyapp"], ["six"])
     offline = host(ALIAS)
+    # The host has no conda tool; without hpcjup's py-rattler too (an earlier run's goes), its wheel comes up.
+    offline.run(["sh", "-c", 'rm -rf "$HOME"/.hpcjup/tools/rattler-*'])
     seen = Seen()
     built = ensure(offline, spec, TEST_ROOT, progress=seen)
     assert built.built_now
+    assert "downloading the conda solver (py-rattler 0.28.0) for the host" in seen.phases, seen.phases
     assert any(
         p.startswith(f"resolving on this laptop (minicluster-offline reaches no channel: {channel}")
         for p in seen.phases
@@ -91,9 +110,10 @@ def test_an_offline_host_builds_the_same_conda_env_from_the_laptops_upload(
     assert "downloading the pip section's wheels for the host" in seen.phases, seen.phases
     assert any("tinylib 2.5" in line for line in seen.lines), seen.lines  # the laptop solver's lines
     # Installed on the host from the upload only (its own route to the channel is dead), run on a compute node.
-    code = "import sys, tinyapp, tinylib, six, ipykernel; print(tinyapp.LIB, sys.prefix)"
-    out = offline.run(["srun", "-N1", "-t", "1", built.python, "-c", code], timeout=300).stdout.split()
-    assert out == ["2.5", built.path], out
+    code = "import sys, tinyapp, tinylib, six; print(tinyapp.LIB, sys.prefix)"
+    kernel = ["srun", "-N1", "-t", "2", "/opt/hpcjup-cluster-env/bin/python", "-c", KERNEL, built.python, code]
+    out = offline.run(kernel, timeout=300).stdout.split()
+    assert out == ["2.5", built.path, "ok"], out
     assert offline.run(["test", "-e", f"{built.path}/.hpcjup-spec/.conda-offline"], check=False).returncode != 0
     assert leftovers(offline, built.name) == []
     assert check(offline, spec, TEST_ROOT).built
