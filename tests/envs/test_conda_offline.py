@@ -23,7 +23,7 @@ from hpcjup.envs.spec import EnvSpec, read_spec
 from hpcjup.errors import ExitCode
 from hpcjup.transport import Transport
 from tests.cluster.offline import ALIAS
-from tests.envs.conda_channel import make_channel, served, standard_packages
+from tests.envs.conda_channel import make_channel, module, served, standard_packages
 from tests.envs.conftest import TEST_ROOT, leftovers
 
 pytestmark = pytest.mark.cluster
@@ -153,3 +153,25 @@ def test_a_package_missing_from_the_channel_fails_on_the_laptop_before_any_uploa
     assert not any(p.startswith("uploading") for p in seen.phases), seen.phases
     name = check(offline, spec, TEST_ROOT).name
     assert name and leftovers(offline, name) == []  # the probe's stage went too
+
+
+def test_an_offline_host_builds_a_specs_conda_lock_exactly(host: Host, offline_user: str, tmp_path: Path) -> None:
+    """A spec directory with its conda lock: the laptop downloads exactly the lock's packages (no solve), even
+    after the channel gained a newer tinylib that a fresh solve would take."""
+    directory = make_channel(tmp_path / "channel", standard_packages())
+    with served(directory) as url:
+        spec = _spec(tmp_path / "first", url, ["python=3.11", "tinyapp"])
+        first = ensure(host(), spec, TEST_ROOT)  # online, as the cluster user: its lock
+        lock = host().read_file(f"{first.path}/.hpcjup-lock.txt")
+        make_channel(directory, [*standard_packages(), module("tinylib", "2.9", ("python", "tinybase >=1.1"))])
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        (locked / "environment.yml").write_bytes(spec.files["environment.yml"])
+        (locked / "conda-linux-64.lock").write_bytes(lock)
+        offline = host(ALIAS)
+        seen = Seen()
+        built = ensure(offline, read_spec(locked), TEST_ROOT, progress=seen)
+    assert any("installing the 5 packages of conda-linux-64.lock" in line for line in seen.lines), seen.lines
+    version = offline.run([built.python, "-c", "import tinylib; print(tinylib.VERSION)"]).stdout.strip()
+    assert version == "2.5"
+    assert offline.read_file(f"{built.path}/.hpcjup-lock.txt") == lock
