@@ -23,11 +23,16 @@ import hashlib
 import http.server
 import io
 import json
+import os
+import secrets
 import tarfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from hpcjup.envs.spec import EnvSpec, read_spec
 
 #: The cluster's Python (the stand-in python package's interpreter) and its Jupyter env's site-packages.
 CLUSTER_PYTHON = "/usr/bin/python3"
@@ -144,7 +149,14 @@ def make_channel(channel: Path, packages: Sequence[Package], platform: str = "li
     for subdir, files in records.items():
         (channel / subdir).mkdir(parents=True, exist_ok=True)
         repodata = {"info": {"subdir": subdir}, "packages": files, "packages.conda": {}, "repodata_version": 1}
-        (channel / subdir / "repodata.json").write_text(json.dumps(repodata, indent=1, sort_keys=True))
+        path, text = channel / subdir / "repodata.json", json.dumps(repodata, indent=1, sort_keys=True)
+        before = path.stat().st_mtime if path.exists() and path.read_text() != text else None
+        path.write_text(text)
+        if before is not None:
+            # Changed within the second it was first written: its Last-Modified (whole seconds) would not change,
+            # and a solver's cached copy would be answered 304 Not Modified.
+            stamp = max(time.time(), before + 1)
+            os.utime(path, (stamp, stamp))
     return channel
 
 
@@ -185,3 +197,28 @@ def served(channel: Path) -> Iterator[str]:
 class _Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # the test's output stays readable
         pass
+
+
+def conda_spec(where: Path, url: str, deps: Sequence[str], pip: Sequence[str] = ()) -> EnvSpec:
+    """An environment.yml directory naming this channel, unique by a comment (each test builds its own env)."""
+    where.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {secrets.token_hex(8)}", "channels:", f"  - {url}", "dependencies:", *(f"  - {d}" for d in deps)]
+    if pip:
+        lines += ["  - pip:", *(f"    - {p}" for p in pip)]
+    (where / "environment.yml").write_text("\n".join(lines) + "\n")
+    return read_spec(where)
+
+
+class Seen:
+    """A build's progress as the laptop gets it: its phases and its non-empty lines."""
+
+    def __init__(self) -> None:
+        self.phases: list[str] = []
+        self.lines: list[str] = []
+
+    def phase(self, name: str) -> None:
+        self.phases.append(name)
+
+    def line(self, text: str) -> None:
+        if text:
+            self.lines.append(text)

@@ -11,19 +11,18 @@ The same STAND-INs as tests/envs/test_conda_build.py: the channel's `python` wra
 from __future__ import annotations
 
 import json
-import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from hpcjup.envs.build import check, ensure
 from hpcjup.envs.errors import EnvBuildError
-from hpcjup.envs.spec import EnvSpec, read_spec
+from hpcjup.envs.spec import read_spec
 from hpcjup.errors import ExitCode
 from hpcjup.transport import Transport
 from tests.cluster.offline import ALIAS
-from tests.envs.conda_channel import make_channel, module, served, standard_packages
+from tests.envs.conda_channel import Seen, conda_spec, make_channel, module, served, standard_packages
 from tests.envs.conftest import TEST_ROOT, leftovers
 
 pytestmark = pytest.mark.cluster
@@ -56,35 +55,11 @@ for path in sorted(glob.glob(sys.argv[1] + "/conda-meta/*.json")):
 print(json.dumps(rows))"""
 
 
-class Seen:
-    """The build's phases and lines as the laptop gets them."""
-
-    def __init__(self) -> None:
-        self.phases: list[str] = []
-        self.lines: list[str] = []
-
-    def phase(self, name: str) -> None:
-        self.phases.append(name)
-
-    def line(self, text: str) -> None:
-        if text:
-            self.lines.append(text)
-
-
 @pytest.fixture
 def channel(tmp_path: Path) -> Iterator[str]:
     """This test's channel, served to the laptop (the offline user's proxy is dead: 127.0.0.1 too); its URL."""
     with served(make_channel(tmp_path / "channel", standard_packages())) as url:
         yield url
-
-
-def _spec(where: Path, url: str, deps: Sequence[str], pip: Sequence[str] = ()) -> EnvSpec:
-    where.mkdir(parents=True, exist_ok=True)
-    lines = [f"# {secrets.token_hex(8)}", "channels:", f"  - {url}", "dependencies:", *(f"  - {d}" for d in deps)]
-    if pip:
-        lines += ["  - pip:", *(f"    - {p}" for p in pip)]
-    (where / "environment.yml").write_text("\n".join(lines) + "\n")
-    return read_spec(where)
 
 
 def _records(transport: Transport, prefix: str) -> list[dict[str, object]]:
@@ -94,7 +69,7 @@ def _records(transport: Transport, prefix: str) -> list[dict[str, object]]:
 def test_an_offline_host_builds_the_same_conda_env_from_the_laptops_upload(
     host: Host, offline_user: str, channel: str, tmp_path: Path
 ) -> None:
-    spec = _spec(tmp_path / "analysis", channel, ["python=3.11", "tinyapp"], ["six"])
+    spec = conda_spec(tmp_path / "analysis", channel, ["python=3.11", "tinyapp"], ["six"])
     offline = host(ALIAS)
     # The host has no conda tool; without hpcjup's py-rattler too (an earlier run's goes), its wheel comes up.
     offline.run(["sh", "-c", 'rm -rf "$HOME"/.hpcjup/tools/rattler-*'])
@@ -140,7 +115,7 @@ def test_an_offline_host_builds_the_same_conda_env_from_the_laptops_upload(
 def test_a_package_missing_from_the_channel_fails_on_the_laptop_before_any_upload(
     host: Host, offline_user: str, channel: str, tmp_path: Path
 ) -> None:
-    spec = _spec(tmp_path / "missing", channel, ["python=3.11", "needsmissing"])
+    spec = conda_spec(tmp_path / "missing", channel, ["python=3.11", "needsmissing"])
     offline = host(ALIAS)
     seen = Seen()
     with pytest.raises(EnvBuildError) as caught:
@@ -160,7 +135,7 @@ def test_an_offline_host_builds_a_specs_conda_lock_exactly(host: Host, offline_u
     after the channel gained a newer tinylib that a fresh solve would take."""
     directory = make_channel(tmp_path / "channel", standard_packages())
     with served(directory) as url:
-        spec = _spec(tmp_path / "first", url, ["python=3.11", "tinyapp"])
+        spec = conda_spec(tmp_path / "first", url, ["python=3.11", "tinyapp"])
         first = ensure(host(), spec, TEST_ROOT)  # online, as the cluster user: its lock
         lock = host().read_file(f"{first.path}/.hpcjup-lock.txt")
         make_channel(directory, [*standard_packages(), module("tinylib", "2.9", ("python", "tinybase >=1.1"))])
