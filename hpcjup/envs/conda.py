@@ -13,7 +13,10 @@ running hpcjup.envs.conda_solve, which is shipped as text on the build's command
 - a `pip:` section is installed afterwards into the prefix, with uv (rattler route) or by the tool;
 - the lock is conda's explicit format written from the prefix's conda-meta records, whichever tool
   installed it (`hpcjup env lock` writes it beside the spec as conda-PLATFORM.lock); a spec directory
-  holding the lock for the host's platform installs exactly that.
+  holding the lock for the host's platform installs exactly that;
+- a host that reaches no channel (the build's probe: `conda_probe` names its tool and kernel) installs the
+  laptop's upload, `.conda-offline/` in the stage (hpcjup.envs.conda_offline): local channels and their lock,
+  the pip section's wheels, py-rattler's wheel when the host has no tool; nothing else is fetched.
 """
 
 from __future__ import annotations
