@@ -163,10 +163,13 @@ conda_install() {  # the stage's environment.yml (or its lock for this platform,
     say phase "installing the pip section"
     nodeps=; [ -z "$lockf" ] || nodeps=--no-deps
     if [ -n "$off" ] && [ -d "$off/wheels" ]; then  # the laptop's lock of the pip section, from its wheels only
+        # Without what conda installed already (the laptop resolved the section alone): as an online install.
+        step "$py" -c "$solver" pipfilter "$off/wheels/hpcjup.lock" "$tmp" "$work.req" || return 1
+        [ -s "$work.req" ] || return 0
         if [ -n "$uv" ]; then
-            step "$uv" pip install --python "$tmp/bin/python" --offline --no-index --find-links "$off/wheels" -r "$off/wheels/hpcjup.lock"
+            step "$uv" pip install --python "$tmp/bin/python" --offline --no-index --find-links "$off/wheels" --no-deps -r "$work.req"
         else
-            step "$tmp/bin/python" -m pip install --no-index --find-links "$off/wheels" --no-deps -r "$off/wheels/hpcjup.lock"
+            step "$tmp/bin/python" -m pip install --no-index --find-links "$off/wheels" --no-deps -r "$work.req"
         fi
         return
     fi

@@ -26,6 +26,7 @@ For a host that reaches no channel (hpcjup.envs.conda_offline), the laptop and t
   (`conda-PLATFORM.lock`, the URLs the packages came from), `pip.txt` (the pip section) and `python.txt`.
 - `offline DIR PREFIX PLATFORM CACHE PIPOUT` (on the host, py-rattler): install the lock of DIR from DIR's
   local channels only, then `relabel`.
+- `pipfilter PIPLOCK PREFIX OUT`: the laptop's lock of the pip section without the packages the prefix has.
 - `explicit DIR OUT` / `relabel PREFIX DIR`: for the host's own conda tool, the lock with the uploaded
   files' `file://` URLs; after the install, the prefix's conda-meta records given back the URLs and
   channels the packages came from (the env's records, and so its lock, are the online build's).
@@ -225,6 +226,29 @@ def lock_text(records: list, platform: str, freeze: str = "") -> str:
 
 def _normal(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pip_missing(lock: str, installed: set) -> str:
+    """The entries (with their hash lines) of a pip lock whose packages are not in `installed` (normalized
+    names): an offline pip section leaves what conda installed alone, as an online install into the prefix does."""
+    blocks: list = []
+    for line in lock.splitlines():
+        if line[:1].isspace() and blocks:
+            blocks[-1].append(line)
+        elif line.strip() and not line.startswith("#"):
+            blocks.append([line])
+    kept = [b for b in blocks if _normal(re.split(r"[=<>!~\[; ]", b[0], maxsplit=1)[0]) not in installed]
+    return "".join(line + "\n" for block in kept for line in block)
+
+
+def installed_names(prefix: str) -> set:
+    """The normalized names of the Python packages in a prefix (its *.dist-info) and of its conda packages."""
+    import glob
+
+    names = {_normal(str(r.get("name", ""))) for r in _meta_records(prefix).values()}
+    for path in glob.glob(os.path.join(prefix, "lib", "python*", "site-packages", "*.dist-info")):
+        names.add(_normal(os.path.basename(path).split("-", 1)[0]))
+    return names
 
 
 def _split_file(url: str) -> tuple[str, str, str, str, str]:
@@ -484,6 +508,8 @@ def main(argv: list[str]) -> int:
             _write(args[1], explicit(args[0]))
         elif command == "relabel":
             relabel(args[0], args[1])
+        elif command == "pipfilter":
+            _write(args[2], pip_missing(_read(args[0]), installed_names(args[1])))
         elif command == "solve":
             return command_solve(args[0], args[1], args[2], args[3], args[4], args[5:])
         elif command == "locked":
@@ -493,7 +519,10 @@ def main(argv: list[str]) -> int:
         elif command == "offline":
             return command_offline(args[0], args[1], args[2], args[3], args[4])
         else:
-            print("usage: augment|pins|lock|explicit|relabel|solve|locked|fetch|offline ARGS...", file=sys.stderr)
+            print(
+                "usage: augment|pins|lock|explicit|relabel|pipfilter|solve|locked|fetch|offline ARGS...",
+                file=sys.stderr,
+            )
             return 2
     except SpecError as exc:
         print(f"environment.yml: {exc}", flush=True)

@@ -176,7 +176,18 @@ def standard_packages() -> list[Package]:
         module("tinylib", "3.0", ("python", "tinybase >=1.1")),
         module("tinyapp", "0.1", ("python", "tinylib >=2,<3"), "from tinylib import VERSION as LIB\n"),
         module("needsmissing", "1.0", ("python", "nosuchpackage >=9")),
+        distribution("six", "1.16.0"),
     ]
+
+
+def distribution(name: str, version: str) -> Package:
+    """A noarch python package that is also a Python distribution (its .dist-info), as conda-forge's are: pip and
+    uv see it installed."""
+    package = module(name, version)
+    info = f"site-packages/{name}-{version}.dist-info"
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+    files = {**package.files, f"{info}/METADATA": metadata, f"{info}/INSTALLER": b"conda\n", f"{info}/RECORD": b""}
+    return Package(name, version, package.depends, files)
 
 
 @contextlib.contextmanager

@@ -69,7 +69,9 @@ def _records(transport: Transport, prefix: str) -> list[dict[str, object]]:
 def test_an_offline_host_builds_the_same_conda_env_from_the_laptops_upload(
     host: Host, offline_user: str, channel: str, tmp_path: Path
 ) -> None:
-    spec = conda_spec(tmp_path / "analysis", channel, ["python=3.11", "tinyapp"], ["six"])
+    # python-dateutil needs six: conda's six 1.16.0 satisfies it (online, uv sees it installed), so the pip
+    # section must not replace it with the six 1.17 the laptop's resolution of the section alone pins.
+    spec = conda_spec(tmp_path / "analysis", channel, ["python=3.11", "tinyapp", "six"], ["python-dateutil"])
     offline = host(ALIAS)
     # The host has no conda tool; without hpcjup's py-rattler too (an earlier run's goes), its wheel comes up.
     offline.run(["sh", "-c", 'rm -rf "$HOME"/.hpcjup/tools/rattler-*'])
@@ -81,14 +83,14 @@ def test_an_offline_host_builds_the_same_conda_env_from_the_laptops_upload(
         p.startswith(f"resolving on this laptop (minicluster-offline reaches no channel: {channel}")
         for p in seen.phases
     ), seen.phases
-    assert any(p.startswith("uploading 5 conda packages") for p in seen.phases), seen.phases
+    assert any(p.startswith("uploading 6 conda packages") for p in seen.phases), seen.phases
     assert "downloading the pip section's wheels for the host" in seen.phases, seen.phases
     assert any("tinylib 2.5" in line for line in seen.lines), seen.lines  # the laptop solver's lines
     # Installed on the host from the upload only (its own route to the channel is dead), run on a compute node.
-    code = "import sys, tinyapp, tinylib, six; print(tinyapp.LIB, sys.prefix)"
+    code = "import sys, tinyapp, tinylib, six, dateutil; print(tinyapp.LIB, six.VERSION, sys.prefix)"
     kernel = ["srun", "-N1", "-t", "2", "/opt/hpcjup-cluster-env/bin/python", "-c", KERNEL, built.python, code]
     out = offline.run(kernel, timeout=300).stdout.split()
-    assert out == ["2.5", built.path, "ok"], out
+    assert out == ["2.5", "1.16.0", built.path, "ok"], out
     assert offline.run(["test", "-e", f"{built.path}/.hpcjup-spec/.conda-offline"], check=False).returncode != 0
     assert leftovers(offline, built.name) == []
     assert check(offline, spec, TEST_ROOT).built
@@ -103,13 +105,15 @@ def test_an_offline_host_builds_the_same_conda_env_from_the_laptops_upload(
     assert [r["name"] for r in _records(offline, built.path)] == [
         "ipykernel",
         "python",
+        "six",
         "tinyapp",
         "tinybase",
         "tinylib",
     ]
     lock = offline.read_file(f"{built.path}/.hpcjup-lock.txt")
     assert lock == online.read_file(f"{again.path}/.hpcjup-lock.txt")
-    assert f"{channel}/noarch/tinylib-2.5-0.tar.bz2#".encode() in lock and b"# pip six==" in lock
+    assert f"{channel}/noarch/tinylib-2.5-0.tar.bz2#".encode() in lock and b"# pip python-dateutil==" in lock
+    assert b"# pip six" not in lock
 
 
 def test_a_package_missing_from_the_channel_fails_on_the_laptop_before_any_upload(

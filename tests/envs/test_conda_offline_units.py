@@ -136,3 +136,28 @@ def test_the_hosts_tool_installs_the_upload_from_its_files_and_the_records_say_w
     assert {r["url"] for r in records.values()} == set(urls.values())
     assert {r["channel"] for r in records.values()} == {ORIGIN + "/"}
     assert not off.exists()  # the upload goes: the env's copy of its spec holds none
+
+
+def test_the_pip_section_leaves_what_conda_installed() -> None:
+    lock = "python-dateutil==2.9.0 \\\n    --hash=sha256:aa\nsix==1.17.0 \\\n    --hash=sha256:bb\nzipp[x]==3.0 ; python_version > '3'\n"
+    assert (
+        conda_solve.pip_missing(lock, {"six"})
+        == "python-dateutil==2.9.0 \\\n    --hash=sha256:aa\nzipp[x]==3.0 ; python_version > '3'\n"
+    )
+    assert conda_solve.pip_missing(lock, {"python-dateutil", "six", "zipp"}) == ""
+
+
+@given(
+    names=st.lists(
+        st.from_regex(r"[A-Za-z][A-Za-z0-9._-]{0,8}", fullmatch=True), max_size=6, unique_by=conda_solve._normal
+    ),
+    data=st.data(),
+)
+def test_any_lock_keeps_exactly_the_entries_not_installed(names: list[str], data: st.DataObject) -> None:
+    installed = set(data.draw(st.lists(st.sampled_from(names), unique=True))) if names else set()
+    lock = "".join(f"{n}==1.0 \\\n    --hash=sha256:{i:064x}\n" for i, n in enumerate(names))
+    kept = conda_solve.pip_missing(lock, {conda_solve._normal(n) for n in installed})
+    assert [line.split("==")[0] for line in kept.splitlines() if "==" in line] == [
+        n for n in names if n not in installed
+    ]
+    assert kept.count("--hash=") == len(names) - len(installed)
