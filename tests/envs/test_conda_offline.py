@@ -69,8 +69,8 @@ def _records(transport: Transport, prefix: str) -> list[dict[str, object]]:
 def test_an_offline_host_builds_the_same_conda_env_from_the_laptops_upload(
     host: Host, offline_user: str, channel: str, tmp_path: Path
 ) -> None:
-    # python-dateutil needs six: conda's six 1.16.0 satisfies it (online, uv sees it installed), so the pip
-    # section must not replace it with the six 1.17 the laptop's resolution of the section alone pins.
+    # A conda six (a distribution) and a pip section: the section's install must leave conda's six alone. (Today's
+    # python-dateutil no longer needs six, so this run does not reach pipfilter's overlap: its units test that.)
     spec = conda_spec(tmp_path / "analysis", channel, ["python=3.11", "tinyapp", "six"], ["python-dateutil"])
     offline = host(ALIAS)
     # The host has no conda tool; without hpcjup's py-rattler too (an earlier run's goes), its wheel comes up.
