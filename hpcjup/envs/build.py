@@ -68,6 +68,7 @@ class Probe:
     uv_sha: str | None  # "host" for the host's own uv
     offline: bool = False  # the build's probe found no package index reachable from the host
     index: str | None = None  # the index it tried
+    conda: str | None = None  # a conda spec's build probe: `TOOL|rattler|none KERNEL` (hpcjup.envs.conda)
 
     @property
     def path(self) -> str:
@@ -98,12 +99,14 @@ def probe_argv(
     uv_version: str = "",
     stage: bool = False,
     offline: bool | None = None,
+    index_url: str = "",
 ) -> list[str]:
     """The check as an argument list: `sh -c SCRIPT hpcjup-env probe ...` (stdin read only with `stage`).
-    With `stage`, `offline` None asks whether the host reaches an index; True/False say it (a setting)."""
+    With `stage`, `offline` None asks whether the host reaches an index (`index_url`, else pip's); True/False
+    say it (a setting)."""
     argv = ["sh", "-c", script.SCRIPT, "hpcjup-env", "probe", root, prefix, spec.digest, spec.base_python(python)]
     index = "" if not stage else "auto" if offline is None else "offline" if offline else "online"
-    return [*argv, uv_version, "stage" if stage else "", index]
+    return [*argv, uv_version, "stage" if stage else "", index, index_url]
 
 
 def parse_probe(stdout: str) -> Probe:
@@ -135,6 +138,7 @@ def parse_probe(stdout: str) -> Probe:
         uv_sha=uv[1] if len(uv) > 1 else None,
         offline=index[:1] == ["offline"],
         index=index[1] if len(index) > 1 else None,
+        conda=whole.get("conda"),
     )
 
 
@@ -169,14 +173,17 @@ def ensure(
     job there (envs/buildjob.py; one more remote command, its submission), not on the login node."""
     from hpcjup.envs import uvbin
 
-    if spec.kind == "conda":
-        offline = False  # conda's channels are not PyPI: the conda tool's own words tell an unreachable one
     progress = progress or _Silent()
     started = time.monotonic()
+    url = ""
+    if spec.kind == "conda":  # its channels, not PyPI, say whether the host is offline
+        from hpcjup.envs.conda_offline import index_url
+
+        url = index_url(spec)
     laptop_uv = uvbin.laptop_uv()
     version = uvbin.uv_version(laptop_uv) if laptop_uv else ""
     result = transport.run(
-        probe_argv(spec, root, python, prefix=prefix, uv_version=version, stage=True, offline=offline),
+        probe_argv(spec, root, python, prefix=prefix, uv_version=version, stage=True, offline=offline, index_url=url),
         input=spec_archive(spec),
         check=False,
     )
@@ -192,7 +199,12 @@ def ensure(
         from hpcjup.envs.offline import remove_stage_argv
 
         try:
-            _send_packages(transport, spec, probe, extra, progress)
+            if spec.kind == "conda":
+                from hpcjup.envs.conda_offline import send_packages
+
+                send_packages(transport, spec, probe, extra, progress)
+            else:
+                _send_packages(transport, spec, probe, extra, progress)
         except BaseException:
             # The build never starts: its stage goes now (the next build's sweep would take a day).
             transport.run(remove_stage_argv(probe.stage), check=False)
@@ -245,9 +257,14 @@ def _send_packages(transport: Transport, spec: EnvSpec, probe: Probe, extra: Seq
         wheels = offline.download(lock, machine, libc, probe.python_version, Path(tmp))
         data = offline.bundle(Path(tmp))
     progress.phase(f"uploading {len(wheels)} wheels ({len(data) / 1e6:.1f} MB)")
-    done = transport.run(offline.upload_argv(probe.stage), input=data, timeout=3600, check=False)
+    upload_packages(transport, probe, offline.upload_argv(probe.stage), data, "its packages' wheels")
+
+
+def upload_packages(transport: Transport, probe: Probe, argv: list[str], data: bytes, what: str) -> None:
+    """An offline host's packages (a tar) into the build's stage in one command; a full disk or quota said so."""
+    done = transport.run(argv, input=data, timeout=3600, check=False)
     if done.returncode != 0 and any(full in done.stderr.lower() for full in _FULL):
-        raise _full(transport, probe.root, f"the {len(data) / 1e6:.0f} MB of its packages' wheels", [], done.stderr)
+        raise _full(transport, probe.root, f"the {len(data) / 1e6:.0f} MB of {what}", [], done.stderr)
     if done.returncode != 0:
         raise EnvBuildError(
             f"Could not upload the packages to {probe.stage} on {transport.name}.",

@@ -13,7 +13,10 @@ running hpcjup.envs.conda_solve, which is shipped as text on the build's command
 - a `pip:` section is installed afterwards into the prefix, with uv (rattler route) or by the tool;
 - the lock is conda's explicit format written from the prefix's conda-meta records, whichever tool
   installed it (`hpcjup env lock` writes it beside the spec as conda-PLATFORM.lock); a spec directory
-  holding the lock for the host's platform installs exactly that.
+  holding the lock for the host's platform installs exactly that;
+- a host that reaches no channel (the build's probe: `conda_probe` names its tool and kernel) installs the
+  laptop's upload, `.conda-offline/` in the stage (hpcjup.envs.conda_offline): local channels and their lock,
+  the pip section's wheels, py-rattler's wheel when the host has no tool; nothing else is fetched.
 """
 
 from __future__ import annotations
@@ -99,23 +102,41 @@ rattler_python() {  # sets $toolpy: the tool venv's Python with py-rattler, inst
     mkdir -p "$tools" || return 1
     find "$tools" -maxdepth 1 -name 'rattler-*.part-*' -mmin +60 -exec rm -rf {} + 2>/dev/null
     part="$dir.part-$$"
+    # An offline host: from the wheel the laptop uploaded beside the packages, nothing else.
+    local_=; [ ! -d "$stage/.conda-offline/tool" ] || local_="--no-index --find-links $stage/.conda-offline/tool"
     if [ -n "$uv" ]; then
-        step "$uv" venv -q --python "$py" "$part" && step "$uv" pip install -q --python "$part/bin/python" "py-rattler==@RATTLER@"
+        step "$uv" venv -q --python "$py" "$part" &&
+            step "$uv" pip install -q --python "$part/bin/python" ${local_:+--offline} $local_ "py-rattler==@RATTLER@"
     else
-        step "$py" -m venv "$part" && step "$part/bin/python" -m pip install -q "py-rattler==@RATTLER@"
+        step "$py" -m venv "$part" && step "$part/bin/python" -m pip install -q $local_ "py-rattler==@RATTLER@"
     fi || { rm -rf "$part"; return 1; }
     : >"$part/.complete"
     mv -T "$part" "$dir" 2>/dev/null || rm -rf "$part"  # another build was first: its copy is the same
 }
 
-conda_build() {  # the stage's environment.yml (or its lock for this platform) into $tmp, the env's final place
+conda_probe() {  # for a build's probe: the host's conda tool (or hpcjup's rattler for Python $1, or none), its kernel
+    if t=$(conda_tool_find); then w=${t##*/}; elif [ -f "$HOME/.hpcjup/tools/rattler-@RATTLER@-py$1/.complete" ]; then w=rattler; else w=none; fi
+    say conda "$w" "$(uname -r)"
+}
+
+conda_build() {  # conda_install, then the laptop's upload (an offline host) goes: the env's spec copy holds none
+    off=; [ ! -d "$stage/.conda-offline" ] || off="$stage/.conda-offline"
+    conda_install; rc=$?
+    [ -z "$off" ] || rm -rf "$off"
+    return "$rc"
+}
+
+conda_install() {  # the stage's environment.yml (or its lock for this platform, or the laptop's upload) into $tmp
     plat=$(conda_platform) || return 1
     cache="$root/.conda-pkgs" lockf=
     [ ! -f "$stage/conda-$plat.lock" ] || lockf="$stage/conda-$plat.lock"
     : >"$work.req"
     if conda_tool=$(conda_tool_find); then
         say phase "resolving (${conda_tool##*/})"
-        if [ -n "$lockf" ]; then
+        if [ -n "$off" ]; then  # the laptop's packages as file:// URLs; then the records say where they came from
+            step "$py" -c "$solver" explicit "$off" "$off/local.lock" && conda_create "$conda_tool" "$tmp" "$off/local.lock" &&
+                step "$py" -c "$solver" relabel "$tmp" "$off" && cp "$off/pip.txt" "$work.req" || return 1
+        elif [ -n "$lockf" ]; then
             conda_create "$conda_tool" "$tmp" "$lockf" && step "$py" -c "$solver" pins "$lockf" "$work.req" || return 1
         else
             aug="$stage/.hpcjup-environment.yml"
@@ -129,7 +150,9 @@ conda_build() {  # the stage's environment.yml (or its lock for this platform) i
         conda_tool=rattler
         rattler_python || return 1
         say phase "resolving (rattler)"
-        if [ -n "$lockf" ]; then
+        if [ -n "$off" ]; then
+            step "$toolpy" -c "$solver" offline "$off" "$tmp" "$plat" "$cache" "$work.req" || return 1
+        elif [ -n "$lockf" ]; then
             step "$toolpy" -c "$solver" locked "$lockf" "$tmp" "$plat" "$cache" "$work.req" || return 1
         else
             step "$toolpy" -c "$solver" solve "$stage/environment.yml" "$tmp" "$plat" "$cache" "$work.req" $extra || return 1
@@ -139,6 +162,17 @@ conda_build() {  # the stage's environment.yml (or its lock for this platform) i
     # The pip section (or the lock's pip pins, exact: no dependencies of their own) into the conda prefix.
     say phase "installing the pip section"
     nodeps=; [ -z "$lockf" ] || nodeps=--no-deps
+    if [ -n "$off" ] && [ -d "$off/wheels" ]; then  # the laptop's lock of the pip section, from its wheels only
+        # Without what conda installed already (the laptop resolved the section alone): as an online install.
+        step "$py" -c "$solver" pipfilter "$off/wheels/hpcjup.lock" "$tmp" "$work.req" || return 1
+        [ -s "$work.req" ] || return 0
+        if [ -n "$uv" ]; then
+            step "$uv" pip install --python "$tmp/bin/python" --offline --no-index --find-links "$off/wheels" --no-deps -r "$work.req"
+        else
+            step "$tmp/bin/python" -m pip install --no-index --find-links "$off/wheels" --no-deps -r "$work.req"
+        fi
+        return
+    fi
     if [ -n "$uv" ]; then
         step "$uv" pip install --python "$tmp/bin/python" $nodeps -r "$work.req"
     else

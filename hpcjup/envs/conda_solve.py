@@ -16,6 +16,21 @@ which hpcjup installs once into a tool venv on the host when the host has no con
   mamba, micromamba and rattler all write), and the pip-installed packages of FREEZE (`pip freeze` output)
   that conda did not install.
 
+For a host that reaches no channel (hpcjup.envs.conda_offline), the laptop and the host split the work:
+
+- `fetch ENVFILE|LOCKFILE PLATFORM LIBC MACHINE KERNEL OUTDIR [EXTRA...]` (on the laptop, py-rattler): solve
+  the file for the host's PLATFORM with the host's virtual packages (`__glibc` from LIBC, `__linux` KERNEL,
+  `__archspec` MACHINE), or take a lock's exact packages; download each package, its sha256 and md5 checked
+  against the channel's record, into OUTDIR as one local channel per channel (`c0/SUBDIR/FILE` and the
+  records' `repodata.json`), with `channels.json` (each local channel's original), the lock
+  (`conda-PLATFORM.lock`, the URLs the packages came from), `pip.txt` (the pip section) and `python.txt`.
+- `offline DIR PREFIX PLATFORM CACHE PIPOUT` (on the host, py-rattler): install the lock of DIR from DIR's
+  local channels only, then `relabel`.
+- `pipfilter PIPLOCK PREFIX OUT`: the laptop's lock of the pip section without the packages the prefix has.
+- `explicit DIR OUT` / `relabel PREFIX DIR`: for the host's own conda tool, the lock with the uploaded
+  files' `file://` URLs; after the install, the prefix's conda-meta records given back the URLs and
+  channels the packages came from (the env's records, and so its lock, are the online build's).
+
 The lock is conda's explicit format (`@EXPLICIT`, then `URL#MD5` lines): micromamba, mamba and conda
 install it as it is. hpcjup adds comment lines those tools skip: `# sha256 FILE HEX` per package and
 `# pip NAME==VERSION` for the pip section.
@@ -173,14 +188,25 @@ def read_lock(text: str) -> tuple[list[tuple[str, str]], dict[str, str], list[st
     return urls, sha, pip
 
 
-def write_lock(prefix: str, platform: str, freeze: str = "") -> str:
-    """The explicit lock of a built prefix (see the module docstring)."""
+def _meta_records(prefix: str) -> dict:
+    """A prefix's conda-meta records by file path."""
     meta = os.path.join(prefix, "conda-meta")
-    records = []
+    records = {}
     for name in sorted(os.listdir(meta)):
         if name.endswith(".json"):
             with open(os.path.join(meta, name)) as f:
-                records.append(json.load(f))
+                records[os.path.join(meta, name)] = json.load(f)
+    return records
+
+
+def write_lock(prefix: str, platform: str, freeze: str = "") -> str:
+    """The explicit lock of a built prefix (see the module docstring)."""
+    return lock_text(list(_meta_records(prefix).values()), platform, freeze)
+
+
+def lock_text(records: list, platform: str, freeze: str = "") -> str:
+    """The explicit lock of these package records (dicts with name, url, md5, sha256)."""
+    records = list(records)
     records.sort(key=lambda r: (r.get("name", ""), r.get("url", "")))
     lines = [
         "# hpcjup conda lock: the exact packages of this environment (conda's explicit format).",
@@ -202,6 +228,29 @@ def _normal(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def pip_missing(lock: str, installed: set) -> str:
+    """The entries (with their hash lines) of a pip lock whose packages are not in `installed` (normalized
+    names): an offline pip section leaves what conda installed alone, as an online install into the prefix does."""
+    blocks: list = []
+    for line in lock.splitlines():
+        if line[:1].isspace() and blocks:
+            blocks[-1].append(line)
+        elif line.strip() and not line.startswith("#"):
+            blocks.append([line])
+    kept = [b for b in blocks if _normal(re.split(r"[=<>!~\[; ]", b[0], maxsplit=1)[0]) not in installed]
+    return "".join(line + "\n" for block in kept for line in block)
+
+
+def installed_names(prefix: str) -> set:
+    """The normalized names of the Python packages in a prefix (its *.dist-info) and of its conda packages."""
+    import glob
+
+    names = {_normal(str(r.get("name", ""))) for r in _meta_records(prefix).values()}
+    for path in glob.glob(os.path.join(prefix, "lib", "python*", "site-packages", "*.dist-info")):
+        names.add(_normal(os.path.basename(path).split("-", 1)[0]))
+    return names
+
+
 def _split_file(url: str) -> tuple[str, str, str, str, str]:
     """(channel, subdir, name, version, build) of a package URL."""
     base, subdir, file_name = url.rsplit("/", 2)
@@ -210,17 +259,43 @@ def _split_file(url: str) -> tuple[str, str, str, str, str]:
     return base, subdir, name, version, build
 
 
-def _rattler_solve(channels: list[str], specs: list[str], platform: str) -> list:
-    """Solve with py-rattler (its own words on failure), for PLATFORM and noarch."""
+def _rattler_solve(channels: list[str], specs: list[str], platform: str, virtual: list | None = None) -> list:
+    """Solve with py-rattler (its own words on failure), for PLATFORM and noarch; `virtual`: the host's virtual
+    packages when the solve runs elsewhere (the laptop), else this machine's."""
     import asyncio
 
     from rattler import Subdir, VirtualPackage, solve
     from rattler.virtual_package import VirtualPackageOverrides
 
-    virtual = VirtualPackage.detect(VirtualPackageOverrides.from_env())
+    if virtual is None:
+        virtual = VirtualPackage.detect(VirtualPackageOverrides.from_env())
     return asyncio.run(
         solve(sources=channels, specs=specs, platforms=[Subdir(platform), Subdir("noarch")], virtual_packages=virtual)
     )
+
+
+def virtual_versions(libc: str, machine: str, kernel: str) -> list:
+    """The virtual packages of a Linux host known by its probe, as (name, version, build): `__unix`, `__linux`
+    (its kernel release's leading version, `6.1.0` of `6.1.0-18-amd64`), `__glibc` (from `glibc2.36`; none
+    for musl), `__archspec` (its machine): what a solve on the host would detect."""
+    release = re.match(r"[0-9]+(\.[0-9]+)*", kernel.strip())
+    found = [("__unix", "0", "0"), ("__linux", release.group(0) if release else "0", "0")]
+    glibc = re.fullmatch(r"glibc([0-9]+(\.[0-9]+)*)", libc.strip())
+    if glibc:
+        found.append(("__glibc", glibc.group(1), "0"))
+    if re.fullmatch(r"[A-Za-z0-9_]+", machine):
+        found.append(("__archspec", "1", machine))
+    return found
+
+
+def host_virtual(libc: str, machine: str, kernel: str) -> list:
+    """virtual_versions as py-rattler's virtual packages."""
+    from rattler import BuildString, GenericVirtualPackage, PackageName, Version
+
+    return [
+        GenericVirtualPackage(PackageName(n), Version(v), BuildString(b))
+        for n, v, b in virtual_versions(libc, machine, kernel)
+    ]
 
 
 def _install(records: list, prefix: str, cache: str) -> None:
@@ -237,52 +312,175 @@ def _show(records: list) -> None:
         print(f"  {r.name.normalized} {r.version} {r.build}  {r.channel}", flush=True)
 
 
-def command_solve(envfile: str, prefix: str, platform: str, cache: str, pipout: str, extra: list[str]) -> int:
-    with open(envfile) as f:
-        env = with_extra(parse(f.read()), extra)
+def _hex(digest: object) -> str:
+    return digest.hex() if isinstance(digest, bytes) else ""
+
+
+class Refused(Exception):
+    """A solve or a lock's packages the channels do not give (the solver's or hpcjup's words)."""
+
+
+def _solve_file(envfile: str, platform: str, extra: list[str], virtual: list | None) -> tuple[list, list[str]]:
+    """An environment.yml solved: its records and its pip lines."""
+    env = with_extra(parse(_read(envfile)), extra)
     channels = channel_urls(env["channels"])
     print(f"solving {len(env['dependencies'])} specs for {platform} against {' '.join(channels)}", flush=True)
     try:
-        records = _rattler_solve(channels, env["dependencies"], platform)
+        records = _rattler_solve(channels, env["dependencies"], platform, virtual)
     except Exception as exc:  # rattler's SolverError and its channel errors: their own words for the user
-        print(f"The conda solver (rattler) could not resolve {os.path.basename(envfile)}:\n{exc}", flush=True)
-        return 1
+        raise Refused(f"The conda solver (rattler) could not resolve {os.path.basename(envfile)}:\n{exc}") from None
     print(f"resolved {len(records)} packages:", flush=True)
+    return records, env["pip"]
+
+
+def _locked_records(lockfile: str, platform: str, virtual: list | None, local: dict | None = None) -> tuple[list, list]:
+    """Exactly a lock's packages (each one's URL, md5 and sha256 checked), and its pip pins. `local`: the
+    lock's channels -> the local channels (`file://`) holding the same files, solved against instead."""
+    urls, sha, pip = read_lock(_read(lockfile))
+    parts = [_split_file(url) for url, _ in urls]
+    channels = list(dict.fromkeys(p[0] for p in parts))
+    if local is not None:
+        channels = [local[c.rstrip("/")] for c in channels]
+    specs = [f"{p[2]} =={p[3]} {p[4]}" for p in parts]
+    print(f"installing the {len(specs)} packages of {os.path.basename(lockfile)}", flush=True)
+    try:
+        records = _rattler_solve(channels, specs, platform, virtual)
+    except Exception as exc:
+        raise Refused(f"The lock's packages are not all in its channels (rattler):\n{exc}") from None
+    # By file name (unique in one env): a local channel's URLs are its own.
+    wanted = {url.rsplit("/", 1)[-1]: md5 for url, md5 in urls}
+    for r in records:
+        file_name = r.url.rsplit("/", 1)[-1]
+        md5, sha256 = _hex(r.md5), _hex(r.sha256)
+        if file_name not in wanted:
+            raise Refused(f"{r.url} is not in the lock (the lock lacks a dependency?)")
+        if (wanted[file_name] and md5 and wanted[file_name] != md5) or (
+            sha.get(file_name) and sha256 != sha[file_name]
+        ):
+            raise Refused(f"{r.url} differs from the lock: the channel now serves another file by that name")
+    return records, pip
+
+
+def command_solve(envfile: str, prefix: str, platform: str, cache: str, pipout: str, extra: list[str]) -> int:
+    records, pip = _solve_file(envfile, platform, extra, None)
     _show(records)
     _install(records, prefix, cache)
-    with open(pipout, "w") as f:
-        f.write("".join(line + "\n" for line in env["pip"]))
+    _write(pipout, "".join(line + "\n" for line in pip))
     return 0
 
 
 def command_locked(lockfile: str, prefix: str, platform: str, cache: str, pipout: str) -> int:
-    with open(lockfile) as f:
-        urls, sha, pip = read_lock(f.read())
-    parts = [_split_file(url) for url, _ in urls]
-    channels = list(dict.fromkeys(p[0] for p in parts))
-    specs = [f"{p[2]} =={p[3]} {p[4]}" for p in parts]
-    print(f"installing the {len(specs)} packages of {os.path.basename(lockfile)}", flush=True)
-    try:
-        records = _rattler_solve(channels, specs, platform)
-    except Exception as exc:
-        print(f"The lock's packages are not all in its channels (rattler):\n{exc}", flush=True)
-        return 1
-    wanted = {url: md5 for url, md5 in urls}
-    for r in records:
-        file_name = r.url.rsplit("/", 1)[-1]
-        md5 = r.md5.hex() if r.md5 else ""
-        sha256 = r.sha256.hex() if r.sha256 else ""
-        if r.url not in wanted:
-            print(f"{r.url} is not in the lock (the lock lacks a dependency?)", flush=True)
-            return 1
-        if (wanted[r.url] and md5 and wanted[r.url] != md5) or (sha.get(file_name) and sha256 != sha[file_name]):
-            print(f"{r.url} differs from the lock: the channel now serves another file by that name", flush=True)
-            return 1
+    records, pip = _locked_records(lockfile, platform, None)
     _show(records)
     _install(records, prefix, cache)
-    with open(pipout, "w") as f:
-        f.write("".join(line + "\n" for line in pip))
+    _write(pipout, "".join(line + "\n" for line in pip))
     return 0
+
+
+def _download(url: str, target: str, sha256: str, md5: str) -> None:
+    """One package file, its bytes checked against the channel's record before it is kept."""
+    import hashlib
+    import urllib.request
+
+    sha, md = hashlib.sha256(), hashlib.md5()
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    with urllib.request.urlopen(url, timeout=300) as answer, open(target + ".part", "wb") as out:
+        for chunk in iter(lambda: answer.read(1 << 20), b""):
+            sha.update(chunk)
+            md.update(chunk)
+            out.write(chunk)
+    if (sha256 and sha.hexdigest() != sha256) or (md5 and md.hexdigest() != md5):
+        os.remove(target + ".part")
+        raise Refused(f"{url}: its bytes do not match the channel's sha256/md5 (a damaged or replaced file)")
+    os.replace(target + ".part", target)
+
+
+def command_fetch(source: str, platform: str, libc: str, machine: str, kernel: str, out: str, extra: list[str]) -> int:
+    """On the laptop: solve (or take the lock) for the host, download and check every package (module docstring)."""
+    virtual = host_virtual(libc, machine, kernel)
+    if source.endswith(".lock"):
+        records, pip = _locked_records(source, platform, virtual)
+    else:
+        records, pip = _solve_file(source, platform, extra, virtual)
+    _show(records)
+    origins = list(dict.fromkeys(str(r.channel) for r in records))
+    local = {origin: f"c{n}" for n, origin in enumerate(origins)}
+    repodata: dict = {(c, sub): {} for c in local.values() for sub in (platform, "noarch")}
+    rows = []
+    for r in records:
+        row = json.loads(r.to_json())
+        where = local[str(r.channel)]
+        print(f"downloading {r.file_name}", flush=True)
+        try:
+            _download(r.url, os.path.join(out, where, r.subdir, r.file_name), _hex(r.sha256), _hex(r.md5))
+        except OSError as exc:
+            raise Refused(f"Could not download {r.url}: {exc}") from None
+        rows.append(row)
+        entry = {k: v for k, v in row.items() if k not in ("fn", "url", "channel")}
+        key = "packages.conda" if r.file_name.endswith(".conda") else "packages"
+        repodata.setdefault((where, r.subdir), {}).setdefault(key, {})[r.file_name] = entry
+    for (where, sub), packages in repodata.items():
+        document = {"info": {"subdir": sub}, "packages": {}, "packages.conda": {}, "repodata_version": 1, **packages}
+        os.makedirs(os.path.join(out, where, sub), exist_ok=True)
+        _write(os.path.join(out, where, sub, "repodata.json"), json.dumps(document, sort_keys=True))
+    _write(os.path.join(out, "channels.json"), json.dumps({c: origin for origin, c in local.items()}, sort_keys=True))
+    _write(os.path.join(out, f"conda-{platform}.lock"), lock_text(rows, platform))
+    _write(os.path.join(out, "pip.txt"), "".join(line + "\n" for line in pip))
+    python = [str(r.version) for r in records if str(r.name.normalized) == "python"]
+    _write(os.path.join(out, "python.txt"), ".".join(python[0].split(".")[:2]) if python else "")
+    return 0
+
+
+def _offline_parts(directory: str) -> tuple[str, dict, dict]:
+    """An upload's lock, its channels -> the local channels' file:// URLs, and each file's original URL."""
+    origins = json.loads(_read(os.path.join(directory, "channels.json")))
+    locks = [n for n in os.listdir(directory) if n.startswith("conda-") and n.endswith(".lock")]
+    if len(locks) != 1:
+        raise SpecError(f"{directory} holds {len(locks)} conda locks, not one")
+    lockfile = os.path.join(directory, locks[0])
+    local = {o.rstrip("/"): "file://" + os.path.abspath(os.path.join(directory, c)) for c, o in origins.items()}
+    original = {url.rsplit("/", 1)[-1]: url for url, _ in read_lock(_read(lockfile))[0]}
+    return lockfile, local, original
+
+
+def command_offline(directory: str, prefix: str, platform: str, cache: str, pipout: str) -> int:
+    """On the host: the upload's lock installed from the upload's local channels only, then relabelled."""
+    lockfile, local, _ = _offline_parts(directory)
+    records, _ = _locked_records(lockfile, platform, None, local)
+    _show(records)
+    _install(records, prefix, cache)
+    relabel(prefix, directory)
+    _write(pipout, _read(os.path.join(directory, "pip.txt")))
+    return 0
+
+
+def explicit(directory: str) -> str:
+    """The upload's lock with the uploaded files' file:// URLs (for the host's micromamba, mamba or conda)."""
+    lockfile, local, _ = _offline_parts(directory)
+    lines = []
+    for line in _read(lockfile).splitlines():
+        if line and not line.startswith(("#", "@")):
+            base = _split_file(line.partition("#")[0])[0]
+            line = local[base.rstrip("/")] + line[len(base) :]
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def relabel(prefix: str, directory: str) -> None:
+    """The prefix's records of packages installed from the upload given the URL and channel they came from."""
+    origins = json.loads(_read(os.path.join(directory, "channels.json")))
+    _, local, original = _offline_parts(directory)
+    channel_of = {local[o.rstrip("/")]: o for o in origins.values()}
+    for path, record in _meta_records(prefix).items():
+        url = str(record.get("url", ""))
+        name = url.rsplit("/", 1)[-1]
+        if not url.startswith("file:") or name not in original:
+            continue
+        record["url"] = original[name]
+        for local_url, channel in channel_of.items():
+            if url.startswith(local_url + "/"):
+                record["channel"] = channel
+        _write(path, json.dumps(record, indent=2, sort_keys=True))
 
 
 def _write(path: str, text: str) -> None:
@@ -306,15 +504,31 @@ def main(argv: list[str]) -> int:
         elif command == "lock":
             freeze = _read(args[2]) if os.path.exists(args[2]) else ""
             _write(args[3], write_lock(args[0], args[1], freeze))
+        elif command == "explicit":
+            _write(args[1], explicit(args[0]))
+        elif command == "relabel":
+            relabel(args[0], args[1])
+        elif command == "pipfilter":
+            _write(args[2], pip_missing(_read(args[0]), installed_names(args[1])))
         elif command == "solve":
             return command_solve(args[0], args[1], args[2], args[3], args[4], args[5:])
         elif command == "locked":
             return command_locked(args[0], args[1], args[2], args[3], args[4])
+        elif command == "fetch":
+            return command_fetch(args[0], args[1], args[2], args[3], args[4], args[5], args[6:])
+        elif command == "offline":
+            return command_offline(args[0], args[1], args[2], args[3], args[4])
         else:
-            print("usage: augment|pins|lock|solve|locked ARGS...", file=sys.stderr)
+            print(
+                "usage: augment|pins|lock|explicit|relabel|pipfilter|solve|locked|fetch|offline ARGS...",
+                file=sys.stderr,
+            )
             return 2
     except SpecError as exc:
         print(f"environment.yml: {exc}", flush=True)
+        return 1
+    except Refused as exc:
+        print(str(exc), flush=True)
         return 1
     return 0
 

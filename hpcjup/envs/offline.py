@@ -149,10 +149,10 @@ def bundle(directory: Path) -> bytes:
     return pack(files)
 
 
-def upload_argv(stage: str) -> list[str]:
-    """Unpack the tar on stdin into STAGE/.wheels (a stage the probe made: .stage-NAME-PID under the root)."""
+def upload_argv(stage: str, into: str = WHEELS) -> list[str]:
+    """Unpack the tar on stdin into STAGE/INTO (a stage the probe made: .stage-NAME-PID under the root)."""
     script = 'case ${1##*/} in .stage-*) ;; *) exit 2 ;; esac; mkdir -p "$1/$2" && cd "$1/$2" && tar -xf -'
-    return ["sh", "-c", script, "sh", stage, WHEELS]
+    return ["sh", "-c", script, "sh", stage, into]
 
 
 def remove_stage_argv(stage: str) -> list[str]:

@@ -2,13 +2,14 @@
 
 `sh -c SCRIPT hpcjup-env ACTION ARGS...`, actions:
 
-- `probe ROOT PREFIX DIGEST PYTHON [UVVERSION stage [INDEX]]` (with `stage`, stdin is a tar of the spec): finds the
+- `probe ROOT PREFIX DIGEST PYTHON [UVVERSION stage [INDEX [URL]]]` (with `stage`, stdin is a tar of the spec): finds the
   Python (`3.12` or a command), names the environment (hash of digest, Python X.Y, machine, libc),
   says whether it is built (and marks it used; `repack`: built, its image marked bad), and stages the spec for a build. Lines:
   `@@hpcjup python VERSION MACHINE LIBC PATH`, `@@hpcjup root ABSROOT`, `@@hpcjup home HOME`, `@@hpcjup env NAME built|missing`,
   `@@hpcjup stage DIR`, `@@hpcjup uv PATH host|SHA256` or `@@hpcjup uv none`, and for a build INDEX `auto`:
   `@@hpcjup index online|offline URL` (a HEAD request to the index through the user's proxy settings, at most
-  REACH_TIMEOUT seconds; `offline`: the laptop fetches the packages). The check of a start that rides in another
+  REACH_TIMEOUT seconds; URL: a conda spec's first channel, else pip's index; `offline`: the laptop fetches the
+  packages), and for a conda spec `@@hpcjup conda TOOL|rattler|none KERNEL` (hpcjup.envs.conda). The check of a start that rides in another
   command is this action with an empty stdin.
 - `build ROOT NAME STAGE PYTHONPATH UV [EXTRA [SOLVER]]` (stdin kept open by the laptop: its end, when the laptop
   goes away or is interrupted, stops the build): one builder per name (a mkdir lock; a dead
@@ -89,7 +90,7 @@ except Exception:
 
 probe() {
     root=$(absroot "$1") || exit 3
-    prefix=$2 digest=$3 request=$4 uvversion=$5 staging=$6 index=${7:-}
+    prefix=$2 digest=$3 request=$4 uvversion=$5 staging=$6 index=${7:-} indexurl=${8:-}
     say root "$root"
     say home "$HOME"
     py=$(find_python "$request") || { say python none "$request"; exit 0; }
@@ -123,11 +124,12 @@ probe() {
         say uv none
     fi
     # Only a build asks (a start whose env is built pays nothing); any HTTP answer means reachable.
-    url=${UV_DEFAULT_INDEX:-${UV_INDEX_URL:-${PIP_INDEX_URL:-https://pypi.org/simple/}}}
+    url=${indexurl:-${UV_DEFAULT_INDEX:-${UV_INDEX_URL:-${PIP_INDEX_URL:-https://pypi.org/simple/}}}}
     case $index in
         auto) if "$py" -c "$REACH" "$url" 2>/dev/null; then say index online "$url"; else say index offline "$url"; fi ;;
         offline) say index offline "$url" ;;  # the `offline` setting: nothing asked
     esac
+    [ -z "$stage" ] || [ ! -f "$stage/environment.yml" ] || conda_probe "$1"  # a conda spec (hpcjup.envs.conda)
 }
 
 take_lock() {  # one builder per name; a second waits, then finds the env built (or builds it)

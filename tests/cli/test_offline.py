@@ -1,5 +1,6 @@
 """`hpcjup env build` for a login node that reaches no index: the real CLI, a real cluster user behind a dead
-proxy (tests/cluster/offline.py), real uv and pip on this laptop fetching from real PyPI."""
+proxy (tests/cluster/offline.py), real uv and pip on this laptop fetching from real PyPI; for a conda spec,
+the laptop's py-rattler solving against a channel made in the test (tests/envs/conda_channel.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from tests.cli.helpers import run
 from tests.cluster.offline import ALIAS, add_to_laptop, ensure_offline_user
+from tests.envs.conda_channel import make_channel, served, standard_packages
 
 pytestmark = [pytest.mark.cluster, pytest.mark.one_backend]
 
@@ -51,3 +53,27 @@ def test_a_source_only_package_exits_11_naming_it(offline_laptop: dict[str, str]
     failed = run(["env", "build", str(spec), "--host", ALIAS, "--root", ROOT], offline_laptop, timeout=600)
     assert failed.returncode == 11, failed.stderr
     assert "docopt publishes no wheel for the host's platform" in failed.stderr
+
+
+def test_a_conda_spec_on_an_offline_host_builds_from_the_laptop_and_a_missing_package_exits_11(
+    offline_laptop: dict[str, str], tmp_path: Path
+) -> None:
+    """environment.yml whose channel (served on 127.0.0.1) only the laptop reaches: built from the laptop's upload;
+    a package the channel lacks fails on the laptop with rattler's words, exit 11, before any upload."""
+    with served(make_channel(tmp_path / "channel", standard_packages())) as url:
+        specs = []
+        for deps in ("tinyapp", "needsmissing"):
+            directory = tmp_path / deps
+            directory.mkdir()
+            text = f"# {secrets.token_hex(6)}\nchannels:\n  - {url}\ndependencies:\n  - python=3.11\n  - {deps}\n"
+            (directory / "environment.yml").write_text(text)
+            specs.append(directory)
+        argv = ["--host", ALIAS, "--root", ROOT]
+        built = run(["env", "build", str(specs[0]), *argv, "--json"], offline_laptop, timeout=600)
+        assert built.returncode == 0, built.stderr[-3000:]
+        assert json.loads(built.stdout)["built"]
+        assert f"reaches no channel: {url}" in built.stderr and "uploading 5 conda packages (" in built.stderr
+        failed = run(["env", "build", str(specs[1]), *argv], offline_laptop, timeout=600)
+    assert failed.returncode == 11, failed.stderr[-3000:]
+    assert "did not resolve on this laptop for the host's platform (linux-64)" in failed.stderr
+    assert "nosuchpackage" in failed.stderr and "uploading" not in failed.stderr

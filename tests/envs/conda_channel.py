@@ -23,11 +23,16 @@ import hashlib
 import http.server
 import io
 import json
+import os
+import secrets
 import tarfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from hpcjup.envs.spec import EnvSpec, read_spec
 
 #: The cluster's Python (the stand-in python package's interpreter) and its Jupyter env's site-packages.
 CLUSTER_PYTHON = "/usr/bin/python3"
@@ -144,7 +149,14 @@ def make_channel(channel: Path, packages: Sequence[Package], platform: str = "li
     for subdir, files in records.items():
         (channel / subdir).mkdir(parents=True, exist_ok=True)
         repodata = {"info": {"subdir": subdir}, "packages": files, "packages.conda": {}, "repodata_version": 1}
-        (channel / subdir / "repodata.json").write_text(json.dumps(repodata, indent=1, sort_keys=True))
+        path, text = channel / subdir / "repodata.json", json.dumps(repodata, indent=1, sort_keys=True)
+        before = path.stat().st_mtime if path.exists() and path.read_text() != text else None
+        path.write_text(text)
+        if before is not None:
+            # Changed within the second it was first written: its Last-Modified (whole seconds) would not change,
+            # and a solver's cached copy would be answered 304 Not Modified.
+            stamp = max(time.time(), before + 1)
+            os.utime(path, (stamp, stamp))
     return channel
 
 
@@ -164,7 +176,18 @@ def standard_packages() -> list[Package]:
         module("tinylib", "3.0", ("python", "tinybase >=1.1")),
         module("tinyapp", "0.1", ("python", "tinylib >=2,<3"), "from tinylib import VERSION as LIB\n"),
         module("needsmissing", "1.0", ("python", "nosuchpackage >=9")),
+        distribution("six", "1.16.0"),
     ]
+
+
+def distribution(name: str, version: str) -> Package:
+    """A noarch python package that is also a Python distribution (its .dist-info), as conda-forge's are: pip and
+    uv see it installed."""
+    package = module(name, version)
+    info = f"site-packages/{name}-{version}.dist-info"
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode()
+    files = {**package.files, f"{info}/METADATA": metadata, f"{info}/INSTALLER": b"conda\n", f"{info}/RECORD": b""}
+    return Package(name, version, package.depends, files)
 
 
 @contextlib.contextmanager
@@ -185,3 +208,28 @@ def served(channel: Path) -> Iterator[str]:
 class _Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # the test's output stays readable
         pass
+
+
+def conda_spec(where: Path, url: str, deps: Sequence[str], pip: Sequence[str] = ()) -> EnvSpec:
+    """An environment.yml directory naming this channel, unique by a comment (each test builds its own env)."""
+    where.mkdir(parents=True, exist_ok=True)
+    lines = [f"# {secrets.token_hex(8)}", "channels:", f"  - {url}", "dependencies:", *(f"  - {d}" for d in deps)]
+    if pip:
+        lines += ["  - pip:", *(f"    - {p}" for p in pip)]
+    (where / "environment.yml").write_text("\n".join(lines) + "\n")
+    return read_spec(where)
+
+
+class Seen:
+    """A build's progress as the laptop gets it: its phases and its non-empty lines."""
+
+    def __init__(self) -> None:
+        self.phases: list[str] = []
+        self.lines: list[str] = []
+
+    def phase(self, name: str) -> None:
+        self.phases.append(name)
+
+    def line(self, text: str) -> None:
+        if text:
+            self.lines.append(text)

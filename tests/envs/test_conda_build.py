@@ -12,38 +12,22 @@ installed into the prefix's lib/python3.11/site-packages and imported from there
 from __future__ import annotations
 
 import json
-import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from hpcjup.envs.build import ensure
 from hpcjup.envs.errors import EnvBuildError
-from hpcjup.envs.spec import EnvSpec, read_spec
+from hpcjup.envs.spec import read_spec
 from hpcjup.errors import ExitCode
 from hpcjup.transport import Transport
-from tests.envs.conda_channel import make_channel, module, served, standard_packages
+from tests.envs.conda_channel import Seen, conda_spec, make_channel, module, served, standard_packages
 from tests.envs.conftest import TEST_ROOT, leftovers
 
 pytestmark = pytest.mark.cluster
 
 Host = Callable[[], Transport]
-
-
-class Seen:
-    """The build's progress as the laptop gets it."""
-
-    def __init__(self) -> None:
-        self.phases: list[str] = []
-        self.lines: list[str] = []
-
-    def phase(self, name: str) -> None:
-        self.phases.append(name)
-
-    def line(self, text: str) -> None:
-        if text:
-            self.lines.append(text)
 
 
 @pytest.fixture
@@ -54,16 +38,6 @@ def channel(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         yield directory, url
 
 
-def _spec(where: Path, url: str, deps: list[str], pip: Sequence[str] = ()) -> EnvSpec:
-    """An environment.yml directory, unique by a comment (each test builds its own env)."""
-    where.mkdir(parents=True, exist_ok=True)
-    lines = [f"# {secrets.token_hex(8)}", "channels:", f"  - {url}", "dependencies:", *(f"  - {d}" for d in deps)]
-    if pip:
-        lines += ["  - pip:", *(f"    - {p}" for p in pip)]
-    (where / "environment.yml").write_text("\n".join(lines) + "\n")
-    return read_spec(where)
-
-
 def test_the_solver_picks_the_chain_and_honours_the_constraint(
     host: Host, channel: tuple[Path, str], tmp_path: Path
 ) -> None:
@@ -71,7 +45,7 @@ def test_the_solver_picks_the_chain_and_honours_the_constraint(
     installed, ipykernel is added (the file lacks it), the pip section comes from PyPI with uv, and a compute
     node imports all of it from the prefix."""
     _, url = channel
-    spec = _spec(tmp_path / "analysis", url, ["python=3.11", "tinyapp"], ["six"])
+    spec = conda_spec(tmp_path / "analysis", url, ["python=3.11", "tinyapp"], ["six"])
     seen = Seen()
     transport = host()
     built = ensure(transport, spec, TEST_ROOT, progress=seen)
@@ -98,7 +72,7 @@ def test_an_unsolvable_spec_fails_with_the_solvers_words_and_leaves_nothing(
     host: Host, channel: tuple[Path, str], tmp_path: Path
 ) -> None:
     _, url = channel
-    spec = _spec(tmp_path / "bad", url, ["python=3.11", "tinyapp", "tinylib >=3"])
+    spec = conda_spec(tmp_path / "bad", url, ["python=3.11", "tinyapp", "tinylib >=3"])
     transport = host()
     with pytest.raises(EnvBuildError) as caught:
         ensure(transport, spec, TEST_ROOT)
@@ -117,7 +91,7 @@ def test_a_lock_builds_exactly_what_it_records(host: Host, channel: tuple[Path, 
     """The lock of one build, beside the same environment.yml, builds the same packages even after the channel
     gained a newer tinylib that a fresh solve takes."""
     directory, url = channel
-    spec = _spec(tmp_path / "first", url, ["python=3.11", "tinyapp"])
+    spec = conda_spec(tmp_path / "first", url, ["python=3.11", "tinyapp"])
     transport = host()
     first = ensure(transport, spec, TEST_ROOT)
     lock = transport.read_file(f"{first.path}/.hpcjup-lock.txt")
@@ -134,5 +108,5 @@ def test_a_lock_builds_exactly_what_it_records(host: Host, channel: tuple[Path, 
     assert transport.run([second.python, "-c", version]).stdout.strip() == "2.5"
     relocked = transport.read_file(f"{second.path}/.hpcjup-lock.txt")
     assert relocked == lock  # the same packages, URLs, hashes
-    fresh = ensure(transport, _spec(tmp_path / "fresh", url, ["python=3.11", "tinyapp"]), TEST_ROOT)
+    fresh = ensure(transport, conda_spec(tmp_path / "fresh", url, ["python=3.11", "tinyapp"]), TEST_ROOT)
     assert transport.run([fresh.python, "-c", version]).stdout.strip() == "2.9"  # the lock, not the channel, decided
