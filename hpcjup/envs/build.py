@@ -16,11 +16,12 @@ import select
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from hpcjup.envs import script
-from hpcjup.envs.errors import EnvBuildError
+from hpcjup.envs.errors import EnvBuildError, disk_full, said_full
 from hpcjup.envs.identity import USER_PREFIX
+from hpcjup.envs.probe import Probe, Progress
 from hpcjup.envs.spec import POSTBUILD, EnvSpec
 from hpcjup.errors import Interrupted
 from hpcjup.transport.base import Transport
@@ -33,14 +34,6 @@ BUILD_DEADLINE = 4 * 3600.0  # a build that runs longer than this is stopped (it
 TAIL = 40  # lines of the tools' output an error shows
 #: What every user environment gets when its spec lacks it (in the same resolution, so nothing else changes).
 KERNEL_PACKAGES = ("ipykernel",)
-_FULL = ("quota exceeded", "no space left on device")  # the OS's words (EDQUOT, ENOSPC) as tools print them
-
-
-class Progress(Protocol):
-    """What a build shows while it runs (hpcjup.envs.progress renders it on the UI)."""
-
-    def phase(self, name: str) -> None: ...
-    def line(self, text: str) -> None: ...
 
 
 class _Silent:
@@ -49,31 +42,6 @@ class _Silent:
 
     def line(self, text: str) -> None:
         pass
-
-
-@dataclass(frozen=True)
-class Probe:
-    """What the host said about an environment: its name and root, whether it is built, its Python, uv."""
-
-    root: str
-    home: str
-    name: str | None
-    built: bool
-    python_version: str | None  # X.Y of the interpreter found
-    machine: str | None
-    libc: str | None
-    interpreter: str | None  # its path on the host
-    stage: str | None  # where the spec was staged for a build
-    uv: str | None
-    uv_sha: str | None  # "host" for the host's own uv
-    offline: bool = False  # the build's probe found no package index reachable from the host
-    index: str | None = None  # the index it tried
-    conda: str | None = None  # a conda spec's build probe: `TOOL|rattler|none KERNEL` (hpcjup.envs.conda)
-
-    @property
-    def path(self) -> str:
-        """The environment's directory on the host."""
-        return f"{self.root}/{self.name}"
 
 
 @dataclass(frozen=True)
@@ -257,33 +225,7 @@ def _send_packages(transport: Transport, spec: EnvSpec, probe: Probe, extra: Seq
         wheels = offline.download(lock, machine, libc, probe.python_version, Path(tmp))
         data = offline.bundle(Path(tmp))
     progress.phase(f"uploading {len(wheels)} wheels ({len(data) / 1e6:.1f} MB)")
-    upload_packages(transport, probe, offline.upload_argv(probe.stage), data, "its packages' wheels")
-
-
-def upload_packages(transport: Transport, probe: Probe, argv: list[str], data: bytes, what: str) -> None:
-    """An offline host's packages (a tar) into the build's stage in one command; a full disk or quota said so."""
-    done = transport.run(argv, input=data, timeout=3600, check=False)
-    if done.returncode != 0 and any(full in done.stderr.lower() for full in _FULL):
-        raise _full(transport, probe.root, f"the {len(data) / 1e6:.0f} MB of {what}", [], done.stderr)
-    if done.returncode != 0:
-        raise EnvBuildError(
-            f"Could not upload the packages to {probe.stage} on {transport.name}.",
-            hint="Check the free space under the env root (`hpcjup doctor`).",
-            details=done.stderr.strip() or None,
-        )
-
-
-def _full(transport: Transport, root: str, needs: str, space: Sequence[str], words: str) -> EnvBuildError:
-    """The error of a build the file system stopped: which directory, what the env needs, what is left there."""
-    avail, inodes = [*space, "?", "?"][:2]
-    left = f" ({int(avail) / 1024:.0f} MB and {inodes} inodes free there now)" if avail.isdigit() else ""
-    return EnvBuildError(
-        f"The environment did not fit under {root} on {transport.name}: the disk or your quota there is full. "
-        f"It needs more than {needs}{left}.",
-        hint="Free space there (`hpcjup env ls`, `hpcjup prune --envs DAYS`), or put environments on a larger "
-        "file system (the `env_root` setting, e.g. $PROJECT/.hpcjup/envs); nothing was left half-built.",
-        details=words or None,
-    )
+    offline.upload_packages(transport, probe, offline.upload_argv(probe.stage), data, "its packages' wheels")
 
 
 def _checked(probe: Probe, spec: EnvSpec, python: str, transport: Transport) -> Probe:
@@ -427,10 +369,10 @@ def _line(
     elif word == "failed":
         phase, _, log = rest.partition(" ")
         words = "\n".join(tail)
-        if len(space) == 5 and any(full in words.lower() for full in _FULL):
+        if len(space) == 5 and said_full(words):
             root, kb, files = space[:3]
             needs = f"the {int(kb) / 1024:.0f} MB in {files} files it had written when it stopped"
-            raise _full(transport, root, needs, space[3:], words)
+            raise disk_full(transport.name, root, needs, space[3:], words)
         what = {
             "resolving": "the packages did not resolve or install",
             "postBuild": "postBuild failed",

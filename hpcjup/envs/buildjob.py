@@ -32,7 +32,7 @@ from hpcjup.errors import HpcjupError, RemoteCommandError
 from hpcjup.job import JOB_LOG, JOB_SCRIPT
 
 if TYPE_CHECKING:
-    from hpcjup.envs.build import Progress
+    from hpcjup.envs.probe import Progress
     from hpcjup.schedulers.base import Scheduler
     from hpcjup.transport.base import Transport
 

@@ -35,7 +35,7 @@ from hpcjup.envs.spec import EnvSpec
 from hpcjup.transport.batch import pack
 
 if TYPE_CHECKING:
-    from hpcjup.envs.build import Probe, Progress
+    from hpcjup.envs.probe import Probe, Progress
     from hpcjup.transport.base import Transport
 
 UPLOAD = ".conda-offline"  # under the stage: what the build installs from on an offline host
@@ -142,7 +142,6 @@ def fetch(
 def send_packages(transport: Transport, spec: EnvSpec, probe: Probe, extra: Sequence[str], progress: Progress) -> None:
     """For a host that reaches no channel: solve and download on the laptop, upload everything in one command."""
     from hpcjup.envs import offline
-    from hpcjup.envs.build import upload_packages
 
     assert probe.stage is not None
     machine, libc, host_python = probe.machine or "", probe.libc or "", probe.python_version or ""
@@ -182,7 +181,7 @@ def send_packages(transport: Transport, spec: EnvSpec, probe: Probe, extra: Sequ
         data = pack(files)
     count = sum(1 for name in files if name.endswith((".conda", ".tar.bz2")))
     progress.phase(f"uploading {count} conda packages ({len(data) / 1e6:.1f} MB)")
-    upload_packages(transport, probe, offline.upload_argv(probe.stage, UPLOAD), data, "its conda packages")
+    offline.upload_packages(transport, probe, offline.upload_argv(probe.stage, UPLOAD), data, "its conda packages")
 
 
 def _at_least_310(version: str) -> bool:

@@ -23,7 +23,7 @@ from hpcjup.transport.base import Transport
 
 if TYPE_CHECKING:
     from hpcjup.config.profiles import Resolved
-    from hpcjup.envs.build import Progress
+    from hpcjup.envs.probe import Progress
     from hpcjup.envs.progress import BuildDisplay
     from hpcjup.ui import UI
 

@@ -18,10 +18,15 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hpcjup.envs.errors import EnvBuildError
+from hpcjup.envs.errors import EnvBuildError, disk_full, said_full
 from hpcjup.envs.spec import LOCK_FILE, EnvSpec
 from hpcjup.transport.batch import pack
+
+if TYPE_CHECKING:
+    from hpcjup.envs.probe import Probe
+    from hpcjup.transport.base import Transport
 
 # uv's --python-platform knows these manylinux glibc minors (x86_64 and aarch64), newest last.
 UV_MANYLINUX = (17, 28, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40)
@@ -158,3 +163,16 @@ def upload_argv(stage: str, into: str = WHEELS) -> list[str]:
 def remove_stage_argv(stage: str) -> list[str]:
     """Remove a stage whose build will not start (the laptop could not fetch its packages)."""
     return ["sh", "-c", 'case ${1##*/} in .stage-*) rm -rf "$1" ;; esac', "sh", stage]
+
+
+def upload_packages(transport: Transport, probe: Probe, argv: list[str], data: bytes, what: str) -> None:
+    """An offline host's packages (a tar) into the build's stage in one command; a full disk or quota said so."""
+    done = transport.run(argv, input=data, timeout=3600, check=False)
+    if done.returncode != 0 and said_full(done.stderr):
+        raise disk_full(transport.name, probe.root, f"the {len(data) / 1e6:.0f} MB of {what}", [], done.stderr)
+    if done.returncode != 0:
+        raise EnvBuildError(
+            f"Could not upload the packages to {probe.stage} on {transport.name}.",
+            hint="Check the free space under the env root (`hpcjup doctor`).",
+            details=done.stderr.strip() or None,
+        )

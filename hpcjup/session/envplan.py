@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from hpcjup.config.environment import Settings
     from hpcjup.config.profiles import Resolved
     from hpcjup.config.resources import Resources
-    from hpcjup.envs.build import Probe
+    from hpcjup.envs.probe import Probe
     from hpcjup.envs.buildjob import JobPlace
     from hpcjup.session.hostfacts import HostFacts
     from hpcjup.session.store import LocalStore
