@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from hpcjup.config.environment import Settings
     from hpcjup.config.profiles import Resolved
     from hpcjup.config.resources import Resources
-    from hpcjup.envs.probe import Probe
     from hpcjup.envs.buildjob import JobPlace
+    from hpcjup.envs.probe import Probe
     from hpcjup.session.hostfacts import HostFacts
     from hpcjup.session.store import LocalStore
     from hpcjup.transport.base import Transport
