@@ -4,8 +4,8 @@ same local URL to it without any command (test_preempt_ended.py: a session witho
 Its old node is gone meanwhile (taken out of service, as an administrator would, and resumed at the end): the job
 runs again on the other node.
 
-Slurm holds a requeued job for about two minutes (BeginTime) before it may run again: these tests are slow,
-so there are few of them."""
+Slurm holds a requeued job for cred_expire seconds (BeginTime; 120 by default, 30 in the mini-cluster: see
+tests/cluster/files.py) before it may run again: these tests are slow, so there are few of them."""
 
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def came_back(
     attach = subprocess.Popen(
         [*hpcjup_argv(), "attach", name, *HOST, "-d", "--json"], env=other, stdout=subprocess.PIPE, text=True
     )
-    # Slurm holds a requeued job about two minutes (BeginTime) before it may run again.
+    # Slurm holds a requeued job cred_expire seconds (BeginTime) before it may run again.
     wait_for(lambda: job_state(preemption, info["job_id"]) == "RUNNING", 300, "the requeued job to run again", 2)
     running = time.monotonic()
     assert job_node(preemption, info["job_id"]) not in ("", old), "it runs again on the node that is left"

@@ -1,7 +1,7 @@
 """Preemption and `hpcjup stop` at the same time, on the mini-cluster's real Slurm. The launcher cannot tell the
 preemption's SIGTERM from stop's, so stop must end everything whatever came first, and leave no requeued job waiting
 to run the session again: one session is stopped while Slurm has chosen it for preemption (its grace time runs),
-another once the preemption has requeued it. No waiting for Slurm's two-minute requeue hold (one_backend: nothing
+another once the preemption has requeued it. No waiting for Slurm's requeue hold (one_backend: nothing
 here depends on the SSH backend)."""
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ SlurmctldPort={ctld_port}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket={root}/munge/munge.socket
+AuthInfo=socket={root}/munge/munge.socket,cred_expire={CRED_EXPIRE}
 CredType=cred/munge
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -56,6 +56,11 @@ SlurmdDebug=info
 PartitionName=booster Nodes={names} MaxTime=INFINITE State=UP PreemptMode=OFF
 {preemption_partitions(names)}"""
 
+
+# A requeued job may start again only cred_expire seconds later (slurm.conf(5), AuthInfo; 120 by default): the
+# preemption tests wait through that hold, so the harness shortens it (a credential still outlives any step launch
+# on one machine by far).
+CRED_EXPIRE = 30
 
 # Real preemption (issue 22): jobs in the low-tier partition are requeued (SIGTERM, GraceTime s, then killed and
 # requeued) when a job of the high tier needs their nodes; the other partitions are never preempted.
