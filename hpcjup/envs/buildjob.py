@@ -57,7 +57,7 @@ grep -q '^@@hpcjup \\(done\\|failed\\) ' "$d/{JOB_LOG}" 2>/dev/null || {{ "$@" >
 rm -rf "$d"
 """
 # $1: the job's directory (made here, 0700, its parent the env root); stdin: the job script.
-_SUBMIT = f'd=$1; mkdir -m 700 "$d" && cat >"$d/{JOB_SCRIPT}" && cd "$d" && umask 077 && '
+_SUBMIT = f'd=$1; mkdir -p -- "${{d%/*}}" && mkdir -m 700 "$d" && cat >"$d/{JOB_SCRIPT}" && cd "$d" && umask 077 && '
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def place(scheduler: Scheduler, session: Resources) -> JobPlace:
 
 
 def submit(transport: Transport, where: JobPlace, directory: str, name: str, command: Sequence[str]) -> str:
-    """Render `command` as a job of `where` in `directory` (made here) and submit it, in one remote command; the
+    """Render `command` as a job of `where` in `directory` (made here, its parent too) and submit it, in one remote command; the
     job id. A refusal is the scheduler's own words (SubmitError)."""
     from hpcjup.schedulers.base import JobSpec
 

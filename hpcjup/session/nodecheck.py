@@ -69,8 +69,7 @@ def check_node(transport: Transport, scheduler: Scheduler, resolved: Resolved, r
     )
     where = buildjob.place(scheduler, resolved.resources())
     directory = f"{transport.home()}/.hpcjup/.doctor-{secrets.token_hex(4)}"
-    try:
-        transport.run(["mkdir", "-p", f"{transport.home()}/.hpcjup"])
+    try:  # the submission makes the directory (and ~/.hpcjup if need be): one remote command
         job_id = buildjob.submit(transport, where, directory, "doctor", ["sh", "-c", NODE, "sh", root])
     except HpcjupError as exc:
         return Check("env-root-node", Status.WARN, f"not checked: the job was refused: {exc.message}", fix=exc.hint)
