@@ -41,6 +41,15 @@ def alive(pid: int) -> bool:
     return stat is not None and stat[0] not in ("Z", "X")
 
 
+def kill_outright(pids: Iterable[int]) -> None:
+    """SIGKILL each process still there; one that ended meanwhile (e.g. with its parent) is no error."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def cmdline(pid: int) -> str:
     """The process's command line, space-separated ('' if gone)."""
     try:

@@ -18,39 +18,7 @@ from hpcjup.schedulers.base import JobState
 from hpcjup.schedulers.local import LocalProcess
 from hpcjup.transport.local import LocalTransport
 from tests.cli.helpers import CLUSTER_PYTHON, local_env, run, wait_for
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie only waits to be reaped)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process below `pid` (Linux /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit():
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    found, todo = [], [pid]
-    while todo:
-        kids = children.get(todo.pop(), [])
-        found += kids
-        todo += kids
-    return found
-
-
-def args_of(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
+from tests.cluster.procs import alive, all_pids, cmdline, descendants, kill_outright
 
 
 @pytest.fixture
@@ -68,9 +36,7 @@ def local_session(laptop_env: dict[str, str], tmp_path: Path) -> Iterator[dict[s
         yield {**info, "env": env}
     finally:
         run(["stop", "tree", "--local"], env)
-        for p in [*tree, *descendants(pid)]:
-            if alive(p):
-                os.kill(p, signal.SIGKILL)
+        kill_outright(p for p in [*tree, *descendants(pid)] if alive(p))
 
 
 def start_kernel(info: dict[str, Any]) -> None:
@@ -87,9 +53,9 @@ def start_kernel(info: dict[str, Any]) -> None:
 def test_cancel_outright_ends_the_whole_tree(local_session: dict[str, Any]) -> None:
     launcher = int(local_session["job_id"].split(".")[0])
     start_kernel(local_session)
-    wait_for(lambda: any("ipykernel" in args_of(p) for p in descendants(launcher)), 60, "the kernel to start")
+    wait_for(lambda: any("ipykernel" in cmdline(p) for p in descendants(launcher)), 60, "the kernel to start")
     tree = [launcher, *descendants(launcher)]
-    names = " ".join(args_of(p) for p in tree)
+    names = " ".join(cmdline(p) for p in tree)
     for part in ("launcher.py", "jupyterboot.py", "ipykernel", "dask_scheduler", "dask_worker"):
         assert part in names, f"{part} runs under the launcher"
     scheduler, transport = LocalProcess(), LocalTransport()
@@ -97,7 +63,7 @@ def test_cancel_outright_ends_the_whole_tree(local_session: dict[str, Any]) -> N
 
     # Jupyter, its kernels and Dask lead their own sessions: a KILL to the launcher alone leaves them all.
     scheduler.cancel(transport, local_session["job_id"], graceful=False)
-    assert [(p, args_of(p)) for p in tree if alive(p)] == []
+    assert [(p, cmdline(p)) for p in tree if alive(p)] == []
     assert scheduler.status(transport, local_session["job_id"]).state is JobState.GONE
 
 
@@ -151,9 +117,7 @@ def env(laptop_env: dict[str, str]) -> Iterator[dict[str, str]]:
     sessions = Path(env["HOME"], ".hpcjup", "sessions")
     for directory in sessions.iterdir() if sessions.is_dir() else []:
         run(["stop", directory.name, "--local"], env)
-    for pid in [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]:
-        if str(sessions) in args_of(pid) and alive(pid):
-            os.kill(pid, signal.SIGKILL)
+    kill_outright(p for p in all_pids() if str(sessions) in cmdline(p) and alive(p))
 
 
 def an_impostor(tmp_path: Path) -> subprocess.Popen[bytes]:
@@ -170,8 +134,7 @@ def test_a_pid_taken_by_another_process_is_not_the_session(env: dict[str, str], 
     session running, and `stop` must not signal that process."""
     info = start_local(env, "rebooted", "--no-dask")
     launcher = int(info["job_id"].split(".")[0])
-    for pid in [launcher, *descendants(launcher)]:  # the machine goes down: every process of the session ends
-        os.kill(pid, signal.SIGKILL)
+    kill_outright([launcher, *descendants(launcher)])  # the machine goes down: every process of the session ends
     wait_for(lambda: not alive(launcher), 10, "the launcher to end")
     impostor = an_impostor(tmp_path)
     try:
@@ -226,9 +189,9 @@ def test_what_a_killed_launcher_left_is_ended(env: dict[str, str], command: str)
     info = start_local(env, name)
     start_kernel(info)
     launcher = int(info["job_id"].split(".")[0])
-    wait_for(lambda: any("ipykernel" in args_of(p) for p in descendants(launcher)), 60, "the kernel to start")
+    wait_for(lambda: any("ipykernel" in cmdline(p) for p in descendants(launcher)), 60, "the kernel to start")
     left = descendants(launcher)
-    names = " ".join(args_of(p) for p in left)
+    names = " ".join(cmdline(p) for p in left)
     for part in ("jupyterboot.py", "ipykernel", "dask_scheduler", "dask_worker"):
         assert part in names, f"{part} runs under the launcher"
     bystander = subprocess.Popen(["sleep", "600"])  # the user's own process: never touched
@@ -237,7 +200,7 @@ def test_what_a_killed_launcher_left_is_ended(env: dict[str, str], command: str)
         wait_for(lambda: not alive(launcher), 10, "the launcher to end")
         result = run([command, *([name] if command == "stop" else []), "--local"], env)
         assert result.returncode == 0, result.stderr
-        assert [(p, args_of(p)) for p in left if alive(p)] == []
+        assert [(p, cmdline(p)) for p in left if alive(p)] == []
         assert bystander.poll() is None
     finally:
         bystander.kill()
