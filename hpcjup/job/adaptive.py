@@ -101,6 +101,21 @@ class GroupAdapt(_core()):  # type: ignore[misc]
         self.last_target = target
         return target
 
+    def withdraw_over_maximum(self) -> None:
+        """Jobs still waiting beyond the group's maximum (`hpcjup scale` lowered it) are withdrawn now, newest
+        first: Dask's own scale-down would wait the group's idle time for them, and a job over the user's bound is
+        not wanted. Running workers over it retire through that idle wait (their data moves first)."""
+        excess = len(self.plan) - self.maximum
+        if excess <= 0:
+            return
+        waiting = [t for t in reversed(list(self.jobs)) if self.jobs[t].state in ("pending", "started")][:excess]
+        for token in waiting:
+            self.loop.withdraw(self.name, token)
+            self.jobs[token].state = "withdrawn"
+        if waiting:
+            ids = " ".join(self.jobs[t].job_id or t for t in waiting)
+            self.loop.say(f"group {self.name}: over its maximum {self.maximum}: withdrew waiting job(s) {ids}")
+
     async def workers_to_close(self, target: int) -> list[str]:
         """The group's idle workers, those holding least data first, down to `target`."""
         workers = self.demand.get("workers") or {}
@@ -288,6 +303,7 @@ class Loop:
             group.observe(demand.get(name) or {}, self.marks(name))
             if self.winding_down:
                 group.minimum = group.maximum = 0
+            group.withdraw_over_maximum()
             asyncio.run(group.adapt())
         self.write_status()
 

@@ -224,3 +224,53 @@ def test_a_group_made_fixed_again_loses_the_loops_workers(python: str, session: 
     out = wind_down(python, session, "release")
     assert any("no longer adaptive" in event for event in out["events"])
     assert out["status"] is None
+
+
+# `hpcjup scale GROUP 0-1` while two jobs wait: the loop withdraws the newest waiting one at its next look, not after
+# the group's idle time (Dask's own scale-down waits that long: 300 s here).
+LOWERED = r"""
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+import adaptive
+import cloudpickle
+cloudpickle.register_pickle_by_value(adaptive)
+from distributed import Client, LocalCluster
+
+session = sys.argv[2]
+groups = os.path.join(session, "groups.json")
+with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster, Client(cluster) as client:
+    loop = adaptive.Loop(session, client)
+    futs = client.map(lambda x: time.sleep(0.5) or x, range(20), resources={"g": 1}, pure=False)
+    time.sleep(0.5)
+    for _ in range(3):
+        loop.tick()
+    out = {"grown": loop.status["groups"]["g"], "order": [j.job_id for j in loop.groups["g"].jobs.values()]}
+    doc = json.load(open(groups))
+    doc["g"]["max"] = 1
+    json.dump(doc, open(groups, "w"))
+    loop.tick()
+    out["lowered"] = loop.status["groups"]["g"]
+    print(json.dumps(out))
+"""
+
+
+def test_a_lowered_maximum_withdraws_waiting_jobs_at_once(python: str, session: Path, tmp_path: Path) -> None:
+    doc = json.loads((session / "groups.json").read_text())
+    doc["g"]["adapt_idle"] = 300
+    (session / "groups.json").write_text(json.dumps(doc))
+    count = tmp_path / "count"
+    submit = stand_in(
+        tmp_path / "submit",
+        f'n=$(($(cat {count} 2>/dev/null || echo 100) + 1)); echo $n > {count}; echo "Submitted batch job $n"\n',
+    )
+    env = {"PATH": "/usr/bin:/bin", "HPCJUP_SUBMIT": submit, "HPCJUP_SCRUB": "SLURM_", "SLURM_JOB_ID": "1"}
+    done = subprocess.run(
+        [python, "-c", LOWERED, str(JOB_DIR), str(session)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["grown"]["pending"] == 2 and out["order"] == ["101", "102"]
+    assert out["lowered"]["pending"] == 1 and out["lowered"]["max"] == 1
+    assert out["lowered"]["jobs"] == {"101": "pending", "102": "withdrawn"}, "the newest waiting job goes"
+    marks = sorted(p.name for p in (session / "dask" / "group-jobs" / "g").iterdir() if p.name.endswith(".withdrawn"))
+    assert len(marks) == 1
