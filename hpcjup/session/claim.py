@@ -62,7 +62,7 @@ class NoJupyter(Exception):
 # job found its image corrupt, DIR.sqsh.bad: the start's build packs it again), `c:ROOT:NAME` the
 # server env `env upgrade-server` chose is still NAME (exit 76 if not), `p:DIR` an existing env's
 # bin/python (exit 75, its path on stderr), `j:PYTHON` that Python has JupyterLab (exit 79), `m:LABEL WRAPPER`
-# a module-set kernel's wrapper (envplan.Kernel.wrapper) run with a check: exit 80, LABEL on stderr, only when the set
+# a module-set kernel's wrapper (kernelkinds.Kernel.wrapper) run with a check: exit 80, LABEL on stderr, only when the set
 # loads here and its python3 has no ipykernel (a set that does not load here may on the nodes: the job says so).
 _CLAIM = r"""
 umask 077

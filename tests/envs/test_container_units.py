@@ -26,7 +26,7 @@ from hpcjup.envs.container import (
     runtime_words,
 )
 from hpcjup.errors import ExitCode, UsageError
-from hpcjup.session.envplan import KERNEL_NAME as NAME
+from hpcjup.session.kernelkinds import KERNEL_NAME as NAME
 from hpcjup.transport.local import LocalTransport
 from tests.envs.test_conda_build import Seen
 

@@ -1,4 +1,4 @@
-"""`--kernel` kinds on the laptop (session/envplan.py): `module:A,B` beside `cluster:PREFIX` and spec paths.
+"""`--kernel` kinds on the laptop (session/kernelkinds.py): `module:A,B` beside `cluster:PREFIX` and spec paths.
 
 The parser gets Hypothesis; the wrapper a module-set kernel runs is run for real with Lmod (the copy
 tests/cluster/install.sh unpacks) in a shell with nothing initialised, as Jupyter starts a kernel.
@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hpcjup.errors import UsageError
-from hpcjup.session import envplan, hostfacts
+from hpcjup.session import envplan, hostfacts, kernelkinds
 from tests.config.test_environment import lmod_home
 
 
@@ -34,14 +34,15 @@ MODULE = st.from_regex(r"[A-Za-z0-9_.+@%][A-Za-z0-9_.+@%/:-]{0,30}", fullmatch=T
 
 
 @given(
-    st.lists(MODULE, min_size=1, max_size=4), st.one_of(st.none(), st.from_regex(envplan.KERNEL_NAME, fullmatch=True))
+    st.lists(MODULE, min_size=1, max_size=4),
+    st.one_of(st.none(), st.from_regex(kernelkinds.KERNEL_NAME, fullmatch=True)),
 )
 def test_a_module_set_kernel_is_named_and_loads_its_modules(modules: list[str], name: str | None) -> None:
-    text = ("" if name is None else f"{name}=") + envplan.MODULE + ",".join(modules)
-    kernel = envplan.read_kernel(text, S(module_use=["~/mods"]))
+    text = ("" if name is None else f"{name}=") + kernelkinds.MODULE + ",".join(modules)
+    kernel = kernelkinds.read_kernel(text, S(module_use=["~/mods"]))
     assert kernel.modules == tuple(modules) and kernel.spec is None and kernel.prefix is None
-    assert kernel.name == name if name else envplan.KERNEL_NAME.fullmatch(kernel.name)
-    assert kernel.what == envplan.MODULE + ",".join(modules)
+    assert kernel.name == name if name else kernelkinds.KERNEL_NAME.fullmatch(kernel.name)
+    assert kernel.what == kernelkinds.MODULE + ",".join(modules)
     wrapper = kernel.wrapper()
     assert wrapper.startswith("#!/bin/sh\n") and wrapper.endswith('exec python3 "$@"\n')
     assert 'module use "$HOME"/mods' in wrapper and any(line.startswith("module load ") for line in kernel.setup)
@@ -51,7 +52,7 @@ def test_a_module_set_kernel_is_named_and_loads_its_modules(modules: list[str], 
 @given(st.text(max_size=40))
 def test_any_module_text_is_a_module_set_or_a_usage_error(rest: str) -> None:
     try:
-        kernel = envplan.read_kernel(envplan.MODULE + rest, S())
+        kernel = kernelkinds.read_kernel(kernelkinds.MODULE + rest, S())
     except UsageError as exc:
         assert "module" in exc.message and exc.hint
         return
@@ -62,13 +63,13 @@ def test_any_module_text_is_a_module_set_or_a_usage_error(rest: str) -> None:
 @pytest.mark.parametrize("text", ["module:", "module:a,,b", "module:-f", "module:a b", "module:$(reboot)"])
 def test_bad_module_sets_are_refused(text: str) -> None:
     with pytest.raises(UsageError, match="not a module name"):
-        envplan.read_kernel(text, S())
+        kernelkinds.read_kernel(text, S())
 
 
 def test_every_kind_is_in_the_table() -> None:
     """A kind is one entry of KINDS (its prefix and reader): `image:` and the next kind go there, not in an if."""
-    assert set(envplan.KINDS) == {envplan.CLUSTER, envplan.MODULE, envplan.IMAGE}
-    assert envplan.read_kernel("py=cluster:/opt/x/", S()).prefix == "/opt/x"
+    assert set(kernelkinds.KINDS) == {kernelkinds.CLUSTER, kernelkinds.MODULE, kernelkinds.IMAGE}
+    assert kernelkinds.read_kernel("py=cluster:/opt/x/", S()).prefix == "/opt/x"
 
 
 def test_a_module_kernel_is_a_wrapper_in_the_session_directory() -> None:
@@ -133,7 +134,7 @@ def run_wrapper(wrapper: str, tmp_path: Path, *args: str) -> subprocess.Complete
 
 
 def test_the_wrapper_loads_the_module_set_with_lmod_and_runs_its_python(lua_modules: Path, tmp_path: Path) -> None:
-    kernel = envplan.read_kernel("module:pyset/1.0", S(module_use=[str(lua_modules)]))
+    kernel = kernelkinds.read_kernel("module:pyset/1.0", S(module_use=[str(lua_modules)]))
     code = "import os, sys; print(sys.executable, os.environ['PYSET_LOADED'], os.environ.get('LMOD_CMD', 'none'))"
     result = run_wrapper(kernel.wrapper(), tmp_path, "-c", code)
     assert result.returncode == 0, result.stderr
@@ -142,13 +143,13 @@ def test_the_wrapper_loads_the_module_set_with_lmod_and_runs_its_python(lua_modu
 
 
 def test_the_wrapper_says_why_it_cannot_run(lua_modules: Path, tmp_path: Path) -> None:
-    unknown = envplan.read_kernel("module:nosuch", S(module_use=[str(lua_modules)]))
+    unknown = kernelkinds.read_kernel("module:nosuch", S(module_use=[str(lua_modules)]))
     result = run_wrapper(unknown.wrapper(), tmp_path, "-c", "print('ran')")
     assert result.returncode == 1 and "ran" not in result.stdout
     assert "nosuch" in result.stderr and result.stderr.rstrip().endswith("hpcjup: module load failed (see above)")
     (lua_modules / "empty").mkdir()
     (lua_modules / "empty" / "1.0.lua").write_text('setenv("X", "1")\n')
-    no_python = envplan.read_kernel("module:empty", S(module_use=[str(lua_modules)]))
+    no_python = kernelkinds.read_kernel("module:empty", S(module_use=[str(lua_modules)]))
     result = run_wrapper(no_python.wrapper().replace("python3", "python3-not-here"), tmp_path)
     assert result.returncode == 1 and "puts no python3-not-here on PATH" in result.stderr
     assert os.environ.get("PYSET_LOADED") is None
@@ -181,7 +182,7 @@ def test_the_upload_refuses_a_module_set_whose_python_has_no_ipykernel(lua_modul
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MODULESHOME": lmod_home()}
     located = []
     for text in ("module:with", "k=module:without", "module:nosuch"):
-        kernel = envplan.read_kernel(text, S(module_use=[str(lua_modules)]))
+        kernel = kernelkinds.read_kernel(text, S(module_use=[str(lua_modules)]))
         located.append(f"m:{kernel.name}={kernel.what} {kernel.wrapper()}")
     refused = claim(tmp_path, env, *located)
     assert refused.returncode == 80 and refused.stderr.decode().splitlines()[-1] == "k=module:without"

@@ -363,7 +363,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from hpcjup.envs.identity import env_name  # noqa: E402
 from hpcjup.envs.spec import EnvSpec  # noqa: E402
-from hpcjup.session import envplan, hostfacts  # noqa: E402
+from hpcjup.session import envplan, hostfacts, kernelkinds  # noqa: E402
 from hpcjup.session.store import LocalStore  # noqa: E402
 
 
@@ -371,20 +371,20 @@ from hpcjup.session.store import LocalStore  # noqa: E402
 def test_parse_kernel_takes_a_name_only_when_it_is_one(text: str) -> None:
     """`[NAME=]SPEC`: a NAME is split off only when it is a valid kernel name; the rest is the spec, unchanged."""
     try:
-        name, spec = envplan.parse_kernel(text)
+        name, spec = kernelkinds.parse_kernel(text)
     except Exception as exc:
         assert not text.strip() and "empty" in str(exc)
         return
     if name is None:
         assert spec == text
     else:
-        assert envplan.KERNEL_NAME.fullmatch(name) and f"{name}={spec}" == text and spec
+        assert kernelkinds.KERNEL_NAME.fullmatch(name) and f"{name}={spec}" == text and spec
 
 
 @given(st.text(min_size=1, max_size=60).filter(lambda s: "\x00" not in s))
 def test_kernel_names_derived_from_any_path_are_valid(word: str) -> None:
     for source in (f"/x/{word}", f"cluster:/opt/{word}", f"/x/{word}/requirements.txt"):
-        assert envplan.KERNEL_NAME.fullmatch(envplan.kernel_name(source)), source
+        assert kernelkinds.KERNEL_NAME.fullmatch(kernelkinds.kernel_name(source)), source
 
 
 def test_kernel_names_are_unique_and_cluster_prefixes_checked(tmp_path: Path) -> None:
@@ -415,7 +415,9 @@ def test_remembered_facts_name_the_envs_as_the_host_does(tmp_path: Path) -> None
     store = LocalStore(tmp_path / "state")
     hostfacts.save(store, "h", hostfacts.HostFacts("/home/u", "slurm"))
     spec = EnvSpec("pip", "/laptop/analysis", {"requirements.txt": b"six\n"})
-    p = envplan.Plan(".hpcjup/envs", "python3", (envplan.Kernel("analysis", spec), envplan.Kernel("b", prefix="~/v")))
+    p = envplan.Plan(
+        ".hpcjup/envs", "python3", (kernelkinds.Kernel("analysis", spec), kernelkinds.Kernel("b", prefix="~/v"))
+    )
     assert envplan.locate(p, hostfacts.load(store, "h"), "/home/u") is None
     facts = hostfacts.learn(
         store,
