@@ -25,6 +25,7 @@ from contract import (
     ENV_SUBMIT,
     JOBS_FILE,
     SETUP_FILE,
+    WRAP_VARIABLE,
 )
 
 _COMMAND = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")  # the submit command's name: a file name, no path
@@ -123,6 +124,15 @@ class ScaleOut:
         write_private(path, script.encode())
         os.chmod(path, 0o700)
 
+    def scale_python(self) -> str:
+        """The command a scale-out job runs its worker with. Where the job runs its environments from node-local
+        copies (envlocal.sh, $HPCJUP_ENV_WRAP), the Python's path is this node's copy, which another node lacks:
+        the job then goes through the same wrapper, which makes that node's copy and renames the path to it."""
+        wrap = os.environ.get(WRAP_VARIABLE, "")
+        if wrap and self.python_command == shlex.quote(self.python):
+            return f"{wrap} {self.python_command}"
+        return self.python_command
+
     def jobqueue_config(self) -> dict:
         """Defaults for dask-jobqueue's cluster class in a notebook (the section HPCJUP_JOBQUEUE names):
         this session's queue, account, environment and TLS, so `SLURMCluster().scale(n)` (or PBSCluster, ...)
@@ -141,7 +151,7 @@ class ScaleOut:
             "cores": self.worker_cores,
             "processes": 1,
             "memory": f"{max(1, self.worker_cores)}GB",
-            "python": self.python_command,
+            "python": self.scale_python(),
             "queue": os.environ.get(ENV_PARTITION) or None,
             "account": os.environ.get(ENV_ACCOUNT) or None,
             "walltime": "01:00:00",
