@@ -138,8 +138,7 @@ fi
 for c in ${TMPDIR:-} /dev/shm; do
     case $(stat -f -c %T "$c" 2>/dev/null) in tmpfs | ramfs) ;; *) continue ;; esac
     [ -d "$c" ] && [ -w "$c" ] || continue
-    free=$(df -Pk "$c" | awk 'NR==2 {print $4}') budget=$(ram_kb)
-    ram=$(( free < budget ? free : budget )):$c
+    ram=$(df -Pk "$c" | awk -v b="$(ram_kb)" 'NR==2 {print ($4 < b ? $4 : b)}'):$c
     break
 done
 echo "HPCJUP-IMAGES $fuse $sq $un $mk $ram"
