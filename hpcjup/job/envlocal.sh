@@ -105,12 +105,14 @@ pick() {  # $1 ram|disk|any, $2 KB: sets $base to the first local candidate of t
 }
 
 # How this node uses an environment's image, and where: unpacked, mounted, or not at all (why, for the warning).
-# auto, measured on the mini-cluster (benchmarks/results/slowfs.md; issue 21: within 1.3x of local disk):
-# - unpacked into RAM (tmpfs: /dev/shm, or $TMPDIR where it is one) where its tree fits in ram_kb: imports at
-#   local-disk speed, and the first use cheap (unsquashfs of the 389 MB server env: 0.95 s into /dev/shm, 3.5 s
-#   into /tmp on this VM's disk);
-# - else mounted with squashfuse_ll where FUSE works (a cheap first use; imports 2.1-2.2x local disk);
-# - else unpacked on local disk (imports at disk speed; a first use of many seconds, 11-16 s seen).
+# auto, by the slow-filesystem benchmark on the mini-cluster (benchmarks/results/slowfs.md, n=3, 0.1 and 0.5 ms;
+# issue 21's target: within 1.3x of local disk):
+# - unpacked into RAM (tmpfs: /dev/shm, or $TMPDIR where it is one) where its tree fits in ram_kb: JupyterLab's
+#   start 0.67-1.21x and a kernel's `import xarray, dask.distributed` 0.90-1.16x local disk; first use (both envs'
+#   copies and unpacks) 2.9-4.7 s (unsquashfs of the 389 MB server env alone: 0.95 s into /dev/shm, 3.5 s into /tmp
+#   on this VM's disk; two nodes unpacking into /tmp at once took 11-16 s);
+# - else mounted with squashfuse_ll where FUSE works: a first use of 1.7-1.9 s, but 1.37-1.90x and 2.0-2.2x;
+# - else unpacked on local disk (imports at disk speed, a slow first use).
 # image and unpack choose only among their own (unpack: RAM within ram_kb first, then disk).
 decide() {  # $1 ENVDIR: sets $how (direct|image|unpack), $base and $why (direct: why not)
     how=direct base= why=
