@@ -83,6 +83,11 @@ def place(host: Host) -> Iterator[tuple[Transport, str, str]]:
     transport.run(["sh", "-c", 'cat >"$1"', "sh", f"{top}/envlocal.sh"], input=WRAPPER)
     transport.run(["mkdir", f"{top}/local"])
     yield transport, f"{top}/envlocal.sh", f"{top}/local"
+    remove(transport, top)
+
+
+def remove(transport: Transport, top: str) -> None:
+    """A test's directory on the cluster, and every mount under it."""
     transport.run(
         ["sh", "-c", 'grep -o " $1/[^ ]*" /proc/mounts | xargs -r -n1 fusermount3 -uz; rm -rf "$1"', "sh", top]
     )
@@ -135,15 +140,20 @@ def test_two_jobs_on_a_node_share_one_mount_and_the_last_removes_it(
     assert mounts(transport, local) == [] and left(transport, local) == []
 
 
-def test_a_mount_a_killed_job_left_is_cleaned_by_the_next(place: tuple[Transport, str, str], env: BuiltEnv) -> None:
-    transport, wrapper, local = place
-    # Kill the wrapper and its Python outright (kill -9: no cleanup runs), as a killed launcher's job would be.
+def kill_a_job(transport: Transport, command: str, out: str) -> None:
+    """Run a job's command (output to `out`), then kill its wrapper and its Python outright once it runs (kill -9: no
+    cleanup runs), as a killed launcher's job would be."""
     kill = (
-        f"{job(wrapper, local, env, 30, 'image', 'node1')} >{local}.1 2>&1 & "
-        f"for i in $(seq 50); do grep -q prefix {local}.1 2>/dev/null && break; sleep 0.2; done; "
-        f"kill -9 $(grep prefix {local}.1 | cut -d' ' -f3,4); wait; echo killed"
+        f"{command} >{out} 2>&1 & "
+        f"for i in $(seq 50); do grep -q prefix {out} 2>/dev/null && break; sleep 0.2; done; "
+        f"kill -9 $(grep prefix {out} | cut -d' ' -f3,4); wait; echo killed"
     )
     assert "killed" in transport.run(["sh", "-c", kill], timeout=120).stdout
+
+
+def test_a_mount_a_killed_job_left_is_cleaned_by_the_next(place: tuple[Transport, str, str], env: BuiltEnv) -> None:
+    transport, wrapper, local = place
+    kill_a_job(transport, job(wrapper, local, env, 30, "image", "node1"), f"{local}.1")
     assert len(mounts(transport, local)) == 1  # left behind: nobody unmounted it
     out = transport.run(["sh", "-c", job(wrapper, local, env, 0, "image")], timeout=120).stdout
     assert "prefix " + local in out
@@ -197,9 +207,7 @@ def shm(place: tuple[Transport, str, str]) -> Iterator[str]:
     transport = place[0]
     made = transport.run(["mktemp", "-d", "/dev/shm/hpcjup-img-XXXXXX"]).stdout.strip()
     yield made
-    transport.run(
-        ["sh", "-c", 'grep -o " $1/[^ ]*" /proc/mounts | xargs -r -n1 fusermount3 -uz; rm -rf "$1"', "sh", made]
-    )
+    remove(transport, made)
 
 
 def test_auto_unpacks_into_ram_and_mounts_on_a_local_disk(
@@ -244,12 +252,7 @@ def test_a_copy_a_killed_job_left_in_ram_is_cleaned_by_a_job_that_mounts_on_disk
     place: tuple[Transport, str, str], shm: str, env: BuiltEnv
 ) -> None:
     transport, wrapper, local = place
-    kill = (
-        f"{job(wrapper, shm, env, 30, node='node1')} >{local}.1 2>&1 & "
-        f"for i in $(seq 50); do grep -q prefix {local}.1 2>/dev/null && break; sleep 0.2; done; "
-        f"kill -9 $(grep prefix {local}.1 | cut -d' ' -f3,4); wait; echo killed"
-    )
-    assert "killed" in transport.run(["sh", "-c", kill], timeout=120).stdout
+    kill_a_job(transport, job(wrapper, shm, env, 30, node="node1"), f"{local}.1")
     assert left(transport, shm) != []  # left behind: nobody removed it
     # The next job chooses a mount on the disk (its memory is small) and still cleans what the killed one left.
     out = transport.run(["sh", "-c", job(wrapper, f"{local} {shm}", env, 0, mem=8)], timeout=120)
