@@ -18,9 +18,10 @@ Rows:
   (b) its SquashFS image used in place: squashfuse-mounted from the slow filesystem by this benchmark;
   (c) hpcjup's chosen mode: `start --env SPEC` with `env_root` on the slow filesystem and `env_mode = "auto"`:
       the server env and the kernel's env (SPEC: xarray, distributed), which hpcjup built and packed, copied by
-      the job to node-local storage and unpacked or mounted (job/envlocal.sh; its first use on the node, copy
-      plus unpack or mount, on its own line, as the job's log says it);
-  (c') the same with `env_mode = "unpack"`: unpacked (imports at local-disk speed, a slower first use);
+      the job to node-local storage and unpacked into RAM where they fit in a quarter of the job's memory, else
+      mounted (job/envlocal.sh; its first use on the node, copy plus unpack or mount and where, on its own line,
+      as the job's log says it);
+  (c') the same with `env_mode = "image"`: mounted with squashfuse_ll (a cheap first use, slower imports);
   (d') the same envs with `env_root` on local disk, `env_mode = "direct"`: (c)'s own baseline;
   (d) (a)'s environment on local disk.
 Then, per delay, one (c) start on two nodes with four Dask workers: each worker's node and sys.prefix, and the
@@ -78,12 +79,12 @@ SPEC = ("xarray", "distributed")  # (c)'s kernel env; hpcjup adds ipykernel, its
 ROWS = {
     "a": "(a) environment in place on the slow fs",
     "b": "(b) its SquashFS image in place (squashfuse from the slow fs)",
-    "c": "(c) chosen mode, env_mode = auto: hpcjup's images copied to node-local storage and mounted (squashfuse_ll)",
-    "u": "(c') env_mode = unpack: hpcjup's images copied to node-local storage and unpacked",
+    "c": "(c) chosen mode, env_mode = auto: hpcjup's images copied to node-local storage, unpacked into RAM (tmpfs)",
+    "u": "(c') env_mode = image: hpcjup's images copied to node-local storage and mounted (squashfuse_ll)",
     "e": "(d') hpcjup's envs on local disk (env_mode = direct)",
     "d": "(d) (a)'s environment on local disk",
 }
-HPCJUP_ROWS = {"c": "auto", "u": "unpack", "e": "direct"}  # rows started with --env SPEC, and their env_mode
+HPCJUP_ROWS = {"c": "auto", "u": "image", "e": "direct"}  # rows started with --env SPEC, and their env_mode
 FIRST_USE = re.compile(r"hpcjup: (\S+) from (\S+) \((\w+)\), first use on this node: copy \+ \w+ in ([0-9.]+) s")
 COPIES_CODE = """
 import json, os, sys
@@ -183,7 +184,9 @@ def first_use(name: str) -> tuple[float | None, str]:
     found = FIRST_USE.findall(log)
     if not found:
         return None, ""
-    return sum(float(f[3]) for f in found), "+".join(sorted({f[2] for f in found}))
+    # What and where: "unpack in /dev/shm", "image in /tmp" (the local file system the copy is on).
+    hows = {f"{f[2]} in {f[1].split('/hpcjup-')[0] or '/'}" for f in found}
+    return sum(float(f[3]) for f in found), "+".join(sorted(hows))
 
 
 def one_start(

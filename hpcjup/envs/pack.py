@@ -25,6 +25,7 @@ The lines: `@@hpcjup image PATH SHA256 BYTES CODEC` or `@@hpcjup image none WHY`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 SUFFIX = ".sqsh"
@@ -102,11 +103,20 @@ def image_of(meta: dict[str, Any], bad: bool = False) -> Image | None:
     return Image(found["sha256"], size if isinstance(size, int) else 0, str(found.get("codec", "?")), bad)
 
 
+def _envlocal_function(name: str) -> str:
+    """A function of job/envlocal.sh (between its `# >>> NAME` and `# <<< NAME` lines): the probe runs the job's own."""
+    text = (Path(__file__).resolve().parents[1] / "job" / "envlocal.sh").read_text()
+    return text[text.index(f"# >>> {name}") : text.index(f"# <<< {name}")]
+
+
 #: `doctor`'s look at what this host can do with images (in the environment check's one command): one line
-#: `HPCJUP-IMAGES FUSE SQUASHFUSE UNSQUASHFS MKSQUASHFS`, each `yes` or why not. FUSE is tried for real: a tiny
-#: image packed and mounted by this user, read and unmounted.
+#: `HPCJUP-IMAGES FUSE SQUASHFUSE UNSQUASHFS MKSQUASHFS RAM`, each `yes` or why not. FUSE is tried for real: a tiny
+#: image packed and mounted by this user, read and unmounted. RAM is `KB:DIR`: the first tmpfs envlocal.sh would
+#: unpack into ($TMPDIR, /dev/shm) and how much of it auto may fill here (envlocal.sh's own ram_kb, its free space
+#: at most), or `no-tmpfs`.
 DOCTOR_MARK = "HPCJUP-IMAGES "
-DOCTOR = r"""(
+DOCTOR = (
+    r"""(
 has() { command -v "$1" >/dev/null 2>&1 && echo yes || echo "no-$1"; }
 sq=no-squashfuse un=$(has unsquashfs) mk=$(has mksquashfs)
 mount=$(command -v squashfuse_ll || command -v squashfuse) && sq=yes  # envlocal.sh's choice, tried as it mounts
@@ -122,25 +132,53 @@ else
     fusermount3 -u "$t/m" 2>/dev/null || fusermount -u "$t/m" 2>/dev/null
     rm -rf "$t"
 fi
-echo "HPCJUP-IMAGES $fuse $sq $un $mk"
+"""
+    + _envlocal_function("ram_kb")
+    + r"""ram=no-tmpfs
+for c in ${TMPDIR:-} /dev/shm; do
+    case $(stat -f -c %T "$c" 2>/dev/null) in tmpfs | ramfs) ;; *) continue ;; esac
+    [ -d "$c" ] && [ -w "$c" ] || continue
+    ram=$(df -Pk "$c" | awk -v b="$(ram_kb)" 'NR==2 {print ($4 < b ? $4 : b)}'):$c
+    break
+done
+echo "HPCJUP-IMAGES $fuse $sq $un $mk $ram"
 ) 2>/dev/null"""
+)
 
 
 def doctor_words(line: str, mode: str) -> tuple[str, str, str]:
-    """(status word pass|warn|skip, what the host supports and why, the fix or "") from DOCTOR's line and the
-    `env_mode` setting."""
-    fields = (line.split() + ["?"] * 4)[:4]
-    fuse, _, unsquashfs, mksquashfs = fields
+    """(status word pass|warn|skip, what a job on this host would do with an image and why, the fix or "") from
+    DOCTOR's line and the `env_mode` setting; the summary starts with the first choice (`unpack in RAM:`,
+    `image:`, `unpack:`, `direct:`), as job/envlocal.sh's `decide` makes it."""
+    fields = (line.split() + ["?"] * 5)[:5]
+    fuse, _, unsquashfs, mksquashfs, ram = fields
     why = fuse.replace("no-", "no ").replace("-", " ")
+    kb, _, where = ram.partition(":")
     pack = "" if mksquashfs == "yes" else "; no mksquashfs: environments get no image and run in place"
     fix = "" if mksquashfs == "yes" else "Install squashfs-tools (mksquashfs) on the login node, or ask the site."
+    status = "pass" if not pack else "warn"
     if mode == "direct":
         return "skip", "env_mode = direct: environments run in place on the shared file system", ""
-    if fuse == "yes" and mode in ("auto", "image"):
-        return ("pass" if not pack else "warn"), f"image: squashfuse mounts work here for you{pack}", fix
-    if unsquashfs == "yes" and mode in ("auto", "unpack"):
-        what = f"unpack: images are unpacked on node-local storage ({'env_mode = unpack' if mode == 'unpack' else 'no usable FUSE: ' + why})"
-        return ("pass" if not pack else "warn"), what + pack, fix
+    mounts = fuse == "yes" and mode in ("auto", "image")
+    unpacks = unsquashfs == "yes" and mode in ("auto", "unpack")
+    reason = "env_mode = unpack" if mode == "unpack" else "no usable FUSE: " + why
+    if mounts:
+        rest, larger = "image: squashfuse mounts work here for you", "mounted (squashfuse mounts work here for you)"
+    elif unpacks:
+        rest = f"unpack: images are unpacked on node-local storage ({reason})"
+        larger = f"unpacked on local disk ({reason})"
+    else:
+        rest = larger = ""
+    if unpacks and kb.isdigit() and int(kb) > 0:
+        return (
+            status,
+            f"unpack in RAM: an environment whose tree fits in a quarter of the job's memory is unpacked into tmpfs "
+            f"{where} (up to {int(kb) // 1024} MiB here now; imports at local-disk speed; the memory counts as the "
+            f"job's); larger ones {larger}{pack}",
+            fix,
+        )
+    if rest:
+        return status, rest + pack, fix
     return (
         "warn",
         f"direct: environments run in place (slower on a parallel file system): FUSE {why}, unsquashfs {unsquashfs}{pack}",

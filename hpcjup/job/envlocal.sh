@@ -5,12 +5,13 @@
 # Runs before any Python of the job on each node: the job script runs the launcher through it, and the per-host
 # launch of Dask's workers (dasklaunch.py, $HPCJUP_ENV_WRAP) runs them through it on every host. For each ENVDIR
 # (an environment hpcjup built, its image ENVDIR.sqsh and the image's sha256 in ENVDIR/.hpcjup-env.json) it:
-# - copies the image once per node to node-local storage ($HPCJUP_ENV_LOCAL, else $TMPDIR, /dev/shm, /tmp: the
-#   first that is a local file system with room), into <local>/hpcjup-UID/envs/DIGEST/, a directory of this user
-#   only (0700, owner checked: a directory someone else made is never used);
-# - checks the copy's sha256: a mismatch is never used, ENVDIR.sqsh.bad tells the next start to pack it again;
-# - mounts it with squashfuse_ll, else squashfuse (MODE image, or auto where /dev/fuse is usable), else unpacks it
-#   (unsquashfs; MODE unpack, or auto without FUSE);
+# - copies the image once per node to node-local storage ($HPCJUP_ENV_LOCAL, else $TMPDIR, /dev/shm, /tmp: local
+#   file systems with room), into <local>/hpcjup-UID/envs/DIGEST/, a directory of this user only (0700, owner
+#   checked: a directory someone else made is never used), checking its sha256 as it copies: a mismatch is never
+#   used, ENVDIR.sqsh.bad tells the next start to pack it again;
+# - MODE auto: unpacks it into RAM (tmpfs) where its tree fits in a quarter of the job's memory (ram_kb), else
+#   mounts it with squashfuse_ll (else squashfuse) where FUSE works, else unpacks it on local disk; MODE image
+#   only mounts, MODE unpack only unpacks (RAM within the same bound first); a copy another job made is used as is;
 # - else (MODE direct, no image, no room, no tools) the environment is used in place, with a warning saying why.
 # All of one user's jobs on a node share one copy per digest: each holds DIGEST.lock with `flock -s` for its
 # life; setup and cleanup take .lock with `flock -x`; a cleaner removes what nobody holds (`flock -xn`), at the
@@ -54,54 +55,114 @@ local_fs() {
 }
 
 can_unpack() { command -v unsquashfs >/dev/null 2>&1; }
+in_ram() { case $(stat -f -c %T "$1" 2>/dev/null) in tmpfs | ramfs) return 0 ;; esac; return 1; }
 
-room() {  # $1 image|unpack: sets $base to the first local candidate with room for the images
-    # (mounted), or also their trees (unpacked), that is a private directory of this user; $need to the KB needed
-    need=0 i=1
-    while [ "$i" -le "$n" ]; do
-        eval "e=\$e_$i"
-        b=$(meta "$e" bytes) t=$(meta "$e" tree_kb)
-        need=$((need + ${b:-0} / 1024 + 1024))
-        [ "$1" != unpack ] || need=$((need + ${t:-0}))
-        i=$((i + 1))
-    done
-    base=
-    for c in ${HPCJUP_ENV_LOCAL:-${TMPDIR:-} /dev/shm /tmp}; do
+# >>> ram_kb (envs/pack.py's doctor runs this function too: one place for the bound)
+ram_kb() {  # the KB of RAM auto may fill with unpacked environments on tmpfs: a quarter of the smallest of the
+    # node's MemAvailable, Slurm's memory for the job (SLURM_MEM_PER_NODE, or _PER_CPU times the CPUs) and every
+    # memory limit of its cgroup (v2 memory.max, v1 memory.limit_in_bytes, up to the root): tmpfs pages count
+    # against the memory cgroup of the job that writes them, so three quarters stay the job's own.
+    {
+        sed -n 's/^MemAvailable: *\([0-9]*\) kB$/kb \1/p' /proc/meminfo 2>/dev/null
+        echo "mb ${SLURM_MEM_PER_NODE:-}"
+        echo "mbcpus ${SLURM_MEM_PER_CPU:-} ${SLURM_CPUS_ON_NODE:-1}"
+        while IFS=: read -r _ ctl path; do
+            case $ctl in
+                '') top=/sys/fs/cgroup f=memory.max ;;
+                *memory*) top=/sys/fs/cgroup/memory f=memory.limit_in_bytes ;;
+                *) continue ;;
+            esac
+            d=$top${path%/}
+            while [ "${#d}" -ge "${#top}" ]; do
+                [ ! -r "$d/$f" ] || echo "b $(cat "$d/$f" 2>/dev/null)"
+                d=${d%/*}
+            done
+        done </proc/self/cgroup 2>/dev/null
+    } | awk '$2 ~ /^[0-9]+$/ {
+        k = $1 == "kb" ? $2 : $1 == "mb" ? $2 * 1024 : $1 == "b" ? $2 / 1024 : ($3 ~ /^[0-9]+$/ ? $2 * $3 * 1024 : "")
+        if (k != "" && (m == "" || k < m)) m = k
+    } END { printf "%d\n", m / 4 }'
+}
+# <<< ram_kb
+
+ram=
+picked=
+pick() {  # $1 ram|disk|any, $2 KB: sets $base to the first local candidate of that kind with that much room
+    # (tmpfs only within what is left of $ram) that is (or now is) a private directory of this user
+    for c in $cands; do
         [ -d "$c" ] && [ -w "$c" ] && local_fs "$c" || continue
-        [ "$(free_kb "$c")" -ge "$need" ] 2>/dev/null || continue
+        if in_ram "$c"; then [ "$1" != disk ] && [ "$2" -le "$ram" ] || continue; else [ "$1" != ram ] || continue; fi
+        [ "$(free_kb "$c")" -ge "$2" ] 2>/dev/null || continue
         mkdir -p -m 0700 "$c/hpcjup-$uid/envs" 2>/dev/null
-        if mine "$c/hpcjup-$uid" && mine "$c/hpcjup-$uid/envs"; then base=$c/hpcjup-$uid/envs; return 0; fi
-        warn "$c/hpcjup-$uid is not a private directory of yours: not used"
+        if mine "$c/hpcjup-$uid" && mine "$c/hpcjup-$uid/envs"; then
+            base=$c/hpcjup-$uid/envs
+            ! in_ram "$c" || ram=$((ram - $2))
+            return 0
+        fi
+        case " $picked " in *" $c "*) ;; *) picked="$picked $c"; warn "$c/hpcjup-$uid is not a private directory of yours: not used" ;; esac
     done
     return 1
 }
 
-# How this node uses an image: mounted, unpacked, or not at all (why, for the warning). auto mounts where FUSE works:
-# every job pays the first use on its node (the copy goes when the last job there ends), and a mount costs 1.6-2.1 s
-# there against 11-16 s for an unpack, while imports from a mount are slower (benchmarks/results/slowfs.md, n=3 at
-# 0.1 and 0.5 ms: a kernel's `import xarray, dask.distributed` 2.1-2.2x local disk mounted, 0.96-1.06x unpacked):
-# env_mode=unpack is for long sessions that import much. Without FUSE auto unpacks wherever there is room.
-how= why= base=
-case $mode in
-    direct) how=direct ;;
-    auto) if fuse_ok; then how=image; elif can_unpack; then how=unpack; else
-        how=direct why="no usable FUSE (/dev/fuse, squashfuse, fusermount) nor unsquashfs here"; fi ;;
-    image) if fuse_ok; then how=image; else how=direct why="no usable FUSE here (/dev/fuse, squashfuse, fusermount)"; fi ;;
-    unpack) if can_unpack; then how=unpack; else how=direct why="no unsquashfs here"; fi ;;
-    *) how=direct why="unknown env_mode $mode" ;;
-esac
-if [ "$how" != direct ] && [ -z "$base" ] && [ "$n" -gt 0 ] && ! room "$how"; then
-    how=direct why="no node-local storage with ${need} KB free and a private directory of yours"
-fi
-if [ "$how" != direct ] && ! command -v flock >/dev/null 2>&1; then how=direct why="no flock(1) here to share copies safely"; fi
+# How this node uses an environment's image, and where: unpacked, mounted, or not at all (why, for the warning).
+# auto, by the slow-filesystem benchmark on the mini-cluster (benchmarks/results/slowfs.md, n=3, 0.1 and 0.5 ms;
+# issue 21's target: within 1.3x of local disk):
+# - unpacked into RAM (tmpfs: /dev/shm, or $TMPDIR where it is one) where its tree fits in ram_kb: JupyterLab's
+#   start 0.67-1.21x and a kernel's `import xarray, dask.distributed` 0.90-1.16x local disk; first use (both envs'
+#   copies and unpacks) 2.9-4.7 s (unsquashfs of the 389 MB server env alone: 0.95 s into /dev/shm, 3.5 s into /tmp
+#   on this VM's disk; two nodes unpacking into /tmp at once took 11-16 s);
+# - else mounted with squashfuse_ll where FUSE works: a first use of 1.7-1.9 s, but 1.37-1.90x and 2.0-2.2x;
+# - else unpacked on local disk (imports at disk speed, a slow first use).
+# image and unpack choose only among their own (unpack: RAM within ram_kb first, then disk).
+decide() {  # $1 ENVDIR: sets $how (direct|image|unpack), $base and $why (direct: why not)
+    how=direct base= why=
+    case $mode in
+        direct) return ;;
+        auto | image | unpack) ;;
+        *) why="unknown env_mode $mode"; return ;;
+    esac
+    command -v flock >/dev/null 2>&1 || { why="no flock(1) here to share copies safely"; return; }
+    t=$(meta "$1" tree_kb) b=$(meta "$1" bytes)
+    t=${t:-0} b=$((${b:-0} / 1024 + 1024))
+    d=$(meta "$1" sha256 | cut -c1-16)
+    for c in $cands; do  # a copy another job made on this node: used as it is
+        if [ -n "$d" ] && [ -f "$c/hpcjup-$uid/envs/$d/ready" ] && mine "$c/hpcjup-$uid/envs"; then
+            base=$c/hpcjup-$uid/envs how=unpack
+            ! mounted "$base/$d/env" || how=image
+            return
+        fi
+    done
+    [ -n "$ram" ] || ram=$(ram_kb)
+    case $mode in auto | unpack) ! can_unpack || ! pick ram $((t + b)) || { how=unpack; return; } ;; esac
+    case $mode in auto | image) ! fuse_ok || ! pick any "$b" || { how=image; return; } ;; esac
+    case $mode in auto | unpack) ! can_unpack || ! pick disk $((t + b)) || { how=unpack; return; } ;; esac
+    inram=" (tmpfs only within $ram KB, a quarter of the job's memory)"
+    case $mode in
+        auto) if fuse_ok || can_unpack; then why="no node-local storage with $b KB free and a private directory of yours$inram"
+            else why="no usable FUSE (/dev/fuse, squashfuse, fusermount) nor unsquashfs here"; fi ;;
+        image) if fuse_ok; then why="no node-local storage with $b KB free and a private directory of yours$inram"
+            else why="no usable FUSE here (/dev/fuse, squashfuse, fusermount)"; fi ;;
+        unpack) if can_unpack; then why="no node-local storage with $((t + b)) KB free and a private directory of yours$inram"
+            else why="no unsquashfs here"; fi ;;
+    esac
+}
+cands=${HPCJUP_ENV_LOCAL:-${TMPDIR:-} /dev/shm /tmp}
 
-sweep() {  # under .lock: every copy nobody holds goes (unmounted first): a job's end, or one a killed job left
-    for l in "$base"/*.lock; do
-        [ -f "$l" ] || continue
-        d=${l%.lock}
-        flock -xn "$l" true 2>/dev/null || continue
-        if mounted "$d/env" && ! unmount "$d/env"; then warn "could not unmount $d/env"; continue; fi
-        rm -rf "$d" && rm -f "$l"
+sweep() {  # every copy nobody holds, in every candidate's directory of ours (under its .lock), goes (unmounted
+    # first): a job's end, or one a killed job left (wherever it was: another job may have chosen elsewhere)
+    command -v flock >/dev/null 2>&1 || return 0
+    for c in $cands; do
+        s=$c/hpcjup-$uid/envs
+        mine "$s" || continue
+        exec 9<>"$s/.lock" && flock -x 9 || continue
+        for l in "$s"/*.lock; do
+            [ -f "$l" ] || continue
+            d=${l%.lock}
+            flock -xn "$l" true 2>/dev/null || continue
+            if mounted "$d/env" && ! unmount "$d/env"; then warn "could not unmount $d/env"; continue; fi
+            rm -rf "$d" && rm -f "$l"
+        done
+        exec 9>&-
     done
 }
 
@@ -110,8 +171,8 @@ took() {  # seconds since $1 (a `now`), "" where date has no %N
     awk -v a="$1" -v b="$(now)" 'BEGIN { if (a b ~ /^[0-9.]+$/) printf "%.2f", b - a }'
 }
 
-use() {  # $1 ENVDIR, $2 the fd that holds its copy: sets $got to the copy's path (and $first, the seconds this
-    # job spent making it: the first use on this node), or leaves it ENVDIR
+use() {  # $1 ENVDIR, $2 the fd that holds its copy (under $base/.lock): sets $got to the copy's path (and $first,
+    # the seconds this job spent making it: the first use on this node), or leaves it ENVDIR
     e=$1 img=$1.sqsh sha=$(meta "$1" sha256)
     if [ -z "$sha" ] || [ ! -f "$img" ]; then warn "$e has no image: used in place"; return; fi
     if [ -e "$e.sqsh.bad" ]; then warn "$img was found corrupt: $e used in place until the next start packs it again"; return; fi
@@ -120,10 +181,11 @@ use() {  # $1 ENVDIR, $2 the fd that holds its copy: sets $got to the copy's pat
     if [ ! -f "$dir/ready" ] || [ ! -f "$dir/env/.hpcjup-env.json" ]; then
         rm -rf "$dir" && mkdir "$dir" || { warn "cannot make $dir: $e used in place"; return; }
         t0=$(now)
-        if ! cp "$img" "$dir/image.sqsh" 2>/dev/null; then
+        # One read of the shared file system: the copy and its hash in one pass.
+        copied=$({ tee "$dir/image.sqsh" <"$img" 2>/dev/null || : >"$dir/failed"; } | sha256sum | cut -d' ' -f1)
+        if [ -e "$dir/failed" ]; then
             warn "could not copy $img to $dir (no room?): $e used in place"; rm -rf "$dir"; return
         fi
-        copied=$(sha256sum <"$dir/image.sqsh" | cut -d' ' -f1)
         if [ "$copied" != "$sha" ]; then
             warn "$img is corrupt (sha256 $copied, built as $sha): never used; $e used in place (slower on a shared filesystem); the next start packs it again"
             : >"$e.sqsh.bad"
@@ -145,18 +207,17 @@ use() {  # $1 ENVDIR, $2 the fd that holds its copy: sets $got to the copy's pat
     eval "exec $2<>\"\$dir.lock\"" && flock -s "$2" && got=$dir/env
 }
 
+[ "$mode" = direct ] || sweep
 i=1
-if [ "$how" != direct ]; then
-    exec 9<>"$base/.lock" && flock -x 9
-    sweep
-fi
 while [ "$i" -le "$n" ]; do
     eval "e=\$e_$i"
     got=$e sha=$(meta "$e" sha256) first=
+    decide "$e"
     if [ "$how" = direct ]; then
         [ -z "$why" ] || [ -z "$sha" ] || warn "$e used in place, not from its image ($why): slower where that file system is slow"
     elif [ "$i" -le 6 ]; then  # fds 3..8 hold the copies (more environments than that: in place)
-        use "$e" $((i + 2))
+        exec 9<>"$base/.lock" && flock -x 9 && use "$e" $((i + 2))
+        exec 9>&-
     fi
     # The first use on a node says what it cost (benchmarks/slowfs.py reads it): the copy plus mount or unpack.
     [ -z "$first" ] || first=", first use on this node: copy + $how in $first s"
@@ -164,7 +225,6 @@ while [ "$i" -le "$n" ]; do
     eval "o_$i=\$e n_$i=\$got d_$i=\$(printf %s \"\$sha\" | cut -c1-16)"
     i=$((i + 1))
 done
-[ "$how" = direct ] || exec 9>&-
 
 rename() {  # $1: an argument; ENVDIR/... or another node's <local>/hpcjup-UID/envs/DIGEST/env/... -> ours
     a=$1 k=
@@ -199,8 +259,5 @@ while :; do
 done
 i=3
 while [ "$i" -le 8 ]; do eval "exec $i>&-"; i=$((i + 1)); done
-if [ "$how" != direct ]; then
-    exec 9<>"$base/.lock" && flock -x 9 && sweep
-    exec 9>&-
-fi
+[ "$mode" = direct ] || sweep
 exit "$rc"

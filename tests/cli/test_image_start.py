@@ -2,8 +2,8 @@
 
 The real chain: the build packs the server env and the user's env (envs/pack.py), the job script runs the launcher
 through job/envlocal.sh, the per-host launch runs Dask's workers through it on both nodes, a worker group's job runs
-its worker through it; the kernel and all the workers run the env's Python from the mount; `stop` leaves no mount
-and no copy of it. A corrupt image is never
+its worker through it; the kernel and all the workers run the env's Python from the node-local copy (auto: unpacked
+into RAM); `stop` leaves no copy of it. A corrupt image is never
 used (the job runs the env in place and says why) and the next start packs it again. `doctor` says what the host
 supports.
 """
@@ -64,10 +64,10 @@ def _digest(env: str) -> str:
     return json.loads(Path(env, ".hpcjup-env.json").read_text())["image"]["sha256"][:16]
 
 
-def test_kernel_and_workers_on_both_nodes_run_from_the_mounted_image(
+def test_kernel_and_workers_on_both_nodes_run_from_the_node_local_copy(
     minicluster: Any, laptop_env: dict[str, str], clean_jobs: None, tmp_path: Path
 ) -> None:
-    env = env_of(laptop_env)  # auto: mounted where FUSE works
+    env = env_of(laptop_env)  # auto: unpacked into RAM (/dev/shm) where it fits in a quarter of the job's memory
     name = f"img-{secrets.token_hex(3)}"
     # A worker group's job (its own batch job, rendered by dask-jobqueue in the env) beside the session's two nodes.
     started = start_dask(
@@ -88,14 +88,14 @@ def test_kernel_and_workers_on_both_nodes_run_from_the_mounted_image(
         assert lines[1] == str([local]), lines  # every worker, on both nodes: the same copy (one machine here)
         assert lines[2] == "['node1', 'node2']", lines
         assert lines[3] == local, lines  # the group's worker too
-        # One mount for the kernel, the launcher's Dask, both nodes' and the group's workers.
-        assert len(_mounted(digest)) == 1
+        # One copy (unpacked: no mount) for the kernel, the launcher's Dask, both nodes' and the group's workers.
+        assert local.startswith("/dev/shm/") and not _mounted(digest), local
         log = (SESSIONS / name / "job.out").read_text(errors="replace")
-        assert f"{kernel_env} from {local} (image)" in log, log[-3000:]
+        assert f"{kernel_env} from {local} (unpack)" in log, log[-3000:]
         # The group's job copied only the env its worker runs (the server env's image stays where it is).
         group_log = "".join(p.read_text(errors="replace") for p in (SESSIONS / name / "dask/logs").glob("*"))
-        [used] = [line for line in group_log.splitlines() if " from " in line and "(image)" in line]
-        assert used.startswith(f"hpcjup: {kernel_env} from {local} (image)"), group_log[-3000:]
+        [used] = [line for line in group_log.splitlines() if " from " in line and "(unpack)" in line]
+        assert used.startswith(f"hpcjup: {kernel_env} from {local} (unpack)"), group_log[-3000:]
     finally:
         stopped = run(["stop", name, *HOST], env, timeout=120)
     assert stopped.returncode == 0, stopped.stderr
@@ -136,7 +136,7 @@ def test_a_corrupt_image_runs_in_place_and_the_next_start_packs_it_again(
     # A new image (the tree changed since: its metadata, the bytecode the run in place wrote), its hash recorded.
     assert meta["image"]["sha256"] == hashlib.sha256(image.read_bytes()).hexdigest() != sha
     log = (SESSIONS / second / "job.out").read_text(errors="replace")
-    assert f"{kernel_env} from " in log and "(image)" in log and "corrupt" not in log, log[-3000:]
+    assert f"{kernel_env} from " in log and "(unpack)" in log and "corrupt" not in log, log[-3000:]
 
 
 def test_doctor_says_how_jobs_use_images(minicluster: Any, laptop_env: dict[str, str]) -> None:
@@ -145,8 +145,9 @@ def test_doctor_says_how_jobs_use_images(minicluster: Any, laptop_env: dict[str,
         return next(c for c in json.loads(result.stdout)["checks"] if c["name"] == "env-images")
 
     auto = images("auto")
-    assert auto["status"] == "pass" and auto["summary"].startswith("image: squashfuse mounts work"), auto
+    assert auto["status"] == "pass" and auto["summary"].startswith("unpack in RAM: "), auto
+    assert "larger ones mounted (squashfuse mounts work" in auto["summary"], auto
     assert images("image")["summary"].startswith("image: squashfuse mounts work")
     unpack = images("unpack")
-    assert unpack["status"] == "pass" and unpack["summary"].startswith("unpack:"), unpack
+    assert unpack["status"] == "pass" and unpack["summary"].startswith("unpack in RAM: "), unpack
     assert images("direct")["status"] == "skip"

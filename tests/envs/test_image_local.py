@@ -83,6 +83,11 @@ def place(host: Host) -> Iterator[tuple[Transport, str, str]]:
     transport.run(["sh", "-c", 'cat >"$1"', "sh", f"{top}/envlocal.sh"], input=WRAPPER)
     transport.run(["mkdir", f"{top}/local"])
     yield transport, f"{top}/envlocal.sh", f"{top}/local"
+    remove(transport, top)
+
+
+def remove(transport: Transport, top: str) -> None:
+    """A test's directory on the cluster, and every mount under it."""
     transport.run(
         ["sh", "-c", 'grep -o " $1/[^ ]*" /proc/mounts | xargs -r -n1 fusermount3 -uz; rm -rf "$1"', "sh", top]
     )
@@ -99,11 +104,15 @@ def left(transport: Transport, local: str) -> list[str]:
     return [p for p in out if p not in ("./hpcjup-1001", "./hpcjup-1001/envs", "./hpcjup-1001/envs/.lock")]
 
 
-def job(wrapper: str, local: str, env: BuiltEnv, seconds: float, mode: str = "auto", node: str = "") -> str:
-    """A shell command: one srun job step running the env's Python through the wrapper."""
+def job(
+    wrapper: str, local: str, env: BuiltEnv, seconds: float, mode: str = "auto", node: str = "", mem: int = 0
+) -> str:
+    """A shell command: one srun job step running the env's Python through the wrapper; `local`: its local
+    candidates (space-separated); `mem`: the job's memory in MB (an allocation of its own: Slurm tells the job)."""
     where = f"-w {node} " if node else ""
+    alloc = f"salloc -Q -N1 -t 2 {where}--mem={mem} " if mem else ""
     return (
-        f"HPCJUP_ENV_LOCAL={local} srun -N1 -t 2 {where}sh {wrapper} {mode} {env.path} -- "
+        f"HPCJUP_ENV_LOCAL='{local}' {alloc}srun -N1 -t 2 {where}sh {wrapper} {mode} {env.path} -- "
         f'{env.python} -c "{SHOW}" {seconds}'
     )
 
@@ -131,15 +140,20 @@ def test_two_jobs_on_a_node_share_one_mount_and_the_last_removes_it(
     assert mounts(transport, local) == [] and left(transport, local) == []
 
 
-def test_a_mount_a_killed_job_left_is_cleaned_by_the_next(place: tuple[Transport, str, str], env: BuiltEnv) -> None:
-    transport, wrapper, local = place
-    # Kill the wrapper and its Python outright (kill -9: no cleanup runs), as a killed launcher's job would be.
+def kill_a_job(transport: Transport, command: str, out: str) -> None:
+    """Run a job's command (output to `out`), then kill its wrapper and its Python outright once it runs (kill -9: no
+    cleanup runs), as a killed launcher's job would be."""
     kill = (
-        f"{job(wrapper, local, env, 30, 'image', 'node1')} >{local}.1 2>&1 & "
-        f"for i in $(seq 50); do grep -q prefix {local}.1 2>/dev/null && break; sleep 0.2; done; "
-        f"kill -9 $(grep prefix {local}.1 | cut -d' ' -f3,4); wait; echo killed"
+        f"{command} >{out} 2>&1 & "
+        f"for i in $(seq 50); do grep -q prefix {out} 2>/dev/null && break; sleep 0.2; done; "
+        f"kill -9 $(grep prefix {out} | cut -d' ' -f3,4); wait; echo killed"
     )
     assert "killed" in transport.run(["sh", "-c", kill], timeout=120).stdout
+
+
+def test_a_mount_a_killed_job_left_is_cleaned_by_the_next(place: tuple[Transport, str, str], env: BuiltEnv) -> None:
+    transport, wrapper, local = place
+    kill_a_job(transport, job(wrapper, local, env, 30, "image", "node1"), f"{local}.1")
     assert len(mounts(transport, local)) == 1  # left behind: nobody unmounted it
     out = transport.run(["sh", "-c", job(wrapper, local, env, 0, "image")], timeout=120).stdout
     assert "prefix " + local in out
@@ -187,20 +201,60 @@ def test_unpack_instead_of_fuse(place: tuple[Transport, str, str], env: BuiltEnv
     assert left(transport, local) == []
 
 
-def test_auto_mounts_where_fuse_works_on_a_local_disk_and_on_tmpfs(
-    place: tuple[Transport, str, str], env: BuiltEnv
+@pytest.fixture
+def shm(place: tuple[Transport, str, str]) -> Iterator[str]:
+    """A fresh directory on /dev/shm (tmpfs: RAM) for this test; removed after."""
+    transport = place[0]
+    made = transport.run(["mktemp", "-d", "/dev/shm/hpcjup-img-XXXXXX"]).stdout.strip()
+    yield made
+    remove(transport, made)
+
+
+def test_auto_unpacks_into_ram_and_mounts_on_a_local_disk(
+    place: tuple[Transport, str, str], shm: str, env: BuiltEnv
 ) -> None:
-    """auto: the image mounted where FUSE works (the first use on a node costs a copy and a mount, not an unpack of
-    thousands of files), whether the local storage is a disk or tmpfs; nothing left after either."""
+    """auto: unpacked on tmpfs (imports at local-disk speed, a first use of a copy and an unpack in RAM), where its
+    tree fits in a quarter of the job's memory; mounted where the local storage is a disk; nothing left after."""
     transport, wrapper, local = place
     disk = transport.run(["sh", "-c", job(wrapper, local, env, 0)], timeout=120)
     assert f"{env.path} from {local}/hpcjup-1001/envs/" in disk.stderr and "(image)" in disk.stderr, disk.stderr
-    shm = transport.run(["mktemp", "-d", "/dev/shm/hpcjup-img-XXXXXX"]).stdout.strip()
-    try:
-        memory = transport.run(["sh", "-c", job(wrapper, shm, env, 0)], timeout=120)
-        assert f"{env.path} from {shm}/hpcjup-1001/envs/" in memory.stderr, memory.stderr
-        assert "(image)" in memory.stderr, memory.stderr
-        assert mounts(transport, shm) == [] and left(transport, shm) == []
-    finally:
-        transport.run(["rm", "-rf", shm])
-    assert left(transport, local) == []
+    memory = transport.run(["sh", "-c", job(wrapper, shm, env, 0)], timeout=120)
+    assert f"prefix {shm}/hpcjup-1001/envs/" in memory.stdout, memory.stdout
+    assert "(unpack), first use on this node: copy + unpack in " in memory.stderr, memory.stderr
+    assert mounts(transport, shm) == [] and left(transport, shm) == [] and left(transport, local) == []
+
+
+def test_ram_is_used_within_a_quarter_of_the_jobs_memory(
+    place: tuple[Transport, str, str], shm: str, env: BuiltEnv
+) -> None:
+    """A job whose memory (Slurm's --mem) is under four times the env's tree: mounted from a disk, not unpacked into
+    RAM (tmpfs pages count against that job's memory); a ready copy another job made in RAM is used as it is."""
+    transport, wrapper, local = place
+    small = 8  # MB: a quarter is 2 MB, the env's tree is tens of MB
+    # tmpfs offered first, a disk second: neither the tree nor the image fits in RAM's quarter, the disk takes it.
+    tight = transport.run(["sh", "-c", job(wrapper, f"{shm} {local}", env, 0, mem=small)], timeout=120)
+    assert f"{env.path} from {local}/hpcjup-1001/envs/" in tight.stderr and "(image)" in tight.stderr, tight.stderr
+    # One job unpacks into RAM and holds its copy; a small one on the same node, offered a local disk first, uses
+    # that copy (not a mount of its own on the disk).
+    both = (
+        f"{job(wrapper, f'{local} {shm}', env, 6, node='node1')} >{local}.1 2>&1 & sleep 3; "
+        f"{job(wrapper, f'{local} {shm}', env, 0, node='node1', mem=small)} >{local}.2 2>&1; "
+        f"wait; cat {local}.1; echo --; cat {local}.2"
+    )
+    out = transport.run(["sh", "-c", both], timeout=120).stdout
+    first, second = out.split("--\n")
+    assert "(unpack), first use on this node" in first and f"prefix {shm}/hpcjup-1001/envs/" in first, out
+    assert "(unpack)" in second and "first use" not in second and f"prefix {shm}/hpcjup-1001/envs/" in second, out
+    assert mounts(transport, local) == [] and left(transport, shm) == [] and left(transport, local) == []
+
+
+def test_a_copy_a_killed_job_left_in_ram_is_cleaned_by_a_job_that_mounts_on_disk(
+    place: tuple[Transport, str, str], shm: str, env: BuiltEnv
+) -> None:
+    transport, wrapper, local = place
+    kill_a_job(transport, job(wrapper, shm, env, 30, node="node1"), f"{local}.1")
+    assert left(transport, shm) != []  # left behind: nobody removed it
+    # The next job chooses a mount on the disk (its memory is small) and still cleans what the killed one left.
+    out = transport.run(["sh", "-c", job(wrapper, f"{local} {shm}", env, 0, mem=8)], timeout=120)
+    assert f"prefix {local}/hpcjup-1001/envs/" in out.stdout and "(image)" in out.stderr, out
+    assert left(transport, shm) == [] and left(transport, local) == [] and mounts(transport, local) == []
