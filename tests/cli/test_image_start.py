@@ -35,6 +35,13 @@ print(sys.prefix)
 print(sorted(set(client.run(lambda: sys.prefix).values())))
 print(sorted(set(client.run(lambda: __import__("os").environ["SLURMD_NODENAME"]).values())))
 print(client.submit(lambda: sys.prefix, resources={"batch": 1}, pure=False).result(timeout=120))  # the group's
+from dask_jobqueue import SLURMCluster  # the notebook's own scale-out job
+cluster = SLURMCluster()
+cluster.scale(1)
+with Client(cluster) as scaled:
+    scaled.wait_for_workers(1, timeout=120)
+    print(list(scaled.run(lambda: sys.prefix).values()))
+cluster.close()
 """
 
 
@@ -92,8 +99,15 @@ def test_kernel_and_workers_on_both_nodes_run_from_the_node_local_copy(
         assert local.startswith("/dev/shm/") and not _mounted(digest), local
         log = (SESSIONS / name / "job.out").read_text(errors="replace")
         assert f"{kernel_env} from {local} (unpack)" in log, log[-3000:]
+        # The notebook's scale-out job ran its worker through the env wrapper too (it ran the first node's copy's
+        # path bare, which another node lacks): the wrapper's line is in its log.
+        assert lines[4] == str([local]), lines
+        [scale_job] = (SESSIONS / name / "dask/jobs").read_text().split()
+        logs = list((SESSIONS / name / "dask/logs").glob("*"))
+        scale_log = "".join(p.read_text(errors="replace") for p in logs if f"-{scale_job}." in p.name)
+        assert f"hpcjup: {kernel_env} from {local} (unpack)" in scale_log, scale_log[-3000:]
         # The group's job copied only the env its worker runs (the server env's image stays where it is).
-        group_log = "".join(p.read_text(errors="replace") for p in (SESSIONS / name / "dask/logs").glob("*"))
+        group_log = "".join(p.read_text(errors="replace") for p in logs if f"-{scale_job}." not in p.name)
         [used] = [line for line in group_log.splitlines() if " from " in line and "(unpack)" in line]
         assert used.startswith(f"hpcjup: {kernel_env} from {local} (unpack)"), group_log[-3000:]
     finally:
