@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
     from hpcjup.envs.build import BuiltEnv
     from hpcjup.envs.buildjob import JobPlace
+    from hpcjup.envs.catalog import ImageInfo
     from hpcjup.envs.spec import EnvSpec
     from hpcjup.transport.base import Transport
 
@@ -43,19 +44,30 @@ def command() -> None:
 @click.pass_obj
 def ls_command(app: App, host: str | None, local: bool, root: str | None, reach: Reach) -> None:
     """List a host's environments: name, spec, Python, size, its image (one file a job copies to its nodes), the
-    files inside it and all its files on the shared file system, last used, and the running sessions using it."""
-    from hpcjup.envs.catalog import list_envs
+    files inside it and all its files on the shared file system, last used, and the running sessions using it.
+    Then the container images pulled there (`image = "docker://..."`): ref, registry digest, runtime, size, files,
+    last used, sessions."""
+    from hpcjup.envs.catalog import list_all
     from hpcjup.envs.identity import env_root
     from hpcjup.session.envuse import users
     from hpcjup.session.overview import overview
 
     host = app.resolve_host(host, local)
     with app.connect(host, reach) as transport:
-        absolute, envs = list_envs(transport, env_root(root))
-        views = overview(transport, app.store) if envs else []
+        absolute, envs, images = list_all(transport, env_root(root))
+        views = overview(transport, app.store) if envs or images else []
     using = {env.name: users(views, env.path) for env in envs}
+    image_using = {image.name: users(views, image.path) for image in images}
     rows = [{**env.to_dict(), "sessions": using[env.name]} for env in envs]
-    app.ui.result({"host": host, "root": absolute, "envs": rows}, text=lambda: _table(envs, host, absolute, using))
+    image_rows = [{**image.to_dict(), "sessions": image_using[image.name]} for image in images]
+    app.ui.result(
+        {"host": host, "root": absolute, "envs": rows, "images": image_rows},
+        text=lambda: "\n\n".join(
+            filter(
+                None, [_table(envs, host, absolute, using) if envs or not images else "", _images(images, image_using)]
+            )
+        ),
+    )
 
 
 def offline_setting(given: bool | None = None) -> bool | None:
@@ -244,6 +256,28 @@ def _ensure(
 
 def _count(lock: bytes) -> int:
     return sum(1 for line in lock.decode(errors="replace").splitlines() if "==" in line and not line.startswith(" "))
+
+
+def _images(images: list[ImageInfo], using: dict[str, list[str]]) -> str:
+    """`env ls`'s container images as text: one line per image ("old": a tag that moved left it behind)."""
+    import time
+
+    from hpcjup.ui.tables import duration
+
+    if not images:
+        return ""
+    head = f"{'IMAGE':<24} {'RUNTIME':<12} {'SIZE':>9} {'FILES':>7}  {'LAST USED':<12} {'SESSIONS':<16} {'DIGEST':<19}"
+    lines = [f"{head} REF"]
+    for image in images:
+        ago = duration(int(time.time()) - image.last_used) + " ago"
+        digest = (image.digest or "-")[:19]
+        ref = (image.ref or "?") + ("" if image.current else " (old)")
+        sessions = ",".join(using.get(image.name, [])) or "-"
+        lines.append(
+            f"{image.name[:24]:<24} {image.runtime or '?':<12} {image.kb / 1024:>6.1f} MB {image.files:>7}  "
+            f"{ago:<12} {sessions:<16} {digest:<19} {ref}"
+        )
+    return "\n".join(lines)
 
 
 def _table(envs: list[Any], host: str, root: str, using: dict[str, list[str]]) -> str:

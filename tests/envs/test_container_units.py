@@ -131,6 +131,7 @@ def test_apptainer_pulls_once_into_a_sif_named_by_its_digest(
     assert sorted(p.name for p in (root / "images").iterdir() if not p.name.startswith(".lock")) == [
         f"ref-{cache_key('apptainer', REF)}",
         f"sha256-{sha}.sif",
+        f"sha256-{sha}.sif.info",  # its ref, runtime and registry digest; its mtime is the last use
     ]
 
 
