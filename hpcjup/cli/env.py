@@ -1,4 +1,5 @@
-"""`hpcjup env ls | build | rm | lock | upgrade-server`: environments built from spec files on a host."""
+"""`hpcjup env ls | build | pull | rm | lock | upgrade-server`: environments built from spec files on a host, and
+the container images pulled there."""
 
 from __future__ import annotations
 
@@ -134,6 +135,45 @@ def build_command(
     app.ui.result(
         {"host": host, "name": built.name, "path": built.path, "built": built.built_now, "seconds": built.seconds},
         text=f"{verb} {built.name} at {built.path} ({env_spec.source}, {built.seconds:.1f} s)",
+    )
+
+
+@command.command("pull")
+@click.argument("image", metavar="docker://REF", required=False)
+@host_options
+@root_option
+@json_option
+@click.pass_obj
+def pull_command(app: App, image: str | None, host: str | None, local: bool, root: str | None, reach: Reach) -> None:
+    """Pull a container image into the host's env root now (default: the `image` setting), as a start does before
+    its job: a tag is asked for its current digest, and pulled again if it moved."""
+    from hpcjup.config.profiles import resolve
+    from hpcjup.envs.container import is_remote, parse_ref, pull_image
+    from hpcjup.envs.identity import env_root
+    from hpcjup.errors import UsageError
+
+    settings = resolve({}, profile=None)
+    image = image or settings.value("image")
+    if not image or not is_remote(image):
+        raise UsageError(
+            f"{image or 'No image'}: only a registry image (docker://REF) is pulled.",
+            hint="Give one, e.g. hpcjup env pull docker://python:3.12, or set `image` to one.",
+        )
+    ref = parse_ref(image)
+    host = app.resolve_host(host, local)
+    with app.connect(host, reach) as transport:
+        pulled = pull_image(transport, env_root(root), settings.value("container_runtime") or "auto", ref, app.ui)
+    app.ui.result(
+        {
+            "host": host,
+            "ref": str(ref),
+            "path": pulled.path,
+            "runtime": pulled.runtime,
+            "pulled": pulled.pulled_now,
+            "moved": list(pulled.moved) if pulled.moved else None,
+            "warning": pulled.warning,
+        },
+        text=None if pulled.pulled_now else f"{ref} is cached at {pulled.path}.",
     )
 
 

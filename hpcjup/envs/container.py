@@ -208,18 +208,23 @@ def with_local_image(transport: Transport, settings: Resolved, ui: UI) -> Resolv
         return settings
     ref = parse_ref(image)
     runtime = settings.value("container_runtime") or "auto"
-    root = env_root(settings.value("env_root"))
+    pulled = pull_image(transport, env_root(settings.value("env_root")), runtime, ref, ui)
+    where = f"{settings.source('image')}, pulled on the host"
+    values = dict(settings.settings)
+    values["image"] = Setting(pulled.path, where)
+    values["container_runtime"] = Setting(pulled.runtime, where)
+    return dataclasses.replace(settings, settings=values)
+
+
+def pull_image(transport: Transport, root: str, runtime: str, ref: ImageRef, ui: UI) -> Pulled:
+    """`ensure_image` with its progress shown only when it pulls, and what it did said (`report`)."""
     shown = _WhenNeeded(ui, f"container image {ref}")
     try:
         pulled = ensure_image(transport, root, runtime, ref, shown)
     finally:
         shown.close()
     report(ui, ref, pulled)
-    where = f"{settings.source('image')}, pulled on the host"
-    values = dict(settings.settings)
-    values["image"] = Setting(pulled.path, where)
-    values["container_runtime"] = Setting(pulled.runtime, where)
-    return dataclasses.replace(settings, settings=values)
+    return pulled
 
 
 def report(ui: UI, ref: ImageRef, pulled: Pulled) -> None:
@@ -362,12 +367,7 @@ def pull_kernel_images(transport: Transport, kernels: tuple[K, ...], settings: R
         image = kernel.image
         if image is not None and is_remote(image.image):
             ref = parse_ref(image.image)
-            shown = _WhenNeeded(ui, f"container image {ref}")
-            try:
-                pulled = ensure_image(transport, root, settings.value("container_runtime") or "auto", ref, shown)
-            finally:
-                shown.close()
-            report(ui, ref, pulled)
+            pulled = pull_image(transport, root, settings.value("container_runtime") or "auto", ref, ui)
             local = dataclasses.replace(image, image=pulled.path, runtime=pulled.runtime)
             kernel = dataclasses.replace(kernel, image=local)  # type: ignore[type-var]
         pulled_kernels.append(kernel)
