@@ -127,8 +127,8 @@ if __name__ == "__main__":
         sys.exit(1)
 """.replace("@TIMEOUT@", str(CHECK_TIMEOUT))
 
-# ROOT as env builds take it (relative to home, ~/..., $VAR/...), expanded without eval into $r; then $dir, the
-# images directory, made and absolute. $1 is ROOT; `fail` is the caller's.
+# ROOT as env builds take it (relative to home, ~/..., $VAR/...), expanded without eval into $r, and $dir, the
+# images directory in it. $1 is ROOT; `fail` is the caller's.
 _ROOT = r"""
 r=$1
 case $r in
@@ -138,7 +138,6 @@ case $r in
     *) r="$HOME/$r" ;;
 esac
 dir="$r/@IMAGES@"
-{ mkdir -p "$dir" && dir=$(cd "$dir" && pwd -P); } 2>&1 || { fail storing 3; }
 """
 
 SCRIPT = (
@@ -149,6 +148,7 @@ say() { printf '@@hpcjup %s\n' "$*"; }
 runtime=$2
 fail() { say failed "$1" "$runtime"; exit "${2:-4}"; }  # PHASE [EXIT]
 @ROOT@
+{ mkdir -p "$dir" && dir=$(cd "$dir" && pwd -P); } 2>&1 || { fail storing 3; }
 key=$3 ref=$4 url=${5:-}
 if [ "$runtime" = auto ]; then
     for c in apptainer singularity ch-image; do command -v "$c" >/dev/null 2>&1 && { runtime=$c; break; }; done
@@ -238,6 +238,8 @@ fail() { echo "images: $1" >&2; exit "${2:-4}"; }
 action=$1; shift
 @ROOT@
 shift
+[ -d "$dir" ] || exit 0  # no image pulled here yet (listing makes nothing)
+dir=$(cd "$dir" && pwd -P) || exit 3
 field() { v=$(sed -n "s/^$1 //p" "$2" 2>/dev/null | head -n 1); printf '%s' "${v:--}"; }
 case $action in
     ls)
