@@ -127,3 +127,17 @@ def test_images_are_listed_with_the_environments_and_pruned_when_unused(
     _, _, [gone] = prune(LocalTransport(), str(root), 1, lambda path: [])
     assert gone.name == image.name and not Path(pulled.path).exists()
     assert [p.name for p in (root / "images").iterdir() if not p.name.startswith(".lock")] == [], "pointer, info gone"
+
+
+def test_an_image_a_kernel_runs_is_one_the_session_uses() -> None:
+    """session.json's `envs` names a kernel's image: `prune --envs` (session/envuse.py) then keeps it while it runs."""
+    from hpcjup.session import envplan, hostfacts
+    from tests.session.test_kernel_kinds import S
+
+    image = "/home/u/.hpcjup/envs/images/sha256-ab.ch"
+    roots, pythons = {".hpcjup/envs": "/home/u/.hpcjup/envs"}, {"python3": ["3.11", "x86_64", "glibc2.36"]}
+    facts = hostfacts.HostFacts("/home/u", None, roots, pythons, {".hpcjup/envs": ""})
+    plan = envplan.plan(S(kernels=(f"boxed=image:{image}",)))
+    assert plan is not None
+    located = envplan.locate(plan, facts, "/home/u")
+    assert located is not None and image in located.envs
