@@ -141,3 +141,41 @@ def test_an_image_a_kernel_runs_is_one_the_session_uses() -> None:
     assert plan is not None
     located = envplan.locate(plan, facts, "/home/u")
     assert located is not None and image in located.envs
+
+
+_names = st.from_regex(r"sha256-[0-9a-f]{64}\.(ch|sif)", fullmatch=True)
+_words = st.one_of(st.none(), st.from_regex(r"[!-~]{1,30}", fullmatch=True).filter(lambda w: w != "-"))
+
+
+@given(
+    _names, st.integers(0, 2**40), st.integers(1, 2**31), st.integers(0, 2**33), _words, _words, st.booleans(), _words
+)
+def test_an_image_line_reads_back_as_the_catalog_wrote_it(
+    name: str, kb: int, files: int, used: int, runtime: str | None, digest: str | None, current: bool, ref: str | None
+) -> None:
+    from hpcjup.envs.catalog import ImageInfo, _image_line
+
+    fields = [name, kb, files, used, runtime or "-", digest or "-", int(current), ref or "-"]
+    line = "@@image " + " ".join(map(str, fields))
+    path = f"/r/images/{name}"
+    assert _image_line(line, "/r") == ImageInfo(name, path, kb, files, used, runtime, digest, current, ref)
+
+
+@given(st.text(max_size=120))
+def test_any_other_line_is_no_image(text: str) -> None:
+    from hpcjup.envs.catalog import _image_line
+
+    found = _image_line(text, "/r")
+    assert found is None or text.startswith("@@image ")
+
+
+@given(_words, st.from_regex(r"sha256:[0-9a-f]{64}", fullmatch=True))
+def test_a_moved_line_gives_the_old_and_new_digests(old: str | None, new: str) -> None:
+    import collections
+
+    from hpcjup.envs.container import read_line
+
+    said: dict[str, Any] = {}
+    line = f"@@hpcjup moved {UNREACHABLE} {old or '-'} {new}"
+    assert read_line(line, collections.deque(), Seen(), said) is None
+    assert said == {"moved": (old or "-", new)}
