@@ -146,7 +146,8 @@ def build_command(
 @click.pass_obj
 def pull_command(app: App, image: str | None, host: str | None, local: bool, root: str | None, reach: Reach) -> None:
     """Pull a container image into the host's env root now (default: the `image` setting), as a start does before
-    its job: a tag is asked for its current digest, and pulled again if it moved."""
+    its job: a tag is asked for its current digest (even if the registry did not answer a moment ago), and pulled
+    again if it moved."""
     from hpcjup.config.profiles import resolve
     from hpcjup.envs.container import is_remote, parse_ref, pull_image
     from hpcjup.envs.identity import env_root
@@ -162,7 +163,8 @@ def pull_command(app: App, image: str | None, host: str | None, local: bool, roo
     ref = parse_ref(image)
     host = app.resolve_host(host, local)
     with app.connect(host, reach) as transport:
-        pulled = pull_image(transport, env_root(root), settings.value("container_runtime") or "auto", ref, app.ui)
+        runtime = settings.value("container_runtime") or "auto"
+        pulled = pull_image(transport, env_root(root), runtime, ref, app.ui, always=True)
     app.ui.result(
         {
             "host": host,

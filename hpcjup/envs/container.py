@@ -111,8 +111,9 @@ class ImagePullError(EnvBuildError):
     """The runtime could not pull an image (refused, unreachable, unknown): its own words are in `details`."""
 
 
-def pull_argv(root: str, runtime: str, ref: ImageRef) -> list[str]:
-    """The remote command that makes sure the ref is cached (container_script.SCRIPT)."""
+def pull_argv(root: str, runtime: str, ref: ImageRef, always: bool = False) -> list[str]:
+    """The remote command that makes sure the ref is cached (container_script.SCRIPT); `always`: the registry is
+    asked even if it did not answer a moment ago."""
     return [
         "sh",
         "-c",
@@ -123,17 +124,21 @@ def pull_argv(root: str, runtime: str, ref: ImageRef) -> list[str]:
         cache_key(runtime, ref),
         str(ref),
         manifest_url(ref) or "",
+        *(["always"] if always else []),
     ]
 
 
-def ensure_image(transport: Transport, root: str, runtime: str, ref: ImageRef, progress: Progress) -> Pulled:
-    """The ref's cached copy on the host, pulled now if it is not there (one remote command either way)."""
+def ensure_image(
+    transport: Transport, root: str, runtime: str, ref: ImageRef, progress: Progress, always: bool = False
+) -> Pulled:
+    """The ref's cached copy on the host, pulled now if it is not there or its tag moved (one remote command either
+    way); `always` asks the registry even if it did not answer a moment ago."""
     from hpcjup.envs.build import remote_lines
 
     tail: collections.deque[str] = collections.deque(maxlen=TAIL)
     said: dict[str, Any] = {}
     try:
-        for line in remote_lines(transport, pull_argv(root, runtime, ref), progress, PULL_DEADLINE):
+        for line in remote_lines(transport, pull_argv(root, runtime, ref, always), progress, PULL_DEADLINE):
             try:
                 done = read_line(line, tail, progress, said)
             except _ImageFailed as exc:
@@ -216,11 +221,11 @@ def with_local_image(transport: Transport, settings: Resolved, ui: UI) -> Resolv
     return dataclasses.replace(settings, settings=values)
 
 
-def pull_image(transport: Transport, root: str, runtime: str, ref: ImageRef, ui: UI) -> Pulled:
+def pull_image(transport: Transport, root: str, runtime: str, ref: ImageRef, ui: UI, always: bool = False) -> Pulled:
     """`ensure_image` with its progress shown only when it pulls, and what it did said (`report`)."""
     shown = _WhenNeeded(ui, f"container image {ref}")
     try:
-        pulled = ensure_image(transport, root, runtime, ref, shown)
+        pulled = ensure_image(transport, root, runtime, ref, shown, always)
     finally:
         shown.close()
     report(ui, ref, pulled)

@@ -1,7 +1,7 @@
 """The POSIX sh that pulls a container image once into the env root (one remote command, run on the login node),
 and the one that lists and prunes the pulled images (`env ls`, `prune --envs`).
 
-`sh -c SCRIPT hpcjup-image ROOT RUNTIME KEY REF [URL]`: ROOT as env builds take it (relative to home, ~/..., $VAR/...),
+`sh -c SCRIPT hpcjup-image ROOT RUNTIME KEY REF [URL [always]]`: ROOT as env builds take it (relative to home, ~/..., $VAR/...),
 RUNTIME charliecloud, apptainer, singularity or auto (the first the host has of apptainer, singularity,
 Charliecloud's ch-image), KEY the cache key of (runtime, ref) (container.cache_key), REF `docker://...`, URL the
 registry's manifest URL of a tag (container.manifest_url; none for a ref pinned by `@sha256:`). Cached images live
@@ -10,8 +10,9 @@ RUNTIME`, `remote DIGEST`: the registry's manifest digest it was pulled as; its 
 ROOT/images/ref-KEY is a symlink to the one a ref was last pulled as.
 
 With URL, the tag is asked for its current digest first (RESOLVE: one HEAD request, plus the registry's anonymous
-token where it wants one, each at most CHECK_TIMEOUT seconds): the same digest as the cached image's, or no answer
-(`@@hpcjup warn TEXT`: the cached copy is used), costs nothing more: `@@hpcjup image cached RUNTIME PATH`. A moved
+token where it wants one, each at most CHECK_TIMEOUT seconds; after no answer, not asked again for BACKOFF minutes
+unless `always`): the same digest as the cached image's, or no answer (`@@hpcjup warn TEXT`: the cached copy is
+used), costs nothing more: `@@hpcjup image cached RUNTIME PATH`. A moved
 tag (`@@hpcjup moved REF OLD NEW`) or no cached copy pulls: one puller per key (flock on ROOT/images/.lock-KEY: a
 second start waits, then finds it cached); the pull goes into ROOT/images/.pull-KEY-XXXXXX and is renamed into place
 last, so a refused, unreachable or interrupted pull leaves nothing cached (and the old image, if the tag moved, in
@@ -38,6 +39,7 @@ import shlex
 #: The directory under the env root that holds pulled images.
 IMAGES = "images"
 CHECK_TIMEOUT = 5  # seconds each registry request of the tag check may take before the cached copy is used
+BACKOFF = 10  # minutes a ref's registry is not asked again after it did not answer (a firewall costs CHECK_TIMEOUT)
 
 #: Asks a registry for a tag's current manifest digest (login node's python3, standard library only). argv[1]: the
 #: manifest URL. Prints `sha256:HEX`, or one line saying why not and exits 1. The anonymous token, if the registry
@@ -149,7 +151,7 @@ runtime=$2
 fail() { say failed "$1" "$runtime"; exit "${2:-4}"; }  # PHASE [EXIT]
 @ROOT@
 { mkdir -p "$dir" && dir=$(cd "$dir" && pwd -P); } 2>&1 || { fail storing 3; }
-key=$3 ref=$4 url=${5:-}
+key=$3 ref=$4 url=${5:-} always=${6:-}
 if [ "$runtime" = auto ]; then
     for c in apptainer singularity ch-image; do command -v "$c" >/dev/null 2>&1 && { runtime=$c; break; }; done
     [ "$runtime" != ch-image ] || runtime=charliecloud
@@ -158,10 +160,13 @@ ptr="$dir/ref-$key"
 RESOLVE=@RESOLVE@
 remote= why=
 case $ref in *@sha256:*) remote=${ref##*@} ;; esac  # pinned: never asked again
+unanswered="$dir/.unanswered-$key"  # the registry's last silence: not asked again for BACKOFF minutes
 if [ -n "$url" ]; then
-    if py=$(command -v python3 2>/dev/null); then
+    if [ -z "$always" ] && [ -n "$(find "$unanswered" -mmin -@BACKOFF@ 2>/dev/null)" ]; then
+        why="not asked: it did not answer at $(date -r "$unanswered" +%H:%M); asked again after @BACKOFF@ minutes, or by hpcjup env pull"
+    elif py=$(command -v python3 2>/dev/null); then
         answer=$("$py" -c "$RESOLVE" "$url" 2>&1) && remote=$answer || why=$(printf '%s' "$answer" | tail -n 1)
-        case $remote in sha256:*) ;; *) remote= ;; esac
+        case $remote in sha256:*) rm -f "$unanswered" ;; *) remote=; : >"$unanswered" ;; esac
     else
         why="no python3 on the host to ask it"
     fi
@@ -228,6 +233,7 @@ say image pulled "$runtime" "$dir/$name" "$digest"
 """.replace("@ROOT@", _ROOT)
     .replace("@IMAGES@", IMAGES)
     .replace("@RESOLVE@", shlex.quote(RESOLVE))
+    .replace("@BACKOFF@", str(BACKOFF))
 )
 
 CATALOG = r"""

@@ -78,7 +78,7 @@ def start(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 def _images(root: Path) -> list[str]:
     """The images and pointers cached under root (not the locks, nor each image's .info)."""
-    return sorted(p.name for p in (root / "images").iterdir() if not p.name.startswith(".lock") and p.suffix != ".info")
+    return sorted(p.name for p in (root / "images").iterdir() if not p.name.startswith(".") and p.suffix != ".info")
 
 
 def test_an_image_is_pulled_once_and_runs_the_server_kernels_and_workers(
