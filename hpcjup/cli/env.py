@@ -1,4 +1,5 @@
-"""`hpcjup env ls | build | rm | lock | upgrade-server`: environments built from spec files on a host."""
+"""`hpcjup env ls | build | pull | rm | lock | upgrade-server`: environments built from spec files on a host, and
+the container images pulled there."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
 
     from hpcjup.envs.build import BuiltEnv
     from hpcjup.envs.buildjob import JobPlace
+    from hpcjup.envs.catalog import ImageInfo
     from hpcjup.envs.spec import EnvSpec
     from hpcjup.transport.base import Transport
 
@@ -43,19 +45,30 @@ def command() -> None:
 @click.pass_obj
 def ls_command(app: App, host: str | None, local: bool, root: str | None, reach: Reach) -> None:
     """List a host's environments: name, spec, Python, size, its image (one file a job copies to its nodes), the
-    files inside it and all its files on the shared file system, last used, and the running sessions using it."""
-    from hpcjup.envs.catalog import list_envs
+    files inside it and all its files on the shared file system, last used, and the running sessions using it.
+    Then the container images pulled there (`image = "docker://..."`): ref, registry digest, runtime, size, files,
+    last used, sessions."""
+    from hpcjup.envs.catalog import list_all
     from hpcjup.envs.identity import env_root
     from hpcjup.session.envuse import users
     from hpcjup.session.overview import overview
 
     host = app.resolve_host(host, local)
     with app.connect(host, reach) as transport:
-        absolute, envs = list_envs(transport, env_root(root))
-        views = overview(transport, app.store) if envs else []
+        absolute, envs, images = list_all(transport, env_root(root))
+        views = overview(transport, app.store) if envs or images else []
     using = {env.name: users(views, env.path) for env in envs}
+    image_using = {image.name: users(views, image.path) for image in images}
     rows = [{**env.to_dict(), "sessions": using[env.name]} for env in envs]
-    app.ui.result({"host": host, "root": absolute, "envs": rows}, text=lambda: _table(envs, host, absolute, using))
+    image_rows = [{**image.to_dict(), "sessions": image_using[image.name]} for image in images]
+    app.ui.result(
+        {"host": host, "root": absolute, "envs": rows, "images": image_rows},
+        text=lambda: "\n\n".join(
+            filter(
+                None, [_table(envs, host, absolute, using) if envs or not images else "", _images(images, image_using)]
+            )
+        ),
+    )
 
 
 def offline_setting(given: bool | None = None) -> bool | None:
@@ -122,6 +135,47 @@ def build_command(
     app.ui.result(
         {"host": host, "name": built.name, "path": built.path, "built": built.built_now, "seconds": built.seconds},
         text=f"{verb} {built.name} at {built.path} ({env_spec.source}, {built.seconds:.1f} s)",
+    )
+
+
+@command.command("pull")
+@click.argument("image", metavar="docker://REF", required=False)
+@host_options
+@root_option
+@json_option
+@click.pass_obj
+def pull_command(app: App, image: str | None, host: str | None, local: bool, root: str | None, reach: Reach) -> None:
+    """Pull a container image into the host's env root now (default: the `image` setting), as a start does before
+    its job: a tag is asked for its current digest (even if the registry did not answer a moment ago), and pulled
+    again if it moved."""
+    from hpcjup.config.profiles import resolve
+    from hpcjup.envs.container import is_remote, parse_ref, pull_image
+    from hpcjup.envs.identity import env_root
+    from hpcjup.errors import UsageError
+
+    settings = resolve({}, profile=None)
+    image = image or settings.value("image")
+    if not image or not is_remote(image):
+        raise UsageError(
+            f"{image or 'No image'}: only a registry image (docker://REF) is pulled.",
+            hint="Give one, e.g. hpcjup env pull docker://python:3.12, or set `image` to one.",
+        )
+    ref = parse_ref(image)
+    host = app.resolve_host(host, local)
+    with app.connect(host, reach) as transport:
+        runtime = settings.value("container_runtime") or "auto"
+        pulled = pull_image(transport, env_root(root), runtime, ref, app.ui, always=True)
+    app.ui.result(
+        {
+            "host": host,
+            "ref": str(ref),
+            "path": pulled.path,
+            "runtime": pulled.runtime,
+            "pulled": pulled.pulled_now,
+            "moved": list(pulled.moved) if pulled.moved else None,
+            "warning": pulled.warning,
+        },
+        text=None if pulled.pulled_now else f"{ref} is cached at {pulled.path}.",
     )
 
 
@@ -244,6 +298,28 @@ def _ensure(
 
 def _count(lock: bytes) -> int:
     return sum(1 for line in lock.decode(errors="replace").splitlines() if "==" in line and not line.startswith(" "))
+
+
+def _images(images: list[ImageInfo], using: dict[str, list[str]]) -> str:
+    """`env ls`'s container images as text: one line per image ("old": a tag that moved left it behind)."""
+    import time
+
+    from hpcjup.ui.tables import duration
+
+    if not images:
+        return ""
+    head = f"{'IMAGE':<24} {'RUNTIME':<12} {'SIZE':>9} {'FILES':>7}  {'LAST USED':<12} {'SESSIONS':<16} {'DIGEST':<19}"
+    lines = [f"{head} REF"]
+    for image in images:
+        ago = duration(int(time.time()) - image.last_used) + " ago"
+        digest = (image.digest or "-")[:19]
+        ref = (image.ref or "?") + ("" if image.current else " (old)")
+        sessions = ",".join(using.get(image.name, [])) or "-"
+        lines.append(
+            f"{image.name[:24]:<24} {image.runtime or '?':<12} {image.kb / 1024:>6.1f} MB {image.files:>7}  "
+            f"{ago:<12} {sessions:<16} {digest:<19} {ref}"
+        )
+    return "\n".join(lines)
 
 
 def _table(envs: list[Any], host: str, root: str, using: dict[str, list[str]]) -> str:

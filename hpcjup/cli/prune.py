@@ -1,4 +1,5 @@
-"""`hpcjup prune`: forget ended sessions, on the host and in this laptop's cache; `--envs DAYS`: unused environments."""
+"""`hpcjup prune`: forget ended sessions, on the host and in this laptop's cache; `--envs DAYS`: unused environments
+and container images."""
 
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ if TYPE_CHECKING:
     "env_days",
     metavar="DAYS",
     type=click.IntRange(min=0),
-    help="Also remove environments (`hpcjup env ls`) no session has used for DAYS days; never one a running "
-    "session uses, nor the current server environment.",
+    help="Also remove environments and pulled container images (`hpcjup env ls`) no session has used for DAYS days; "
+    "never one a running session uses, nor the current server environment.",
 )
 @root_option
 @json_option
@@ -76,27 +77,42 @@ def command(
     data: dict[str, object] = {"host": host, "dry_run": dry_run, "removed": removed, "forgotten": stale}
     if envs is not None:
         data["envs"] = envs
-        lines += [f"{verb} environment {env['name']} (unused for {env['unused_days']} days)" for env in envs]
+        lines += [
+            f"{verb} {'image' if env.get('image') else 'environment'} {env['name']}"
+            f"{' (' + str(env['ref']) + ')' if env.get('ref') else ''} (unused for {env['unused_days']} days)"
+            for env in envs
+        ]
         if not envs:
-            lines.append(f"No environment on {host} unused for {env_days} days.")
+            lines.append(f"No environment or image on {host} unused for {env_days} days.")
     app.ui.result(data, text="\n".join(lines) or f"No ended sessions on {host}.")
 
 
 def _prune_envs(
     transport: Transport, root: str | None, days: int, views: list[View], dry_run: bool
 ) -> list[dict[str, object]]:
-    """The environments unused for `days` days, removed (one remote command) unless a dry run."""
+    """The environments and images unused for `days` days, removed (one remote command) unless a dry run; an
+    image's entry says `image: true` and the ref it was pulled as."""
     import time
 
     from hpcjup.envs.catalog import prune
     from hpcjup.envs.identity import env_root
     from hpcjup.session.envuse import in_use
 
-    _, gone = prune(transport, env_root(root), days, in_use(views), dry_run=dry_run)
+    _, gone, images = prune(transport, env_root(root), days, in_use(views), dry_run=dry_run)
     now = time.time()
     return [
         {"name": env.name, "path": env.path, "kb": env.kb, "unused_days": int((now - env.last_used) // 86400)}
         for env in gone
+    ] + [
+        {
+            "name": image.name,
+            "path": image.path,
+            "kb": image.kb,
+            "unused_days": int((now - image.last_used) // 86400),
+            "image": True,
+            "ref": image.ref,
+        }
+        for image in images
     ]
 
 

@@ -1,10 +1,13 @@
 """Container images from a registry: `image = "docker://REF"` pulled once into the env root, cached by digest.
 
 `parse_ref` reads a `docker://` reference (the user's text: checked on the laptop before anything runs);
-`ensure_image` runs container_script.SCRIPT on the login node in one remote command: a cached ref answers at
-once, else the runtime pulls it (its lines shown as an env build's are, envs/progress.py) and the cached
-local file or directory is what the job runs, never the remote ref. Local images (.sif files, SquashFS
-files, Charliecloud directories) need nothing: the runtime reads them where they are.
+`ensure_image` runs container_script.SCRIPT on the login node in one remote command: a tag is first asked for its
+current digest (one registry request, in that same command): unchanged, it answers at once with the cached copy;
+moved, the new image is pulled (the old one stays until `prune --envs`); the registry not answering, the cached
+copy is used with a warning. No cached copy: the runtime pulls it (its lines shown as an env build's are,
+envs/progress.py). The cached local file or directory is what the job runs, never the remote ref. A ref pinned by
+`@sha256:` is never asked again. Local images (.sif files, SquashFS files, Charliecloud directories) need nothing:
+the runtime reads them where they are.
 """
 
 from __future__ import annotations
@@ -75,6 +78,17 @@ def parse_ref(text: str) -> ImageRef:
     return ImageRef(found.group("host"), found.group("path"), found.group("tag"), found.group("digest"))
 
 
+def manifest_url(ref: ImageRef) -> str | None:
+    """The registry URL whose HEAD answers a tag's current manifest digest (Docker Hub's names as Docker reads them:
+    no host is registry-1.docker.io, a one-part name is library/NAME); None for a ref pinned by digest."""
+    if ref.digest:
+        return None
+    hub = ref.host in (None, "docker.io", "index.docker.io")
+    host = "registry-1.docker.io" if hub else ref.host
+    path = f"library/{ref.path}" if hub and "/" not in ref.path else ref.path
+    return f"https://{host}/v2/{path}/manifests/{ref.tag or 'latest'}"
+
+
 def cache_key(runtime: str, ref: ImageRef) -> str:
     """The name of a ref's cache pointer and lock: one per runtime (a .sif and a Charliecloud directory differ)."""
     return hashlib.sha256(f"{runtime}\n{ref}".encode()).hexdigest()[:16]
@@ -82,51 +96,80 @@ def cache_key(runtime: str, ref: ImageRef) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Pulled:
-    """A ref's local copy on the host: its path, its digest (when pulled now), and whether this call pulled it."""
+    """A ref's local copy on the host: its path, its digest (when pulled now), whether this call pulled it, and what
+    the tag check said (`moved`: the tag's old and new registry digests; `warning`: why the registry was not asked)."""
 
     runtime: str  # the runtime that runs it (`auto` resolved by the host)
     path: str
     digest: str | None
     pulled_now: bool
+    moved: tuple[str, str] | None = None
+    warning: str | None = None
 
 
 class ImagePullError(EnvBuildError):
     """The runtime could not pull an image (refused, unreachable, unknown): its own words are in `details`."""
 
 
-def pull_argv(root: str, runtime: str, ref: ImageRef) -> list[str]:
-    """The remote command that makes sure the ref is cached (container_script.SCRIPT)."""
-    return ["sh", "-c", SCRIPT, "hpcjup-image", root, runtime, cache_key(runtime, ref), str(ref)]
+def pull_argv(root: str, runtime: str, ref: ImageRef, always: bool = False) -> list[str]:
+    """The remote command that makes sure the ref is cached (container_script.SCRIPT); `always`: the registry is
+    asked even if it did not answer a moment ago."""
+    return [
+        "sh",
+        "-c",
+        SCRIPT,
+        "hpcjup-image",
+        root,
+        runtime,
+        cache_key(runtime, ref),
+        str(ref),
+        manifest_url(ref) or "",
+        *(["always"] if always else []),
+    ]
 
 
-def ensure_image(transport: Transport, root: str, runtime: str, ref: ImageRef, progress: Progress) -> Pulled:
-    """The ref's cached copy on the host, pulled now if it is not there (one remote command either way)."""
+def ensure_image(
+    transport: Transport, root: str, runtime: str, ref: ImageRef, progress: Progress, always: bool = False
+) -> Pulled:
+    """The ref's cached copy on the host, pulled now if it is not there or its tag moved (one remote command either
+    way); `always` asks the registry even if it did not answer a moment ago."""
     from hpcjup.envs.build import remote_lines
 
     tail: collections.deque[str] = collections.deque(maxlen=TAIL)
+    said: dict[str, Any] = {}
     try:
-        for line in remote_lines(transport, pull_argv(root, runtime, ref), progress, PULL_DEADLINE):
+        for line in remote_lines(transport, pull_argv(root, runtime, ref, always), progress, PULL_DEADLINE):
             try:
-                done = read_line(line, tail, progress)
+                done = read_line(line, tail, progress, said)
             except _ImageFailed as exc:
                 phase, _, used = str(exc).partition(" ")
                 raise _failed(transport, used or runtime, ref, phase, tail) from None
             if done is not None:
-                return done
+                return dataclasses.replace(done, **said)
         raise _failed(transport, runtime, ref, "pulling", tail)
     except KeyboardInterrupt:
         raise Interrupted("Interrupted: the pull stopped; nothing was cached.") from None
 
 
-def read_line(line: str, tail: collections.deque[str], progress: Progress) -> Pulled | None:
-    """One line of the pull: a phase, the result (a Pulled), a failure (raised), or the runtime's own words."""
+def read_line(
+    line: str, tail: collections.deque[str], progress: Progress, said: dict[str, Any] | None = None
+) -> Pulled | None:
+    """One line of the pull: a phase, the result (a Pulled), a failure (raised), the runtime's own words, or what
+    the tag check found (kept in `said` as Pulled's `moved` and `warning`)."""
     from hpcjup.envs.build import script_line
 
-    said = script_line(line, tail, progress)
-    if said is None:
+    found = script_line(line, tail, progress)
+    if found is None:
         return None
-    word, rest = said
-    if word == "image":
+    word, rest = found
+    said = {} if said is None else said
+    if word == "warn":
+        said["warning"] = rest
+    elif word == "moved":  # REF OLD NEW (OLD `-`: cached before hpcjup recorded digests)
+        _, old, new = rest.rsplit(" ", 2)
+        said["moved"] = (old, new)
+        progress.line(f"the tag now names {new}: pulling it")
+    elif word == "image":
         how, _, rest = rest.partition(" ")
         runtime, _, rest = rest.partition(" ")
         if how == "cached":
@@ -170,19 +213,35 @@ def with_local_image(transport: Transport, settings: Resolved, ui: UI) -> Resolv
         return settings
     ref = parse_ref(image)
     runtime = settings.value("container_runtime") or "auto"
-    root = env_root(settings.value("env_root"))
-    shown = _WhenNeeded(ui, f"container image {ref}")
-    try:
-        pulled = ensure_image(transport, root, runtime, ref, shown)
-    finally:
-        shown.close()
-    if pulled.pulled_now:
-        ui.info(f"Pulled {ref} into {pulled.path} (sha256:{pulled.digest}).")
+    pulled = pull_image(transport, env_root(settings.value("env_root")), runtime, ref, ui)
     where = f"{settings.source('image')}, pulled on the host"
     values = dict(settings.settings)
     values["image"] = Setting(pulled.path, where)
     values["container_runtime"] = Setting(pulled.runtime, where)
     return dataclasses.replace(settings, settings=values)
+
+
+def pull_image(transport: Transport, root: str, runtime: str, ref: ImageRef, ui: UI, always: bool = False) -> Pulled:
+    """`ensure_image` with its progress shown only when it pulls, and what it did said (`report`)."""
+    shown = _WhenNeeded(ui, f"container image {ref}")
+    try:
+        pulled = ensure_image(transport, root, runtime, ref, shown, always)
+    finally:
+        shown.close()
+    report(ui, ref, pulled)
+    return pulled
+
+
+def report(ui: UI, ref: ImageRef, pulled: Pulled) -> None:
+    """Say what the pull did: pulled (the tag moved, or first use), or the cached copy used unchecked (why)."""
+    if pulled.warning:
+        ui.warn(f"{pulled.warning}.")
+    if pulled.moved is not None:
+        old, new = pulled.moved
+        was = "a digest hpcjup did not record" if old == "-" else old
+        ui.info(f"{ref} moved from {was} to {new}: pulled the new image (the old copy stays until `prune --envs`).")
+    if pulled.pulled_now:
+        ui.info(f"Pulled {ref} into {pulled.path} (sha256:{pulled.digest}).")
 
 
 class _WhenNeeded:
@@ -313,11 +372,7 @@ def pull_kernel_images(transport: Transport, kernels: tuple[K, ...], settings: R
         image = kernel.image
         if image is not None and is_remote(image.image):
             ref = parse_ref(image.image)
-            shown = _WhenNeeded(ui, f"container image {ref}")
-            try:
-                pulled = ensure_image(transport, root, settings.value("container_runtime") or "auto", ref, shown)
-            finally:
-                shown.close()
+            pulled = pull_image(transport, root, settings.value("container_runtime") or "auto", ref, ui)
             local = dataclasses.replace(image, image=pulled.path, runtime=pulled.runtime)
             kernel = dataclasses.replace(kernel, image=local)  # type: ignore[type-var]
         pulled_kernels.append(kernel)

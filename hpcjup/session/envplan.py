@@ -172,6 +172,7 @@ def locate(p: Plan, facts: HostFacts | None, home: str) -> Located | None:
     for k in p.kernels:
         if k.image is not None:
             kernels.append((k.name, k.image.command(home)))
+            envs.append(k.image.image)  # recorded: `prune --envs` never removes an image a running kernel uses
             continue
         if k.modules:  # the upload runs its wrapper once (its python3 has ipykernel?); the launcher asks it again
             wrapper = WRAPPER.format(name=k.name)

@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,8 @@ def start(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _images(root: Path) -> list[str]:
-    return sorted(p.name for p in (root / "images").iterdir() if not p.name.startswith(".lock"))
+    """The images and pointers cached under root (not the locks, nor each image's .info)."""
+    return sorted(p.name for p in (root / "images").iterdir() if not p.name.startswith(".") and p.suffix != ".info")
 
 
 def test_an_image_is_pulled_once_and_runs_the_server_kernels_and_workers(
@@ -181,3 +183,55 @@ def test_a_kernel_runs_inside_an_image(laptop_env: dict[str, str], registry: Reg
         assert run_in_kernel(base, info["token"], code, timeout=120).strip() == f"{MARKER_TEXT} {ENV}/bin/python"
     finally:
         run(["stop", name, *HOST], env, timeout=120)
+
+
+def test_a_moved_tag_is_pulled_again_listed_and_pruned_and_an_unreachable_registry_keeps_the_cached_copy(
+    laptop_env: dict[str, str], registry: Registry
+) -> None:
+    """`env pull` does what a start does before its job: the tag asked for its digest, pulled again once it moved."""
+    ref = registry.push_tag("moving", secrets.token_hex(4))  # a fresh digest: this run's first pull is a real one
+    env, root = _laptop(laptop_env, ref)
+    try:
+        first = run(["env", "pull", *HOST, "--json"], env, timeout=300)
+        assert first.returncode == 0, first.stderr[-3000:]
+        a = json.loads(first.stdout)
+        assert a["pulled"] and a["runtime"] == "charliecloud" and a["moved"] is None and a["warning"] is None
+
+        again = run(["env", "pull", *HOST, "--json"], env)
+        assert again.returncode == 0 and json.loads(again.stdout)["pulled"] is False, again.stderr
+        assert "pulling" not in again.stderr, "an unmoved tag costs one registry request, no pull"
+
+        registry.push_tag("moving", secrets.token_hex(4))  # the tag moves
+        moved = run(["env", "pull", *HOST, "--json"], env, timeout=300)
+        assert moved.returncode == 0, moved.stderr[-3000:]
+        b = json.loads(moved.stdout)
+        assert b["pulled"] and b["path"] != a["path"] and b["moved"][1] == registry.digest("moving"), b
+        assert f"{ref} moved from sha256:" in moved.stderr and Path(a["path"]).is_dir(), "the old copy stays"
+
+        registry.__exit__(None, None, None)  # the registry unreachable: the cached copy, with a warning
+        try:
+            offline = run(["env", "pull", *HOST, "--json"], env)
+        finally:
+            registry.__enter__()
+        assert offline.returncode == 0, offline.stderr[-3000:]
+        c = json.loads(offline.stdout)
+        assert c["path"] == b["path"] and not c["pulled"] and "Connection refused" in c["warning"], c
+        assert "warning: could not ask the registry whether" in offline.stderr
+
+        listed = run(["env", "ls", *HOST, "--json"], env)
+        assert listed.returncode == 0, listed.stderr
+        images = {image["path"]: image for image in json.loads(listed.stdout)["images"]}
+        new, old = images[b["path"]], images[a["path"]]
+        assert (new["ref"], new["runtime"], new["current"], new["digest"]) == (ref, "charliecloud", True, b["moved"][1])
+        assert old["current"] is False and new["files"] > 1000 and new["kb"] > 50_000, "a directory: many inodes"
+        text = run(["env", "ls", *HOST], env).stdout
+        assert f"{ref} (old)" in text and "charliecloud" in text, text
+
+        month_ago = time.time() - 30 * 86400
+        os.utime(f"{a['path']}.info", (month_ago, month_ago))  # the old image's last use
+        pruned = run(["prune", *HOST, "--envs", "7", "--json"], env)
+        assert pruned.returncode == 0, pruned.stderr
+        assert [e["path"] for e in json.loads(pruned.stdout)["envs"]] == [a["path"]]
+        assert not Path(a["path"]).exists() and Path(b["path"]).is_dir(), "the unused old image went, the new stayed"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

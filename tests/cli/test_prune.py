@@ -109,7 +109,7 @@ def test_prune_envs_removes_unused_environments_only(laptop_env: dict[str, str],
         left = sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
         assert left == ["env-fresh00000000000", "env-inuse00000000000", "server-0ld000000000000", "server-current"]
         again = run(["prune", "--local", "--envs", "30", "--root", str(root)], env)
-        assert "No environment on local unused for 30 days." in again.stdout
+        assert "No environment or image on local unused for 30 days." in again.stdout
     finally:
         run(["stop", "--all", "--local"], env)
     # Once its session has ended, the old env in use goes too.

@@ -2,6 +2,7 @@
 
     with Registry() as reg:          # distribution 2.8 (Debian's docker-registry) on 127.0.0.1:PORT, TLS
         reg.ref                      # docker://localhost:PORT/hpcjup/test:1
+        reg.push_tag("moving", "a")  # the same image with one label changed, under another tag: moves that tag
 
 There is no Docker Hub here. The image is built from a rootfs, not pulled: a Debian bookworm minbase from
 Debian's mirror (`debootstrap --include=python3`, about 45 s, once per machine: cached as a tar under
@@ -25,6 +26,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -92,6 +94,28 @@ class Registry:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def push_tag(self, tag: str, mark: str) -> str:
+        """Push the test image under TAG with its label `hpcjup.mark` set to MARK: a new config, so a new manifest
+        digest, over the same layer (nothing new to upload; about a second). Another MARK moves the tag. The ref."""
+        base, local = f"localhost:{self.port}/{REPO}:{TAG}", f"localhost:{self.port}/{REPO}:{tag}"
+        if subprocess.run(["podman", "image", "exists", base]).returncode != 0:
+            subprocess.run(["podman", "pull", "-q", base], check=True, capture_output=True)
+        with tempfile.TemporaryDirectory() as context:
+            containerfile = f"FROM {base}\nLABEL hpcjup.mark={mark}\n"
+            argv = ["podman", "build", "-q", "--pull=never", "-t", local, "-f", "-", context]
+            subprocess.run(argv, input=containerfile.encode(), check=True, capture_output=True)
+        subprocess.run(["podman", "push", "-q", local], check=True, capture_output=True)
+        return f"docker://{local}"
+
+    def digest(self, tag: str) -> str:
+        """The registry's manifest digest of TAG now."""
+        url = f"https://localhost:{self.port}/v2/{REPO}/manifests/{tag}"
+        request = urllib.request.Request(url, method="HEAD")
+        kinds = ("application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json")
+        request.add_header("Accept", ", ".join(kinds))  # one header: urllib keeps only the last of a name
+        with urllib.request.urlopen(request, timeout=10, context=self._context()) as answer:
+            return str(answer.headers["Docker-Content-Digest"])
 
     def _certificate(self) -> None:
         """A self-signed certificate for localhost, trusted machine-wide (made once)."""

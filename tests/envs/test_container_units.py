@@ -128,9 +128,10 @@ def test_apptainer_pulls_once_into_a_sif_named_by_its_digest(
     again = ensure_image(LocalTransport(), str(root), "apptainer", REF, Seen())
     assert not again.pulled_now and again.path == pulled.path
     assert len(apptainer.read_text().splitlines()) == 1, "the second start pulls nothing"
-    assert sorted(p.name for p in (root / "images").iterdir() if not p.name.startswith(".lock")) == [
+    assert sorted(p.name for p in (root / "images").iterdir() if not p.name.startswith(".")) == [
         f"ref-{cache_key('apptainer', REF)}",
         f"sha256-{sha}.sif",
+        f"sha256-{sha}.sif.info",  # its ref, runtime and registry digest; its mtime is the last use
     ]
 
 
@@ -146,7 +147,7 @@ def test_an_unreachable_registry_says_apptainers_words_and_caches_nothing(
     assert error.exit_code == ExitCode.ENV_BUILD
     assert "dial tcp 131.169.5.213:5555: i/o timeout" in error.message and error.message.startswith("apptainer ")
     assert "nothing was cached" in (error.hint or "")
-    assert [p.name for p in (root / "images").iterdir() if not p.name.startswith(".lock")] == []
+    assert [p.name for p in (root / "images").iterdir() if not p.name.startswith(".")] == []
 
 
 @given(_refs, st.sampled_from(["", "#python3", "#/opt/env/bin/python"]))
