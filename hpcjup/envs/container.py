@@ -364,7 +364,7 @@ K = TypeVar("K", bound=_HasImage)
 
 
 def pull_kernel_images(transport: Transport, kernels: tuple[K, ...], settings: Resolved, ui: UI) -> tuple[K, ...]:
-    """The kernels (session/envplan.py's) with each `docker://` image pulled, as `with_local_image` does the
+    """The kernels (session/kernelkinds.py's) with each `docker://` image pulled, as `with_local_image` does the
     session's: the kernel then runs the cached copy with the runtime that pulled it."""
     pulled_kernels = []
     root = env_root(settings.value("env_root"))
