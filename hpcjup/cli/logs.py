@@ -18,7 +18,7 @@ from hpcjup.cli.app import App, Reach, host_options, json_option
 from hpcjup.cli.complete import complete_session
 
 if TYPE_CHECKING:
-    from hpcjup.session.overview import SessionView
+    from hpcjup.session.views import SessionView
     from hpcjup.transport.base import Transport
 
 _FOLLOW_EVERY = 1.0

@@ -12,7 +12,7 @@ from hpcjup.cli.app import App, Reach, host_options, json_option
 from hpcjup.cli.env import root_option
 
 if TYPE_CHECKING:
-    from hpcjup.session.overview import View
+    from hpcjup.session.views import View
     from hpcjup.transport.base import Transport
 
 
@@ -40,8 +40,9 @@ def command(
     directory, not here. The sessions' figures stay in this laptop's archive for `hpcjup stats`.
     """
     from hpcjup.session.catalog import REMOVE_SCRIPT, STARTING_GRACE
-    from hpcjup.session.overview import SessionView, overview, prunable
+    from hpcjup.session.overview import overview, prunable
     from hpcjup.session.stats import remember
+    from hpcjup.session.views import SessionView
 
     host = app.resolve_host(host, local)
     with app.connect(host, reach) as transport:
@@ -118,7 +119,7 @@ def _prune_envs(
 
 def _kind(view: View) -> str:
     """What the removal checks again on the cluster before removing (catalog.REMOVE_SCRIPT)."""
-    from hpcjup.session.overview import DamagedView
+    from hpcjup.session.views import DamagedView
 
     if not isinstance(view, DamagedView):
         return "ended"
@@ -127,7 +128,7 @@ def _kind(view: View) -> str:
 
 def _why(view: View) -> str | None:
     """Why the session goes: how it ended, or why its pending job never starts (it is cancelled)."""
-    from hpcjup.session.overview import SessionView
+    from hpcjup.session.views import SessionView
 
     if isinstance(view, SessionView) and view.active and view.hopeless:
         return f"never starts: {view.hopeless}"

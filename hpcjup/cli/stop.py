@@ -11,7 +11,7 @@ from hpcjup.cli.complete import complete_session
 from hpcjup.errors import ExitCode, SchedulerUnavailable, UsageError
 
 if TYPE_CHECKING:
-    from hpcjup.session.overview import SessionView
+    from hpcjup.session.views import SessionView
 
 
 @click.command()
@@ -32,8 +32,9 @@ def command(
 ) -> None:
     """Stop SESSION (or the only running one): Jupyter saves nothing new but shuts kernels down cleanly, then the job ends."""
     from hpcjup.session.liveholders import end_holder
-    from hpcjup.session.overview import SessionView, overview, pick_session
+    from hpcjup.session.overview import overview, pick_session
     from hpcjup.session.stop import stop_sessions, unanswered
+    from hpcjup.session.views import SessionView
 
     if session and stop_all:
         raise UsageError("Give a SESSION or --all, not both.")

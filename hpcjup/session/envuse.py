@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
-from hpcjup.session.overview import SessionView, View
+from hpcjup.session.views import SessionView, View
 
 
 def users(views: list[View], path: str) -> list[str]:

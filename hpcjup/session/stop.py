@@ -25,8 +25,8 @@ from hpcjup.job import CONNECTION_FILE, DASK_DIR, STATE_FILE, TOKEN_FILE
 from hpcjup.schedulers.base import JobState, JobStatus, Scheduler
 from hpcjup.session.groups import job_name
 from hpcjup.session.layout import SessionPaths
-from hpcjup.session.overview import SessionView
 from hpcjup.session.record import JobReport, SessionRecord
+from hpcjup.session.views import SessionView
 from hpcjup.session.wait import report_of
 from hpcjup.transport.base import Transport
 from hpcjup.transport.watch import Watch

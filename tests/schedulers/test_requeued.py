@@ -14,8 +14,8 @@ from hpcjup.schedulers.base import JobState, JobStatus
 from hpcjup.schedulers.lsf_parse import parse_bjobs
 from hpcjup.schedulers.pbs_parse import hopeless, parse_qstat
 from hpcjup.session.layout import SessionPaths
-from hpcjup.session.overview import SessionView
 from hpcjup.session.record import JobReport, SessionRecord
+from hpcjup.session.views import SessionView
 
 DATA = Path(__file__).parent / "data"
 PBS_IDS = ["1020.pbs-server", "1021.pbs-server", "1022.pbs-server", "1023.pbs-server"]

@@ -6,8 +6,8 @@ from __future__ import annotations
 from hpcjup.schedulers.base import JobState, JobStatus
 from hpcjup.session.envuse import in_use, users
 from hpcjup.session.layout import SessionPaths
-from hpcjup.session.overview import SessionView, View
 from hpcjup.session.record import SessionRecord
+from hpcjup.session.views import SessionView, View
 
 ROOT = "/home/u/.hpcjup/envs"
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from hpcjup.schedulers.base import JobState, JobStatus
 from hpcjup.session.layout import SessionPaths
-from hpcjup.session.overview import SessionView
 from hpcjup.session.record import SessionRecord
 from hpcjup.session.stop import stop_sessions
+from hpcjup.session.views import SessionView
 from tests.schedulers.test_job_ids import ScriptedTransport
 
 NO_CONTROLLER = "slurm_load_jobs error: Unable to contact slurm controller (connect failure)"
