@@ -401,3 +401,6 @@ class DaskCluster(ScaleOut):
                     _signal(proc, signal.SIGKILL)
                     proc.wait()
         shutil.rmtree(self.scratch, ignore_errors=True)  # this node's; other nodes' go with the job's /tmp
+        relayed = [proc for proc in self.worker_procs if isinstance(proc, Relayed)]
+        if relayed and all(proc.poll() is not None for proc in relayed):  # else the relay stops the rest (its pids)
+            shutil.rmtree(relayed[0].dir, ignore_errors=True)  # the relay's channel: the job ends with this launcher

@@ -3,22 +3,24 @@
 #   sh relay.sh -- COMMAND ARGS...        (COMMAND: the container runtime that runs the launcher)
 #
 # Why it exists: the launcher of an image session runs INSIDE the image (ch-run/apptainer exec ... python3), where
-# the scheduler's per-host launch (srun, pbsdsh, blaunch, qrsh: $HPCJUP_LAUNCH) is not; this script is the job's
-# main process on the host, so it has them. It starts COMMAND as its child with $HPCJUP_RELAY naming its channel,
-# a FIFO in relay/ beside this script (the session directory: the container sees it at the same path, since the
-# launcher itself lives there), and runs what the launcher asks for there (dasklaunch.py `Relay`):
+# the scheduler's per-host launch (srun, pbsdsh, blaunch, qrsh: $HPCJUP_LAUNCH) is not. This script makes a
+# channel, a FIFO in relay/ beside it (the session directory: the container sees it at the same path, since the
+# launcher itself lives there), leaves a server behind on the host, and execs COMMAND with $HPCJUP_RELAY naming
+# the FIFO: the launcher is the job's main process as in any session (the scheduler's signals reach it, its exit
+# code is the job's), and the server, its child, runs what it asks for (dasklaunch.py `Relayed`):
 #   launch N       run the argv in relay/N.argv (shell words, written by the launcher before it asks) in the
 #                  background; its pid goes to relay/N.pid, its exit code to relay/N.exit (and a line in the job log
 #                  where it is not 0): that is how the launcher learns that a host's workers ended or failed;
 #   signal N SIG   kill -SIG that launch (the launcher's stop: TERM, then KILL after its grace).
 # A launch is the scheduler's own (srun ... -w HOST ... ch-run IMAGE -- python -m distributed.cli.dask_worker): its
-# end is the scheduler's business on the other host, as for a launcher outside any image. Every signal the job
-# gets is passed on to COMMAND (as envlocal.sh does); COMMAND's exit code is this script's. When COMMAND ends (also
-# killed outright) every launch still running gets SIGTERM, then SIGKILL after GRACE seconds, and relay/ goes.
+# end is the scheduler's business on the other host, as for a launcher outside any image. Once the launcher is
+# gone (it ended, or was killed outright) every launch still running gets SIGTERM, then SIGKILL after GRACE
+# seconds, and relay/ goes; the batch system ends whatever is left with the job, as always.
 # Nothing secret passes here: argv files hold paths and options (the token stays in the session's 0600 files).
 umask 077
 [ "${1:-}" = -- ] && shift
 dir=${0%/*}/relay
+main=$$ # this shell's pid: the launcher's once it execs
 GRACE=10
 rm -rf "$dir" # a run before this one (a requeued job) may have left it
 if ! mkdir "$dir" || ! mkfifo "$dir/requests"; then
@@ -33,12 +35,9 @@ launch() { # $1: N. The argv's words are the launcher's shlex.join: `eval set --
         "$@" &
         pid=$!
         echo "$pid" >"$dir/$n.pid.tmp" && mv "$dir/$n.pid.tmp" "$dir/$n.pid"
-        trap '' TERM # the relay's end stops the launch itself (by its pid), not this watcher
-        while :; do
-            wait "$pid"
-            rc=$?
-            kill -0 "$pid" 2>/dev/null || break
-        done
+        trap '' TERM # the relay stops the launch itself (by its pid), not this watcher: an ignored signal ends no wait
+        wait "$pid"
+        rc=$?
         [ "$rc" -eq 0 ] || echo "hpcjup: relay: launch $n ($dir/$n.argv) exited with code $rc" >&2
         echo "$rc" >"$dir/$n.exit.tmp" && mv "$dir/$n.exit.tmp" "$dir/$n.exit"
     ) &
@@ -57,37 +56,41 @@ serve() {
     done
 }
 
-serve </dev/null &
-server=$!
-HPCJUP_RELAY=$dir/requests
-export HPCJUP_RELAY
-"$@" &
-child=$!
-for s in TERM INT HUP USR1 USR2; do trap "kill -$s $child 2>/dev/null" "$s"; done
-while :; do
-    wait "$child"
-    rc=$?
-    kill -0 "$child" 2>/dev/null || break
-done
-kill -KILL "$server" 2>/dev/null
-
-# What the launcher did not stop (it was killed, or its stop ran out of time): TERM, then KILL after GRACE seconds.
 running() { # the pids of launches without an exit code that are still there
     for f in "$dir"/*.pid; do
         [ -r "$f" ] && [ ! -e "${f%.pid}.exit" ] && p=$(cat "$f") && kill -0 "$p" 2>/dev/null && echo "$p"
     done
 }
-left=$(running)
-if [ -n "$left" ]; then
-    echo "hpcjup: relay: stopping what the launcher left running on the other nodes" >&2
-    kill -TERM $left 2>/dev/null
-    i=0
-    while [ "$i" -lt "$GRACE" ] && [ -n "$(running)" ]; do
-        sleep 1
-        i=$((i + 1))
-    done
+
+ended() { # the launcher is gone: what it did not stop (killed, or its stop ran out of time) gets TERM, then KILL
     left=$(running)
-    [ -z "$left" ] || kill -KILL $left 2>/dev/null
-fi
-rm -rf "$dir"
-exit "$rc"
+    if [ -n "$left" ]; then
+        echo "hpcjup: relay: stopping what the launcher left running on the other nodes" >&2
+        kill -TERM $left 2>/dev/null
+        i=0
+        while [ "$i" -lt "$GRACE" ] && [ -n "$(running)" ]; do
+            sleep 1
+            i=$((i + 1))
+        done
+        left=$(running)
+        [ -z "$left" ] || kill -KILL $left 2>/dev/null
+    fi
+    rm -rf "$dir"
+}
+
+alive() { # the launcher: there, and not a zombie its parent (the batch system) has yet to reap
+    kill -0 "$main" 2>/dev/null || return 1
+    case $(sed 's/.*) \(.\).*/\1/' "/proc/$main/stat" 2>/dev/null) in Z | X) return 1 ;; esac
+}
+
+(
+    serve </dev/null &
+    server=$!
+    # A child cannot wait for its parent: it looks every 2 s (one short `sleep` each time: nothing to speak of).
+    while alive; do sleep 2; done
+    kill -KILL "$server" 2>/dev/null
+    ended
+) </dev/null &
+HPCJUP_RELAY=$dir/requests
+export HPCJUP_RELAY
+exec "$@"

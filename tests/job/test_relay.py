@@ -96,8 +96,7 @@ def test_exit_codes_and_signals_come_back_through_the_relay(dasklaunch: Any, cha
 
 
 def test_what_the_launcher_leaves_running_is_stopped_when_it_ends(tmp_path: Path) -> None:
-    """A launcher killed outright (its stop never ran): the relay stops its launches, removes its channel and exits
-    with the launcher's code."""
+    """A launcher killed outright (its stop never ran): the relay stops its launches and removes its channel."""
     child = (
         "import os, sys, time; sys.path.insert(0, sys.argv[1]); from dasklaunch import Relayed\n"
         "r = Relayed(os.environ[sys.argv[2]], ['sh', '-c', 'echo $$ >' + sys.argv[3] + '; exec sleep 300'])\n"
@@ -106,8 +105,8 @@ def test_what_the_launcher_leaves_running_is_stopped_when_it_ends(tmp_path: Path
     )
     pidfile = tmp_path / "launched.pid"
     relay = start_relay(tmp_path / "s", sys.executable, "-c", child, str(JOB_DIR), RELAY_VARIABLE, str(pidfile))
-    _, err = relay.communicate(timeout=30)
-    assert relay.returncode == 128 + signal.SIGKILL, err
+    _, err = relay.communicate(timeout=30)  # the server's end closes the log: it ends after the launcher
+    assert relay.returncode == -signal.SIGKILL, err  # the job's main process is the launcher itself
     launched = int(pidfile.read_text())
     assert not alive(launched), "the launch outlived the session"
     assert "stopping what the launcher left running" in err
@@ -115,8 +114,8 @@ def test_what_the_launcher_leaves_running_is_stopped_when_it_ends(tmp_path: Path
 
 
 def test_the_jobs_signals_reach_the_launcher(tmp_path: Path) -> None:
-    """The relay is the job's main process: the scheduler's SIGTERM (hpcjup stop) and SIGUSR1 (walltime) are the
-    launcher's."""
+    """The launcher is the job's main process (the relay execs it): the scheduler's SIGTERM (hpcjup stop) and SIGUSR1
+    (walltime) are its own, its exit code is the job's."""
     seen = tmp_path / "seen"
     child = (
         "import signal, sys, time\n"
@@ -173,3 +172,25 @@ def test_a_relay_that_is_gone_fails_the_sessions_dask_with_a_reason(
     cluster.start_workers()
     assert cluster.worker_procs == []
     assert cluster.failed().startswith(f"the host-side relay ({fifo}) took no launch of Dask workers on node1")
+
+
+def test_the_launchers_stop_ends_its_relayed_launches_and_the_channel(dasklaunch: Any, tmp_path: Path) -> None:
+    """The launcher's own stop (TERM, then KILL after its grace) reaches the launches through the relay; the one
+    that ignores TERM is killed; once all ended the relay's directory goes."""
+    session = tmp_path / "s"
+    relay = start_relay(session, "sleep", "60")
+    try:
+        channel = str(wait_until(lambda: [p for p in [session / "relay" / "requests"] if p.exists()], 10, "it")[0])
+        cluster = dasklaunch.DaskCluster(str(tmp_path), "127.0.0.1", 2, 1, "auto", 0, str(tmp_path / "private"))
+        stubborn = "trap '' TERM; echo >$0; while :; do sleep 1; done"
+        cluster.worker_procs = [
+            dasklaunch.Relayed(channel, ["sleep", "300"]),
+            dasklaunch.Relayed(channel, ["sh", "-c", stubborn, str(tmp_path / "armed")]),
+        ]
+        wait_until((tmp_path / "armed").exists, 10, "the launch that ignores SIGTERM")
+        cluster.stop(grace=1)
+        assert [proc.poll() for proc in cluster.worker_procs] == [128 + signal.SIGTERM, 128 + signal.SIGKILL]
+        assert not (session / "relay").exists()
+    finally:
+        os.killpg(relay.pid, signal.SIGKILL)
+        relay.wait()
