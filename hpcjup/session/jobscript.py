@@ -112,8 +112,9 @@ def relayed(request: StartRequest, scheduler: Scheduler) -> bool:
     proxy in its own interpreter, which is the image's); the host needs only POSIX sh (a host Python >= 3.9 is not a
     given: RHEL 8's /usr/bin/python3 is 3.6, and a second way for hosts without one would be a second launcher);
     and the scheduler's knowledge stays in HPCJUP_LAUNCH: the relay runs whatever argv the launcher hands it, for
-    srun, pbsdsh, blaunch and qrsh alike. It costs one sh process and a FIFO in the session directory, which the
-    container sees at the same path (the launcher lives there); no remote command."""
+    srun, pbsdsh, blaunch and qrsh alike. The relay execs the launcher, which stays the job's main process (signals
+    and exit code as in every session). It costs one sh process on the host and a FIFO in the session directory,
+    which the container sees at the same path (the launcher lives there); no remote command."""
     settings = request.settings
     if settings is None or request.envs is not None or request.dask is None or request.resources.nodes < 2:
         return False
@@ -128,7 +129,7 @@ def launcher_command(request: StartRequest, paths: SessionPaths, scheduler: Sche
     # `env` execs the wrapper, which stays the job's main process: the scheduler's signals reach it, it passes them on.
     prefix = ["env", f"{WRAP_VARIABLE}={shlex.join(wrap)}", *wrap] if wrap else []
     launcher = python
-    if request.settings and relayed(request, scheduler):  # the relay: the job's main process, the launcher its child
+    if request.settings and relayed(request, scheduler):  # relay.sh leaves its server on the host, execs the launcher
         prefix = ["sh", paths.file(RELAY_FILE), "--"]
         launcher = launcher_python(request.settings, paths.home, relayed=True)
     command = [
