@@ -359,13 +359,16 @@ class DaskCluster(ScaleOut):
                 # Through envlocal.sh when the job runs its environments from node-local copies: that host's copy.
                 wrap = shlex.split(os.environ.get(WRAP_VARIABLE, ""))
                 argv = [*words, *wrap, *worker, "--nworkers", str(count)]
-                if not relay:
-                    self.worker_procs.append(subprocess.Popen(argv, env=self.env, start_new_session=True, **preexec))
-                    continue
                 try:
-                    self.worker_procs.append(Relayed(relay, argv))
+                    if relay:
+                        self.worker_procs.append(Relayed(relay, argv))
+                    else:  # OSError: the launch command is not here (inside an image the relay did not reach)
+                        self.worker_procs.append(
+                            subprocess.Popen(argv, env=self.env, start_new_session=True, **preexec)
+                        )
                 except OSError as exc:
-                    self.launch_error = f"the host-side relay ({relay}) took no launch of Dask workers on {host}: {exc}"
+                    via = f"the host-side relay ({relay})" if relay else f"`{words[0]}`"
+                    self.launch_error = f"{via} could not launch Dask workers on {host}: {exc}"
                     return
 
     def failed(self) -> str | None:

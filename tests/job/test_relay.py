@@ -171,7 +171,19 @@ def test_a_relay_that_is_gone_fails_the_sessions_dask_with_a_reason(
     cluster = dasklaunch.DaskCluster(str(tmp_path), "127.0.0.1", 2, 1, "auto", 0, str(tmp_path / "private"))
     cluster.start_workers()
     assert cluster.worker_procs == []
-    assert cluster.failed().startswith(f"the host-side relay ({fifo}) took no launch of Dask workers on node1")
+    assert cluster.failed().startswith(f"the host-side relay ({fifo}) could not launch Dask workers on node1")
+
+
+def test_a_launch_command_that_is_not_there_fails_the_sessions_dask_with_a_reason(
+    dasklaunch: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A launcher that sees the per-host launch where it cannot run it (no srun in its image): dask-failed, why."""
+    monkeypatch.setenv("HPCJUP_LAUNCH", "/nonexistent/srun -w {host}")
+    monkeypatch.setenv("HPCJUP_NODELIST", "node1 node2")
+    monkeypatch.delenv(RELAY_VARIABLE, raising=False)
+    cluster = dasklaunch.DaskCluster(str(tmp_path), "127.0.0.1", 2, 1, "auto", 0, str(tmp_path / "private"))
+    cluster.start_workers()
+    assert cluster.failed().startswith("`/nonexistent/srun` could not launch Dask workers on node1"), cluster.failed()
 
 
 def test_the_launchers_stop_ends_its_relayed_launches_and_the_channel(dasklaunch: Any, tmp_path: Path) -> None:
