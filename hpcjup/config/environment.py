@@ -107,12 +107,13 @@ def conda_lines(env: str) -> list[str]:
     ]
 
 
-def launcher_python(settings: Settings, home: str | None = None) -> list[str]:
+def launcher_python(settings: Settings, home: str | None = None, relayed: bool = False) -> list[str]:
     """The argv prefix that runs the cluster-side Python: `python3`, an explicit one, or one inside a container.
 
     `home` is the remote home directory: a leading `~` in the Python or image path becomes it
     (argv is not expanded by a shell), and Charliecloud binds it so the session directory is
-    visible inside the container.
+    visible inside the container. `relayed`: the job's launcher, run through the host-side relay (job/relay.sh),
+    which keeps the scheduler's per-node launch in its environment.
     """
     python = _expand_home(settings.value("python") or "python3", home)
     image = settings.value("image")
@@ -121,9 +122,11 @@ def launcher_python(settings: Settings, home: str | None = None) -> list[str]:
     image = _expand_home(image, home)
     runtime = settings.value("container_runtime") or guess_runtime(image)
     binds = [_expand_home(b, home) for b in settings.value("binds") or ()]
-    # The scheduler's per-node launch (srun, blaunch...) is not inside an image: without it the launcher starts the
-    # session's Dask workers beside itself, in the container (more nodes come as worker groups, container.py).
-    outside = ["env", "-u", ENV_LAUNCH]
+    # The scheduler's per-node launch (srun, blaunch...) is not inside an image. A launcher of several nodes' Dask
+    # keeps it (`relayed`): the host-side relay runs each launch for it (session/jobscript.py says why). Any other
+    # Python in an image never sees it (`env -u`): a launcher of one node starts its workers beside itself, in the
+    # container; kernels in images and the workers' own command (python_command) have no use for it.
+    outside = [] if relayed else ["env", "-u", ENV_LAUNCH]
     if runtime == "charliecloud":
         # ch-run binds nothing by default: the session directory (under home) must be visible at the same path.
         mounts = [arg for path in ([home] if home else []) + binds for arg in ("-b", path)]

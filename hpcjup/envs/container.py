@@ -269,16 +269,8 @@ class _WhenNeeded:
 
 def checked_image(settings: Resolved, dask: bool) -> ImageRef | None:
     """The `image` setting's registry reference, read (UsageError when malformed); None for a local image or none.
-    Refuses a container session with Dask on several nodes: the scheduler's per-node launch is not in the image."""
+    Dask on several nodes runs in the image too: the host-side relay (job/relay.sh) does the per-node launches."""
     image = settings.value("image")
-    nodes = settings.value("nodes") or 1
-    if image and dask and nodes > 1:
-        raise UsageError(
-            f"--nodes {nodes} with a container image: the job's launcher runs inside the image, where the "
-            "scheduler's per-node launch (srun, blaunch...) is not, so its Dask workers stay on the first node.",
-            hint="Start one node and add the others as worker groups (--worker-group PARTITION:N, or `hpcjup scale`): "
-            "they run the same image. Or --no-dask.",
-        )
     return parse_ref(image) if image and is_remote(image) else None
 
 

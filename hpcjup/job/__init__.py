@@ -51,6 +51,8 @@ from hpcjup.job.contract import REASON_READY_TIMEOUT as REASON_READY_TIMEOUT
 from hpcjup.job.contract import REASON_SHUTDOWN as REASON_SHUTDOWN
 from hpcjup.job.contract import REASON_STOPPED as REASON_STOPPED
 from hpcjup.job.contract import REASON_WALLTIME as REASON_WALLTIME
+from hpcjup.job.contract import RELAY_FILE as RELAY_FILE
+from hpcjup.job.contract import RELAY_VARIABLE as RELAY_VARIABLE
 from hpcjup.job.contract import RUNTIME_DIR as RUNTIME_DIR
 from hpcjup.job.contract import SCHEMA as SCHEMA
 from hpcjup.job.contract import SETUP_FILE as SETUP_FILE
@@ -84,6 +86,7 @@ JOB_FILES = (
     "lifeline.py",
     "rerun.py",
     "envlocal.sh",
+    RELAY_FILE,  # relay.sh: per-host launches for a launcher in an image
 )
 #: The sh that brings the session's environment images to each node's local storage (envlocal.sh's header).
 ENVLOCAL_FILE = "envlocal.sh"

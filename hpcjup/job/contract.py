@@ -86,3 +86,7 @@ ENV_SCRUB_KEEP = "HPCJUP_SCRUB_KEEP"  # space-separated names under that prefix 
 WRAP_VARIABLE = "HPCJUP_ENV_WRAP"
 # Warnings of envlocal.sh (an image not used, and why), one a line, in the session directory: the laptop shows them.
 ENVLOCAL_WARNINGS = "envlocal.txt"
+# Not an adapter's to export either: set by relay.sh (the job's main process on the host) for a launcher inside a
+# container image, the FIFO through which that launcher has the host run the per-host launches of Dask's workers.
+RELAY_VARIABLE = "HPCJUP_RELAY"
+RELAY_FILE = "relay.sh"  # beside the launcher, in the session directory; its channel is in relay/ there

@@ -10,6 +10,8 @@ without jupyter-server-proxy there is no dashboard. A dask config file
 (dask/config/distributed.yaml, JSON is valid YAML) makes `Client()` in a notebook
 connect with no arguments: DASK_CONFIG points at it for Jupyter, its kernels and workers. The notebook's own
 scale-out jobs (dask-jobqueue's defaults, the submit wrapper that records them) are daskscale.py's.
+A launcher inside a container image has no per-host launch of its own: the host-side relay (relay.sh, the job's
+main process) runs it, asked through $HPCJUP_RELAY (`Relayed`), and the workers run in the same image there.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from contract import (
     ENV_NODELIST,
     ENV_TIME_LIMIT,
     ENV_WARN_SECONDS,
+    RELAY_VARIABLE,
     WRAP_VARIABLE,
 )
 from daskscale import ScaleOut
@@ -86,6 +89,58 @@ def _int_env(name: str) -> int:
         return 0
 
 
+class Relayed:
+    """One per-host launch run by the host-side relay (relay.sh) for a launcher inside a container image, seen as
+    the launcher sees its own children: poll() and wait() read the exit code the relay records, signal() asks the
+    relay to pass a signal on. Its argv goes to a file first (shell words), then one line to the relay's FIFO."""
+
+    made = 0  # launches asked for by this launcher: each its own number (the relay's directory is this job run's)
+
+    def __init__(self, channel: str, argv: list[str]) -> None:
+        Relayed.made += 1
+        self.number, self.dir, self.channel = Relayed.made, os.path.dirname(channel), channel
+        self.returncode = None  # type: int | None
+        write_private(os.path.join(self.dir, f"{self.number}.argv"), shlex.join(argv).encode())
+        self.ask(f"launch {self.number}")
+
+    def ask(self, line: str) -> None:
+        """One request to the relay; OSError (ENXIO) when nobody reads its FIFO: the relay is gone."""
+        fd = os.open(self.channel, os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(fd, (line + "\n").encode())  # one short write: atomic on a FIFO, never mixed with another
+        finally:
+            os.close(fd)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                with open(os.path.join(self.dir, f"{self.number}.exit")) as fh:
+                    self.returncode = int(fh.read())
+            except (OSError, ValueError):
+                return None
+        return self.returncode
+
+    def signal(self, signum: int) -> None:
+        with contextlib.suppress(OSError):  # the relay gone: it stopped its launches when the launcher ended
+            self.ask(f"signal {self.number} {signal.Signals(signum).name[3:]}")
+
+    def wait(self, timeout: float = 10.0) -> int | None:
+        """The exit code, waiting at most `timeout` seconds for the relay to record it (None: not yet)."""
+        end = time.monotonic() + timeout
+        while self.poll() is None and time.monotonic() < end:
+            time.sleep(0.1)
+        return self.returncode
+
+
+def _signal(proc: Any, signum: int) -> None:
+    """`signum` to a launched process group (its own session), or through the relay to a relayed launch."""
+    if isinstance(proc, Relayed):
+        proc.signal(signum)
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signum)
+
+
 class DaskCluster(ScaleOut):
     """Scheduler and workers of one session (the notebook's scale-out jobs: ScaleOut, daskscale.py)."""
 
@@ -120,7 +175,8 @@ class DaskCluster(ScaleOut):
         # container, as its worker groups do).
         self.python = sys.executable
         self.python_command = shlex.quote(self.python)
-        self.worker_procs = []  # type: list[subprocess.Popen]
+        self.worker_procs = []  # type: list[Any]  # subprocess.Popen, or Relayed for a launcher in an image
+        self.launch_error = ""  # why the workers of other hosts could not be launched (the relay is gone)
         self.adapt_proc = None  # type: subprocess.Popen | None  # the adaptive worker-group loop (adaptive.py)
         self.scheduler_address = ""
         self.dashboard_port = 0  # Dask reports its HTTP port here: 0, or its HTTP server is open on TCP
@@ -249,6 +305,8 @@ class DaskCluster(ScaleOut):
             if self.failed() or time.monotonic() > deadline:
                 return self.failed() or f"the Dask scheduler did not start within {timeout:.0f} s"
             sleep(0.1)
+        if self.launch_error:
+            return self.launch_error
         if self.dashboard_port:
             return (
                 f"the Dask scheduler's HTTP server listens on TCP port {self.dashboard_port}, open to every user "
@@ -287,6 +345,10 @@ class DaskCluster(ScaleOut):
             return
         # On other hosts the pipe does not exist: the per-host launch command (HPCJUP_LAUNCH) ends with the launcher instead.
         worker = [self.python, "-m", "distributed.cli.dask_worker", *options]
+        relay = os.environ.get(RELAY_VARIABLE, "")
+        if relay:  # this launcher runs in an image: the host runs the launch, into the same image (the runtime's
+            # prefix, --python-command), with the session's Dask config (the relay's environment is the job's)
+            worker = ["env", "DASK_CONFIG=" + self.config_dir, *shlex.split(self.python_command), *worker[1:]]
         preexec = {"preexec_fn": self.guard["preexec_fn"]} if "preexec_fn" in self.guard else {}
         # One launch per host of the allocation (HPCJUP_LAUNCH: the scheduler's own way to run on a host), each
         # with that host's share of the workers and the CPUs they use.
@@ -297,10 +359,22 @@ class DaskCluster(ScaleOut):
                 # Through envlocal.sh when the job runs its environments from node-local copies: that host's copy.
                 wrap = shlex.split(os.environ.get(WRAP_VARIABLE, ""))
                 argv = [*words, *wrap, *worker, "--nworkers", str(count)]
-                self.worker_procs.append(subprocess.Popen(argv, env=self.env, start_new_session=True, **preexec))
+                try:
+                    if relay:
+                        self.worker_procs.append(Relayed(relay, argv))
+                    else:  # OSError: the launch command is not here (inside an image the relay did not reach)
+                        self.worker_procs.append(
+                            subprocess.Popen(argv, env=self.env, start_new_session=True, **preexec)
+                        )
+                except OSError as exc:
+                    via = f"the host-side relay ({relay})" if relay else f"`{words[0]}`"
+                    self.launch_error = f"{via} could not launch Dask workers on {host}: {exc}"
+                    return
 
     def failed(self) -> str | None:
-        """Why the scheduler is gone, if it is."""
+        """Why the scheduler is gone, or the workers of other hosts could not be launched, if so."""
+        if self.launch_error:
+            return self.launch_error
         if self.scheduler is not None and self.scheduler.poll() is not None:
             return f"the Dask scheduler exited with code {self.scheduler.returncode}"
         return None
@@ -321,14 +395,15 @@ class DaskCluster(ScaleOut):
         for group in ([self.adapt_proc], self.worker_procs, [self.scheduler]):
             running = [proc for proc in group if proc is not None and proc.poll() is None]
             for proc in running:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
+                _signal(proc, signal.SIGTERM)
             end = time.monotonic() + grace
             while any(proc.poll() is None for proc in running) and time.monotonic() < end:
                 time.sleep(0.1)
             for proc in running:
                 if proc.poll() is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
+                    _signal(proc, signal.SIGKILL)
                     proc.wait()
         shutil.rmtree(self.scratch, ignore_errors=True)  # this node's; other nodes' go with the job's /tmp
+        relayed = [proc for proc in self.worker_procs if isinstance(proc, Relayed)]
+        if relayed and all(proc.poll() is not None for proc in relayed):  # else the relay stops the rest (its pids)
+            shutil.rmtree(relayed[0].dir, ignore_errors=True)  # the relay's channel: the job ends with this launcher

@@ -47,7 +47,9 @@ only, the first the default, the server's own python3 kernel hidden. Each PYTHON
 starts (one subprocess each, all at once); one without ipykernel ends the session "no-ipykernel".
 With --dask, dasklaunch.py (shipped beside this file) runs a TLS Dask scheduler and workers, with
 --dask-python (the default kernel's Python) or else this one; connection.json then has
-"dask": {scheduler, dashboard_port, workers, worker_cores, config}.
+"dask": {scheduler, dashboard_port, workers, worker_cores, config}. A launcher inside a container image with
+Dask on several nodes is exec'd by relay.sh, which leaves a server on the host that runs the per-host launches of
+the workers for it (through $HPCJUP_RELAY): the scheduler's launch is not inside the image.
 Exit codes: 0 stopped, walltime, idle, shutdown (File > Shut Down); 2 no-jupyter, jupyter-too-old,
 no-ipykernel, auth-config, no-dask; 3 ready-timeout; 4 dask-failed; jupyter-exited: Jupyter's exit code
 (128 + signal if it was killed, 1 if it exited 0 before it was ready).

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import shlex
 
-from hpcjup.config.environment import launcher_python, setup_lines
+from hpcjup.config.environment import guess_runtime, launcher_python, setup_lines
 from hpcjup.config.resources import time_to_seconds
-from hpcjup.job import DASK_DIR, ENVLOCAL_FILE, JOB_SCRIPT, SETUP_FILE, WRAP_VARIABLE, job_files
+from hpcjup.job import DASK_DIR, ENVLOCAL_FILE, JOB_SCRIPT, RELAY_FILE, SETUP_FILE, WRAP_VARIABLE, job_files
 from hpcjup.schedulers.base import JobSpec, Scheduler
 from hpcjup.session.layout import SessionPaths
 from hpcjup.session.request import StartRequest
@@ -103,14 +103,38 @@ def env_wrapper(request: StartRequest, paths: SessionPaths, scheduler: Scheduler
     return ["sh", paths.file(ENVLOCAL_FILE), mode, *built, "--"]
 
 
+def relayed(request: StartRequest, scheduler: Scheduler) -> bool:
+    """Whether the job runs its launcher through the host-side relay (job/relay.sh): Dask on several nodes with the
+    launcher inside a container image (Apptainer, Singularity, Charliecloud).
+
+    Why a relay, and not the launcher on the host running each Python child through the runtime: the launcher needs
+    no change and stays one way for every session (it checks Jupyter, kernels, `distributed` and the dashboard's
+    proxy in its own interpreter, which is the image's); the host needs only POSIX sh (a host Python >= 3.9 is not a
+    given: RHEL 8's /usr/bin/python3 is 3.6, and a second way for hosts without one would be a second launcher);
+    and the scheduler's knowledge stays in HPCJUP_LAUNCH: the relay runs whatever argv the launcher hands it, for
+    srun, pbsdsh, blaunch and qrsh alike. The relay execs the launcher, which stays the job's main process (signals
+    and exit code as in every session). It costs one sh process on the host and a FIFO in the session directory,
+    which the container sees at the same path (the launcher lives there); no remote command."""
+    settings = request.settings
+    if settings is None or request.envs is not None or request.dask is None or request.resources.nodes < 2:
+        return False
+    image = settings.value("image")
+    runtime = settings.value("container_runtime") or (guess_runtime(image) if image else "")
+    return bool(image) and runtime != "podman" and scheduler.name != "local"
+
+
 def launcher_command(request: StartRequest, paths: SessionPaths, scheduler: Scheduler) -> list[str]:
     python = _launcher_python(request, paths)
     wrap = env_wrapper(request, paths, scheduler)
     # `env` execs the wrapper, which stays the job's main process: the scheduler's signals reach it, it passes them on.
     prefix = ["env", f"{WRAP_VARIABLE}={shlex.join(wrap)}", *wrap] if wrap else []
+    launcher = python
+    if request.settings and relayed(request, scheduler):  # relay.sh leaves its server on the host, execs the launcher
+        prefix = ["sh", paths.file(RELAY_FILE), "--"]
+        launcher = launcher_python(request.settings, paths.home, relayed=True)
     command = [
         *prefix,
-        *python,
+        *launcher,
         paths.launcher,
         "--session-dir",
         paths.dir,
