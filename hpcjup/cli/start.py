@@ -150,7 +150,7 @@ def command(
     pending = parse_duration(pending_timeout, "--timeout", allow_zero=False) if pending_timeout else None
     host = app.resolve_host(None if local else settings.value("host"), local)
     plan = envplan.plan(settings)
-    image = container.checked_image(settings, dask is not None)  # read now, before anything connects
+    image = container.checked_image(settings)  # read now, before anything connects
     if dry_run:
         with app.connect_with_status(host, reach) as transport:
             # Asked afresh: the script shows the host's real paths (no upload checks a remembered home here).

@@ -267,9 +267,8 @@ class _WhenNeeded:
             self.display.__exit__(None, None, None)
 
 
-def checked_image(settings: Resolved, dask: bool) -> ImageRef | None:
-    """The `image` setting's registry reference, read (UsageError when malformed); None for a local image or none.
-    Dask on several nodes runs in the image too: the host-side relay (job/relay.sh) does the per-node launches."""
+def checked_image(settings: Resolved) -> ImageRef | None:
+    """The `image` setting's registry reference, read (UsageError when malformed); None for a local image or none."""
     image = settings.value("image")
     return parse_ref(image) if image and is_remote(image) else None
 
