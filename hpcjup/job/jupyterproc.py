@@ -33,7 +33,7 @@ from contract import (
 from endings import Ended
 from jupyterapi import Endpoint
 from jupyterenv import culling_args, stop_group
-from kernels import Kernel, Probe, server_args, server_env, write_specs
+from kernels import Kernel, Probe, own_kernels, server_args, server_env, write_specs
 from lazy import OPT_OUT as LAZY_OPT_OUT
 from lifeline import ENV_FD as WATCHDOG_FD
 from lifeline import preexec
@@ -106,9 +106,14 @@ class JupyterProcess:
         env = dict(base, JUPYTER_RUNTIME_DIR=self.runtime, JUPYTER_TOKEN_FILE=self.path(TOKEN_FILE))
         env.pop("JUPYTER_TOKEN", None)  # it would win over the file
         env[WATCHDOG_FD] = str(self.lifeline)
+        own: dict[str, str] = {}
         if self.kernels:  # the session's own kernel specs, seen by this server only (kernels.py)
             first = os.path.join(self.dask.dir, "bin") if self.dask else ""
-            env = server_env(env, write_specs(self.runtime, self.kernels, self.probed, env, first))
+            # The user's own kernels, looked for once (before the session's data directory joins JUPYTER_PATH).
+            own, left_out = own_kernels([kernel.name for kernel in self.kernels], env)
+            for note in left_out:
+                log(note)
+            env = server_env(env, write_specs(self.runtime, self.kernels, self.probed, env, own, first))
         argv = [
             sys.executable,
             *jupyter_start(),
@@ -118,7 +123,7 @@ class JupyterProcess:
             # the node can subscribe to a kernel's output (message signing stops injection, not reading).
             "--KernelManager.transport=ipc",
             *(self.dask.proxy_args() if self.dask else []),
-            *(server_args(self.kernels, log) if self.kernels else []),
+            *(server_args(self.kernels, own) if self.kernels else []),
             "--ServerApp.root_dir=" + root,
         ]
         idle = self.args.idle_timeout

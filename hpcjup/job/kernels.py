@@ -19,7 +19,6 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -235,17 +234,21 @@ def spec(kernel: Kernel, seen: Probe, base: dict[str, str], first: str = "") -> 
 
 
 def write_specs(
-    private: str, kernels: list[Kernel], found: dict[str, Probe], base: dict[str, str], first: str = ""
+    private: str,
+    kernels: list[Kernel],
+    found: dict[str, Probe],
+    base: dict[str, str],
+    own: dict[str, str],
+    first: str = "",
 ) -> str:
     """kernels/NAME/kernel.json under a data directory in the private directory (kernel_env: `base`, `first`), and
-    a copy of each of the user's own kernels (`own_kernels` in `base`); that directory."""
+    a copy of each of the user's own kernels `own` (own_kernels's); that directory."""
     data = os.path.join(private, DATA_DIR)
     for kernel in kernels:
         where = os.path.join(data, "kernels", kernel.name)
         os.makedirs(where, mode=0o700, exist_ok=True)
         with open(os.path.join(where, "kernel.json"), "w") as fh:
             json.dump(spec(kernel, found[kernel.python], base, first), fh, indent=2)
-    own, _ = own_kernels([kernel.name for kernel in kernels], dict(base))
     for name, source in own.items():
         try:
             copy_own(os.path.join(data, "kernels"), name, source)
@@ -260,25 +263,16 @@ def server_env(env: dict[str, str], data: str) -> dict[str, str]:
     return dict(env, JUPYTER_PATH=data + (os.pathsep + rest if rest else ""))
 
 
-def server_args(
-    kernels: list[Kernel], log: Callable[[str], None] | None = None, environ: dict[str, str] | None = None
-) -> list[str]:
-    """Jupyter's options: the first kernel the default, the session's kernels and the user's own (`own_kernels`)
-    the ones offered; `log` hears which of the user's are left out, and why."""
+def server_args(kernels: list[Kernel], own: dict[str, str]) -> list[str]:
+    """Jupyter's options: the first kernel the default, the session's kernels and the user's own `own`
+    (own_kernels's) the ones offered."""
     names = [kernel.name for kernel in kernels]
-    own, left_out = own_kernels(names, dict(os.environ) if environ is None else environ)  # as write_specs found
-    for note in left_out:
-        (log or _stderr)(note)
     return [
         f"--MappingKernelManager.default_kernel_name={names[0]}",
         "--KernelSpecManager.ensure_native_kernel=False",
         # A Set trait: traitlets reads a Python literal from the command line.
         f"--KernelSpecManager.allowed_kernelspecs={set(names) | set(own)!r}",
     ]
-
-
-def _stderr(message: str) -> None:
-    sys.stderr.write(message + "\n")
 
 
 #: A kernel.json whose argv[0] is a bare `python`, `python3` or `python3.11`: jupyter_client runs it with the
