@@ -20,6 +20,7 @@ from hpcjup.job.contract import ENV_CPUS as ENV_CPUS
 from hpcjup.job.contract import ENV_JOB_ID as ENV_JOB_ID
 from hpcjup.job.contract import ENV_JOBQUEUE as ENV_JOBQUEUE
 from hpcjup.job.contract import ENV_LAUNCH as ENV_LAUNCH
+from hpcjup.job.contract import ENV_MEMORY_KB as ENV_MEMORY_KB
 from hpcjup.job.contract import ENV_NODE as ENV_NODE
 from hpcjup.job.contract import ENV_NODELIST as ENV_NODELIST
 from hpcjup.job.contract import ENV_PARTITION as ENV_PARTITION

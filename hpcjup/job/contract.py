@@ -65,6 +65,7 @@ ENV_JOB_ID = "HPCJUP_JOB_ID"
 ENV_NODE = "HPCJUP_NODE"  # this node's short host name
 ENV_NODELIST = "HPCJUP_NODELIST"  # the allocation's hosts, space-separated, each once, this node first
 ENV_CPUS = "HPCJUP_CPUS"  # CPUs the job may use on each node
+ENV_MEMORY_KB = "HPCJUP_JOB_MEMORY_KB"  # KB of memory the scheduler gave the job on each node ("": not said)
 # Shell words that run one command on a host of the allocation: `{host}` and `{cpus}` are filled in,
 # the command's argv follows (each adapter's own: see schedulers/NAME.py `environment`).
 # Empty: the allocation is this host only; the command runs here.

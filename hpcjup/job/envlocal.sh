@@ -59,13 +59,12 @@ in_ram() { case $(stat -f -c %T "$1" 2>/dev/null) in tmpfs | ramfs) return 0 ;; 
 
 # >>> ram_kb (envs/pack.py's doctor runs this function too: one place for the bound)
 ram_kb() {  # the KB of RAM auto may fill with unpacked environments on tmpfs: a quarter of the smallest of the
-    # node's MemAvailable, Slurm's memory for the job (SLURM_MEM_PER_NODE, or _PER_CPU times the CPUs) and every
-    # memory limit of its cgroup (v2 memory.max, v1 memory.limit_in_bytes, up to the root): tmpfs pages count
+    # node's MemAvailable, the memory the scheduler gave the job ($HPCJUP_JOB_MEMORY_KB, its adapter's export) and
+    # every memory limit of its cgroup (v2 memory.max, v1 memory.limit_in_bytes, up to the root): tmpfs pages count
     # against the memory cgroup of the job that writes them, so three quarters stay the job's own.
     {
         sed -n 's/^MemAvailable: *\([0-9]*\) kB$/kb \1/p' /proc/meminfo 2>/dev/null
-        echo "mb ${SLURM_MEM_PER_NODE:-}"
-        echo "mbcpus ${SLURM_MEM_PER_CPU:-} ${SLURM_CPUS_ON_NODE:-1}"
+        echo "kb ${HPCJUP_JOB_MEMORY_KB:-}"
         while IFS=: read -r _ ctl path; do
             case $ctl in
                 '') top=/sys/fs/cgroup f=memory.max ;;
@@ -79,7 +78,7 @@ ram_kb() {  # the KB of RAM auto may fill with unpacked environments on tmpfs: a
             done
         done </proc/self/cgroup 2>/dev/null
     } | awk '$2 ~ /^[0-9]+$/ {
-        k = $1 == "kb" ? $2 : $1 == "mb" ? $2 * 1024 : $1 == "b" ? $2 / 1024 : ($3 ~ /^[0-9]+$/ ? $2 * $3 * 1024 : "")
+        k = $1 == "kb" ? $2 : $2 / 1024
         if (k != "" && (m == "" || k < m)) m = k
     } END { printf "%d\n", m / 4 }'
 }

@@ -136,6 +136,7 @@ class LocalProcess(Scheduler):
             job.ENV_NODE: '"$(hostname -s 2>/dev/null || hostname)"',
             job.ENV_NODELIST: f'"${job.ENV_NODE}"',
             job.ENV_CPUS: '"$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)"',
+            job.ENV_MEMORY_KB: '""',  # the machine's memory bounds it (MemAvailable)
             job.ENV_LAUNCH: "",
             job.ENV_TIME_LIMIT: str(limit),
             job.ENV_WARN_SIGNAL: "0",

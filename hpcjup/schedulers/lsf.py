@@ -101,6 +101,7 @@ class LSF(Scheduler):
             job.ENV_NODE: "\"$(echo $LSB_MCPU_HOSTS | awk '{ print $1 }')\"",
             job.ENV_NODELIST: '"$(echo $LSB_MCPU_HOSTS | awk \'{ for (i = 1; i < NF; i += 2) printf "%s%s", (i > 1 ? " " : ""), $i }\')"',
             job.ENV_CPUS: "\"$(echo $LSB_MCPU_HOSTS | awk '{ print $2 }')\"",
+            job.ENV_MEMORY_KB: '""',  # not said: its cgroup's limit bounds it, where it has one
             job.ENV_LAUNCH: shlex.quote("blaunch {host}"),
             job.ENV_TIME_LIMIT: str(time_to_seconds(res.time)) if res.time else f'"{_QUEUE_LIMIT}"',
             job.ENV_WARN_SIGNAL: "1" if warning_minutes(spec) else '""',  # else the launcher's own timer

@@ -128,6 +128,7 @@ class PBSPro(Scheduler):
             job.ENV_NODE: '"$(head -n 1 "$PBS_NODEFILE" 2>/dev/null || hostname -s)"',
             job.ENV_NODELIST: "\"$(awk '!seen[$0]++' \"$PBS_NODEFILE\" 2>/dev/null | tr '\\n' ' ' | sed 's/ $//')\"",
             job.ENV_CPUS: self.cpus_per_node(),
+            job.ENV_MEMORY_KB: '""',  # not said: its cgroup's limit bounds it, where it has one
             job.ENV_LAUNCH: shlex.quote("pbsdsh -h {host} --"),
             job.ENV_TIME_LIMIT: limit,
             job.ENV_WARN_SIGNAL: '""',  # PBS sends nothing before the walltime: the launcher's timer

@@ -99,6 +99,7 @@ class GridEngine(Scheduler):
             job.ENV_NODE: '"${HOSTNAME%%.*}"',
             job.ENV_NODELIST: f'"${job.ENV_NODE}$({others})"',  # this host, then the PE's others
             job.ENV_CPUS: f'"$({cpus} || echo "${{NSLOTS:-1}}")"',
+            job.ENV_MEMORY_KB: '""',  # not said: its cgroup's limit bounds it, where it has one
             # Several hosts: qrsh reaches the others; one host: the command runs here.
             job.ENV_LAUNCH: f"\"$(case ${job.ENV_NODELIST} in (*' '*) echo {shlex.quote(_LAUNCH)} ;; esac)\"",
             job.ENV_TIME_LIMIT: str(sge_parse.time_seconds(spec) or 0),

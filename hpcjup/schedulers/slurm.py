@@ -94,6 +94,10 @@ class Slurm(Scheduler):
             job.ENV_NODELIST: f'"${job.ENV_NODE} $(scontrol show hostnames "$SLURM_JOB_NODELIST" '
             f"2>/dev/null | grep -vxF -e \"${job.ENV_NODE}\" | tr '\\n' ' ')\"",
             job.ENV_CPUS: '"${SLURM_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-$(nproc)}}"',
+            # --mem (MB per node) or --mem-per-cpu (MB, times the CPUs here); Slurm sets one of them when it
+            # enforces memory. envlocal.sh keeps its RAM copies within a quarter of it.
+            job.ENV_MEMORY_KB: '"$(if [ -n "${SLURM_MEM_PER_NODE:-}" ]; then echo $((SLURM_MEM_PER_NODE * 1024)); '
+            'elif [ -n "${SLURM_MEM_PER_CPU:-}" ]; then echo $((SLURM_MEM_PER_CPU * ${SLURM_CPUS_ON_NODE:-1} * 1024)); fi)"',
             job.ENV_LAUNCH: shlex.quote(_LAUNCH),
             job.ENV_TIME_LIMIT: str(slurm_sh.GRANTED_LIMIT if res.time_min else res.time_seconds or 0),
             job.ENV_WARN_SIGNAL: "1",  # --signal above; without it Slurm ends the job at the limit itself

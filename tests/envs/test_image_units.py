@@ -78,7 +78,7 @@ def test_doctor_says_what_auto_chooses_first(fields: tuple[str, ...], ram: str, 
 
 def probe(**environ: str) -> list[str]:
     """The doctor's probe (pack.DOCTOR) run here for real: its line's fields."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")} | environ
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "HPCJUP_JOB_"))} | environ
     out = subprocess.run(["sh", "-c", DOCTOR], env=env, capture_output=True, text=True, timeout=60).stdout
     line = next(line for line in out.splitlines() if line.startswith(DOCTOR_MARK))
     return line[len(DOCTOR_MARK) :].split()
@@ -88,20 +88,37 @@ def mem_available_kb() -> int:
     return int(next(line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemAvailable:")))
 
 
+def slurm_memory_kb(**environ: str) -> str:
+    """The job's memory as the Slurm adapter's job script exports it (HPCJUP_JOB_MEMORY_KB), evaluated by sh."""
+    from hpcjup.config.resources import Resources
+    from hpcjup.job.contract import ENV_MEMORY_KB
+    from hpcjup.schedulers.base import JobSpec
+    from hpcjup.schedulers.slurm import Slurm
+
+    value = Slurm().environment(JobSpec("n", "/s", ["true"], Resources()))[ENV_MEMORY_KB]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")} | environ
+    return subprocess.run(["sh", "-c", f"echo {value}"], env=env, capture_output=True, text=True).stdout.strip()
+
+
 def test_the_probe_says_how_much_ram_auto_may_fill_here() -> None:
-    """A quarter of the job's memory (Slurm's), of MemAvailable without it, on /dev/shm (tmpfs here)."""
-    fields = probe(SLURM_MEM_PER_NODE="8")
+    """A quarter of the job's memory (the adapter's export, from Slurm's --mem or --mem-per-cpu), of MemAvailable
+    without it, on /dev/shm (tmpfs here)."""
+    assert slurm_memory_kb(SLURM_MEM_PER_NODE="8") == "8192"
+    assert slurm_memory_kb(SLURM_MEM_PER_CPU="10", SLURM_CPUS_ON_NODE="4") == "40960"
+    assert slurm_memory_kb() == "", "no memory said: no bound of the job's own (MemAvailable and cgroups remain)"
+    fields = probe(HPCJUP_JOB_MEMORY_KB=slurm_memory_kb(SLURM_MEM_PER_NODE="8"))
     assert len(fields) == 5 and fields[4] == "2048:/dev/shm", fields
-    assert probe(SLURM_MEM_PER_CPU="10", SLURM_CPUS_ON_NODE="4")[4] == "10240:/dev/shm"
+    assert probe(HPCJUP_JOB_MEMORY_KB="40960")[4] == "10240:/dev/shm"
     kb, where = probe()[4].split(":")
     assert where == "/dev/shm" and 0 < int(kb) <= mem_available_kb() // 4 * 1.1
 
 
 @settings(max_examples=25, deadline=None)
 @given(st.text(alphabet="0123456789 -x.", max_size=6))
-def test_any_slurm_memory_value_gives_a_bound(value: str) -> None:
-    """envlocal.sh's ram_kb on whatever Slurm's variable holds: a number of KB, never more than a quarter of it."""
-    kb, _ = probe(SLURM_MEM_PER_NODE=value)[4].split(":")
+def test_any_job_memory_value_gives_a_bound(value: str) -> None:
+    """envlocal.sh's ram_kb on whatever the job's memory variable holds: a number of KB, never more than a quarter
+    of it."""
+    kb, _ = probe(HPCJUP_JOB_MEMORY_KB=value)[4].split(":")
     assert kb.isdigit() and int(kb) <= mem_available_kb() // 4 * 1.1
     if value.isdigit():
-        assert int(kb) <= int(value) * 1024 // 4
+        assert int(kb) <= int(value) // 4

@@ -48,7 +48,7 @@ def settings_of(tmp_path: Path, partition: str | None = None, time: str | None =
 # -- the job environment -------------------------------------------------------------------------------
 def test_the_contract_lists_every_name_the_launcher_reads() -> None:
     names = {value for key, value in vars(contract).items() if key.startswith("ENV_")}
-    assert set(JOB_ENVIRONMENT) == names and len(JOB_ENVIRONMENT) == 16
+    assert set(JOB_ENVIRONMENT) == names and len(JOB_ENVIRONMENT) == 17
 
 
 @pytest.mark.parametrize("name", ["slurm", "pbs", "pbs-nci", "lsf", "sge", "local", "none"])
