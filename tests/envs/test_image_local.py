@@ -9,13 +9,16 @@ other helpers' sessions on the same nodes never meet it.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from hpcjup.envs.build import BuiltEnv, ensure
 from hpcjup.envs.spec import EnvSpec
-from hpcjup.job import ENVLOCAL_FILE, LAUNCHER_PATH
+from hpcjup.job import ENV_MEMORY_KB, ENVLOCAL_FILE, LAUNCHER_PATH
+from hpcjup.schedulers.base import JobSpec
+from hpcjup.schedulers.slurm import Slurm
 from hpcjup.transport import Transport
 from tests.envs.conftest import TEST_ROOT
 
@@ -111,8 +114,11 @@ def job(
     candidates (space-separated); `mem`: the job's memory in MB (an allocation of its own: Slurm tells the job)."""
     where = f"-w {node} " if node else ""
     alloc = f"salloc -Q -N1 -t 2 {where}--mem={mem} " if mem else ""
+    # The job's memory as a session's job script exports it (the Slurm adapter's own line, evaluated in the step).
+    memory = Slurm().environment(JobSpec("t", "/s", ["true"]))[ENV_MEMORY_KB]
+    step = shlex.quote(f'export {ENV_MEMORY_KB}={memory}; exec sh "$@"')
     return (
-        f"HPCJUP_ENV_LOCAL='{local}' {alloc}srun -N1 -t 2 {where}sh {wrapper} {mode} {env.path} -- "
+        f"HPCJUP_ENV_LOCAL='{local}' {alloc}srun -N1 -t 2 {where}sh -c {step} sh {wrapper} {mode} {env.path} -- "
         f'{env.python} -c "{SHOW}" {seconds}'
     )
 
