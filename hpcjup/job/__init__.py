@@ -78,6 +78,7 @@ JOB_FILES = (
     "lazy.py",
     "usage.py",
     "dasklaunch.py",
+    "relayed.py",
     "daskscale.py",
     "daskhttp.py",
     "adaptive.py",

@@ -16,7 +16,6 @@ main process) runs it, asked through $HPCJUP_RELAY (`Relayed`), and the workers 
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
@@ -41,6 +40,7 @@ from contract import (
     WRAP_VARIABLE,
 )
 from daskscale import ScaleOut
+from relayed import Relayed, signal_launch
 
 ADAPTIVE_MODULE = "adaptive"  # adaptive.py beside this file: the adaptive worker-group loop
 PRELOAD_FILE = "daskhttp.py"  # beside this file: Dask's HTTP server on a Unix socket or nowhere
@@ -87,58 +87,6 @@ def _int_env(name: str) -> int:
         return int(os.environ.get(name, "0"))
     except ValueError:
         return 0
-
-
-class Relayed:
-    """One per-host launch run by the host-side relay (relay.sh) for a launcher inside a container image, seen as
-    the launcher sees its own children: poll() and wait() read the exit code the relay records, signal() asks the
-    relay to pass a signal on. Its argv goes to a file first (shell words), then one line to the relay's FIFO."""
-
-    made = 0  # launches asked for by this launcher: each its own number (the relay's directory is this job run's)
-
-    def __init__(self, channel: str, argv: list[str]) -> None:
-        Relayed.made += 1
-        self.number, self.dir, self.channel = Relayed.made, os.path.dirname(channel), channel
-        self.returncode = None  # type: int | None
-        write_private(os.path.join(self.dir, f"{self.number}.argv"), shlex.join(argv).encode())
-        self.ask(f"launch {self.number}")
-
-    def ask(self, line: str) -> None:
-        """One request to the relay; OSError (ENXIO) when nobody reads its FIFO: the relay is gone."""
-        fd = os.open(self.channel, os.O_WRONLY | os.O_NONBLOCK)
-        try:
-            os.write(fd, (line + "\n").encode())  # one short write: atomic on a FIFO, never mixed with another
-        finally:
-            os.close(fd)
-
-    def poll(self) -> int | None:
-        if self.returncode is None:
-            try:
-                with open(os.path.join(self.dir, f"{self.number}.exit")) as fh:
-                    self.returncode = int(fh.read())
-            except (OSError, ValueError):
-                return None
-        return self.returncode
-
-    def signal(self, signum: int) -> None:
-        with contextlib.suppress(OSError):  # the relay gone: it stopped its launches when the launcher ended
-            self.ask(f"signal {self.number} {signal.Signals(signum).name[3:]}")
-
-    def wait(self, timeout: float = 10.0) -> int | None:
-        """The exit code, waiting at most `timeout` seconds for the relay to record it (None: not yet)."""
-        end = time.monotonic() + timeout
-        while self.poll() is None and time.monotonic() < end:
-            time.sleep(0.1)
-        return self.returncode
-
-
-def _signal(proc: Any, signum: int) -> None:
-    """`signum` to a launched process group (its own session), or through the relay to a relayed launch."""
-    if isinstance(proc, Relayed):
-        proc.signal(signum)
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signum)
 
 
 class DaskCluster(ScaleOut):
@@ -395,13 +343,13 @@ class DaskCluster(ScaleOut):
         for group in ([self.adapt_proc], self.worker_procs, [self.scheduler]):
             running = [proc for proc in group if proc is not None and proc.poll() is None]
             for proc in running:
-                _signal(proc, signal.SIGTERM)
+                signal_launch(proc, signal.SIGTERM)
             end = time.monotonic() + grace
             while any(proc.poll() is None for proc in running) and time.monotonic() < end:
                 time.sleep(0.1)
             for proc in running:
                 if proc.poll() is None:
-                    _signal(proc, signal.SIGKILL)
+                    signal_launch(proc, signal.SIGKILL)
                     proc.wait()
         shutil.rmtree(self.scratch, ignore_errors=True)  # this node's; other nodes' go with the job's /tmp
         relayed = [proc for proc in self.worker_procs if isinstance(proc, Relayed)]

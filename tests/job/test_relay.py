@@ -1,6 +1,6 @@
 """The host-side relay (job/relay.sh) for a launcher inside a container image, run for real by sh on this machine.
 
-The launcher's side is dasklaunch's `Relayed`: the tests ask through it, as the launcher does, and watch what
+The launcher's side is relayed.py's `Relayed` (dasklaunch's launches): the tests ask through it, as the launcher does, and watch what
 the relay runs: each launch's argv word for word, its exit code back, signals passed on, and nothing left running
 when the launcher ends, however it ends.
 """
@@ -98,7 +98,7 @@ def test_exit_codes_and_signals_come_back_through_the_relay(dasklaunch: Any, cha
 def test_what_the_launcher_leaves_running_is_stopped_when_it_ends(tmp_path: Path) -> None:
     """A launcher killed outright (its stop never ran): the relay stops its launches and removes its channel."""
     child = (
-        "import os, sys, time; sys.path.insert(0, sys.argv[1]); from dasklaunch import Relayed\n"
+        "import os, sys, time; sys.path.insert(0, sys.argv[1]); from relayed import Relayed\n"
         "r = Relayed(os.environ[sys.argv[2]], ['sh', '-c', 'echo $$ >' + sys.argv[3] + '; exec sleep 300'])\n"
         "while not os.path.exists(sys.argv[3]): time.sleep(0.05)\n"
         "os.kill(os.getpid(), 9)\n"
