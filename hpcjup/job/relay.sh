@@ -7,7 +7,7 @@
 # channel, a FIFO in relay/ beside it (the session directory: the container sees it at the same path, since the
 # launcher itself lives there), leaves a server behind on the host, and execs COMMAND with $HPCJUP_RELAY naming
 # the FIFO: the launcher is the job's main process as in any session (the scheduler's signals reach it, its exit
-# code is the job's), and the server, its child, runs what it asks for (dasklaunch.py `Relayed`):
+# code is the job's), and the server, its child, runs what it asks for (relayed.py `Relayed`, for dasklaunch.py):
 #   launch N       run the argv in relay/N.argv (shell words, written by the launcher before it asks) in the
 #                  background; its pid goes to relay/N.pid, its exit code to relay/N.exit (and a line in the job log
 #                  where it is not 0): that is how the launcher learns that a host's workers ended or failed;
