@@ -82,6 +82,14 @@ def offline_setting(given: bool | None = None) -> bool | None:
     return value
 
 
+def keep_tree(transport: Transport) -> bool:
+    """Whether a build keeps the env's tree on the shared filesystem (envs/pack.py): the `env_mode` setting is
+    `direct` (envs run in place), or the host is this machine (--local)."""
+    from hpcjup.config.profiles import resolve
+
+    return transport.name == "local" or resolve({}, profile=None).value("env_mode") == "direct"
+
+
 def build_where(app: App, transport: Transport, build: str | None) -> JobPlace | None:
     """Where `env build` builds: --build when given, else the `build` setting; for `job`, the place of its
     batch job (the profile's partition, account and directives; the host's batch system)."""
@@ -256,7 +264,14 @@ def upgrade_server_command(
     spec = server.upgraded_spec()
     with app.connect(host, reach) as transport, BuildDisplay(app.ui, "server environment") as display:
         built = ensure(
-            transport, spec, env_root(root), python, prefix=SERVER_PREFIX, progress=display, offline=offline_setting()
+            transport,
+            spec,
+            env_root(root),
+            python,
+            prefix=SERVER_PREFIX,
+            progress=display,
+            offline=offline_setting(),
+            keep_tree=keep_tree(transport),
         )
         transport.run(server.point_argv(built.path.rsplit("/", 1)[0], built.name))
     app.ui.result(
@@ -291,7 +306,15 @@ def _ensure(
     prefix = SERVER_PREFIX if server else USER_PREFIX
     with BuildDisplay(app.ui, "environment" if not server else "server environment") as display:
         built = ensure(
-            transport, env_spec, env_root(root), python, prefix=prefix, progress=display, offline=offline, job=job
+            transport,
+            env_spec,
+            env_root(root),
+            python,
+            prefix=prefix,
+            progress=display,
+            offline=offline,
+            job=job,
+            keep_tree=keep_tree(transport),
         )
     return built, env_spec
 
@@ -334,14 +357,14 @@ def _table(envs: list[Any], host: str, root: str, using: dict[str, list[str]]) -
     lines = [f"{head} {'SESSIONS':<16} SPEC"]
     for env in envs:
         ago = duration(int(time.time()) - env.last_used) + " ago"
-        size = f"{env.kb / 1024:.1f} MB"
+        size = f"{env.size_kb / 1024:.1f} MB"
         python = str(env.meta.get("python", "?"))
         sessions = ",".join(using.get(env.name, [])) or "-"
         # The image jobs copy to their nodes (envs/pack.py); "bad": a job found its hash wrong, the next build packs
         # it again; "-": none (no mksquashfs on the host, or built with pip: the env is used in place).
         image = "-" if env.image is None else "bad" if env.image.bad else f"{env.image.bytes / 1e6:.1f} MB"
         lines.append(
-            f"{env.name:<24} {python:<8} {size:>9} {image:>9} {env.files:>7} {env.shared_files:>7}  {ago:<12} "
+            f"{env.name:<24} {python:<8} {size:>9} {image:>9} {env.inside_files:>7} {env.shared_files:>7}  {ago:<12} "
             f"{sessions:<16} {env.meta.get('source', '?')}"
         )
     return "\n".join(lines)

@@ -68,13 +68,20 @@ def probe_argv(
     stage: bool = False,
     offline: bool | None = None,
     index_url: str = "",
+    keep_tree: bool = False,
 ) -> list[str]:
     """The check as an argument list: `sh -c SCRIPT hpcjup-env probe ...` (stdin read only with `stage`).
     With `stage`, `offline` None asks whether the host reaches an index (`index_url`, else pip's); True/False
-    say it (a setting)."""
+    say it (a setting). `keep_tree`: the env runs in place (tree_env)."""
     argv = ["sh", "-c", script.SCRIPT, "hpcjup-env", "probe", root, prefix, spec.digest, spec.base_python(python)]
     index = "" if not stage else "auto" if offline is None else "offline" if offline else "online"
-    return [*argv, uv_version, "stage" if stage else "", index, index_url]
+    return [*tree_env(keep_tree), *argv, uv_version, "stage" if stage else "", index, index_url]
+
+
+def tree_env(keep: bool) -> list[str]:
+    """The argv prefix that tells the scripts to keep an env's tree on the shared filesystem (and unpack a dropped
+    one back): for env_mode direct and --local, which run envs in place (envs/pack.py). Default: dropped."""
+    return ["env", "HPCJUP_ENV_TREE=keep"] if keep else []
 
 
 def parse_probe(stdout: str) -> Probe:
@@ -118,9 +125,16 @@ def spec_archive(spec: EnvSpec) -> bytes:
     return pack(files)
 
 
-def check(transport: Transport, spec: EnvSpec, root: str, python: str = "python3", prefix: str = USER_PREFIX) -> Probe:
+def check(
+    transport: Transport,
+    spec: EnvSpec,
+    root: str,
+    python: str = "python3",
+    prefix: str = USER_PREFIX,
+    keep_tree: bool = False,
+) -> Probe:
     """Whether the spec's environment is built on the host (one remote command, nothing uploaded)."""
-    result = transport.run(probe_argv(spec, root, python, prefix=prefix), check=False)
+    result = transport.run(probe_argv(spec, root, python, prefix=prefix, keep_tree=keep_tree), check=False)
     return _checked(parse_probe(result.stdout), spec, python, transport)
 
 
@@ -134,11 +148,13 @@ def ensure(
     progress: Progress | None = None,
     offline: bool | None = None,
     job: JobPlace | None = None,
+    keep_tree: bool = False,
 ) -> BuiltEnv:
     """The spec's environment on the host, built now if it is not (two remote commands; three the first time uv
     comes; one more for an offline host's packages). `offline`: None finds out (only when it builds), True
     for a site known to reach no index (the laptop fetches), False never asks. `job`: the build runs in a batch
-    job there (envs/buildjob.py; one more remote command, its submission), not on the login node."""
+    job there (envs/buildjob.py; one more remote command, its submission), not on the login node. `keep_tree`: the
+    env runs in place, so its tree stays (or comes back) on the shared filesystem (tree_env)."""
     from hpcjup.envs import uvbin
 
     progress = progress or _Silent()
@@ -151,7 +167,17 @@ def ensure(
     laptop_uv = uvbin.laptop_uv()
     version = uvbin.uv_version(laptop_uv) if laptop_uv else ""
     result = transport.run(
-        probe_argv(spec, root, python, prefix=prefix, uv_version=version, stage=True, offline=offline, index_url=url),
+        probe_argv(
+            spec,
+            root,
+            python,
+            prefix=prefix,
+            uv_version=version,
+            stage=True,
+            offline=offline,
+            index_url=url,
+            keep_tree=keep_tree,
+        ),
         input=spec_archive(spec),
         check=False,
     )
@@ -177,7 +203,7 @@ def ensure(
             # The build never starts: its stage goes now (the next build's sweep would take a day).
             transport.run(remove_stage_argv(probe.stage), check=False)
             raise
-    argv = ["sh", "-c", script.SCRIPT, "hpcjup-env", "build", probe.root, probe.name, probe.stage]
+    argv = [*tree_env(keep_tree), "sh", "-c", script.SCRIPT, "hpcjup-env", "build", probe.root, probe.name, probe.stage]
     argv += [probe.interpreter, uv, " ".join(extra)]
     if spec.kind == "conda":
         from hpcjup.envs.conda import solver_text
@@ -364,6 +390,17 @@ def _line(
     elif word == "image":  # packed (PATH SHA256 BYTES CODEC), or `none WHY`: the env is then used in place
         what, _, why = rest.partition(" ")
         progress.line(f"no image: {why}" if what == "none" else f"image {what} ({int(why.split()[1]) / 1e6:.0f} MB)")
+    elif word == "tree":  # dropped FILES (only the image, lock and log stay on the shared filesystem), kept WHY
+        what, _, why = rest.partition(" ")
+        progress.line(
+            f"tree of {why} files removed: the image is what nodes use"
+            if what == "dropped"
+            else f"tree {what} {why}".strip()
+        )
+    elif word == "rebuild":  # its tree dropped and its image corrupt or gone
+        progress.line(
+            f"{rest.split(' ', 1)[0]} is corrupt or gone and the tree was dropped: building the environment again{' from its lock' if 'from its lock' in rest else ''}"
+        )
     elif word == "space":
         space[:] = rest.rsplit(" ", 4)
     elif word == "failed":

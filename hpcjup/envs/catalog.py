@@ -27,25 +27,43 @@ InUse = Callable[[str], list[str]]
 
 @dataclass(frozen=True)
 class EnvInfo:
-    """One built environment: its name and path, size, file count, last use, and what it was built from."""
+    """One built environment: its name and path, size and file count on the shared filesystem, last use, and what
+    it was built from."""
 
     name: str
     path: str
-    kb: int
+    kb: int  # its directory on the shared filesystem (without its tree: a few KB)
     files: int
     last_used: int  # epoch seconds: the last start (or build) that used it
     meta: dict[str, Any]
     current_server: bool = False  # the server environment new sessions run JupyterLab from (never pruned)
     image: Image | None = None  # its SquashFS image beside it (envs/pack.py), if packed
     beside: int = 0  # its files beside the tree on the shared filesystem: the image, its bad-mark, its log
+    tree: bool = True  # False: its tree was dropped after packing (envs/pack.py); the image is the environment
 
     @property
     def shared_files(self) -> int:
-        """What it costs in inodes on the shared filesystem: the tree (`files`) and what lies beside it."""
+        """What it costs in inodes on the shared filesystem: its directory (`files`) and what lies beside it."""
         return self.files + self.beside
 
+    @property
+    def inside_files(self) -> int:
+        """The files of the environment itself: its tree's, or, where that was dropped, its image's (as packed)."""
+        if self.tree:
+            return self.files
+        counted = self.meta.get("image", {}).get("tree_files") if isinstance(self.meta.get("image"), dict) else None
+        return counted if isinstance(counted, int) else 0
+
+    @property
+    def size_kb(self) -> int:
+        """Its size unpacked: the tree's, or, where that was dropped, the tree's as packed."""
+        if self.tree:
+            return self.kb
+        packed = self.meta.get("image", {}).get("tree_kb") if isinstance(self.meta.get("image"), dict) else None
+        return packed if isinstance(packed, int) else self.kb
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "inside_files": self.inside_files, "shared_files": self.shared_files}
 
 
 @dataclass(frozen=True)
@@ -104,7 +122,19 @@ def list_all(transport: Transport, root: str) -> tuple[str, list[EnvInfo], list[
         sizes = int(parts[2]), int(parts[3]), int(parts[4])
         extra = beside.get(name, [])
         image = image_of(meta, bad="bad" in extra) if "sqsh" in extra else None
-        found.append(EnvInfo(name, f"{absolute}/{name}", *sizes, meta, name == current, image=image, beside=len(extra)))
+        files = sum(1 for word in extra if word in ("sqsh", "bad", "log"))
+        found.append(
+            EnvInfo(
+                name,
+                f"{absolute}/{name}",
+                *sizes,
+                meta,
+                name == current,
+                image=image,
+                beside=files,
+                tree="notree" not in extra,
+            )
+        )
     return absolute, found, [pulled for line in lines if (pulled := _image_line(line, absolute)) is not None]
 
 

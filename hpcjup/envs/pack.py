@@ -14,12 +14,17 @@ Python relative to themselves), so they run from wherever a job mounts or unpack
 writes its own path into every script: such an environment runs in place only. No mksquashfs on the host: no
 image (`@@hpcjup image none WHY`), the environment is used in place.
 
-The tree stays on the shared filesystem beside its image (so `env ls` counts its files there, FILES and SHARED):
-it is what a job falls back to where a node has no FUSE, no unsquashfs or no room (env_mode direct, too); what
-packs a corrupt image again; what the login node runs (a worker group's job script is rendered with the env's
-Python there; `env lock`). Dropping it would make every one of those fail instead of running slower.
+Then the tree goes (`drop_tree`, issue 21: inode quotas): on the shared filesystem an environment is its image, its
+log and a directory of a handful of files (`KEPT`: the metadata that says it is built, its last use, its lock and
+spec), not tens of thousands. Only a build that made the env drops its tree (one built earlier may be in use in place),
+only where unsquashfs reads the new image back, and not with HPCJUP_ENV_TREE=keep (the laptop's choice for
+env_mode direct and --local, which run it in place: a dropped tree is then unpacked back, `restore_tree`). What the
+tree served before: a node that can neither mount nor unpack locally unpacks into the session's directory
+(job/envlocal.sh); a corrupt or lost image is built again from the env's lock (`broken`; script.py); the login node
+runs a worker group's render through envlocal.sh too; `env lock` reads the lock that stays.
 
-The lines: `@@hpcjup image PATH SHA256 BYTES CODEC` or `@@hpcjup image none WHY`.
+The lines: `@@hpcjup image PATH SHA256 BYTES CODEC` or `@@hpcjup image none WHY`; `@@hpcjup tree dropped FILES`,
+`@@hpcjup tree kept WHY`, `@@hpcjup tree restored`.
 """
 
 from __future__ import annotations
@@ -68,18 +73,62 @@ pack_image() {  # $1 ROOT, $2 NAME: ROOT/NAME.sqsh and its hash in the metadata;
         rm -f "$part"; say image none "mksquashfs failed (see the log): used in place"; return 0
     fi
     sha=$(sha256sum <"$part" | cut -d' ' -f1) bytes=$(wc -c <"$part" | tr -d ' ') kb=$(du -sk "$dir" | cut -f1)
+    files=$(find "$dir" | wc -l | tr -d ' ')
     set -- $codec
-    "${py:-python3}" - "$dir/.hpcjup-env.json" "$sha" "$bytes" "$2" "$kb" <<'EOF' || { rm -f "$part"; say image none "could not record its hash"; return 0; }
+    "${py:-python3}" - "$dir/.hpcjup-env.json" "$sha" "$bytes" "$2" "$kb" "$files" <<'EOF' || { rm -f "$part"; say image none "could not record its hash"; return 0; }
 import json, os, sys
-path, sha, size, codec, kb = sys.argv[1:6]
+path, sha, size, codec, kb, files = sys.argv[1:7]
 meta = json.load(open(path))
-meta["image"] = {"sha256": sha, "bytes": int(size), "codec": codec, "tree_kb": int(kb), "compiled": True}
+meta["image"] = {"sha256": sha, "bytes": int(size), "codec": codec, "tree_kb": int(kb), "tree_files": int(files),
+                 "compiled": True}
 with open(path + ".new", "w") as f:
     json.dump(meta, f, sort_keys=True)
 os.rename(path + ".new", path)
 EOF
     mv -f "$part" "$dir.sqsh" && rm -f "$dir.sqsh.bad" || { rm -f "$part"; say image none "could not rename it"; return 0; }
     say image "$dir.sqsh" "$sha" "$bytes" "$2"
+}
+
+# What stays of an environment whose tree was dropped: its metadata (the marker), last use, lock and spec.
+KEPT=".hpcjup-env.json .hpcjup-used .hpcjup-lock.txt .hpcjup-spec"
+has_tree() { [ -e "$1/bin" ]; }  # $1: ROOT/NAME
+broken() {  # $1 ROOT/NAME: its tree dropped and its image bad (a job found its hash wrong) or gone: built again
+    ! has_tree "$1" && { [ -e "$1.sqsh.bad" ] || [ ! -f "$1.sqsh" ]; }
+}
+
+drop_tree() {  # $1 ROOT, $2 NAME: once its image is packed and lists its Python, the tree goes (HPCJUP_ENV_TREE=keep:
+    # it stays); what stays is KEPT. The directory is swapped whole (a start never sees half a tree).
+    [ "${HPCJUP_ENV_TREE:-drop}" = drop ] || return 0
+    dir="$1/$2" keep="$1/.tmp-$2-$$.kept" gone="$1/.rm-$2-$$"
+    grep -q '"sha256"' "$dir/.hpcjup-env.json" 2>/dev/null && [ -f "$dir.sqsh" ] || return 0
+    # unsquashfs restores it (env_mode = direct) and proves the image reads: no unsquashfs, the tree stays.
+    command -v unsquashfs >/dev/null 2>&1 || { say tree kept "no unsquashfs on $(uname -n)"; return 0; }
+    unsquashfs -l -n "$dir.sqsh" bin/python 2>/dev/null | grep -q '/bin/python$' ||
+        { say tree kept "its image does not list bin/python"; return 0; }
+    mkdir "$keep" || return 0
+    for f in $KEPT; do [ ! -e "$dir/$f" ] || cp -Rp "$dir/$f" "$keep/" || { rm -rf "$keep"; return 0; }; done
+    n=$(find "$dir" | wc -l | tr -d ' ')
+    mv "$dir" "$gone" && mv "$keep" "$dir" || { [ -e "$dir" ] || mv "$gone" "$dir"; rm -rf "$keep"; return 0; }
+    rm -rf "$gone"
+    say tree dropped "$n"
+}
+
+needs_tree() {  # $1 ROOT/NAME: HPCJUP_ENV_TREE=keep (env_mode direct, --local) and its tree was dropped
+    [ "${HPCJUP_ENV_TREE:-drop}" = keep ] && ! has_tree "$1" && [ -f "$1.sqsh" ]
+}
+
+restore_tree() {  # $1 ROOT, $2 NAME: the dropped tree back from its image, if the image is the one built; else fails
+    dir="$1/$2" part="$1/.tmp-$2-$$"
+    sha=$(sha256sum <"$dir.sqsh" 2>/dev/null | cut -d' ' -f1)
+    [ -n "$sha" ] && grep -q "\"sha256\": \"$sha\"" "$dir/.hpcjup-env.json" || return 1
+    say phase restoring
+    rm -rf "$part"
+    unsquashfs -q -n -d "$part" "$dir.sqsh" >/dev/null 2>&1 || { rm -rf "$part"; return 1; }
+    # The metadata outside is the newer one (the image's copy predates its own hash); last use too.
+    cp -p "$dir/.hpcjup-env.json" "$dir/.hpcjup-used" "$part/" 2>/dev/null
+    mv "$dir" "$1/.rm-$2-$$" && mv "$part" "$dir" || { rm -rf "$part"; return 1; }
+    rm -rf "$1/.rm-$2-$$"
+    say tree restored
 }
 """
 

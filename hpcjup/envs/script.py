@@ -24,7 +24,8 @@
   (hpcjup.envs.conda). A failed build says `@@hpcjup space DIR KB FILES AVAILKB FREEINODES` (what it had written, what the
   file system has left: the laptop's words for a full disk or quota) before its `failed` line.
 - `ls ROOT`: `@@hpcjup current NAME` (what server-current points at), then one line per built environment:
-  `@@env NAME KB FILES USED` then its metadata JSON line, then `@@beside NAME [sqsh] [bad] [log]`: its files beside it.
+  `@@env NAME KB FILES USED` then its metadata JSON line, then `@@beside NAME [sqsh] [bad] [log] [notree]`: its files beside
+  it, and `notree` where its tree was dropped (envs/pack.py).
 - `rm ROOT NAME...`: removes environments (and their logs) not being built right now.
 - `prune ROOT DAYS NAME...`: removes those of NAME... still unused for DAYS days (a start since the
   laptop's listing keeps its env), never the one `server-current` points at; `@@hpcjup removed NAME`.
@@ -101,9 +102,13 @@ probe() {
     if [ -f "$root/$name/.hpcjup-env.json" ]; then
         : >"$root/$name/.hpcjup-used"
         # No image yet (built before hpcjup packed them, a pack killed) or a job found it corrupt: a build packs
-        # it again, the env itself stays.
+        # it again, the env itself stays. Its tree dropped too: built again from its lock. Its tree dropped and
+        # wanted (env_mode direct): the build unpacks it from the image.
         # A bad image this host can no longer pack again goes: the env is used in place.
-        if needs_image "$root/$name"; then say env "$name" repack; else
+        if broken "$root/$name"; then say env "$name" rebuild
+        elif needs_image "$root/$name"; then say env "$name" repack
+        elif needs_tree "$root/$name"; then say env "$name" restore
+        else
             [ ! -e "$root/$name.sqsh.bad" ] || rm -f "$root/$name.sqsh" "$root/$name.sqsh.bad"
             say env "$name" built; exit 0
         fi
@@ -144,7 +149,7 @@ take_lock() {  # one builder per name; a second waits, then finds the env built 
             say stale-lock "$owner"
             dead=$(cat "$lock/stage" 2>/dev/null)
             case $dead in "$root/.stage-$name-"*) rm -rf "$dead" ;; esac
-            rm -rf "$lock" "$root/.tmp-$name-$2" "$root/.tmp-$name-$2.log" "$root/.tmp-$name-$2.rc" "$root/.tmp-$name-$2.req" "$root/.tmp-$name-$2.sqsh"
+            rm -rf "$lock" "$root/.tmp-$name-$2" "$root/.tmp-$name-$2".*
             continue
         fi
         [ -n "$said" ] || { say phase waiting "$owner"; said=1; }
@@ -162,17 +167,19 @@ sweep() {  # what killed builders of other specs left on this host (their dead p
         n=${other#"$root/.lock-"}
         dead=$(cat "$other/stage" 2>/dev/null)
         case $dead in "$root/.stage-$n-"*) rm -rf "$dead" ;; esac
-        rm -rf "$other" "$root/.tmp-$n-$2" "$root/.tmp-$n-$2.log" "$root/.tmp-$n-$2.rc" "$root/.tmp-$n-$2.req" "$root/.tmp-$n-$2.sqsh"
+        rm -rf "$other" "$root/.tmp-$n-$2" "$root/.tmp-$n-$2".*
     done
     # A stage whose build never started (the laptop went away after the probe): gone after a day.
-    # A build job's directory (script and output) the laptop never came back to remove: likewise.
-    find "$root" -maxdepth 1 \( -name '.stage-*' -o -name '.job-*' \) -mmin +1440 -exec rm -rf {} + 2>/dev/null
+    # A build job's directory (script and output) the laptop never came back to remove: likewise; and a tree a
+    # killed build was removing (drop_tree, remove).
+    find "$root" -maxdepth 1 \( -name '.stage-*' -o -name '.job-*' -o -name '.rm-*' \) -mmin +1440 -exec rm -rf {} + 2>/dev/null
 }
 
 cleanup() {
     [ -n "$watchdog" ] && kill "$watchdog" 2>/dev/null
     [ -n "$tmp" ] && rm -rf "$tmp"
-    [ -n "$work" ] && rm -f "$work.rc" "$work.req" "$work.offline" "$work.sqsh"
+    [ -n "$work" ] && rm -rf "$work.rc" "$work.req" "$work.offline" "$work.sqsh" "$work.kept"
+    [ -n "$relock" ] && rm -f "$relock"
     [ -n "$stage" ] && rm -rf "$stage"
     [ -n "$locked" ] && rm -rf "$lock"
 }
@@ -210,6 +217,8 @@ install_pip() {  # the spec's packages into $tmp with uv (or pip, when there is 
     fi
     if [ -n "$uv" ]; then
         p="--python $tmp/bin/python"
+        # An env whose tree was dropped and whose image went bad: exactly what it was (its lock), not a new resolution.
+        if [ -n "$relock" ]; then step "$uv" pip sync $p "$relock" && add_extra; return; fi
         if [ -f hpcjup.lock ]; then step "$uv" pip sync $p hpcjup.lock && add_extra; return; fi
         if [ -f uv.lock ]; then
             step "$uv" export --frozen --no-emit-project --format requirements-txt -o "$work.req" || return 1
@@ -256,7 +265,7 @@ build() {
     root=$(absroot "$1") || exit 3
     name=$2 stage=$3 py=$4 uv=$5 extra=${6:-} solver=${7:-} conda_tool= plat=
     STALE=${HPCJUP_LOCK_STALE:-3600}
-    final="$root/$name" lock="$root/.lock-$name" tmp= work= log= locked= watchdog=
+    final="$root/$name" lock="$root/.lock-$name" tmp= work= log= locked= watchdog= relock=
     trap '' PIPE
     trap 'fail interrupted 130' INT TERM HUP
     # The laptop keeps our stdin open; its end (Ctrl-C, a lost connection) stops the whole build. In a build
@@ -271,10 +280,20 @@ build() {
     say host "${HPCJUP_NODE:-$(uname -n)}"
     take_lock; locked=1
     sweep
-    if [ -f "$final/.hpcjup-env.json" ]; then
+    # A dropped tree wanted back (env_mode direct) whose image is not the one built: that image is bad.
+    if [ -f "$final/.hpcjup-env.json" ] && needs_tree "$final" && ! restore_tree "$root" "$name"; then
+        : >"$final.sqsh.bad"
+    fi
+    if [ -f "$final/.hpcjup-env.json" ] && ! broken "$final"; then
         : >"$final/.hpcjup-used"
         if needs_image "$final"; then work="$root/.tmp-$name-$$" log="$root/.tmp-$name-$$.log"; : >"$log"; pack_image "$root" "$name"; rm -f "$log"; fi
         cleanup; say done "$final" reused; exit 0
+    fi
+    if [ -f "$final/.hpcjup-env.json" ]; then  # its tree dropped, its image bad or gone: built again, as its lock says
+        relock="$root/.tmp-$name-$$.relock"
+        cp "$final/.hpcjup-lock.txt" "$relock" 2>/dev/null || relock=
+        say rebuild "$final.sqsh${relock:+ from its lock}"
+        rm -f "$final.sqsh" "$final.sqsh.bad"
     fi
     rm -rf "$final"  # an in-place build a killed builder left (pip: no marker, never used)
     started=$(date +%s)
@@ -328,6 +347,7 @@ EOF
     tmp=
     rm -f "$final.sqsh" "$final.sqsh.bad"  # an image of an env that was removed and is built anew: not this one
     pack_image "$root" "$name"
+    drop_tree "$root" "$name"  # only here, once: an env built earlier may be in use in place
     mv -f "$log" "$root/$name.log"
     rm -f "$root/$name.failed.log"
     cleanup
@@ -347,7 +367,8 @@ list() {
         printf '@@env %s %s %s %s\n' "${d##*/}" "$(du -sk "$d" | cut -f1)" "$(find "$d" | wc -l)" "$used"
         cat "$m"; echo
         # Its own files beside it (image, its bad-mark, logs): what it costs on the shared filesystem besides the tree.
-        printf '@@beside %s' "${d##*/}"; for f in "$d.sqsh" "$d.sqsh.bad" "$d.log"; do [ ! -e "$f" ] || printf ' %s' "${f##*.}"; done; echo
+        printf '@@beside %s' "${d##*/}"; for f in "$d.sqsh" "$d.sqsh.bad" "$d.log"; do [ ! -e "$f" ] || printf ' %s' "${f##*.}"; done
+        has_tree "$d" && echo || echo ' notree'  # dropped after packing (pack.py): the image is the environment
     done
 }
 

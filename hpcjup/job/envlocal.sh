@@ -12,7 +12,10 @@
 # - MODE auto: unpacks it into RAM (tmpfs) where its tree fits in a quarter of the job's memory (ram_kb), else
 #   mounts it with squashfuse_ll (else squashfuse) where FUSE works, else unpacks it on local disk; MODE image
 #   only mounts, MODE unpack only unpacks (RAM within the same bound first); a copy another job made is used as is;
-# - else (MODE direct, no image, no room, no tools) the environment is used in place, with a warning saying why.
+# - else (MODE direct, no image, no room, no tools) the environment is used in place, with a warning saying why;
+#   one whose tree was dropped after packing (envs/pack.py: the image is all there is on the shared filesystem) is
+#   unpacked into this session's directory instead (<session>/nodes/HOST/, removed as the node's copies are), and where
+#   that cannot be either (its image corrupt, no unsquashfs), this script ends with exit 3 and says why.
 # All of one user's jobs on a node share one copy per digest: each holds DIGEST.lock with `flock -s` for its
 # life; setup and cleanup take .lock with `flock -x`; a cleaner removes what nobody holds (`flock -xn`), at the
 # end of every job and at the start of the next (a mount a killed job left). Then COMMAND runs with every argument
@@ -55,6 +58,10 @@ local_fs() {
 }
 
 can_unpack() { command -v unsquashfs >/dev/null 2>&1; }
+has_tree() { [ -e "$1/bin" ]; }  # envs/pack.py's: an environment whose tree was dropped has its image only
+# The copies of an environment without its tree, where no node-local storage could take one: this session's own,
+# this node's (the session directory is on a shared filesystem, and private: 0700).
+shared=${0%/*}/nodes/$(uname -n 2>/dev/null || hostname)
 in_ram() { case $(stat -f -c %T "$1" 2>/dev/null) in tmpfs | ramfs) return 0 ;; esac; return 1; }
 
 # >>> ram_kb (envs/pack.py's doctor runs this function too: one place for the bound)
@@ -150,7 +157,7 @@ cands=${HPCJUP_ENV_LOCAL:-${TMPDIR:-} /dev/shm /tmp}
 sweep() {  # every copy nobody holds, in every candidate's directory of ours (under its .lock), goes (unmounted
     # first): a job's end, or one a killed job left (wherever it was: another job may have chosen elsewhere)
     command -v flock >/dev/null 2>&1 || return 0
-    for c in $cands; do
+    for c in $cands "$shared"; do
         s=$c/hpcjup-$uid/envs
         mine "$s" || continue
         exec 9<>"$s/.lock" && flock -x 9 || continue
@@ -173,20 +180,22 @@ took() {  # seconds since $1 (a `now`), "" where date has no %N
 use() {  # $1 ENVDIR, $2 the fd that holds its copy (under $base/.lock): sets $got to the copy's path (and $first,
     # the seconds this job spent making it: the first use on this node), or leaves it ENVDIR
     e=$1 img=$1.sqsh sha=$(meta "$1" sha256)
-    if [ -z "$sha" ] || [ ! -f "$img" ]; then warn "$e has no image: used in place"; return; fi
-    if [ -e "$e.sqsh.bad" ]; then warn "$img was found corrupt: $e used in place until the next start packs it again"; return; fi
+    inplace="used in place"
+    has_tree "$e" || inplace="not used here"
+    if [ -z "$sha" ] || [ ! -f "$img" ]; then warn "$e has no image: $inplace"; return; fi
+    if [ -e "$e.sqsh.bad" ]; then warn "$img was found corrupt: $e $inplace until the next start packs it again"; return; fi
     d=$(printf %s "$sha" | cut -c1-16)
     dir=$base/$d
     if [ ! -f "$dir/ready" ] || [ ! -f "$dir/env/.hpcjup-env.json" ]; then
-        rm -rf "$dir" && mkdir "$dir" || { warn "cannot make $dir: $e used in place"; return; }
+        rm -rf "$dir" && mkdir "$dir" || { warn "cannot make $dir: $e $inplace"; return; }
         t0=$(now)
         # One read of the shared file system: the copy and its hash in one pass.
         copied=$({ tee "$dir/image.sqsh" <"$img" 2>/dev/null || : >"$dir/failed"; } | sha256sum | cut -d' ' -f1)
         if [ -e "$dir/failed" ]; then
-            warn "could not copy $img to $dir (no room?): $e used in place"; rm -rf "$dir"; return
+            warn "could not copy $img to $dir (no room?): $e $inplace"; rm -rf "$dir"; return
         fi
         if [ "$copied" != "$sha" ]; then
-            warn "$img is corrupt (sha256 $copied, built as $sha): never used; $e used in place (slower on a shared filesystem); the next start packs it again"
+            warn "$img is corrupt (sha256 $copied, built as $sha): never used; $e $inplace; the next start packs it again"
             : >"$e.sqsh.bad"
             rm -rf "$dir"
             return
@@ -194,18 +203,19 @@ use() {  # $1 ENVDIR, $2 the fd that holds its copy (under $base/.lock): sets $g
         if [ "$how" = image ]; then
             # squashfuse stays in the background: none of our lock descriptors may go with it.
             mkdir "$dir/env" && "$squash" "$dir/image.sqsh" "$dir/env" 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- ||
-                { warn "${squash##*/} could not mount $img: $e used in place"; rm -rf "$dir"; return; }
+                { warn "${squash##*/} could not mount $img: $e $inplace"; rm -rf "$dir"; return; }
         else
             unsquashfs -q -n -d "$dir/env" "$dir/image.sqsh" >/dev/null 2>&1 && rm -f "$dir/image.sqsh" ||
-                { warn "could not unpack $img in $dir (no room?): $e used in place"; rm -rf "$dir"; return; }
+                { warn "could not unpack $img in $dir (no room?): $e $inplace"; rm -rf "$dir"; return; }
         fi
-        [ -f "$dir/env/.hpcjup-env.json" ] || { warn "$dir/env is not $e: used in place"; mounted "$dir/env" && unmount "$dir/env"; rm -rf "$dir"; return; }
+        [ -f "$dir/env/.hpcjup-env.json" ] || { warn "$dir/env is not $e: $inplace"; mounted "$dir/env" && unmount "$dir/env"; rm -rf "$dir"; return; }
         : >"$dir/ready"
         first=$(took "$t0")
     fi
     eval "exec $2<>\"\$dir.lock\"" && flock -s "$2" && got=$dir/env
 }
 
+stop() { warn "$e cannot run on $(uname -n): $1"; sweep; exit 3; }  # an environment without its tree, no copy
 [ "$mode" = direct ] || sweep
 i=1
 while [ "$i" -le "$n" ]; do
@@ -213,10 +223,22 @@ while [ "$i" -le "$n" ]; do
     got=$e sha=$(meta "$e" sha256) first=
     decide "$e"
     if [ "$how" = direct ]; then
-        [ -z "$why" ] || [ -z "$sha" ] || warn "$e used in place, not from its image ($why): slower where that file system is slow"
+        [ -z "$why" ] || [ -z "$sha" ] || ! has_tree "$e" || warn "$e used in place, not from its image ($why): slower where that file system is slow"
     elif [ "$i" -le 6 ]; then  # fds 3..8 hold the copies (more environments than that: in place)
         exec 9<>"$base/.lock" && flock -x 9 && use "$e" $((i + 2))
         exec 9>&-
+    fi
+    if [ "$got" = "$e" ] && ! has_tree "$e"; then  # no tree to run in place: this session's own copy, or nothing
+        [ ! -e "$e.sqsh.bad" ] || stop "its image is corrupt and its tree was dropped; the next start builds it again"
+        [ "$i" -le 6 ] || stop "more than 6 environments without their trees in one job"
+        can_unpack || stop "no local copy (${why:-see above}) and no unsquashfs to unpack one; set env_mode = \"direct\" (the next start unpacks its tree on the shared filesystem) or install squashfs-tools on the nodes"
+        mkdir -p -m 0700 "$shared/hpcjup-$uid/envs" 2>/dev/null
+        mine "$shared/hpcjup-$uid" && mine "$shared/hpcjup-$uid/envs" || stop "$shared is not a private directory of yours"
+        base=$shared/hpcjup-$uid/envs how=unpack
+        warn "$e unpacked into $shared: no node-local copy here (${why:-see above}); slower, and its files count on the shared filesystem until the job ends"
+        exec 9<>"$base/.lock" && flock -x 9 && use "$e" $((i + 2))
+        exec 9>&-
+        [ "$got" != "$e" ] || stop "it could not be unpacked into $shared either (see above)"
     fi
     # The first use on a node says what it cost (benchmarks/slowfs.py reads it): the copy plus mount or unpack.
     [ -z "$first" ] || first=", first use on this node: copy + $how in $first s"
@@ -247,9 +269,12 @@ while [ "$c" -gt 0 ]; do
     c=$((c - 1))
 done
 
-# The command as our child (not exec'd: the copies are released when it ends), every signal passed on.
-"$@" &
+# The command as our child (not exec'd: the copies are released when it ends), every signal passed on. Its stdin is
+# ours (sh gives a background command /dev/null): the login node's render of a worker group's job reads its spec.
+exec 9<&0
+"$@" <&9 9<&- &
 child=$!
+exec 9<&-
 for s in TERM INT HUP USR1 USR2; do trap "kill -$s $child 2>/dev/null" "$s"; done
 while :; do
     wait "$child"

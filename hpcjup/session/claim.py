@@ -59,7 +59,9 @@ class NoJupyter(Exception):
 # "Job <N> is submitted ...". The line "$9 ID" on stderr says it was recorded; the laptop still parses the
 # output the adapter's way (parse_submission) and rewrites the record if the two differ.
 # Before all that, the session's environments ($12...): `b:DIR` built (its marker; marked used; exit 76 too when a
-# job found its image corrupt, DIR.sqsh.bad: the start's build packs it again), `c:ROOT:NAME` the
+# job found its image corrupt, DIR.sqsh.bad, or an env without its tree lost its image: the start's build packs it
+# again or builds it anew; `t:DIR` built with its tree, for
+# env_mode direct: exit 76 where it was dropped, the build unpacks it back), `c:ROOT:NAME` the
 # server env `env upgrade-server` chose is still NAME (exit 76 if not), `p:DIR` an existing env's
 # bin/python (exit 75, its path on stderr), `j:PYTHON` that Python has JupyterLab (exit 79), `m:LABEL WRAPPER`
 # a module-set kernel's wrapper (kernelkinds.Kernel.wrapper) run with a check: exit 80, LABEL on stderr, only when the set
@@ -72,7 +74,9 @@ shift 11
 [ -z "$need" ] || command -v "$need" >/dev/null 2>&1 || exit 77
 for e; do
     case $e in
-        b:*) [ -f "${e#b:}/.hpcjup-env.json" ] && [ ! -e "${e#b:}.sqsh.bad" ] || exit 76; : >"${e#b:}/.hpcjup-used" ;;
+        b:*) [ -f "${e#b:}/.hpcjup-env.json" ] && [ ! -e "${e#b:}.sqsh.bad" ] && { [ -e "${e#b:}/bin" ] || [ -f "${e#b:}.sqsh" ]; } ||
+                 exit 76; : >"${e#b:}/.hpcjup-used" ;;
+        t:*) [ -f "${e#t:}/.hpcjup-env.json" ] && [ -e "${e#t:}/bin" ] || exit 76; : >"${e#t:}/.hpcjup-used" ;;
         c:*) r=${e#c:}; n=${r##*:}; r=${r%:*}
              [ "$(readlink -- "$r/server-current" 2>/dev/null)" = "$n" ] || { [ -z "$n" ] && [ ! -e "$r/server-current" ]; } || exit 76 ;;
         p:*) [ -x "${e#p:}/bin/python" ] || { printf '%s\n' "${e#p:}" >&2; exit 75; } ;;

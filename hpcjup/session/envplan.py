@@ -43,6 +43,11 @@ class Plan:
     server: EnvSpec = field(default_factory=server_env.server_spec)
     offline: bool | None = None  # the `offline` setting: None finds out when something is built
     build: BuildWhere | None = None  # `build = "job"`: where its build job runs; None: on the login node
+    keep_tree: bool = False  # env_mode direct: envs run in place, so their trees stay on the shared filesystem
+
+    def keeps_tree(self, transport: Transport) -> bool:
+        """Whether the envs' trees stay (envs/pack.py): env_mode direct, or --local (the laptop runs them in place)."""
+        return self.keep_tree or transport.name == "local"
 
     def specs(self) -> list[tuple[str, EnvSpec]]:
         """(prefix, spec) of every env to build: the server first."""
@@ -83,7 +88,9 @@ class Located:
 
     server_python: str
     kernels: tuple[tuple[str, str], ...]  # (name, python); a module set's: its WRAPPER, relative until `at`
-    checks: tuple[str, ...]  # `b:PATH` built env, `p:PATH` existing prefix, `c:ROOT:NAME` server-current,
+    checks: tuple[
+        str, ...
+    ]  # `b:PATH` built env (`t:PATH` with its tree), `p:PATH` existing prefix, `c:ROOT:NAME` server-current,
     # `m:NAME=module:A,B WRAPPER` a module set's python3 has ipykernel (claim.py)
     envs: tuple[str, ...]  # the env directories the session uses (session.json; `env rm` refuses them)
     wrappers: tuple[tuple[str, str], ...] = ()  # (WRAPPER path in the session directory, its text)
@@ -129,6 +136,7 @@ def plan(settings: Settings) -> Plan | None:
         tuple(kernels),
         offline=settings.value("offline"),
         build=BuildWhere.of(settings),
+        keep_tree=settings.value("env_mode") == "direct",
     )
 
 
@@ -145,6 +153,7 @@ def server_plan(settings: Settings) -> Plan:
         settings.value("python") or "python3",
         offline=settings.value("offline"),
         build=BuildWhere.of(settings),
+        keep_tree=settings.value("env_mode") == "direct",
     )
 
 
@@ -166,7 +175,8 @@ def locate(p: Plan, facts: HostFacts | None, home: str) -> Located | None:
     if pointer:
         server = f"{root}/{pointer}"
     kernels: list[tuple[str, str]] = []
-    checks = [f"c:{root}:{pointer}", f"b:{server}"]
+    built = "t" if p.keep_tree else "b"  # t: built with its tree (env_mode direct runs it in place)
+    checks = [f"c:{root}:{pointer}", f"{built}:{server}"]
     envs = [server]
     wrappers: list[tuple[str, str]] = []
     for k in p.kernels:
@@ -182,7 +192,7 @@ def locate(p: Plan, facts: HostFacts | None, home: str) -> Located | None:
             continue
         if k.spec is not None:
             path = paths[id(k.spec)]
-            checks.append(f"b:{path}")
+            checks.append(f"{built}:{path}")
         else:
             assert k.prefix is not None
             path = home.rstrip("/") + k.prefix[1:] if k.prefix.startswith("~/") else k.prefix
@@ -192,12 +202,12 @@ def locate(p: Plan, facts: HostFacts | None, home: str) -> Located | None:
     return Located(f"{server}/bin/python", tuple(kernels), tuple(checks), tuple(dict.fromkeys(envs)), tuple(wrappers))
 
 
-def probe(transport: Transport, spec: EnvSpec, root: str, python: str, prefix: str) -> Probe:
+def probe(transport: Transport, spec: EnvSpec, root: str, python: str, prefix: str, keep_tree: bool = False) -> Probe:
     """The host's answer for one spec (one remote command): its root, Python, and whether it is built."""
     from hpcjup.envs.build import parse_probe, probe_argv
     from hpcjup.envs.errors import EnvBuildError
 
-    result = transport.run(probe_argv(spec, root, python, prefix=prefix), check=False)
+    result = transport.run(probe_argv(spec, root, python, prefix=prefix, keep_tree=keep_tree), check=False)
     missing = re.search(r"no \$([A-Za-z_][A-Za-z0-9_]*) here", result.stderr)
     if missing:
         var = missing.group(1)
@@ -226,7 +236,7 @@ def learn(transport: Transport, p: Plan, ui: UI) -> tuple[dict[str, str], dict[s
     places: list[JobPlace | None] = []  # the build job's place, found once, when the first build needs it
     for prefix, spec in p.specs():
         request = spec.base_python(p.python)
-        found = probe(transport, spec, p.root, p.python, prefix)
+        found = probe(transport, spec, p.root, p.python, prefix, p.keeps_tree(transport))
         roots[p.root] = found.root
         pythons[request] = [found.python_version or "", found.machine or "unknown", found.libc or "unknown"]
         if not found.built:
@@ -237,7 +247,17 @@ def learn(transport: Transport, p: Plan, ui: UI) -> tuple[dict[str, str], dict[s
                 places.append(p.build.place(transport, ui))
             job = places[0] if places else None
             with BuildDisplay(ui, what) as shown:
-                ensure(transport, spec, p.root, p.python, prefix=prefix, progress=shown, offline=p.offline, job=job)
+                ensure(
+                    transport,
+                    spec,
+                    p.root,
+                    p.python,
+                    prefix=prefix,
+                    progress=shown,
+                    offline=p.offline,
+                    job=job,
+                    keep_tree=p.keeps_tree(transport),
+                )
     pointer = transport.run(["readlink", f"{roots[p.root]}/{server_env.POINTER}"], check=False).stdout.strip()
     return roots, pythons, {p.root: pointer.rsplit("/", 1)[-1]}
 
@@ -266,7 +286,7 @@ def survey(transport: Transport, p: Plan) -> tuple[Located, list[dict[str, str]]
     roots: dict[str, str] = {}
     pythons: dict[str, list[str]] = {}
     for prefix, spec in p.specs():
-        found = probe(transport, spec, p.root, p.python, prefix)
+        found = probe(transport, spec, p.root, p.python, prefix, p.keeps_tree(transport))
         roots[p.root] = found.root
         pythons[spec.base_python(p.python)] = [found.python_version or "", found.machine or "", found.libc or ""]
         rows.append({"env": found.name or "", "source": spec.source, "state": "built" if found.built else "missing"})

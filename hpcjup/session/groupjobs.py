@@ -58,6 +58,17 @@ job = cls(scheduler=s["scheduler"], name=s.get("worker_name", s["name"]), nanny=
 print(job.job_script())
 """
 
+# `bash -lc _RUN bash N WRAPPER(N words) PYTHON ARGS...`: PYTHON itself where it exists here (nothing to copy on
+# the login node), else through the wrapper (job/envlocal.sh), which makes a copy here of an env whose tree was
+# dropped after packing (envs/pack.py) and removes it when the render ends.
+_RUN = """umask 077
+n=$1; shift
+eval "python=\\${$((n + 1))}"
+if [ "$n" -eq 0 ] || [ ! -x "$python" ]; then exec "$@"; fi
+shift "$n"
+exec "$@"
+"""
+
 
 # -- the record on the cluster ---------------------------------------------------------------------
 def _read_groups(transport: Transport, paths: SessionPaths) -> dict[str, dict[str, Any]]:
@@ -200,10 +211,12 @@ def _render(
         "extra": lifetime_args(record.resources_obj.time_seconds or 3600),
         "logdir": paths.file(f"{DASK_DIR}/logs"),
     }
+    bare = unwrapped(python, paths)
+    wrapper = python[: len(python) - len(bare)]
     try:
         # umask 077: dask-jobqueue creates the log directory, and the worker logs are nobody else's business.
         # The render runs where the workers will (inside the session's container, if any): dask-jobqueue is there.
-        argv = ["bash", "-lc", 'umask 077 && exec "$@"', "bash", *unwrapped(python, paths), "-c", _RENDER]
+        argv = ["bash", "-lc", _RUN, "bash", str(len(wrapper)), *wrapper, *bare, "-c", _RENDER]
         result = transport.run(argv, input=json.dumps(spec).encode())
     except RemoteCommandError as exc:
         raise SubmitError(

@@ -2,8 +2,9 @@
 
 As hpcuser, through `srun` on the compute nodes: one copy (and one squashfuse_ll mount) per node and image digest,
 shared by two jobs at once; nothing left under the local directory nor in /proc/mounts when the last ends; a
-mount a killed job left cleaned by the next job; a corrupt image never used (the env in place, marked bad for the
-next build); no room, or unpack instead of FUSE. Each test uses its own local directory ($HPCJUP_ENV_LOCAL) so
+mount a killed job left cleaned by the next job; a corrupt image never used (an env that kept its tree runs in place;
+one without it ends the job, and both are marked bad for the next build); no room (in place, or for an env without
+its tree unpacked into the session's directory), or unpack instead of FUSE. Each test uses its own local directory ($HPCJUP_ENV_LOCAL) so
 other helpers' sessions on the same nodes never meet it.
 """
 
@@ -41,7 +42,14 @@ def spec(make_spec_module: MakeSpec) -> EnvSpec:
 
 @pytest.fixture(scope="module")
 def env(host: Host, spec: EnvSpec) -> BuiltEnv:
+    """Built as by default: its tree dropped, the image is all there is on the shared filesystem."""
     return ensure(host(), spec, TEST_ROOT)
+
+
+@pytest.fixture(scope="module")
+def tree_env(host: Host, make_spec_module: MakeSpec) -> BuiltEnv:
+    """Built with its tree kept (env_mode direct's choice), so it can also run in place."""
+    return ensure(host(), make_spec_module({"requirements.txt": "six\n"}), TEST_ROOT, keep_tree=True)
 
 
 @pytest.fixture(scope="module")
@@ -166,31 +174,65 @@ def test_a_mount_a_killed_job_left_is_cleaned_by_the_next(place: tuple[Transport
     assert mounts(transport, local) == [] and left(transport, local) == []
 
 
+def _corrupt(transport: Transport, image: str) -> None:
+    """Same size, one byte changed: only its hash tells."""
+    transport.run(["sh", "-c", 'printf X | dd of="$1" bs=1 seek=2000 conv=notrunc 2>/dev/null', "sh", image])
+
+
 def test_a_corrupt_image_is_never_used(place: tuple[Transport, str, str], env: BuiltEnv, spec: EnvSpec) -> None:
+    """Without its tree there is nothing else to run: the job ends (exit 3) and says why; the next build makes it
+    again (test_image_pack: from its lock)."""
     transport, wrapper, local = place
     image = f"{env.path}.sqsh"
-    # Same size, one byte changed: only its hash tells.
-    corrupt = 'printf X | dd of="$1" bs=1 seek=2000 conv=notrunc 2>/dev/null'
-    transport.run(["sh", "-c", corrupt, "sh", image])
+    _corrupt(transport, image)
+    result = transport.run(["sh", "-c", job(wrapper, local, env, 0)], timeout=120, check=False)
+    assert result.returncode == 3 and "prefix " not in result.stdout, result
+    assert "is corrupt" in result.stderr and "never used" in result.stderr, result.stderr
+    assert "cannot run on " in result.stderr and "the next start builds it again" in result.stderr, result.stderr
+    assert transport.run(["test", "-e", f"{image}.bad"], check=False).returncode == 0
+    assert mounts(transport, local) == [] and left(transport, local) == []
+    again = ensure(transport, spec, TEST_ROOT)
+    assert again.path == env.path and again.built_now
+    assert transport.run(["test", "-e", f"{image}.bad"], check=False).returncode != 0
+
+
+def test_a_corrupt_image_of_an_env_with_its_tree_runs_it_in_place(
+    place: tuple[Transport, str, str], tree_env: BuiltEnv
+) -> None:
+    transport, wrapper, local = place
+    image = f"{tree_env.path}.sqsh"
+    _corrupt(transport, image)
     try:
-        result = transport.run(["sh", "-c", job(wrapper, local, env, 0)], timeout=120)
-        assert f"prefix {env.path} " in result.stdout  # the env in place
+        result = transport.run(["sh", "-c", job(wrapper, local, tree_env, 0)], timeout=120)
+        assert f"prefix {tree_env.path} " in result.stdout  # the env in place
         assert "is corrupt" in result.stderr and "never used" in result.stderr, result.stderr
         assert transport.run(["test", "-e", f"{image}.bad"], check=False).returncode == 0
         assert mounts(transport, local) == [] and left(transport, local) == []
-        # The next build packs it again (test_image_pack checks the new hash).
-        again = ensure(transport, spec, TEST_ROOT)
-        assert again.path == env.path
-        assert transport.run(["test", "-e", f"{image}.bad"], check=False).returncode != 0
     finally:
         transport.run(["sh", "-c", 'rm -f "$1.bad"', "sh", image])
 
 
-def test_no_room_falls_back_to_the_env_in_place_and_says_why(place: tuple[Transport, str, str], env: BuiltEnv) -> None:
+def test_no_room_falls_back_to_the_env_in_place_and_says_why(
+    place: tuple[Transport, str, str], tree_env: BuiltEnv
+) -> None:
     transport, wrapper, _ = place
-    result = transport.run(["sh", "-c", job(wrapper, "/nonexistent", env, 0)], timeout=120)
-    assert f"prefix {env.path} " in result.stdout
+    result = transport.run(["sh", "-c", job(wrapper, "/nonexistent", tree_env, 0)], timeout=120)
+    assert f"prefix {tree_env.path} " in result.stdout
     assert "no node-local storage" in result.stderr and "slower" in result.stderr, result.stderr
+
+
+def test_no_room_unpacks_an_env_without_its_tree_into_the_session_directory(
+    place: tuple[Transport, str, str], env: BuiltEnv
+) -> None:
+    """No node-local storage: the session's own copy, on the shared filesystem, this machine's (its host name: the
+    mini-cluster's two nodes are one machine); gone at the end."""
+    transport, wrapper, _ = place
+    top = wrapper.rsplit("/", 1)[0]
+    machine = transport.run(["uname", "-n"]).stdout.strip()
+    result = transport.run(["sh", "-c", job(wrapper, "/nonexistent", env, 0, node="node2")], timeout=120)
+    assert f"prefix {top}/nodes/{machine}/hpcjup-1001/envs/" in result.stdout, result
+    assert "unpacked into" in result.stderr and "no node-local storage" in result.stderr, result.stderr
+    assert left(transport, f"{top}/nodes/{machine}") == []
 
 
 def test_unpack_instead_of_fuse(place: tuple[Transport, str, str], env: BuiltEnv) -> None:

@@ -461,6 +461,11 @@ def test_the_upload_refuses_before_claiming_when_an_env_is_missing(tmp_path: Pat
         return subprocess.run([*argv, *checks], input=pack({"f": (b"x", 0o600)}), capture_output=True).returncode
 
     assert claim(f"b:{tmp_path}/none") == 76 and not root.exists()
+    # Its tree dropped (envs/pack.py): built while its image is there; `t:` (env_mode direct) wants the tree back.
+    assert claim(f"b:{built}") == 76 and claim(f"t:{built}") == 76 and not root.exists()
+    (tmp_path / "built.sqsh").write_bytes(b"image")
+    assert claim(f"t:{built}") == 76 and not root.exists()
+    (built / "bin").mkdir()
     assert claim(f"c:{tmp_path}:server-x") == 76
     assert claim(f"p:{tmp_path}/none") == 75
     assert claim("j:/nonexistent/python") == 79 and not root.exists()
