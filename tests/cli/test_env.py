@@ -102,14 +102,21 @@ def test_build_ls_lock_rm(minicluster: Any, laptop_env: dict[str, str], tmp_path
     envs = {env["name"]: env for env in json.loads(listed.stdout)["envs"]}
     mine = envs[info["name"]]
     assert mine["meta"]["source"] == str(spec) and mine["meta"]["python"].startswith("3.11")
-    assert mine["files"] > 10 and mine["kb"] > 0 and abs(mine["last_used"] - time.time()) < 120
+    assert mine["kb"] > 0 and abs(mine["last_used"] - time.time()) < 120
+    # Its tree dropped after packing: thousands of files inside, a handful on the shared filesystem.
+    assert mine["tree"] is False and mine["inside_files"] > 100 and mine["shared_files"] <= 10, mine
+    text = run(["env", "ls", *HOST, "--root", ROOT], laptop_env).stdout
+    row = next(line.split() for line in text.splitlines() if line.startswith(info["name"]))
+    assert row[6:8] == [str(mine["inside_files"]), str(mine["shared_files"])], text  # FILES, SHARED
 
     locked = run(["env", "lock", str(spec), *HOST, "--root", ROOT, "--json"], laptop_env)
     assert locked.returncode == 0, locked.stderr
     lock = (spec / "hpcjup.lock").read_text()
     assert "six==" in lock and "--hash=sha256:" in lock
     # The spec with its lock is another spec: it builds exactly the lock, as a new env.
-    again = json.loads(run(["env", "build", str(spec), *HOST, "--root", ROOT, "--json"], laptop_env).stdout)
+    # env_mode direct keeps its tree (it runs in place): run below without a copy.
+    direct = {**laptop_env, "HPCJUP_ENV_MODE": "direct"}
+    again = json.loads(run(["env", "build", str(spec), *HOST, "--root", ROOT, "--json"], direct).stdout)
     assert again["name"] != info["name"] and again["built"] is True
     frozen = _remote(minicluster, f"{again['path']}/bin/python -c 'import six; print(six.__version__)'")
     assert frozen.strip() in lock
@@ -140,7 +147,9 @@ def test_server_env_runs_a_session_and_cannot_be_removed_under_it(
 ) -> None:
     """The built-in server spec builds on the cluster, JupyterLab runs from it in a real job, and `env rm`
     refuses it while that session runs."""
-    built = run(["env", "build", "--server", *HOST, "--root", ROOT, "--json"], laptop_env, timeout=600)
+    # Its Python named as `python` runs in place: env_mode direct keeps (or brings back) its tree.
+    direct = {**laptop_env, "HPCJUP_ENV_MODE": "direct"}
+    built = run(["env", "build", "--server", *HOST, "--root", ROOT, "--json"], direct, timeout=600)
     assert built.returncode == 0, built.stderr
     server = json.loads(built.stdout)
     assert server["name"].startswith("server-")

@@ -30,7 +30,7 @@ def test_builds_once_then_every_start_reuses_it(host: Host, make_spec: MakeSpec)
     before = check(transport, spec, TEST_ROOT)
     assert not before.built and before.name
 
-    built = ensure(transport, spec, TEST_ROOT)
+    built = ensure(transport, spec, TEST_ROOT, keep_tree=True)  # run in place below (env_mode direct's way)
     assert built.built_now and built.name == before.name
     # The login node named it by the rule hpcjup documents (spec digest, Python, machine, libc).
     assert built.name == env_name(
@@ -43,7 +43,7 @@ def test_builds_once_then_every_start_reuses_it(host: Host, make_spec: MakeSpec)
     assert "six==" in lock and "--hash=sha256:" in lock
     assert leftovers(transport, built.name) == []
 
-    again = ensure(host(), spec, TEST_ROOT)
+    again = ensure(host(), spec, TEST_ROOT, keep_tree=True)
     assert (again.built_now, again.path) == (False, built.path)
     assert check(transport, spec, TEST_ROOT).built
 
@@ -153,7 +153,7 @@ def test_the_analysis_spec_builds_and_imports_on_a_compute_node(host: Host, make
     """The issue's analysis spec, once (real PyPI, a few seconds with uv): every package imports inside a job."""
     spec = make_spec({"requirements.txt": "numpy\nxarray\nnetCDF4\ndask\ndistributed\n"})
     transport = host()
-    built = ensure(transport, spec, TEST_ROOT)
+    built = ensure(transport, spec, TEST_ROOT, keep_tree=True)  # run in place below (env_mode direct's way)
     code = "import numpy, xarray, netCDF4, dask, distributed; print(distributed.__version__)"
     out = transport.run(["srun", "-N1", "-t", "2", built.python, "-c", code], timeout=300).stdout
     assert out.strip() and out.strip() in transport.read_file(f"{built.path}/.hpcjup-lock.txt").decode()

@@ -59,7 +59,8 @@ def test_a_build_job_builds_on_a_compute_node_and_a_second_start_reuses_it(
 ) -> None:
     spec = make_spec({"requirements.txt": "six\n"})
     transport, seen = host(), Seen()
-    built = ensure(transport, spec, TEST_ROOT, job=slurm(), progress=seen)
+    # keep_tree: the env runs in place below (env_mode direct's way); the job's build gets the choice too.
+    built = ensure(transport, spec, TEST_ROOT, job=slurm(), progress=seen, keep_tree=True)
     assert built.built_now
     jid = job_id(seen)
     # It ran in that job on a compute node: the build's own log says where (the job contract's HPCJUP_NODE).
@@ -73,7 +74,7 @@ def test_a_build_job_builds_on_a_compute_node_and_a_second_start_reuses_it(
     assert out.strip() == built.path
 
     again = Seen()
-    reused = ensure(host(), spec, TEST_ROOT, job=slurm(), progress=again)
+    reused = ensure(host(), spec, TEST_ROOT, job=slurm(), progress=again, keep_tree=True)
     assert (reused.built_now, reused.path) == (False, built.path)
     assert not any("build job" in p for p in again.phases), again.phases  # no job at all
 

@@ -89,11 +89,11 @@ def test_offline_builds_the_same_lock_as_online(host: Host, make_spec: MakeSpec,
     """The issue's target: the same spec, built by a user who reaches PyPI and by one who does not."""
     spec = make_spec({"requirements.txt": "six\nmsgpack\n"})  # msgpack: a compiled wheel for the platform
     said = Phases()
-    online = ensure(host(), spec, TEST_ROOT, progress=said)
+    online = ensure(host(), spec, TEST_ROOT, progress=said, keep_tree=True)
     assert said.phases and not any("laptop" in p for p in said.phases), said.phases
     phases = Phases()
     transport = host(ALIAS)
-    built = ensure(transport, spec, TEST_ROOT, progress=phases)
+    built = ensure(transport, spec, TEST_ROOT, progress=phases, keep_tree=True)  # run in place below
     assert built.built_now and built.name == online.name  # same spec, Python and platform: same name
     assert any(p.startswith("resolving on this laptop") for p in phases.phases), phases.phases
     assert any(p.startswith("uploading") and "wheels" in p for p in phases.phases), phases.phases
@@ -121,7 +121,7 @@ def test_a_source_only_package_is_named_for_an_offline_host(host: Host, make_spe
 
 def test_user_envs_get_ipykernel_and_keep_the_specs_own(host: Host, make_spec: MakeSpec) -> None:
     transport = host()
-    added = ensure(transport, make_spec({"requirements.txt": "six\n"}), TEST_ROOT)
+    added = ensure(transport, make_spec({"requirements.txt": "six\n"}), TEST_ROOT, keep_tree=True)
     assert "ipykernel" in _packages(_lock(transport, added.path))
     transport.run([added.python, "-c", "import ipykernel"])
     # A spec that names its own ipykernel keeps that version (the same resolution, nothing changed).
