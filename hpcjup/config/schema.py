@@ -107,8 +107,9 @@ KEYS: dict[str, Key] = {
         Key(
             "env_mode",
             str,
-            "how jobs use an environment's image: auto (mounted from node-local storage where FUSE works, else "
-            "unpacked there), image, unpack, or direct (the environment in place)",
+            "how jobs use an environment's image: auto (unpacked into RAM where it fits in a quarter of the job's "
+            "memory, else mounted from node-local storage where FUSE works, else unpacked there), image, unpack, or "
+            "direct (the environment in place: its tree is kept on the shared filesystem)",
             choices=("auto", "image", "unpack", "direct"),
             default="auto",
         ),
