@@ -121,10 +121,10 @@ needs_fuse = pytest.mark.skipif(
 SHOW = 'cat "$1/marker"; grep -c " $1 " /proc/mounts; printf "%s\\n" "$2"; cat'  # the last: its stdin
 
 
-def _image(tmp_path: Path, name: str | None = None) -> Path:
+def _image(tmp_path: Path, name: str | None = None, text: str = "inside the image") -> Path:
     tree = tmp_path / "tree"
     (tree / "etc").mkdir(parents=True)
-    (tree / "marker").write_text("inside the image\n")
+    (tree / "marker").write_text(text + "\n")
     built = tmp_path / "built.sqfs"
     subprocess.run(["mksquashfs", str(tree), str(built), "-quiet", "-no-progress"], check=True, capture_output=True)
     digest = hashlib.sha256(built.read_bytes()).hexdigest()
@@ -170,3 +170,29 @@ def test_a_corrupt_image_is_never_run_marked_bad_and_the_job_ends_saying_why(tmp
     assert "cannot run the container image" in done.stderr and "ch-convert" in done.stderr, done.stderr
     assert Path(f"{image}.bad").exists(), "the next start pulls it again (container_script: never cached)"
     assert str(tmp_path) not in Path("/proc/mounts").read_text()
+
+
+@needs_fuse
+def test_a_mount_a_killed_job_left_is_cleaned_by_the_next_job(tmp_path: Path) -> None:
+    """kill -9 of envlocal.sh and its command (a job killed outright) leaves the mount; the next job on the node,
+    whatever image it runs, unmounts and removes it at its start."""
+    import os
+    import signal
+    import time
+
+    first = _image(tmp_path / "a")
+    script = tmp_path / "session" / ENVLOCAL_FILE
+    _envlocal(tmp_path, first, "true")  # writes the script and the local directory
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HPCJUP_ENV_LOCAL": str(tmp_path / "local")}
+    argv = ["sh", str(script), "auto", f"image:{first}", "--", "sleep", "60"]
+    killed = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 20
+    while str(tmp_path / "local") not in Path("/proc/mounts").read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert str(tmp_path / "local") in Path("/proc/mounts").read_text(), "the killed job's mount is still there"
+    done = _envlocal(tmp_path, _image(tmp_path / "b", text="another image"), "true")
+    assert done.returncode == 0, done.stderr
+    assert str(tmp_path) not in Path("/proc/mounts").read_text()
+    assert not list((tmp_path / "local").glob("hpcjup-*/envs/*/")), "nothing of either job is left"
