@@ -131,14 +131,20 @@ def _image(tmp_path: Path, name: str | None = None, text: str = "inside the imag
     return built.rename(tmp_path / (name or f"sha256-{digest}.sqfs"))
 
 
-def _envlocal(tmp_path: Path, image: Path, *command: str) -> subprocess.CompletedProcess[str]:
+def _envlocal(
+    tmp_path: Path,
+    image: Path,
+    *command: str,
+    mode: str = "auto",
+    path: str = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+) -> subprocess.CompletedProcess[str]:
     script = tmp_path / "session" / ENVLOCAL_FILE
     script.parent.mkdir(exist_ok=True)
     script.write_bytes(LAUNCHER_PATH.with_name(ENVLOCAL_FILE).read_bytes())
     local = tmp_path / "local"
     local.mkdir(mode=0o700, exist_ok=True)
-    argv = ["sh", str(script), "auto", f"image:{image}", "--", *command]
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HPCJUP_ENV_LOCAL": str(local)}
+    argv = ["sh", str(script), mode, f"image:{image}", "--", *command]
+    env = {"PATH": path, "HPCJUP_ENV_LOCAL": str(local)}
     return subprocess.run(argv, env=env, input="its stdin\n", capture_output=True, text=True, timeout=60)
 
 
@@ -196,3 +202,22 @@ def test_a_mount_a_killed_job_left_is_cleaned_by_the_next_job(tmp_path: Path) ->
     assert done.returncode == 0, done.stderr
     assert str(tmp_path) not in Path("/proc/mounts").read_text()
     assert not list((tmp_path / "local").glob("hpcjup-*/envs/*/")), "nothing of either job is left"
+
+
+@needs_fuse
+def test_without_squashfuse_the_job_ends_naming_the_fix(tmp_path: Path) -> None:
+    """env_mode image where the node has no squashfuse: nothing to run the file with; the job ends saying why and
+    what to do (auto would unpack it with unsquashfs instead)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for tool in Path("/usr/bin").iterdir():
+        if not tool.name.startswith("squashfuse"):
+            (bindir / tool.name).symlink_to(tool)
+    image = _image(tmp_path)
+    done = _envlocal(tmp_path, image, "echo", "ran", mode="image", path=str(bindir))
+    assert done.returncode == 1 and "ran" not in done.stdout, done
+    assert f"cannot run the container image {image}" in done.stderr and "no usable FUSE" in done.stderr, done.stderr
+    assert "ch-convert" in done.stderr and "Apptainer" in done.stderr, done.stderr
+    unpacked = _envlocal(tmp_path, image, "sh", "-c", 'cat "$1/marker"', "sh", str(image), path=str(bindir))
+    assert unpacked.returncode == 0 and unpacked.stdout == "inside the image\n", unpacked
+    assert "(unpack)" in unpacked.stderr, unpacked.stderr
