@@ -7,7 +7,8 @@ moved, the new image is pulled (the old one stays until `prune --envs`); the reg
 copy is used with a warning. No cached copy: the runtime pulls it (its lines shown as an env build's are,
 envs/progress.py). The cached local file or directory is what the job runs, never the remote ref. A ref pinned by
 `@sha256:` is never asked again. Local images (.sif files, SquashFS files, Charliecloud directories) need nothing:
-the runtime reads them where they are.
+the runtime reads them where they are, except a Charliecloud SquashFS file (what a Charliecloud pull makes): each
+job mounts it on its node first (envs/chsquash.py).
 """
 
 from __future__ import annotations

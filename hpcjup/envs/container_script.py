@@ -5,9 +5,11 @@ and the one that lists and prunes the pulled images (`env ls`, `prune --envs`).
 RUNTIME charliecloud, apptainer, singularity or auto (the first the host has of apptainer, singularity,
 Charliecloud's ch-image), KEY the cache key of (runtime, ref) (container.cache_key), REF `docker://...`, URL the
 registry's manifest URL of a tag (container.manifest_url; none for a ref pinned by `@sha256:`). Cached images live
-in ROOT/images/, each named by its content (sha256-HEX.ch or .sif) with NAME.info beside it (`ref REF`, `runtime
-RUNTIME`, `remote DIGEST`: the registry's manifest digest it was pulled as; its mtime is the image's last use);
-ROOT/images/ref-KEY is a symlink to the one a ref was last pulled as.
+in ROOT/images/, each named by its content (sha256-HEX.sqfs or .sif; sha256-DIGEST.ch from older versions) with
+NAME.info beside it (`ref REF`, `runtime RUNTIME`, `remote DIGEST`: the registry's manifest digest it was pulled
+as; its mtime is the image's last use);
+ROOT/images/ref-KEY is a symlink to the one a ref was last pulled as. NAME.bad beside an image: a job found the
+file's sha256 not its name's (envlocal.sh); it is never used again and the next start pulls it anew.
 
 With URL, the tag is asked for its current digest first (RESOLVE: one HEAD request, plus the registry's anonymous
 token where it wants one, each at most CHECK_TIMEOUT seconds; after no answer, not asked again for BACKOFF minutes
@@ -21,8 +23,11 @@ RUNTIME PATH DIGEST` or `@@hpcjup failed PHASE RUNTIME` (exit 4).
 
 - Charliecloud: `ch-image pull` into a private storage directory (CH_IMAGE_STORAGE), trusting the system's
   CA store (REQUESTS_CA_BUNDLE, unless the user set one), the digest is the sha256 of
-  the image manifest it downloaded, then `ch-convert -o dir` to ROOT/images/sha256-DIGEST.ch (a directory:
-  Debian's ch-run 0.31 has no built-in SquashFUSE, so it cannot run a SquashFS file itself).
+  the image manifest it downloaded, then `ch-convert -o dir` (its mount points made) packed by mksquashfs with
+  the fastest codec it has (pack.py's image_codec) to ROOT/images/sha256-HEX.sqfs, named by the file's own sha256: ONE file on the shared filesystem, not the
+  thousands of a directory (inode quotas). Debian's ch-run 0.31 has no built-in SquashFUSE and cannot run it
+  itself: each job mounts (or unpacks) it on node-local storage first (job/envlocal.sh, `image:` arguments), and
+  checks the copy against that sha256. Directories pulled by older versions (sha256-DIGEST.ch) stay usable.
 - Apptainer/Singularity: `RUNTIME pull OUT.sif REF`, named ROOT/images/sha256-DIGEST.sif by the file's own sha256
   (the SIF is what the runtime checks and runs).
 
@@ -35,6 +40,8 @@ since the laptop's listing keeps its image) with their info and pointers: `@@hpc
 from __future__ import annotations
 
 import shlex
+
+from hpcjup.envs.pack import PACK
 
 #: The directory under the env root that holds pulled images.
 IMAGES = "images"
@@ -149,6 +156,7 @@ umask 077
 say() { printf '@@hpcjup %s\n' "$*"; }
 runtime=$2
 fail() { say failed "$1" "$runtime"; exit "${2:-4}"; }  # PHASE [EXIT]
+@PACK@
 @ROOT@
 { mkdir -p "$dir" && dir=$(cd "$dir" && pwd -P); } 2>&1 || { fail storing 3; }
 key=$3 ref=$4 url=${5:-} always=${6:-}
@@ -172,7 +180,7 @@ if [ -n "$url" ]; then
     fi
 fi
 cached() {
-    t=$(readlink "$ptr" 2>/dev/null) && [ -e "$dir/$t" ] || return 1
+    t=$(readlink "$ptr" 2>/dev/null) && [ -e "$dir/$t" ] && [ ! -e "$dir/$t.bad" ] || return 1
     if [ -n "$url" ] && [ -z "$remote" ]; then
         say warn "could not ask the registry whether $ref moved ($why): using the copy cached $(date -r "$dir/$t" '+%Y-%m-%d %H:%M')"
     elif [ -n "$url" ]; then
@@ -180,7 +188,7 @@ cached() {
         if [ "$had" != "$remote" ]; then [ -n "${1:-}" ] || say moved "$ref" "${had:--}" "$remote"; return 1; fi
     fi
     touch "$dir/$t.info" 2>/dev/null  # its last use, for pruning
-    case $t in *.ch) runtime=charliecloud ;; esac
+    case $t in *.ch | *.sqfs) runtime=charliecloud ;; esac
     say image cached "$runtime" "$dir/$t"
     exit 0
 }
@@ -210,11 +218,14 @@ case $runtime in
         for m in "$tmp/store/dlcache/"*.manifest.json; do :; done
         [ -f "$m" ] || { echo "ch-image left no manifest"; fail pulling; }
         digest=$(sha256sum <"$m") && digest=${digest%% *}
-        name="sha256-$digest.ch"
-        if [ ! -e "$dir/$name" ]; then
-            say phase converting
-            ch-convert -i ch-image -o dir "$src" "$tmp/out" 2>&1 || fail converting
-        fi ;;
+        say phase converting
+        # ch-convert's directory (its mount points made), packed with the fastest codec this mksquashfs has (envs'
+        # images' choice, pack.py): `ch-convert -o squash` packs with gzip at level 9, 5x slower here for the same
+        # size. Root-owned, 64 KiB blocks and ch/git.pickle left out, as ch-convert's own SquashFS.
+        ch-convert -i ch-image -o dir "$src" "$tmp/tree" 2>&1 || fail converting
+        mksquashfs "$tmp/tree" "$tmp/out" -noappend -quiet -no-progress -all-root -b 65536 $(image_codec) \
+            -e "$tmp/tree/ch/git.pickle" 2>&1 || fail converting
+        sum=$(sha256sum <"$tmp/out") && name="sha256-${sum%% *}.sqfs" || fail converting ;;
     apptainer|singularity)
         command -v "$runtime" >/dev/null 2>&1 || { echo "$runtime: command not found"; fail pulling; }
         say phase pulling
@@ -226,6 +237,9 @@ case $runtime in
 esac
 # Renamed into place last: the cache never holds half an image. The same digest pulled by another ref is reused.
 # The registry's digest is the one asked before the pull: a tag moved during it is found moved by the next start.
+if [ -e "$dir/$name.bad" ]; then  # a corrupt copy under this name (a job found its hash wrong): replaced
+    mv -f "$tmp/out" "$dir/$name" && rm -f "$dir/$name.bad" || fail storing
+fi
 [ -e "$dir/$name" ] || mv "$tmp/out" "$dir/$name" || fail storing
 printf 'ref %s\nruntime %s\nremote %s\n' "$ref" "$runtime" "$remote" >"$tmp/info" && mv -f "$tmp/info" "$dir/$name.info" || fail storing
 ln -s "$name" "$tmp/ptr" && mv -fT "$tmp/ptr" "$ptr" || fail storing
@@ -234,6 +248,7 @@ say image pulled "$runtime" "$dir/$name" "$digest"
     .replace("@IMAGES@", IMAGES)
     .replace("@RESOLVE@", shlex.quote(RESOLVE))
     .replace("@BACKOFF@", str(BACKOFF))
+    .replace("@PACK@", PACK)
 )
 
 CATALOG = r"""
@@ -252,12 +267,12 @@ case $action in
         current=" "
         for p in "$dir"/ref-*; do [ -L "$p" ] && current="$current$(readlink "$p") "; done
         for f in "$dir"/sha256-*; do
-            case $f in *.info) continue ;; esac
+            case $f in *.info | *.bad) continue ;; esac
             [ -e "$f" ] || continue
             n=${f##*/}
             used=$(stat -c %Y "$f.info" 2>/dev/null || stat -c %Y "$f")
             case $current in *" $n "*) cur=1 ;; *) cur=0 ;; esac
-            rt=$(field runtime "$f.info"); [ "$rt" != - ] || case $n in *.ch) rt=charliecloud ;; esac
+            rt=$(field runtime "$f.info"); [ "$rt" != - ] || case $n in *.ch | *.sqfs) rt=charliecloud ;; esac
             printf '@@image %s %s %s %s %s %s %s %s\n' "$n" "$(du -sk "$f" | cut -f1)" "$(find "$f" | wc -l)" "$used" \
                 "$rt" "$(field remote "$f.info")" "$cur" "$(field ref "$f.info")"
         done ;;
@@ -265,14 +280,14 @@ case $action in
         days=$1; shift
         for n; do
             case $n in sha256-*) ;; *) continue ;; esac
-            case $n in */*|*.info) continue ;; esac
+            case $n in */*|*.info|*.bad) continue ;; esac
             f="$dir/$n"; [ -e "$f" ] || continue
             used="$f.info"; [ -e "$used" ] || used=$f
             # Checked again here: a start since the laptop listed it marked it used.
             [ -n "$(find "$used" -maxdepth 0 -mmin +$((days * 1440)) 2>/dev/null)" ] || continue
             for p in "$dir"/ref-*; do [ "$(readlink "$p" 2>/dev/null)" != "$n" ] || rm -f "$p"; done
             # Renamed first: a start checking at this moment sees it gone, never half removed.
-            mv "$f" "$dir/.rm-$n-$$" && rm -rf "$dir/.rm-$n-$$" "$f.info"
+            mv "$f" "$dir/.rm-$n-$$" && rm -rf "$dir/.rm-$n-$$" "$f.info" "$f.bad"
             say removed "$n"
         done ;;
     *) fail "unknown action $action" 2 ;;

@@ -127,9 +127,10 @@ class ScaleOut:
     def scale_python(self) -> str:
         """The command a scale-out job runs its worker with. Where the job runs its environments from node-local
         copies (envlocal.sh, $HPCJUP_ENV_WRAP), the Python's path is this node's copy, which another node lacks:
-        the job then goes through the same wrapper, which makes that node's copy and renames the path to it."""
+        the job then goes through the same wrapper, which makes that node's copy and renames the path to it (a
+        container image's mount too: the runtime's command names this node's)."""
         wrap = os.environ.get(WRAP_VARIABLE, "")
-        if wrap and self.python_command == shlex.quote(self.python):
+        if wrap:
             return f"{wrap} {self.python_command}"
         return self.python_command
 

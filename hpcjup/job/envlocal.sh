@@ -21,6 +21,12 @@
 # end of every job and at the start of the next (a mount a killed job left). Then COMMAND runs with every argument
 # that names a path in an ENVDIR (or in another node's copy of its image: Dask's workers get the launcher's paths)
 # renamed to this node's copy; signals the job gets are passed on to it; its exit code is this script's.
+# An argument `image:FILE` is a container image file (a Charliecloud SquashFS image, envs/chsquash.py) handled the
+# same way (copied, mounted or unpacked, shared, cleaned), keyed by the sha256 its name holds (sha256-HEX.sqfs, as
+# hpcjup pulls them: the copy is checked against it; a mismatch marks FILE.bad, the next start pulls it again), else
+# by its path, size and mtime (a user's own file, used as it is); env_mode direct mounts it all the same. FILE is
+# renamed to the mount directory also inside an argument (a --kernel or --python-command command line). It has no
+# in-place fallback (ch-run cannot run the file): where it cannot be mounted or unpacked, the job ends saying why.
 umask 077
 mode=$1
 shift
@@ -29,8 +35,10 @@ shift
 warn() { printf 'hpcjup: warning: %s\n' "$*" >&2; printf '%s\n' "$*" >>"${0%/*}/envlocal.txt" 2>/dev/null; }
 uid=$(id -u)
 n=0 envs=
+images=  # any image:FILE argument: it is mounted whatever the mode (direct: as auto), nothing to use in place
 while [ "$#" -gt 0 ] && [ "$1" != -- ]; do
     n=$((n + 1))
+    case $1 in image:*) images=yes ;; esac
     eval "e_$n=\$1"
     shift
 done
@@ -46,7 +54,23 @@ fuse_ok() {
 }
 unmount() { fusermount3 -u "$1" 2>/dev/null || fusermount -u "$1" 2>/dev/null || fusermount3 -uz "$1" 2>/dev/null || fusermount -uz "$1" 2>/dev/null; }
 mounted() { grep -q " $1 " /proc/mounts 2>/dev/null; }
-meta() { sed -n "s/.*\"image\": {[^}]*\"$2\": \"\{0,1\}\([0-9a-f]*\).*/\1/p" "$1/.hpcjup-env.json" 2>/dev/null; }
+meta() {
+    case $1 in
+        image:*) image_meta "${1#image:}" "$2" ;;
+        *) sed -n "s/.*\"image\": {[^}]*\"$2\": \"\{0,1\}\([0-9a-f]*\).*/\1/p" "$1/.hpcjup-env.json" 2>/dev/null ;;
+    esac
+}
+image_meta() {  # $1 FILE, $2 sha256|bytes|tree_kb|check: meta's answers for an image file (no metadata beside it)
+    case $2 in
+        bytes) stat -L -c %s "$1" 2>/dev/null ;;
+        tree_kb) echo $(($(stat -L -c %s "$1" 2>/dev/null || echo 0) * 4 / 1024)) ;;  # unpacked: ~3x gzip's size
+        sha256 | check)
+            h=$(printf %s "${1##*/}" | sed -n 's/^sha256-\([0-9a-f]\{64\}\)\.sqfs$/\1/p')
+            if [ -n "$h" ]; then echo "$h"; elif [ "$2" = sha256 ]; then
+                printf '%s %s\n' "$1" "$(stat -L -c '%s %Y' "$1" 2>/dev/null)" | sha256sum | cut -d' ' -f1
+            fi ;;
+    esac
+}
 free_kb() { df -Pk "$1" 2>/dev/null | awk 'NR==2 {print $4}'; }
 mine() {  # a real directory of this user, 0700: anything else is never used
     [ -d "$1" ] && [ ! -L "$1" ] && [ "$(stat -c '%u %a' "$1" 2>/dev/null)" = "$uid 700" ]
@@ -179,36 +203,39 @@ took() {  # seconds since $1 (a `now`), "" where date has no %N
 
 use() {  # $1 ENVDIR, $2 the fd that holds its copy (under $base/.lock): sets $got to the copy's path (and $first,
     # the seconds this job spent making it: the first use on this node), or leaves it ENVDIR
-    e=$1 img=$1.sqsh sha=$(meta "$1" sha256)
-    inplace="used in place"
-    has_tree "$e" || inplace="not used here"
-    if [ -z "$sha" ] || [ ! -f "$img" ]; then warn "$e has no image: $inplace"; return; fi
-    if [ -e "$e.sqsh.bad" ]; then warn "$img was found corrupt: $e $inplace until the next start packs it again"; return; fi
+    e=$1 img=$1.sqsh sha=$(meta "$1" sha256) bad=$1.sqsh.bad has=.hpcjup-env.json left="$1 used in place"
+    want=$sha again="packs it again" slower=" (slower on a shared filesystem)"
+    case $e in
+        image:*) img=${e#image:} want=$(meta "$e" check) bad=${e#image:}.bad has=etc left="${e#image:} not usable" again="pulls it again" slower= ;;
+        *) has_tree "$e" || left="$1 not used here" slower= again="builds it again" ;;  # its tree was dropped
+    esac
+    if [ -z "$sha" ] || [ ! -f "$img" ]; then warn "$e has no image: $left"; return; fi
+    if [ -e "$bad" ]; then warn "$img was found corrupt: $left until the next start $again"; return; fi
     d=$(printf %s "$sha" | cut -c1-16)
     dir=$base/$d
-    if [ ! -f "$dir/ready" ] || [ ! -f "$dir/env/.hpcjup-env.json" ]; then
-        rm -rf "$dir" && mkdir "$dir" || { warn "cannot make $dir: $e $inplace"; return; }
+    if [ ! -f "$dir/ready" ] || [ ! -e "$dir/env/$has" ]; then
+        rm -rf "$dir" && mkdir "$dir" || { warn "cannot make $dir: $left"; return; }
         t0=$(now)
         # One read of the shared file system: the copy and its hash in one pass.
         copied=$({ tee "$dir/image.sqsh" <"$img" 2>/dev/null || : >"$dir/failed"; } | sha256sum | cut -d' ' -f1)
         if [ -e "$dir/failed" ]; then
-            warn "could not copy $img to $dir (no room?): $e $inplace"; rm -rf "$dir"; return
+            warn "could not copy $img to $dir (no room?): $left"; rm -rf "$dir"; return
         fi
-        if [ "$copied" != "$sha" ]; then
-            warn "$img is corrupt (sha256 $copied, built as $sha): never used; $e $inplace; the next start packs it again"
-            : >"$e.sqsh.bad"
+        if [ -n "$want" ] && [ "$copied" != "$want" ]; then
+            warn "$img is corrupt (sha256 $copied, built as $want): never used; $left$slower; the next start $again"
+            : >"$bad"
             rm -rf "$dir"
             return
         fi
         if [ "$how" = image ]; then
             # squashfuse stays in the background: none of our lock descriptors may go with it.
             mkdir "$dir/env" && "$squash" "$dir/image.sqsh" "$dir/env" 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- ||
-                { warn "${squash##*/} could not mount $img: $e $inplace"; rm -rf "$dir"; return; }
+                { warn "${squash##*/} could not mount $img: $left"; rm -rf "$dir"; return; }
         else
             unsquashfs -q -n -d "$dir/env" "$dir/image.sqsh" >/dev/null 2>&1 && rm -f "$dir/image.sqsh" ||
-                { warn "could not unpack $img in $dir (no room?): $e $inplace"; rm -rf "$dir"; return; }
+                { warn "could not unpack $img in $dir (no room?): $left"; rm -rf "$dir"; return; }
         fi
-        [ -f "$dir/env/.hpcjup-env.json" ] || { warn "$dir/env is not $e: $inplace"; mounted "$dir/env" && unmount "$dir/env"; rm -rf "$dir"; return; }
+        [ -e "$dir/env/$has" ] || { warn "$dir/env is not $e: $left"; mounted "$dir/env" && unmount "$dir/env"; rm -rf "$dir"; return; }
         : >"$dir/ready"
         first=$(took "$t0")
     fi
@@ -216,11 +243,13 @@ use() {  # $1 ENVDIR, $2 the fd that holds its copy (under $base/.lock): sets $g
 }
 
 stop() { warn "$e cannot run on $(uname -n): $1"; sweep; exit 3; }  # an environment without its tree, no copy
-[ "$mode" = direct ] || sweep
+[ "$mode$images" = direct ] || sweep
+given=$mode
 i=1
 while [ "$i" -le "$n" ]; do
     eval "e=\$e_$i"
     got=$e sha=$(meta "$e" sha256) first=
+    case $e in image:*) [ "$given" != direct ] || mode=auto ;; *) mode=$given ;; esac
     decide "$e"
     if [ "$how" = direct ]; then
         [ -z "$why" ] || [ -z "$sha" ] || ! has_tree "$e" || warn "$e used in place, not from its image ($why): slower where that file system is slow"
@@ -228,7 +257,8 @@ while [ "$i" -le "$n" ]; do
         exec 9<>"$base/.lock" && flock -x 9 && use "$e" $((i + 2))
         exec 9>&-
     fi
-    if [ "$got" = "$e" ] && ! has_tree "$e"; then  # no tree to run in place: this session's own copy, or nothing
+    if [ "$got" = "$e" ] && [ "${e#image:}" = "$e" ] && ! has_tree "$e"; then  # no tree to run in place: this
+        # session's own copy, or nothing
         [ ! -e "$e.sqsh.bad" ] || stop "its image is corrupt and its tree was dropped; the next start builds it again"
         [ "$i" -le 6 ] || stop "more than 6 environments without their trees in one job"
         can_unpack || stop "no local copy (${why:-see above}) and no unsquashfs to unpack one; set env_mode = \"direct\" (the next start unpacks its tree on the shared filesystem) or install squashfs-tools on the nodes"
@@ -243,16 +273,34 @@ while [ "$i" -le "$n" ]; do
     # The first use on a node says what it cost (benchmarks/slowfs.py reads it): the copy plus mount or unpack.
     [ -z "$first" ] || first=", first use on this node: copy + $how in $first s"
     [ "$got" = "$e" ] || printf 'hpcjup: %s from %s (%s)%s\n' "$e" "$got" "$how" "$first" >&2
+    case $e in image:*)
+        if [ "$got" = "$e" ]; then  # ch-run cannot run the file itself: nothing to fall back on
+            warn "cannot run the container image ${e#image:} on $(uname -n): ${why:-see above}. Fix: unpack it once (ch-convert ${e#image:} DIR, then image = DIR), or use Apptainer"
+            exit 1
+        fi
+        e=${e#image:} got=$got/ ;;  # FILE -> DIR/: renamed also inside an argument (below)
+    esac
     eval "o_$i=\$e n_$i=\$got d_$i=\$(printf %s \"\$sha\" | cut -c1-16)"
     i=$((i + 1))
 done
 
+inside() {  # $1 with every $2 in it replaced by $3
+    s=$1 out=
+    while :; do
+        case $s in *"$2"*) out=$out${s%%"$2"*}$3 s=${s#*"$2"} ;; *) break ;; esac
+    done
+    printf '%s' "$out$s"
+}
 rename() {  # $1: an argument; ENVDIR/... or another node's <local>/hpcjup-UID/envs/DIGEST/env/... -> ours
     a=$1 k=
     case $a in [A-Za-z0-9_.-]*=/*) k=${a%%=*}= a=${a#*=} ;; esac
     j=1
     while [ "$j" -le "$n" ]; do
         eval "o=\$o_$j new=\$n_$j d=\$d_$j"
+        case $new in */)  # an image file: renamed wherever it is in the argument; then only another node's copy
+            case $a in *"$o"*) a=$(inside "$a" "$o" "${new%/}"; printf x); a=${a%x} ;; esac
+            o=/dev/null/ new=${new%/} ;;
+        esac
         case $a in
             "$o" | "$o"/*) a=$new${a#"$o"}; break ;;
             */hpcjup-"$uid"/envs/"$d"/env | */hpcjup-"$uid"/envs/"$d"/env/*) [ -z "$d" ] || { a=$new${a#*/hpcjup-"$uid"/envs/"$d"/env}; break; } ;;
@@ -269,8 +317,8 @@ while [ "$c" -gt 0 ]; do
     c=$((c - 1))
 done
 
-# The command as our child (not exec'd: the copies are released when it ends), every signal passed on. Its stdin is
-# ours (sh gives a background command /dev/null): the login node's render of a worker group's job reads its spec.
+# The command as our child (not exec'd: the copies are released when it ends), every signal passed on; our stdin
+# is its stdin (sh gives a background command /dev/null: a worker group's render on the login node reads its spec).
 exec 9<&0
 "$@" <&9 9<&- &
 child=$!
@@ -283,5 +331,5 @@ while :; do
 done
 i=3
 while [ "$i" -le 8 ]; do eval "exec $i>&-"; i=$((i + 1)); done
-[ "$mode" = direct ] || sweep
+[ "$given$images" = direct ] || sweep
 exit "$rc"

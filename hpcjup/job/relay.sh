@@ -90,7 +90,7 @@ alive() { # the launcher: there, and not a zombie its parent (the batch system) 
     while alive; do sleep 2; done
     kill -KILL "$server" 2>/dev/null
     ended
-) </dev/null &
+) </dev/null 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &  # envlocal.sh's locks (a mounted image) stay the launcher's
 HPCJUP_RELAY=$dir/requests
 export HPCJUP_RELAY
 exec "$@"

@@ -9,6 +9,8 @@ import shlex
 
 from hpcjup.config.environment import guess_runtime, launcher_python, setup_lines
 from hpcjup.config.resources import time_to_seconds
+from hpcjup.envs.chsquash import ARG as IMAGE_ARG
+from hpcjup.envs.chsquash import mount_args
 from hpcjup.job import DASK_DIR, ENVLOCAL_FILE, JOB_SCRIPT, RELAY_FILE, SETUP_FILE, WRAP_VARIABLE, job_files
 from hpcjup.schedulers.base import JobSpec, Scheduler
 from hpcjup.session.layout import SessionPaths
@@ -64,12 +66,17 @@ def python_command(request: StartRequest, paths: SessionPaths, scheduler: Schedu
     if wrap:
         return shlex.join([*wrap, python])
     launcher = _launcher_python(request, paths)
+    images = mount_args([launcher]) if scheduler.name != "local" else []
+    if images:  # a Charliecloud SquashFS image: mounted on the worker's node first (envlocal.sh)
+        return shlex.join(["sh", paths.file(ENVLOCAL_FILE), _env_mode(request), *images, "--", *launcher])
     return shlex.join(launcher) if len(launcher) > 1 else ""
 
 
 def unwrapped(python: list[str], paths: SessionPaths) -> list[str]:
-    """A worker_python without env_wrapper's prefix: for what runs on the login node (nothing to copy there)."""
-    if python[:2] == ["sh", paths.file(ENVLOCAL_FILE)] and "--" in python:
+    """A worker_python without env_wrapper's prefix: for what runs on the login node (nothing to copy there).
+    A Charliecloud SquashFS image keeps it: ch-run cannot run the file, the login node mounts it too."""
+    wrapped = python[:2] == ["sh", paths.file(ENVLOCAL_FILE)] and "--" in python
+    if wrapped and not any(word.startswith(IMAGE_ARG) for word in python[: python.index("--")]):
         return python[python.index("--") + 1 :]
     return python
 
@@ -94,13 +101,22 @@ def env_wrapper(request: StartRequest, paths: SessionPaths, scheduler: Scheduler
     """The job's environments from node-local copies of their images (job/envlocal.sh): `sh envlocal.sh MODE
     ENVDIR... --`, run before the launcher (and, through $HPCJUP_ENV_WRAP, before Dask's workers on every host).
     With `python`: only the environment that Python is in (a worker-group job copies no other). Empty without
-    environments hpcjup built, with `env_mode = "direct"`, or --local (the laptop's envs are on its own disk)."""
-    mode = (request.settings.value("env_mode") if request.settings else None) or "auto"
+    environments hpcjup built, with `env_mode = "direct"`, or --local (the laptop's envs are on its own disk).
+    Without `python`, also `image:FILE` for each Charliecloud SquashFS image the launcher or a kernel runs
+    (envs/chsquash.py: mounted on every node, whatever env_mode says)."""
+    mode = _env_mode(request)
     built = [check[2:] for check in request.envs.checks if check.startswith("b:")] if request.envs else []
     built = [env for env in built if python.startswith(env.rstrip("/") + "/")] if python else built
-    if mode == "direct" or not built or scheduler.name == "local":
+    built = [] if mode == "direct" else built
+    commands = [_launcher_python(request, paths), *(k for _, k in request.envs.kernels)] if request.envs else []
+    images = [] if python else mount_args(commands or [_launcher_python(request, paths)])
+    if not (built or images) or scheduler.name == "local":
         return []
-    return ["sh", paths.file(ENVLOCAL_FILE), mode, *built, "--"]
+    return ["sh", paths.file(ENVLOCAL_FILE), mode, *built, *images, "--"]
+
+
+def _env_mode(request: StartRequest) -> str:
+    return (request.settings.value("env_mode") if request.settings else None) or "auto"
 
 
 def relayed(request: StartRequest, scheduler: Scheduler) -> bool:
@@ -130,7 +146,7 @@ def launcher_command(request: StartRequest, paths: SessionPaths, scheduler: Sche
     prefix = ["env", f"{WRAP_VARIABLE}={shlex.join(wrap)}", *wrap] if wrap else []
     launcher = python
     if request.settings and relayed(request, scheduler):  # relay.sh leaves its server on the host, execs the launcher
-        prefix = ["sh", paths.file(RELAY_FILE), "--"]
+        prefix = [*prefix, "sh", paths.file(RELAY_FILE), "--"]  # after envlocal.sh: the image mounted first
         launcher = launcher_python(request.settings, paths.home, relayed=True)
     command = [
         *prefix,

@@ -3,7 +3,8 @@
 The registry (tests/cluster/registry.py) is distribution 2.8 on loopback with TLS; its image is a Debian
 minbase with its own Python and a marker file only the image has. The mini-cluster's Jupyter env is bound into
 the container (`binds`) and run by the image's /usr/bin/python3 (the env's bin/python links there): whatever
-reads the marker runs inside the image. Charliecloud pulls and runs it (ch-image, ch-convert, ch-run).
+reads the marker runs inside the image. Charliecloud pulls and runs it (ch-image, ch-convert, ch-run): the pull
+is ONE SquashFS file in the env root, which each job mounts on its node (job/envlocal.sh) before ch-run runs it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tests.cli.helpers import hpcjup_argv, http_get, local_env, run
 from tests.cli.kernel import run_in_kernel
 from tests.cli.test_start_env import ROOT as START_ROOT
 from tests.cli.test_start_env import SESSIONS
+from tests.cluster.procs import wait_until
 from tests.cluster.registry import MARKER, MARKER_TEXT, Registry, missing
 
 pytestmark = [pytest.mark.cluster, pytest.mark.one_backend]
@@ -76,6 +78,14 @@ def start(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
 
 
+def _node_copies(image: Path) -> list[str]:
+    """What of the image's node-local copy (envlocal.sh: <local>/hpcjup-UID/envs/KEY) is mounted or left on this
+    machine, whose /proc/mounts, /tmp and /dev/shm are both Slurm nodes'."""
+    key = image.name.removeprefix("sha256-")[:16]
+    mounts = [line for line in Path("/proc/mounts").read_text().splitlines() if f"/envs/{key}/" in line]
+    return mounts + [str(p) for top in ("/tmp", "/dev/shm") for p in Path(top).glob(f"hpcjup-*/envs/{key}*")]
+
+
 def _images(root: Path) -> list[str]:
     """The images and pointers cached under root (not the locks, nor each image's .info)."""
     return sorted(p.name for p in (root / "images").iterdir() if not p.name.startswith(".") and p.suffix != ".info")
@@ -91,14 +101,14 @@ def test_an_image_is_pulled_once_and_runs_the_server_kernels_and_workers(
     try:
         [cached] = [n for n in _images(root) if n.startswith("sha256-")]
         image = root / "images" / cached
-        assert cached.endswith(".ch") and (image / MARKER.lstrip("/")).read_text().strip() == MARKER_TEXT
+        assert cached.endswith(".sqfs") and image.is_file(), "one file on the shared filesystem, not a tree"
         assert "Pulled docker://localhost:" in first.stderr and "pulling" in first.stderr
         record = json.loads((SESSIONS / name / "session.json").read_text())
-        assert (
-            record["python_command"].startswith("env -u HPCJUP_LAUNCH ch-run ")
-            and str(image) in record["python_command"]
-        ), record
+        wrap = f"sh {SESSIONS / name / 'envlocal.sh'} auto image:{image} -- env -u HPCJUP_LAUNCH ch-run "
+        assert record["python_command"].startswith(wrap), record  # worker groups mount it on their node
         assert "docker://" not in (SESSIONS / name / "job.sh").read_text(), "the job runs the cached copy"
+        log = (SESSIONS / name / "job.out").read_text()
+        assert f"image:{image} from " in log, log[-3000:]  # the server: from this node's copy
         info = json.loads(first.stdout)
         base = info["url"].split("/lab")[0].rstrip("/")
         assert http_get(f"{base}/api/status", info["token"])[0] == 200  # the server: ch-run ... python launcher.py
@@ -116,6 +126,7 @@ def test_an_image_is_pulled_once_and_runs_the_server_kernels_and_workers(
         assert _images(root) == sorted([cached, *(n for n in _images(root) if n.startswith("ref-"))])
     finally:
         run(["stop", name, *HOST], env, timeout=120)
+    wait_until(lambda: not _node_copies(image), 30, "the image's node-local copy to be unmounted and removed")
 
 
 def test_an_unreachable_registry_says_the_runtimes_words_submits_nothing_and_caches_nothing(
@@ -169,6 +180,9 @@ def test_a_kernel_runs_inside_an_image(laptop_env: dict[str, str], registry: Reg
     config = Path(laptop_env["XDG_CONFIG_HOME"]) / "hpcjup" / "config.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(f'[defaults]\nbinds = ["{ENV}"]\n')
+    for pointer in (HOME / START_ROOT / "images").glob("ref-*"):  # a directory this machine pulled before SquashFS
+        if pointer.readlink().suffix == ".ch":
+            pointer.unlink()
     name = f"ctr-{secrets.token_hex(3)}"
     started = start(
         env, "-n", name, "--no-dask", "--no-browser", "--kernel", f"boxed=image:{registry.ref}#{ENV}/bin/python"
@@ -179,10 +193,13 @@ def test_a_kernel_runs_inside_an_image(laptop_env: dict[str, str], registry: Reg
         base = info["url"].split("/lab")[0].rstrip("/")
         script = (SESSIONS / name / "job.sh").read_text()
         assert "boxed=env -u HPCJUP_LAUNCH ch-run" in script and "docker://" not in script, script[-2000:]
+        [image] = {Path(w.removeprefix("image:")) for w in script.split() if w.startswith("image:")}
+        assert image.suffix == ".sqfs" and image.is_file(), "the kernel's image: mounted on the node first"
         code = f"import sys; print(open({MARKER!r}).read().strip(), sys.executable)"
         assert run_in_kernel(base, info["token"], code, timeout=120).strip() == f"{MARKER_TEXT} {ENV}/bin/python"
     finally:
         run(["stop", name, *HOST], env, timeout=120)
+    wait_until(lambda: not _node_copies(image), 30, "the kernel image's node-local copy to go")
 
 
 def test_a_moved_tag_is_pulled_again_listed_and_pruned_and_an_unreachable_registry_keeps_the_cached_copy(
@@ -206,7 +223,7 @@ def test_a_moved_tag_is_pulled_again_listed_and_pruned_and_an_unreachable_regist
         assert moved.returncode == 0, moved.stderr[-3000:]
         b = json.loads(moved.stdout)
         assert b["pulled"] and b["path"] != a["path"] and b["moved"][1] == registry.digest("moving"), b
-        assert f"{ref} moved from sha256:" in moved.stderr and Path(a["path"]).is_dir(), "the old copy stays"
+        assert f"{ref} moved from sha256:" in moved.stderr and Path(a["path"]).is_file(), "the old copy stays"
 
         registry.__exit__(None, None, None)  # the registry unreachable: the cached copy, with a warning
         try:
@@ -223,7 +240,7 @@ def test_a_moved_tag_is_pulled_again_listed_and_pruned_and_an_unreachable_regist
         images = {image["path"]: image for image in json.loads(listed.stdout)["images"]}
         new, old = images[b["path"]], images[a["path"]]
         assert (new["ref"], new["runtime"], new["current"], new["digest"]) == (ref, "charliecloud", True, b["moved"][1])
-        assert old["current"] is False and new["files"] > 1000 and new["kb"] > 50_000, "a directory: many inodes"
+        assert old["current"] is False and new["files"] == 1 and new["kb"] > 10_000, "one file: one inode"
         text = run(["env", "ls", *HOST], env).stdout
         assert f"{ref} (old)" in text and "charliecloud" in text, text
 
@@ -232,6 +249,6 @@ def test_a_moved_tag_is_pulled_again_listed_and_pruned_and_an_unreachable_regist
         pruned = run(["prune", *HOST, "--envs", "7", "--json"], env)
         assert pruned.returncode == 0, pruned.stderr
         assert [e["path"] for e in json.loads(pruned.stdout)["envs"]] == [a["path"]]
-        assert not Path(a["path"]).exists() and Path(b["path"]).is_dir(), "the unused old image went, the new stayed"
+        assert not Path(a["path"]).exists() and Path(b["path"]).is_file(), "the unused old image went, the new stayed"
     finally:
         shutil.rmtree(root, ignore_errors=True)

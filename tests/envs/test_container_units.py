@@ -184,3 +184,19 @@ def test_two_starts_at_once_pull_once(apptainer: Path, tmp_path: Path, monkeypat
         both = list(pool.map(lambda _: ensure_image(LocalTransport(), str(root), "apptainer", REF, Seen()), [1, 2]))
     assert len(apptainer.read_text().splitlines()) == 1
     assert sorted(p.pulled_now for p in both) == [False, True] and both[0].path == both[1].path
+
+
+def test_an_image_a_job_found_corrupt_is_pulled_again_and_replaced(
+    apptainer: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """envlocal.sh marks IMAGE.bad where a copy's sha256 is not its name's: the next start pulls it again (it used
+    the cached copy before) and the fresh file replaces the corrupt one under the same name."""
+    monkeypatch.setenv("TRANSCRIPT", str(DATA / "pull-ok.txt"))
+    monkeypatch.setenv("RC", "0")
+    root = tmp_path / "envs"
+    first = ensure_image(LocalTransport(), str(root), "apptainer", REF, Seen())
+    Path(first.path).write_bytes(b"truncated")
+    Path(f"{first.path}.bad").touch()
+    again = ensure_image(LocalTransport(), str(root), "apptainer", REF, Seen())
+    assert again.pulled_now and again.path == first.path, again
+    assert Path(first.path).read_bytes() == f"SIF image of {REF}".encode() and not Path(f"{first.path}.bad").exists()

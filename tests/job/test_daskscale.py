@@ -41,12 +41,24 @@ def test_a_scale_out_job_makes_its_own_nodes_copy(tmp_path: Path, monkeypatch: p
     assert words == [*shlex.split(WRAP), COPY]
 
 
-def test_without_copies_or_in_a_container_the_command_is_as_before(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_without_copies_the_command_is_as_before(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(WRAP_VARIABLE, raising=False)
     assert scale_python(cluster(tmp_path, monkeypatch)) == COPY
-    monkeypatch.setenv(WRAP_VARIABLE, WRAP)  # a container's prefix is the command as the launcher was given it
     assert (
         scale_python(cluster(tmp_path, monkeypatch, "ch-run -b /h /img -- python3")) == "ch-run -b /h /img -- python3"
     )
+
+
+def test_a_container_image_mounted_on_this_node_is_mounted_on_the_scale_out_jobs_node_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Charliecloud SquashFS image runs from this node's mount (envlocal.sh `image:`): the scale-out job goes
+    through the wrapper, which mounts it on its node and renames the mount in the runtime's command. It ran the
+    command bare: ch-run of a directory that node lacks."""
+    wrap = "sh /home/u/.hpcjup/sessions/lab/envlocal.sh auto image:/home/u/.hpcjup/envs/images/sha256-ab.sqfs --"
+    monkeypatch.setenv(WRAP_VARIABLE, wrap)
+    mounted = "ch-run -b /h /tmp/hpcjup-1001/envs/0123456789abcdef/env -- python3"
+    assert shlex.split(scale_python(cluster(tmp_path, monkeypatch, mounted))) == [
+        *shlex.split(wrap),
+        *shlex.split(mounted),
+    ]
