@@ -75,7 +75,7 @@ def measure(cluster: MiniCluster, delay: float, image: Path) -> dict[str, float]
         figures["files_slim"] = int(as_user(count, str(slim))[1])
         for which in ("kept", "slim"):
             fs.remount()
-            seconds, out = as_user(script.SCRIPT + "\n", "hpcjup-env", "ls", str(fs.mnt / which))
+            seconds, out = as_user(script.SCRIPT, "ls", str(fs.mnt / which))
             assert f"@@env {name} " in out, out
             figures[f"ls_{which}"] = seconds
         fs.remount()

@@ -79,7 +79,12 @@ def make_spec(tmp_path: Path) -> Callable[..., EnvSpec]:
 
 
 def leftovers(transport: Transport, name: str) -> list[str]:
-    """What a build of `name` left under the test root besides a finished env and its logs."""
-    script = 'cd "$HOME/$1" 2>/dev/null && ls -A | grep -F -- "$2" | grep -v -x -e "$2" -e "$2.log" -e "$2.failed.log" -e "$2.sqsh" || true'
+    """What a build of `name` left under the test root besides a finished env and its logs (a dropped tree's
+    removal runs in the background after the build: given 60 s to end)."""
+    script = (
+        'cd "$HOME/$1" 2>/dev/null || exit 0; i=0; while ls -A | grep -q -F -e ".rm-$2-" && [ $i -lt 60 ]; do'
+        ' sleep 1; i=$((i + 1)); done 2>/dev/null; ls -A | grep -F -- "$2" |'
+        ' grep -v -x -e "$2" -e "$2.log" -e "$2.failed.log" -e "$2.sqsh" || true'
+    )
     out = transport.run(["sh", "-c", script, "sh", TEST_ROOT, name]).stdout
     return out.split()
