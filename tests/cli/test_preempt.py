@@ -4,8 +4,9 @@ same local URL to it without any command (test_preempt_ended.py: a session witho
 Its old node is gone meanwhile (taken out of service, as an administrator would, and resumed at the end): the job
 runs again on the other node.
 
-Slurm holds a requeued job for cred_expire seconds (BeginTime; 120 by default, 30 in the mini-cluster: see
-tests/cluster/files.py) before it may run again: these tests are slow, so there are few of them."""
+Slurm holds a requeued job for cred_expire seconds (BeginTime; 120 by default, 10 in the mini-cluster, whose
+scheduler also looks every 5 s: see tests/cluster/files.py) before it may run again: about 20 s here. Still these
+tests are slow, so there are few of them."""
 
 from __future__ import annotations
 
