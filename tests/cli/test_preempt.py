@@ -1,6 +1,6 @@
 """Sessions that come back (issue 22), on the mini-cluster's real Slurm preemption: the neighbour's urgent job
 takes the nodes; a `--preemptible` session's job is requeued, runs again, and its detached holder forwards the
-same local URL to it without any command (test_preempt_ended.py: a session without `--preemptible` is not requeued).
+same local URL to it without any command (test_preempt_stop.py: a session without `--preemptible` is not requeued).
 Its old node is gone meanwhile (taken out of service, as an administrator would, and resumed at the end): the job
 runs again on the other node.
 
