@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,16 @@ SESSIONS = Path("/home/hpcuser/.hpcjup/sessions")
 GROUP_JOB = "hpcjup+elastic+batch"
 
 # A notebook's computation, run as the cluster user with the session's Dask config (TLS, the scheduler's address):
-# tasks that need the group's resource, so only the group's workers can run them.
+# tasks that need the group's resource, so only the group's workers can run them. Each waits until the file named
+# by argv[1] exists, which the test creates once it has seen the lost job replaced: the work needs the group until
+# then, however slow the machine (fixed 2-second tasks kept the test waiting ~50 s after the replacement).
 NOTEBOOK = """
-import time
+import os, sys, time
 from dask.distributed import Client
 client = Client(timeout=30)
-def slow(x):
-    time.sleep(2)
+def slow(x, go=sys.argv[1]):
+    while not os.path.exists(go):
+        time.sleep(0.2)
     return x * x
 futs = client.map(slow, range(48), resources={"batch": 1}, pure=False)
 print(sum(client.gather(futs)))
@@ -59,12 +63,16 @@ def test_an_adaptive_group_grows_replaces_a_lost_job_and_shrinks_to_zero(
     assert not group_jobs(minicluster), "an adaptive group of minimum 0 starts with no job"
 
     config = SESSIONS / "elastic/dask/config"
-    with ThreadPoolExecutor(1) as pool:
-        notebook = pool.submit(
-            minicluster.run_as_user, ["env", f"DASK_CONFIG={config}", "python", "-c", NOTEBOOK], timeout=240
-        )
-        replaced_and_done(minicluster, notebook, laptop_env)
-    done = notebook.result()
+    go = Path("/home/hpcuser") / f".hpcjup-test-adaptive-{uuid.uuid4().hex[:8]}"
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            argv = ["env", f"DASK_CONFIG={config}", "python", "-c", NOTEBOOK, str(go)]
+            notebook = pool.submit(minicluster.run_as_user, argv, timeout=240)
+            replaced_and_done(minicluster, notebook, laptop_env)
+            go.touch()  # the tasks may finish now
+        done = notebook.result()
+    finally:
+        go.unlink(missing_ok=True)
     assert done.returncode == 0, done.stderr[-2000:]
     total, allowed = done.stdout.split()
     assert int(total) == sum(x * x for x in range(48)), "the result is correct despite the lost worker job"

@@ -90,7 +90,9 @@ def test_damaged_sessions_do_not_break_the_others(
     assert text.returncode == 0 and "DAMAGED" in text.stdout
     attach = run(["attach", "num-id", *HOST, "--no-browser"], laptop_env)
     assert attach.returncode == ExitCode.REMOTE and "job_id" in attach.stderr
-    stop_all = run(["stop", "--all", *HOST, "--json"], laptop_env, timeout=180)
+    # --grace 15: "bad-state" shares healthy's job but its state.json never says "ended", so stop waits out the whole
+    # grace period (60 s by default) for it; healthy's launcher records its end within a few seconds either way.
+    stop_all = run(["stop", "--all", *HOST, "--json", "--grace", "15"], laptop_env, timeout=180)
     assert stop_all.returncode == 0, stop_all.stderr
     assert {s["name"] for s in json.loads(stop_all.stdout)["stopped"]} >= {"healthy"}
     assert not session_jobs(minicluster, ("healthy",)), f"job {good['job_id']} still active"

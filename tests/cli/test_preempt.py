@@ -1,11 +1,12 @@
 """Sessions that come back (issue 22), on the mini-cluster's real Slurm preemption: the neighbour's urgent job
 takes the nodes; a `--preemptible` session's job is requeued, runs again, and its detached holder forwards the
-same local URL to it without any command (test_preempt_ended.py: a session without `--preemptible` is not requeued).
+same local URL to it without any command (test_preempt_stop.py: a session without `--preemptible` is not requeued).
 Its old node is gone meanwhile (taken out of service, as an administrator would, and resumed at the end): the job
 runs again on the other node.
 
-Slurm holds a requeued job for cred_expire seconds (BeginTime; 120 by default, 30 in the mini-cluster: see
-tests/cluster/files.py) before it may run again: these tests are slow, so there are few of them."""
+Slurm holds a requeued job for cred_expire seconds (BeginTime; 120 by default, 10 in the mini-cluster, whose
+scheduler also looks every 5 s: see tests/cluster/files.py) before it may run again: about 20 s here. Still these
+tests are slow, so there are few of them."""
 
 from __future__ import annotations
 

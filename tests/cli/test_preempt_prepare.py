@@ -1,7 +1,7 @@
 """A preemption while the session's environment is being prepared on the node (the profile's setup lines run, before
 the launcher and Jupyter), on the mini-cluster's real Slurm: the job is requeued, comes back after Slurm's requeue
 hold (cred_expire), and the `start` that was waiting for it ends with a URL that answers. one_backend: nothing here depends on the
-SSH backend; it waits for the requeue hold once (about 30 s here)."""
+SSH backend; it waits for the requeue hold once (about 20 s here)."""
 
 from __future__ import annotations
 

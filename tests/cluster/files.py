@@ -44,6 +44,7 @@ KillWait=15
 MinJobAge=300
 InactiveLimit=0
 MailProg=/bin/true
+SchedulerParameters={SCHEDULER_PARAMETERS}
 {PREEMPTION}StateSaveLocation={root}/state
 SlurmdSpoolDir={root}/spool/%n
 SlurmctldPidFile={root}/slurmctld.pid
@@ -57,10 +58,16 @@ PartitionName=booster Nodes={names} MaxTime=INFINITE State=UP PreemptMode=OFF
 {preemption_partitions(names)}"""
 
 
-# A requeued job may start again only cred_expire seconds later (slurm.conf(5), AuthInfo; 120 by default): the
-# preemption tests wait through that hold, so the harness shortens it (a credential still outlives any step launch
-# on one machine by far).
-CRED_EXPIRE = 30
+# A requeued job may start again only cred_expire seconds later (slurm.conf(5), AuthInfo; 120 by default, at least 5):
+# the preemption tests wait through that hold, so the harness shortens it (a credential still outlives any step
+# launch on one machine by far: slurmd receives it within a second of its making).
+CRED_EXPIRE = 10
+
+# Slurm starts a job whose BeginTime has passed (a requeued one) only at its next scheduling pass: backfill's
+# bf_interval (30 s by default) or the main loop's sched_interval (60 s). Measured here: requeue to run again took
+# 43-60 s with cred_expire=30 and the defaults (the preemption tests wait for that twice). Every 5 s instead: a small
+# site's value; it changes when Slurm looks, not what it decides (backfill still plans the same, test_schedulers).
+SCHEDULER_PARAMETERS = "bf_interval=5,sched_interval=10"
 
 # Real preemption (issue 22): jobs in the low-tier partition are requeued (SIGTERM, GraceTime s, then killed and
 # requeued) when a job of the high tier needs their nodes; the other partitions are never preempted.
