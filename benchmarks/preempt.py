@@ -6,7 +6,7 @@ same local URL answering, with no command by the user.
 Needs root on Debian (it brings the mini-cluster up itself, adds its preemption partitions and leaves it up,
 see tests/cluster). Each run: `hpcjup start -d --preemptible -p preempt` from a fresh laptop; the neighbour's
 urgent two-node job preempts it (GraceTime, SIGTERM, requeue) and is cancelled once the job pends again; Slurm
-holds the requeued job cred_expire seconds (BeginTime; 120 by default, 30 in the mini-cluster), so a run
+holds the requeued job cred_expire seconds (BeginTime; 120 by default, 10 in the mini-cluster), so a run
 takes one to three and a half minutes. Measured: the moment
 squeue first shows the job RUNNING again (polled every 0.1 s) to the first HTTP 200 with the token on the same
 local URL (polled every 0.05 s), and its parts: JupyterLab's own start on the node (connection.json's started_at

@@ -316,7 +316,9 @@ def test_job_ids_are_checked(bad: str) -> None:
 
 def test_snippets() -> None:
     assert SGE.stop_snippet(["12"], ["13", "x;y"]) == "qdel 12 13 >/dev/null 2>&1"
-    assert SGE.kill_snippet(["12"]) == "qdel -f 12 >/dev/null 2>&1 || qdel 12 >/dev/null 2>&1"
+    killed = SGE.kill_snippet(["12", "13"])
+    assert killed.startswith("qdel 12 13 >/dev/null 2>&1; ") and killed.endswith("|| qdel -f 12 13 >/dev/null 2>&1")
+    assert "qstat -j 12,13" in killed
     assert 'qstat -xml -u "$(id -un)"' in SGE.cancel_own_snippet({"12": "hpcjup+lab+", "13": "hpcjup+lab+"})
 
 
