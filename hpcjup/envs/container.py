@@ -134,7 +134,7 @@ def ensure_image(
 ) -> Pulled:
     """The ref's cached copy on the host, pulled now if it is not there or its tag moved (one remote command either
     way); `always` asks the registry even if it did not answer a moment ago."""
-    from hpcjup.envs.build import remote_lines
+    from hpcjup.envs.remote import remote_lines
 
     tail: collections.deque[str] = collections.deque(maxlen=TAIL)
     said: dict[str, Any] = {}
@@ -157,7 +157,7 @@ def read_line(
 ) -> Pulled | None:
     """One line of the pull: a phase, the result (a Pulled), a failure (raised), the runtime's own words, or what
     the tag check found (kept in `said` as Pulled's `moved` and `warning`)."""
-    from hpcjup.envs.build import script_line
+    from hpcjup.envs.remote import script_line
 
     found = script_line(line, tail, progress)
     if found is None:

@@ -33,7 +33,7 @@
 
 from __future__ import annotations
 
-from hpcjup.envs import conda
+from hpcjup.envs import conda, listing
 from hpcjup.envs.pack import PACK
 
 # Marker written last inside a built env: its metadata. Its presence is what "built" means.
@@ -354,53 +354,7 @@ EOF
     say done "$final" built
 }
 
-list() {
-    root=$(absroot "$1") || exit 3
-    say root "$root"
-    current=$(readlink "$root/server-current" 2>/dev/null)
-    [ -z "$current" ] || say current "$current"
-    for m in "$root"/*/.hpcjup-env.json; do
-        [ -f "$m" ] || continue
-        d=${m%/.hpcjup-env.json}
-        [ ! -L "$d" ] || continue  # server-current: a name for one of the others
-        used=$(stat -c %Y "$d/.hpcjup-used" 2>/dev/null || stat -c %Y "$m")
-        printf '@@env %s %s %s %s\n' "${d##*/}" "$(du -sk "$d" | cut -f1)" "$(find "$d" | wc -l)" "$used"
-        cat "$m"; echo
-        # Its own files beside it (image, its bad-mark, logs): what it costs on the shared filesystem besides the tree.
-        printf '@@beside %s' "${d##*/}"; for f in "$d.sqsh" "$d.sqsh.bad" "$d.log"; do [ ! -e "$f" ] || printf ' %s' "${f##*.}"; done
-        has_tree "$d" && echo || echo ' notree'  # dropped after packing (pack.py): the image is the environment
-    done
-}
-
-remove() {
-    root=$(absroot "$1") || exit 3; shift
-    for name; do  # all or nothing: check every name before removing any
-        case $name in */*|.*|'') echo "bad name $name" >&2; exit 2 ;; esac
-        if [ -d "$root/.lock-$name" ]; then echo "$name is being built" >&2; exit 5; fi
-        [ -e "$root/$name" ] || { echo "no environment $name" >&2; exit 6; }
-    done
-    for name; do
-        # Renamed first: a start checking at this moment sees it gone, never half removed.
-        mv "$root/$name" "$root/.rm-$name-$$" && rm -rf "$root/.rm-$name-$$" "$root/$name.log" "$root/$name.failed.log" "$root/$name.sqsh" "$root/$name.sqsh.bad"
-        say removed "$name"
-    done
-}
-
-prune() {
-    root=$(absroot "$1") || exit 3; days=$2; shift 2
-    current=$(readlink "$root/server-current" 2>/dev/null)
-    for name; do
-        case $name in */*|.*|'') continue ;; esac
-        [ -f "$root/$name/.hpcjup-env.json" ] && [ "$name" != "$current" ] && [ ! -d "$root/.lock-$name" ] || continue
-        used="$root/$name/.hpcjup-used"
-        [ -e "$used" ] || used="$root/$name/.hpcjup-env.json"
-        # Checked again here: a start since the laptop listed it marked it used.
-        [ -n "$(find "$used" -mmin +$((days * 1440)) 2>/dev/null)" ] || continue
-        mv "$root/$name" "$root/.rm-$name-$$" && rm -rf "$root/.rm-$name-$$" "$root/$name.log" "$root/$name.failed.log" "$root/$name.sqsh" "$root/$name.sqsh.bad"
-        say removed "$name"
-    done
-}
-
+@LISTING@
 @CONDA@
 case $action in
     probe) probe "$@" ;;
@@ -412,5 +366,6 @@ case $action in
 esac
 """.replace("@REACH_TIMEOUT@", str(REACH_TIMEOUT))
     .replace("@CONDA@", conda.SH)
+    .replace("@LISTING@", listing.SH)
     .replace("@PACK@", PACK)
 )
