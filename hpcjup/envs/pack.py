@@ -110,9 +110,10 @@ drop_tree() {  # $1 ROOT, $2 NAME: once its image is packed and lists its Python
     n=$(find "$dir" | wc -l | tr -d ' ')
     mv "$dir" "$gone" && mv "$keep" "$dir" || { [ -e "$dir" ] || mv "$gone" "$dir"; rm -rf "$keep"; return 0; }
     # Removed in the background: on a slow shared filesystem that takes as long as writing it did (server env,
-    # 23,000 files over sshfs at 0.1 / 0.5 ms: 21 / 50 s; benchmarks/envtree.py), and nothing waits for it. A
-    # removal cut short (a build job's end) is finished by a later build's sweep.
-    rm -rf "$gone" </dev/null >/dev/null 2>&1 &
+    # 23,000 files over sshfs at 0.1 / 0.5 ms: 21 / 50 s; benchmarks/envtree.py), and nothing waits for it. Not in
+    # a build job (HPCJUP_ENV_JOB): its end would cut the removal short (seen on Grid Engine); there the job waits.
+    # A removal cut short otherwise (a rebooted login node) is finished by a later build's sweep.
+    if [ -n "${HPCJUP_ENV_JOB:-}" ]; then rm -rf "$gone"; else rm -rf "$gone" </dev/null >/dev/null 2>&1 & fi
     say tree dropped "$n"
 }
 
