@@ -83,11 +83,11 @@ def offline_setting(given: bool | None = None) -> bool | None:
 
 
 def keep_tree(transport: Transport) -> bool:
-    """Whether a build keeps the env's tree on the shared filesystem (envs/pack.py): the `env_mode` setting is
-    `direct` (envs run in place), or the host is this machine (--local)."""
+    """Whether this build keeps the env's tree (envs.build.keeps_tree), from the `env_mode` setting."""
     from hpcjup.config.profiles import resolve
+    from hpcjup.envs.build import keeps_tree
 
-    return transport.name == "local" or resolve({}, profile=None).value("env_mode") == "direct"
+    return keeps_tree(resolve({}, profile=None).value("env_mode"), transport)
 
 
 def build_where(app: App, transport: Transport, build: str | None) -> JobPlace | None:

@@ -78,6 +78,12 @@ def probe_argv(
     return [*tree_env(keep_tree), *argv, uv_version, "stage" if stage else "", index, index_url]
 
 
+def keeps_tree(env_mode: object, transport: Transport) -> bool:
+    """Whether builds keep an env's tree on the shared filesystem (envs/pack.py): where envs run in place, with
+    `env_mode = "direct"` or on this machine (--local, whose envs are on the laptop's own disk)."""
+    return env_mode == "direct" or transport.name == "local"
+
+
 def tree_env(keep: bool) -> list[str]:
     """The argv prefix that tells the scripts to keep an env's tree on the shared filesystem (and unpack a dropped
     one back): for env_mode direct and --local, which run envs in place (envs/pack.py). Default: dropped."""

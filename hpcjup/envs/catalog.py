@@ -46,21 +46,23 @@ class EnvInfo:
         """What it costs in inodes on the shared filesystem: its directory (`files`) and what lies beside it."""
         return self.files + self.beside
 
+    def _packed(self, key: str) -> int | None:
+        """A figure of the tree as its image's metadata recorded it when packing (`tree_files`, `tree_kb`)."""
+        image = self.meta.get("image")
+        value = image.get(key) if isinstance(image, dict) else None
+        return value if isinstance(value, int) else None
+
     @property
     def inside_files(self) -> int:
         """The files of the environment itself: its tree's, or, where that was dropped, its image's (as packed)."""
-        if self.tree:
-            return self.files
-        counted = self.meta.get("image", {}).get("tree_files") if isinstance(self.meta.get("image"), dict) else None
-        return counted if isinstance(counted, int) else 0
+        counted = None if self.tree else self._packed("tree_files")
+        return self.files if self.tree else 0 if counted is None else counted
 
     @property
     def size_kb(self) -> int:
         """Its size unpacked: the tree's, or, where that was dropped, the tree's as packed."""
-        if self.tree:
-            return self.kb
-        packed = self.meta.get("image", {}).get("tree_kb") if isinstance(self.meta.get("image"), dict) else None
-        return packed if isinstance(packed, int) else self.kb
+        packed = None if self.tree else self._packed("tree_kb")
+        return self.kb if packed is None else packed
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "inside_files": self.inside_files, "shared_files": self.shared_files}

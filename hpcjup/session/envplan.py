@@ -43,11 +43,18 @@ class Plan:
     server: EnvSpec = field(default_factory=server_env.server_spec)
     offline: bool | None = None  # the `offline` setting: None finds out when something is built
     build: BuildWhere | None = None  # `build = "job"`: where its build job runs; None: on the login node
-    keep_tree: bool = False  # env_mode direct: envs run in place, so their trees stay on the shared filesystem
+    env_mode: str = "auto"  # the `env_mode` setting: direct runs envs in place, so their trees stay
+
+    @property
+    def keep_tree(self) -> bool:
+        """Whether the upload asks for each env's tree (`t:` checks): env_mode direct."""
+        return self.env_mode == "direct"
 
     def keeps_tree(self, transport: Transport) -> bool:
-        """Whether the envs' trees stay (envs/pack.py): env_mode direct, or --local (the laptop runs them in place)."""
-        return self.keep_tree or transport.name == "local"
+        """Whether builds keep the envs' trees (envs.build.keeps_tree): env_mode direct, or --local."""
+        from hpcjup.envs.build import keeps_tree
+
+        return keeps_tree(self.env_mode, transport)
 
     def specs(self) -> list[tuple[str, EnvSpec]]:
         """(prefix, spec) of every env to build: the server first."""
@@ -88,9 +95,8 @@ class Located:
 
     server_python: str
     kernels: tuple[tuple[str, str], ...]  # (name, python); a module set's: its WRAPPER, relative until `at`
-    checks: tuple[
-        str, ...
-    ]  # `b:PATH` built env (`t:PATH` with its tree), `p:PATH` existing prefix, `c:ROOT:NAME` server-current,
+    # `b:PATH` built env (`t:PATH` with its tree), `p:PATH` existing prefix, `c:ROOT:NAME` server-current,
+    checks: tuple[str, ...]
     # `m:NAME=module:A,B WRAPPER` a module set's python3 has ipykernel (claim.py)
     envs: tuple[str, ...]  # the env directories the session uses (session.json; `env rm` refuses them)
     wrappers: tuple[tuple[str, str], ...] = ()  # (WRAPPER path in the session directory, its text)
@@ -136,7 +142,7 @@ def plan(settings: Settings) -> Plan | None:
         tuple(kernels),
         offline=settings.value("offline"),
         build=BuildWhere.of(settings),
-        keep_tree=settings.value("env_mode") == "direct",
+        env_mode=settings.value("env_mode") or "auto",
     )
 
 
@@ -153,7 +159,7 @@ def server_plan(settings: Settings) -> Plan:
         settings.value("python") or "python3",
         offline=settings.value("offline"),
         build=BuildWhere.of(settings),
-        keep_tree=settings.value("env_mode") == "direct",
+        env_mode=settings.value("env_mode") or "auto",
     )
 
 
